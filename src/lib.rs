@@ -1,0 +1,19 @@
+//! srptd: a userspace SCSI RDMA Protocol (SRP) target.
+//!
+//! Layers, from the wire up (see `docs/architecture.md`):
+//! - [`wire`]: SRP information units and descriptors as typed structs,
+//!   parsed from and built into byte buffers. No state, no I/O.
+//! - [`scsi`]: SCSI command emulation for direct-access LUNs, sense data,
+//!   LUN tables with access lists, and backstores (RAM, file, block device).
+//! - [`proto`]: the sans-I/O SRP channel: login negotiation, credits, the
+//!   per-command state machine and descriptor mapping. It consumes events
+//!   and emits actions; it never touches hardware.
+//! - [`rdma`]: the only module with `unsafe` code: registered memory,
+//!   verbs and RDMA/CM wrappers.
+#![deny(unsafe_code)]
+
+pub mod proto;
+#[allow(unsafe_code)]
+pub mod rdma;
+pub mod scsi;
+pub mod wire;

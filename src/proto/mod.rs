@@ -1,0 +1,2 @@
+//! Sans-I/O SRP channel logic.
+//! (Placeholder in the skeleton.)

@@ -1,0 +1,2 @@
+//! SCSI target core: command emulation, sense data, LUNs, backstores.
+//! (Placeholder in the skeleton.)
