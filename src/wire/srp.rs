@@ -1,0 +1,1492 @@
+//! SRP information units (IUs) and data buffer descriptors.
+//!
+//! Layouts and constants follow SRP r16a (T10/1415-D) as transcribed in the
+//! Linux kernel's `include/scsi/srp.h`, plus the SRP-2 additions the kernel
+//! implements (immediate data, the RDMA/CM login request form). Where the
+//! Linux initiator (`ib_srp.c`) or target (`ib_srpt.c`) behaviour shapes a
+//! check, the comment says so.
+
+use super::{Reader, WireError, Writer};
+
+// ---------------------------------------------------------------------------
+// Common fields
+// ---------------------------------------------------------------------------
+
+/// The IU type code, always the first byte of an IU (srp.h `SRP_*` enum).
+///
+/// A newtype rather than an enum so that any byte can be carried; use
+/// [`Opcode::is_known`] or [`peek_opcode`] to classify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Opcode(pub u8);
+
+impl Opcode {
+    // Initiator to target requests.
+    pub const LOGIN_REQ: Opcode = Opcode(0x00);
+    pub const TSK_MGMT: Opcode = Opcode(0x01);
+    pub const CMD: Opcode = Opcode(0x02);
+    pub const I_LOGOUT: Opcode = Opcode(0x03);
+    // Target to initiator responses.
+    pub const LOGIN_RSP: Opcode = Opcode(0xc0);
+    pub const RSP: Opcode = Opcode(0xc1);
+    pub const LOGIN_REJ: Opcode = Opcode(0xc2);
+    // Target to initiator requests.
+    pub const T_LOGOUT: Opcode = Opcode(0x80);
+    pub const CRED_REQ: Opcode = Opcode(0x81);
+    pub const AER_REQ: Opcode = Opcode(0x82);
+    // Initiator to target responses.
+    pub const CRED_RSP: Opcode = Opcode(0x41);
+    pub const AER_RSP: Opcode = Opcode(0x42);
+
+    /// The srp.h name of a defined opcode, `None` for any other byte.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::LOGIN_REQ => "SRP_LOGIN_REQ",
+            Self::TSK_MGMT => "SRP_TSK_MGMT",
+            Self::CMD => "SRP_CMD",
+            Self::I_LOGOUT => "SRP_I_LOGOUT",
+            Self::LOGIN_RSP => "SRP_LOGIN_RSP",
+            Self::RSP => "SRP_RSP",
+            Self::LOGIN_REJ => "SRP_LOGIN_REJ",
+            Self::T_LOGOUT => "SRP_T_LOGOUT",
+            Self::CRED_REQ => "SRP_CRED_REQ",
+            Self::AER_REQ => "SRP_AER_REQ",
+            Self::CRED_RSP => "SRP_CRED_RSP",
+            Self::AER_RSP => "SRP_AER_RSP",
+            _ => return None,
+        })
+    }
+
+    /// Whether this is one of the twelve opcodes SRP r16a defines.
+    pub fn is_known(self) -> bool {
+        self.name().is_some()
+    }
+}
+
+/// Read the opcode of an IU: its first byte, which must be a defined SRP
+/// opcode.
+pub fn peek_opcode(iu: &[u8]) -> Result<Opcode, WireError> {
+    let op = Opcode(Reader::new(iu, "SRP IU").u8()?);
+    if !op.is_known() {
+        return Err(WireError::UnknownOpcode(op.0));
+    }
+    Ok(op)
+}
+
+/// The 8-byte tag of an IU.
+///
+/// Opaque to the target: SRP r16a only requires the target to echo it in
+/// the response. The Linux initiator stores it in host byte order
+/// (`cmd->tag = tag`, and `rsp->tag & SRP_TAG_TSK_MGMT` when matching), so
+/// never interpret the value; it is read and written big-endian so the
+/// bytes go back exactly as they came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Tag(pub u64);
+
+/// Logical unit number: the 8 bytes of the SAM LUN field, uninterpreted.
+pub type Lun = [u8; 8];
+
+/// REQUIRED/SUPPORTED BUFFER FORMATS (login IUs): direct descriptors
+/// (srp.h `SRP_BUF_FORMAT_DIRECT`).
+pub const BUF_FMT_DIRECT: u16 = 1 << 1;
+/// REQUIRED/SUPPORTED BUFFER FORMATS (login IUs): indirect descriptors
+/// (srp.h `SRP_BUF_FORMAT_INDIRECT`).
+pub const BUF_FMT_INDIRECT: u16 = 1 << 2;
+
+/// SOL_NOT bit of SRP_RSP and SRP_T_LOGOUT, SOLNT (ib_srpt.h, r16a tables
+/// 16 and 22): the target asks the initiator to notify on receipt.
+pub const SOLNT: u8 = 0x01;
+/// SOL_NOT bit of SRP_CMD and SRP_TSK_MGMT: SCSOLNT (solicited
+/// notification on successful completion).
+pub const SCSOLNT: u8 = 0x02;
+/// SOL_NOT bit of SRP_CMD and SRP_TSK_MGMT: UCSOLNT (solicited
+/// notification on unsuccessful completion).
+pub const UCSOLNT: u8 = 0x04;
+
+/// Data buffer descriptor format, one nibble of the SRP_CMD BUFFER FORMAT
+/// byte: DATA-OUT in the high nibble, DATA-IN in the low nibble (ib_srpt:
+/// "The lower four bits of the buffer format field contain the DATA-IN
+/// buffer descriptor format, and the highest four bits contain the
+/// DATA-OUT buffer descriptor format").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DescFormat {
+    /// `SRP_NO_DATA_DESC`: no descriptor, no data in this direction.
+    None = 0,
+    /// `SRP_DATA_DESC_DIRECT`: one 16-byte direct descriptor.
+    Direct = 1,
+    /// `SRP_DATA_DESC_INDIRECT`: an indirect descriptor (table descriptor,
+    /// total length, then some or all of the table).
+    Indirect = 2,
+    /// `SRP_DATA_DESC_IMM` (SRP-2): a 4-byte length; the data itself is in
+    /// the IU at the login-negotiated immediate data offset. DATA-OUT only.
+    Immediate = 3,
+}
+
+impl DescFormat {
+    /// Decode a nibble; `None` for the reserved values 4..=15.
+    pub fn from_nibble(n: u8) -> Option<Self> {
+        Some(match n {
+            0 => Self::None,
+            1 => Self::Direct,
+            2 => Self::Indirect,
+            3 => Self::Immediate,
+            _ => return None,
+        })
+    }
+}
+
+/// Check the first byte against `op` and that `min_len` bytes are present,
+/// returning a reader positioned just after the opcode.
+fn fixed<'a>(iu: &'a [u8], what: &'static str, op: Opcode, min_len: usize) -> Result<Reader<'a>, WireError> {
+    let mut r = Reader::new(iu, what);
+    // r16a: every IU starts with its type code; a parser for one IU type
+    // must not accept another.
+    if let Some(&got) = iu.first() {
+        if got != op.0 {
+            return Err(WireError::BadOpcode { expected: op.0, got });
+        }
+    }
+    // srp.h sizes are the minimum IU sizes; trailing bytes (e.g. the rest
+    // of a 92-byte IB CM private data area) are ignored.
+    r.require(min_len)?;
+    r.skip(1)?;
+    Ok(r)
+}
+
+fn lun(r: &mut Reader<'_>) -> Result<Lun, WireError> {
+    r.array()
+}
+
+/// Parse a u32 length field into `usize` (lossless on all supported targets;
+/// saturates elsewhere so bounds checks fail instead of wrapping).
+fn len32(v: u32) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+fn u32_len(what: &'static str, n: usize) -> Result<u32, WireError> {
+    u32::try_from(n).map_err(|_| WireError::InvalidField(what))
+}
+
+// ---------------------------------------------------------------------------
+// Login
+// ---------------------------------------------------------------------------
+
+/// SRP_LOGIN_REQ (64 bytes; r16a 6.2, srp.h `struct srp_login_req`), or the
+/// 56-byte RDMA/CM private-data form `struct srp_login_req_rdma`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginRequest {
+    pub tag: Tag,
+    /// REQUESTED MAXIMUM INITIATOR TO TARGET IU LENGTH.
+    pub req_it_iu_len: u32,
+    /// REQUIRED BUFFER FORMATS: [`BUF_FMT_DIRECT`] | [`BUF_FMT_INDIRECT`].
+    pub req_buf_fmt: u16,
+    /// MULTI-CHANNEL ACTION in bits 1:0, [`Self::IMMED_REQUESTED`] in bit 7.
+    pub req_flags: u8,
+    /// Offset in SRP_CMD IUs at which immediate data starts (SRP-2;
+    /// meaningful only with [`Self::IMMED_REQUESTED`]). The Linux initiator
+    /// sends `SRP_IMM_DATA_OFFSET` = 48 + 16 + 4 = 68.
+    pub imm_data_offset: u16,
+    /// INITIATOR PORT IDENTIFIER (r16a: 8 bytes identifier extension, then
+    /// 8 bytes GUID; pre-r16a drafts used the opposite order).
+    pub initiator_port_id: [u8; 16],
+    /// TARGET PORT IDENTIFIER (same layout).
+    pub target_port_id: [u8; 16],
+}
+
+impl LoginRequest {
+    /// Size of the IU form (IB CM private data, SRP over other transports).
+    pub const LEN: usize = 64;
+    /// Size of `struct srp_login_req_rdma` (srp.h: "RDMA/CM over
+    /// InfiniBand can only carry 92 - 36 = 56 bytes of private data").
+    pub const RDMA_CM_LEN: usize = 56;
+
+    /// MULTI-CHANNEL ACTION field mask in `req_flags`.
+    pub const MULTICHAN_MASK: u8 = 0x03;
+    /// MULTI-CHANNEL ACTION 0: terminate the I_T nexus's other channels.
+    pub const SINGLE: u8 = 0x00;
+    /// MULTI-CHANNEL ACTION 1: independent operation (keep them).
+    pub const MULTI: u8 = 0x01;
+    /// SRP-2 immediate data requested (srp.h `SRP_IMMED_REQUESTED`).
+    pub const IMMED_REQUESTED: u8 = 0x80;
+
+    /// The MULTI-CHANNEL ACTION field: [`Self::SINGLE`], [`Self::MULTI`] or
+    /// a reserved value (2, 3) the protocol layer must reject.
+    pub fn multichannel_action(&self) -> u8 {
+        self.req_flags & Self::MULTICHAN_MASK
+    }
+
+    /// Whether the initiator asks for immediate data.
+    pub fn immed_requested(&self) -> bool {
+        self.req_flags & Self::IMMED_REQUESTED != 0
+    }
+
+    /// Parse the 64-byte IU form.
+    pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
+        let mut r = fixed(iu, "SRP_LOGIN_REQ", Opcode::LOGIN_REQ, Self::LEN)?;
+        r.skip(7)?;
+        let tag = Tag(r.be64()?);
+        let req_it_iu_len = r.be32()?;
+        r.skip(4)?;
+        let req_buf_fmt = r.be16()?;
+        let req_flags = r.u8()?;
+        r.skip(1)?;
+        let imm_data_offset = r.be16()?;
+        r.skip(2)?;
+        let initiator_port_id = r.array()?;
+        let target_port_id = r.array()?;
+        Ok(Self {
+            tag,
+            req_it_iu_len,
+            req_buf_fmt,
+            req_flags,
+            imm_data_offset,
+            initiator_port_id,
+            target_port_id,
+        })
+    }
+
+    /// Parse the RDMA/CM private-data form (srp.h `srp_login_req_rdma`:
+    /// tag, req_buf_fmt, req_flags, opcode, req_it_iu_len, port ids,
+    /// imm_data_offset, 6 reserved; note the opcode is byte 11, not 0).
+    pub fn parse_rdma_cm(pd: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(pd, "SRP_LOGIN_REQ (RDMA/CM)");
+        // ib_srpt: "if (event->param.conn.private_data_len <
+        // sizeof(*req_rdma)) return -EINVAL".
+        r.require(Self::RDMA_CM_LEN)?;
+        let tag = Tag(r.be64()?);
+        let req_buf_fmt = r.be16()?;
+        let req_flags = r.u8()?;
+        let opcode = r.u8()?;
+        if opcode != Opcode::LOGIN_REQ.0 {
+            return Err(WireError::BadOpcode {
+                expected: Opcode::LOGIN_REQ.0,
+                got: opcode,
+            });
+        }
+        let req_it_iu_len = r.be32()?;
+        let initiator_port_id = r.array()?;
+        let target_port_id = r.array()?;
+        let imm_data_offset = r.be16()?;
+        Ok(Self {
+            tag,
+            req_it_iu_len,
+            req_buf_fmt,
+            req_flags,
+            imm_data_offset,
+            initiator_port_id,
+            target_port_id,
+        })
+    }
+
+    /// Build the 64-byte IU form; returns 64.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        w.u8(Opcode::LOGIN_REQ.0)?;
+        w.zeros(7)?;
+        w.be64(self.tag.0)?;
+        w.be32(self.req_it_iu_len)?;
+        w.zeros(4)?;
+        w.be16(self.req_buf_fmt)?;
+        w.u8(self.req_flags)?;
+        w.zeros(1)?;
+        w.be16(self.imm_data_offset)?;
+        w.zeros(2)?;
+        w.put(&self.initiator_port_id)?;
+        w.put(&self.target_port_id)?;
+        Ok(w.position())
+    }
+
+    /// Build the 56-byte RDMA/CM private-data form; returns 56.
+    pub fn emit_rdma_cm(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::RDMA_CM_LEN)?;
+        w.be64(self.tag.0)?;
+        w.be16(self.req_buf_fmt)?;
+        w.u8(self.req_flags)?;
+        w.u8(Opcode::LOGIN_REQ.0)?;
+        w.be32(self.req_it_iu_len)?;
+        w.put(&self.initiator_port_id)?;
+        w.put(&self.target_port_id)?;
+        w.be16(self.imm_data_offset)?;
+        w.zeros(6)?;
+        Ok(w.position())
+    }
+}
+
+/// SRP_LOGIN_RSP (52 bytes; r16a 6.3, srp.h `struct srp_login_rsp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginResponse {
+    pub tag: Tag,
+    /// Initial credits granted to the initiator.
+    pub req_lim_delta: u32,
+    /// MAXIMUM INITIATOR TO TARGET IU LENGTH the target accepts.
+    pub max_it_iu_len: u32,
+    /// MAXIMUM TARGET TO INITIATOR IU LENGTH the target will send.
+    pub max_ti_iu_len: u32,
+    /// SUPPORTED BUFFER FORMATS.
+    pub buf_fmt: u16,
+    /// MULTI-CHANNEL RESULT in bits 1:0, [`Self::IMMED_SUPPORTED`] in bit 7.
+    pub rsp_flags: u8,
+}
+
+impl LoginResponse {
+    pub const LEN: usize = 52;
+    /// MULTI-CHANNEL RESULT field mask in `rsp_flags`.
+    pub const MULTICHAN_MASK: u8 = 0x03;
+    /// MULTI-CHANNEL RESULT 0: no existing channels were terminated
+    /// (srp.h `SRP_LOGIN_RSP_MULTICHAN_NO_CHAN`).
+    pub const NO_CHANNELS_TERMINATED: u8 = 0x0;
+    /// MULTI-CHANNEL RESULT 1: existing channels were terminated
+    /// (srp.h `SRP_LOGIN_RSP_MULTICHAN_TERMINATED` = 0x1).
+    pub const TERMINATED: u8 = 0x1;
+    /// MULTI-CHANNEL RESULT 2: existing channels are maintained
+    /// (srp.h `SRP_LOGIN_RSP_MULTICHAN_MAINTAINED` = 0x2).
+    pub const MAINTAINED: u8 = 0x2;
+    /// SRP-2: immediate data supported (srp.h `SRP_LOGIN_RSP_IMMED_SUPP`).
+    /// ib_srp uses immediate data only if this bit is set.
+    pub const IMMED_SUPPORTED: u8 = 0x80;
+
+    /// The MULTI-CHANNEL RESULT field.
+    pub fn multichannel_result(&self) -> u8 {
+        self.rsp_flags & Self::MULTICHAN_MASK
+    }
+
+    pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
+        let mut r = fixed(iu, "SRP_LOGIN_RSP", Opcode::LOGIN_RSP, Self::LEN)?;
+        r.skip(3)?;
+        let req_lim_delta = r.be32()?;
+        let tag = Tag(r.be64()?);
+        let max_it_iu_len = r.be32()?;
+        let max_ti_iu_len = r.be32()?;
+        let buf_fmt = r.be16()?;
+        let rsp_flags = r.u8()?;
+        Ok(Self {
+            tag,
+            req_lim_delta,
+            max_it_iu_len,
+            max_ti_iu_len,
+            buf_fmt,
+            rsp_flags,
+        })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        w.u8(Opcode::LOGIN_RSP.0)?;
+        w.zeros(3)?;
+        w.be32(self.req_lim_delta)?;
+        w.be64(self.tag.0)?;
+        w.be32(self.max_it_iu_len)?;
+        w.be32(self.max_ti_iu_len)?;
+        w.be16(self.buf_fmt)?;
+        w.u8(self.rsp_flags)?;
+        w.zeros(25)?;
+        Ok(w.position())
+    }
+}
+
+/// REASON field of SRP_LOGIN_REJ (srp.h `enum srp_login_rej_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RejectReason(pub u32);
+
+impl RejectReason {
+    pub const UNABLE_ESTABLISH_CHANNEL: RejectReason = RejectReason(0x0001_0000);
+    pub const INSUFFICIENT_RESOURCES: RejectReason = RejectReason(0x0001_0001);
+    /// Also used by ib_srpt when req_it_iu_len < 64.
+    pub const IT_IU_LENGTH_TOO_LARGE: RejectReason = RejectReason(0x0001_0002);
+    pub const UNABLE_ASSOCIATE_CHANNEL: RejectReason = RejectReason(0x0001_0003);
+    pub const UNSUPPORTED_DESCRIPTOR_FORMAT: RejectReason = RejectReason(0x0001_0004);
+    pub const MULTICHANNEL_UNSUPPORTED: RejectReason = RejectReason(0x0001_0005);
+    pub const CHANNEL_LIMIT_REACHED: RejectReason = RejectReason(0x0001_0006);
+}
+
+/// SRP_LOGIN_REJ (32 bytes; r16a 6.4, srp.h `struct srp_login_rej`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginReject {
+    pub tag: Tag,
+    pub reason: RejectReason,
+    /// SUPPORTED BUFFER FORMATS (ib_srpt sends DIRECT | INDIRECT).
+    pub buf_fmt: u16,
+}
+
+impl LoginReject {
+    pub const LEN: usize = 32;
+
+    pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
+        let mut r = fixed(iu, "SRP_LOGIN_REJ", Opcode::LOGIN_REJ, Self::LEN)?;
+        r.skip(3)?;
+        let reason = RejectReason(r.be32()?);
+        let tag = Tag(r.be64()?);
+        r.skip(8)?;
+        let buf_fmt = r.be16()?;
+        Ok(Self { tag, reason, buf_fmt })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        w.u8(Opcode::LOGIN_REJ.0)?;
+        w.zeros(3)?;
+        w.be32(self.reason.0)?;
+        w.be64(self.tag.0)?;
+        w.zeros(8)?;
+        w.be16(self.buf_fmt)?;
+        w.zeros(6)?;
+        Ok(w.position())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small fixed-size IUs
+// ---------------------------------------------------------------------------
+
+/// Parse/emit for the 16-byte IUs that carry only a tag (opcode, 7
+/// reserved bytes, tag): SRP_I_LOGOUT, SRP_CRED_RSP, SRP_AER_RSP.
+macro_rules! tag_only_iu {
+    ($(#[$m:meta])* $name:ident, $op:expr, $what:literal) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name {
+            pub tag: Tag,
+        }
+
+        impl $name {
+            pub const LEN: usize = 16;
+
+            pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
+                let mut r = fixed(iu, $what, $op, Self::LEN)?;
+                r.skip(7)?;
+                Ok(Self { tag: Tag(r.be64()?) })
+            }
+
+            pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+                let mut w = Writer::new(buf, Self::LEN)?;
+                w.u8($op.0)?;
+                w.zeros(7)?;
+                w.be64(self.tag.0)?;
+                Ok(w.position())
+            }
+        }
+    };
+}
+
+tag_only_iu!(
+    /// SRP_I_LOGOUT (16 bytes; r16a 6.5, srp.h `struct srp_i_logout`).
+    ILogout,
+    Opcode::I_LOGOUT,
+    "SRP_I_LOGOUT"
+);
+tag_only_iu!(
+    /// SRP_CRED_RSP (16 bytes; srp.h `struct srp_cred_rsp`): the initiator's
+    /// answer to SRP_CRED_REQ, echoing its tag.
+    CredRsp,
+    Opcode::CRED_RSP,
+    "SRP_CRED_RSP"
+);
+tag_only_iu!(
+    /// SRP_AER_RSP (16 bytes; srp.h `struct srp_aer_rsp`): the initiator's
+    /// answer to SRP_AER_REQ, echoing its tag.
+    AerRsp,
+    Opcode::AER_RSP,
+    "SRP_AER_RSP"
+);
+
+/// SRP_T_LOGOUT (16 bytes; r16a 6.6, srp.h `struct srp_t_logout`).
+///
+/// Note: the Linux initiator only logs "Got target logout request" and does
+/// not tear the channel down; a disconnect must follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TLogout {
+    pub tag: Tag,
+    /// [`SOLNT`] or 0.
+    pub sol_not: u8,
+    /// One of the reason constants below.
+    pub reason: u32,
+}
+
+impl TLogout {
+    pub const LEN: usize = 16;
+    // SRP r16a target logout reason codes (also in OFED's srp.h
+    // `TARGET_LOGOUT_REASON_CODE`); 5 is reserved.
+    /// No reason specified.
+    pub const NO_REASON: u32 = 0;
+    /// Inactive RDMA channel (reclaiming resources).
+    pub const INACTIVE_RDMA_CHANNEL: u32 = 1;
+    /// Invalid information unit type code received by the target.
+    pub const INVALID_IU_TYPE: u32 = 2;
+    /// Response received with no outstanding target port request.
+    pub const UNEXPECTED_RESPONSE: u32 = 3;
+    /// Disconnected due to a multi-channel action on a new login.
+    pub const MULTICHANNEL_ACTION: u32 = 4;
+    /// Unsupported format code in the DATA-OUT BUFFER DESCRIPTOR FORMAT.
+    pub const UNSUPPORTED_DATA_OUT_FORMAT: u32 = 6;
+    /// Unsupported format code in the DATA-IN BUFFER DESCRIPTOR FORMAT.
+    pub const UNSUPPORTED_DATA_IN_FORMAT: u32 = 7;
+    /// Invalid DATA-OUT BUFFER DESCRIPTOR COUNT.
+    pub const INVALID_DATA_OUT_DESC_COUNT: u32 = 8;
+    /// Invalid DATA-IN BUFFER DESCRIPTOR COUNT.
+    pub const INVALID_DATA_IN_DESC_COUNT: u32 = 9;
+
+    pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
+        let mut r = fixed(iu, "SRP_T_LOGOUT", Opcode::T_LOGOUT, Self::LEN)?;
+        let sol_not = r.u8()?;
+        r.skip(2)?;
+        let reason = r.be32()?;
+        let tag = Tag(r.be64()?);
+        Ok(Self { tag, sol_not, reason })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        w.u8(Opcode::T_LOGOUT.0)?;
+        w.u8(self.sol_not)?;
+        w.zeros(2)?;
+        w.be32(self.reason)?;
+        w.be64(self.tag.0)?;
+        Ok(w.position())
+    }
+}
+
+/// SRP_CRED_REQ (16 bytes; r16a 6.10, srp.h `struct srp_cred_req`).
+///
+/// ib_srp treats REQUEST LIMIT DELTA as signed (`s32 delta =
+/// be32_to_cpu(req->req_lim_delta)`); it is carried here as the raw u32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredReq {
+    pub tag: Tag,
+    pub sol_not: u8,
+    pub req_lim_delta: u32,
+}
+
+impl CredReq {
+    pub const LEN: usize = 16;
+
+    pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
+        let mut r = fixed(iu, "SRP_CRED_REQ", Opcode::CRED_REQ, Self::LEN)?;
+        let sol_not = r.u8()?;
+        r.skip(2)?;
+        let req_lim_delta = r.be32()?;
+        let tag = Tag(r.be64()?);
+        Ok(Self {
+            tag,
+            sol_not,
+            req_lim_delta,
+        })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        w.u8(Opcode::CRED_REQ.0)?;
+        w.u8(self.sol_not)?;
+        w.zeros(2)?;
+        w.be32(self.req_lim_delta)?;
+        w.be64(self.tag.0)?;
+        Ok(w.position())
+    }
+}
+
+/// SRP_AER_REQ (36-byte header + sense data; r16a 6.12, srp.h
+/// `struct srp_aer_req`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AerReq<'a> {
+    pub tag: Tag,
+    pub sol_not: u8,
+    pub req_lim_delta: u32,
+    pub lun: Lun,
+    /// SENSE DATA; its length is the SENSE DATA LIST LENGTH field.
+    pub sense: &'a [u8],
+}
+
+impl<'a> AerReq<'a> {
+    pub const HEADER_LEN: usize = 36;
+
+    pub fn parse(iu: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = fixed(iu, "SRP_AER_REQ", Opcode::AER_REQ, Self::HEADER_LEN)?;
+        let sol_not = r.u8()?;
+        r.skip(2)?;
+        let req_lim_delta = r.be32()?;
+        let tag = Tag(r.be64()?);
+        r.skip(4)?;
+        let lun = lun(&mut r)?;
+        let sense_len = len32(r.be32()?);
+        r.skip(4)?;
+        // The sense data must be wholly inside the IU.
+        r.set_what("SRP_AER_REQ sense data");
+        let sense = r.take(sense_len)?;
+        Ok(Self {
+            tag,
+            sol_not,
+            req_lim_delta,
+            lun,
+            sense,
+        })
+    }
+
+    /// Total IU length `emit` writes.
+    pub fn emitted_len(&self) -> usize {
+        Self::HEADER_LEN.saturating_add(self.sense.len())
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let sense_len = u32_len("SRP_AER_REQ sense length", self.sense.len())?;
+        let mut w = Writer::new(buf, self.emitted_len())?;
+        w.u8(Opcode::AER_REQ.0)?;
+        w.u8(self.sol_not)?;
+        w.zeros(2)?;
+        w.be32(self.req_lim_delta)?;
+        w.be64(self.tag.0)?;
+        w.zeros(4)?;
+        w.put(&self.lun)?;
+        w.be32(sense_len)?;
+        w.zeros(4)?;
+        w.put(self.sense)?;
+        Ok(w.position())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Task management
+// ---------------------------------------------------------------------------
+
+/// TASK MANAGEMENT FUNCTIONS code of SRP_TSK_MGMT (srp.h `SRP_TSK_*`).
+/// Any byte survives parsing; the protocol layer answers unknown codes with
+/// [`Rsp::TM_NOT_SUPPORTED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TmFunction(pub u8);
+
+impl TmFunction {
+    pub const ABORT_TASK: TmFunction = TmFunction(0x01);
+    pub const ABORT_TASK_SET: TmFunction = TmFunction(0x02);
+    pub const CLEAR_TASK_SET: TmFunction = TmFunction(0x04);
+    pub const LUN_RESET: TmFunction = TmFunction(0x08);
+    pub const CLEAR_ACA: TmFunction = TmFunction(0x40);
+}
+
+/// SRP_TSK_MGMT (48 bytes; r16a 6.7, srp.h `struct srp_tsk_mgmt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskMgmt {
+    pub tag: Tag,
+    /// [`SCSOLNT`] / [`UCSOLNT`] bits.
+    pub sol_not: u8,
+    pub lun: Lun,
+    pub function: TmFunction,
+    /// TAG OF TASK TO BE MANAGED (ABORT TASK only).
+    pub task_tag: Tag,
+}
+
+impl TaskMgmt {
+    pub const LEN: usize = 48;
+
+    pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
+        let mut r = fixed(iu, "SRP_TSK_MGMT", Opcode::TSK_MGMT, Self::LEN)?;
+        let sol_not = r.u8()?;
+        r.skip(6)?;
+        let tag = Tag(r.be64()?);
+        r.skip(4)?;
+        let lun = lun(&mut r)?;
+        r.skip(2)?;
+        let function = TmFunction(r.u8()?);
+        r.skip(1)?;
+        let task_tag = Tag(r.be64()?);
+        Ok(Self {
+            tag,
+            sol_not,
+            lun,
+            function,
+            task_tag,
+        })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        w.u8(Opcode::TSK_MGMT.0)?;
+        w.u8(self.sol_not)?;
+        w.zeros(6)?;
+        w.be64(self.tag.0)?;
+        w.zeros(4)?;
+        w.put(&self.lun)?;
+        w.zeros(2)?;
+        w.u8(self.function.0)?;
+        w.zeros(1)?;
+        w.be64(self.task_tag.0)?;
+        w.zeros(8)?;
+        Ok(w.position())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SRP_RSP
+// ---------------------------------------------------------------------------
+
+/// Four bytes of response data per RSP_CODE: three reserved bytes, then the
+/// code (ib_srpt `srpt_build_tskmgmt_rsp`: `srp_rsp->data[3] = rsp_code`).
+static TM_RSP_DATA: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i][3] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// SRP_RSP (36-byte header + response data + sense data; r16a 6.9, srp.h
+/// `struct srp_rsp`).
+///
+/// Order after the header: RESPONSE DATA first, then SENSE DATA. ib_srp
+/// reads the sense at `rsp->data + be32_to_cpu(rsp->resp_data_len)` when
+/// SNSVALID is set, and the task management status at `rsp->data[3]` when
+/// `resp_data_len >= 4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rsp<'a> {
+    pub tag: Tag,
+    /// [`SOLNT`] or 0.
+    pub sol_not: u8,
+    pub req_lim_delta: u32,
+    /// DIUNDER/DIOVER/DOUNDER/DOOVER/SNSVALID/RSPVALID. On `emit`, RSPVALID
+    /// and SNSVALID are recomputed from `resp_data` / `sense` being
+    /// non-empty.
+    pub flags: u8,
+    /// SCSI STATUS (ib_srp: `scmnd->result = rsp->status`).
+    pub status: u8,
+    pub data_out_res_cnt: u32,
+    pub data_in_res_cnt: u32,
+    pub sense: &'a [u8],
+    pub resp_data: &'a [u8],
+}
+
+impl<'a> Rsp<'a> {
+    pub const HEADER_LEN: usize = 36;
+
+    pub const RSPVALID: u8 = 1 << 0;
+    pub const SNSVALID: u8 = 1 << 1;
+    pub const DOOVER: u8 = 1 << 2;
+    pub const DOUNDER: u8 = 1 << 3;
+    pub const DIOVER: u8 = 1 << 4;
+    pub const DIUNDER: u8 = 1 << 5;
+
+    // RSP_CODE values for task management responses (ib_srpt.h "table 24
+    // in the SRP specification"; OFED srp.h RESPONSE_CODE_VALUE).
+    /// Task management function complete (also: no failure).
+    pub const TM_COMPLETE: u8 = 0x00;
+    /// Invalid fields in the SRP_TSK_MGMT request.
+    pub const TM_INVALID_FIELDS: u8 = 0x02;
+    /// Task management function not supported.
+    pub const TM_NOT_SUPPORTED: u8 = 0x04;
+    /// Task management function failed.
+    pub const TM_FAILED: u8 = 0x05;
+
+    /// A response to a SRP_TSK_MGMT: RSPVALID and 4 bytes of response data
+    /// whose last byte is `rsp_code`, as ib_srpt builds it.
+    pub fn task_mgmt(tag: Tag, req_lim_delta: u32, rsp_code: u8) -> Rsp<'static> {
+        Rsp {
+            tag,
+            sol_not: 0,
+            req_lim_delta,
+            flags: Self::RSPVALID,
+            status: 0,
+            data_out_res_cnt: 0,
+            data_in_res_cnt: 0,
+            sense: &[],
+            resp_data: &TM_RSP_DATA[usize::from(rsp_code)],
+        }
+    }
+
+    /// A response to a SRP_CMD with SCSI `status` and optional sense data
+    /// (no residuals; set `flags` and the counts for those).
+    pub fn scsi(tag: Tag, req_lim_delta: u32, status: u8, sense: &'a [u8]) -> Self {
+        Rsp {
+            tag,
+            sol_not: 0,
+            req_lim_delta,
+            flags: if sense.is_empty() { 0 } else { Self::SNSVALID },
+            status,
+            data_out_res_cnt: 0,
+            data_in_res_cnt: 0,
+            sense,
+            resp_data: &[],
+        }
+    }
+
+    /// The RSP_CODE (byte 3 of the response data) if there are at least 4
+    /// bytes of response data, as ib_srp reads it.
+    pub fn response_code(&self) -> Option<u8> {
+        self.resp_data.get(3).copied()
+    }
+
+    /// Total IU length `emit` writes.
+    pub fn emitted_len(&self) -> usize {
+        Self::HEADER_LEN
+            .saturating_add(self.resp_data.len())
+            .saturating_add(self.sense.len())
+    }
+
+    pub fn parse(iu: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = fixed(iu, "SRP_RSP", Opcode::RSP, Self::HEADER_LEN)?;
+        let sol_not = r.u8()?;
+        r.skip(2)?;
+        let req_lim_delta = r.be32()?;
+        let tag = Tag(r.be64()?);
+        r.skip(2)?;
+        let flags = r.u8()?;
+        let status = r.u8()?;
+        let data_out_res_cnt = r.be32()?;
+        let data_in_res_cnt = r.be32()?;
+        let sense_len = len32(r.be32()?);
+        let resp_len = len32(r.be32()?);
+        // Response data, then sense data; both wholly inside the IU. The
+        // lengths are honoured as ib_srp does, whatever the VALID bits say.
+        r.set_what("SRP_RSP response data");
+        let resp_data = r.take(resp_len)?;
+        r.set_what("SRP_RSP sense data");
+        let sense = r.take(sense_len)?;
+        Ok(Self {
+            tag,
+            sol_not,
+            req_lim_delta,
+            flags,
+            status,
+            data_out_res_cnt,
+            data_in_res_cnt,
+            sense,
+            resp_data,
+        })
+    }
+
+    /// Write header, response data, then sense data; returns the IU length.
+    /// The caller sizes `buf` to the channel's max_ti_iu_len; ib_srpt
+    /// truncates sense to `max_ti_iu_len - 36`, we report
+    /// [`WireError::BufferTooSmall`] instead.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let sense_len = u32_len("SRP_RSP sense length", self.sense.len())?;
+        let resp_len = u32_len("SRP_RSP response data length", self.resp_data.len())?;
+        let mut flags = self.flags & !(Self::RSPVALID | Self::SNSVALID);
+        if !self.resp_data.is_empty() {
+            flags |= Self::RSPVALID;
+        }
+        if !self.sense.is_empty() {
+            flags |= Self::SNSVALID;
+        }
+        let mut w = Writer::new(buf, self.emitted_len())?;
+        w.u8(Opcode::RSP.0)?;
+        w.u8(self.sol_not)?;
+        w.zeros(2)?;
+        w.be32(self.req_lim_delta)?;
+        w.be64(self.tag.0)?;
+        w.zeros(2)?;
+        w.u8(flags)?;
+        w.u8(self.status)?;
+        w.be32(self.data_out_res_cnt)?;
+        w.be32(self.data_in_res_cnt)?;
+        w.be32(sense_len)?;
+        w.be32(resp_len)?;
+        w.put(self.resp_data)?;
+        w.put(self.sense)?;
+        Ok(w.position())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Data buffer descriptors
+// ---------------------------------------------------------------------------
+
+/// A direct data buffer descriptor / memory descriptor (16 bytes; srp.h
+/// `struct srp_direct_buf`: virtual address, memory handle (rkey), length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct DirectDesc {
+    pub va: u64,
+    pub rkey: u32,
+    pub len: u32,
+}
+
+impl DirectDesc {
+    pub const LEN: usize = 16;
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
+        Self::read(&mut Reader::new(bytes, "direct data buffer descriptor"))
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(Self {
+            va: r.be64()?,
+            rkey: r.be32()?,
+            len: r.be32()?,
+        })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        self.write(&mut w)?;
+        Ok(w.position())
+    }
+
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
+        w.be64(self.va)?;
+        w.be32(self.rkey)?;
+        w.be32(self.len)
+    }
+
+    /// The descriptors of an indirect table fetched separately (e.g. by
+    /// RDMA READ of `IndirectDesc::table`). The length must be a whole
+    /// number of 16-byte descriptors.
+    pub fn parse_table(bytes: &[u8]) -> Result<DirectDescIter<'_>, WireError> {
+        if bytes.len() % Self::LEN != 0 {
+            return Err(WireError::BadIndirectTableLength(
+                u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            ));
+        }
+        Ok(DirectDescIter { rest: bytes })
+    }
+
+    /// Descriptor `i` of a table (`None` past the end).
+    pub fn table_get(bytes: &[u8], i: usize) -> Option<DirectDesc> {
+        let start = i.checked_mul(Self::LEN)?;
+        let b = bytes.get(start..start.checked_add(Self::LEN)?)?;
+        Self::parse(b).ok()
+    }
+}
+
+/// Iterator over consecutive 16-byte direct descriptors.
+#[derive(Debug, Clone)]
+pub struct DirectDescIter<'a> {
+    rest: &'a [u8],
+}
+
+impl Iterator for DirectDescIter<'_> {
+    type Item = DirectDesc;
+
+    fn next(&mut self) -> Option<DirectDesc> {
+        let (head, tail) = self.rest.split_at_checked(DirectDesc::LEN)?;
+        self.rest = tail;
+        DirectDesc::parse(head).ok()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.rest.len() / DirectDesc::LEN;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for DirectDescIter<'_> {}
+
+/// An indirect data buffer descriptor (srp.h `struct srp_indirect_buf`):
+/// table descriptor, TOTAL LENGTH, then the first `in_iu_count()`
+/// descriptors of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndirectDesc<'a> {
+    /// Where the full table lives in initiator memory; `table.len` is
+    /// 16 × the total descriptor count (ib_srp: `table_desc.len =
+    /// state.ndesc * sizeof(struct srp_direct_buf)`).
+    pub table: DirectDesc,
+    /// Sum of the lengths of all descriptors in the table (ib_srp:
+    /// `indirect_hdr->len = state.total_len`).
+    pub total_len: u32,
+    /// The descriptors present in the IU: the first (DESCRIPTOR COUNT)
+    /// entries of the table, 16 bytes each.
+    pub partial: &'a [u8],
+}
+
+impl<'a> IndirectDesc<'a> {
+    /// Table descriptor + total length.
+    pub const HEADER_LEN: usize = 20;
+
+    /// Descriptors present in the IU.
+    pub fn in_iu_count(&self) -> usize {
+        self.partial.len() / DirectDesc::LEN
+    }
+
+    /// Descriptors in the whole table.
+    pub fn total_count(&self) -> usize {
+        len32(self.table.len) / DirectDesc::LEN
+    }
+
+    /// Whether the whole table is in the IU, so no RDMA READ of the table
+    /// is needed. If not, this is an "external" table (ib_srp with
+    /// `allow_ext_sg`): fetch `table` and use [`DirectDesc::parse_table`].
+    pub fn is_complete_in_iu(&self) -> bool {
+        self.in_iu_count() == self.total_count()
+    }
+
+    /// In-IU descriptor `i`.
+    pub fn in_iu(&self, i: usize) -> Option<DirectDesc> {
+        DirectDesc::table_get(self.partial, i)
+    }
+
+    /// The in-IU descriptors, in order.
+    pub fn iter(&self) -> DirectDescIter<'a> {
+        DirectDescIter { rest: self.partial }
+    }
+
+    /// Bytes this descriptor occupies in the IU.
+    pub fn wire_len(&self) -> usize {
+        Self::HEADER_LEN.saturating_add(self.partial.len())
+    }
+}
+
+/// Immediate data buffer descriptor (SRP-2, srp.h `struct srp_imm_buf`: a
+/// 4-byte length). The data is in the same IU at the login-negotiated
+/// immediate data offset, not right after the descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImmediateDesc {
+    /// Length of the immediate data.
+    pub len: u32,
+    /// Byte offset in the IU just past this 4-byte descriptor. Filled by
+    /// `parse`; ignored by `emit` (recomputed from the layout).
+    pub desc_end: usize,
+}
+
+impl ImmediateDesc {
+    pub const LEN: usize = 4;
+
+    /// The immediate data of `iu` (the whole received IU this descriptor
+    /// was parsed from), given the negotiated `imm_data_offset`.
+    pub fn data<'a>(&self, iu: &'a [u8], imm_data_offset: usize) -> Result<&'a [u8], WireError> {
+        // ib_srpt: "The immediate data buffer descriptor must occur before
+        // the immediate data itself".
+        if self.desc_end > imm_data_offset {
+            return Err(WireError::ImmediateDataOverlap {
+                desc_end: self.desc_end,
+                imm_data_offset,
+            });
+        }
+        // ib_srpt: "if (recv_ioctx->byte_len < req_size) ... Received too
+        // few data", req_size = imm_data_offset + len.
+        let end = imm_data_offset.saturating_add(len32(self.len));
+        iu.get(imm_data_offset..end).ok_or(WireError::TooShort {
+            what: "SRP_CMD immediate data",
+            need: end,
+            have: iu.len(),
+        })
+    }
+}
+
+/// One direction's data buffer descriptor in an SRP_CMD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataDesc<'a> {
+    None,
+    Direct(DirectDesc),
+    Indirect(IndirectDesc<'a>),
+    Immediate(ImmediateDesc),
+}
+
+impl<'a> DataDesc<'a> {
+    pub fn format(&self) -> DescFormat {
+        match self {
+            Self::None => DescFormat::None,
+            Self::Direct(_) => DescFormat::Direct,
+            Self::Indirect(_) => DescFormat::Indirect,
+            Self::Immediate(_) => DescFormat::Immediate,
+        }
+    }
+
+    /// The data length the descriptor announces: the direct length, the
+    /// indirect TOTAL LENGTH, the immediate length, or 0.
+    pub fn data_len(&self) -> u32 {
+        match self {
+            Self::None => 0,
+            Self::Direct(d) => d.len,
+            Self::Indirect(i) => i.total_len,
+            Self::Immediate(i) => i.len,
+        }
+    }
+
+    /// Bytes the descriptor occupies in the IU.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::Direct(_) => DirectDesc::LEN,
+            Self::Indirect(i) => i.wire_len(),
+            Self::Immediate(_) => ImmediateDesc::LEN,
+        }
+    }
+
+    /// The DESCRIPTOR COUNT field value `Cmd::with_data_*` uses: the in-IU
+    /// count for indirect (as ib_srp sends it), 0 otherwise (ib_srp leaves
+    /// the count 0 for direct and immediate descriptors).
+    fn natural_count(&self) -> u8 {
+        match self {
+            Self::Indirect(i) => u8::try_from(i.in_iu_count()).unwrap_or(u8::MAX),
+            _ => 0,
+        }
+    }
+
+    fn read(r: &mut Reader<'a>, fmt: DescFormat, count: u8) -> Result<Self, WireError> {
+        Ok(match fmt {
+            DescFormat::None => Self::None,
+            // The DESCRIPTOR COUNT is not used for direct descriptors: ib_srp
+            // sends 0, other initiators 1, and ib_srpt ignores it.
+            DescFormat::Direct => Self::Direct(DirectDesc::read(r)?),
+            DescFormat::Indirect => {
+                let table = DirectDesc::read(r)?;
+                let total_len = r.be32()?;
+                // For indirect descriptors the count is the number of
+                // descriptors in the IU (ib_srp: `data_*_desc_cnt = count`
+                // with count = min(ndesc, cmd_sg_cnt)); they must all fit.
+                let partial = r.take(usize::from(count) * DirectDesc::LEN)?;
+                // The table descriptor describes whole 16-byte descriptors.
+                if len32(table.len) % DirectDesc::LEN != 0 {
+                    return Err(WireError::BadIndirectTableLength(table.len));
+                }
+                let ind = IndirectDesc {
+                    table,
+                    total_len,
+                    partial,
+                };
+                // The in-IU descriptors are the head of the table, so they
+                // cannot outnumber it. More in the table than in the IU is
+                // an external table, which we serve (ib_srpt rejects it:
+                // "nbufs > data_out_desc_cnt + data_in_desc_cnt").
+                if ind.in_iu_count() > ind.total_count() {
+                    return Err(WireError::DescriptorCountMismatch {
+                        in_iu: ind.in_iu_count(),
+                        total: ind.total_count(),
+                    });
+                }
+                Self::Indirect(ind)
+            }
+            DescFormat::Immediate => {
+                let len = r.be32()?;
+                Self::Immediate(ImmediateDesc {
+                    len,
+                    desc_end: r.position(),
+                })
+            }
+        })
+    }
+
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
+        match self {
+            Self::None => Ok(()),
+            Self::Direct(d) => d.write(w),
+            Self::Indirect(i) => {
+                i.table.write(w)?;
+                w.be32(i.total_len)?;
+                w.put(i.partial)
+            }
+            Self::Immediate(i) => w.be32(i.len),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SRP_CMD
+// ---------------------------------------------------------------------------
+
+/// SRP_CMD (r16a 6.8, srp.h `struct srp_cmd`): 48-byte header (with a
+/// 16-byte CDB), additional CDB bytes, the DATA-OUT descriptor, the DATA-IN
+/// descriptor, and, for SRP-2 immediate data, the data at the negotiated
+/// immediate data offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cmd<'a> {
+    pub tag: Tag,
+    /// [`SCSOLNT`] / [`UCSOLNT`] bits.
+    pub sol_not: u8,
+    pub data_out_format: DescFormat,
+    pub data_in_format: DescFormat,
+    /// DATA-OUT BUFFER DESCRIPTOR COUNT as received (meaningful for
+    /// indirect only: the in-IU count).
+    pub data_out_desc_cnt: u8,
+    /// DATA-IN BUFFER DESCRIPTOR COUNT as received.
+    pub data_in_desc_cnt: u8,
+    pub lun: Lun,
+    /// The TASK ATTRIBUTE byte (attribute in bits 2:0, see `TASK_ATTR_*`).
+    pub task_attr: u8,
+    /// The CDB: the 16-byte CDB field plus the additional CDB bytes.
+    pub cdb: &'a [u8],
+    pub data_out: DataDesc<'a>,
+    pub data_in: DataDesc<'a>,
+}
+
+impl<'a> Cmd<'a> {
+    pub const HEADER_LEN: usize = 48;
+    /// Largest additional CDB: 6 bits of 4-byte words.
+    pub const MAX_ADD_CDB_LEN: usize = 0xfc;
+
+    /// TASK ATTRIBUTE field mask (ib_srpt.h "table 21").
+    pub const TASK_ATTR_MASK: u8 = 0x07;
+    pub const TASK_ATTR_SIMPLE: u8 = 0x0;
+    pub const TASK_ATTR_HEAD_OF_QUEUE: u8 = 0x1;
+    pub const TASK_ATTR_ORDERED: u8 = 0x2;
+    pub const TASK_ATTR_ACA: u8 = 0x4;
+
+    /// A command without data transfer; add descriptors with
+    /// [`Cmd::with_data_out`] / [`Cmd::with_data_in`].
+    pub fn new(tag: Tag, lun: Lun, cdb: &'a [u8]) -> Self {
+        Self {
+            tag,
+            sol_not: 0,
+            data_out_format: DescFormat::None,
+            data_in_format: DescFormat::None,
+            data_out_desc_cnt: 0,
+            data_in_desc_cnt: 0,
+            lun,
+            task_attr: Self::TASK_ATTR_SIMPLE,
+            cdb,
+            data_out: DataDesc::None,
+            data_in: DataDesc::None,
+        }
+    }
+
+    /// Set the DATA-OUT descriptor with a matching format and count.
+    pub fn with_data_out(mut self, d: DataDesc<'a>) -> Self {
+        self.data_out_format = d.format();
+        self.data_out_desc_cnt = d.natural_count();
+        self.data_out = d;
+        self
+    }
+
+    /// Set the DATA-IN descriptor with a matching format and count.
+    pub fn with_data_in(mut self, d: DataDesc<'a>) -> Self {
+        self.data_in_format = d.format();
+        self.data_in_desc_cnt = d.natural_count();
+        self.data_in = d;
+        self
+    }
+
+    /// The BUFFER FORMAT byte.
+    pub fn buf_fmt(&self) -> u8 {
+        ((self.data_out_format as u8) << 4) | self.data_in_format as u8
+    }
+
+    /// Offset of the DATA-OUT descriptor in the IU (48 + additional CDB).
+    pub fn desc_offset(&self) -> usize {
+        Self::HEADER_LEN.saturating_add(self.cdb.len().saturating_sub(16).next_multiple_of(4))
+    }
+
+    pub fn parse(iu: &'a [u8]) -> Result<Cmd<'a>, WireError> {
+        let mut r = fixed(iu, "SRP_CMD", Opcode::CMD, Self::HEADER_LEN)?;
+        let sol_not = r.u8()?;
+        r.skip(3)?;
+        let buf_fmt = r.u8()?;
+        let data_out_desc_cnt = r.u8()?;
+        let data_in_desc_cnt = r.u8()?;
+        let tag = Tag(r.be64()?);
+        r.skip(4)?;
+        let lun = lun(&mut r)?;
+        r.skip(1)?;
+        let task_attr = r.u8()?;
+        r.skip(1)?;
+        // ib_srpt: "the lower two bits of the 'ADDITIONAL CDB LENGTH' field
+        // are reserved and the size in bytes of this field is four times the
+        // value specified in bits 3..7. Hence the '& ~3'".
+        let add_cdb_len = usize::from(r.u8()? & 0xfc);
+        r.set_what("SRP_CMD additional CDB");
+        let cdb = r.take(16 + add_cdb_len)?;
+
+        // High nibble DATA-OUT, low nibble DATA-IN. Values 4..15 are
+        // reserved; immediate (3) exists only for DATA-OUT (ib_srpt tests
+        // `(srp_cmd->buf_fmt >> 4) == SRP_DATA_DESC_IMM` only).
+        let bad = WireError::BadDescriptorFormat(buf_fmt);
+        let data_out_format = DescFormat::from_nibble(buf_fmt >> 4).ok_or(bad)?;
+        let data_in_format = match DescFormat::from_nibble(buf_fmt & 0x0f) {
+            None | Some(DescFormat::Immediate) => return Err(bad),
+            Some(f) => f,
+        };
+
+        // Descriptors follow the additional CDB, DATA-OUT first (ib_srpt
+        // `srpt_get_desc_buf`; ibmvscsis: "if (dir == DMA_FROM_DEVICE)
+        // offset += data_out_desc_size(srp_cmd)").
+        r.set_what("SRP_CMD data-out descriptor");
+        let data_out = DataDesc::read(&mut r, data_out_format, data_out_desc_cnt)?;
+        r.set_what("SRP_CMD data-in descriptor");
+        let data_in = DataDesc::read(&mut r, data_in_format, data_in_desc_cnt)?;
+
+        Ok(Self {
+            tag,
+            sol_not,
+            data_out_format,
+            data_in_format,
+            data_out_desc_cnt,
+            data_in_desc_cnt,
+            lun,
+            task_attr,
+            cdb,
+            data_out,
+            data_in,
+        })
+    }
+
+    /// Length of the IU `emit` writes (header, additional CDB, descriptors;
+    /// not immediate data).
+    pub fn emitted_len(&self) -> usize {
+        self.desc_offset()
+            .saturating_add(self.data_out.wire_len())
+            .saturating_add(self.data_in.wire_len())
+    }
+
+    fn check(&self) -> Result<(), WireError> {
+        if self.cdb.len().saturating_sub(16) > Self::MAX_ADD_CDB_LEN {
+            return Err(WireError::InvalidField("CDB longer than 268 bytes"));
+        }
+        if self.data_out_format != self.data_out.format() || self.data_in_format != self.data_in.format() {
+            return Err(WireError::InvalidField(
+                "descriptor format does not match descriptor",
+            ));
+        }
+        if self.data_in_format == DescFormat::Immediate {
+            return Err(WireError::InvalidField("immediate data-in descriptor"));
+        }
+        for (d, cnt) in [
+            (&self.data_out, self.data_out_desc_cnt),
+            (&self.data_in, self.data_in_desc_cnt),
+        ] {
+            if let DataDesc::Indirect(i) = d {
+                if i.partial.len() % DirectDesc::LEN != 0 || usize::from(cnt) != i.in_iu_count() {
+                    return Err(WireError::InvalidField(
+                        "indirect descriptor count does not match the in-IU descriptors",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Build the IU (header, CDB padded with zeros to 16 + a multiple of 4
+    /// bytes, descriptors). The descriptor counts are written as they are
+    /// in `self`; for indirect descriptors they must equal the in-IU count.
+    /// Returns the length written; immediate data is not written (see
+    /// [`Cmd::emit_with_immediate`]).
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        self.check()?;
+        let add = self.cdb.len().saturating_sub(16).next_multiple_of(4);
+        let mut w = Writer::new(buf, self.emitted_len())?;
+        w.u8(Opcode::CMD.0)?;
+        w.u8(self.sol_not)?;
+        w.zeros(3)?;
+        w.u8(self.buf_fmt())?;
+        w.u8(self.data_out_desc_cnt)?;
+        w.u8(self.data_in_desc_cnt)?;
+        w.be64(self.tag.0)?;
+        w.zeros(4)?;
+        w.put(&self.lun)?;
+        w.zeros(1)?;
+        w.u8(self.task_attr)?;
+        w.zeros(1)?;
+        // ib_srp writes the byte count (a multiple of 4), i.e. words << 2.
+        w.u8(u8::try_from(add).map_err(|_| WireError::InvalidField("additional CDB length"))?)?;
+        w.put(self.cdb)?;
+        w.pad_to(self.desc_offset())?;
+        self.data_out.write(&mut w)?;
+        self.data_in.write(&mut w)?;
+        Ok(w.position())
+    }
+
+    /// Build the IU with immediate `data` at `imm_data_offset` (zero fill in
+    /// between), as ib_srp does with `SRP_IMM_DATA_OFFSET`. `data_out` must
+    /// be an immediate descriptor whose length equals `data.len()`.
+    /// Returns `imm_data_offset + data.len()`.
+    pub fn emit_with_immediate(
+        &self,
+        buf: &mut [u8],
+        imm_data_offset: usize,
+        data: &[u8],
+    ) -> Result<usize, WireError> {
+        match self.data_out {
+            DataDesc::Immediate(i) if len32(i.len) == data.len() => {}
+            _ => {
+                return Err(WireError::InvalidField(
+                    "data-out is not an immediate descriptor of the data's length",
+                ))
+            }
+        }
+        let desc_end = self.emitted_len();
+        if desc_end > imm_data_offset {
+            return Err(WireError::ImmediateDataOverlap {
+                desc_end,
+                imm_data_offset,
+            });
+        }
+        let total = imm_data_offset.saturating_add(data.len());
+        // Check the whole size first so nothing is written on failure.
+        if buf.len() < total {
+            return Err(WireError::BufferTooSmall {
+                need: total,
+                have: buf.len(),
+            });
+        }
+        let n = self.emit(buf)?;
+        let have = buf.len();
+        let tail = buf
+            .get_mut(n..total)
+            .ok_or(WireError::BufferTooSmall { need: total, have })?;
+        let (gap, dst) = tail.split_at_mut(imm_data_offset.saturating_sub(n));
+        gap.fill(0);
+        dst.copy_from_slice(data);
+        Ok(total)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Dispatch
+// ---------------------------------------------------------------------------
+
+/// Any SRP IU, parsed according to its opcode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Iu<'a> {
+    LoginReq(LoginRequest),
+    TskMgmt(TaskMgmt),
+    Cmd(Cmd<'a>),
+    ILogout(ILogout),
+    LoginRsp(LoginResponse),
+    Rsp(Rsp<'a>),
+    LoginRej(LoginReject),
+    TLogout(TLogout),
+    CredReq(CredReq),
+    AerReq(AerReq<'a>),
+    CredRsp(CredRsp),
+    AerRsp(AerRsp),
+}
+
+impl<'a> Iu<'a> {
+    /// Parse any IU by its first byte (64-byte IU form for SRP_LOGIN_REQ).
+    pub fn parse(iu: &'a [u8]) -> Result<Self, WireError> {
+        Ok(match peek_opcode(iu)? {
+            Opcode::LOGIN_REQ => Self::LoginReq(LoginRequest::parse(iu)?),
+            Opcode::TSK_MGMT => Self::TskMgmt(TaskMgmt::parse(iu)?),
+            Opcode::CMD => Self::Cmd(Cmd::parse(iu)?),
+            Opcode::I_LOGOUT => Self::ILogout(ILogout::parse(iu)?),
+            Opcode::LOGIN_RSP => Self::LoginRsp(LoginResponse::parse(iu)?),
+            Opcode::RSP => Self::Rsp(Rsp::parse(iu)?),
+            Opcode::LOGIN_REJ => Self::LoginRej(LoginReject::parse(iu)?),
+            Opcode::T_LOGOUT => Self::TLogout(TLogout::parse(iu)?),
+            Opcode::CRED_REQ => Self::CredReq(CredReq::parse(iu)?),
+            Opcode::AER_REQ => Self::AerReq(AerReq::parse(iu)?),
+            Opcode::CRED_RSP => Self::CredRsp(CredRsp::parse(iu)?),
+            Opcode::AER_RSP => Self::AerRsp(AerRsp::parse(iu)?),
+            Opcode(other) => return Err(WireError::UnknownOpcode(other)),
+        })
+    }
+
+    pub fn opcode(&self) -> Opcode {
+        match self {
+            Self::LoginReq(_) => Opcode::LOGIN_REQ,
+            Self::TskMgmt(_) => Opcode::TSK_MGMT,
+            Self::Cmd(_) => Opcode::CMD,
+            Self::ILogout(_) => Opcode::I_LOGOUT,
+            Self::LoginRsp(_) => Opcode::LOGIN_RSP,
+            Self::Rsp(_) => Opcode::RSP,
+            Self::LoginRej(_) => Opcode::LOGIN_REJ,
+            Self::TLogout(_) => Opcode::T_LOGOUT,
+            Self::CredReq(_) => Opcode::CRED_REQ,
+            Self::AerReq(_) => Opcode::AER_REQ,
+            Self::CredRsp(_) => Opcode::CRED_RSP,
+            Self::AerRsp(_) => Opcode::AER_RSP,
+        }
+    }
+
+    /// The IU's tag.
+    pub fn tag(&self) -> Tag {
+        match self {
+            Self::LoginReq(x) => x.tag,
+            Self::TskMgmt(x) => x.tag,
+            Self::Cmd(x) => x.tag,
+            Self::ILogout(x) => x.tag,
+            Self::LoginRsp(x) => x.tag,
+            Self::Rsp(x) => x.tag,
+            Self::LoginRej(x) => x.tag,
+            Self::TLogout(x) => x.tag,
+            Self::CredReq(x) => x.tag,
+            Self::AerReq(x) => x.tag,
+            Self::CredRsp(x) => x.tag,
+            Self::AerRsp(x) => x.tag,
+        }
+    }
+}
