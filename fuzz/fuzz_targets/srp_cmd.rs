@@ -8,7 +8,9 @@ use srptd::wire::{Cmd, DataDesc, DirectDesc, Opcode};
 
 fuzz_target!(|input: &[u8]| {
     // First two bytes: an immediate data offset to try; the rest: the IU.
-    let Some((off, rest)) = input.split_first_chunk::<2>() else { return };
+    let Some((off, rest)) = input.split_first_chunk::<2>() else {
+        return;
+    };
     let imm_data_offset = usize::from(u16::from_be_bytes(*off));
     let mut iu = rest.to_vec();
     if let Some(op) = iu.first_mut() {

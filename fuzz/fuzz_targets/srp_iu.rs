@@ -4,8 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use srptd::wire::{
-    AerReq, AerRsp, CredReq, CredRsp, DirectDesc, ILogout, Iu, LoginReject, LoginRequest, LoginResponse,
-    Rsp, TLogout, TaskMgmt,
+    AerReq, AerRsp, CredReq, CredRsp, DirectDesc, ILogout, Iu, LoginReject, LoginRequest, LoginResponse, Rsp,
+    TLogout, TaskMgmt,
 };
 
 fn reparse(iu: &Iu<'_>) {
@@ -30,7 +30,10 @@ fn reparse(iu: &Iu<'_>) {
     match (iu, again) {
         // emit() normalises RSPVALID/SNSVALID from the data lengths.
         (Iu::Rsp(a), Iu::Rsp(b)) => {
-            assert_eq!((a.sense, a.resp_data, a.status, a.tag), (b.sense, b.resp_data, b.status, b.tag))
+            assert_eq!(
+                (a.sense, a.resp_data, a.status, a.tag),
+                (b.sense, b.resp_data, b.status, b.tag)
+            )
         }
         (a, b) => assert_eq!(*a, b),
     }
