@@ -1,0 +1,528 @@
+//! A simulated SRP initiator and "hardware" for running a whole channel in
+//! memory: it builds IUs, lands them in the channel's receive slots, carries
+//! out the channel's RDMA READ/WRITE and SEND work requests by copying
+//! between its own memory and the channel's regions, delivers completions,
+//! runs SCSI commands inline (or holds them, to race task management), and
+//! keeps the initiator's request limit as the Linux initiator does.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use srptd::proto::{
+    negotiate, Action, Channel, ChannelConfig, CmdId, LoginLimits, Region, TargetPortId, WorkRequest, WrId,
+    WrOpcode,
+};
+use srptd::rdma::mem::DmaBuf;
+use srptd::scsi::lun::{Nexus, Target};
+use srptd::wire::{
+    self, Cmd, CredReq, CredRsp, DataDesc, DirectDesc, ILogout, ImmediateDesc, IndirectDesc, LoginRequest,
+    Opcode, Rsp, TLogout, Tag, TaskMgmt, TmFunction, BUF_FMT_DIRECT, BUF_FMT_INDIRECT,
+};
+
+pub const TARGET_PORT: TargetPortId = TargetPortId { id_ext: 0x0002_c903_0001_0001, ioc_guid: 0x0002_c903_0001_0001 };
+pub const INITIATOR: [u8; 16] = [0x11; 16];
+/// The Linux initiator's immediate data offset (48 + 16 + 4).
+pub const IMM_OFFSET: u16 = 68;
+const REMOTE_BASE: u64 = 0x7f00_0000_0000;
+const RKEY: u32 = 0x00c0_ffee;
+
+/// How a command's data buffer is described.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One direct descriptor.
+    Direct,
+    /// An indirect table of `n` descriptors, all inside the IU.
+    Indirect(usize),
+    /// An indirect table of `n` descriptors of which only `in_iu` are in the
+    /// IU; the target must fetch the whole table by RDMA READ.
+    External { n: usize, in_iu: usize },
+    /// Immediate data inside the IU (data-out only).
+    Immediate,
+}
+
+/// A parsed SRP_RSP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub tag: Tag,
+    pub req_lim_delta: u32,
+    pub flags: u8,
+    pub status: u8,
+    pub do_res: u32,
+    pub di_res: u32,
+    pub sense: Vec<u8>,
+    pub resp_data: Vec<u8>,
+}
+
+impl Response {
+    pub fn sense_key_asc(&self) -> Option<(u8, u8, u8)> {
+        (self.sense.len() >= 14).then(|| (self.sense[2] & 0xf, self.sense[12], self.sense[13]))
+    }
+}
+
+/// An IU the target sent that is not an SRP_RSP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Other {
+    CredReq(CredReq),
+    TLogout(TLogout),
+}
+
+/// The simulated initiator plus its view of the channel.
+pub struct Sim {
+    pub ch: Channel,
+    pub nexus: Arc<Nexus>,
+    mem: DmaBuf,
+    next_va: u64,
+    rams: Vec<Arc<DmaBuf>>,
+    recv_posted: VecDeque<u32>,
+    sq: VecDeque<WorkRequest>,
+    qp_error: bool,
+    pub req_lim: i64,
+    pub responses: Vec<Response>,
+    pub others: Vec<Other>,
+    /// When false, `Action::Execute` is held in `held` until `release_exec`.
+    pub auto_exec: bool,
+    pub held: VecDeque<CmdId>,
+    pub disconnect_requested: bool,
+    pub closed: bool,
+    next_tag: u64,
+    /// Descriptors of each command, to gather data-in.
+    bufs: Vec<(Tag, Vec<DirectDesc>)>,
+    /// The largest number of RDMA READs outstanding seen.
+    pub max_reads_outstanding: u32,
+    reads_outstanding: u32,
+    /// Initiator responses (SRP_CRED_RSP) to send after the current pump.
+    deliver_later: Vec<Vec<u8>>,
+}
+
+pub fn linux_login(it_iu_len: u32) -> LoginRequest {
+    LoginRequest {
+        tag: Tag(1),
+        req_it_iu_len: it_iu_len,
+        req_buf_fmt: BUF_FMT_DIRECT | BUF_FMT_INDIRECT,
+        req_flags: LoginRequest::IMMED_REQUESTED | LoginRequest::MULTI,
+        imm_data_offset: IMM_OFFSET,
+        initiator_port_id: INITIATOR,
+        target_port_id: TARGET_PORT.to_bytes(),
+    }
+}
+
+impl Sim {
+    /// Logs in with the Linux initiator's parameters and builds a channel.
+    pub fn login(target: &Arc<Target>, cfg_edit: impl FnOnce(&mut ChannelConfig)) -> Sim {
+        let req = linux_login(8260);
+        let limits = LoginLimits { queue_depth: 32, ..LoginLimits::default() };
+        let acc = negotiate(&req, TARGET_PORT, &limits, target.login_allowed(&INITIATOR), 0).expect("login accepted");
+        let mut cfg = ChannelConfig::new(acc.it_iu_len, acc.imm_data_offset, limits.queue_depth);
+        cfg.pool_size = 4 << 20;
+        cfg_edit(&mut cfg);
+        let nexus = target.nexus(INITIATOR);
+        let rams = target.ram_buffers();
+        let ch = Channel::new(cfg, nexus.clone()).expect("channel");
+        let mut sim = Sim {
+            ch,
+            nexus,
+            mem: DmaBuf::new(64 << 20).unwrap(),
+            next_va: 0,
+            rams,
+            recv_posted: VecDeque::new(),
+            sq: VecDeque::new(),
+            qp_error: false,
+            req_lim: acc.response.req_lim_delta as i64,
+            responses: Vec::new(),
+            others: Vec::new(),
+            auto_exec: true,
+            held: VecDeque::new(),
+            disconnect_requested: false,
+            closed: false,
+            next_tag: 0x1000,
+            bufs: Vec::new(),
+            max_reads_outstanding: 0,
+            reads_outstanding: 0,
+            deliver_later: Vec::new(),
+        };
+        sim.pump();
+        sim
+    }
+
+    pub fn new_tag(&mut self) -> Tag {
+        self.next_tag += 1;
+        Tag(self.next_tag)
+    }
+
+    /// Allocates `len` bytes of initiator memory (with a gap after it so
+    /// that pieces are never contiguous by accident).
+    pub fn alloc(&mut self, len: u64) -> u64 {
+        let off = self.next_va;
+        self.next_va = (off + len + 4096).next_multiple_of(4096);
+        if self.next_va > self.mem.len() as u64 {
+            self.next_va = 0;
+            return self.alloc(len);
+        }
+        REMOTE_BASE + off
+    }
+
+    fn remote_off(&self, va: u64, len: u32, rkey: u32) -> Option<usize> {
+        if rkey != RKEY || va < REMOTE_BASE {
+            return None;
+        }
+        let off = va - REMOTE_BASE;
+        self.mem.contains(off, len as u64).then_some(off as usize)
+    }
+
+    pub fn write_remote(&self, va: u64, data: &[u8]) {
+        self.mem.write((va - REMOTE_BASE) as usize, data);
+    }
+
+    pub fn read_remote(&self, va: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        self.mem.read((va - REMOTE_BASE) as usize, &mut v);
+        v
+    }
+
+    fn region(&self, r: Region) -> &DmaBuf {
+        match r {
+            Region::Recv => self.ch.recv_buf(),
+            Region::Send => self.ch.send_buf(),
+            Region::Pool => self.ch.pool_buf(),
+            Region::Table => self.ch.table_buf(),
+            Region::Ram { base } => self.rams.iter().find(|b| b.addr() == base).expect("unregistered RAM region"),
+        }
+    }
+
+    /// Runs the channel and the simulated hardware until nothing moves.
+    pub fn pump(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(a) = self.ch.poll_action() {
+                progressed = true;
+                match a {
+                    Action::PostRecv { slot } => {
+                        assert!(!self.recv_posted.contains(&slot), "receive slot {slot} posted twice");
+                        self.recv_posted.push_back(slot);
+                    }
+                    Action::PostSend(wr) => self.sq.push_back(wr),
+                    Action::Execute { cmd } => {
+                        if self.auto_exec {
+                            self.exec(cmd);
+                        } else {
+                            self.held.push_back(cmd);
+                        }
+                    }
+                    Action::Disconnect => {
+                        self.disconnect_requested = true;
+                        // Like the driver: error the QP, flush, drain.
+                        self.qp_error = true;
+                        self.sq.clear();
+                        self.recv_posted.clear();
+                        self.ch.handle_drained();
+                    }
+                    Action::Closed => self.closed = true,
+                }
+            }
+            // Hardware: execute posted send-queue work in order, then
+            // deliver completions.
+            let mut completions = Vec::new();
+            let outstanding_reads = self.sq.iter().filter(|w| w.opcode == WrOpcode::RdmaRead).count() as u32;
+            self.reads_outstanding = outstanding_reads;
+            self.max_reads_outstanding = self.max_reads_outstanding.max(outstanding_reads);
+            while let Some(wr) = self.sq.pop_front() {
+                progressed = true;
+                let ok = !self.qp_error && self.execute_wr(&wr);
+                if !ok {
+                    self.qp_error = true;
+                }
+                if wr.signaled || !ok {
+                    completions.push((wr.wr_id, ok));
+                }
+            }
+            for (id, ok) in completions {
+                self.ch.handle_completion(id, ok, 0);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn execute_wr(&mut self, wr: &WorkRequest) -> bool {
+        let local = self.region(wr.local.region);
+        let lo = wr.local.offset as usize;
+        let len = wr.local.len as usize;
+        if !local.contains(wr.local.offset, wr.local.len as u64) {
+            panic!("work request outside its local region: {wr:?}");
+        }
+        match wr.opcode {
+            WrOpcode::RdmaRead => {
+                let Some(ro) = self.remote_off(wr.remote_addr, wr.local.len, wr.rkey) else { return false };
+                let mut tmp = vec![0u8; len];
+                self.mem.read(ro, &mut tmp);
+                self.region(wr.local.region).write(lo, &tmp);
+                true
+            }
+            WrOpcode::RdmaWrite => {
+                let Some(ro) = self.remote_off(wr.remote_addr, wr.local.len, wr.rkey) else { return false };
+                let mut tmp = vec![0u8; len];
+                local.read(lo, &mut tmp);
+                self.mem.write(ro, &tmp);
+                true
+            }
+            WrOpcode::Send => {
+                let mut iu = vec![0u8; len];
+                local.read(lo, &mut iu);
+                self.on_target_iu(&iu);
+                true
+            }
+        }
+    }
+
+    fn on_target_iu(&mut self, iu: &[u8]) {
+        match wire::peek_opcode(iu).expect("target IU opcode") {
+            Opcode::RSP => {
+                let r = Rsp::parse(iu).expect("valid SRP_RSP");
+                self.req_lim += r.req_lim_delta as i64;
+                self.responses.push(Response {
+                    tag: r.tag,
+                    req_lim_delta: r.req_lim_delta,
+                    flags: r.flags,
+                    status: r.status,
+                    do_res: r.data_out_res_cnt,
+                    di_res: r.data_in_res_cnt,
+                    sense: r.sense.to_vec(),
+                    resp_data: r.resp_data.to_vec(),
+                });
+            }
+            Opcode::CRED_REQ => {
+                let c = CredReq::parse(iu).expect("valid SRP_CRED_REQ");
+                self.req_lim += c.req_lim_delta as i64;
+                self.others.push(Other::CredReq(c));
+                let mut b = [0u8; 16];
+                CredRsp { tag: c.tag }.emit(&mut b).unwrap();
+                // An initiator response uses no credit (SRP r16a 5.6).
+                self.deliver_later.push(b.to_vec());
+            }
+            Opcode::T_LOGOUT => self.others.push(Other::TLogout(TLogout::parse(iu).expect("valid SRP_T_LOGOUT"))),
+            op => panic!("unexpected IU from target: {op:?}"),
+        }
+    }
+
+    /// Runs a held SCSI command now.
+    pub fn exec(&mut self, cmd: CmdId) {
+        let done = {
+            let r = self.ch.exec_request(cmd).expect("exec request for a held command");
+            r.nexus.execute(r.lun, r.cdb, r.buf, r.offset, r.len)
+        };
+        self.ch.handle_exec_done(cmd, done);
+    }
+
+    /// Releases the oldest held command and pumps.
+    pub fn release_exec(&mut self) {
+        let cmd = self.held.pop_front().expect("a held command");
+        self.exec(cmd);
+        self.pump();
+    }
+
+    /// Lands raw IU bytes in the next posted receive slot. Panics if none is
+    /// posted (on real hardware: receiver-not-ready).
+    pub fn send_raw(&mut self, iu: &[u8]) {
+        let slot = self.recv_posted.pop_front().expect("RNR: the target has no receive posted");
+        let (off, size) = self.ch.recv_slot(slot);
+        assert!(iu.len() <= size as usize, "IU larger than the receive slot");
+        self.ch.recv_buf().write(off as usize, iu);
+        self.ch.handle_completion(WrId::recv(slot), true, iu.len() as u32);
+        self.pump();
+        for iu in std::mem::take(&mut self.deliver_later) {
+            self.send_raw(&iu);
+        }
+    }
+
+    /// Sends a request IU, spending a credit as the initiator does.
+    pub fn send_request(&mut self, iu: &[u8]) {
+        self.req_lim -= 1;
+        self.send_raw(iu);
+    }
+
+    /// Builds the descriptor for a buffer of `len` bytes holding `data` (for
+    /// data-out), returning the IU bytes and the descriptors.
+    pub fn build_cmd(&mut self, tag: Tag, lun: u16, cdb: &[u8], out: Option<&[u8]>, in_len: u32, layout: Layout) -> Vec<u8> {
+        let lun8 = lun_bytes(lun);
+        let len = out.map_or(in_len, |d| d.len() as u32);
+        let mut iu = vec![0u8; 16384];
+        if layout == Layout::Immediate {
+            let data = out.expect("immediate data is data-out");
+            let cmd = Cmd::new(tag, lun8, cdb).with_data_out(DataDesc::Immediate(ImmediateDesc { len, desc_end: 0 }));
+            let n = cmd.emit_with_immediate(&mut iu, IMM_OFFSET as usize, data).expect("emit immediate");
+            iu.truncate(n);
+            self.bufs.push((tag, Vec::new()));
+            return iu;
+        }
+        let pieces = match layout {
+            Layout::Direct => 1,
+            Layout::Indirect(n) | Layout::External { n, .. } => n,
+            Layout::Immediate => unreachable!(),
+        };
+        let descs = self.split(len, pieces);
+        if let Some(d) = out {
+            let mut at = 0usize;
+            for dd in &descs {
+                self.write_remote(dd.va, &d[at..at + dd.len as usize]);
+                at += dd.len as usize;
+            }
+        }
+        let mut table = Vec::with_capacity(descs.len() * 16);
+        for d in &descs {
+            let mut b = [0u8; 16];
+            d.emit(&mut b).unwrap();
+            table.extend_from_slice(&b);
+        }
+        let desc = match layout {
+            Layout::Direct => DataDesc::Direct(descs[0]),
+            Layout::Indirect(_) => DataDesc::Indirect(IndirectDesc {
+                table: DirectDesc { va: 0, rkey: 0, len: table.len() as u32 },
+                total_len: len,
+                partial: &table,
+            }),
+            Layout::External { in_iu, .. } => {
+                let va = self.alloc(table.len() as u64);
+                self.write_remote(va, &table);
+                DataDesc::Indirect(IndirectDesc {
+                    table: DirectDesc { va, rkey: RKEY, len: table.len() as u32 },
+                    total_len: len,
+                    partial: &table[..in_iu * 16],
+                })
+            }
+            Layout::Immediate => unreachable!(),
+        };
+        let mut cmd = Cmd::new(tag, lun8, cdb);
+        cmd = if out.is_some() { cmd.with_data_out(desc) } else { cmd.with_data_in(desc) };
+        let n = cmd.emit(&mut iu).expect("emit SRP_CMD");
+        iu.truncate(n);
+        self.bufs.push((tag, descs));
+        iu
+    }
+
+    /// Splits a buffer of `len` bytes into `pieces` separate descriptors.
+    fn split(&mut self, len: u32, pieces: usize) -> Vec<DirectDesc> {
+        let pieces = pieces.max(1);
+        let base = len / pieces as u32;
+        let mut v = Vec::with_capacity(pieces);
+        for i in 0..pieces {
+            let l = if i == pieces - 1 { len - base * (pieces as u32 - 1) } else { base };
+            let va = self.alloc(l as u64);
+            v.push(DirectDesc { va, rkey: RKEY, len: l });
+        }
+        v
+    }
+
+    /// Bytes the target wrote into the buffer of command `tag`.
+    pub fn data_in(&self, tag: Tag, len: usize) -> Vec<u8> {
+        let descs = &self.bufs.iter().rev().find(|(t, _)| *t == tag).expect("known tag").1;
+        let mut v = Vec::with_capacity(len);
+        for d in descs {
+            let take = (d.len as usize).min(len - v.len());
+            v.extend(self.read_remote(d.va, take));
+            if v.len() == len {
+                break;
+            }
+        }
+        v
+    }
+
+    pub fn take_response(&mut self, tag: Tag) -> Response {
+        let i = self.responses.iter().position(|r| r.tag == tag).unwrap_or_else(|| panic!("no response for {tag:?}"));
+        self.responses.remove(i)
+    }
+
+    pub fn has_response(&self, tag: Tag) -> bool {
+        self.responses.iter().any(|r| r.tag == tag)
+    }
+
+    /// Sends a SCSI command and returns its tag (response not awaited).
+    pub fn submit(&mut self, lun: u16, cdb: &[u8], out: Option<&[u8]>, in_len: u32, layout: Layout) -> Tag {
+        let tag = self.new_tag();
+        let iu = self.build_cmd(tag, lun, cdb, out, in_len, layout);
+        self.send_request(&iu);
+        tag
+    }
+
+    /// Runs one SCSI command to completion.
+    pub fn command(&mut self, lun: u16, cdb: &[u8], out: Option<&[u8]>, in_len: u32, layout: Layout) -> (Response, Vec<u8>) {
+        let tag = self.submit(lun, cdb, out, in_len, layout);
+        let r = self.take_response(tag);
+        let data = self.data_in(tag, in_len.saturating_sub(if r.flags & Rsp::DIUNDER != 0 { r.di_res } else { 0 }) as usize);
+        (r, data)
+    }
+
+    pub fn write(&mut self, lun: u16, lba: u64, data: &[u8], block: u32, layout: Layout) -> Response {
+        let cdb = rw16(0x8a, lba, data.len() as u32 / block);
+        self.command(lun, &cdb, Some(data), 0, layout).0
+    }
+
+    pub fn read(&mut self, lun: u16, lba: u64, len: u32, block: u32, layout: Layout) -> (Response, Vec<u8>) {
+        let cdb = rw16(0x88, lba, len / block);
+        self.command(lun, &cdb, None, len, layout)
+    }
+
+    pub fn task_mgmt(&mut self, lun: u16, func: TmFunction, task_tag: Tag) -> Tag {
+        let tag = self.new_tag();
+        let mut b = [0u8; 48];
+        TaskMgmt { tag, sol_not: 0, lun: lun_bytes(lun), function: func, task_tag }.emit(&mut b).unwrap();
+        self.send_request(&b);
+        tag
+    }
+
+    pub fn logout(&mut self) {
+        let mut b = [0u8; 16];
+        ILogout { tag: self.new_tag() }.emit(&mut b).unwrap();
+        self.send_request(&b);
+    }
+
+    /// Sends every held command to completion.
+    pub fn release_all(&mut self) {
+        while !self.held.is_empty() {
+            self.release_exec();
+        }
+    }
+}
+
+pub fn lun_bytes(lun: u16) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    if lun < 256 {
+        b[1] = lun as u8;
+    } else {
+        b[0] = 0x40 | (lun >> 8) as u8;
+        b[1] = lun as u8;
+    }
+    b
+}
+
+/// READ(16)/WRITE(16) CDB.
+pub fn rw16(op: u8, lba: u64, blocks: u32) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[0] = op;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[10..14].copy_from_slice(&blocks.to_be_bytes());
+    c
+}
+
+/// READ(10)/WRITE(10) CDB.
+pub fn rw10(op: u8, lba: u32, blocks: u16) -> [u8; 10] {
+    let mut c = [0u8; 10];
+    c[0] = op;
+    c[2..6].copy_from_slice(&lba.to_be_bytes());
+    c[7..9].copy_from_slice(&blocks.to_be_bytes());
+    c
+}
+
+/// Deterministic test pattern.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -1,0 +1,480 @@
+//! Whole SRP sessions against the sans-I/O channel with the simulated
+//! initiator: data integrity for every descriptor layout, residuals,
+//! credits, task management, logout and protocol errors.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use srptd::proto::{negotiate, LoginLimits};
+use srptd::scsi::lun::{LunConfig, Target, TargetConfig};
+use srptd::wire::{Rsp, Tag, TmFunction};
+
+const GOOD: u8 = 0;
+const CHECK_CONDITION: u8 = 2;
+const BUSY: u8 = 8;
+const TASK_SET_FULL: u8 = 0x28;
+
+fn ram_target(block: u32, size: u64) -> Arc<Target> {
+    Target::new(TargetConfig::new(vec![LunConfig::ram(size, block)])).expect("target")
+}
+
+fn file_target(block: u32, size: u64) -> (Arc<Target>, std::path::PathBuf) {
+    let path = std::env::temp_dir().join(format!("srptd-session-{}-{}-{}.img", std::process::id(), block, rand_suffix()));
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(size).unwrap();
+    let t = Target::new(TargetConfig::new(vec![LunConfig::file(&path, block)])).expect("target");
+    (t, path)
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Clears the power-on unit attention every new nexus reports first.
+fn clear_ua(sim: &mut Sim) {
+    let (r, _) = sim.command(0, &[0u8; 6], None, 0, Layout::Direct);
+    assert_eq!(r.status, CHECK_CONDITION, "first command reports the power-on unit attention");
+    assert_eq!(r.sense_key_asc(), Some((0x6, 0x29, 0x00)));
+    let (r, _) = sim.command(0, &[0u8; 6], None, 0, Layout::Direct);
+    assert_eq!(r.status, GOOD);
+}
+
+fn round_trip(sim: &mut Sim, block: u32, len: u32, layout_w: Layout, layout_r: Layout, seed: u64) {
+    let data = pattern(len as usize, seed);
+    let lba = seed % 64;
+    let r = sim.write(0, lba, &data, block, layout_w);
+    assert_eq!((r.status, r.flags), (GOOD, 0), "write {len} bytes {layout_w:?}: {r:?}");
+    let (r, back) = sim.read(0, lba, len, block, layout_r);
+    assert_eq!((r.status, r.flags), (GOOD, 0), "read {len} bytes {layout_r:?}: {r:?}");
+    assert!(back == data, "data read back differs ({len} bytes, {layout_w:?} -> {layout_r:?})");
+}
+
+fn layouts_for(len: u32, block: u32) -> Vec<Layout> {
+    let mut v = vec![Layout::Direct, Layout::Indirect(3), Layout::External { n: 9, in_iu: 2 }];
+    if len >= 64 * block {
+        v.push(Layout::Indirect(64));
+        v.push(Layout::External { n: 300, in_iu: 0 });
+    }
+    v
+}
+
+#[test]
+fn write_read_every_layout_ram_and_file() {
+    for block in [512u32, 4096] {
+        let ram = ram_target(block, 16 << 20);
+        let (file, path) = file_target(block, 16 << 20);
+        for (name, t) in [("ram", &ram), ("file", &file)] {
+            let mut sim = Sim::login(t, |_| {});
+            clear_ua(&mut sim);
+            let mut seed = 1;
+            for len in [block, 8 * block, 128 << 10, 1 << 20] {
+                if len < block {
+                    continue;
+                }
+                for lw in layouts_for(len, block) {
+                    for lr in [Layout::Direct, lw] {
+                        if lr == Layout::Immediate {
+                            continue;
+                        }
+                        seed += 1;
+                        round_trip(&mut sim, block, len, lw, lr, seed);
+                    }
+                }
+                // Immediate data: the Linux initiator uses it for writes up
+                // to 8 KiB (it_iu_len 8260 - offset 68).
+                if len <= 8192 {
+                    seed += 1;
+                    round_trip(&mut sim, block, len, Layout::Immediate, Layout::Direct, seed);
+                }
+            }
+            let s = sim.ch.stats();
+            assert!(s.immediate > 0 && s.external_tables > 0 && s.indirect > 0, "{name}: {s:?}");
+            if name == "ram" {
+                assert!(s.zero_copy > 0, "RAM LUN moves data with zero copies");
+            }
+            assert_eq!(sim.req_lim, 32, "{name}: every credit returned");
+            assert_eq!(sim.ch.in_flight(), 0);
+        }
+        std::fs::remove_file(path).ok();
+    }
+}
+
+#[test]
+fn data_survives_a_new_login() {
+    let t = ram_target(512, 4 << 20);
+    let data = pattern(64 << 10, 99);
+    {
+        let mut sim = Sim::login(&t, |_| {});
+        clear_ua(&mut sim);
+        assert_eq!(sim.write(0, 100, &data, 512, Layout::Indirect(5)).status, GOOD);
+        sim.logout();
+        assert!(sim.closed);
+    }
+    let mut sim = Sim::login(&t, |_| {});
+    let (r, back) = sim.read(0, 100, 64 << 10, 512, Layout::Direct);
+    assert_eq!(r.status, GOOD, "same nexus: the unit attention was already reported");
+    assert!(back == data);
+}
+
+#[test]
+fn many_commands_in_flight() {
+    let t = ram_target(4096, 16 << 20);
+    let (file, path) = file_target(4096, 16 << 20);
+    for t in [&t, &file] {
+        let mut sim = Sim::login(t, |_| {});
+        clear_ua(&mut sim);
+        sim.auto_exec = false;
+        let mut tags = Vec::new();
+        for i in 0..30u64 {
+            let data = pattern(16 << 10, i);
+            let tag = sim.submit(0, &rw16(0x8a, i * 4, 4), Some(&data), 0, Layout::Indirect(2));
+            tags.push(tag);
+        }
+        // Zero-copy RAM writes finish without executing; file writes wait.
+        sim.release_all();
+        for tag in tags {
+            assert_eq!(sim.take_response(tag).status, GOOD);
+        }
+        let mut tags = Vec::new();
+        for i in 0..30u64 {
+            tags.push((i, sim.submit(0, &rw16(0x88, i * 4, 4), None, 16 << 10, Layout::External { n: 4, in_iu: 1 })));
+        }
+        sim.release_all();
+        for (i, tag) in tags {
+            assert_eq!(sim.take_response(tag).status, GOOD);
+            assert!(sim.data_in(tag, 16 << 10) == pattern(16 << 10, i));
+        }
+        assert!(sim.max_reads_outstanding <= 4, "RDMA READ depth respected: {}", sim.max_reads_outstanding);
+        assert_eq!(sim.req_lim, 32);
+    }
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn rdma_read_depth_is_never_exceeded() {
+    let t = ram_target(512, 16 << 20);
+    for depth in [1u32, 2, 4] {
+        let mut sim = Sim::login(&t, |c| c.rdma_read_depth = depth);
+        let data = pattern(256 << 10, depth as u64);
+        // 64 descriptors: 64 RDMA READs, posted at most `depth` at a time.
+        let r = sim.write(0, 0, &data, 512, Layout::Indirect(64));
+        assert_eq!(r.status, if depth == 1 { CHECK_CONDITION } else { GOOD }, "first login on this nexus: UA");
+        let r = sim.write(0, 0, &data, 512, Layout::Indirect(64));
+        assert_eq!(r.status, GOOD);
+        assert!(sim.max_reads_outstanding <= depth, "depth {depth}: saw {}", sim.max_reads_outstanding);
+        let (_, back) = sim.read(0, 0, 256 << 10, 512, Layout::Indirect(64));
+        assert!(back == data);
+    }
+}
+
+#[test]
+fn small_send_queue_splits_data_in() {
+    let t = ram_target(512, 4 << 20);
+    // A send queue with room for only a few work requests: a 64-descriptor
+    // READ must be split into signaled batches.
+    let mut sim = Sim::login(&t, |c| c.sq_depth = 8);
+    clear_ua(&mut sim);
+    let data = pattern(128 << 10, 5);
+    assert_eq!(sim.write(0, 8, &data, 512, Layout::Indirect(64)).status, GOOD);
+    let (r, back) = sim.read(0, 8, 128 << 10, 512, Layout::Indirect(64));
+    assert_eq!(r.status, GOOD);
+    assert!(back == data);
+}
+
+#[test]
+fn residuals() {
+    let t = ram_target(512, 4 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+
+    // INQUIRY allocation 255 into a 255-byte buffer: the target returns
+    // less, so data-in underflow with the difference as residual.
+    let (r, data) = sim.command(0, &[0x12, 0, 0, 0, 255, 0], None, 255, Layout::Direct);
+    assert_eq!(r.status, GOOD);
+    assert_eq!(r.flags, Rsp::DIUNDER);
+    let returned = 255 - r.di_res;
+    assert!(returned >= 36, "standard INQUIRY data is at least 36 bytes");
+    assert_eq!(data.len() as u32, returned);
+    assert_eq!(&data[8..13], b"SRPTD");
+
+    // READ of 4 blocks into an 8-block buffer: DIUNDER 2048.
+    let (r, _) = sim.command(0, &rw16(0x88, 0, 4), None, 4096, Layout::Direct);
+    assert_eq!((r.status, r.flags, r.di_res), (GOOD, Rsp::DIUNDER, 2048));
+
+    // READ of 8 blocks into a 2-block buffer: DIOVER 3072, the first 1024
+    // bytes delivered.
+    sim.write(0, 0, &pattern(4096, 3), 512, Layout::Direct);
+    let tag = sim.submit(0, &rw16(0x88, 0, 8), None, 1024, Layout::Direct);
+    let r = sim.take_response(tag);
+    assert_eq!((r.status, r.flags, r.di_res), (GOOD, Rsp::DIOVER, 3072));
+    assert!(sim.data_in(tag, 1024) == pattern(4096, 3)[..1024]);
+
+    // WRITE whose buffer is shorter than the CDB: refused, nothing written.
+    let before = sim.read(0, 40, 2048, 512, Layout::Direct).1;
+    let tag = sim.new_tag();
+    let iu = sim.build_cmd(tag, 0, &rw16(0x8a, 40, 4), Some(&pattern(1024, 8)), 0, Layout::Direct);
+    sim.send_request(&iu);
+    let r = sim.take_response(tag);
+    assert_eq!((r.status, r.flags, r.do_res), (CHECK_CONDITION, Rsp::DOOVER | Rsp::SNSVALID, 1024));
+    assert_eq!(r.sense_key_asc(), Some((0x5, 0x0e, 0x03)));
+    assert_eq!(sim.read(0, 40, 2048, 512, Layout::Direct).1, before, "refused write changed nothing");
+
+    // WRITE whose buffer is longer than the CDB: refused too.
+    let tag = sim.new_tag();
+    let iu = sim.build_cmd(tag, 0, &rw16(0x8a, 40, 1), Some(&pattern(1024, 8)), 0, Layout::Indirect(2));
+    sim.send_request(&iu);
+    let r = sim.take_response(tag);
+    assert_eq!((r.status, r.flags & !Rsp::SNSVALID, r.do_res), (CHECK_CONDITION, Rsp::DOUNDER, 1024));
+
+    // TEST UNIT READY with a data-in buffer: nothing moves, DIUNDER.
+    let (r, _) = sim.command(0, &[0u8; 6], None, 512, Layout::Direct);
+    assert_eq!((r.status, r.flags, r.di_res), (GOOD, Rsp::DIUNDER, 512));
+
+    // An error before any transfer reports the whole buffer as residual.
+    let (r, _) = sim.command(0, &rw16(0x88, 1 << 40, 1), None, 512, Layout::Direct);
+    assert_eq!(r.status, CHECK_CONDITION);
+    assert_eq!(r.sense_key_asc(), Some((0x5, 0x21, 0x00)));
+    assert_eq!((r.flags & Rsp::DIUNDER, r.di_res), (Rsp::DIUNDER, 512));
+    assert_eq!(sim.req_lim, 32);
+}
+
+#[test]
+fn scsi_errors_reach_the_initiator() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+    // Unsupported opcode.
+    let (r, _) = sim.command(0, &[0xee, 0, 0, 0, 0, 0], None, 0, Layout::Direct);
+    assert_eq!((r.status, r.sense_key_asc()), (CHECK_CONDITION, Some((0x5, 0x20, 0x00))));
+    // Unmapped LUN.
+    let (r, _) = sim.command(5, &[0u8; 6], None, 0, Layout::Direct);
+    assert_eq!((r.status, r.sense_key_asc()), (CHECK_CONDITION, Some((0x5, 0x25, 0x00))));
+    // INQUIRY to an unmapped LUN: peripheral qualifier 3.
+    let (r, d) = sim.command(5, &[0x12, 0, 0, 0, 36, 0], None, 36, Layout::Direct);
+    assert_eq!(r.status, GOOD);
+    assert_eq!(d[0], 0x7f);
+}
+
+#[test]
+fn credit_exhaustion_answers_task_set_full() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+    sim.auto_exec = false;
+    // INQUIRY executes (not zero copy), so it can be held.
+    let inq = [0x12, 0, 0, 0, 36, 0];
+    let mut tags: Vec<Tag> = (0..32).map(|_| sim.submit(0, &inq, None, 36, Layout::Direct)).collect();
+    assert_eq!(sim.req_lim, 0);
+    assert_eq!(sim.ch.credits().in_use(), 32);
+    // One beyond the limit lands in a reserved receive buffer.
+    let over = sim.submit(0, &inq, None, 36, Layout::Direct);
+    let r = sim.take_response(over);
+    assert_eq!(r.status, TASK_SET_FULL);
+    assert_eq!(r.req_lim_delta, 0, "no credit was consumed, none returned");
+    assert_eq!(sim.ch.stats().task_set_full, 1);
+    sim.req_lim += 1; // the over-limit request did not really consume one
+    sim.release_all();
+    for tag in tags.drain(..) {
+        assert_eq!(sim.take_response(tag).status, GOOD);
+    }
+    assert_eq!(sim.req_lim, 32, "all credits back");
+    assert_eq!(sim.ch.credits().initiator_limit(), 32);
+}
+
+#[test]
+fn abort_task_of_a_held_command() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+    sim.auto_exec = false;
+    let victim = sim.submit(0, &[0x12, 0, 0, 0, 36, 0], None, 36, Layout::Direct);
+    let other = sim.submit(0, &[0x12, 0, 0, 0, 36, 0], None, 36, Layout::Direct);
+    let tmf = sim.task_mgmt(0, TmFunction::ABORT_TASK, victim);
+    // The victim is executing: the TMF waits for it.
+    assert!(!sim.has_response(tmf));
+    sim.release_exec(); // victim finishes executing; no response for it
+    let r = sim.take_response(tmf);
+    assert_eq!(r.resp_data, vec![0, 0, 0, 0], "TASK MANAGEMENT FUNCTION COMPLETE");
+    assert_eq!(r.flags & Rsp::RSPVALID, Rsp::RSPVALID);
+    assert!(!sim.has_response(victim), "aborted commands send no response");
+    sim.release_exec();
+    assert_eq!(sim.take_response(other).status, GOOD);
+    assert_eq!(sim.req_lim, 32, "the aborted command's credit came back");
+    assert_eq!(sim.ch.stats().aborted, 1);
+}
+
+#[test]
+fn abort_task_racing_its_completion() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+    // The command completes first; the abort finds nothing and still
+    // reports FUNCTION COMPLETE (SAM-5: the task no longer exists).
+    let tag = sim.submit(0, &[0x12, 0, 0, 0, 36, 0], None, 36, Layout::Direct);
+    assert!(sim.has_response(tag));
+    let tmf = sim.task_mgmt(0, TmFunction::ABORT_TASK, tag);
+    assert_eq!(sim.take_response(tmf).resp_data, vec![0, 0, 0, 0]);
+    assert_eq!(sim.take_response(tag).status, GOOD);
+    assert_eq!(sim.req_lim, 32);
+}
+
+#[test]
+fn abort_task_of_waiting_and_reading_commands() {
+    let t = ram_target(512, 4 << 20);
+    // A single-request-deep READ queue and a tiny pool make commands wait.
+    let mut sim = Sim::login(&t, |c| {
+        c.rdma_read_depth = 1;
+    });
+    clear_ua(&mut sim);
+    sim.auto_exec = false;
+    let (file, path) = file_target(512, 4 << 20);
+    drop(file);
+    let data = pattern(8192, 1);
+    let held = sim.submit(0, &[0x12, 0, 0, 0, 36, 0], None, 36, Layout::Direct);
+    let w = sim.submit(0, &rw16(0x8a, 0, 16), Some(&data), 0, Layout::Indirect(4));
+    // The zero-copy write completed (no execution needed).
+    assert_eq!(sim.take_response(w).status, GOOD);
+    let tmf = sim.task_mgmt(0, TmFunction::ABORT_TASK_SET, Tag(0));
+    sim.release_all();
+    assert_eq!(sim.take_response(tmf).resp_data, vec![0, 0, 0, 0]);
+    assert!(!sim.has_response(held));
+    assert_eq!(sim.req_lim, 32);
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn lun_reset_sets_unit_attention() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+    sim.auto_exec = false;
+    let held = sim.submit(0, &[0x12, 0, 0, 0, 36, 0], None, 36, Layout::Direct);
+    let tmf = sim.task_mgmt(0, TmFunction::LUN_RESET, Tag(0));
+    sim.release_all();
+    assert_eq!(sim.take_response(tmf).resp_data, vec![0, 0, 0, 0]);
+    assert!(!sim.has_response(held));
+    sim.auto_exec = true;
+    let (r, _) = sim.command(0, &[0u8; 6], None, 0, Layout::Direct);
+    assert_eq!(r.status, CHECK_CONDITION);
+    assert_eq!(r.sense_key_asc().map(|(k, a, _)| (k, a)), Some((0x6, 0x29)), "unit attention after reset");
+    let (r, _) = sim.command(0, &[0u8; 6], None, 0, Layout::Direct);
+    assert_eq!(r.status, GOOD, "reported once");
+    // LUN RESET of an unmapped LUN fails.
+    let tmf = sim.task_mgmt(7, TmFunction::LUN_RESET, Tag(0));
+    assert_eq!(sim.take_response(tmf).resp_data, vec![0, 0, 0, 5]);
+}
+
+#[test]
+fn clear_task_set_clear_aca_and_unknown_functions() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+    let tmf = sim.task_mgmt(0, TmFunction::CLEAR_TASK_SET, Tag(0));
+    assert_eq!(sim.take_response(tmf).resp_data, vec![0, 0, 0, 0]);
+    let tmf = sim.task_mgmt(0, TmFunction::CLEAR_ACA, Tag(0));
+    assert_eq!(sim.take_response(tmf).resp_data, vec![0, 0, 0, 4], "no ACA support: not supported");
+    let tmf = sim.task_mgmt(0, TmFunction(0x99), Tag(0));
+    assert_eq!(sim.take_response(tmf).resp_data, vec![0, 0, 0, 4]);
+    assert_eq!(sim.req_lim, 32);
+}
+
+#[test]
+fn initiator_logout_closes_the_channel() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    sim.logout();
+    assert!(sim.disconnect_requested);
+    assert!(sim.closed);
+    assert!(sim.ch.is_closed());
+}
+
+#[test]
+fn target_logout_waits_for_commands_then_sends_t_logout() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+    sim.auto_exec = false;
+    let running = sim.submit(0, &[0x12, 0, 0, 0, 36, 0], None, 36, Layout::Direct);
+    sim.ch.logout();
+    sim.pump();
+    // New commands are turned away while shutting down.
+    let late = sim.submit(0, &[0u8; 6], None, 0, Layout::Direct);
+    assert_eq!(sim.take_response(late).status, BUSY);
+    assert!(sim.others.is_empty(), "no SRP_T_LOGOUT while a command runs");
+    sim.release_all();
+    assert_eq!(sim.take_response(running).status, GOOD);
+    assert!(matches!(sim.others.as_slice(), [Other::TLogout(t)] if t.reason == 0));
+    assert!(sim.disconnect_requested && sim.closed);
+}
+
+#[test]
+fn disconnect_with_commands_executing_frees_everything() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+    sim.auto_exec = false;
+    let a = sim.submit(0, &[0x12, 0, 0, 0, 36, 0], None, 36, Layout::Direct);
+    let _b = sim.submit(0, &rw16(0x88, 0, 8), None, 4096, Layout::External { n: 4, in_iu: 1 });
+    sim.ch.handle_disconnect();
+    sim.pump();
+    assert!(sim.disconnect_requested);
+    assert!(!sim.closed, "a command is still executing on the backstore");
+    sim.release_all();
+    assert!(sim.closed, "closed once the backstore finished");
+    assert!(!sim.has_response(a));
+}
+
+#[test]
+fn bad_rkey_ends_the_channel_cleanly() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+    let tag = sim.new_tag();
+    let mut iu = sim.build_cmd(tag, 0, &rw16(0x8a, 0, 1), Some(&[7u8; 512]), 0, Layout::Direct);
+    // Corrupt the R_Key of the direct descriptor (bytes 48+8..48+12).
+    iu[56] ^= 0xff;
+    sim.send_request(&iu);
+    assert!(sim.disconnect_requested, "a failed RDMA READ breaks the queue pair");
+    assert!(sim.closed);
+}
+
+#[test]
+fn unknown_iu_type_logs_the_initiator_out() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    let mut iu = [0u8; 64];
+    iu[0] = 0xc1; // SRP_RSP is a target-to-initiator IU
+    sim.send_raw(&iu);
+    assert!(matches!(sim.others.as_slice(), [Other::TLogout(t)] if t.reason == 2));
+    assert!(sim.disconnect_requested);
+}
+
+#[test]
+fn malformed_command_gets_check_condition() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    let tag = sim.new_tag();
+    let mut iu = sim.build_cmd(tag, 0, &rw16(0x88, 0, 1), None, 512, Layout::Direct);
+    iu[5] = 0x0f; // data-in descriptor format 15: reserved
+    sim.send_request(&iu);
+    let r = sim.take_response(tag);
+    assert_eq!(r.status, CHECK_CONDITION);
+    assert_eq!(r.sense_key_asc(), Some((0x5, 0x0e, 0x03)));
+    assert_eq!(sim.req_lim, 32);
+}
+
+#[test]
+fn login_rejects_reach_the_wire() {
+    let t = ram_target(512, 1 << 20);
+    let mut req = linux_login(8260);
+    req.target_port_id[0] ^= 1;
+    let rej = negotiate(&req, TARGET_PORT, &LoginLimits::default(), t.login_allowed(&INITIATOR), 0).unwrap_err();
+    let mut b = [0u8; 32];
+    assert_eq!(rej.emit(&mut b).unwrap(), 32);
+    assert_eq!(b[0], 0xc2);
+    assert_eq!(&b[4..8], &[0, 1, 0, 3], "UNABLE TO ASSOCIATE RDMA CHANNEL WITH I_T NEXUS");
+}
