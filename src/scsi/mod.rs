@@ -1,2 +1,145 @@
-//! SCSI target core: command emulation, sense data, LUNs, backstores.
-//! (Placeholder in the skeleton.)
+//! SCSI target core: direct-access block device emulation (SBC-3 / SPC-4),
+//! sense data, LUN tables with per-initiator access lists and unit
+//! attentions, backstores (RAM, file, block device), and a worker pool for
+//! blocking backstore I/O.
+//!
+//! The transport drives each command in two steps:
+//! 1. [`Nexus::plan`](lun::Nexus::plan) decodes the CDB and says how many
+//!    bytes move in which direction (and, for RAM LUNs, where they live so
+//!    RDMA can move them with no copy);
+//! 2. after fetching data-out, [`Nexus::execute`](lun::Nexus::execute) runs
+//!    the command (on the [`pool`] when [`Nexus::is_blocking`](lun::Nexus::is_blocking)),
+//!    then the transport sends data-in and the response.
+
+pub mod backstore;
+pub mod cdb;
+pub mod disk;
+pub mod lun;
+pub mod pool;
+pub mod sense;
+
+use std::sync::Arc;
+
+use crate::rdma::mem::DmaBuf;
+
+pub use backstore::{Backstore, BackstoreConfig, BackstoreKind, ConfigError, FileBackstore, RamBackstore};
+pub use lun::{Access, InitiatorPortId, LunConfig, LunInfo, Nexus, Target, TargetConfig};
+pub use pool::WorkerPool;
+pub use sense::{Sense, SenseKey};
+
+/// SCSI status codes (SAM-5 5.3.1, table 30).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ScsiStatus(pub u8);
+
+impl ScsiStatus {
+    pub const GOOD: ScsiStatus = ScsiStatus(0x00);
+    pub const CHECK_CONDITION: ScsiStatus = ScsiStatus(0x02);
+    pub const CONDITION_MET: ScsiStatus = ScsiStatus(0x04);
+    pub const BUSY: ScsiStatus = ScsiStatus(0x08);
+    pub const RESERVATION_CONFLICT: ScsiStatus = ScsiStatus(0x18);
+    pub const TASK_SET_FULL: ScsiStatus = ScsiStatus(0x28);
+    pub const ACA_ACTIVE: ScsiStatus = ScsiStatus(0x30);
+    pub const TASK_ABORTED: ScsiStatus = ScsiStatus(0x40);
+}
+
+/// Direction of a command's data transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataDir {
+    /// No data moves.
+    None,
+    /// Data-out: initiator to target.
+    Out,
+    /// Data-in: target to initiator.
+    In,
+}
+
+/// What the transport must do before executing: how many bytes move,
+/// which way. `dir` is [`DataDir::None`] exactly when `len` is 0.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub dir: DataDir,
+    /// Bytes per the CDB: transfer length x block size, parameter list
+    /// length, or allocation length. For data-in this is an upper bound: the
+    /// command may return less ([`Completion::data_in_len`]).
+    pub len: u32,
+    /// Set for READ/WRITE on a RAM LUN (see [`DirectIo`]).
+    pub direct: Option<DirectIo>,
+}
+
+impl Plan {
+    /// A plan moving no data.
+    pub const fn none() -> Plan {
+        Plan {
+            dir: DataDir::None,
+            len: 0,
+            direct: None,
+        }
+    }
+
+    /// A plan moving `len` bytes in `dir` (normalised to no transfer when 0).
+    pub fn new(dir: DataDir, len: u32) -> Plan {
+        Plan {
+            dir: if len == 0 { DataDir::None } else { dir },
+            len,
+            direct: None,
+        }
+    }
+}
+
+/// For READ/WRITE on a backstore whose storage is one [`DmaBuf`] (RAM): the
+/// byte range of that buffer the command reads or writes, so the RDMA layer
+/// can move data with zero copies.
+///
+/// When the transport uses it, it passes that same buffer and `offset` to
+/// `execute`, which then recognises the range and copies nothing. (Passing
+/// any other buffer also works: `execute` then copies, as for a file LUN.)
+#[derive(Clone, Debug)]
+pub struct DirectIo {
+    pub buf: Arc<DmaBuf>,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// The outcome of a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    pub status: ScsiStatus,
+    /// Sense data for CHECK CONDITION.
+    pub sense: Option<Sense>,
+    /// Bytes placed in the data-in buffer (for a residual count).
+    pub data_in_len: u32,
+}
+
+impl Completion {
+    /// GOOD status with `data_in_len` bytes of data-in.
+    pub const fn good(data_in_len: u32) -> Completion {
+        Completion {
+            status: ScsiStatus::GOOD,
+            sense: None,
+            data_in_len,
+        }
+    }
+
+    /// CHECK CONDITION with `sense`.
+    pub const fn check(sense: Sense) -> Completion {
+        Completion {
+            status: ScsiStatus::CHECK_CONDITION,
+            sense: Some(sense),
+            data_in_len: 0,
+        }
+    }
+
+    /// Whether the status is GOOD.
+    pub fn is_good(&self) -> bool {
+        self.status == ScsiStatus::GOOD
+    }
+}
+
+impl From<Result<u32, Sense>> for Completion {
+    fn from(r: Result<u32, Sense>) -> Completion {
+        match r {
+            Ok(n) => Completion::good(n),
+            Err(s) => Completion::check(s),
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! The LUN table of a target, per-initiator access lists, and I_T nexus
+//! state (unit attentions).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::backstore::BackstoreConfig;
+pub use super::backstore::ConfigError;
+use super::cdb::{op, Cmd};
+use super::disk::{self, Disk};
+use super::sense::Sense;
+use super::{Completion, DataDir, Plan};
+use crate::rdma::mem::DmaBuf;
+
+/// An SRP initiator port identifier (SRP r16a 4.7): the 16-byte initiator
+/// port ID of the SRP_LOGIN_REQ.
+pub type InitiatorPortId = [u8; 16];
+
+/// Which initiators may use a target or a LUN.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Access {
+    /// Every initiator.
+    #[default]
+    Any,
+    /// Only these initiator ports.
+    Only(HashSet<InitiatorPortId>),
+}
+
+impl Access {
+    /// Whether `ini` is allowed.
+    pub fn allows(&self, ini: &InitiatorPortId) -> bool {
+        match self {
+            Access::Any => true,
+            Access::Only(set) => set.contains(ini),
+        }
+    }
+}
+
+/// One LUN of a [`TargetConfig`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LunConfig {
+    /// LUN number, 0..=16383 (single level, peripheral or flat space
+    /// addressing, SAM-5 4.7).
+    pub lun: u16,
+    pub backstore: BackstoreConfig,
+    /// Further restricts the target's access list for this LUN.
+    pub access: Option<Access>,
+    /// Unit serial number (printable ASCII, at most 64 bytes); derived
+    /// stably from the backing file's path, or the target name and LUN
+    /// number for RAM, when `None`.
+    pub serial: Option<String>,
+}
+
+impl LunConfig {
+    /// A LUN visible to everyone allowed on the target, with a derived serial.
+    pub fn new(lun: u16, backstore: BackstoreConfig) -> LunConfig {
+        LunConfig {
+            lun,
+            backstore,
+            access: None,
+            serial: None,
+        }
+    }
+}
+
+/// A target's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// Target name; seeds the identity of RAM LUNs.
+    pub name: String,
+    pub luns: Vec<LunConfig>,
+    /// Which initiators may log in.
+    pub access: Access,
+    /// Largest data transfer of one command the transport accepts, in
+    /// bytes (a multiple of 4096); reported as MAXIMUM TRANSFER LENGTH.
+    pub max_transfer_bytes: u32,
+    /// IEEE company identifier (24 bits) in the NAA 6 designators.
+    pub naa_company_id: u32,
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        TargetConfig {
+            name: "srptd".into(),
+            luns: Vec::new(),
+            access: Access::Any,
+            max_transfer_bytes: 1 << 20,
+            // The OUI used by the Linux SCSI target (LIO), so identifiers
+            // look familiar to tools that special-case it; configurable.
+            naa_company_id: 0x001405,
+        }
+    }
+}
+
+/// Highest LUN number (flat space addressing, SAM-5 4.7.7).
+pub const MAX_LUN: u16 = 0x3fff;
+
+/// Decodes a single-level 8-byte SAM LUN (SAM-5 4.7): peripheral device
+/// addressing (00b, bus 0) or flat space addressing (01b).
+pub fn decode_lun(l: [u8; 8]) -> Option<u16> {
+    if l[2..] != [0; 6] {
+        return None;
+    }
+    match l[0] >> 6 {
+        0 if l[0] == 0 => Some(u16::from(l[1])),
+        1 => Some(u16::from(l[0] & 0x3f) << 8 | u16::from(l[1])),
+        _ => None,
+    }
+}
+
+/// Encodes a LUN the way Linux does (`int_to_scsilun`): peripheral
+/// addressing below 256, flat space above.
+pub fn encode_lun(lun: u16) -> [u8; 8] {
+    let mut l = [0u8; 8];
+    if lun < 256 {
+        l[1] = lun as u8;
+    } else {
+        l[0] = 0x40 | (lun >> 8) as u8;
+        l[1] = lun as u8;
+    }
+    l
+}
+
+/// A configured LUN.
+#[derive(Debug)]
+struct LunEntry {
+    disk: Disk,
+    access: Option<Access>,
+}
+
+/// Facts about one LUN, for the transport and management.
+#[derive(Clone, Debug)]
+pub struct LunInfo {
+    pub lun: u16,
+    pub block_size: u32,
+    pub num_blocks: u64,
+    pub read_only: bool,
+    /// Backstore I/O blocks: run commands on the worker pool.
+    pub blocking: bool,
+    pub serial: String,
+    pub naa: [u8; 16],
+    /// The whole LUN's memory, for RAM LUNs (register it once for RDMA).
+    pub dma_buf: Option<Arc<DmaBuf>>,
+    pub access: Option<Access>,
+}
+
+/// The LUN table, shared by all channels of the target.
+#[derive(Debug)]
+pub struct Target {
+    name: String,
+    luns: BTreeMap<u16, LunEntry>,
+    access: Access,
+    max_transfer_bytes: u32,
+    nexuses: Mutex<HashMap<InitiatorPortId, Weak<Nexus>>>,
+}
+
+/// 64-bit FNV-1a with a chosen offset basis.
+fn fnv1a(seed: u64, data: &[u8]) -> u64 {
+    let mut h = seed;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// NAA IEEE Registered Extended designator (SPC-4 7.8.6.6.5): NAA 6h,
+/// 24-bit company id, 36-bit vendor id and 64-bit extension, the last two
+/// hashed from the serial number so they are stable.
+fn naa_from(company_id: u32, serial: &str) -> [u8; 16] {
+    let a = fnv1a(0xcbf2_9ce4_8422_2325, serial.as_bytes());
+    let b = fnv1a(0x8422_2325_cbf2_9ce4, serial.as_bytes());
+    let vsid = a & 0xf_ffff_ffff;
+    let cid = company_id & 0xff_ffff;
+    let mut n = [0u8; 16];
+    n[0] = 0x60 | (cid >> 20) as u8;
+    n[1] = (cid >> 12) as u8;
+    n[2] = (cid >> 4) as u8;
+    n[3] = ((cid & 0xf) as u8) << 4 | (vsid >> 32) as u8;
+    n[4..8].copy_from_slice(&(vsid as u32).to_be_bytes());
+    n[8..16].copy_from_slice(&b.to_be_bytes());
+    n
+}
+
+impl Target {
+    /// Validates `cfg`, opens every backstore, and builds the table.
+    pub fn new(cfg: TargetConfig) -> Result<Arc<Target>, ConfigError> {
+        if cfg.max_transfer_bytes < 4096 || cfg.max_transfer_bytes % 4096 != 0 {
+            return Err(ConfigError::Invalid {
+                field: "max_transfer_bytes".into(),
+                reason: "must be a nonzero multiple of 4096",
+            });
+        }
+        if cfg.naa_company_id > 0xff_ffff {
+            return Err(ConfigError::Invalid {
+                field: "naa_company_id".into(),
+                reason: "must fit in 24 bits",
+            });
+        }
+        let mut luns = BTreeMap::new();
+        for (i, l) in cfg.luns.iter().enumerate() {
+            let field = format!("luns[{i}]");
+            if l.lun > MAX_LUN {
+                return Err(ConfigError::LunTooLarge {
+                    field: format!("{field}.lun"),
+                    lun: l.lun,
+                });
+            }
+            if luns.contains_key(&l.lun) {
+                return Err(ConfigError::DuplicateLun {
+                    field: format!("{field}.lun"),
+                    lun: l.lun,
+                });
+            }
+            if let Some(s) = &l.serial {
+                if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(ConfigError::Invalid {
+                        field: format!("{field}.serial"),
+                        reason: "must be 1 to 64 printable ASCII characters without spaces",
+                    });
+                }
+            }
+            let store = l.backstore.open(&format!("{field}.backstore"))?;
+            let serial = l.serial.clone().unwrap_or_else(|| {
+                let seed = store
+                    .identity()
+                    .unwrap_or_else(|| format!("ram:{}/{}", cfg.name, l.lun));
+                format!("{:016x}", fnv1a(0xcbf2_9ce4_8422_2325, seed.as_bytes()))
+            });
+            let naa = naa_from(cfg.naa_company_id, &serial);
+            let disk = Disk::new(store, serial, naa, cfg.max_transfer_bytes);
+            luns.insert(
+                l.lun,
+                LunEntry {
+                    disk,
+                    access: l.access.clone(),
+                },
+            );
+        }
+        Ok(Arc::new(Target {
+            name: cfg.name,
+            luns,
+            access: cfg.access,
+            max_transfer_bytes: cfg.max_transfer_bytes,
+            nexuses: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The target name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Largest transfer per command, bytes.
+    pub fn max_transfer_bytes(&self) -> u32 {
+        self.max_transfer_bytes
+    }
+
+    /// Whether `ini` may log in (the target access list).
+    pub fn login_allowed(&self, ini: &InitiatorPortId) -> bool {
+        self.access.allows(ini)
+    }
+
+    fn visible(&self, lun: u16, ini: &InitiatorPortId) -> Option<&LunEntry> {
+        let e = self.luns.get(&lun)?;
+        let lun_ok = match &e.access {
+            None => true,
+            Some(a) => a.allows(ini),
+        };
+        (self.access.allows(ini) && lun_ok).then_some(e)
+    }
+
+    /// LUN numbers `ini` may see, ascending.
+    pub fn luns_for(&self, ini: &InitiatorPortId) -> Vec<u16> {
+        self.luns
+            .keys()
+            .copied()
+            .filter(|&l| self.visible(l, ini).is_some())
+            .collect()
+    }
+
+    /// Every configured LUN.
+    pub fn luns(&self) -> Vec<LunInfo> {
+        self.luns
+            .iter()
+            .map(|(&lun, e)| {
+                let s = e.disk.store();
+                LunInfo {
+                    lun,
+                    block_size: s.block_size(),
+                    num_blocks: s.num_blocks(),
+                    read_only: s.read_only(),
+                    blocking: s.is_blocking(),
+                    serial: e.disk.serial().to_owned(),
+                    naa: e.disk.naa(),
+                    dma_buf: s.dma_buf().cloned(),
+                    access: e.access.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Gets or creates the I_T nexus of `ini`; all channels of one
+    /// initiator port share it. A new nexus starts with a POWER ON, RESET,
+    /// OR BUS DEVICE RESET OCCURRED unit attention on each LUN it sees
+    /// (SAM-5 6.3.? / 5.14: the first command after an I_T nexus is formed
+    /// reports the reset).
+    pub fn nexus(self: &Arc<Self>, ini: InitiatorPortId) -> Arc<Nexus> {
+        let mut map = self.nexuses.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get(&ini).and_then(Weak::upgrade) {
+            return n;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let ua = self
+            .luns_for(&ini)
+            .into_iter()
+            .map(|l| (l, VecDeque::from([Sense::power_on_reset()])))
+            .collect();
+        let n = Arc::new(Nexus {
+            target: Arc::clone(self),
+            ini,
+            ua_pending: AtomicBool::new(true),
+            ua: Mutex::new(ua),
+        });
+        map.insert(ini, Arc::downgrade(&n));
+        n
+    }
+
+    /// Live nexuses.
+    fn live_nexuses(&self) -> Vec<Arc<Nexus>> {
+        let map = self.nexuses.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Establishes unit attention `ua` on `lun` for every nexus that sees it.
+    pub fn unit_attention_all(&self, lun: u16, ua: Sense) {
+        for n in self.live_nexuses() {
+            if self.visible(lun, &n.ini).is_some() {
+                n.add_ua(lun, ua);
+            }
+        }
+    }
+}
+
+/// Per I_T nexus state: pending unit attentions per LUN.
+#[derive(Debug)]
+pub struct Nexus {
+    target: Arc<Target>,
+    ini: InitiatorPortId,
+    /// Fast path: false when no unit attention is queued anywhere.
+    ua_pending: AtomicBool,
+    ua: Mutex<HashMap<u16, VecDeque<Sense>>>,
+}
+
+impl Nexus {
+    /// The target.
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
+
+    /// The initiator port.
+    pub fn initiator(&self) -> &InitiatorPortId {
+        &self.ini
+    }
+
+    fn entry(&self, lun: [u8; 8]) -> Option<(u16, &LunEntry)> {
+        let id = decode_lun(lun)?;
+        Some((id, self.target.visible(id, &self.ini)?))
+    }
+
+    /// Queues a unit attention for `lun`. A 29h (reset) condition has the
+    /// highest priority and supersedes everything queued (SAM-5 5.14);
+    /// others are appended unless already pending.
+    pub fn add_ua(&self, lun: u16, ua: Sense) {
+        let mut m = self.ua.lock().unwrap_or_else(|p| p.into_inner());
+        let q = m.entry(lun).or_default();
+        if ua.asc == 0x29 {
+            q.clear();
+            q.push_back(ua);
+        } else if !q.iter().any(|s| (s.asc, s.ascq) == (ua.asc, ua.ascq)) {
+            q.push_back(ua);
+        }
+        self.ua_pending.store(true, Ordering::Release);
+    }
+
+    /// Removes and returns the oldest unit attention pending for `lun`.
+    fn take_ua(&self, lun: u16) -> Option<Sense> {
+        if !self.ua_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut m = self.ua.lock().unwrap_or_else(|p| p.into_inner());
+        let s = m.get_mut(&lun).and_then(VecDeque::pop_front);
+        if m.values().all(VecDeque::is_empty) {
+            self.ua_pending.store(false, Ordering::Release);
+        }
+        s
+    }
+
+    /// Whether a unit attention is pending for `lun` (by number).
+    pub fn has_unit_attention(&self, lun: u16) -> bool {
+        let m = self.ua.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&lun).is_some_and(|q| !q.is_empty())
+    }
+
+    /// Decodes the CDB for `lun` (the 8-byte SAM LUN from the SRP IU) and
+    /// decides what data moves.
+    ///
+    /// Errors are the sense for a CHECK CONDITION: unmapped LUN 25h/00h
+    /// (SAM-5 5.9.? incorrect LUN; INQUIRY and REPORT LUNS still work there),
+    /// pending unit attention (reported once, then cleared; INQUIRY, REPORT
+    /// LUNS and REQUEST SENSE neither report nor clear it, SAM-5 5.14 with
+    /// UA_INTLCK_CTRL = 00b), unsupported opcode 20h/00h, invalid field 24h,
+    /// LBA out of range 21h/00h, write to a read-only LUN DATA PROTECT.
+    pub fn plan(&self, lun: [u8; 8], cdb: &[u8]) -> Result<Plan, Sense> {
+        let &opcode = cdb.first().ok_or_else(Sense::invalid_opcode)?;
+        let entry = self.entry(lun);
+        match opcode {
+            op::INQUIRY => {
+                let cmd = Cmd::parse(cdb)?;
+                match entry {
+                    Some((_, e)) => e.disk.plan(&cmd, cdb),
+                    None => unmapped_inquiry(&cmd).map(|_| Plan::new(DataDir::In, alloc_of(&cmd))),
+                }
+            }
+            op::REPORT_LUNS => {
+                let cmd = Cmd::parse(cdb)?;
+                check_report_luns(&cmd)?;
+                Ok(Plan::new(DataDir::In, alloc_of(&cmd)))
+            }
+            op::REQUEST_SENSE => {
+                let cmd = Cmd::parse(cdb)?;
+                check_request_sense(&cmd)?;
+                Ok(Plan::new(DataDir::In, alloc_of(&cmd)))
+            }
+            _ => {
+                let (id, e) = entry.ok_or_else(Sense::lun_not_supported)?;
+                if let Some(ua) = self.take_ua(id) {
+                    return Err(ua);
+                }
+                e.disk.plan(&Cmd::parse(cdb)?, cdb)
+            }
+        }
+    }
+
+    /// Runs the command. `data[offset..offset+len]` is its buffer: for
+    /// data-out it holds the bytes the transport fetched, for data-in the
+    /// command writes up to `len` bytes into it. Blocks on file I/O: run
+    /// commands for which [`is_blocking`](Self::is_blocking) is true on the
+    /// worker pool. For READ/WRITE with a [`DirectIo`](super::DirectIo)
+    /// plan, passing the plan's buffer and offset copies nothing.
+    pub fn execute(&self, lun: [u8; 8], cdb: &[u8], data: &DmaBuf, offset: usize, len: u32) -> Completion {
+        self.execute_inner(lun, cdb, data, offset, len).into()
+    }
+
+    fn execute_inner(
+        &self,
+        lun: [u8; 8],
+        cdb: &[u8],
+        data: &DmaBuf,
+        off: usize,
+        len: u32,
+    ) -> Result<u32, Sense> {
+        let &opcode = cdb.first().ok_or_else(Sense::invalid_opcode)?;
+        let entry = self.entry(lun);
+        let put = |bytes: &[u8]| -> Result<u32, Sense> {
+            let n = bytes.len().min(len as usize);
+            if !data.contains(off as u64, n as u64) {
+                return Err(Sense::internal_target_failure());
+            }
+            data.write(off, &bytes[..n]);
+            Ok(n as u32)
+        };
+        match opcode {
+            op::INQUIRY if entry.is_none() => put(&unmapped_inquiry(&Cmd::parse(cdb)?)?),
+            op::REPORT_LUNS => {
+                let cmd = Cmd::parse(cdb)?;
+                check_report_luns(&cmd)?;
+                put(&self.report_luns(&cmd))
+            }
+            op::REQUEST_SENSE => {
+                let cmd = Cmd::parse(cdb)?;
+                check_request_sense(&cmd)?;
+                // SPC-4 6.39: report (and clear) a pending unit attention,
+                // else NO SENSE. For an incorrect LUN, the sense data is
+                // LOGICAL UNIT NOT SUPPORTED with GOOD status (SAM-5 5.9.?).
+                let s = match entry {
+                    None => Sense::lun_not_supported(),
+                    Some((id, _)) => self.take_ua(id).unwrap_or_else(Sense::no_sense),
+                };
+                put(&s.to_fixed())
+            }
+            _ => {
+                let (_, e) = entry.ok_or_else(Sense::lun_not_supported)?;
+                e.disk.execute(&Cmd::parse(cdb)?, cdb, data, off, len)
+            }
+        }
+    }
+
+    /// Whether `execute` would do (blocking) backstore I/O for this command.
+    pub fn is_blocking(&self, lun: [u8; 8], cdb: &[u8]) -> bool {
+        let Some((_, e)) = self.entry(lun) else {
+            return false;
+        };
+        e.disk.store().is_blocking()
+            && cdb.first().is_some_and(|&o| {
+                matches!(
+                    o,
+                    op::READ_6
+                        | op::READ_10
+                        | op::READ_12
+                        | op::READ_16
+                        | op::WRITE_6
+                        | op::WRITE_10
+                        | op::WRITE_12
+                        | op::WRITE_16
+                        | op::VERIFY_10
+                        | op::VERIFY_16
+                        | op::SYNCHRONIZE_CACHE_10
+                        | op::SYNCHRONIZE_CACHE_16
+                        | op::WRITE_SAME_10
+                        | op::WRITE_SAME_16
+                        | op::UNMAP
+                )
+            })
+    }
+
+    /// LOGICAL UNIT RESET task management function: establishes a unit
+    /// attention BUS DEVICE RESET FUNCTION OCCURRED (29h/03h, SAM-5 7.7)
+    /// for every I_T nexus that sees the LUN. Aborting the LUN's tasks is
+    /// the transport's part. False if the LUN is not mapped for this
+    /// initiator.
+    pub fn lun_reset(&self, lun: [u8; 8]) -> bool {
+        let Some((id, _)) = self.entry(lun) else {
+            return false;
+        };
+        self.target.unit_attention_all(id, Sense::bus_device_reset());
+        true
+    }
+
+    /// REPORT LUNS parameter data (SPC-4 6.33).
+    fn report_luns(&self, cmd: &Cmd) -> Vec<u8> {
+        let Cmd::ReportLuns { select, .. } = *cmd else {
+            return Vec::new();
+        };
+        // SELECT REPORT 01h: well-known LUs only — there are none.
+        let mut luns = if select == 1 {
+            Vec::new()
+        } else {
+            self.target.luns_for(&self.ini)
+        };
+        if luns.is_empty() && select != 1 {
+            // No LUN is accessible: report LUN 0 so the initiator's scan
+            // finds the target (it answers INQUIRY with PQ 011b). LIO does
+            // the same; SPC-4 does not forbid it.
+            luns.push(0);
+        }
+        let mut d = vec![0u8; 8];
+        d[..4].copy_from_slice(&((luns.len() * 8) as u32).to_be_bytes());
+        for l in luns {
+            d.extend_from_slice(&encode_lun(l));
+        }
+        d
+    }
+}
+
+fn alloc_of(cmd: &Cmd) -> u32 {
+    match *cmd {
+        Cmd::Inquiry { alloc, .. } | Cmd::ReportLuns { alloc, .. } | Cmd::RequestSense { alloc, .. } => alloc,
+        _ => 0,
+    }
+}
+
+fn check_report_luns(cmd: &Cmd) -> Result<(), Sense> {
+    if let Cmd::ReportLuns { select, alloc } = *cmd {
+        // SPC-4 6.33: SELECT REPORT 00h, 01h, 02h; others are reserved.
+        if select > 2 {
+            return Err(Sense::invalid_field_in_cdb_at(2, None));
+        }
+        // SPC-4 6.33: ALLOCATION LENGTH below 16 → INVALID FIELD IN CDB.
+        if alloc < 16 {
+            return Err(Sense::invalid_field_in_cdb_at(6, None));
+        }
+    }
+    Ok(())
+}
+
+fn check_request_sense(cmd: &Cmd) -> Result<(), Sense> {
+    // SPC-4 6.39: DESC = 1 without descriptor-format support → INVALID
+    // FIELD IN CDB.
+    if let Cmd::RequestSense { desc: true, .. } = *cmd {
+        return Err(Sense::invalid_field_in_cdb_at(1, Some(0)));
+    }
+    Ok(())
+}
+
+/// INQUIRY data for an address with no logical unit: peripheral qualifier
+/// 011b, device type 1Fh (SPC-4 6.6.2). The supported VPD pages page is
+/// the only VPD page offered.
+fn unmapped_inquiry(cmd: &Cmd) -> Result<Vec<u8>, Sense> {
+    match *cmd {
+        Cmd::Inquiry {
+            evpd: false, page: 0, ..
+        } => Ok(disk::standard_inquiry(disk::PQ_NO_LUN)),
+        Cmd::Inquiry {
+            evpd: true, page: 0, ..
+        } => Ok(vec![disk::PQ_NO_LUN, 0, 0, 1, 0]),
+        _ => Err(Sense::invalid_field_in_cdb_at(2, None)),
+    }
+}
