@@ -5,10 +5,10 @@
 
 use std::collections::VecDeque;
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use srptd::proto::{Action, Channel, ChannelConfig, WrId};
+use srptd::scsi::backstore::BackstoreConfig;
 use srptd::scsi::lun::{LunConfig, Target, TargetConfig};
 use srptd::wire::{Cmd, DataDesc, DirectDesc, IndirectDesc, Tag};
 
@@ -20,7 +20,12 @@ struct Bench {
 
 impl Bench {
     fn new(iu: &[u8]) -> Bench {
-        let target = Target::new(TargetConfig::new(vec![LunConfig::ram(64 << 20, 512)])).unwrap();
+        let bs = BackstoreConfig::parse("ram:64M,bs=512", "lun").unwrap();
+        let target = Target::new(TargetConfig {
+            luns: vec![LunConfig::new(0, bs)],
+            ..TargetConfig::default()
+        })
+        .unwrap();
         let nexus = target.nexus([0x11; 16]);
         let cfg = ChannelConfig::new(8260, Some(68), 32);
         let ch = Channel::new(cfg, nexus).unwrap();
@@ -29,7 +34,11 @@ impl Bench {
             let (off, _) = ch.recv_slot(slot);
             ch.recv_buf().write(off as usize, iu);
         }
-        let mut b = Bench { ch, posted: VecDeque::new(), iu_len: iu.len() as u32 };
+        let mut b = Bench {
+            ch,
+            posted: VecDeque::new(),
+            iu_len: iu.len() as u32,
+        };
         b.drain();
         // Clear the power-on unit attention.
         b.one();
@@ -82,7 +91,11 @@ impl Bench {
 fn cmd_iu(cdb: &[u8], out: bool, desc: DataDesc<'_>) -> Vec<u8> {
     let mut iu = vec![0u8; 4096];
     let mut c = Cmd::new(Tag(42), [0; 8], cdb);
-    c = if out { c.with_data_out(desc) } else { c.with_data_in(desc) };
+    c = if out {
+        c.with_data_out(desc)
+    } else {
+        c.with_data_in(desc)
+    };
     let n = c.emit(&mut iu).unwrap();
     iu.truncate(n);
     iu
@@ -97,13 +110,27 @@ fn rw16(op: u8, lba: u64, blocks: u32) -> [u8; 16] {
 }
 
 fn command_path(c: &mut Criterion) {
-    let direct = DataDesc::Direct(DirectDesc { va: 0x1000, rkey: 1, len: 4096 });
+    let direct = DataDesc::Direct(DirectDesc {
+        va: 0x1000,
+        rkey: 1,
+        len: 4096,
+    });
     let mut table = [0u8; 16 * 8];
     for i in 0..8 {
-        DirectDesc { va: 0x10000 * i as u64, rkey: 1, len: 512 }.emit(&mut table[i * 16..]).unwrap();
+        DirectDesc {
+            va: 0x10000 * i as u64,
+            rkey: 1,
+            len: 512,
+        }
+        .emit(&mut table[i * 16..])
+        .unwrap();
     }
     let indirect = DataDesc::Indirect(IndirectDesc {
-        table: DirectDesc { va: 0, rkey: 0, len: table.len() as u32 },
+        table: DirectDesc {
+            va: 0,
+            rkey: 0,
+            len: table.len() as u32,
+        },
         total_len: 4096,
         partial: &table,
     });
@@ -111,7 +138,18 @@ fn command_path(c: &mut Criterion) {
         ("read_4k_direct", cmd_iu(&rw16(0x88, 8, 8), false, direct)),
         ("write_4k_direct", cmd_iu(&rw16(0x8a, 8, 8), true, direct)),
         ("read_4k_indirect8", cmd_iu(&rw16(0x88, 8, 8), false, indirect)),
-        ("inquiry", cmd_iu(&[0x12, 0, 0, 0, 96, 0], false, DataDesc::Direct(DirectDesc { va: 0x1000, rkey: 1, len: 96 }))),
+        (
+            "inquiry",
+            cmd_iu(
+                &[0x12, 0, 0, 0, 96, 0],
+                false,
+                DataDesc::Direct(DirectDesc {
+                    va: 0x1000,
+                    rkey: 1,
+                    len: 96,
+                }),
+            ),
+        ),
         ("test_unit_ready", cmd_iu(&[0u8; 6], false, DataDesc::None)),
     ];
     let mut g = c.benchmark_group("command_path");
@@ -124,12 +162,19 @@ fn command_path(c: &mut Criterion) {
 }
 
 fn wire_parse(c: &mut Criterion) {
-    let iu = cmd_iu(&rw16(0x88, 8, 8), false, DataDesc::Direct(DirectDesc { va: 0x1000, rkey: 1, len: 4096 }));
-    c.bench_function("srp_cmd_parse", |b| b.iter(|| Cmd::parse(black_box(&iu)).unwrap().tag));
+    let iu = cmd_iu(
+        &rw16(0x88, 8, 8),
+        false,
+        DataDesc::Direct(DirectDesc {
+            va: 0x1000,
+            rkey: 1,
+            len: 4096,
+        }),
+    );
+    c.bench_function("srp_cmd_parse", |b| {
+        b.iter(|| Cmd::parse(black_box(&iu)).unwrap().tag)
+    });
 }
 
 criterion_group!(benches, command_path, wire_parse);
 criterion_main!(benches);
-
-#[allow(dead_code)]
-fn _unused(_: Arc<()>) {}

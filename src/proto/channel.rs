@@ -29,7 +29,8 @@ use super::pool::{DataPool, Extent};
 use crate::rdma::mem::DmaBuf;
 use crate::scsi::{Completion, DataDir, Nexus, ScsiStatus, Sense};
 use crate::wire::{
-    self, AerRsp, CredReq, CredRsp, DataDesc, DirectDesc, ILogout, Opcode, Rsp, TLogout, Tag, TaskMgmt, TmFunction,
+    self, AerRsp, CredReq, CredRsp, DataDesc, DirectDesc, ILogout, Opcode, Rsp, TLogout, Tag, TaskMgmt,
+    TmFunction,
 };
 
 /// Send-queue entries kept free for target-initiated IUs.
@@ -147,13 +148,25 @@ enum Descs {
     None,
     One(DirectDesc),
     /// `count` descriptors at byte `offset` of the receive ring.
-    InIu { offset: u32, count: u32 },
+    InIu {
+        offset: u32,
+        count: u32,
+    },
     /// Full table in initiator memory, not fetched yet.
-    External { table: DirectDesc, count: u32 },
+    External {
+        table: DirectDesc,
+        count: u32,
+    },
     /// `count` descriptors at byte `offset` of the table pool.
-    Table { offset: u32, count: u32 },
+    Table {
+        offset: u32,
+        count: u32,
+    },
     /// Immediate data at byte `offset` of the receive ring.
-    Immediate { offset: u32, len: u32 },
+    Immediate {
+        offset: u32,
+        len: u32,
+    },
 }
 
 /// Progress of an RDMA transfer across the descriptor list.
@@ -372,20 +385,26 @@ impl Channel {
 
     /// An IU of `len` bytes arrived in receive slot `slot`.
     pub fn handle_recv(&mut self, slot: u32, len: u32) {
-        if !matches!(self.state, ChannelState::Live | ChannelState::LoggingOut | ChannelState::LogoutSent)
-            || slot >= self.cfg.recv_slots()
+        if !matches!(
+            self.state,
+            ChannelState::Live | ChannelState::LoggingOut | ChannelState::LogoutSent
+        ) || slot >= self.cfg.recv_slots()
         {
             return;
         }
         let len = len.min(self.recv_slot);
         let (off, _) = self.recv_slot(slot);
-        let op = self.recv.with_bytes(off as usize, len as usize, wire::peek_opcode);
+        let op = self
+            .recv
+            .with_bytes(off as usize, len as usize, wire::peek_opcode);
         match op {
             Ok(Opcode::CMD) => self.on_cmd(slot, len),
             Ok(Opcode::TSK_MGMT) => self.on_tsk_mgmt(slot, len),
             Ok(Opcode::I_LOGOUT) => {
                 // SRP r16a 6.5: the initiator ends the channel; no response.
-                let ok = self.recv.with_bytes(off as usize, len as usize, |b| ILogout::parse(b).is_ok());
+                let ok = self
+                    .recv
+                    .with_bytes(off as usize, len as usize, |b| ILogout::parse(b).is_ok());
                 if !ok {
                     self.stats.protocol_errors += 1;
                 }
@@ -396,7 +415,11 @@ impl Channel {
                 // Answers to our SRP_CRED_REQ / SRP_AER_REQ; they use a
                 // reserved receive slot, not a credit (SRP r16a 5.6).
                 let ok = self.recv.with_bytes(off as usize, len as usize, |b| {
-                    if op == Opcode::CRED_RSP { CredRsp::parse(b).is_ok() } else { AerRsp::parse(b).is_ok() }
+                    if op == Opcode::CRED_RSP {
+                        CredRsp::parse(b).is_ok()
+                    } else {
+                        AerRsp::parse(b).is_ok()
+                    }
                 });
                 if !ok {
                     self.stats.protocol_errors += 1;
@@ -432,7 +455,10 @@ impl Channel {
             }
             return;
         }
-        if matches!(self.state, ChannelState::Draining | ChannelState::Drained | ChannelState::Closed) {
+        if matches!(
+            self.state,
+            ChannelState::Draining | ChannelState::Drained | ChannelState::Closed
+        ) {
             // Flushed work; everything is reclaimed in handle_drained.
             return;
         }
@@ -507,7 +533,11 @@ impl Channel {
             self.kick();
             return;
         }
-        let produced = if c.direct.is_some() { c.plan_len } else { done.data_in_len.min(c.plan_len) };
+        let produced = if c.direct.is_some() {
+            c.plan_len
+        } else {
+            done.data_in_len.min(c.plan_len)
+        };
         self.complete_scsi(id, done.status, done.sense, produced);
         self.step(id);
         self.kick();
@@ -595,7 +625,11 @@ impl Channel {
         let imm_off = self.cfg.imm_data_offset;
         // Parse inside the borrow and keep only plain values.
         let parsed = self.recv.with_bytes(off as usize, len as usize, |b| {
-            let tag = if b.len() >= 16 { Some(Tag(u64::from_be_bytes(b[8..16].try_into().unwrap_or_default()))) } else { None };
+            let tag = if b.len() >= 16 {
+                Some(Tag(u64::from_be_bytes(b[8..16].try_into().unwrap_or_default())))
+            } else {
+                None
+            };
             let r = wire::Cmd::parse(b).map_err(CmdError::Wire).and_then(|cmd| {
                 let mut cdb = [0u8; MAX_CDB];
                 if cmd.cdb.len() > MAX_CDB {
@@ -617,21 +651,47 @@ impl Channel {
                         let count = ind.total_count() as u32;
                         if ind.is_complete_in_iu() {
                             let first = b.len() - ind.partial.len();
-                            let total: u64 = (0..ind.in_iu_count()).filter_map(|i| ind.in_iu(i)).map(|d| d.len as u64).sum();
-                            (Descs::InIu { offset: base + first as u32, count }, total, Some(ind.total_len))
+                            let total: u64 = (0..ind.in_iu_count())
+                                .filter_map(|i| ind.in_iu(i))
+                                .map(|d| d.len as u64)
+                                .sum();
+                            (
+                                Descs::InIu {
+                                    offset: base + first as u32,
+                                    count,
+                                },
+                                total,
+                                Some(ind.total_len),
+                            )
                         } else {
-                            (Descs::External { table: ind.table, count }, 0, Some(ind.total_len))
+                            (
+                                Descs::External {
+                                    table: ind.table,
+                                    count,
+                                },
+                                0,
+                                Some(ind.total_len),
+                            )
                         }
                     }
                     DataDesc::Immediate(im) => {
                         // Immediate data (SRP-2 as used by Linux): only when
                         // negotiated, after the descriptor, inside the IU.
-                        let Some(io) = imm_off else { return Err(CmdError::ImmediateNotNegotiated) };
+                        let Some(io) = imm_off else {
+                            return Err(CmdError::ImmediateNotNegotiated);
+                        };
                         let io = io as usize;
                         if im.desc_end > io || io + im.len as usize > b.len() {
                             return Err(CmdError::ImmediateOutOfBounds);
                         }
-                        (Descs::Immediate { offset: base + io as u32, len: im.len }, im.len as u64, None)
+                        (
+                            Descs::Immediate {
+                                offset: base + io as u32,
+                                len: im.len,
+                            },
+                            im.len as u64,
+                            None,
+                        )
                     }
                 };
                 Ok((cmd.lun, cdb, cmd.cdb.len() as u8, dir, descs, total, hdr))
@@ -724,14 +784,24 @@ impl Channel {
         if plan.dir == DataDir::None {
             c.dir = DataDir::None;
         }
-        if c.dir == DataDir::Out && matches!(c.descs, Descs::None | Descs::One(_) | Descs::InIu { .. } | Descs::Immediate { .. }) && c.desc_total != plan.len as u64 {
+        if c.dir == DataDir::Out
+            && matches!(
+                c.descs,
+                Descs::None | Descs::One(_) | Descs::InIu { .. } | Descs::Immediate { .. }
+            )
+            && c.desc_total != plan.len as u64
+        {
             return self.reject_data_out_length(id);
         }
         if let (Some(d), false) = (plan.direct, matches!(c.descs, Descs::Immediate { .. })) {
             c.direct = Some((d.buf, d.offset));
             self.stats.zero_copy += 1;
         }
-        c.state = if matches!(c.descs, Descs::External { .. }) { St::NeedTable } else { St::NeedBuffer };
+        c.state = if matches!(c.descs, Descs::External { .. }) {
+            St::NeedTable
+        } else {
+            St::NeedBuffer
+        };
         self.step(id)
     }
 
@@ -766,7 +836,9 @@ impl Channel {
     fn on_tsk_mgmt(&mut self, slot: u32, len: u32) {
         self.stats.task_mgmt += 1;
         let (off, _) = self.recv_slot(slot);
-        let parsed = self.recv.with_bytes(off as usize, len as usize, |b| TaskMgmt::parse(b).map(|t| (t.tag, t.lun, t.function, t.task_tag)));
+        let parsed = self.recv.with_bytes(off as usize, len as usize, |b| {
+            TaskMgmt::parse(b).map(|t| (t.tag, t.lun, t.function, t.task_tag))
+        });
         let Ok((tag, lun, func, task_tag)) = parsed else {
             self.stats.protocol_errors += 1;
             self.actions.push_back(Action::PostRecv { slot });
@@ -862,22 +934,32 @@ impl Channel {
     }
 
     fn sq_free(&self) -> u32 {
-        self.cfg.sq_depth.saturating_sub(TARGET_IU_SLOTS).saturating_sub(self.sq_in_flight)
+        self.cfg
+            .sq_depth
+            .saturating_sub(TARGET_IU_SLOTS)
+            .saturating_sub(self.sq_in_flight)
     }
 
     /// Drives context `id` as far as resources allow.
     fn step(&mut self, id: CmdId) {
-        if !matches!(self.state, ChannelState::Live | ChannelState::LoggingOut | ChannelState::LogoutSent) {
+        if !matches!(
+            self.state,
+            ChannelState::Live | ChannelState::LoggingOut | ChannelState::LogoutSent
+        ) {
             return;
         }
         loop {
-            let Some(c) = self.ctxs.get(id as usize) else { return };
+            let Some(c) = self.ctxs.get(id as usize) else {
+                return;
+            };
             if c.aborted {
                 return;
             }
             match c.state {
                 St::NeedTable => {
-                    let Descs::External { table, count } = c.descs else { unreachable_state(id) };
+                    let Descs::External { table, count } = c.descs else {
+                        unreachable_state(id)
+                    };
                     if count == 0 || count > self.cfg.max_desc || table.len != count * DESC_LEN {
                         self.check_condition(id, Sense::invalid_field_in_command_iu());
                         continue;
@@ -885,12 +967,24 @@ impl Channel {
                     if self.rd_in_flight >= self.cfg.rdma_read_depth || self.sq_free() < 1 {
                         return self.park(id);
                     }
-                    let Some(ext) = self.tables.alloc(table.len as u64) else { return self.park(id) };
+                    let Some(ext) = self.tables.alloc(table.len as u64) else {
+                        return self.park(id);
+                    };
                     let gen = c.gen;
                     let wr = WorkRequest {
-                        wr_id: WrId { index: id as u32, kind: WrKind::TableRead, count: 1, gen }.encode(),
+                        wr_id: WrId {
+                            index: id as u32,
+                            kind: WrKind::TableRead,
+                            count: 1,
+                            gen,
+                        }
+                        .encode(),
                         opcode: WrOpcode::RdmaRead,
-                        local: LocalSeg { region: Region::Table, offset: ext.offset, len: table.len },
+                        local: LocalSeg {
+                            region: Region::Table,
+                            offset: ext.offset,
+                            len: table.len,
+                        },
                         remote_addr: table.va,
                         rkey: table.rkey,
                         signaled: true,
@@ -920,11 +1014,17 @@ impl Channel {
                         if self.kicking != Some(id) && !self.waiting.is_empty() {
                             return self.park(id);
                         }
-                        let Some(ext) = self.pool.alloc(need) else { return self.park(id) };
+                        let Some(ext) = self.pool.alloc(need) else {
+                            return self.park(id);
+                        };
                         c.data = Some(ext);
                     }
-                    if c.dir == DataDir::Out && !matches!(c.descs, Descs::Immediate { .. }) && c.plan_len > 0 {
-                        c.xfer = Xfer { total: c.plan_len as u64, ..Xfer::default() };
+                    if c.dir == DataDir::Out && !matches!(c.descs, Descs::Immediate { .. }) && c.plan_len > 0
+                    {
+                        c.xfer = Xfer {
+                            total: c.plan_len as u64,
+                            ..Xfer::default()
+                        };
                         c.state = St::Reading;
                     } else {
                         c.state = St::Executing;
@@ -932,7 +1032,11 @@ impl Channel {
                 }
                 St::Reading => {
                     if c.xfer.posted < c.xfer.total {
-                        let room = self.cfg.rdma_read_depth.saturating_sub(self.rd_in_flight).min(self.sq_free());
+                        let room = self
+                            .cfg
+                            .rdma_read_depth
+                            .saturating_sub(self.rd_in_flight)
+                            .min(self.sq_free());
                         if room == 0 {
                             return self.park(id);
                         }
@@ -991,7 +1095,13 @@ impl Channel {
                     // A response chained behind data-in WRITEs retires them.
                     let count = 1 + std::mem::take(&mut c.unretired);
                     let wr = WorkRequest {
-                        wr_id: WrId { index: id as u32, kind: WrKind::Response, count: count as u16, gen: c.gen }.encode(),
+                        wr_id: WrId {
+                            index: id as u32,
+                            kind: WrKind::Response,
+                            count: count as u16,
+                            gen: c.gen,
+                        }
+                        .encode(),
                         opcode: WrOpcode::Send,
                         local: LocalSeg {
                             region: Region::Send,
@@ -1038,7 +1148,11 @@ impl Channel {
                 continue;
             }
             let take = ((d.len - x.within) as u64).min(x.total - x.posted) as u32;
-            let piece = DirectDesc { va: d.va.wrapping_add(x.within as u64), rkey: d.rkey, len: take };
+            let piece = DirectDesc {
+                va: d.va.wrapping_add(x.within as u64),
+                rkey: d.rkey,
+                len: take,
+            };
             x.within += take;
             x.posted += take as u64;
             return Some((piece, take));
@@ -1048,8 +1162,13 @@ impl Channel {
     fn desc(&self, c: &Ctx, i: u32) -> Option<DirectDesc> {
         match c.descs {
             Descs::One(d) if i == 0 => Some(d),
-            Descs::InIu { offset, count } if i < count => Some(read_desc(&self.recv, offset as u64 + (i * DESC_LEN) as u64)),
-            Descs::Table { offset, count } if i < count => Some(read_desc(self.tables.buf(), offset as u64 + (i * DESC_LEN) as u64)),
+            Descs::InIu { offset, count } if i < count => {
+                Some(read_desc(&self.recv, offset as u64 + (i * DESC_LEN) as u64))
+            }
+            Descs::Table { offset, count } if i < count => Some(read_desc(
+                self.tables.buf(),
+                offset as u64 + (i * DESC_LEN) as u64,
+            )),
             _ => None,
         }
     }
@@ -1065,20 +1184,36 @@ impl Channel {
         let mut n = 0u32;
         while n < max {
             let before = x.posted;
-            let Some((piece, take)) = self.next_piece(c, &mut x) else { break };
+            let Some((piece, take)) = self.next_piece(c, &mut x) else {
+                break;
+            };
             n += 1;
             let last = n == max || x.posted >= x.total;
             let signaled = last && !then_response;
             let kind = if signaled {
-                if op == WrOpcode::RdmaRead { WrKind::DataRead } else { WrKind::DataWrite }
+                if op == WrOpcode::RdmaRead {
+                    WrKind::DataRead
+                } else {
+                    WrKind::DataWrite
+                }
             } else {
                 WrKind::Unsignaled
             };
             let count = if signaled { n as u16 } else { 0 };
             self.actions.push_back(Action::PostSend(WorkRequest {
-                wr_id: WrId { index: id as u32, kind, count, gen }.encode(),
+                wr_id: WrId {
+                    index: id as u32,
+                    kind,
+                    count,
+                    gen,
+                }
+                .encode(),
                 opcode: op,
-                local: LocalSeg { region: local_region, offset: local_base + before, len: take },
+                local: LocalSeg {
+                    region: local_region,
+                    offset: local_base + before,
+                    len: take,
+                },
                 remote_addr: piece.va,
                 rkey: piece.rkey,
                 signaled,
@@ -1110,12 +1245,20 @@ impl Channel {
 
     fn on_table_fetched(&mut self, id: CmdId) {
         let c = &mut self.ctxs[id as usize];
-        let (Descs::External { count, .. }, Some(ext)) = (c.descs, c.table) else { unreachable_state(id) };
-        c.descs = Descs::Table { offset: ext.offset as u32, count };
+        let (Descs::External { count, .. }, Some(ext)) = (c.descs, c.table) else {
+            unreachable_state(id)
+        };
+        c.descs = Descs::Table {
+            offset: ext.offset as u32,
+            count,
+        };
         if c.aborted {
             return self.finish_silently(id);
         }
-        let total: u64 = (0..count).filter_map(|i| self.desc(&self.ctxs[id as usize], i)).map(|d| d.len as u64).sum();
+        let total: u64 = (0..count)
+            .filter_map(|i| self.desc(&self.ctxs[id as usize], i))
+            .map(|d| d.len as u64)
+            .sum();
         let c = &mut self.ctxs[id as usize];
         c.desc_total = total;
         if c.hdr_total.is_some_and(|h| h as u64 != total) {
@@ -1147,7 +1290,10 @@ impl Channel {
                     c.di_res = (avail - sent).min(u32::MAX as u64) as u32;
                 }
                 if sent > 0 {
-                    c.xfer = Xfer { total: sent, ..Xfer::default() };
+                    c.xfer = Xfer {
+                        total: sent,
+                        ..Xfer::default()
+                    };
                     c.state = St::Writing;
                 } else {
                     c.state = St::Respond;
@@ -1160,7 +1306,10 @@ impl Channel {
     fn build_rsp(&mut self, id: CmdId) -> u32 {
         // Residuals for a buffer the command never used (SRP r16a 6.9).
         let c = &mut self.ctxs[id as usize];
-        let unused = c.desc_total.max(c.hdr_total.unwrap_or(0) as u64).min(u32::MAX as u64) as u32;
+        let unused = c
+            .desc_total
+            .max(c.hdr_total.unwrap_or(0) as u64)
+            .min(u32::MAX as u64) as u32;
         let residual_flags = Rsp::DOOVER | Rsp::DOUNDER | Rsp::DIOVER | Rsp::DIUNDER;
         if c.dir == DataDir::None && c.flags & residual_flags == 0 && unused > 0 {
             match c.side {
@@ -1199,7 +1348,9 @@ impl Channel {
             resp_data: rsp_data.as_ref().map_or(&[][..], |r| &r[..]),
         };
         let off = id as usize * self.send_slot as usize;
-        let r = self.send.with_bytes_mut(off, self.send_slot as usize, |b| rsp.emit(b));
+        let r = self
+            .send
+            .with_bytes_mut(off, self.send_slot as usize, |b| rsp.emit(b));
         match r {
             Ok(n) => n as u32,
             Err(e) => {
@@ -1241,7 +1392,10 @@ impl Channel {
         if c.queued {
             self.waiting.retain(|&w| w != id);
         }
-        if matches!(self.state, ChannelState::Live | ChannelState::LoggingOut | ChannelState::LogoutSent) {
+        if matches!(
+            self.state,
+            ChannelState::Live | ChannelState::LoggingOut | ChannelState::LogoutSent
+        ) {
             self.actions.push_back(Action::PostRecv { slot: c.slot });
             if c.credit {
                 self.credits.on_release();
@@ -1266,7 +1420,10 @@ impl Channel {
         while budget > 0 {
             budget -= 1;
             let Some(&id) = self.waiting.front() else { break };
-            let before = self.ctxs.get(id as usize).map(|c| (c.state, c.xfer.posted, c.data.is_some(), c.table.is_some()));
+            let before = self
+                .ctxs
+                .get(id as usize)
+                .map(|c| (c.state, c.xfer.posted, c.data.is_some(), c.table.is_some()));
             self.waiting.pop_front();
             if let Some(c) = self.ctxs.get_mut(id as usize) {
                 c.queued = false;
@@ -1276,7 +1433,10 @@ impl Channel {
             self.kicking = Some(id);
             self.step(id);
             self.kicking = None;
-            let after = self.ctxs.get(id as usize).map(|c| (c.state, c.xfer.posted, c.data.is_some(), c.table.is_some()));
+            let after = self
+                .ctxs
+                .get(id as usize)
+                .map(|c| (c.state, c.xfer.posted, c.data.is_some(), c.table.is_some()));
             if before == after && self.ctxs.get(id as usize).is_some_and(|c| c.queued) {
                 // No progress: keep strict FIFO order and stop.
                 self.waiting.rotate_right(1);
@@ -1301,7 +1461,11 @@ impl Channel {
         }
         let Some(slot) = self.target_iu_slot() else { return };
         let delta = self.credits.take_delta();
-        let iu = CredReq { tag: Tag(0x5352_5054_0000_0000 | self.stats.cred_reqs), sol_not: 0, req_lim_delta: delta };
+        let iu = CredReq {
+            tag: Tag(0x5352_5054_0000_0000 | self.stats.cred_reqs),
+            sol_not: 0,
+            req_lim_delta: delta,
+        };
         if self.post_target_iu(slot, |b| iu.emit(b)) {
             self.cred_req_outstanding = true;
             self.stats.cred_reqs += 1;
@@ -1312,7 +1476,11 @@ impl Channel {
         (0..TARGET_IU_SLOTS).find(|i| self.target_iu_busy & (1 << i) == 0)
     }
 
-    fn post_target_iu(&mut self, slot: u32, emit: impl FnOnce(&mut [u8]) -> Result<usize, wire::WireError>) -> bool {
+    fn post_target_iu(
+        &mut self,
+        slot: u32,
+        emit: impl FnOnce(&mut [u8]) -> Result<usize, wire::WireError>,
+    ) -> bool {
         let idx = self.cfg.recv_slots() + slot;
         let off = idx as usize * self.send_slot as usize;
         let len = match self.send.with_bytes_mut(off, self.send_slot as usize, emit) {
@@ -1325,9 +1493,19 @@ impl Channel {
         self.target_iu_busy |= 1 << slot;
         self.sq_in_flight += 1;
         self.actions.push_back(Action::PostSend(WorkRequest {
-            wr_id: WrId { index: slot, kind: WrKind::TargetIu, count: 1, gen: 0 }.encode(),
+            wr_id: WrId {
+                index: slot,
+                kind: WrKind::TargetIu,
+                count: 1,
+                gen: 0,
+            }
+            .encode(),
             opcode: WrOpcode::Send,
-            local: LocalSeg { region: Region::Send, offset: off as u64, len },
+            local: LocalSeg {
+                region: Region::Send,
+                offset: off as u64,
+                len,
+            },
             remote_addr: 0,
             rkey: 0,
             signaled: true,
@@ -1336,14 +1514,21 @@ impl Channel {
     }
 
     fn send_t_logout(&mut self, reason: u32) {
-        if matches!(self.state, ChannelState::LogoutSent | ChannelState::Draining | ChannelState::Drained | ChannelState::Closed) {
+        if matches!(
+            self.state,
+            ChannelState::LogoutSent | ChannelState::Draining | ChannelState::Drained | ChannelState::Closed
+        ) {
             return;
         }
         let Some(slot) = self.target_iu_slot() else {
             self.disconnect();
             return;
         };
-        let iu = TLogout { tag: Tag(0x5352_5054_4c4f_0000), sol_not: 0, reason };
+        let iu = TLogout {
+            tag: Tag(0x5352_5054_4c4f_0000),
+            sol_not: 0,
+            reason,
+        };
         if self.post_target_iu(slot, |b| iu.emit(b)) {
             self.state = ChannelState::LogoutSent;
         } else {
@@ -1352,7 +1537,10 @@ impl Channel {
     }
 
     fn disconnect(&mut self) {
-        if matches!(self.state, ChannelState::Draining | ChannelState::Drained | ChannelState::Closed) {
+        if matches!(
+            self.state,
+            ChannelState::Draining | ChannelState::Drained | ChannelState::Closed
+        ) {
             return;
         }
         self.state = ChannelState::Draining;

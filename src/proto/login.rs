@@ -209,7 +209,11 @@ mod tests {
         r.req_flags = LoginRequest::SINGLE;
         let a = negotiate(&r, TGT, &LoginLimits::default(), true, 2).unwrap();
         assert_eq!(a.multichannel, MultiChannel::TerminateOthers);
-        assert_eq!(a.response.rsp_flags, LoginResponse::TERMINATED, "no immediate data when not requested");
+        assert_eq!(
+            a.response.rsp_flags,
+            LoginResponse::TERMINATED,
+            "no immediate data when not requested"
+        );
         assert_eq!(a.imm_data_offset, None);
     }
 
@@ -218,15 +222,27 @@ mod tests {
         let l = LoginLimits::default();
         let mut r = linux_req();
         r.req_it_iu_len = l.max_it_iu_len + 1;
-        assert_eq!(reason(negotiate(&r, TGT, &l, true, 0)), RejectReason::IT_IU_LENGTH_TOO_LARGE);
+        assert_eq!(
+            reason(negotiate(&r, TGT, &l, true, 0)),
+            RejectReason::IT_IU_LENGTH_TOO_LARGE
+        );
         r.req_it_iu_len = 32;
-        assert_eq!(reason(negotiate(&r, TGT, &l, true, 0)), RejectReason::UNABLE_ESTABLISH_CHANNEL);
+        assert_eq!(
+            reason(negotiate(&r, TGT, &l, true, 0)),
+            RejectReason::UNABLE_ESTABLISH_CHANNEL
+        );
         let mut r = linux_req();
         r.target_port_id[15] ^= 1;
-        assert_eq!(reason(negotiate(&r, TGT, &l, true, 0)), RejectReason::UNABLE_ASSOCIATE_CHANNEL);
+        assert_eq!(
+            reason(negotiate(&r, TGT, &l, true, 0)),
+            RejectReason::UNABLE_ASSOCIATE_CHANNEL
+        );
         let mut r = linux_req();
         r.req_buf_fmt = 0;
-        assert_eq!(reason(negotiate(&r, TGT, &l, true, 0)), RejectReason::UNSUPPORTED_DESCRIPTOR_FORMAT);
+        assert_eq!(
+            reason(negotiate(&r, TGT, &l, true, 0)),
+            RejectReason::UNSUPPORTED_DESCRIPTOR_FORMAT
+        );
         assert_eq!(
             reason(negotiate(&linux_req(), TGT, &l, false, 0)),
             RejectReason::UNABLE_ESTABLISH_CHANNEL
@@ -237,7 +253,10 @@ mod tests {
         );
         let mut r = linux_req();
         r.req_flags = 3;
-        assert_eq!(reason(negotiate(&r, TGT, &l, true, 0)), RejectReason::MULTICHANNEL_UNSUPPORTED);
+        assert_eq!(
+            reason(negotiate(&r, TGT, &l, true, 0)),
+            RejectReason::MULTICHANNEL_UNSUPPORTED
+        );
         // The reject echoes the tag and the formats we support.
         let rej = negotiate(&r, TGT, &l, true, 0).unwrap_err();
         assert_eq!(rej.tag, Tag(7));
@@ -255,6 +274,9 @@ mod tests {
             immediate_data: false,
             ..LoginLimits::default()
         };
-        assert_eq!(negotiate(&linux_req(), TGT, &l, true, 0).unwrap().imm_data_offset, None);
+        assert_eq!(
+            negotiate(&linux_req(), TGT, &l, true, 0).unwrap().imm_data_offset,
+            None
+        );
     }
 }

@@ -239,11 +239,11 @@ impl Sense {
     pub const fn miscompare(offset: u64) -> Sense {
         Sense::new(SenseKey::Miscompare, 0x1d, 0x00).with_info(offset)
     }
-    /// ABORTED COMMAND, INVALID FIELD IN COMMAND INFORMATION UNIT (0Eh/03h),
+    /// ILLEGAL REQUEST (as LIO), INVALID FIELD IN COMMAND INFORMATION UNIT (0Eh/03h),
     /// used by the transport when the SRP data descriptors and the CDB
     /// disagree (SAM-5 5.8; SRP r16a 6.9).
     pub const fn invalid_field_in_command_iu() -> Sense {
-        Sense::new(SenseKey::AbortedCommand, 0x0e, 0x03)
+        Sense::new(SenseKey::IllegalRequest, 0x0e, 0x03)
     }
     /// HARDWARE ERROR, INTERNAL TARGET FAILURE (44h/00h).
     pub const fn internal_target_failure() -> Sense {

@@ -14,13 +14,17 @@ use srptd::proto::{
     WrOpcode,
 };
 use srptd::rdma::mem::DmaBuf;
-use srptd::scsi::lun::{Nexus, Target};
+use srptd::scsi::backstore::BackstoreConfig;
+use srptd::scsi::lun::{LunConfig, Nexus, Target, TargetConfig};
 use srptd::wire::{
     self, Cmd, CredReq, CredRsp, DataDesc, DirectDesc, ILogout, ImmediateDesc, IndirectDesc, LoginRequest,
     Opcode, Rsp, TLogout, Tag, TaskMgmt, TmFunction, BUF_FMT_DIRECT, BUF_FMT_INDIRECT,
 };
 
-pub const TARGET_PORT: TargetPortId = TargetPortId { id_ext: 0x0002_c903_0001_0001, ioc_guid: 0x0002_c903_0001_0001 };
+pub const TARGET_PORT: TargetPortId = TargetPortId {
+    id_ext: 0x0002_c903_0001_0001,
+    ioc_guid: 0x0002_c903_0001_0001,
+};
 pub const INITIATOR: [u8; 16] = [0x11; 16];
 /// The Linux initiator's immediate data offset (48 + 16 + 4).
 pub const IMM_OFFSET: u16 = 68;
@@ -111,13 +115,18 @@ impl Sim {
     /// Logs in with the Linux initiator's parameters and builds a channel.
     pub fn login(target: &Arc<Target>, cfg_edit: impl FnOnce(&mut ChannelConfig)) -> Sim {
         let req = linux_login(8260);
-        let limits = LoginLimits { queue_depth: 32, ..LoginLimits::default() };
-        let acc = negotiate(&req, TARGET_PORT, &limits, target.login_allowed(&INITIATOR), 0).expect("login accepted");
+        let limits = LoginLimits {
+            queue_depth: 32,
+            ..LoginLimits::default()
+        };
+        let acc = negotiate(&req, TARGET_PORT, &limits, target.login_allowed(&INITIATOR), 0)
+            .expect("login accepted");
         let mut cfg = ChannelConfig::new(acc.it_iu_len, acc.imm_data_offset, limits.queue_depth);
         cfg.pool_size = 4 << 20;
+        cfg.max_transfer = target.max_transfer_bytes();
         cfg_edit(&mut cfg);
         let nexus = target.nexus(INITIATOR);
-        let rams = target.ram_buffers();
+        let rams = target.luns().into_iter().filter_map(|l| l.dma_buf).collect();
         let ch = Channel::new(cfg, nexus.clone()).expect("channel");
         let mut sim = Sim {
             ch,
@@ -186,7 +195,11 @@ impl Sim {
             Region::Send => self.ch.send_buf(),
             Region::Pool => self.ch.pool_buf(),
             Region::Table => self.ch.table_buf(),
-            Region::Ram { base } => self.rams.iter().find(|b| b.addr() == base).expect("unregistered RAM region"),
+            Region::Ram { base } => self
+                .rams
+                .iter()
+                .find(|b| b.addr() == base)
+                .expect("unregistered RAM region"),
         }
     }
 
@@ -198,7 +211,10 @@ impl Sim {
                 progressed = true;
                 match a {
                     Action::PostRecv { slot } => {
-                        assert!(!self.recv_posted.contains(&slot), "receive slot {slot} posted twice");
+                        assert!(
+                            !self.recv_posted.contains(&slot),
+                            "receive slot {slot} posted twice"
+                        );
                         self.recv_posted.push_back(slot);
                     }
                     Action::PostSend(wr) => self.sq.push_back(wr),
@@ -254,14 +270,18 @@ impl Sim {
         }
         match wr.opcode {
             WrOpcode::RdmaRead => {
-                let Some(ro) = self.remote_off(wr.remote_addr, wr.local.len, wr.rkey) else { return false };
+                let Some(ro) = self.remote_off(wr.remote_addr, wr.local.len, wr.rkey) else {
+                    return false;
+                };
                 let mut tmp = vec![0u8; len];
                 self.mem.read(ro, &mut tmp);
                 self.region(wr.local.region).write(lo, &tmp);
                 true
             }
             WrOpcode::RdmaWrite => {
-                let Some(ro) = self.remote_off(wr.remote_addr, wr.local.len, wr.rkey) else { return false };
+                let Some(ro) = self.remote_off(wr.remote_addr, wr.local.len, wr.rkey) else {
+                    return false;
+                };
                 let mut tmp = vec![0u8; len];
                 local.read(lo, &mut tmp);
                 self.mem.write(ro, &tmp);
@@ -301,7 +321,9 @@ impl Sim {
                 // An initiator response uses no credit (SRP r16a 5.6).
                 self.deliver_later.push(b.to_vec());
             }
-            Opcode::T_LOGOUT => self.others.push(Other::TLogout(TLogout::parse(iu).expect("valid SRP_T_LOGOUT"))),
+            Opcode::T_LOGOUT => self
+                .others
+                .push(Other::TLogout(TLogout::parse(iu).expect("valid SRP_T_LOGOUT"))),
             op => panic!("unexpected IU from target: {op:?}"),
         }
     }
@@ -309,7 +331,10 @@ impl Sim {
     /// Runs a held SCSI command now.
     pub fn exec(&mut self, cmd: CmdId) {
         let done = {
-            let r = self.ch.exec_request(cmd).expect("exec request for a held command");
+            let r = self
+                .ch
+                .exec_request(cmd)
+                .expect("exec request for a held command");
             r.nexus.execute(r.lun, r.cdb, r.buf, r.offset, r.len)
         };
         self.ch.handle_exec_done(cmd, done);
@@ -325,7 +350,10 @@ impl Sim {
     /// Lands raw IU bytes in the next posted receive slot. Panics if none is
     /// posted (on real hardware: receiver-not-ready).
     pub fn send_raw(&mut self, iu: &[u8]) {
-        let slot = self.recv_posted.pop_front().expect("RNR: the target has no receive posted");
+        let slot = self
+            .recv_posted
+            .pop_front()
+            .expect("RNR: the target has no receive posted");
         let (off, size) = self.ch.recv_slot(slot);
         assert!(iu.len() <= size as usize, "IU larger than the receive slot");
         self.ch.recv_buf().write(off as usize, iu);
@@ -344,14 +372,25 @@ impl Sim {
 
     /// Builds the descriptor for a buffer of `len` bytes holding `data` (for
     /// data-out), returning the IU bytes and the descriptors.
-    pub fn build_cmd(&mut self, tag: Tag, lun: u16, cdb: &[u8], out: Option<&[u8]>, in_len: u32, layout: Layout) -> Vec<u8> {
+    pub fn build_cmd(
+        &mut self,
+        tag: Tag,
+        lun: u16,
+        cdb: &[u8],
+        out: Option<&[u8]>,
+        in_len: u32,
+        layout: Layout,
+    ) -> Vec<u8> {
         let lun8 = lun_bytes(lun);
         let len = out.map_or(in_len, |d| d.len() as u32);
         let mut iu = vec![0u8; 16384];
         if layout == Layout::Immediate {
             let data = out.expect("immediate data is data-out");
-            let cmd = Cmd::new(tag, lun8, cdb).with_data_out(DataDesc::Immediate(ImmediateDesc { len, desc_end: 0 }));
-            let n = cmd.emit_with_immediate(&mut iu, IMM_OFFSET as usize, data).expect("emit immediate");
+            let cmd = Cmd::new(tag, lun8, cdb)
+                .with_data_out(DataDesc::Immediate(ImmediateDesc { len, desc_end: 0 }));
+            let n = cmd
+                .emit_with_immediate(&mut iu, IMM_OFFSET as usize, data)
+                .expect("emit immediate");
             iu.truncate(n);
             self.bufs.push((tag, Vec::new()));
             return iu;
@@ -378,7 +417,11 @@ impl Sim {
         let desc = match layout {
             Layout::Direct => DataDesc::Direct(descs[0]),
             Layout::Indirect(_) => DataDesc::Indirect(IndirectDesc {
-                table: DirectDesc { va: 0, rkey: 0, len: table.len() as u32 },
+                table: DirectDesc {
+                    va: 0,
+                    rkey: 0,
+                    len: table.len() as u32,
+                },
                 total_len: len,
                 partial: &table,
             }),
@@ -386,7 +429,11 @@ impl Sim {
                 let va = self.alloc(table.len() as u64);
                 self.write_remote(va, &table);
                 DataDesc::Indirect(IndirectDesc {
-                    table: DirectDesc { va, rkey: RKEY, len: table.len() as u32 },
+                    table: DirectDesc {
+                        va,
+                        rkey: RKEY,
+                        len: table.len() as u32,
+                    },
                     total_len: len,
                     partial: &table[..in_iu * 16],
                 })
@@ -394,7 +441,11 @@ impl Sim {
             Layout::Immediate => unreachable!(),
         };
         let mut cmd = Cmd::new(tag, lun8, cdb);
-        cmd = if out.is_some() { cmd.with_data_out(desc) } else { cmd.with_data_in(desc) };
+        cmd = if out.is_some() {
+            cmd.with_data_out(desc)
+        } else {
+            cmd.with_data_in(desc)
+        };
         let n = cmd.emit(&mut iu).expect("emit SRP_CMD");
         iu.truncate(n);
         self.bufs.push((tag, descs));
@@ -407,16 +458,30 @@ impl Sim {
         let base = len / pieces as u32;
         let mut v = Vec::with_capacity(pieces);
         for i in 0..pieces {
-            let l = if i == pieces - 1 { len - base * (pieces as u32 - 1) } else { base };
+            let l = if i == pieces - 1 {
+                len - base * (pieces as u32 - 1)
+            } else {
+                base
+            };
             let va = self.alloc(l as u64);
-            v.push(DirectDesc { va, rkey: RKEY, len: l });
+            v.push(DirectDesc {
+                va,
+                rkey: RKEY,
+                len: l,
+            });
         }
         v
     }
 
     /// Bytes the target wrote into the buffer of command `tag`.
     pub fn data_in(&self, tag: Tag, len: usize) -> Vec<u8> {
-        let descs = &self.bufs.iter().rev().find(|(t, _)| *t == tag).expect("known tag").1;
+        let descs = &self
+            .bufs
+            .iter()
+            .rev()
+            .find(|(t, _)| *t == tag)
+            .expect("known tag")
+            .1;
         let mut v = Vec::with_capacity(len);
         for d in descs {
             let take = (d.len as usize).min(len - v.len());
@@ -429,7 +494,11 @@ impl Sim {
     }
 
     pub fn take_response(&mut self, tag: Tag) -> Response {
-        let i = self.responses.iter().position(|r| r.tag == tag).unwrap_or_else(|| panic!("no response for {tag:?}"));
+        let i = self
+            .responses
+            .iter()
+            .position(|r| r.tag == tag)
+            .unwrap_or_else(|| panic!("no response for {tag:?}"));
         self.responses.remove(i)
     }
 
@@ -446,10 +515,20 @@ impl Sim {
     }
 
     /// Runs one SCSI command to completion.
-    pub fn command(&mut self, lun: u16, cdb: &[u8], out: Option<&[u8]>, in_len: u32, layout: Layout) -> (Response, Vec<u8>) {
+    pub fn command(
+        &mut self,
+        lun: u16,
+        cdb: &[u8],
+        out: Option<&[u8]>,
+        in_len: u32,
+        layout: Layout,
+    ) -> (Response, Vec<u8>) {
         let tag = self.submit(lun, cdb, out, in_len, layout);
         let r = self.take_response(tag);
-        let data = self.data_in(tag, in_len.saturating_sub(if r.flags & Rsp::DIUNDER != 0 { r.di_res } else { 0 }) as usize);
+        let data = self.data_in(
+            tag,
+            in_len.saturating_sub(if r.flags & Rsp::DIUNDER != 0 { r.di_res } else { 0 }) as usize,
+        );
         (r, data)
     }
 
@@ -466,7 +545,15 @@ impl Sim {
     pub fn task_mgmt(&mut self, lun: u16, func: TmFunction, task_tag: Tag) -> Tag {
         let tag = self.new_tag();
         let mut b = [0u8; 48];
-        TaskMgmt { tag, sol_not: 0, lun: lun_bytes(lun), function: func, task_tag }.emit(&mut b).unwrap();
+        TaskMgmt {
+            tag,
+            sol_not: 0,
+            lun: lun_bytes(lun),
+            function: func,
+            task_tag,
+        }
+        .emit(&mut b)
+        .unwrap();
         self.send_request(&b);
         tag
     }
@@ -525,4 +612,14 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// A target with one LUN 0 built from a backstore spec such as `ram:16M,bs=512`.
+pub fn target_with(spec: &str) -> Arc<Target> {
+    let bs = BackstoreConfig::parse(spec, "lun").expect("backstore spec");
+    Target::new(TargetConfig {
+        luns: vec![LunConfig::new(0, bs)],
+        ..TargetConfig::default()
+    })
+    .expect("target")
 }
