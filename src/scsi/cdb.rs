@@ -225,7 +225,11 @@ pub fn check(cdb: &[u8]) -> Result<&'static CmdInfo, Sense> {
         return Err(Sense::invalid_field_in_cdb_at(cdb.len() as u16, None));
     }
     for (i, (&byte, &usage)) in cdb[..n].iter().zip(info.usage).enumerate().skip(1) {
-        let allowed = if i == n - 1 { usage | CONTROL_IGNORED } else { usage };
+        let allowed = if i == n - 1 {
+            usage | CONTROL_IGNORED
+        } else {
+            usage
+        };
         let bad = byte & !allowed;
         if bad != 0 {
             let bit = 7 - bad.leading_zeros() as u8;
