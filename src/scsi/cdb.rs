@@ -224,12 +224,13 @@ pub fn check(cdb: &[u8]) -> Result<&'static CmdInfo, Sense> {
         // The CDB is cut short: its last fields are missing.
         return Err(Sense::invalid_field_in_cdb_at(cdb.len() as u16, None));
     }
-    for i in 1..n {
-        let mut allowed = info.usage[i];
-        if i == n - 1 {
-            allowed |= CONTROL_IGNORED;
-        }
-        let bad = cdb[i] & !allowed;
+    for (i, (&byte, &usage)) in cdb[..n].iter().zip(info.usage).enumerate().skip(1) {
+        let allowed = if i == n - 1 {
+            usage | CONTROL_IGNORED
+        } else {
+            usage
+        };
+        let bad = byte & !allowed;
         if bad != 0 {
             let bit = 7 - bad.leading_zeros() as u8;
             return Err(Sense::invalid_field_in_cdb_at(i as u16, Some(bit)));

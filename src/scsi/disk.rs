@@ -406,7 +406,7 @@ impl Disk {
                     data.with_bytes(off, bs, |p| p.to_vec())
                 };
                 let zero = pattern.iter().all(|&b| b == 0);
-                // SBC-3 4.7.3.4.? / 5.44: with UNMAP = 1 the device server
+                // SBC-3 5.44 (UNMAP bit) with 4.7.3.4: with UNMAP = 1 the device server
                 // may deallocate when deallocated blocks read back as the
                 // pattern (LBPRZ = 1 and an all-zero block); otherwise it
                 // writes. Non-thin LUNs (LBPWS = 0) write (here LIO rejects

@@ -304,8 +304,8 @@ impl Target {
     /// Gets or creates the I_T nexus of `ini`; all channels of one
     /// initiator port share it. A new nexus starts with a POWER ON, RESET,
     /// OR BUS DEVICE RESET OCCURRED unit attention on each LUN it sees
-    /// (SAM-5 6.3.? / 5.14: the first command after an I_T nexus is formed
-    /// reports the reset).
+    /// (SAM-5 5.14, unit attention conditions: the first command after an
+    /// I_T nexus is formed reports the reset).
     pub fn nexus(self: &Arc<Self>, ini: InitiatorPortId) -> Arc<Nexus> {
         let mut map = self.nexuses.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get(&ini).and_then(Weak::upgrade) {
@@ -407,7 +407,7 @@ impl Nexus {
     /// decides what data moves.
     ///
     /// Errors are the sense for a CHECK CONDITION: unmapped LUN 25h/00h
-    /// (SAM-5 5.9.? incorrect LUN; INQUIRY and REPORT LUNS still work there),
+    /// (SAM-5, incorrect logical unit selection; INQUIRY and REPORT LUNS still work there),
     /// pending unit attention (reported once, then cleared; INQUIRY, REPORT
     /// LUNS and REQUEST SENSE neither report nor clear it, SAM-5 5.14 with
     /// UA_INTLCK_CTRL = 00b), unsupported opcode 20h/00h, invalid field 24h,
@@ -483,7 +483,8 @@ impl Nexus {
                 check_request_sense(&cmd)?;
                 // SPC-4 6.39: report (and clear) a pending unit attention,
                 // else NO SENSE. For an incorrect LUN, the sense data is
-                // LOGICAL UNIT NOT SUPPORTED with GOOD status (SAM-5 5.9.?).
+                // LOGICAL UNIT NOT SUPPORTED with GOOD status (SAM-5, incorrect logical unit
+                // selection).
                 let s = match entry {
                     None => Sense::lun_not_supported(),
                     Some((id, _)) => self.take_ua(id).unwrap_or_else(Sense::no_sense),
@@ -577,7 +578,8 @@ fn check_report_luns(cmd: &Cmd) -> Result<(), Sense> {
         if select > 2 {
             return Err(Sense::invalid_field_in_cdb_at(2, None));
         }
-        // SPC-4 6.33: ALLOCATION LENGTH below 16 → INVALID FIELD IN CDB.
+        // SPC-3 6.21 required ALLOCATION LENGTH >= 16 (INVALID FIELD IN CDB
+        // otherwise); SPC-4 6.33 softens it to "should". LIO rejects too.
         if alloc < 16 {
             return Err(Sense::invalid_field_in_cdb_at(6, None));
         }

@@ -143,3 +143,6 @@ impl From<Result<u32, Sense>> for Completion {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
