@@ -1065,7 +1065,7 @@ impl Channel {
                     if free == 0 {
                         return self.park(id);
                     }
-                    if remaining + 1 <= free {
+                    if remaining < free {
                         // All remaining WRITEs plus the response in one chain.
                         let n = self.post_rdma(id, WrOpcode::RdmaWrite, remaining, true);
                         debug_assert_eq!(n, remaining);
@@ -1579,6 +1579,7 @@ impl Channel {
 
 #[derive(Debug)]
 enum CmdError {
+    #[allow(dead_code, reason = "read through Debug in the log line")]
     Wire(wire::WireError),
     CdbTooLong,
     Bidirectional,
