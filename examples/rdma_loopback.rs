@@ -105,8 +105,11 @@ fn wait_wcs(cq: &CompletionQueue, n: usize) -> Res<Vec<WorkCompletion>> {
     }
     for wc in &out {
         if !wc.is_success() {
-            return Err(format!("work completion {} failed: {} (vendor {:#x})", wc.wr_id, wc.status, wc.vendor_err)
-                .into());
+            return Err(format!(
+                "work completion {} failed: {} (vendor {:#x})",
+                wc.wr_id, wc.status, wc.vendor_err
+            )
+            .into());
         }
     }
     Ok(out)
@@ -129,7 +132,13 @@ fn verbs_for(ctx: &Arc<Context>, access: AccessFlags, tag: u64) -> Res<Verbs> {
 }
 
 fn caps() -> QpCaps {
-    QpCaps { max_send_wr: 8, max_recv_wr: 4, max_send_sge: 2, max_recv_sge: 1, max_inline_data: 64 }
+    QpCaps {
+        max_send_wr: 8,
+        max_recv_wr: 4,
+        max_send_sge: 2,
+        max_recv_sge: 1,
+        max_inline_data: 64,
+    }
 }
 
 /// Server side of one connection. Returns bytes moved by RDMA.
@@ -184,12 +193,20 @@ fn serve_one(ch: &Arc<EventChannel>, sq: &mut SendScratch, first: bool) -> Res<u
     let v = verbs_for(&ctx, AccessFlags::LOCAL_WRITE, 1000 + idx as u64)?;
     let qp = QueuePair::new_rc(
         &v.pd,
-        &QpInit { send_cq: &v.cq, recv_cq: &v.cq, srq: None, caps: caps(), sq_sig_all: false },
+        &QpInit {
+            send_cq: &v.cq,
+            recv_cq: &v.cq,
+            srq: None,
+            caps: caps(),
+            sq_sig_all: false,
+        },
     )?;
     // We are responder for the peer's READs up to its initiator depth, and
     // initiate READs up to its responder resources, within device limits.
     let resp = conn.initiator_depth.min(dev.max_qp_rd_atom.min(255) as u8);
-    let depth = conn.responder_resources.min(dev.max_qp_init_rd_atom.min(255) as u8);
+    let depth = conn
+        .responder_resources
+        .min(dev.max_qp_init_rd_atom.min(255) as u8);
     if depth == 0 {
         return Err("peer allows no RDMA READ".into());
     }
@@ -209,7 +226,10 @@ fn serve_one(ch: &Arc<EventChannel>, sq: &mut SendScratch, first: bool) -> Res<u
 
     // RDMA READ the client's region A into our region A.
     let a = v.mr.sge(0, REGION as u32).ok_or("sge")?;
-    let remote_a = Remote { addr: remote_addr, rkey };
+    let remote_a = Remote {
+        addr: remote_addr,
+        rkey,
+    };
     qp.post_send(&[SendRequest::new(1, SendOp::RdmaRead(remote_a), &[a])], sq)?;
     let wcs = wait_wcs(&v.cq, 1)?;
     if wcs[0].opcode != WcOpcode::RdmaRead || wcs[0].wr_id != 1 {
@@ -239,7 +259,10 @@ fn serve_one(ch: &Arc<EventChannel>, sq: &mut SendScratch, first: bool) -> Res<u
     v.buf.write(msg_off + 4, &idx.to_le_bytes());
     v.buf.write(msg_off + 8, &sum.to_le_bytes());
     let msg = v.mr.sge(msg_off, 16).ok_or("sge")?;
-    let remote_b = Remote { addr: remote_addr + REGION as u64, rkey };
+    let remote_b = Remote {
+        addr: remote_addr + REGION as u64,
+        rkey,
+    };
     qp.post_send(
         &[
             SendRequest::new(2, SendOp::RdmaWrite(remote_b), &[b]).signaled(false),
@@ -282,22 +305,40 @@ fn client_one(dst: SocketAddr, idx: u32, reject: bool, rq: &mut RecvScratch) -> 
         idx as u64,
     )?;
     // Odd connections receive through an SRQ.
-    let srq = if idx % 2 == 1 { Some(SharedReceiveQueue::new(&v.pd, 4, 1, 0)?) } else { None };
+    let srq = if idx % 2 == 1 {
+        Some(SharedReceiveQueue::new(&v.pd, 4, 1, 0)?)
+    } else {
+        None
+    };
     let qp = QueuePair::new_rc(
         &v.pd,
-        &QpInit { send_cq: &v.cq, recv_cq: &v.cq, srq: srq.as_ref(), caps: caps(), sq_sig_all: false },
+        &QpInit {
+            send_cq: &v.cq,
+            recv_cq: &v.cq,
+            srq: srq.as_ref(),
+            caps: caps(),
+            sq_sig_all: false,
+        },
     )?;
     qp.modify(&id.init_qp_attr(QpState::Init)?)?;
     for i in 0..REGION {
         v.buf.write(i, &[pattern(idx, i)]);
     }
     let recv = v.mr.sge(RECV_OFF, RECV_LEN).ok_or("sge")?;
-    let rr = [RecvRequest { wr_id: 77, local: &[recv] }];
+    let rr = [RecvRequest {
+        wr_id: 77,
+        local: &[recv],
+    }];
     match &srq {
         Some(s) => s.post_recv(&rr, rq)?,
         None => qp.post_recv(&rr, rq)?,
     }
-    let login = login_data(if reject { BAD_MAGIC } else { MAGIC }, idx, v.mr.addr(), v.mr.rkey());
+    let login = login_data(
+        if reject { BAD_MAGIC } else { MAGIC },
+        idx,
+        v.mr.addr(),
+        v.mr.rkey(),
+    );
     id.connect(&ConnParam {
         private_data: &login,
         responder_resources: dev.max_qp_rd_atom.min(16) as u8,
@@ -314,7 +355,11 @@ fn client_one(dst: SocketAddr, idx: u32, reject: bool, rq: &mut RecvScratch) -> 
         if !pd.starts_with(REJECT_DATA) {
             return Err(format!("reject private data {:?}", String::from_utf8_lossy(pd)).into());
         }
-        println!("client: rejected as expected (status {}, private data {:?})", ev.status, String::from_utf8_lossy(&pd[..REJECT_DATA.len()]));
+        println!(
+            "client: rejected as expected (status {}, private data {:?})",
+            ev.status,
+            String::from_utf8_lossy(&pd[..REJECT_DATA.len()])
+        );
         return Ok(0);
     }
     let ev = wait_event(&ch, CmEventKind::ConnectResponse)?;
@@ -363,11 +408,47 @@ fn client_one(dst: SocketAddr, idx: u32, reject: bool, rq: &mut RecvScratch) -> 
     Ok(REGION as u64 * 2 + 16)
 }
 
-/// `rdma resource show` summary for rxe devices: "pd 1 cq 2 qp 1 ...".
-fn resources() -> Option<String> {
-    let out = std::process::Command::new("rdma").args(["resource", "show"]).output().ok()?;
+/// `rdma resource show` counters summed over devices: ("qp", 1), ...
+fn resources() -> Option<Vec<(String, u64)>> {
+    let out = std::process::Command::new("rdma")
+        .args(["resource", "show"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
     let s = String::from_utf8_lossy(&out.stdout);
-    Some(s.lines().map(|l| l.trim()).collect::<Vec<_>>().join(" | "))
+    let mut v: Vec<(String, u64)> = Vec::new();
+    for line in s.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for w in words.windows(2) {
+            if let Ok(n) = w[1].parse::<u64>() {
+                match v.iter_mut().find(|(k, _)| k == w[0]) {
+                    Some((_, c)) => *c += n,
+                    None => v.push((w[0].to_string(), n)),
+                }
+            }
+        }
+    }
+    Some(v)
+}
+
+fn show(r: &Option<Vec<(String, u64)>>) -> String {
+    match r {
+        None => "?".into(),
+        Some(v) => v
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// Counters other than `ctx`: librdmacm keeps the device context it
+/// opened for its first id cached for the life of the process.
+fn without_ctx(r: &Option<Vec<(String, u64)>>) -> Option<Vec<(String, u64)>> {
+    r.as_ref()
+        .map(|v| v.iter().filter(|(k, _)| k != "ctx").cloned().collect())
 }
 
 fn fd_count() -> usize {
@@ -375,9 +456,15 @@ fn fd_count() -> usize {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args: Vec<String> = std::env::args().collect();
-    let addr: SocketAddr = args.get(1).map_or("169.254.77.1:7471", |s| s.as_str()).parse().expect("address");
+    let addr: SocketAddr = args
+        .get(1)
+        .map_or("169.254.77.1:7471", |s| s.as_str())
+        .parse()
+        .expect("address");
     let n: u32 = args.get(2).map_or(50, |s| s.parse().expect("count"));
     match run(addr, n) {
         Ok(()) => ExitCode::SUCCESS,
@@ -395,6 +482,8 @@ fn run(addr: SocketAddr, n: u32) -> Res<()> {
     }
     let baseline_res = resources();
     let (ready_tx, ready_rx) = mpsc::channel::<Res<()>>();
+    let (done_tx, done_rx) = mpsc::channel::<u32>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
     let server = std::thread::spawn(move || -> Res<(u32, u64)> {
         let ch = EventChannel::new()?;
         let listener = CmId::new(&ch)?;
@@ -414,11 +503,16 @@ fn run(addr: SocketAddr, n: u32) -> Res<()> {
         let mut bytes = 0;
         for i in 0..n {
             bytes += serve_one(&ch, &mut sq, i == 0).map_err(|e| format!("server, connection {i}: {e}"))?;
+            done_tx.send(i)?;
         }
+        // Keep listening until the client has looked at the resources.
+        let _ = release_rx.recv();
         drop(listener);
         Ok((n, bytes))
     });
-    ready_rx.recv()?.map_err(|e| format!("server listen on {addr}: {e}"))?;
+    ready_rx
+        .recv()?
+        .map_err(|e| format!("server listen on {addr}: {e}"))?;
     let fds0 = fd_count();
 
     let mut rq = RecvScratch::with_capacity(4, 4);
@@ -426,14 +520,26 @@ fn run(addr: SocketAddr, n: u32) -> Res<()> {
     client_one(addr, 0, true, &mut rq).map_err(|e| format!("client, rejected attempt: {e}"))?;
     let mut bytes = 0;
     let mut res_after_first = None;
+    let mut res_after_last = None;
     for i in 0..n {
         bytes += client_one(addr, i, false, &mut rq).map_err(|e| format!("client, connection {i}: {e}"))?;
+        // Wait until the server has torn the connection down too.
+        if done_rx.recv_timeout(TIMEOUT) != Ok(i) {
+            let _ = release_tx.send(());
+            return Err(server
+                .join()
+                .map_err(|_| "server thread panicked")?
+                .err()
+                .unwrap_or_else(|| "server out of step".into()));
+        }
         if i == 0 {
-            // Let the server finish its teardown of this connection.
-            std::thread::sleep(Duration::from_millis(200));
             res_after_first = resources();
         }
+        if i + 1 == n {
+            res_after_last = resources();
+        }
     }
+    let _ = release_tx.send(());
     let (served, server_bytes) = server.join().map_err(|_| "server thread panicked")??;
     let fds1 = fd_count();
     let res_end = resources();
@@ -442,18 +548,20 @@ fn run(addr: SocketAddr, n: u32) -> Res<()> {
         t0.elapsed()
     );
     println!("fds: {fds0} after listen, {fds1} at end");
-    println!("resources at start: {}", baseline_res.as_deref().unwrap_or("?"));
-    println!("resources after 1st: {}", res_after_first.as_deref().unwrap_or("?"));
-    println!("resources at end:   {}", res_end.as_deref().unwrap_or("?"));
+    println!("resources at start:            {}", show(&baseline_res));
+    println!("resources after connection 1:  {}", show(&res_after_first));
+    println!("resources after connection {n}: {}", show(&res_after_last));
+    println!("resources at end:              {}", show(&res_end));
     if fds1 + 2 < fds0 || fds1 > fds0 {
         // The listener's channel (one fd) is gone at the end; nothing else
         // may remain.
         return Err(format!("fd leak: {fds0} -> {fds1}").into());
     }
-    if let (Some(a), Some(b)) = (&baseline_res, &res_end) {
-        if a != b {
-            return Err("RDMA resources not back to baseline".into());
-        }
+    if res_after_first != res_after_last {
+        return Err("RDMA resources grew between the first and the last connection".into());
+    }
+    if without_ctx(&baseline_res) != without_ctx(&res_end) {
+        return Err("RDMA resources not back to baseline".into());
     }
     println!("rdma_loopback: PASS");
     Ok(())

@@ -180,7 +180,7 @@ pub struct ConnParam<'a> {
 }
 
 impl ConnParam<'_> {
-    fn to_sys(&self) -> Result<sys::rdma_conn_param> {
+    fn to_sys(self) -> Result<sys::rdma_conn_param> {
         let len =
             u8::try_from(self.private_data.len()).map_err(|_| Error::Invalid("private data too long"))?;
         Ok(sys::rdma_conn_param {

@@ -128,8 +128,9 @@ pub struct QpAttr {
 impl Clone for QpAttr {
     fn clone(&self) -> QpAttr {
         // SAFETY: ibv_qp_attr is plain data (integers, no pointers).
+        let attr = unsafe { std::ptr::read(&self.attr) };
         QpAttr {
-            attr: unsafe { std::ptr::read(&self.attr) },
+            attr,
             mask: self.mask,
         }
     }
@@ -776,10 +777,8 @@ mod tests {
             }
             if w.opcode == sys::ibv_wr_opcode::IBV_WR_SEND_WITH_IMM {
                 // SAFETY: imm member set for this opcode.
-                assert_eq!(
-                    unsafe { w.imm_data_invalidated_rkey_union.imm_data },
-                    0x0102_0304u32.to_be()
-                );
+                let imm = unsafe { w.imm_data_invalidated_rkey_union.imm_data };
+                assert_eq!(imm, 0x0102_0304u32.to_be());
             }
             p = w.next;
         }

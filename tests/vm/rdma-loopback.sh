@@ -17,6 +17,7 @@ modprobe rdma_ucm
 modprobe ib_umad
 ip link add dummy0 type dummy
 ip link set dummy0 address 02:00:00:00:77:01
+ip link show dummy0
 ip addr add $ADDR/32 dev dummy0
 ip link set dummy0 up
 rdma link add rxe0 type rxe netdev dummy0
