@@ -22,7 +22,7 @@ use srptd::rdma::{
     wait_readable, AccessFlags, CmEvent, CmEventKind, CmId, CompletionChannel, CompletionQueue, ConnParam,
     Context, DmaBuf, EventChannel, MemoryRegion, ProtectionDomain, QpCaps, QpInit, QpState, QueuePair,
     RecvRequest, RecvScratch, Remote, SendOp, SendRequest, SendScratch, SharedReceiveQueue, WcOpcode,
-    WorkCompletion,
+    WcStatus, WorkCompletion,
 };
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -71,6 +71,21 @@ fn wait_event(ch: &Arc<EventChannel>, want: CmEventKind) -> Res<CmEvent> {
 /// Waits for `n` completions using the CQ's channel: poll, arm, re-poll,
 /// then sleep on the channel fd.
 fn wait_wcs(cq: &CompletionQueue, n: usize) -> Res<Vec<WorkCompletion>> {
+    let out = wait_wcs_any(cq, n)?;
+    for wc in &out {
+        if !wc.is_success() {
+            return Err(format!(
+                "work completion {} failed: {} (vendor {:#x})",
+                wc.wr_id, wc.status, wc.vendor_err
+            )
+            .into());
+        }
+    }
+    Ok(out)
+}
+
+/// Like `wait_wcs`, but returns failed completions too.
+fn wait_wcs_any(cq: &CompletionQueue, n: usize) -> Res<Vec<WorkCompletion>> {
     let ch = cq.channel().ok_or("CQ without channel")?;
     let deadline = Instant::now() + TIMEOUT;
     let mut out = Vec::new();
@@ -101,15 +116,6 @@ fn wait_wcs(cq: &CompletionQueue, n: usize) -> Res<Vec<WorkCompletion>> {
             if ev.user_data != cq.user_data() {
                 return Err("event for another CQ".into());
             }
-        }
-    }
-    for wc in &out {
-        if !wc.is_success() {
-            return Err(format!(
-                "work completion {} failed: {} (vendor {:#x})",
-                wc.wr_id, wc.status, wc.vendor_err
-            )
-            .into());
         }
     }
     Ok(out)
@@ -281,7 +287,21 @@ fn serve_one(ch: &Arc<EventChannel>, sq: &mut SendScratch, first: bool) -> Res<u
         // is expected on some kernels.
         tracing::debug!("server disconnect after DISCONNECTED: {e}");
     }
+    // A receive posted now is flushed when the QP goes to the error state.
+    let r = v.mr.sge(RECV_OFF, RECV_LEN).ok_or("sge")?;
+    let mut rq = RecvScratch::with_capacity(1, 1);
+    qp.post_recv(
+        &[RecvRequest {
+            wr_id: 99,
+            local: &[r],
+        }],
+        &mut rq,
+    )?;
     qp.to_error()?;
+    let wcs = wait_wcs_any(&v.cq, 1)?;
+    if wcs[0].wr_id != 99 || wcs[0].status != WcStatus::WR_FLUSH_ERR || qp.state()? != QpState::Error {
+        return Err(format!("expected a flushed receive, got {:?}", wcs[0]).into());
+    }
     drop(qp);
     drop(v);
     drop(ctx);

@@ -47,6 +47,21 @@
 //!    PDs, MRs, CQs, QPs, SRQs and channels are `Send + Sync`. A [`CmId`] is
 //!    `Send` but not `Sync` (librdmacm does not promise concurrent calls on
 //!    one id).
+//!
+//! # Pitfalls (checked on soft-RoCE, kernel 6.1, rdma-core 44)
+//!
+//! - rdma-sys hand-writes `ibv_send_wr`, `ibv_wc`, `rdma_cm_event` and
+//!   others; a unit test compares their layout with the C headers through
+//!   the shim. Its `ibv_query_port` binding is the legacy compat symbol:
+//!   use [`Context::query_port`] (the shim).
+//! - With our own QP, `rdma_init_qp_attr(INIT)` on the active side before
+//!   `connect` gives access flags 0; INIT must be re-applied after
+//!   `ConnectResponse` (as librdmacm does) or the peer's RDMA READ/WRITE
+//!   fails with a remote access error. [`CmId::ready_qp`] does this.
+//! - `rdma_init_qp_attr` needs `qp_state` set on input.
+//! - The REQ private data arrives padded to 56 bytes.
+//! - librdmacm keeps the device context it opened cached for the process
+//!   (`rdma resource show` keeps `ctx 1` after every id is gone).
 
 use std::fmt;
 use std::io;
