@@ -13,4 +13,7 @@ extern "C" {
     pub fn srptd_ibv_poll_cq(cq: *mut c_void, n: c_int, wc: *mut c_void) -> c_int;
     pub fn srptd_ibv_req_notify_cq(cq: *mut c_void, solicited_only: c_int) -> c_int;
     pub fn srptd_ibv_query_port(ctx: *mut c_void, port: u8, attr: *mut c_void) -> c_int;
+    /// Writes up to `n` sizes/offsets of FFI structs (see shim.c for the
+    /// order) and returns how many there are.
+    pub fn srptd_abi_layout(out: *mut usize, n: c_int) -> c_int;
 }

@@ -31,3 +31,37 @@ int srptd_ibv_query_port(struct ibv_context *ctx, uint8_t port, struct ibv_port_
 {
 	return ibv_query_port(ctx, port, attr);
 }
+
+#include <stddef.h>
+#include <rdma/rdma_cma.h>
+
+/* Sizes and offsets of the structs srptd passes across the FFI, so tests can
+ * check rdma-sys's (partly hand-written) layouts against the real headers. */
+enum {
+	SRPTD_ABI_N = 14,
+};
+
+int srptd_abi_layout(size_t *out, int n)
+{
+	size_t v[SRPTD_ABI_N] = {
+		sizeof(struct ibv_send_wr),
+		offsetof(struct ibv_send_wr, wr),
+		offsetof(struct ibv_send_wr, qp_type),
+		sizeof(struct ibv_recv_wr),
+		sizeof(struct ibv_sge),
+		sizeof(struct ibv_wc),
+		offsetof(struct ibv_wc, qp_num),
+		sizeof(struct ibv_port_attr),
+		sizeof(struct ibv_qp_attr),
+		sizeof(struct ibv_qp_init_attr),
+		sizeof(struct rdma_cm_event),
+		offsetof(struct rdma_cm_event, param),
+		sizeof(struct rdma_conn_param),
+		sizeof(struct rdma_cm_id),
+	};
+	int i;
+
+	for (i = 0; i < n && i < SRPTD_ABI_N; i++)
+		out[i] = v[i];
+	return SRPTD_ABI_N;
+}
