@@ -1,4 +1,175 @@
-fn main() {
-    eprintln!("srptd: the target binary is not built yet");
-    std::process::exit(1);
+//! `srptd`: run the SRP target.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use srptd::proto::LoginLimits;
+use srptd::scsi::{Access, BackstoreConfig, LunConfig, Target, TargetConfig};
+use srptd::target::{self, Options};
+
+/// A userspace SCSI RDMA Protocol (SRP) target.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A LUN backstore, numbered in order from 0: `ram:<size>`,
+    /// `file:<path>`, with options `,ro` and `,bs=512|4096`
+    /// (e.g. `ram:256M`, `file:/srv/disk.img,ro`). Default: one `ram:256M`.
+    #[arg(long = "lun", value_name = "SPEC")]
+    luns: Vec<String>,
+    /// RDMA/CM port to listen on.
+    #[arg(long, default_value_t = 5555)]
+    port: u16,
+    /// RDMA device to serve (repeatable; default: all).
+    #[arg(long = "device", value_name = "NAME")]
+    devices: Vec<String>,
+    /// Initiator allowed to log in: `ANY`, or a 32-hex-digit initiator port
+    /// id (repeatable).
+    #[arg(long = "allow", value_name = "ANY|ID", default_value = "ANY")]
+    allow: Vec<String>,
+    /// Credits (request limit) granted per channel.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    queue_depth: u32,
+    /// Largest request IU a login may ask for, in bytes.
+    #[arg(long, default_value_t = 65604, value_parser = clap::value_parser!(u32).range(64..=1048576))]
+    max_it_iu_len: u32,
+    /// Do not offer immediate data.
+    #[arg(long)]
+    no_immediate_data: bool,
+    /// Largest data transfer of one command (e.g. 1M).
+    #[arg(long, default_value = "1M")]
+    max_transfer: String,
+    /// Data buffer pool per channel (e.g. 32M).
+    #[arg(long, default_value = "32M")]
+    pool_size: String,
+    /// Poller threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pollers: u16,
+    /// Worker threads per poller for file I/O.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    io_threads: u16,
+    /// Microseconds to keep polling after the last completion before sleeping.
+    #[arg(long, default_value_t = 50)]
+    spin_us: u64,
+}
+
+fn size(field: &str, v: &str) -> Result<u64, String> {
+    srptd::scsi::backstore::parse_size(v).ok_or_else(|| format!("--{field} {v}: not a size (e.g. 512K, 1M)"))
+}
+
+fn parse_allow(list: &[String]) -> Result<Access, String> {
+    if list.iter().any(|a| a.eq_ignore_ascii_case("any")) {
+        return Ok(Access::Any);
+    }
+    let mut set = std::collections::HashSet::new();
+    for a in list {
+        let hex: String = a.chars().filter(|c| *c != ':').collect();
+        if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!(
+                "--allow {a}: expected ANY or a 32-hex-digit initiator port id"
+            ));
+        }
+        let mut id = [0u8; 16];
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| format!("--allow {a}: {e}"))?;
+        }
+        set.insert(id);
+    }
+    Ok(Access::Only(set))
+}
+
+fn setup(cli: &Cli) -> Result<(Options, TargetConfig), String> {
+    let specs = if cli.luns.is_empty() {
+        vec!["ram:256M".to_owned()]
+    } else {
+        cli.luns.clone()
+    };
+    let mut luns = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let bs = BackstoreConfig::parse(spec, "--lun").map_err(|e| e.to_string())?;
+        luns.push(LunConfig::new(i as u16, bs));
+    }
+    let max_transfer = size("max-transfer", &cli.max_transfer)?;
+    if max_transfer < 4096 || max_transfer % 4096 != 0 || max_transfer > 64 << 20 {
+        return Err(format!(
+            "--max-transfer {}: must be a multiple of 4K between 4K and 64M",
+            cli.max_transfer
+        ));
+    }
+    let pool_size = size("pool-size", &cli.pool_size)?;
+    if pool_size < max_transfer || pool_size > 4 << 30 {
+        return Err(format!(
+            "--pool-size {}: must be at least --max-transfer and at most 4G",
+            cli.pool_size
+        ));
+    }
+    let access = parse_allow(&cli.allow)?;
+    let tcfg = TargetConfig {
+        luns,
+        access,
+        max_transfer_bytes: max_transfer as u32,
+        ..TargetConfig::default()
+    };
+    let opts = Options {
+        port: cli.port,
+        devices: cli.devices.clone(),
+        limits: LoginLimits {
+            max_it_iu_len: cli.max_it_iu_len,
+            queue_depth: cli.queue_depth,
+            immediate_data: !cli.no_immediate_data,
+            ..LoginLimits::default()
+        },
+        pool_size: pool_size as usize,
+        pollers: cli.pollers as usize,
+        io_threads: cli.io_threads as usize,
+        spin: Duration::from_micros(cli.spin_us),
+        ..Options::default()
+    };
+    Ok((opts, tcfg))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SRPTD_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (opts, tcfg) = match setup(&cli) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("srptd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let target = match Target::new(tcfg) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("srptd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for l in target.luns() {
+        tracing::info!(lun = l.lun, blocks = l.num_blocks, block_size = l.block_size, read_only = l.read_only, serial = %l.serial, "LUN");
+    }
+    match target::run(opts, target) {
+        Ok(s) => {
+            let st = &s.stats;
+            eprintln!(
+                "srptd: stopped: logins {} rejects {} commands {} immediate {} indirect {} external-tables {} zero-copy {} task-mgmt {} aborted {} protocol-errors {} leaked-channels {}",
+                s.logins, s.rejects, st.commands, st.immediate, st.indirect, st.external_tables, st.zero_copy,
+                st.task_mgmt, st.aborted, st.protocol_errors, s.leaked_channels
+            );
+            if s.leaked_channels == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("srptd: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -674,3 +674,31 @@ mod tests {
         assert!(!CmEventKind::Disconnected.has_conn_param());
     }
 }
+
+/// An [`EventChannel`] registered with the tokio reactor.
+#[derive(Debug)]
+pub struct AsyncEventChannel(Arc<EventChannel>);
+
+impl std::os::fd::AsRawFd for AsyncEventChannel {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl EventChannel {
+    /// Registers the channel's (non-blocking) descriptor with the current
+    /// tokio runtime, for waiting on events without blocking a thread.
+    pub fn to_async(self: &Arc<Self>) -> std::io::Result<tokio::io::unix::AsyncFd<AsyncEventChannel>> {
+        // SAFETY: the AsyncFd owns an Arc of the channel, so the descriptor
+        // stays open and refers to the same channel for the AsyncFd's whole
+        // life, and `as_raw_fd` always returns that descriptor.
+        unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                AsyncEventChannel(self.clone()),
+                tokio::io::Interest::READABLE,
+            )
+        }
+        .map_err(|e| e.into())
+    }
+}

@@ -209,6 +209,45 @@ pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Resul
     }
 }
 
+/// Waits until any of `fds` is readable or `timeout` passes; returns
+/// whether one was readable.
+pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<bool> {
+    let ms = match timeout {
+        None => -1,
+        Some(t) => t.as_millis().min(i32::MAX as u128) as i32,
+    };
+    let mut pfds: [libc::pollfd; 16] = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 16];
+    if fds.len() > pfds.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors to wait on",
+        ));
+    }
+    for (p, fd) in pfds.iter_mut().zip(fds) {
+        *p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+    }
+    loop {
+        // SAFETY: `fds.len()` initialised pollfds on the stack.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(n > 0);
+    }
+}
+
 /// Formats a `u64` GUID (host order) as `xxxx:xxxx:xxxx:xxxx`, as sysfs does.
 pub fn format_guid(guid: u64) -> String {
     format!(

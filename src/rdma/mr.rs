@@ -174,7 +174,7 @@ impl Drop for MemoryRegion {
 
 /// A local scatter/gather entry: a range of a registered [`DmaBuf`] and its
 /// lkey. Built by [`MemoryRegion::sge`] (checked) or [`Sge::from_raw`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Sge {
     addr: u64,
     len: u32,

@@ -1,0 +1,593 @@
+//! Data path: poller threads that own channels and carry out their actions
+//! on real queue pairs. Never on the tokio runtime.
+//!
+//! A poller busy-polls its completion queues while there is work, then arms
+//! them and sleeps on the completion channels (and a wake-up socket for
+//! control messages and backstore completions), so an idle target uses no
+//! CPU. Each pass gathers the channel's send work requests and posts them
+//! with one doorbell.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::proto::{Action, Channel, ChannelStats, CmdId, Region, WorkRequest, WrOpcode};
+use crate::rdma::{
+    self, CompletionChannel, CompletionQueue, MemoryRegion, QueuePair, RecvRequest, RecvScratch, Remote,
+    SendOp, SendRequest, SendScratch, Sge, WorkCompletion,
+};
+use crate::scsi::{Completion, Nexus, WorkerPool};
+
+use super::device::Device;
+
+/// Work request ids of the drain markers (never produced by a channel).
+const DRAIN_SQ: u64 = u64::MAX;
+const DRAIN_RQ: u64 = u64::MAX - 1;
+
+/// A channel as the poller runs it: protocol state plus verbs resources.
+#[derive(Debug)]
+pub struct ChannelDriver {
+    pub key: u64,
+    pub ch: Channel,
+    pub qp: QueuePair,
+    pub cq: Arc<CompletionQueue>,
+    pub recv_mr: MemoryRegion,
+    pub send_mr: MemoryRegion,
+    pub pool_mr: MemoryRegion,
+    pub table_mr: MemoryRegion,
+    pub device: Arc<Device>,
+    send_scratch: SendScratch,
+    recv_scratch: RecvScratch,
+    sends: Vec<WorkRequest>,
+    recvs: Vec<u32>,
+    drain: Option<(bool, bool)>,
+    closed: bool,
+}
+
+impl ChannelDriver {
+    /// Wraps a channel whose resources are set up (QP not yet connected).
+    pub fn new(
+        key: u64,
+        ch: Channel,
+        qp: QueuePair,
+        cq: Arc<CompletionQueue>,
+        mrs: [MemoryRegion; 4],
+        device: Arc<Device>,
+    ) -> ChannelDriver {
+        let [recv_mr, send_mr, pool_mr, table_mr] = mrs;
+        let sq = ch.config().sq_depth as usize;
+        let rq = ch.config().recv_slots() as usize;
+        ChannelDriver {
+            key,
+            ch,
+            qp,
+            cq,
+            recv_mr,
+            send_mr,
+            pool_mr,
+            table_mr,
+            device,
+            send_scratch: SendScratch::with_capacity(sq, sq),
+            recv_scratch: RecvScratch::with_capacity(rq, rq),
+            sends: Vec::with_capacity(sq),
+            recvs: Vec::with_capacity(rq),
+            drain: None,
+            closed: false,
+        }
+    }
+
+    fn mr(&self, r: Region) -> Option<&MemoryRegion> {
+        match r {
+            Region::Recv => Some(&self.recv_mr),
+            Region::Send => Some(&self.send_mr),
+            Region::Pool => Some(&self.pool_mr),
+            Region::Table => Some(&self.table_mr),
+            Region::Ram { base } => self.device.ram_mr(base),
+        }
+    }
+
+    /// Posts the receives a new channel starts with (before accepting).
+    pub fn prime(&mut self) {
+        while let Some(a) = self.ch.poll_action() {
+            match a {
+                Action::PostRecv { slot } => self.recvs.push(slot),
+                other => tracing::error!(action = ?other, "unexpected first action of a channel"),
+            }
+        }
+        self.flush();
+    }
+
+    /// Carries out every queued action. `exec` receives blocking SCSI
+    /// commands; non-blocking ones run inline.
+    pub fn run_actions(&mut self, exec: &ExecQueue, events: &UnboundedSender<PollerEvent>) {
+        loop {
+            let Some(a) = self.ch.poll_action() else { break };
+            match a {
+                Action::PostRecv { slot } => self.recvs.push(slot),
+                Action::PostSend(wr) => self.sends.push(wr),
+                Action::Execute { cmd } => self.execute(cmd, exec),
+                Action::Disconnect => {
+                    self.flush();
+                    self.start_drain(events);
+                }
+                Action::Closed => {
+                    self.closed = true;
+                    let _ = events.send(PollerEvent::Closed {
+                        key: self.key,
+                        stats: self.ch.stats().clone(),
+                    });
+                }
+            }
+        }
+        self.flush();
+    }
+
+    fn execute(&mut self, cmd: CmdId, exec: &ExecQueue) {
+        let Some(r) = self.ch.exec_request(cmd) else {
+            tracing::error!(cmd, "execute requested for a context that is not executing");
+            return;
+        };
+        if r.nexus.is_blocking(r.lun, r.cdb) {
+            let mut cdb = [0u8; 32];
+            let n = r.cdb.len().min(32);
+            cdb[..n].copy_from_slice(&r.cdb[..n]);
+            let job = ExecJob {
+                key: self.key,
+                cmd,
+                nexus: r.nexus.clone(),
+                lun: r.lun,
+                cdb,
+                cdb_len: n as u8,
+                buf: r.buf.clone(),
+                offset: r.offset,
+                len: r.len,
+            };
+            if let Err(job) = exec.pool.submit(job) {
+                // The queue is sized for every context, so this only happens
+                // at shutdown: run it here rather than lose it.
+                let done = job.run();
+                self.ch.handle_exec_done(cmd, done);
+            }
+        } else {
+            let done = r.nexus.execute(r.lun, r.cdb, r.buf, r.offset, r.len);
+            self.ch.handle_exec_done(cmd, done);
+        }
+    }
+
+    /// Posts gathered receives, then sends: one doorbell per batch of up to
+    /// `BATCH` requests, built in stack arrays (no allocation).
+    fn flush(&mut self) {
+        const BATCH: usize = 32;
+        let mut failed = false;
+        let recvs = std::mem::take(&mut self.recvs);
+        for chunk in recvs.chunks(BATCH) {
+            let mut sges = [Sge::default(); BATCH];
+            for (s, &slot) in sges.iter_mut().zip(chunk) {
+                let (off, len) = self.ch.recv_slot(slot);
+                match self.recv_mr.sge(off as usize, len) {
+                    Some(v) => *s = v,
+                    None => failed = true,
+                }
+            }
+            let mut reqs = [RecvRequest { wr_id: 0, local: &[] }; BATCH];
+            for (i, &slot) in chunk.iter().enumerate() {
+                reqs[i] = RecvRequest {
+                    wr_id: crate::proto::WrId::recv(slot),
+                    local: std::slice::from_ref(&sges[i]),
+                };
+            }
+            if let Err(e) = self.qp.post_recv(&reqs[..chunk.len()], &mut self.recv_scratch) {
+                if self.drain.is_none() {
+                    tracing::error!(error = %e.error, "post_recv failed");
+                }
+                failed = true;
+            }
+        }
+        self.recvs = recvs;
+        self.recvs.clear();
+        let sends = std::mem::take(&mut self.sends);
+        for chunk in sends.chunks(BATCH) {
+            let mut sges = [Sge::default(); BATCH];
+            for (s, wr) in sges.iter_mut().zip(chunk) {
+                match self
+                    .mr(wr.local.region)
+                    .and_then(|mr| mr.sge(wr.local.offset as usize, wr.local.len))
+                {
+                    Some(v) => *s = v,
+                    None => {
+                        tracing::error!(?wr, "work request outside its memory region");
+                        failed = true;
+                    }
+                }
+            }
+            let none: [Sge; 0] = [];
+            let mut reqs = [SendRequest::new(0, SendOp::Send, &none); BATCH];
+            for (i, wr) in chunk.iter().enumerate() {
+                let remote = Remote {
+                    addr: wr.remote_addr,
+                    rkey: wr.rkey,
+                };
+                let op = match wr.opcode {
+                    WrOpcode::RdmaRead => SendOp::RdmaRead(remote),
+                    WrOpcode::RdmaWrite => SendOp::RdmaWrite(remote),
+                    WrOpcode::Send => SendOp::Send,
+                };
+                reqs[i] =
+                    SendRequest::new(wr.wr_id, op, std::slice::from_ref(&sges[i])).signaled(wr.signaled);
+            }
+            if failed {
+                break;
+            }
+            if let Err(e) = self.qp.post_send(&reqs[..chunk.len()], &mut self.send_scratch) {
+                if self.drain.is_none() {
+                    tracing::error!(error = %e.error, posted = e.posted, "post_send failed");
+                }
+                failed = true;
+                break;
+            }
+        }
+        self.sends = sends;
+        self.sends.clear();
+        if failed && self.drain.is_none() {
+            // The channel's view of the queues no longer matches the
+            // hardware's: end the connection (the next pass drains it).
+            self.ch.handle_disconnect();
+        }
+    }
+
+    /// Moves the QP to the error state and posts a marker on each queue;
+    /// their flush completions mean everything before them is done.
+    fn start_drain(&mut self, events: &UnboundedSender<PollerEvent>) {
+        if self.drain.is_some() {
+            return;
+        }
+        let _ = events.send(PollerEvent::Disconnect { key: self.key });
+        self.drain = Some((false, false));
+        if let Err(e) = self.qp.to_error() {
+            tracing::error!(error = %e, "moving QP to error failed");
+        }
+        let none: [Sge; 0] = [];
+        if let Err(e) = self.qp.post_send(
+            &[SendRequest::new(DRAIN_SQ, SendOp::Send, &none).signaled(true)],
+            &mut self.send_scratch,
+        ) {
+            tracing::warn!(error = %e.error, "posting the send-queue drain marker failed; assuming drained");
+            self.drain = Some((true, false));
+        }
+        if let Err(e) = self.qp.post_recv(
+            &[RecvRequest {
+                wr_id: DRAIN_RQ,
+                local: &none,
+            }],
+            &mut self.recv_scratch,
+        ) {
+            tracing::warn!(error = %e.error, "posting the receive drain marker failed; assuming drained");
+            let sq = self.drain.is_some_and(|d| d.0);
+            self.drain = Some((sq, true));
+        }
+        self.check_drained();
+    }
+
+    fn check_drained(&mut self) {
+        if self.drain == Some((true, true)) {
+            self.drain = Some((true, true));
+            self.ch.handle_drained();
+        }
+    }
+
+    /// Feeds completions to the channel.
+    fn on_completions(&mut self, wcs: &[WorkCompletion]) {
+        for wc in wcs {
+            match wc.wr_id {
+                DRAIN_SQ | DRAIN_RQ => {
+                    if let Some((sq, rq)) = self.drain.as_mut() {
+                        if wc.wr_id == DRAIN_SQ {
+                            *sq = true;
+                        } else {
+                            *rq = true;
+                        }
+                    }
+                    self.check_drained();
+                }
+                id => self.ch.handle_completion(id, wc.is_success(), wc.byte_len),
+            }
+        }
+    }
+}
+
+/// A blocking SCSI command for the worker pool.
+#[derive(Debug)]
+pub struct ExecJob {
+    key: u64,
+    cmd: CmdId,
+    nexus: Arc<Nexus>,
+    lun: [u8; 8],
+    cdb: [u8; 32],
+    cdb_len: u8,
+    buf: Arc<rdma::DmaBuf>,
+    offset: usize,
+    len: u32,
+}
+
+impl ExecJob {
+    fn run(&self) -> Completion {
+        self.nexus.execute(
+            self.lun,
+            &self.cdb[..self.cdb_len as usize],
+            &self.buf,
+            self.offset,
+            self.len,
+        )
+    }
+}
+
+/// The worker pool of one poller and the way results come back.
+#[derive(Debug)]
+pub struct ExecQueue {
+    pool: WorkerPool<ExecJob>,
+}
+
+/// What a poller tells the control plane.
+#[derive(Debug)]
+pub enum PollerEvent {
+    /// The channel wants its connection ended (logout, fatal error).
+    Disconnect { key: u64 },
+    /// The channel is gone; all its resources are freed.
+    Closed { key: u64, stats: ChannelStats },
+}
+
+/// What the control plane tells a poller.
+#[derive(Debug)]
+pub enum PollerMsg {
+    Add(Box<ChannelDriver>),
+    /// The connection is gone (CM event): drain and free.
+    Disconnect(u64),
+    /// Target shutdown: log the initiator out.
+    Logout(u64),
+    /// Stop once no channel is left.
+    Stop,
+}
+
+/// The control plane's handle on a poller thread.
+#[derive(Debug)]
+pub struct PollerHandle {
+    tx: Mutex<Sender<PollerMsg>>,
+    wake: Mutex<UnixStream>,
+    comp_channels: Arc<Mutex<HashMap<String, Arc<CompletionChannel>>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl PollerHandle {
+    /// Sends a message and wakes the poller.
+    pub fn send(&self, m: PollerMsg) {
+        if let Ok(tx) = self.tx.lock() {
+            let _ = tx.send(m);
+        }
+        if let Ok(mut w) = self.wake.lock() {
+            let _ = w.write(&[1]);
+        }
+    }
+
+    /// The completion channel this poller sleeps on for `device`.
+    pub fn comp_channel(&self, device: &Device) -> rdma::Result<Arc<CompletionChannel>> {
+        let mut m = self.comp_channels.lock().expect("poller map poisoned");
+        if let Some(c) = m.get(device.name()) {
+            return Ok(c.clone());
+        }
+        let c = CompletionChannel::new(device.context())?;
+        m.insert(device.name().to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Waits for the thread to end (after `Stop`).
+    pub fn join(&self) {
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Settings of a poller.
+#[derive(Debug, Clone, Copy)]
+pub struct PollerConfig {
+    /// Keep polling this long after the last completion before sleeping.
+    pub spin: Duration,
+    /// Worker threads for blocking backstore I/O.
+    pub io_threads: usize,
+    /// Queue size of the worker pool (covers every context).
+    pub io_queue: usize,
+}
+
+/// Starts a poller thread.
+pub fn spawn(
+    index: usize,
+    cfg: PollerConfig,
+    events: UnboundedSender<PollerEvent>,
+) -> std::io::Result<Arc<PollerHandle>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (wake_tx, wake_rx) = UnixStream::pair()?;
+    wake_tx.set_nonblocking(true)?;
+    wake_rx.set_nonblocking(true)?;
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<(u64, CmdId, Completion)>(cfg.io_queue.max(1));
+    let waker = Mutex::new(wake_tx.try_clone()?);
+    let handler_done = done_tx.clone();
+    let pool = WorkerPool::new(
+        cfg.io_threads.max(1),
+        cfg.io_queue.max(1),
+        &format!("srptd-io{index}"),
+        move |job: ExecJob| {
+            let done = job.run();
+            let _ = handler_done.send((job.key, job.cmd, done));
+            if let Ok(mut w) = waker.lock() {
+                let _ = w.write(&[1]);
+            }
+        },
+    )?;
+    let comp_channels = Arc::new(Mutex::new(HashMap::new()));
+    let handle = Arc::new(PollerHandle {
+        tx: Mutex::new(tx),
+        wake: Mutex::new(wake_tx),
+        comp_channels: comp_channels.clone(),
+        thread: Mutex::new(None),
+    });
+    let exec = ExecQueue { pool };
+    let t = std::thread::Builder::new()
+        .name(format!("srptd-poll{index}"))
+        .spawn(move || {
+            let mut p = Poller {
+                rx,
+                wake: wake_rx,
+                done: done_rx,
+                _done_tx: done_tx,
+                exec,
+                events,
+                comp_channels,
+                chans: Vec::new(),
+                cfg,
+            };
+            p.run();
+        })?;
+    *handle.thread.lock().expect("fresh mutex") = Some(t);
+    Ok(handle)
+}
+
+struct Poller {
+    rx: Receiver<PollerMsg>,
+    wake: UnixStream,
+    done: Receiver<(u64, CmdId, Completion)>,
+    _done_tx: SyncSender<(u64, CmdId, Completion)>,
+    exec: ExecQueue,
+    events: UnboundedSender<PollerEvent>,
+    comp_channels: Arc<Mutex<HashMap<String, Arc<CompletionChannel>>>>,
+    chans: Vec<Box<ChannelDriver>>,
+    cfg: PollerConfig,
+}
+
+impl Poller {
+    fn find(&mut self, key: u64) -> Option<&mut Box<ChannelDriver>> {
+        self.chans.iter_mut().find(|c| c.key == key)
+    }
+
+    /// One pass over control messages, backstore completions and CQs.
+    fn poll_once(&mut self, wcs: &mut [WorkCompletion], stop: &mut bool) -> usize {
+        let mut work = 0usize;
+        loop {
+            let m = match self.rx.try_recv() {
+                Ok(m) => m,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    *stop = true;
+                    break;
+                }
+            };
+            work += 1;
+            match m {
+                PollerMsg::Add(mut d) => {
+                    d.run_actions(&self.exec, &self.events);
+                    self.chans.push(d);
+                }
+                PollerMsg::Disconnect(key) => {
+                    if let Some(d) = self.find(key) {
+                        d.ch.handle_disconnect();
+                    }
+                    self.run_key(key);
+                }
+                PollerMsg::Logout(key) => {
+                    if let Some(d) = self.find(key) {
+                        d.ch.logout();
+                    }
+                    self.run_key(key);
+                }
+                PollerMsg::Stop => *stop = true,
+            }
+        }
+        while let Ok((key, cmd, done)) = self.done.try_recv() {
+            work += 1;
+            if let Some(d) = self.find(key) {
+                d.ch.handle_exec_done(cmd, done);
+            }
+            self.run_key(key);
+        }
+        for d in self.chans.iter_mut() {
+            match d.cq.poll(wcs) {
+                Ok(0) => {}
+                Ok(n) => {
+                    work += n;
+                    d.on_completions(&wcs[..n]);
+                    d.run_actions(&self.exec, &self.events);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "polling a completion queue failed");
+                    d.ch.handle_disconnect();
+                    d.run_actions(&self.exec, &self.events);
+                }
+            }
+        }
+        self.chans.retain(|d| !d.closed);
+        work
+    }
+
+    fn run(&mut self) {
+        let mut wcs = vec![WorkCompletion::default(); 64];
+        let mut stop = false;
+        let mut last_work = Instant::now();
+        loop {
+            let work = self.poll_once(&mut wcs, &mut stop);
+            if stop && self.chans.is_empty() {
+                break;
+            }
+            if work > 0 {
+                last_work = Instant::now();
+                continue;
+            }
+            if last_work.elapsed() < self.cfg.spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Idle: arm every CQ, then look once more so that a completion
+            // that arrived before the arm is not slept through.
+            for d in &self.chans {
+                if let Err(e) = d.cq.arm(false) {
+                    tracing::error!(error = %e, "arming a completion queue failed");
+                }
+            }
+            if self.poll_once(&mut wcs, &mut stop) > 0 {
+                last_work = Instant::now();
+                continue;
+            }
+            let chans: Vec<Arc<CompletionChannel>> = self
+                .comp_channels
+                .lock()
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            {
+                let mut fds = Vec::with_capacity(chans.len() + 1);
+                fds.push(self.wake.as_fd());
+                fds.extend(chans.iter().map(|c| c.as_fd()));
+                if let Err(e) = rdma::wait_any(&fds, Some(Duration::from_millis(200))) {
+                    tracing::error!(error = %e, "waiting for completions failed");
+                }
+            }
+            for c in &chans {
+                while let Ok(Some(_)) = c.get_event() {}
+            }
+            let mut sink = [0u8; 64];
+            while matches!(self.wake.read(&mut sink), Ok(n) if n > 0) {}
+            last_work = Instant::now();
+        }
+        tracing::debug!("poller stopped");
+    }
+
+    fn run_key(&mut self, key: u64) {
+        let (exec, events) = (&self.exec, &self.events);
+        if let Some(d) = self.chans.iter_mut().find(|c| c.key == key) {
+            d.run_actions(exec, events);
+        }
+    }
+}
