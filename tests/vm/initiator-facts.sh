@@ -2,8 +2,8 @@
 # Guest script: record what the 6.1 kernel SRP initiator (ib_srp) sends at
 # login over RDMA/CM on rxe, for the people writing the target. Not a
 # pass/fail test; output goes to stdout and $VM_RESULTS/facts.txt.
-#   1. cm-probe (tests/vm/tools/cm-probe.c, built on the host into
-#      target/vm-tools/) listens on the SRP port and dumps the CONNECT_REQUEST
+#   1. cm-probe (tests/vm/tools/cm-probe.c, compiled in the guest) listens
+#      on the SRP port and dumps the RDMA/CM CONNECT_REQUEST
 #      (conn params as the passive side sees them + SRP_LOGIN_REQ bytes),
 #      for several ib_srp parameter sets.
 #   2. A real login to ib_srpt with ib_srp dynamic debug on, dmesg kept.
@@ -12,7 +12,10 @@ set -uo pipefail
 . "$REPO/tests/vm/lib.sh"
 OUT=$VM_RESULTS/facts.txt
 exec > >(tee "$OUT") 2>&1
-PROBE=$REPO/target/vm-tools/cm-probe
+# Built here, in the guest's writable /tmp, with the host's compiler.
+PROBE=/tmp/cm-probe
+cc -O2 -o "$PROBE" "$REPO/tests/vm/tools/cm-probe.c" -lrdmacm -libverbs ||
+    echo "== could not build cm-probe (needs gcc, librdmacm-dev, libibverbs-dev)"
 
 rxe_setup
 echo "== /dev/infiniband: $(ls /dev/infiniband | tr '\n' ' ')"
@@ -44,7 +47,7 @@ if [ -x "$PROBE" ]; then
     probe "max_imm_data=65536" max_imm_data=65536
     srp_unload
 else
-    echo "== no $PROBE (build: cc -O2 -o target/vm-tools/cm-probe tests/vm/tools/cm-probe.c -lrdmacm -libverbs)"
+    echo "== no cm-probe, skipping the CONNECT_REQUEST dumps"
 fi
 
 echo "== real login to ib_srpt with dyndbg, ch_count=2"

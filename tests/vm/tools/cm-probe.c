@@ -3,7 +3,7 @@
  * RDMA_CM_EVENT_CONNECT_REQUEST carries (conn params as seen by the passive
  * side, private data = the SRP_LOGIN_REQ), then reject it and exit.
  * Used by tests/vm/initiator-facts.sh to record what the kernel SRP
- * initiator sends. Build: cc -O2 -o cm-probe cm-probe.c -lrdmacm
+ * initiator sends. Build: cc -O2 -o cm-probe cm-probe.c -lrdmacm -libverbs
  */
 #include <arpa/inet.h>
 #include <rdma/rdma_cma.h>
