@@ -55,7 +55,7 @@ if [ -z "$kernel" ] || [ ! -r "$kernel" ]; then
     log "no readable guest kernel (looked for /boot/vmlinuz-6.1.0-*-amd64; install linux-image-amd64, need root to read it)"
     exit 125
 fi
-kver=${kernel#/boot/vmlinuz-}
+kver=$(basename "$kernel"); kver=${kver#vmlinuz-}
 if [ ! -d "/lib/modules/$kver" ]; then
     log "kernel modules for $kver missing in /lib/modules"
     exit 125

@@ -16,7 +16,9 @@ rxe_setup
 # Environment facts for the log (not fatal).
 vm_log "/dev/infiniband: $(ls /dev/infiniband | tr '\n' ' ')"
 ibv_devinfo -d "$RXE_DEV" 2>&1 | grep -E 'hca_id|node_guid|state|active_mtu|link_layer' >&2 || true
-vm_log "host checkout visible: $(ls -d "$REPO"/target/*/srptd 2>/dev/null | tr '\n' ' ')"
+if bin=$(srptd_bin 2>/dev/null); then
+    vm_log "host-built $bin runs in the guest, says: $("$bin" --version 2>&1 | head -n1)"
+fi
 
 lio_ramdisk_target "$PAGES"
 
