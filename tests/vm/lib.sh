@@ -353,11 +353,20 @@ srptd_start() {
     : > "$log"
     "$bin" "$@" >> "$log" 2>&1 &
     SRPTD_PID=$!
-    if ! wait_until 30 grep -q '^ready ' "$log"; then
-        kill "$SRPTD_PID" 2>/dev/null || true
-        cat "$log" >&2
-        vm_die "srptd did not report ready"; return 1
-    fi
+    local end=$(( $(date +%s) + ${SRPTD_READY_TIMEOUT:-30} ))
+    until grep -q '^ready ' "$log"; do
+        if _pid_gone "$SRPTD_PID"; then
+            local rc=0; wait "$SRPTD_PID" || rc=$?
+            cat "$log" >&2; SRPTD_PID=
+            vm_die "srptd exited with status $rc before reporting ready"; return 1
+        fi
+        if [ "$(date +%s)" -ge "$end" ]; then
+            kill "$SRPTD_PID" 2>/dev/null || true
+            cat "$log" >&2
+            vm_die "srptd did not report ready within ${SRPTD_READY_TIMEOUT:-30}s"; return 1
+        fi
+        sleep 0.2
+    done
     line=$(grep -m1 '^ready ' "$log")
     SRPTD_ID_EXT=$(echo "$line" | sed -n 's/.*id_ext=\([0-9a-fA-F]*\).*/\1/p')
     SRPTD_IOC_GUID=$(echo "$line" | sed -n 's/.*ioc_guid=\([0-9a-fA-F]*\).*/\1/p')
