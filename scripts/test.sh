@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# THE test command of srptd (CI runs exactly this, via .ci/run):
+#   1. install build + VM dependencies (fast no-op when present)
+#   2. cargo test --workspace            (unit and integration tests)
+#   3. end-to-end smoke in a throwaway QEMU VM with soft-RoCE:
+#      scripts/vm-run.sh tests/vm/kernel-target-smoke.sh
+#
+# SKIP_VM_TESTS=1 skips step 3 (quick local runs). VM_TIMEOUT etc. are
+# passed on to scripts/vm-run.sh.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n=== %s\n' "$*" >&2; }
+
+step "install dependencies"
+scripts/install-deps.sh
+
+step "cargo test --workspace"
+cargo test --workspace
+
+if [ "${SKIP_VM_TESTS:-0}" = 1 ]; then
+    step "VM tests skipped (SKIP_VM_TESTS=1)"
+else
+    step "VM smoke: kernel ib_srpt + ib_srp over soft-RoCE"
+    scripts/vm-run.sh tests/vm/kernel-target-smoke.sh
+fi
+step "all tests passed"

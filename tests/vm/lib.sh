@@ -1,0 +1,395 @@
+# shellcheck shell=bash
+# Helpers for end-to-end scenarios run INSIDE the throwaway VM started by
+# scripts/vm-run.sh (Debian 6.1 kernel, root, host root fs read-only over 9p).
+#
+#   . "$REPO/tests/vm/lib.sh"
+#   rxe_setup                           # soft-RoCE rxe0 on dummy0, 169.254.77.1
+#   lio_ramdisk_target 65536            # kernel ib_srpt + LIO rd_mcp, port 5555
+#   dev=$(srp_login "$LIO_ID_EXT" "$LIO_IOC_GUID" 2)   # -> /dev/sdX
+#   fio_verify "$dev" 3
+#   srp_logout_all; srp_unload
+#   lio_teardown                        # ib_srpt + target_core_mod unloaded
+#
+# Everything logs to stderr; functions that "return" something print it on
+# stdout. On failure, call vm_collect_logs (vm_trap_failures does that for
+# you) to save dmesg and state to $VM_RESULTS.
+#
+# Facts (checked on 6.1.0 under TCG, see README "Testing"):
+#  - rxe must sit on a real-ish netdev with a non-loopback address: dummy0
+#    with a 169.254.x.x/32 address works; lo/127.x, veth pairs and other
+#    network namespaces do not.
+#  - ib_srpt on 6.1 takes its RDMA/CM port from
+#    /sys/kernel/config/target/srpt/discovery_auth/rdma_cm_port, not from a
+#    module parameter.
+#  - While ib_srpt is loaded it owns the RDMA/CM port and the DevMgt MAD
+#    class on rxe0; lio_teardown removes the configfs objects and unloads
+#    ib_srpt and target_core_mod so that our userspace target can take over.
+
+: "${VM_RESULTS:=/tmp}"
+: "${REPO:=$(pwd)}"
+
+RXE_DEV=${RXE_DEV:-rxe0}
+RXE_NETDEV=${RXE_NETDEV:-dummy0}
+RXE_MAC=${RXE_MAC:-02:00:00:00:77:01}
+RXE_ADDR=${RXE_ADDR:-169.254.77.1}
+SRP_PORT=${SRP_PORT:-5555}
+LIO_VENDOR=LIO-ORG
+CFS=/sys/kernel/config
+LIO=$CFS/target
+
+vm_log() { printf '[%6s] %s\n' "$(cut -d' ' -f1 /proc/uptime)" "$*" >&2; }
+vm_die() { vm_log "FAIL: $*"; return 1; }
+
+# wait_until <timeout_s> <command...>: poll every 0.2 s until the command
+# succeeds; non-zero if it never does.
+wait_until() {
+    local t=$1; shift
+    local end=$(( $(date +%s) + t ))
+    until "$@" >/dev/null 2>&1; do
+        [ "$(date +%s)" -lt "$end" ] || return 1
+        sleep 0.2
+    done
+}
+
+# Save dmesg and some state into $VM_RESULTS (best effort).
+vm_collect_logs() {
+    local d=${VM_RESULTS:-/tmp}
+    dmesg > "$d/dmesg.txt" 2>/dev/null || true
+    {
+        echo "== lsmod"; lsmod
+        echo "== rdma link"; rdma link show
+        echo "== ip addr"; ip addr
+        echo "== scsi"; ls -l /sys/class/scsi_disk 2>&1
+        echo "== srp ports"; ls -l /sys/class/srp_remote_ports 2>&1
+    } > "$d/state.txt" 2>&1 || true
+    vm_log "dmesg and state saved to $d/{dmesg,state}.txt"
+}
+
+# Install an EXIT trap that saves logs when the script fails.
+vm_trap_failures() {
+    trap 'rc=$?; if [ $rc -ne 0 ]; then vm_log "script failed (exit $rc)"; vm_collect_logs; dmesg | tail -n 40 >&2; fi' EXIT
+}
+
+########################################################################
+# soft-RoCE
+
+_rxe_active() {
+    grep -q ACTIVE "/sys/class/infiniband/$RXE_DEV/ports/1/state" &&
+        # the IPv4-mapped GID (index 1) shows the address is in the GID table
+        grep -qv '^0000:0000:0000:0000:0000:0000:0000:0000$' \
+            "/sys/class/infiniband/$RXE_DEV/ports/1/gids/1"
+}
+
+# rxe_setup: rdma_rxe on dummy0 (fixed MAC, so the node GUID is always
+# 0000:00ff:fe00:7701) with 169.254.77.1/32. Exports RXE_GUID (with colons)
+# and RXE_GUID_HEX (16 hex digits).
+rxe_setup() {
+    local m
+    for m in rdma_rxe ib_uverbs rdma_ucm ib_umad; do
+        modprobe "$m" || { vm_die "modprobe $m"; return 1; }
+    done
+    if ! ip link show "$RXE_NETDEV" >/dev/null 2>&1; then
+        ip link add "$RXE_NETDEV" type dummy
+    fi
+    ip link set "$RXE_NETDEV" address "$RXE_MAC"
+    ip addr replace "$RXE_ADDR/32" dev "$RXE_NETDEV"
+    ip link set "$RXE_NETDEV" up
+    if [ ! -e "/sys/class/infiniband/$RXE_DEV" ]; then
+        rdma link add "$RXE_DEV" type rxe netdev "$RXE_NETDEV" ||
+            { vm_die "rdma link add $RXE_DEV"; return 1; }
+    fi
+    wait_until 20 _rxe_active || { vm_die "$RXE_DEV port not ACTIVE with an IPv4 GID"; return 1; }
+    # device nodes come from devtmpfs (no udev in the guest)
+    wait_until 10 test -c /dev/infiniband/uverbs0 ||
+        { vm_die "/dev/infiniband/uverbs0 missing"; return 1; }
+    RXE_GUID=$(cat "/sys/class/infiniband/$RXE_DEV/node_guid")
+    RXE_GUID_HEX=$(echo "$RXE_GUID" | tr -d :)
+    export RXE_GUID RXE_GUID_HEX
+    vm_log "rxe: $RXE_DEV on $RXE_NETDEV $RXE_ADDR node_guid $RXE_GUID"
+}
+
+########################################################################
+# Kernel reference target: ib_srpt + LIO ramdisk
+
+_lio_mount_configfs() {
+    grep -q " $CFS configfs" /proc/mounts || mount -t configfs none "$CFS"
+}
+
+# lio_ramdisk_target <size_pages> [serial]: one rd_mcp LUN of size_pages
+# 4 KiB pages behind kernel ib_srpt on $SRP_PORT (5555). ACLs for the
+# initiator's IPv4 address and for the node GUID. Exports LIO_ID_EXT and
+# LIO_IOC_GUID (16 hex digits, both the node GUID) for srp_login.
+lio_ramdisk_target() {
+    local pages=${1:-65536} serial=${2:-srptd-lio-ref-0001} a
+    modprobe target_core_mod && modprobe ib_srpt || { vm_die "modprobe ib_srpt"; return 1; }
+    _lio_mount_configfs
+    local rd=$LIO/core/rd_mcp_0/ramdisk
+    mkdir -p "$rd"
+    echo "rd_pages=$pages" > "$rd/control"
+    echo 1 > "$rd/enable"
+    echo "$serial" > "$rd/wwn/vpd_unit_serial"
+    mkdir -p "$LIO/srpt"
+    echo "$SRP_PORT" > "$LIO/srpt/discovery_auth/rdma_cm_port"
+    local guid
+    guid=$(cat "/sys/class/infiniband/$RXE_DEV/node_guid")
+    local p=$LIO/srpt/$guid/$guid
+    mkdir -p "$p/lun/lun_0"
+    ln -s "$rd" "$p/lun/lun_0/ramdisk"
+    for a in "$RXE_ADDR" "$guid"; do
+        mkdir -p "$p/acls/$a/lun_0"
+        ln -s "$p/lun/lun_0" "$p/acls/$a/lun_0/"
+    done
+    echo 1 > "$p/enable"
+    LIO_ID_EXT=$(echo "$guid" | tr -d :)
+    LIO_IOC_GUID=$LIO_ID_EXT
+    export LIO_ID_EXT LIO_IOC_GUID
+    vm_log "lio: ib_srpt rd_mcp $pages pages on port $SRP_PORT, id_ext=$LIO_ID_EXT"
+}
+
+# lio_teardown: remove every srpt/LIO configfs object in reverse order of
+# creation, then unload ib_srpt and the target core. Log out initiators
+# first (srp_logout_all), otherwise sessions keep the modules busy.
+# Fails if ib_srpt or target_core_mod is still loaded at the end.
+lio_teardown() {
+    local f d
+    if [ -d "$LIO/srpt" ]; then
+        # srpt/<wwn>/<tpg>
+        for d in "$LIO"/srpt/*/*/; do
+            [ -e "$d/enable" ] || continue
+            echo 0 > "$d/enable" 2>/dev/null || true
+            for f in "$d"/acls/*/lun_*/*; do [ -L "$f" ] && rm -f "$f"; done
+            for f in "$d"/acls/*/lun_*; do [ -d "$f" ] && rmdir "$f"; done
+            for f in "$d"/acls/*; do [ -d "$f" ] && rmdir "$f"; done
+            for f in "$d"/lun/*/*; do [ -L "$f" ] && rm -f "$f"; done
+            for f in "$d"/lun/*; do [ -d "$f" ] && rmdir "$f"; done
+            rmdir "$d"
+        done
+        for d in "$LIO"/srpt/*/; do
+            case "$d" in */discovery_auth/) continue ;; esac
+            rmdir "$d" 2>/dev/null || true
+        done
+        # The fabric's own group holds a reference on ib_srpt.
+        rmdir "$LIO/srpt" || { vm_die "rmdir $LIO/srpt: $(ls "$LIO/srpt")"; return 1; }
+    fi
+    if [ -d "$LIO/core" ]; then
+        for d in "$LIO"/core/*/*/; do
+            [ -e "$d/control" ] && rmdir "$d"
+        done
+        for d in "$LIO"/core/*/; do
+            case "$d" in */alua/) continue ;; esac
+            rmdir "$d" 2>/dev/null || true
+        done
+    fi
+    if lsmod | grep -q '^ib_srpt '; then
+        wait_until 20 rmmod ib_srpt || { vm_die "rmmod ib_srpt: $(lsmod | grep ib_srpt)"; return 1; }
+    fi
+    # target_core_{iblock,file,pscsi,user} may have been pulled in; rd is
+    # built into target_core_mod on Debian.
+    for m in target_core_user target_core_pscsi target_core_file target_core_iblock; do
+        lsmod | grep -q "^$m " && rmmod "$m"
+    done
+    if lsmod | grep -q '^target_core_mod '; then
+        wait_until 20 rmmod target_core_mod ||
+            { vm_die "rmmod target_core_mod: $(lsmod | grep target_core)"; return 1; }
+    fi
+    if lsmod | grep -qE '^(ib_srpt|target_core_mod) '; then
+        vm_die "kernel target still loaded"; return 1
+    fi
+    vm_log "lio: torn down, ib_srpt and target_core_mod unloaded"
+}
+
+########################################################################
+# Kernel initiator: ib_srp
+
+# SCSI disks behind ib_srp hosts, one "sdX VENDOR" per line.
+srp_disks() {
+    local h d host proc
+    for d in /sys/block/sd*; do
+        [ -e "$d/device" ] || continue
+        host=$(readlink -f "$d/device" | grep -o 'host[0-9]*' | head -n1)
+        proc=$(cat "/sys/class/scsi_host/$host/proc_name" 2>/dev/null || true)
+        [ "$proc" = ib_srp ] || continue
+        printf '%s %s\n' "${d##*/}" "$(tr -d ' ' < "$d/device/vendor")"
+    done
+}
+
+_srp_disk_with_vendor() {
+    srp_disks | awk -v v="$1" '$2 == v || v == "" { print $1; f=1; exit } END { exit !f }'
+}
+
+# wait_for_disk <vendor> [timeout_s]: wait for a SCSI disk behind ib_srp
+# whose INQUIRY vendor (spaces stripped) is <vendor> ("" = any), print
+# /dev/sdX.
+wait_for_disk() {
+    local vendor=$1 t=${2:-30} sd
+    wait_until "$t" _srp_disk_with_vendor "$vendor" ||
+        { vm_die "no SRP disk with vendor '$vendor' after ${t}s (have: $(srp_disks | tr '\n' ' '))"; return 1; }
+    sd=$(_srp_disk_with_vendor "$vendor")
+    # size is known once the disk has been revalidated
+    wait_until 10 test "$(cat "/sys/block/$sd/size")" -gt 0 || true
+    echo "/dev/$sd"
+}
+
+# srp_load [ib_srp module params...]: (re)load ib_srp with these params.
+# SRP_DYNDBG=1 also enables its pr_debug/dev_dbg output (dyndbg=+p).
+srp_load() {
+    if lsmod | grep -q '^ib_srp '; then
+        srp_logout_all
+        rmmod ib_srp || { vm_die "rmmod ib_srp"; return 1; }
+    fi
+    local dbg=()
+    [ "${SRP_DYNDBG:-0}" = 1 ] && dbg=(dyndbg=+p)
+    vm_log "modprobe ib_srp $* ${dbg[*]}"
+    modprobe ib_srp "$@" "${dbg[@]}" || { vm_die "modprobe ib_srp $*"; return 1; }
+    wait_until 10 test -e "/sys/class/infiniband_srp/srp-$RXE_DEV-1/add_target" ||
+        { vm_die "no /sys/class/infiniband_srp/srp-$RXE_DEV-1"; return 1; }
+}
+
+srp_unload() {
+    lsmod | grep -q '^ib_srp ' || return 0
+    srp_logout_all
+    rmmod ib_srp
+}
+
+# srp_login <id_ext> <ioc_guid> [ch_count] [extra ib_srp module params...]
+# Loads ib_srp with ch_count (default 1) and the extra params, logs in to
+# dest=$RXE_ADDR:$SRP_PORT through RDMA/CM, waits for the disk whose vendor
+# is $SRP_VENDOR (default LIO-ORG; "" = any) and prints /dev/sdX.
+# SRP_TARGET_OPTS may add add_target options (e.g. "queue_size=32").
+srp_login() {
+    local id_ext=$1 ioc_guid=$2 ch=${3:-1}
+    shift 2; [ $# -gt 0 ] && shift
+    srp_load "ch_count=$ch" "$@" || return 1
+    local line="id_ext=$id_ext,ioc_guid=$ioc_guid,dest=$RXE_ADDR:$SRP_PORT"
+    [ -n "${SRP_TARGET_OPTS:-}" ] && line="$line,$SRP_TARGET_OPTS"
+    vm_log "add_target $line"
+    if ! echo "$line" > "/sys/class/infiniband_srp/srp-$RXE_DEV-1/add_target"; then
+        vm_die "add_target failed: $(dmesg | tail -n 5)"; return 1
+    fi
+    wait_for_disk "${SRP_VENDOR-$LIO_VENDOR}" 30
+}
+
+# srp_logout_all: delete every SRP remote port and wait for the disks to go.
+srp_logout_all() {
+    local p
+    for p in /sys/class/srp_remote_ports/port-*; do
+        [ -e "$p/delete" ] || continue
+        vm_log "logout ${p##*/}"
+        echo 1 > "$p/delete" || true
+    done
+    wait_until 30 test -z "$(ls /sys/class/srp_remote_ports 2>/dev/null)" ||
+        { vm_die "SRP remote ports still present"; return 1; }
+    wait_until 30 test -z "$(srp_disks)" || { vm_die "SRP disks still present"; return 1; }
+}
+
+# Number of connected RDMA channels of the (single) SRP SCSI host.
+srp_ch_count() {
+    local h
+    for h in /sys/class/scsi_host/host*; do
+        [ "$(cat "$h/proc_name" 2>/dev/null)" = ib_srp ] || continue
+        cat "$h/ch_count"; return 0
+    done
+    return 1
+}
+
+########################################################################
+# fio
+
+# fio_verify <dev> [runtime_s] [rw] [bs] [iodepth] [size]: write with crc32c
+# verification headers, then read everything back and check it
+# (verify_fatal). Default: randwrite 4k, iodepth 16, ~3 s of writes over a
+# 64 MiB region. Output goes to stderr and $VM_RESULTS/fio-<n>.txt.
+fio_verify() {
+    local dev=$1 rt=${2:-3} rw=${3:-randwrite} bs=${4:-4k} qd=${5:-16} size=${6:-64M}
+    local out=$VM_RESULTS/fio-verify-$rw-$bs-$$-$RANDOM.txt
+    vm_log "fio verify $rw bs=$bs qd=$qd runtime=${rt}s on $dev"
+    if fio --name=verify --filename="$dev" --direct=1 --ioengine=libaio \
+        --rw="$rw" --bs="$bs" --iodepth="$qd" --size="$size" --runtime="$rt" \
+        --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 \
+        --output="$out" >&2; then
+        grep -E 'IOPS=|err=' "$out" >&2 || true
+        return 0
+    fi
+    cat "$out" >&2 || true
+    vm_die "fio verify on $dev"
+}
+
+# fio_run <dev> <rw> <bs> [runtime_s] [iodepth]: timed job, prints IOPS
+# and bandwidth as "iops=<n> bw_kib=<n>".
+fio_run() {
+    local dev=$1 rw=$2 bs=$3 rt=${4:-8} qd=${5:-32}
+    fio --name=run --filename="$dev" --direct=1 --ioengine=libaio --rw="$rw" \
+        --bs="$bs" --iodepth="$qd" --numjobs=1 --runtime="$rt" --time_based \
+        --output-format=terse --terse-version=3 |
+        awk -F';' -v rw="$rw" '{
+            if (rw ~ /write/) print "iops=" $49 " bw_kib=" $48;
+            else print "iops=" $8 " bw_kib=" $7 }'
+}
+
+########################################################################
+# Our userspace target
+
+# srptd_bin: path of the srptd binary built on the host (release preferred,
+# override with SRPTD).
+srptd_bin() {
+    local b
+    for b in ${SRPTD:-} "$REPO/target/release/srptd" "$REPO/target/debug/srptd"; do
+        [ -x "$b" ] && { echo "$b"; return 0; }
+    done
+    vm_die "no srptd binary (build it on the host first)"
+}
+
+# srptd_start [args...]: start srptd (default args: --lun ram:256M --port
+# $SRP_PORT --device $RXE_DEV --allow ANY), wait for its
+# "ready id_ext=.. ioc_guid=.. port=.." line, export SRPTD_PID,
+# SRPTD_ID_EXT, SRPTD_IOC_GUID, SRPTD_PORT. Log: $VM_RESULTS/srptd.log.
+# The kernel target must not be loaded (lio_teardown).
+srptd_start() {
+    local bin log=$VM_RESULTS/srptd.log line
+    bin=$(srptd_bin) || return 1
+    if lsmod | grep -q '^ib_srpt '; then vm_die "ib_srpt is loaded; run lio_teardown first"; return 1; fi
+    [ $# -gt 0 ] || set -- --lun ram:256M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
+    vm_log "starting $bin $*"
+    : > "$log"
+    "$bin" "$@" >> "$log" 2>&1 &
+    SRPTD_PID=$!
+    local end=$(( $(date +%s) + ${SRPTD_READY_TIMEOUT:-30} ))
+    until grep -q '^ready ' "$log"; do
+        if _pid_gone "$SRPTD_PID"; then
+            local rc=0; wait "$SRPTD_PID" || rc=$?
+            cat "$log" >&2; SRPTD_PID=
+            vm_die "srptd exited with status $rc before reporting ready"; return 1
+        fi
+        if [ "$(date +%s)" -ge "$end" ]; then
+            kill "$SRPTD_PID" 2>/dev/null || true
+            cat "$log" >&2
+            vm_die "srptd did not report ready within ${SRPTD_READY_TIMEOUT:-30}s"; return 1
+        fi
+        sleep 0.2
+    done
+    line=$(grep -m1 '^ready ' "$log")
+    SRPTD_ID_EXT=$(echo "$line" | sed -n 's/.*id_ext=\([0-9a-fA-F]*\).*/\1/p')
+    SRPTD_IOC_GUID=$(echo "$line" | sed -n 's/.*ioc_guid=\([0-9a-fA-F]*\).*/\1/p')
+    SRPTD_PORT=$(echo "$line" | sed -n 's/.*port=\([0-9]*\).*/\1/p')
+    export SRPTD_PID SRPTD_ID_EXT SRPTD_IOC_GUID SRPTD_PORT
+    vm_log "srptd ready: $line (pid $SRPTD_PID)"
+}
+
+# true once <pid> has exited (a zombie child counts as exited)
+_pid_gone() {
+    [ ! -e "/proc/$1" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]
+}
+
+# srptd_stop: SIGTERM, then SIGKILL after 10 s; returns srptd's exit status.
+srptd_stop() {
+    [ -n "${SRPTD_PID:-}" ] || return 0
+    kill -TERM "$SRPTD_PID" 2>/dev/null || true
+    if ! wait_until 10 _pid_gone "$SRPTD_PID"; then
+        vm_log "srptd did not exit on SIGTERM; killing"
+        kill -KILL "$SRPTD_PID" 2>/dev/null || true
+    fi
+    local rc=0
+    wait "$SRPTD_PID" || rc=$?
+    SRPTD_PID=
+    return $rc
+}
