@@ -410,10 +410,22 @@ impl Control {
         self.next_key += 1;
         let p = (key as usize) % self.pollers.len();
         let attr = device.attr().clone();
-        let init_depth = (conn.responder_resources as u32)
+        tracing::debug!(
+            responder_resources = conn.responder_resources,
+            initiator_depth = conn.initiator_depth,
+            max_qp_init_rd_atom = attr.max_qp_init_rd_atom,
+            max_qp_rd_atom = attr.max_qp_rd_atom,
+            "connect request parameters"
+        );
+        // RDMA/CM reports the request's values from our side: the initiator's
+        // responder resources arrive as our initiator depth (RDMA READs we
+        // may have outstanding; the Linux initiator offers 4).
+        let init_depth = (conn.initiator_depth as u32)
             .min(attr.max_qp_init_rd_atom)
             .clamp(1, 255) as u8;
-        let resp_res = (conn.initiator_depth as u32).min(attr.max_qp_rd_atom).min(255) as u8;
+        let resp_res = (conn.responder_resources as u32)
+            .min(attr.max_qp_rd_atom)
+            .min(255) as u8;
         let mut cfg = ChannelConfig::new(acc.it_iu_len, acc.imm_data_offset, self.opts.limits.queue_depth);
         cfg.pool_size = self.opts.pool_size;
         cfg.max_transfer = self.target.max_transfer_bytes();

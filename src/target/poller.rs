@@ -26,9 +26,13 @@ use crate::scsi::{Completion, Nexus, WorkerPool};
 
 use super::device::Device;
 
-/// Work request ids of the drain markers (never produced by a channel).
+/// Work request id of the send-queue drain marker (never produced by a
+/// channel).
 const DRAIN_SQ: u64 = u64::MAX;
-const DRAIN_RQ: u64 = u64::MAX - 1;
+/// How long to wait for posted receives to be flushed after the send queue
+/// drained. Once the QP is in the error state and its send queue is empty
+/// nothing can write into our memory any more, so this is only tidiness.
+const RQ_DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// A channel as the poller runs it: protocol state plus verbs resources.
 #[derive(Debug)]
@@ -46,7 +50,11 @@ pub struct ChannelDriver {
     recv_scratch: RecvScratch,
     sends: Vec<WorkRequest>,
     recvs: Vec<u32>,
-    drain: Option<(bool, bool)>,
+    /// Receives posted and not yet completed.
+    recvs_posted: u32,
+    /// Draining: when the send-queue marker completed (None: not yet).
+    drain: Option<Option<Instant>>,
+    drained_reported: bool,
     closed: bool,
 }
 
@@ -77,7 +85,9 @@ impl ChannelDriver {
             recv_scratch: RecvScratch::with_capacity(rq, rq),
             sends: Vec::with_capacity(sq),
             recvs: Vec::with_capacity(rq),
+            recvs_posted: 0,
             drain: None,
+            drained_reported: false,
             closed: false,
         }
     }
@@ -182,11 +192,15 @@ impl ChannelDriver {
                     local: std::slice::from_ref(&sges[i]),
                 };
             }
-            if let Err(e) = self.qp.post_recv(&reqs[..chunk.len()], &mut self.recv_scratch) {
-                if self.drain.is_none() {
-                    tracing::error!(error = %e.error, "post_recv failed");
+            match self.qp.post_recv(&reqs[..chunk.len()], &mut self.recv_scratch) {
+                Ok(()) => self.recvs_posted += chunk.len() as u32,
+                Err(e) => {
+                    self.recvs_posted += e.posted as u32;
+                    if self.drain.is_none() {
+                        tracing::error!(error = %e.error, "post_recv failed");
+                    }
+                    failed = true;
                 }
-                failed = true;
             }
         }
         self.recvs = recvs;
@@ -241,42 +255,49 @@ impl ChannelDriver {
         }
     }
 
-    /// Moves the QP to the error state and posts a marker on each queue;
-    /// their flush completions mean everything before them is done.
+    /// Moves the QP to the error state and posts a marker on the send queue;
+    /// its flush completion means every earlier send-queue request is done.
+    /// Receives posted before the transition are flushed by it and counted
+    /// down. (A receive marker posted after the transition is never flushed
+    /// by rxe for userspace QPs, so none is used.)
     fn start_drain(&mut self, events: &UnboundedSender<PollerEvent>) {
         if self.drain.is_some() {
             return;
         }
         let _ = events.send(PollerEvent::Disconnect { key: self.key });
-        self.drain = Some((false, false));
+        tracing::debug!(
+            key = self.key,
+            recvs = self.recvs_posted,
+            "draining the queue pair"
+        );
+        self.drain = Some(None);
         if let Err(e) = self.qp.to_error() {
             tracing::error!(error = %e, "moving QP to error failed");
         }
         let none: [Sge; 0] = [];
-        if let Err(e) = self.qp.post_send(
-            &[SendRequest::new(DRAIN_SQ, SendOp::Send, &none).signaled(true)],
-            &mut self.send_scratch,
-        ) {
-            tracing::warn!(error = %e.error, "posting the send-queue drain marker failed; assuming drained");
-            self.drain = Some((true, false));
+        let marker = [SendRequest::new(DRAIN_SQ, SendOp::Send, &none).signaled(true)];
+        if let Err(e) = self.qp.post_send(&marker, &mut self.send_scratch) {
+            tracing::warn!(error = %e.error, "posting the drain marker failed; assuming the send queue drained");
+            self.drain = Some(Some(Instant::now()));
         }
-        if let Err(e) = self.qp.post_recv(
-            &[RecvRequest {
-                wr_id: DRAIN_RQ,
-                local: &none,
-            }],
-            &mut self.recv_scratch,
-        ) {
-            tracing::warn!(error = %e.error, "posting the receive drain marker failed; assuming drained");
-            let sq = self.drain.is_some_and(|d| d.0);
-            self.drain = Some((sq, true));
-        }
-        self.check_drained();
+        self.check_drained(Instant::now());
     }
 
-    fn check_drained(&mut self) {
-        if self.drain == Some((true, true)) {
-            self.drain = Some((true, true));
+    /// Reports the drain to the channel once the send queue is drained and
+    /// every receive is flushed (or the grace period passed).
+    fn check_drained(&mut self, now: Instant) {
+        let Some(Some(sq_done)) = self.drain else { return };
+        if self.ch.is_closed() || self.drained_reported {
+            return;
+        }
+        if self.recvs_posted == 0 || now.duration_since(sq_done) >= RQ_DRAIN_GRACE {
+            tracing::debug!(
+                key = self.key,
+                unflushed_recvs = self.recvs_posted,
+                in_flight = self.ch.in_flight(),
+                "drained"
+            );
+            self.drained_reported = true;
             self.ch.handle_drained();
         }
     }
@@ -284,20 +305,21 @@ impl ChannelDriver {
     /// Feeds completions to the channel.
     fn on_completions(&mut self, wcs: &[WorkCompletion]) {
         for wc in wcs {
-            match wc.wr_id {
-                DRAIN_SQ | DRAIN_RQ => {
-                    if let Some((sq, rq)) = self.drain.as_mut() {
-                        if wc.wr_id == DRAIN_SQ {
-                            *sq = true;
-                        } else {
-                            *rq = true;
-                        }
-                    }
-                    self.check_drained();
+            if wc.wr_id == DRAIN_SQ {
+                tracing::debug!(key = self.key, status = wc.status.name(), "drain marker");
+                if let Some(d) = self.drain.as_mut() {
+                    *d = Some(Instant::now());
                 }
-                id => self.ch.handle_completion(id, wc.is_success(), wc.byte_len),
+                continue;
             }
+            // The opcode of a failed completion is undefined: tell receives by
+            // their work request id.
+            if crate::proto::WrId::decode(wc.wr_id).is_some_and(|w| w.kind == crate::proto::WrKind::Recv) {
+                self.recvs_posted = self.recvs_posted.saturating_sub(1);
+            }
+            self.ch.handle_completion(wc.wr_id, wc.is_success(), wc.byte_len);
         }
+        self.check_drained(Instant::now());
     }
 }
 
@@ -528,6 +550,16 @@ impl Poller {
                     d.run_actions(&self.exec, &self.events);
                 }
             }
+        }
+        let now = Instant::now();
+        for d in self
+            .chans
+            .iter_mut()
+            .filter(|d| d.drain.is_some() && !d.drained_reported)
+        {
+            d.check_drained(now);
+            d.run_actions(&self.exec, &self.events);
+            work += 1;
         }
         self.chans.retain(|d| !d.closed);
         work
