@@ -2,8 +2,8 @@
 # THE test command of srptd (CI runs exactly this, via .ci/run):
 #   1. install build + VM dependencies (fast no-op when present)
 #   2. cargo test --workspace            (unit and integration tests)
-#   3. end-to-end smoke in a throwaway QEMU VM with soft-RoCE:
-#      scripts/vm-run.sh tests/vm/kernel-target-smoke.sh
+#   3. end-to-end tests in a throwaway QEMU VM with soft-RoCE and the real
+#      Linux SRP initiator (tests/vm/*.sh, listed below)
 #
 # SKIP_VM_TESTS=1 skips step 3 (quick local runs). VM_TIMEOUT etc. are
 # passed on to scripts/vm-run.sh.
@@ -21,7 +21,11 @@ cargo test --workspace
 if [ "${SKIP_VM_TESTS:-0}" = 1 ]; then
     step "VM tests skipped (SKIP_VM_TESTS=1)"
 else
-    step "VM smoke: kernel ib_srpt + ib_srp over soft-RoCE"
-    scripts/vm-run.sh tests/vm/kernel-target-smoke.sh
+    step "build srptd for the VM tests"
+    cargo build --release --bin srptd
+    for t in ${VM_TESTS:-srptd-smoke kernel-target-smoke}; do
+        step "VM test: $t"
+        scripts/vm-run.sh "tests/vm/$t.sh"
+    done
 fi
 step "all tests passed"
