@@ -12,6 +12,7 @@
 //!   verbs and RDMA/CM wrappers.
 #![deny(unsafe_code)]
 
+pub mod mad;
 pub mod proto;
 #[allow(unsafe_code)]
 pub mod rdma;

@@ -2,3 +2,4 @@
 //! writes, and the verbs / RDMA/CM wrappers.
 
 pub mod mem;
+pub mod umad;
