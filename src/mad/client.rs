@@ -661,82 +661,110 @@ pub fn query(device: &str, port: u8, dest_gid: Option<[u8; 16]>) -> Result<DmRep
     })
 }
 
-/// [`query`] with all parameters.
-pub fn query_with(o: &QueryOptions) -> Result<DmReport, QueryError> {
-    let port = UmadPort::open(&o.device, o.port)?;
-    let info = port.port_info()?;
-    let roce = info.link_layer != LinkLayer::InfiniBand;
-    let dest_gid = match o.dest_gid {
-        Some(g) => Some(g),
-        None if roce => Some(info.gid(o.gid_index).ok_or(QueryError::NoGid(o.gid_index))?),
-        None => None,
-    };
-    let dest_lid = o.dest_lid.unwrap_or(info.base_lid);
-    let grh = dest_gid.map(|gid| Grh {
-        gid,
-        gid_index: o.gid_index,
-        hop_limit: 64,
-        traffic_class: 0,
-        flow_label: 0,
-    });
-    let addr = MadAddress {
-        pkey_index: o.pkey_index,
-        ..MadAddress::gsi(dest_lid, grh)
-    };
-    // A requester-only agent: no methods, so it coexists with ib_srpt's or
-    // srptd's own DevMgt agent on the same port.
-    let agent = port.register_agent(MgmtClass::DEVICE_MGMT.0, DmMad::CLASS_VERSION, &[])?;
-    let seed = std::process::id().wrapping_mul(0x9e37_79b9)
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-    let mut q = DmQuery::new(seed);
-    q.report.dest_gid = dest_gid;
-    q.report.dest_lid = dest_lid;
-    q.report.pkey = info
-        .pkeys
-        .get(usize::from(o.pkey_index))
-        .copied()
-        .unwrap_or(0xffff);
-    let per_request =
-        Duration::from_millis(u64::from(o.timeout_ms) * (u64::from(o.retries) + 1)) + Duration::from_secs(1);
+/// An open port with a requester agent and the address of the
+/// destination, per [`QueryOptions`].
+struct Session {
+    port: UmadPort,
+    agent: crate::rdma::umad::Agent,
+    addr: MadAddress,
+    dest_gid: Option<[u8; 16]>,
+    pkey: u16,
+}
 
-    while let Some(req) = q.poll_request() {
-        port.send(&agent, &addr, &req, o.timeout_ms, o.retries)?;
-        let deadline = Instant::now() + per_request;
+impl Session {
+    fn open(o: &QueryOptions) -> Result<Self, QueryError> {
+        let port = UmadPort::open(&o.device, o.port)?;
+        let info = port.port_info()?;
+        let roce = info.link_layer != LinkLayer::InfiniBand;
+        let dest_gid = match o.dest_gid {
+            Some(g) => Some(g),
+            None if roce => Some(info.gid(o.gid_index).ok_or(QueryError::NoGid(o.gid_index))?),
+            None => None,
+        };
+        let grh = dest_gid.map(|gid| Grh {
+            gid,
+            gid_index: o.gid_index,
+            hop_limit: 64,
+            traffic_class: 0,
+            flow_label: 0,
+        });
+        let addr = MadAddress {
+            pkey_index: o.pkey_index,
+            ..MadAddress::gsi(o.dest_lid.unwrap_or(info.base_lid), grh)
+        };
+        // A requester-only agent: no methods, so it coexists with ib_srpt's
+        // or srptd's own DevMgt agent on the same port.
+        let agent = port.register_agent(MgmtClass::DEVICE_MGMT.0, DmMad::CLASS_VERSION, &[])?;
+        let pkey = info
+            .pkeys
+            .get(usize::from(o.pkey_index))
+            .copied()
+            .unwrap_or(0xffff);
+        Ok(Self {
+            port,
+            agent,
+            addr,
+            dest_gid,
+            pkey,
+        })
+    }
+
+    /// Send `req` and wait for the answer whose TID has the same low 32
+    /// bits. `Ok(None)`: no answer.
+    fn exchange(&self, o: &QueryOptions, req: &[u8; MAD_LEN]) -> Result<Option<[u8; MAD_LEN]>, QueryError> {
+        let tid = u64::from_be_bytes(req[8..16].try_into().unwrap_or_default()) as u32;
+        self.port
+            .send(&self.agent, &self.addr, req, o.timeout_ms, o.retries)?;
+        let wait = Duration::from_millis(u64::from(o.timeout_ms) * (u64::from(o.retries) + 1))
+            + Duration::from_secs(1);
+        let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Some(r) = port.recv(Some(left))? else {
-                tracing::debug!(tid = ?q.outstanding_tid(), "DevMgt query: no answer before deadline");
-                q.handle_timeout();
-                break;
+            let Some(r) = self.port.recv(Some(left))? else {
+                tracing::debug!(tid, "DevMgt: no answer before deadline");
+                return Ok(None);
             };
-            if r.agent_id != agent.id() {
+            let rtid = u64::from_be_bytes(r.mad[8..16].try_into().unwrap_or_default()) as u32;
+            if r.agent_id != self.agent.id() || rtid != tid {
                 continue;
             }
             if r.status != 0 {
                 // Our own request, given back by the kernel after its
                 // retries (status ETIMEDOUT) or a send error.
-                let tid = u64::from_be_bytes(r.mad[8..16].try_into().unwrap_or_default()) as u32;
-                if Some(tid) == q.outstanding_tid() {
-                    tracing::debug!(
-                        tid,
-                        status = r.status,
-                        "DevMgt query: request returned unanswered"
-                    );
+                tracing::debug!(tid, status = r.status, "DevMgt: request returned unanswered");
+                return Ok(None);
+            }
+            if r.mad[3] & Method::RESP_BIT != 0 {
+                return Ok(Some(r.mad));
+            }
+        }
+    }
+}
+
+fn tid_seed() -> u32 {
+    std::process::id().wrapping_mul(0x9e37_79b9)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+}
+
+/// [`query`] with all parameters.
+pub fn query_with(o: &QueryOptions) -> Result<DmReport, QueryError> {
+    let s = Session::open(o)?;
+    let mut q = DmQuery::new(tid_seed());
+    q.report.dest_gid = s.dest_gid;
+    q.report.dest_lid = s.addr.lid;
+    q.report.pkey = s.pkey;
+    while let Some(req) = q.poll_request() {
+        match s.exchange(o, &req)? {
+            None => q.handle_timeout(),
+            Some(rsp) => match q.handle_response(&rsp) {
+                Ok(true) => {}
+                Ok(false) | Err(_) => {
+                    tracing::debug!("DevMgt query: unexpected answer");
                     q.handle_timeout();
-                    break;
                 }
-                continue;
-            }
-            match q.handle_response(&r.mad[..r.len]) {
-                Ok(true) => break,
-                Ok(false) => continue,
-                Err(e) => {
-                    tracing::debug!(error = %e, "DevMgt query: ignoring malformed MAD");
-                    continue;
-                }
-            }
+            },
         }
     }
     let report = q.into_report();
@@ -744,6 +772,27 @@ pub fn query_with(o: &QueryOptions) -> Result<DmReport, QueryError> {
         return Err(QueryError::NoIoUnitInfo(e.clone()));
     }
     Ok(report)
+}
+
+/// Send one DevMgt request per `(method, attribute, modifier)` and return
+/// each answer (`None`: no answer), for checking a responder's error
+/// statuses.
+pub fn probe(
+    o: &QueryOptions,
+    requests: &[(Method, AttributeId, u32)],
+) -> Result<Vec<Option<DmMad>>, QueryError> {
+    let s = Session::open(o)?;
+    let mut tid = tid_seed();
+    let mut out = Vec::with_capacity(requests.len());
+    for &(method, attr, attr_mod) in requests {
+        tid = tid.wrapping_add(1).max(1);
+        let req = DmMad::request(method, u64::from(tid), attr, attr_mod).to_bytes();
+        out.push(match s.exchange(o, &req)? {
+            Some(rsp) => Some(DmMad::parse(&rsp).map_err(|e| io::Error::other(e.to_string()))?),
+            None => None,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -74,16 +74,13 @@ impl MadAddress {
 
     /// The address to answer a MAD received from `self`: same QP, LID, SL
     /// and P_Key index, the Q_Key of QP1 when the requester is QP1, and a
-    /// GRH back to the source GID if the request had one (sent from
-    /// `gid_index`).
-    pub fn reply(&self, gid_index: u8) -> Self {
+    /// GRH back to the source GID if the request had one, sent from the
+    /// local GID index the request arrived on, hop limit 255 (what the
+    /// kernel's `ib_create_ah_from_wc` does for ib_srpt's answers).
+    pub fn reply(&self) -> Self {
         Self {
             qkey: if self.qpn == 1 { QP1_QKEY } else { self.qkey },
-            grh: self.grh.map(|g| Grh {
-                gid_index,
-                hop_limit: g.hop_limit.max(1),
-                ..g
-            }),
+            grh: self.grh.map(|g| Grh { hop_limit: 0xff, ..g }),
             ..*self
         }
     }
@@ -614,8 +611,9 @@ mod tests {
         assert_eq!(s.lid.to_ne_bytes(), [0x12, 0x34]);
         assert_eq!(s.grh_present, 1);
         assert_eq!(MadAddress::from_sys(&s), a);
-        let r = a.reply(2);
-        assert_eq!(r.grh.unwrap().gid_index, 2);
+        let r = a.reply();
+        assert_eq!(r.grh.unwrap().gid_index, 0);
+        assert_eq!(r.grh.unwrap().hop_limit, 0xff);
         assert_eq!(r.qkey, QP1_QKEY);
     }
 
