@@ -46,12 +46,15 @@ pub struct DmConfig {
     /// CM listen ID, `srpt_service_guid` (the node GUID). See
     /// `docs/device-management.md` for what srptd should use.
     pub service_id: u64,
-    /// SendMessageQueueDepth (ib_srpt: its SRQ size, 4095 by default).
+    /// SendMessageQueueDepth: credits per channel (ib_srpt 6.1 without
+    /// SRQ: 128; with SRQ: the SRQ size, 4095 by default).
     pub send_queue_depth: u16,
     /// RDMAReadQueueDepth (ib_srpt: 4).
     pub rdma_read_depth: u8,
     /// SendMessageSize: the largest it_iu_len a login gets (ib_srpt:
-    /// `srp_max_req_size`, 8260 by default on 6.1).
+    /// `srp_max_req_size`, 8276 by default on 6.1). srp_daemon appends
+    /// `max_it_iu_size=<this>` to add_target when the initiator's immediate
+    /// data would not fit.
     pub send_size: u32,
     /// RDMATransferSize: largest data transfer per command (ib_srpt:
     /// `min(srp_max_rdma_size, 16 MiB)`, 65536 by default).
@@ -65,7 +68,14 @@ pub struct DmConfig {
 impl DmConfig {
     /// srptd's defaults for a device with node GUID `node_guid`: the same
     /// identities ib_srpt derives (IOC GUID, id_ext and service ID all equal
-    /// to the node GUID), the SRP profile values, and srptd's ID string.
+    /// to the node GUID), and the limits of `proto::LoginLimits::default()`
+    /// / `proto::ChannelConfig::new` at the time of writing (128 credits,
+    /// max it_iu_len 64 KiB + 68, 8 MiB per command, 4 RDMA reads). The
+    /// target should fill these from its real configuration:
+    /// `send_queue_depth = LoginLimits::queue_depth`,
+    /// `send_size = LoginLimits::max_it_iu_len`,
+    /// `rdma_size = ChannelConfig::max_transfer`,
+    /// `rdma_read_depth = ChannelConfig::rdma_read_depth`.
     pub fn for_node_guid(node_guid: u64) -> Self {
         Self {
             ioc_guid: node_guid,
@@ -76,14 +86,29 @@ impl DmConfig {
             subsystem_vendor_id: 0,
             subsystem_id: 0,
             service_id: node_guid,
-            send_queue_depth: 4095,
+            send_queue_depth: 128,
             rdma_read_depth: 4,
-            send_size: 8260,
-            rdma_size: 1 << 20,
+            send_size: 64 * 1024 + 68,
+            rdma_size: 8 << 20,
             id_string: "srptd userspace SRP target".to_owned(),
             change_id: 1,
         }
     }
+}
+
+/// RDMA/CM port space `RDMA_PS_TCP` (rdma_cma.h).
+pub const RDMA_PS_TCP: u16 = 0x0106;
+/// RDMA/CM port space `RDMA_PS_IB` (rdma_cma.h).
+pub const RDMA_PS_IB: u16 = 0x013f;
+
+/// The IB CM service ID under which an RDMA/CM listener on `port` in port
+/// space `ps` receives connection requests (`rdma_get_service_id`:
+/// `ps << 16 | port`). Only an `AF_IB` listener (port space
+/// [`RDMA_PS_IB`]) accepts ib_srp's IB CM logins, whose private data is the
+/// bare SRP_LOGIN_REQ without the RDMA/CM header (`cma_user_data_offset`
+/// is 0 for `AF_IB`); see `docs/device-management.md`.
+pub fn rdma_cm_service_id(ps: u16, port: u16) -> u64 {
+    u64::from(ps) << 16 | u64::from(port)
 }
 
 /// Counters for the driver's statistics and logs.
@@ -384,10 +409,10 @@ mod tests {
         assert_eq!(d[8..12], [0x00, 0x14, 0x05, 0x00]);
         assert_eq!(d[12..16], 0x5354u32.to_be_bytes());
         assert_eq!(d[28..36], [0x01, 0x00, 0x60, 0x9e, 0x01, 0x08, 0x00, 0x01]);
-        assert_eq!(d[40..42], 4095u16.to_be_bytes());
+        assert_eq!(d[40..42], 128u16.to_be_bytes());
         assert_eq!(d[43], 4);
-        assert_eq!(d[44..48], 8260u32.to_be_bytes());
-        assert_eq!(d[48..52], (1u32 << 20).to_be_bytes());
+        assert_eq!(d[44..48], 65604u32.to_be_bytes());
+        assert_eq!(d[48..52], (8u32 << 20).to_be_bytes());
         assert_eq!(d[52..55], [0x2b, 0, 1]);
         assert_eq!(&d[64..90], b"srptd userspace SRP target");
         assert!(d[90..].iter().all(|&b| b == 0));
@@ -492,6 +517,12 @@ mod tests {
         }
         assert_eq!(a.stats().dropped, 6);
         assert_eq!(a.stats().answered, 1);
+    }
+
+    #[test]
+    fn service_ids() {
+        assert_eq!(rdma_cm_service_id(RDMA_PS_TCP, 5555), 0x0000_0000_0106_15b3);
+        assert_eq!(rdma_cm_service_id(RDMA_PS_IB, 5555), 0x0000_0000_013f_15b3);
     }
 
     #[test]
