@@ -14,6 +14,7 @@
 //!   small tokio runtime, channels on poller threads.
 #![deny(unsafe_code)]
 
+pub mod mad;
 pub mod proto;
 #[allow(unsafe_code)]
 pub mod rdma;

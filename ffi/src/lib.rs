@@ -6,6 +6,8 @@
 
 use std::os::raw::{c_int, c_void};
 
+pub mod umad;
+
 extern "C" {
     pub fn srptd_ibv_post_send(qp: *mut c_void, wr: *mut c_void, bad: *mut *mut c_void) -> c_int;
     pub fn srptd_ibv_post_recv(qp: *mut c_void, wr: *mut c_void, bad: *mut *mut c_void) -> c_int;

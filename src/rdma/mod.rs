@@ -76,6 +76,7 @@ pub mod mr;
 pub mod pd;
 pub mod qp;
 pub mod srq;
+pub mod umad;
 
 pub use cm::{CmEvent, CmEventKind, CmId, CmIdHandle, ConnParam, EventChannel, ReceivedConnParam};
 pub use cq::{CompletionChannel, CompletionQueue, CqEvent, WcOpcode, WcStatus, WorkCompletion};

@@ -11,6 +11,7 @@
 //! Every parser is total: any input yields `Ok` or a [`WireError`], never a
 //! panic (checked by proptest and the fuzz targets in `fuzz/`).
 
+pub mod mad;
 pub mod srp;
 
 pub use srp::*;

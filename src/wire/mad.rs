@@ -1,0 +1,1233 @@
+//! Management datagrams (MADs): the common MAD header and the InfiniBand
+//! Device Management (DevMgt, class 0x06) attributes an SRP target answers:
+//! ClassPortInfo, IOUnitInfo, IOControllerProfile and ServiceEntries.
+//!
+//! Sources, by field:
+//! - Common MAD header, methods, common status bits: IBTA vol. 1 13.4.2 /
+//!   13.4.7, as transcribed in `include/rdma/ib_mad.h` and rdma-core's
+//!   `umad_types.h` (`struct umad_hdr`).
+//! - ClassPortInfo: IBTA 13.4.8.1, rdma-core `struct umad_class_port_info`.
+//! - DevMgt MAD format (24-byte header, 40 reserved bytes, 192 data bytes),
+//!   IOUnitInfo, IOControllerProfile, ServiceEntries: IBTA 16.3.1 and
+//!   16.3.3.3-16.3.3.5, as in the kernel's
+//!   `drivers/infiniband/ulp/srpt/ib_dm_mad.h` and srptools'
+//!   `srp_daemon.h`; SRP's values for them: SRP r16a annex B.7.
+//!
+//! All multi-byte fields are big-endian. Parsers are total (never panic) and
+//! ignore reserved bits; emitters write reserved bits as zero.
+
+use super::{Reader, WireError, Writer};
+
+/// Size of every MAD that does not use RMPP (IBTA 13.4.1).
+pub const MAD_LEN: usize = 256;
+
+// ---------------------------------------------------------------------------
+// Codes
+// ---------------------------------------------------------------------------
+
+/// Management class (MgmtClass byte, ib_mad.h `IB_MGMT_CLASS_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MgmtClass(pub u8);
+
+impl MgmtClass {
+    pub const SUBN_LID_ROUTED: MgmtClass = MgmtClass(0x01);
+    pub const SUBN_ADM: MgmtClass = MgmtClass(0x03);
+    pub const PERF_MGMT: MgmtClass = MgmtClass(0x04);
+    pub const BM: MgmtClass = MgmtClass(0x05);
+    /// Device Management (`IB_MGMT_CLASS_DEVICE_MGMT`).
+    pub const DEVICE_MGMT: MgmtClass = MgmtClass(0x06);
+    pub const CM: MgmtClass = MgmtClass(0x07);
+    pub const SNMP: MgmtClass = MgmtClass(0x08);
+}
+
+/// Method byte (ib_mad.h `IB_MGMT_METHOD_*`). Bit 7 is the response bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Method(pub u8);
+
+impl Method {
+    pub const GET: Method = Method(0x01);
+    pub const SET: Method = Method(0x02);
+    pub const SEND: Method = Method(0x03);
+    pub const TRAP: Method = Method(0x05);
+    pub const REPORT: Method = Method(0x06);
+    pub const TRAP_REPRESS: Method = Method(0x07);
+    pub const GET_RESP: Method = Method(0x81);
+    pub const REPORT_RESP: Method = Method(0x86);
+    /// `IB_MGMT_METHOD_RESP`.
+    pub const RESP_BIT: u8 = 0x80;
+
+    /// Whether the response bit (R) is set.
+    pub fn is_response(self) -> bool {
+        self.0 & Self::RESP_BIT != 0
+    }
+
+    /// The method a responder answers this request with: GetResp for Get
+    /// and Set (IBTA 13.4.5: "the response to a Set() is GetResp()"), the
+    /// request method with the R bit set otherwise.
+    pub fn response(self) -> Method {
+        match self {
+            Self::GET | Self::SET => Self::GET_RESP,
+            Method(m) => Method(m | Self::RESP_BIT),
+        }
+    }
+}
+
+/// MAD status field (IBTA 13.4.7 table 106 common bits; DevMgt class bits
+/// 8-14 per 16.3.1.1). Values from ib_mad.h `IB_MGMT_MAD_STATUS_*` and
+/// ib_dm_mad.h `DM_MAD_STATUS_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct MadStatus(pub u16);
+
+impl MadStatus {
+    pub const SUCCESS: MadStatus = MadStatus(0x0000);
+    pub const BUSY: MadStatus = MadStatus(0x0001);
+    pub const REDIRECT_REQUIRED: MadStatus = MadStatus(0x0002);
+    /// Bad base or class version (invalid-field code 1).
+    pub const BAD_VERSION: MadStatus = MadStatus(0x0004);
+    /// Method not supported (code 2; `DM_MAD_STATUS_UNSUP_METHOD`).
+    pub const UNSUPPORTED_METHOD: MadStatus = MadStatus(0x0008);
+    /// Method/attribute combination not supported (code 3;
+    /// `DM_MAD_STATUS_UNSUP_METHOD_ATTR`).
+    pub const UNSUPPORTED_METHOD_ATTR: MadStatus = MadStatus(0x000c);
+    /// Invalid value in one or more fields of the attribute or the
+    /// attribute modifier (code 7; `DM_MAD_STATUS_INVALID_FIELD`).
+    pub const INVALID_FIELD: MadStatus = MadStatus(0x001c);
+    /// DevMgt class-specific: no I/O controller in the addressed slot
+    /// (`DM_MAD_STATUS_NO_IOC`).
+    pub const NO_IOC: MadStatus = MadStatus(0x0100);
+
+    /// Mask of the 3-bit invalid-field code (bits 2-4).
+    pub const INVALID_FIELD_MASK: u16 = 0x001c;
+    /// Mask of the class-specific bits (8-15).
+    pub const CLASS_MASK: u16 = 0xff00;
+
+    pub fn is_success(self) -> bool {
+        self.0 == 0
+    }
+
+    /// A short description of a known status, `None` otherwise.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::SUCCESS => "success",
+            Self::BUSY => "busy",
+            Self::REDIRECT_REQUIRED => "redirect required",
+            Self::BAD_VERSION => "bad version",
+            Self::UNSUPPORTED_METHOD => "unsupported method",
+            Self::UNSUPPORTED_METHOD_ATTR => "unsupported method/attribute",
+            Self::INVALID_FIELD => "invalid attribute or modifier field",
+            Self::NO_IOC => "no I/O controller in slot",
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for MadStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(n) => write!(f, "{:#06x} ({n})", self.0),
+            None => write!(f, "{:#06x}", self.0),
+        }
+    }
+}
+
+/// Attribute ID (IBTA 13.4.8 common attributes, 16.3.3 table 279 DevMgt
+/// attributes; ib_dm_mad.h `DM_ATTR_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AttributeId(pub u16);
+
+impl AttributeId {
+    pub const CLASS_PORT_INFO: AttributeId = AttributeId(0x0001);
+    pub const NOTICE: AttributeId = AttributeId(0x0002);
+    pub const INFORM_INFO: AttributeId = AttributeId(0x0003);
+    pub const IO_UNIT_INFO: AttributeId = AttributeId(0x0010);
+    pub const IO_CONTROLLER_PROFILE: AttributeId = AttributeId(0x0011);
+    pub const SERVICE_ENTRIES: AttributeId = AttributeId(0x0012);
+    pub const DIAGNOSTIC_TIMEOUT: AttributeId = AttributeId(0x0020);
+    pub const PREPARE_TO_TEST: AttributeId = AttributeId(0x0021);
+    pub const TEST_DEVICE_ONCE: AttributeId = AttributeId(0x0022);
+    pub const TEST_DEVICE_LOOP: AttributeId = AttributeId(0x0023);
+    pub const DIAG_CODE: AttributeId = AttributeId(0x0024);
+
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::CLASS_PORT_INFO => "ClassPortInfo",
+            Self::NOTICE => "Notice",
+            Self::INFORM_INFO => "InformInfo",
+            Self::IO_UNIT_INFO => "IOUnitInfo",
+            Self::IO_CONTROLLER_PROFILE => "IOControllerProfile",
+            Self::SERVICE_ENTRIES => "ServiceEntries",
+            Self::DIAGNOSTIC_TIMEOUT => "DiagnosticTimeout",
+            Self::PREPARE_TO_TEST => "PrepareToTest",
+            Self::TEST_DEVICE_ONCE => "TestDeviceOnce",
+            Self::TEST_DEVICE_LOOP => "TestDeviceLoop",
+            Self::DIAG_CODE => "DiagCode",
+            _ => return None,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Common MAD header
+// ---------------------------------------------------------------------------
+
+/// The 24-byte common MAD header (IBTA 13.4.2; `struct ib_mad_hdr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MadHeader {
+    /// 1 for IBTA MADs (`IB_MGMT_BASE_VERSION`).
+    pub base_version: u8,
+    pub mgmt_class: MgmtClass,
+    pub class_version: u8,
+    pub method: Method,
+    pub status: MadStatus,
+    /// ClassSpecific (unused by DevMgt; 0).
+    pub class_specific: u16,
+    /// TransactionID. Note that the kernel's umad layer replaces the high
+    /// 32 bits of a request's TID with the sending agent's `hi_tid`, so a
+    /// requester can only rely on the low 32 bits.
+    pub tid: u64,
+    pub attr_id: AttributeId,
+    pub attr_mod: u32,
+}
+
+impl MadHeader {
+    pub const LEN: usize = 24;
+    /// `IB_MGMT_BASE_VERSION`.
+    pub const BASE_VERSION: u8 = 1;
+
+    pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(buf, "MAD header");
+        r.require(Self::LEN)?;
+        let base_version = r.u8()?;
+        let mgmt_class = MgmtClass(r.u8()?);
+        let class_version = r.u8()?;
+        let method = Method(r.u8()?);
+        let status = MadStatus(r.be16()?);
+        let class_specific = r.be16()?;
+        let tid = r.be64()?;
+        let attr_id = AttributeId(r.be16()?);
+        r.skip(2)?;
+        let attr_mod = r.be32()?;
+        Ok(Self {
+            base_version,
+            mgmt_class,
+            class_version,
+            method,
+            status,
+            class_specific,
+            tid,
+            attr_id,
+            attr_mod,
+        })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        w.u8(self.base_version)?;
+        w.u8(self.mgmt_class.0)?;
+        w.u8(self.class_version)?;
+        w.u8(self.method.0)?;
+        w.be16(self.status.0)?;
+        w.be16(self.class_specific)?;
+        w.be64(self.tid)?;
+        w.be16(self.attr_id.0)?;
+        w.zeros(2)?;
+        w.be32(self.attr_mod)?;
+        Ok(w.position())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Device Management MAD
+// ---------------------------------------------------------------------------
+
+/// A Device Management MAD (IBTA 16.3.1): common header, 40 reserved bytes
+/// (where the RMPP header would be; DevMgt uses no RMPP), 192 data bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmMad {
+    pub header: MadHeader,
+    /// The DevMgt Data field: one attribute, zero-padded.
+    pub data: [u8; DmMad::DATA_LEN],
+}
+
+impl DmMad {
+    pub const LEN: usize = MAD_LEN;
+    /// Offset of the data field (`IB_MGMT_DEVICE_HDR`).
+    pub const DATA_OFFSET: usize = 64;
+    /// `IB_MGMT_DEVICE_DATA`.
+    pub const DATA_LEN: usize = 192;
+    /// DevMgt class version (`IB_MGMT_BASE_VERSION`, as ib_srpt registers).
+    pub const CLASS_VERSION: u8 = 1;
+
+    /// A DevMgt request: base version 1, class 0x06 version 1, zero data.
+    pub fn request(method: Method, tid: u64, attr_id: AttributeId, attr_mod: u32) -> Self {
+        Self {
+            header: MadHeader {
+                base_version: MadHeader::BASE_VERSION,
+                mgmt_class: MgmtClass::DEVICE_MGMT,
+                class_version: Self::CLASS_VERSION,
+                method,
+                status: MadStatus::SUCCESS,
+                class_specific: 0,
+                tid,
+                attr_id,
+                attr_mod,
+            },
+            data: [0; Self::DATA_LEN],
+        }
+    }
+
+    /// Parse a 256-byte MAD (bytes past 256 are ignored). The class is not
+    /// checked here.
+    pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(buf, "DevMgt MAD");
+        r.require(Self::LEN)?;
+        let header = MadHeader::parse(r.take(MadHeader::LEN)?)?;
+        r.skip(Self::DATA_OFFSET - MadHeader::LEN)?;
+        let data = r.array()?;
+        Ok(Self { header, data })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        let mut hdr = [0u8; MadHeader::LEN];
+        self.header.emit(&mut hdr)?;
+        w.put(&hdr)?;
+        w.pad_to(Self::DATA_OFFSET)?;
+        w.put(&self.data)?;
+        Ok(w.position())
+    }
+
+    /// The emitted MAD as an array.
+    pub fn to_bytes(&self) -> [u8; MAD_LEN] {
+        let mut out = [0u8; MAD_LEN];
+        // Cannot fail: the array is exactly LEN bytes.
+        let _ = self.emit(&mut out);
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ClassPortInfo
+// ---------------------------------------------------------------------------
+
+/// ClassPortInfo (IBTA 13.4.8.1; rdma-core `struct umad_class_port_info`),
+/// 72 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClassPortInfo {
+    pub base_version: u8,
+    pub class_version: u8,
+    pub cap_mask: u16,
+    /// CapabilityMask2, 27 bits.
+    pub cap_mask2: u32,
+    /// RespTimeValue, 5 bits: responses within 4.096 us * 2^value.
+    pub resp_time_value: u8,
+    pub redirect: ClassPortAddress,
+    pub trap: ClassPortAddress,
+}
+
+/// The redirect or trap address of a ClassPortInfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClassPortAddress {
+    pub gid: [u8; 16],
+    pub traffic_class: u8,
+    /// 4 bits.
+    pub sl: u8,
+    /// 20 bits.
+    pub flow_label: u32,
+    pub lid: u16,
+    pub pkey: u16,
+    /// Trap: hop limit (8 bits). Redirect: reserved, always 0.
+    pub hop_limit: u8,
+    /// 24 bits.
+    pub qp: u32,
+    pub qkey: u32,
+}
+
+impl ClassPortAddress {
+    fn parse(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let gid = r.array()?;
+        let tc_sl_fl = r.be32()?;
+        let lid = r.be16()?;
+        let pkey = r.be16()?;
+        let hl_qp = r.be32()?;
+        let qkey = r.be32()?;
+        Ok(Self {
+            gid,
+            traffic_class: (tc_sl_fl >> 24) as u8,
+            sl: ((tc_sl_fl >> 20) & 0xf) as u8,
+            flow_label: tc_sl_fl & 0xf_ffff,
+            lid,
+            pkey,
+            hop_limit: (hl_qp >> 24) as u8,
+            qp: hl_qp & 0xff_ffff,
+            qkey,
+        })
+    }
+
+    fn emit(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
+        w.put(&self.gid)?;
+        w.be32(
+            u32::from(self.traffic_class) << 24
+                | u32::from(self.sl & 0xf) << 20
+                | (self.flow_label & 0xf_ffff),
+        )?;
+        w.be16(self.lid)?;
+        w.be16(self.pkey)?;
+        w.be32(u32::from(self.hop_limit) << 24 | (self.qp & 0xff_ffff))?;
+        w.be32(self.qkey)
+    }
+}
+
+impl ClassPortInfo {
+    pub const LEN: usize = 72;
+
+    pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(buf, "ClassPortInfo");
+        r.require(Self::LEN)?;
+        let base_version = r.u8()?;
+        let class_version = r.u8()?;
+        let cap_mask = r.be16()?;
+        let cm2_rt = r.be32()?;
+        let mut redirect = ClassPortAddress::parse(&mut r)?;
+        // The byte before RedirectQP is reserved.
+        redirect.hop_limit = 0;
+        let trap = ClassPortAddress::parse(&mut r)?;
+        Ok(Self {
+            base_version,
+            class_version,
+            cap_mask,
+            cap_mask2: cm2_rt >> 5,
+            resp_time_value: (cm2_rt & 0x1f) as u8,
+            redirect,
+            trap,
+        })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        w.u8(self.base_version)?;
+        w.u8(self.class_version)?;
+        w.be16(self.cap_mask)?;
+        w.be32((self.cap_mask2 & 0x7ff_ffff) << 5 | u32::from(self.resp_time_value & 0x1f))?;
+        ClassPortAddress {
+            hop_limit: 0,
+            ..self.redirect
+        }
+        .emit(&mut w)?;
+        self.trap.emit(&mut w)?;
+        Ok(w.position())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// IOUnitInfo
+// ---------------------------------------------------------------------------
+
+/// One 4-bit entry of the IOUnitInfo controller list (IBTA 16.3.3.3;
+/// srp_daemon.h `SRP_DM_NO_IOC`, `SRP_DM_IOC_PRESENT`, `SRP_DM_NO_SLOT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SlotState(pub u8);
+
+impl SlotState {
+    /// Slot exists, no I/O controller installed.
+    pub const NOT_INSTALLED: SlotState = SlotState(0x0);
+    pub const PRESENT: SlotState = SlotState(0x1);
+    /// No such slot.
+    pub const NO_SLOT: SlotState = SlotState(0xf);
+}
+
+/// IOUnitInfo (IBTA 16.3.3.3; ib_dm_mad.h `struct ib_dm_iou_info`), 132
+/// bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoUnitInfo {
+    /// Incremented whenever any IOControllerProfile or ServiceEntries of
+    /// this unit changes, so that managers can cache them.
+    pub change_id: u16,
+    /// Number of controller slots (list entries) in use.
+    pub max_controllers: u8,
+    /// DiagDeviceID bit (bit 30 of the first dword).
+    pub diag_device_id: bool,
+    /// OptionROM bit (bit 31 of the first dword): the unit has an option
+    /// ROM.
+    pub option_rom: bool,
+    /// ControllerList: 4 bits per slot, slot 1 in the high nibble of byte 0
+    /// (ib_srpt `srpt_set_ioc`, srp_daemon's `>> (4 * (1 - i % 2))`).
+    pub controller_list: [u8; 128],
+}
+
+impl Default for IoUnitInfo {
+    fn default() -> Self {
+        Self {
+            change_id: 0,
+            max_controllers: 0,
+            diag_device_id: false,
+            option_rom: false,
+            controller_list: [0; 128],
+        }
+    }
+}
+
+impl IoUnitInfo {
+    pub const LEN: usize = 132;
+    const OPTION_ROM: u8 = 0x01;
+    const DIAG_DEVICE_ID: u8 = 0x02;
+
+    /// State of 1-based `slot` (1..=256); `None` for slot 0 or beyond.
+    pub fn slot(&self, slot: u16) -> Option<SlotState> {
+        let i = usize::from(slot.checked_sub(1)?);
+        let byte = *self.controller_list.get(i / 2)?;
+        Some(SlotState(if i % 2 == 0 { byte >> 4 } else { byte & 0xf }))
+    }
+
+    /// Set 1-based `slot` (1..=256); returns false (and changes nothing)
+    /// for slot 0 or beyond.
+    pub fn set_slot(&mut self, slot: u16, state: SlotState) -> bool {
+        let Some(i) = slot.checked_sub(1).map(usize::from) else {
+            return false;
+        };
+        let Some(byte) = self.controller_list.get_mut(i / 2) else {
+            return false;
+        };
+        let v = state.0 & 0xf;
+        *byte = if i % 2 == 0 {
+            (*byte & 0x0f) | v << 4
+        } else {
+            (*byte & 0xf0) | v
+        };
+        true
+    }
+
+    /// Slots 1..=max_controllers whose state is [`SlotState::PRESENT`].
+    pub fn present_slots(&self) -> impl Iterator<Item = u16> + '_ {
+        (1..=u16::from(self.max_controllers)).filter(|&s| self.slot(s) == Some(SlotState::PRESENT))
+    }
+
+    pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(buf, "IOUnitInfo");
+        r.require(Self::LEN)?;
+        let change_id = r.be16()?;
+        let max_controllers = r.u8()?;
+        let flags = r.u8()?;
+        let controller_list = r.array()?;
+        Ok(Self {
+            change_id,
+            max_controllers,
+            diag_device_id: flags & Self::DIAG_DEVICE_ID != 0,
+            option_rom: flags & Self::OPTION_ROM != 0,
+            controller_list,
+        })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        w.be16(self.change_id)?;
+        w.u8(self.max_controllers)?;
+        let mut flags = 0;
+        if self.diag_device_id {
+            flags |= Self::DIAG_DEVICE_ID;
+        }
+        if self.option_rom {
+            flags |= Self::OPTION_ROM;
+        }
+        w.u8(flags)?;
+        w.put(&self.controller_list)?;
+        Ok(w.position())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// IOControllerProfile
+// ---------------------------------------------------------------------------
+
+/// IOControllerProfile (IBTA 16.3.3.4; ib_dm_mad.h
+/// `struct ib_dm_ioc_profile`; SRP r16a table B.7 for the SRP values),
+/// 128 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoControllerProfile {
+    /// I/O controller GUID: the `ioc_guid` of an SRP add_target string.
+    pub guid: u64,
+    /// VendorID, 24 bits: the first three bytes of the 32-bit field (the
+    /// fourth is reserved). ib_srpt writes `cpu_to_be32(vendor_id)` over all
+    /// four bytes, so its 24-bit VendorID reads as `vendor_id >> 8`
+    /// (srp_daemon prints `be32toh(vendor_id) >> 8` too).
+    pub vendor_id: u32,
+    pub device_id: u32,
+    pub device_version: u16,
+    /// Subsystem VendorID, 24 bits (same layout as `vendor_id`).
+    pub subsystem_vendor_id: u32,
+    pub subsystem_id: u32,
+    /// SRP: 0x0100 (r16a; srp_daemon `SRP_REV16A_IB_IO_CLASS`) or 0xff00
+    /// (r10).
+    pub io_class: u16,
+    /// SRP: 0x609e (ib_srpt `SRP_IO_SUBCLASS`).
+    pub io_subclass: u16,
+    /// SRP: 0x0108 (`SRP_PROTOCOL`).
+    pub protocol: u16,
+    /// SRP: 0x0001 (`SRP_PROTOCOL_VERSION`).
+    pub protocol_version: u16,
+    /// SendMessageQueueDepth: receive queue depth available to initiators.
+    pub send_queue_depth: u16,
+    /// RDMAReadQueueDepth: RDMA reads the IOC can have outstanding per
+    /// channel.
+    pub rdma_read_depth: u8,
+    /// SendMessageSize: largest message the IOC accepts (SRP: max
+    /// initiator-to-target IU length).
+    pub send_size: u32,
+    /// RDMATransferSize: largest single RDMA transfer.
+    pub rdma_size: u32,
+    /// ControllerOperationsCapabilityMask (see [`IoControllerProfile::OP_SEND_TO_IOC`] etc.).
+    pub op_cap_mask: u8,
+    /// The byte after the operations mask: reserved in IBTA 1.2+,
+    /// `svc_cap_mask` ("controller services capability mask") in
+    /// ib_dm_mad.h. ib_srpt leaves it 0.
+    pub svc_cap_mask: u8,
+    /// ServiceEntries: number of service entries of this controller.
+    pub service_entries: u8,
+    /// IDString, 64 bytes, NUL-padded.
+    pub id_string: [u8; 64],
+}
+
+impl Default for IoControllerProfile {
+    fn default() -> Self {
+        Self {
+            guid: 0,
+            vendor_id: 0,
+            device_id: 0,
+            device_version: 0,
+            subsystem_vendor_id: 0,
+            subsystem_id: 0,
+            io_class: 0,
+            io_subclass: 0,
+            protocol: 0,
+            protocol_version: 0,
+            send_queue_depth: 0,
+            rdma_read_depth: 0,
+            send_size: 0,
+            rdma_size: 0,
+            op_cap_mask: 0,
+            svc_cap_mask: 0,
+            service_entries: 0,
+            id_string: [0; 64],
+        }
+    }
+}
+
+impl IoControllerProfile {
+    pub const LEN: usize = 128;
+
+    /// SRP r16a I/O class (srp_daemon `SRP_REV16A_IB_IO_CLASS`).
+    pub const SRP_IO_CLASS_R16A: u16 = 0x0100;
+    /// SRP r10 I/O class (srp_daemon `SRP_REV10_IB_IO_CLASS`).
+    pub const SRP_IO_CLASS_R10: u16 = 0xff00;
+    pub const SRP_IO_SUBCLASS: u16 = 0x609e;
+    pub const SRP_PROTOCOL: u16 = 0x0108;
+    pub const SRP_PROTOCOL_VERSION: u16 = 0x0001;
+
+    // ControllerOperationsCapabilityMask bits (IBTA 16.3.3.4; ib_srpt.h).
+    /// ST: the IOC accepts Send messages.
+    pub const OP_SEND_TO_IOC: u8 = 0x01;
+    /// SF: the IOC sends Send messages.
+    pub const OP_SEND_FROM_IOC: u8 = 0x02;
+    /// RT: the IOC accepts RDMA Read requests.
+    pub const OP_RDMA_READ_TO_IOC: u8 = 0x04;
+    /// RF: the IOC issues RDMA Read requests.
+    pub const OP_RDMA_READ_FROM_IOC: u8 = 0x08;
+    /// WT: the IOC accepts RDMA Writes.
+    pub const OP_RDMA_WRITE_TO_IOC: u8 = 0x10;
+    /// WF: the IOC issues RDMA Writes.
+    pub const OP_RDMA_WRITE_FROM_IOC: u8 = 0x20;
+    /// AT: the IOC accepts atomics.
+    pub const OP_ATOMIC_TO_IOC: u8 = 0x40;
+    /// AF: the IOC issues atomics.
+    pub const OP_ATOMIC_FROM_IOC: u8 = 0x80;
+    /// What an SRP target does (ib_srpt): ST | SF | RF | WF = 0x2b.
+    pub const OP_SRP_TARGET: u8 = Self::OP_SEND_TO_IOC
+        | Self::OP_SEND_FROM_IOC
+        | Self::OP_RDMA_READ_FROM_IOC
+        | Self::OP_RDMA_WRITE_FROM_IOC;
+
+    /// The ID string up to its first NUL, if it is UTF-8.
+    pub fn id_str(&self) -> Option<&str> {
+        c_str(&self.id_string)
+    }
+
+    /// Set the ID string, truncated to 63 bytes (at a character boundary)
+    /// so that a NUL always follows: C readers such as srp_daemon print
+    /// it with `%s`.
+    pub fn set_id_str(&mut self, s: &str) {
+        self.id_string = [0; 64];
+        let n = floor_char_boundary(s, 63);
+        self.id_string[..n].copy_from_slice(&s.as_bytes()[..n]);
+    }
+
+    pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(buf, "IOControllerProfile");
+        r.require(Self::LEN)?;
+        let guid = r.be64()?;
+        let vendor_id = r.be32()? >> 8;
+        let device_id = r.be32()?;
+        let device_version = r.be16()?;
+        r.skip(2)?;
+        let subsystem_vendor_id = r.be32()? >> 8;
+        let subsystem_id = r.be32()?;
+        let io_class = r.be16()?;
+        let io_subclass = r.be16()?;
+        let protocol = r.be16()?;
+        let protocol_version = r.be16()?;
+        r.skip(4)?;
+        let send_queue_depth = r.be16()?;
+        r.skip(1)?;
+        let rdma_read_depth = r.u8()?;
+        let send_size = r.be32()?;
+        let rdma_size = r.be32()?;
+        let op_cap_mask = r.u8()?;
+        let svc_cap_mask = r.u8()?;
+        let service_entries = r.u8()?;
+        r.skip(9)?;
+        let id_string = r.array()?;
+        Ok(Self {
+            guid,
+            vendor_id,
+            device_id,
+            device_version,
+            subsystem_vendor_id,
+            subsystem_id,
+            io_class,
+            io_subclass,
+            protocol,
+            protocol_version,
+            send_queue_depth,
+            rdma_read_depth,
+            send_size,
+            rdma_size,
+            op_cap_mask,
+            svc_cap_mask,
+            service_entries,
+            id_string,
+        })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        w.be64(self.guid)?;
+        w.be32((self.vendor_id & 0xff_ffff) << 8)?;
+        w.be32(self.device_id)?;
+        w.be16(self.device_version)?;
+        w.zeros(2)?;
+        w.be32((self.subsystem_vendor_id & 0xff_ffff) << 8)?;
+        w.be32(self.subsystem_id)?;
+        w.be16(self.io_class)?;
+        w.be16(self.io_subclass)?;
+        w.be16(self.protocol)?;
+        w.be16(self.protocol_version)?;
+        w.zeros(4)?;
+        w.be16(self.send_queue_depth)?;
+        w.zeros(1)?;
+        w.u8(self.rdma_read_depth)?;
+        w.be32(self.send_size)?;
+        w.be32(self.rdma_size)?;
+        w.u8(self.op_cap_mask)?;
+        w.u8(self.svc_cap_mask)?;
+        w.u8(self.service_entries)?;
+        w.zeros(9)?;
+        w.put(&self.id_string)?;
+        Ok(w.position())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ServiceEntries
+// ---------------------------------------------------------------------------
+
+/// One service entry (IBTA 16.3.3.5; ib_dm_mad.h `struct ib_dm_svc_entry`),
+/// 48 bytes: a 40-byte NUL-padded name and a 64-bit service ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceEntry {
+    pub name: [u8; 40],
+    pub id: u64,
+}
+
+impl Default for ServiceEntry {
+    fn default() -> Self {
+        Self { name: [0; 40], id: 0 }
+    }
+}
+
+/// Prefix of SRP service names (SRP r16a B.7; ib_srpt
+/// `SRP_SERVICE_NAME_PREFIX`): "SRP.T10:" followed by the target port
+/// identifier extension as 16 hex digits.
+pub const SRP_SERVICE_NAME_PREFIX: &str = "SRP.T10:";
+
+impl ServiceEntry {
+    pub const LEN: usize = 48;
+
+    /// An entry named `name` (truncated to 40 bytes).
+    pub fn new(name: &str, id: u64) -> Self {
+        let mut e = Self { name: [0; 40], id };
+        let n = floor_char_boundary(name, 40);
+        e.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+        e
+    }
+
+    /// The SRP entry for identifier extension `id_ext`:
+    /// `SRP.T10:<16 lowercase hex digits>` (ib_srpt's `"%s%016llx"`).
+    pub fn srp(id_ext: u64, service_id: u64) -> Self {
+        Self::new(&format!("{SRP_SERVICE_NAME_PREFIX}{id_ext:016x}"), service_id)
+    }
+
+    /// The name up to its first NUL, if it is UTF-8.
+    pub fn name_str(&self) -> Option<&str> {
+        c_str(&self.name)
+    }
+
+    /// For an SRP entry, the 16 hex digits after "SRP.T10:" as srp_daemon
+    /// reads them (`sscanf(name, "SRP.T10:%16s", id_ext)`); `None` if the
+    /// name does not start with the prefix.
+    pub fn srp_id_ext(&self) -> Option<&str> {
+        let rest = self.name_str()?.strip_prefix(SRP_SERVICE_NAME_PREFIX)?;
+        let n = floor_char_boundary(rest, 16);
+        let s = &rest[..n];
+        (!s.is_empty()).then_some(s)
+    }
+
+    pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(buf, "ServiceEntry");
+        r.require(Self::LEN)?;
+        let name = r.array()?;
+        let id = r.be64()?;
+        Ok(Self { name, id })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        w.put(&self.name)?;
+        w.be64(self.id)?;
+        Ok(w.position())
+    }
+}
+
+/// ServiceEntries (IBTA 16.3.3.5; `struct ib_dm_svc_entries`): up to four
+/// consecutive entries, 192 bytes. How many are meaningful follows from the
+/// attribute modifier of the request ([`ServiceEntriesModifier::count`]),
+/// not from the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServiceEntries {
+    pub entries: [ServiceEntry; 4],
+}
+
+impl ServiceEntries {
+    pub const LEN: usize = 192;
+    pub const MAX_PER_MAD: usize = 4;
+
+    pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(buf, "ServiceEntries");
+        r.require(Self::LEN)?;
+        let mut entries = [ServiceEntry::default(); 4];
+        for e in &mut entries {
+            *e = ServiceEntry::parse(r.take(ServiceEntry::LEN)?)?;
+        }
+        Ok(Self { entries })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = Writer::new(buf, Self::LEN)?;
+        for e in &self.entries {
+            let mut b = [0u8; ServiceEntry::LEN];
+            e.emit(&mut b)?;
+            w.put(&b)?;
+        }
+        Ok(w.position())
+    }
+}
+
+/// The attribute modifier of a ServiceEntries request (IBTA 16.3.3.5;
+/// ib_srpt `srpt_mgmt_method_get`, srp_daemon `get_svc_entries`): the slot
+/// in bits 31-16, the last entry in bits 15-8, the first in bits 7-0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServiceEntriesModifier {
+    /// 1-based controller slot.
+    pub slot: u16,
+    /// Index of the last entry requested (inclusive).
+    pub last: u8,
+    /// Index of the first entry requested.
+    pub first: u8,
+}
+
+impl ServiceEntriesModifier {
+    pub fn from_u32(m: u32) -> Self {
+        Self {
+            slot: (m >> 16) as u16,
+            last: (m >> 8) as u8,
+            first: m as u8,
+        }
+    }
+
+    pub fn to_u32(self) -> u32 {
+        u32::from(self.slot) << 16 | u32::from(self.last) << 8 | u32::from(self.first)
+    }
+
+    /// Entries requested: `last - first + 1`, `None` if `first > last`.
+    pub fn count(self) -> Option<usize> {
+        (self.first <= self.last).then(|| usize::from(self.last - self.first) + 1)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// The bytes of a NUL-padded C string field up to the first NUL, as UTF-8.
+fn c_str(b: &[u8]) -> Option<&str> {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    std::str::from_utf8(&b[..end]).ok()
+}
+
+/// The largest `n <= max` that is a char boundary of `s` (and `<= s.len()`).
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    let mut n = max.min(s.len());
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A DevMgt Get(IOControllerProfile) for slot 1 as srp_daemon's
+    /// `init_srp_dm_mad` builds it: base version 1, class 6, class version
+    /// 1, method Get, TID 0x0000000100000005 (the kernel puts the agent's
+    /// hi_tid in the high half), attribute 0x0011, modifier 1.
+    const GET_IOC_HDR: [u8; 24] = [
+        0x01, 0x06, 0x01, 0x01, // base, class, class version, method
+        0x00, 0x00, 0x00, 0x00, // status, class specific
+        0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05, // TID
+        0x00, 0x11, 0x00, 0x00, // attribute ID, reserved
+        0x00, 0x00, 0x00, 0x01, // attribute modifier
+    ];
+
+    /// ib_srpt's `srpt_get_class_port_info`: base and class version 1,
+    /// `ib_set_cpi_resp_time(cif, 20)`, everything else zero.
+    fn srpt_class_port_info() -> [u8; 72] {
+        let mut b = [0u8; 72];
+        b[0] = 1;
+        b[1] = 1;
+        b[7] = 20;
+        b
+    }
+
+    /// ib_srpt's `srpt_get_iou`: change ID 1, 16 controllers, slot 1
+    /// present (high nibble of byte 4), slots 2-16 empty.
+    fn srpt_iou() -> [u8; 132] {
+        let mut b = [0u8; 132];
+        b[1] = 1;
+        b[2] = 16;
+        b[4] = 0x10;
+        b
+    }
+
+    /// An IOControllerProfile laid out per ib_dm_mad.h, with the values
+    /// ib_srpt would send for a device with vendor ID 0x0002c9 written as
+    /// a 24-bit IBTA VendorID, part 0x1003, hw_ver 0xa0, SRQ size 4095,
+    /// srp_max_req_size 8260, RDMA size 1 MiB.
+    fn ioc_profile_bytes() -> [u8; 128] {
+        let mut b = [0u8; 128];
+        b[0..8].copy_from_slice(&0x0002_c903_00ab_cdefu64.to_be_bytes());
+        b[8..11].copy_from_slice(&[0x00, 0x02, 0xc9]); // VendorID, reserved
+        b[12..16].copy_from_slice(&0x1003u32.to_be_bytes());
+        b[16..18].copy_from_slice(&0x00a0u16.to_be_bytes());
+        b[20..23].copy_from_slice(&[0x00, 0x02, 0xc9]);
+        b[24..28].copy_from_slice(&0u32.to_be_bytes());
+        b[28..30].copy_from_slice(&[0x01, 0x00]); // io class
+        b[30..32].copy_from_slice(&[0x60, 0x9e]); // subclass
+        b[32..34].copy_from_slice(&[0x01, 0x08]); // protocol
+        b[34..36].copy_from_slice(&[0x00, 0x01]); // protocol version
+        b[40..42].copy_from_slice(&4095u16.to_be_bytes());
+        b[43] = 4; // rdma read depth
+        b[44..48].copy_from_slice(&8260u32.to_be_bytes());
+        b[48..52].copy_from_slice(&(1u32 << 20).to_be_bytes());
+        b[52] = 0x2b; // op cap mask
+        b[54] = 1; // service entries
+        b[64..80].copy_from_slice(b"Linux SRP target");
+        b
+    }
+
+    #[test]
+    fn header_parse_emit() {
+        let h = MadHeader::parse(&GET_IOC_HDR).unwrap();
+        assert_eq!(h.base_version, 1);
+        assert_eq!(h.mgmt_class, MgmtClass::DEVICE_MGMT);
+        assert_eq!(h.class_version, 1);
+        assert_eq!(h.method, Method::GET);
+        assert_eq!(h.status, MadStatus::SUCCESS);
+        assert_eq!(h.tid, 0x0000_0001_0000_0005);
+        assert_eq!(h.attr_id, AttributeId::IO_CONTROLLER_PROFILE);
+        assert_eq!(h.attr_mod, 1);
+        let mut b = [0xffu8; 24];
+        assert_eq!(h.emit(&mut b), Ok(24));
+        assert_eq!(b, GET_IOC_HDR);
+        assert_eq!(
+            MadHeader::parse(&GET_IOC_HDR[..23]),
+            Err(WireError::TooShort {
+                what: "MAD header",
+                need: 24,
+                have: 23
+            })
+        );
+    }
+
+    #[test]
+    fn dm_mad_layout() {
+        let mut mad = [0u8; 256];
+        mad[..24].copy_from_slice(&GET_IOC_HDR);
+        mad[24..64].fill(0xee); // reserved: ignored by parse
+        mad[64] = 0x42;
+        mad[255] = 0x43;
+        let m = DmMad::parse(&mad).unwrap();
+        assert_eq!(m.header.attr_id, AttributeId::IO_CONTROLLER_PROFILE);
+        assert_eq!(m.data[0], 0x42);
+        assert_eq!(m.data[191], 0x43);
+        let out = m.to_bytes();
+        assert_eq!(out[..24], GET_IOC_HDR);
+        assert!(out[24..64].iter().all(|&b| b == 0));
+        assert_eq!(out[64..], mad[64..]);
+        assert!(DmMad::parse(&mad[..255]).is_err());
+        let req = DmMad::request(
+            Method::GET,
+            0x0000_0001_0000_0005,
+            AttributeId::IO_CONTROLLER_PROFILE,
+            1,
+        );
+        assert_eq!(req.to_bytes()[..24], GET_IOC_HDR);
+    }
+
+    #[test]
+    fn methods_and_statuses() {
+        assert_eq!(Method::GET.response(), Method::GET_RESP);
+        assert_eq!(Method::SET.response(), Method::GET_RESP);
+        assert_eq!(Method::REPORT.response(), Method::REPORT_RESP);
+        assert!(Method::GET_RESP.is_response());
+        assert!(!Method::SET.is_response());
+        // ib_dm_mad.h values.
+        assert_eq!(MadStatus::UNSUPPORTED_METHOD.0, 0x0008);
+        assert_eq!(MadStatus::UNSUPPORTED_METHOD_ATTR.0, 0x000c);
+        assert_eq!(MadStatus::INVALID_FIELD.0, 0x001c);
+        assert_eq!(MadStatus::NO_IOC.0, 0x0100);
+        assert_eq!(
+            MadStatus(0x000c).to_string(),
+            "0x000c (unsupported method/attribute)"
+        );
+        assert_eq!(AttributeId(0x11).name(), Some("IOControllerProfile"));
+    }
+
+    #[test]
+    fn class_port_info_srpt() {
+        let b = srpt_class_port_info();
+        let c = ClassPortInfo::parse(&b).unwrap();
+        assert_eq!(c.base_version, 1);
+        assert_eq!(c.class_version, 1);
+        assert_eq!(c.resp_time_value, 20);
+        assert_eq!(c.cap_mask2, 0);
+        assert_eq!(c.redirect, ClassPortAddress::default());
+        let mut out = [0u8; 72];
+        assert_eq!(c.emit(&mut out), Ok(72));
+        assert_eq!(out, b);
+    }
+
+    #[test]
+    fn class_port_info_fields() {
+        // umad_class_port_info offsets: redirect GID at 8, TC/SL/FL at 24,
+        // LID 28, P_Key 30, QP 32, Q_Key 36; trap GID 40, TC/SL/FL 56,
+        // LID 60, P_Key 62, HL/QP 64, Q_Key 68.
+        let mut b = [0u8; 72];
+        b[2..4].copy_from_slice(&0x0200u16.to_be_bytes());
+        b[4..8].copy_from_slice(&((0x123u32 << 5) | 0x13).to_be_bytes());
+        b[8] = 0xfe;
+        b[24..28].copy_from_slice(&0x12a_bcdeu32.to_be_bytes());
+        b[28..30].copy_from_slice(&7u16.to_be_bytes());
+        b[30..32].copy_from_slice(&0xffffu16.to_be_bytes());
+        b[32..36].copy_from_slice(&0x00_000001u32.to_be_bytes());
+        b[36..40].copy_from_slice(&0x8001_0000u32.to_be_bytes());
+        b[40] = 0xfe;
+        b[55] = 0x01;
+        b[60..62].copy_from_slice(&3u16.to_be_bytes());
+        b[64..68].copy_from_slice(&0x40_000001u32.to_be_bytes());
+        b[68..72].copy_from_slice(&0x8001_0000u32.to_be_bytes());
+        let c = ClassPortInfo::parse(&b).unwrap();
+        assert_eq!(c.cap_mask, 0x0200);
+        assert_eq!(c.cap_mask2, 0x123);
+        assert_eq!(c.resp_time_value, 0x13);
+        assert_eq!(c.redirect.gid[0], 0xfe);
+        assert_eq!(
+            (c.redirect.traffic_class, c.redirect.sl, c.redirect.flow_label),
+            (0x01, 0x2, 0xabcde)
+        );
+        assert_eq!((c.redirect.lid, c.redirect.pkey, c.redirect.qp), (7, 0xffff, 1));
+        assert_eq!(c.redirect.qkey, 0x8001_0000);
+        assert_eq!(c.trap.gid[15], 0x01);
+        assert_eq!((c.trap.lid, c.trap.hop_limit, c.trap.qp), (3, 0x40, 1));
+        let mut out = [0u8; 72];
+        c.emit(&mut out).unwrap();
+        assert_eq!(out, b);
+    }
+
+    #[test]
+    fn iou_info_srpt() {
+        let b = srpt_iou();
+        let i = IoUnitInfo::parse(&b).unwrap();
+        assert_eq!(i.change_id, 1);
+        assert_eq!(i.max_controllers, 16);
+        assert!(!i.option_rom && !i.diag_device_id);
+        assert_eq!(i.slot(1), Some(SlotState::PRESENT));
+        assert_eq!(i.slot(2), Some(SlotState::NOT_INSTALLED));
+        assert_eq!(i.slot(0), None);
+        assert_eq!(i.slot(256), Some(SlotState::NOT_INSTALLED));
+        assert_eq!(i.slot(257), None);
+        assert_eq!(i.present_slots().collect::<Vec<_>>(), vec![1]);
+        let mut out = [0u8; 132];
+        i.emit(&mut out).unwrap();
+        assert_eq!(out, b);
+
+        let mut j = IoUnitInfo {
+            max_controllers: 4,
+            ..Default::default()
+        };
+        assert!(j.set_slot(2, SlotState::PRESENT));
+        assert!(j.set_slot(3, SlotState::NO_SLOT));
+        assert!(!j.set_slot(0, SlotState::PRESENT));
+        assert!(!j.set_slot(257, SlotState::PRESENT));
+        assert_eq!(j.controller_list[..2], [0x01, 0xf0]);
+        assert_eq!(j.present_slots().collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn iou_info_flags() {
+        let mut b = [0u8; 132];
+        b[3] = 0x01;
+        assert!(IoUnitInfo::parse(&b).unwrap().option_rom);
+        b[3] = 0x02;
+        let i = IoUnitInfo::parse(&b).unwrap();
+        assert!(i.diag_device_id && !i.option_rom);
+        b[3] = 0xfc; // reserved bits only
+        let i = IoUnitInfo::parse(&b).unwrap();
+        assert!(!i.diag_device_id && !i.option_rom);
+    }
+
+    #[test]
+    fn ioc_profile_layout() {
+        let b = ioc_profile_bytes();
+        let p = IoControllerProfile::parse(&b).unwrap();
+        assert_eq!(p.guid, 0x0002_c903_00ab_cdef);
+        assert_eq!(p.vendor_id, 0x0002c9);
+        assert_eq!(p.device_id, 0x1003);
+        assert_eq!(p.device_version, 0xa0);
+        assert_eq!(p.subsystem_vendor_id, 0x0002c9);
+        assert_eq!(p.io_class, IoControllerProfile::SRP_IO_CLASS_R16A);
+        assert_eq!(p.io_subclass, IoControllerProfile::SRP_IO_SUBCLASS);
+        assert_eq!(p.protocol, IoControllerProfile::SRP_PROTOCOL);
+        assert_eq!(p.protocol_version, 1);
+        assert_eq!(p.send_queue_depth, 4095);
+        assert_eq!(p.rdma_read_depth, 4);
+        assert_eq!(p.send_size, 8260);
+        assert_eq!(p.rdma_size, 1 << 20);
+        assert_eq!(p.op_cap_mask, IoControllerProfile::OP_SRP_TARGET);
+        assert_eq!(p.op_cap_mask, 0x2b);
+        assert_eq!(p.service_entries, 1);
+        assert_eq!(p.id_str(), Some("Linux SRP target"));
+        let mut out = [0u8; 128];
+        assert_eq!(p.emit(&mut out), Ok(128));
+        assert_eq!(out, b);
+    }
+
+    #[test]
+    fn ioc_profile_kernel_vendor_quirk() {
+        // ib_srpt: iocp->vendor_id = cpu_to_be32(attrs.vendor_id). For rxe
+        // (vendor 0xffffff) that is 00 ff ff ff: VendorID 0x00ffff, and the
+        // reserved byte holds 0xff.
+        let mut b = [0u8; 128];
+        b[8..12].copy_from_slice(&0x00ff_ffffu32.to_be_bytes());
+        let p = IoControllerProfile::parse(&b).unwrap();
+        assert_eq!(p.vendor_id, 0x00ffff);
+    }
+
+    #[test]
+    fn id_string_truncation() {
+        let mut p = IoControllerProfile::default();
+        p.set_id_str(&"é".repeat(40)); // 80 bytes
+        let s = p.id_str().unwrap();
+        assert_eq!(s.len(), 62);
+        assert_eq!(p.id_string[63], 0);
+    }
+
+    #[test]
+    fn service_entries_srpt() {
+        // srpt_get_svc_entries: entry 0 named "SRP.T10:%016llx" of the
+        // service GUID, ID = the same GUID; entries 1-3 zero.
+        let guid = 0x0000_00ff_fe00_7701u64;
+        let mut b = [0u8; 192];
+        b[..24].copy_from_slice(b"SRP.T10:000000fffe007701");
+        b[40..48].copy_from_slice(&guid.to_be_bytes());
+        let s = ServiceEntries::parse(&b).unwrap();
+        assert_eq!(s.entries[0].name_str(), Some("SRP.T10:000000fffe007701"));
+        assert_eq!(s.entries[0].srp_id_ext(), Some("000000fffe007701"));
+        assert_eq!(s.entries[0].id, guid);
+        assert_eq!(s.entries[1], ServiceEntry::default());
+        assert_eq!(ServiceEntry::srp(guid, guid), s.entries[0]);
+        let mut out = [0u8; 192];
+        s.emit(&mut out).unwrap();
+        assert_eq!(out, b);
+        assert_eq!(ServiceEntry::new("other", 1).srp_id_ext(), None);
+    }
+
+    #[test]
+    fn service_entries_modifier() {
+        // srp_daemon: (ioc << 16) | (end << 8) | start.
+        let m = ServiceEntriesModifier::from_u32(1 << 16 | 3 << 8);
+        assert_eq!(
+            m,
+            ServiceEntriesModifier {
+                slot: 1,
+                last: 3,
+                first: 0
+            }
+        );
+        assert_eq!(m.count(), Some(4));
+        assert_eq!(m.to_u32(), 0x0001_0300);
+        assert_eq!(ServiceEntriesModifier::from_u32(0x0001_0001).count(), None);
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = MadHeader::parse(&b);
+            let _ = DmMad::parse(&b);
+            let _ = ClassPortInfo::parse(&b);
+            let _ = IoUnitInfo::parse(&b);
+            let _ = IoControllerProfile::parse(&b);
+            let _ = ServiceEntries::parse(&b);
+            let _ = ServiceEntry::parse(&b);
+        }
+
+        #[test]
+        fn reparse_is_identity(b in proptest::collection::vec(any::<u8>(), 256)) {
+            let m = DmMad::parse(&b).unwrap();
+            prop_assert_eq!(DmMad::parse(&m.to_bytes()).unwrap(), m.clone());
+            let c = ClassPortInfo::parse(&m.data).unwrap();
+            let mut o = [0u8; 192];
+            c.emit(&mut o).unwrap();
+            prop_assert_eq!(ClassPortInfo::parse(&o).unwrap(), c);
+            let i = IoUnitInfo::parse(&m.data).unwrap();
+            i.emit(&mut o).unwrap();
+            prop_assert_eq!(IoUnitInfo::parse(&o).unwrap(), i);
+            let p = IoControllerProfile::parse(&m.data).unwrap();
+            p.emit(&mut o).unwrap();
+            prop_assert_eq!(IoControllerProfile::parse(&o).unwrap(), p);
+            let s = ServiceEntries::parse(&m.data).unwrap();
+            s.emit(&mut o).unwrap();
+            prop_assert_eq!(ServiceEntries::parse(&o).unwrap(), s);
+            let _ = s.entries[0].srp_id_ext();
+        }
+    }
+}
