@@ -73,6 +73,7 @@ pub mod cq;
 pub mod device;
 pub mod mem;
 pub mod mr;
+pub mod os;
 pub mod pd;
 pub mod qp;
 pub mod srq;

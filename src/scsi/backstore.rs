@@ -616,14 +616,20 @@ impl Backstore for FileBackstore {
         self.buffered.sync_data()
     }
     fn unmap(&self, lba: u64, blocks: u64) -> io::Result<()> {
-        // Punching a hole needs fallocate(2), which std does not wrap and
-        // libc only offers as unsafe FFI; this module is unsafe-free, so
-        // deallocation falls back to writing zeros (same data afterwards:
-        // LBPRZ semantics hold, but no space is freed).
+        // Deallocate with fallocate(PUNCH_HOLE); where the filesystem or
+        // device cannot, write zeros instead (reads return zeros either way,
+        // as LBPRZ promises; only the space is not freed).
         self.check_writable()?;
         let len = blocks * u64::from(self.block_size);
-        let chunk = DmaBuf::new(FILL_CHUNK.min(len as usize).max(1))?;
-        self.fill(self.file_offset(lba)?, len, &chunk, chunk.len())
+        let start = self.file_offset(lba)?;
+        match crate::rdma::os::punch_hole(self.buffered.as_fd(), start, len) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                let chunk = DmaBuf::new(FILL_CHUNK.min(len as usize).max(1))?;
+                self.fill(start, len, &chunk, chunk.len())
+            }
+            Err(e) => Err(e),
+        }
     }
     fn write_same(&self, lba: u64, blocks: u64, pattern: &[u8]) -> io::Result<()> {
         self.check_writable()?;
@@ -651,9 +657,8 @@ impl Backstore for FileBackstore {
         true
     }
     fn thin_provisioned(&self) -> bool {
-        // See `unmap`: without hole punching, advertising provisioning
-        // would make mkfs "discard" a whole device by writing zeros.
-        false
+        // UNMAP punches holes (see `unmap`).
+        true
     }
     fn write_cache(&self) -> bool {
         // The page cache or the device's cache: SYNCHRONIZE CACHE and FUA

@@ -435,16 +435,14 @@ fn inquiry_standard_and_vpd() {
         let d = good(n, 0, &inquiry(true, 0xb1, 255), &[]);
         assert_eq!(&d[4..6], &[0, 1], "non-rotating");
         let rc16 = good(n, 0, &read_cap16(32), &[]);
-        if kind == "ram" {
-            assert_eq!(b2[5], 0xe4, "LBPU LBPWS LBPWS10 LBPRZ");
-            assert_eq!(b2[6] & 7, 2);
-            let b0 = good(n, 0, &inquiry(true, 0xb0, 255), &[]);
-            assert_ne!(u32::from_be_bytes([b0[20], b0[21], b0[22], b0[23]]), 0);
-            assert_eq!(rc16[14] & 0xc0, 0xc0, "LBPME LBPRZ");
-        } else {
-            assert_eq!(b2[5], 0);
-            assert_eq!(rc16[14] & 0x80, 0);
-        }
+        // RAM and file LUNs are both thin provisioned (files by punching
+        // holes).
+        let _ = kind;
+        assert_eq!(b2[5], 0xe4, "LBPU LBPWS LBPWS10 LBPRZ");
+        assert_eq!(b2[6] & 7, 2);
+        let b0 = good(n, 0, &inquiry(true, 0xb0, 255), &[]);
+        assert_ne!(u32::from_be_bytes([b0[20], b0[21], b0[22], b0[23]]), 0);
+        assert_eq!(rc16[14] & 0xc0, 0xc0, "LBPME LBPRZ");
         illegal(n, &inquiry(false, 0x80, 255), &[], 0x24);
         illegal(n, &inquiry(true, 0x42, 255), &[], 0x24);
         illegal(n, &[0x12, 0x02, 0, 0, 255, 0], &[], 0x24); // CMDDT
@@ -850,11 +848,21 @@ fn unmap() {
         let s = illegal(&n, &unmap_cdb(p.len() as u16), &p, 0x26);
         assert!(!s.field.unwrap().in_cdb);
     }
-    // File LUNs do not report provisioning: UNMAP is not supported.
+    // File LUNs punch holes: the unmapped blocks read back as zeros, the
+    // others keep their data.
     let t = TempFile::new("unmap", 1 << 20);
     let n = one(file(&t, 512));
+    let data = pattern(8 * 512, 21);
+    good(&n, 0, &rw10(0x2a, 0, 8, false), &data);
     let p = unmap_list(&[(1, 2)]);
-    illegal(&n, &unmap_cdb(p.len() as u16), &p, 0x20);
+    good(&n, 0, &unmap_cdb(p.len() as u16), &p);
+    let back = good(&n, 0, &rw10(0x28, 0, 8, false), &[]);
+    assert_eq!(&back[..512], &data[..512]);
+    assert!(
+        back[512..1536].iter().all(|&b| b == 0),
+        "unmapped blocks read as zeros"
+    );
+    assert_eq!(&back[1536..], &data[1536..]);
 }
 
 // ---------------------------------------------------------------- VERIFY
@@ -1069,12 +1077,12 @@ fn report_supported_operation_codes() {
     illegal(&n, &rsoc(1, 0x9e, 0, 512), &[], 0x24);
     illegal(&n, &rsoc(2, 0x28, 0, 512), &[], 0x24);
     illegal(&n, &rsoc(4, 0x28, 0, 512), &[], 0x24);
-    // A file LUN does not list UNMAP.
+    // A file LUN lists UNMAP too (it punches holes).
     let t = TempFile::new("rsoc", 1 << 20);
     let f = one(file(&t, 512));
     let d = good(&f, 0, &rsoc(0, 0, 0, 8192), &[]);
-    assert!(!d[4..].chunks(8).any(|x| x[0] == 0x42));
-    assert_eq!(good(&f, 0, &rsoc(1, 0x42, 0, 64), &[])[1] & 7, 1);
+    assert!(d[4..].chunks(8).any(|x| x[0] == 0x42));
+    assert_eq!(good(&f, 0, &rsoc(1, 0x42, 0, 64), &[])[1] & 7, 3);
 }
 
 #[test]
