@@ -116,8 +116,7 @@ impl ChannelDriver {
     /// Carries out every queued action. `exec` receives blocking SCSI
     /// commands; non-blocking ones run inline.
     pub fn run_actions(&mut self, exec: &ExecQueue, events: &UnboundedSender<PollerEvent>) {
-        loop {
-            let Some(a) = self.ch.poll_action() else { break };
+        while let Some(a) = self.ch.poll_action() {
             match a {
                 Action::PostRecv { slot } => self.recvs.push(slot),
                 Action::PostSend(wr) => self.sends.push(wr),
@@ -487,12 +486,12 @@ struct Poller {
     exec: ExecQueue,
     events: UnboundedSender<PollerEvent>,
     comp_channels: Arc<Mutex<HashMap<String, Arc<CompletionChannel>>>>,
-    chans: Vec<Box<ChannelDriver>>,
+    chans: Vec<ChannelDriver>,
     cfg: PollerConfig,
 }
 
 impl Poller {
-    fn find(&mut self, key: u64) -> Option<&mut Box<ChannelDriver>> {
+    fn find(&mut self, key: u64) -> Option<&mut ChannelDriver> {
         self.chans.iter_mut().find(|c| c.key == key)
     }
 
@@ -512,7 +511,7 @@ impl Poller {
             match m {
                 PollerMsg::Add(mut d) => {
                     d.run_actions(&self.exec, &self.events);
-                    self.chans.push(d);
+                    self.chans.push(*d);
                 }
                 PollerMsg::Disconnect(key) => {
                     if let Some(d) = self.find(key) {
