@@ -222,31 +222,16 @@ impl Control {
     ) -> Result<Summary, StartError> {
         let afd = self.events.to_async()?;
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        loop {
-            tokio::select! {
-                r = afd.readable() => {
-                    let mut guard = r?;
-                    self.drain_cm_events();
-                    guard.clear_ready();
-                    self.drain_cm_events();
-                }
-                Some(ev) = ev_rx.recv() => self.on_poller_event(ev),
-                _ = tokio::signal::ctrl_c() => break,
-                _ = sigterm.recv() => break,
-            }
-        }
-        tracing::info!(
-            channels = self.conns.len(),
-            "shutting down: logging initiators out"
-        );
-        drop(listener);
-        let keys: Vec<(u64, usize)> = self.conns.values().map(|c| (c.key, c.poller)).collect();
-        for (key, p) in keys {
-            self.pollers[p].send(PollerMsg::Logout(key));
-        }
-        let deadline = tokio::time::Instant::now() + self.opts.shutdown_timeout;
+        let mut listener = Some(listener);
+        // Set once shutting down: when to stop waiting for logouts, and
+        // whether channels were already forced off.
+        let mut deadline: Option<tokio::time::Instant> = None;
         let mut forced = false;
-        while !self.conns.is_empty() {
+        loop {
+            if deadline.is_some() && self.conns.is_empty() {
+                break;
+            }
+            let wake_at = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 r = afd.readable() => {
                     let mut guard = r?;
@@ -255,15 +240,24 @@ impl Control {
                     self.drain_cm_events();
                 }
                 Some(ev) = ev_rx.recv() => self.on_poller_event(ev),
-                _ = tokio::time::sleep_until(deadline), if !forced => {
+                _ = tokio::signal::ctrl_c(), if deadline.is_none() => {
+                    deadline = Some(self.begin_shutdown(&mut listener));
+                }
+                _ = sigterm.recv(), if deadline.is_none() => {
+                    deadline = Some(self.begin_shutdown(&mut listener));
+                }
+                _ = tokio::time::sleep_until(wake_at), if deadline.is_some() => {
+                    if forced {
+                        break;
+                    }
                     tracing::warn!(channels = self.conns.len(), "initiators did not log out in time; disconnecting");
                     forced = true;
+                    deadline = Some(tokio::time::Instant::now() + Duration::from_secs(5));
                     let keys: Vec<u64> = self.conns.values().map(|c| c.key).collect();
                     for key in keys {
                         self.disconnect(key);
                     }
                 }
-                _ = tokio::time::sleep(Duration::from_secs(5)), if forced => break,
             }
         }
         for p in &self.pollers {
@@ -276,6 +270,21 @@ impl Control {
         }
         self.summary.leaked_channels = self.conns.len();
         Ok(self.summary.clone())
+    }
+
+    /// Stops accepting logins and logs every initiator out (SRP_T_LOGOUT
+    /// once its commands finish); returns the deadline for that.
+    fn begin_shutdown(&mut self, listener: &mut Option<CmId>) -> tokio::time::Instant {
+        tracing::info!(
+            channels = self.conns.len(),
+            "shutting down: logging initiators out"
+        );
+        listener.take();
+        let keys: Vec<(u64, usize)> = self.conns.values().map(|c| (c.key, c.poller)).collect();
+        for (key, p) in keys {
+            self.pollers[p].send(PollerMsg::Logout(key));
+        }
+        tokio::time::Instant::now() + self.opts.shutdown_timeout
     }
 
     fn drain_cm_events(&mut self) {
