@@ -114,6 +114,37 @@ pub struct ChannelStats {
     pub protocol_errors: u64,
 }
 
+impl std::ops::AddAssign<&ChannelStats> for ChannelStats {
+    fn add_assign(&mut self, o: &ChannelStats) {
+        let ChannelStats {
+            commands,
+            immediate,
+            indirect,
+            external_tables,
+            task_set_full,
+            task_mgmt,
+            aborted,
+            bytes_out,
+            bytes_in,
+            zero_copy,
+            cred_reqs,
+            protocol_errors,
+        } = o;
+        self.commands += commands;
+        self.immediate += immediate;
+        self.indirect += indirect;
+        self.external_tables += external_tables;
+        self.task_set_full += task_set_full;
+        self.task_mgmt += task_mgmt;
+        self.aborted += aborted;
+        self.bytes_out += bytes_out;
+        self.bytes_in += bytes_in;
+        self.zero_copy += zero_copy;
+        self.cred_reqs += cred_reqs;
+        self.protocol_errors += protocol_errors;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChannelState {
     Live,
@@ -267,14 +298,10 @@ pub struct ExecRequest<'a> {
     pub len: u32,
 }
 
-fn read_desc(buf: &DmaBuf, offset: u64) -> DirectDesc {
-    let mut b = [0u8; 16];
+fn read_desc(buf: &DmaBuf, offset: u64) -> Option<DirectDesc> {
+    let mut b = [0u8; DirectDesc::LEN];
     buf.read(offset as usize, &mut b);
-    DirectDesc {
-        va: u64::from_be_bytes(b[0..8].try_into().unwrap_or_default()),
-        rkey: u32::from_be_bytes(b[8..12].try_into().unwrap_or_default()),
-        len: u32::from_be_bytes(b[12..16].try_into().unwrap_or_default()),
-    }
+    DirectDesc::parse(&b).ok()
 }
 
 impl Channel {
@@ -1163,12 +1190,11 @@ impl Channel {
         match c.descs {
             Descs::One(d) if i == 0 => Some(d),
             Descs::InIu { offset, count } if i < count => {
-                Some(read_desc(&self.recv, offset as u64 + (i * DESC_LEN) as u64))
+                read_desc(&self.recv, offset as u64 + (i * DESC_LEN) as u64)
             }
-            Descs::Table { offset, count } if i < count => Some(read_desc(
-                self.tables.buf(),
-                offset as u64 + (i * DESC_LEN) as u64,
-            )),
+            Descs::Table { offset, count } if i < count => {
+                read_desc(self.tables.buf(), offset as u64 + (i * DESC_LEN) as u64)
+            }
             _ => None,
         }
     }
@@ -1382,13 +1408,7 @@ impl Channel {
     /// Frees a context and its buffers; reposts its receive slot unless the
     /// channel is going away.
     fn release(&mut self, id: CmdId) {
-        let c = self.ctxs.remove(id as usize);
-        if let Some(e) = c.data {
-            self.pool.free(e);
-        }
-        if let Some(e) = c.table {
-            self.tables.free(e);
-        }
+        let c = self.remove_ctx(id);
         if c.queued {
             self.waiting.retain(|&w| w != id);
         }
@@ -1403,7 +1423,8 @@ impl Channel {
         }
     }
 
-    fn free_ctx(&mut self, id: CmdId) {
+    /// Removes a context and returns its pool extents.
+    fn remove_ctx(&mut self, id: CmdId) -> Ctx {
         let c = self.ctxs.remove(id as usize);
         if let Some(e) = c.data {
             self.pool.free(e);
@@ -1411,6 +1432,13 @@ impl Channel {
         if let Some(e) = c.table {
             self.tables.free(e);
         }
+        c
+    }
+
+    /// Frees a context whose response send completed (its receive slot was
+    /// reposted when the response was posted).
+    fn free_ctx(&mut self, id: CmdId) {
+        self.remove_ctx(id);
         self.maybe_closed();
     }
 

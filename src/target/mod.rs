@@ -89,21 +89,6 @@ pub struct Summary {
     pub stats: ChannelStats,
 }
 
-fn add_stats(a: &mut ChannelStats, b: &ChannelStats) {
-    a.commands += b.commands;
-    a.immediate += b.immediate;
-    a.indirect += b.indirect;
-    a.external_tables += b.external_tables;
-    a.task_set_full += b.task_set_full;
-    a.task_mgmt += b.task_mgmt;
-    a.aborted += b.aborted;
-    a.bytes_out += b.bytes_out;
-    a.bytes_in += b.bytes_in;
-    a.zero_copy += b.zero_copy;
-    a.cred_reqs += b.cred_reqs;
-    a.protocol_errors += b.protocol_errors;
-}
-
 struct Conn {
     id: CmId,
     key: u64,
@@ -580,7 +565,7 @@ impl Control {
         match ev {
             PollerEvent::Disconnect { key } => self.disconnect(key),
             PollerEvent::Closed { key, stats } => {
-                add_stats(&mut self.summary.stats, &stats);
+                self.summary.stats += &stats;
                 if let Some(h) = self.by_key.remove(&key) {
                     if let Some(c) = self.conns.remove(&h) {
                         if let Some(v) = self.nexus_channels.get_mut(&c.nexus) {

@@ -157,7 +157,7 @@ impl ChannelDriver {
                 offset: r.offset,
                 len: r.len,
             };
-            if let Err(job) = exec.pool.submit(job) {
+            if let Err(job) = exec.submit(job) {
                 // The queue is sized for every context, so this only happens
                 // at shutdown: run it here rather than lose it.
                 let done = job.run();
@@ -348,11 +348,8 @@ impl ExecJob {
     }
 }
 
-/// The worker pool of one poller and the way results come back.
-#[derive(Debug)]
-pub struct ExecQueue {
-    pool: WorkerPool<ExecJob>,
-}
+/// The worker pool of one poller (results come back on its `done` queue).
+pub type ExecQueue = WorkerPool<ExecJob>;
 
 /// What a poller tells the control plane.
 #[derive(Debug)]
@@ -457,7 +454,7 @@ pub fn spawn(
         comp_channels: comp_channels.clone(),
         thread: Mutex::new(None),
     });
-    let exec = ExecQueue { pool };
+    let exec = pool;
     let t = std::thread::Builder::new()
         .name(format!("srptd-poll{index}"))
         .spawn(move || {

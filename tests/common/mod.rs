@@ -572,15 +572,9 @@ impl Sim {
     }
 }
 
+/// The 8-byte SAM LUN the Linux initiator sends for `lun`.
 pub fn lun_bytes(lun: u16) -> [u8; 8] {
-    let mut b = [0u8; 8];
-    if lun < 256 {
-        b[1] = lun as u8;
-    } else {
-        b[0] = 0x40 | (lun >> 8) as u8;
-        b[1] = lun as u8;
-    }
-    b
+    srptd::scsi::lun::encode_lun(lun)
 }
 
 /// READ(16)/WRITE(16) CDB.
