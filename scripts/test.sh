@@ -22,8 +22,8 @@ if [ "${SKIP_VM_TESTS:-0}" = 1 ]; then
     step "VM tests skipped (SKIP_VM_TESTS=1)"
 else
     step "build srptd for the VM tests"
-    cargo build --release --bin srptd
-    for t in ${VM_TESTS:-srptd-smoke kernel-target-smoke}; do
+    cargo build --release --bin srptd --example srp_initiator
+    for t in ${VM_TESTS:-srptd-smoke srptd-e2e kernel-target-smoke}; do
         step "VM test: $t"
         scripts/vm-run.sh "tests/vm/$t.sh"
     done

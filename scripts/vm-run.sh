@@ -17,7 +17,8 @@
 #   VM_TIMEOUT   overall limit in seconds, boot included (default 900)
 #   VM_KERNEL    kernel image (default: newest /boot/vmlinuz-6.1.0-*-amd64)
 #   VM_MEMORY    guest memory (default 2G)
-#   VM_CPUS      guest vCPUs (default 2)
+#   VM_CPUS      guest vCPUs (default: a "# vm-cpus: N" line in the guest
+#                script, else 2; ib_srp opens at most one channel per CPU)
 #   VM_RESULTS_DIR  host directory for results (default:
 #                target/vm-results/<script>-<timestamp>); console output is
 #                saved there as console.log
@@ -62,6 +63,8 @@ if [ ! -d "/lib/modules/$kver" ]; then
 fi
 
 timeout_s=${VM_TIMEOUT:-900}
+cpus=${VM_CPUS:-$(sed -n 's/^# vm-cpus: *\([0-9][0-9]*\)$/\1/p' "$script" | head -n1)}
+cpus=${cpus:-2}
 name=$(basename "$script" .sh)
 results=${VM_RESULTS_DIR:-$REPO/target/vm-results/$name-$(date +%Y%m%d-%H%M%S)-$$}
 mkdir -p "$results"
@@ -81,11 +84,11 @@ kvm_flag=(--disable-kvm)
 [ "${VM_KVM:-0}" = 1 ] && kvm_flag=()
 
 vng_cmd=(vng -r "$kernel" "${kvm_flag[@]}" --force-9p
-         --memory "${VM_MEMORY:-2G}" --cpus "${VM_CPUS:-2}"
+         --memory "${VM_MEMORY:-2G}" --cpus "$cpus"
          --rwdir "$results" --cwd "$REPO"
          -e "$guest_cmd")
 
-log "kernel $kernel, results in $results, timeout ${timeout_s}s"
+log "kernel $kernel, $cpus vCPUs, results in $results, timeout ${timeout_s}s"
 start=$(date +%s)
 set +e
 # No tty is needed: with stdin not a terminal vng runs QEMU headless with the

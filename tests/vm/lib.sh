@@ -393,3 +393,72 @@ srptd_stop() {
     SRPTD_PID=
     return $rc
 }
+
+########################################################################
+# More ib_srp helpers: several logins, disks by LUN, srptd's counters
+
+# srp_ports: the SRP remote ports ("port-H:N"), one per line.
+srp_ports() { ls /sys/class/srp_remote_ports 2>/dev/null | sort; }
+
+# srp_add_target <id_ext> <ioc_guid> [extra add_target options]: one more
+# login through the already loaded ib_srp (no module reload), e.g. with
+# "initiator_ext=0000000000000001" for a second I_T nexus. Prints the new
+# remote port's name (port-H:N); its SCSI host is hostH.
+srp_add_target() {
+    local before after line="id_ext=$1,ioc_guid=$2,dest=$RXE_ADDR:$SRP_PORT"
+    [ -n "${3:-}" ] && line="$line,$3"
+    before=$(srp_ports)
+    vm_log "add_target $line"
+    echo "$line" > "/sys/class/infiniband_srp/srp-$RXE_DEV-1/add_target" ||
+        { vm_die "add_target failed: $(dmesg | tail -n 3)"; return 1; }
+    wait_until 20 test "$(srp_ports | wc -l)" -gt "$(echo "$before" | grep -c . || true)" ||
+        { vm_die "no new SRP remote port"; return 1; }
+    after=$(srp_ports)
+    comm -13 <(echo "$before") <(echo "$after") | head -n1
+}
+
+# srp_port_delete <port-H:N>: log that remote port out, wait until it is gone.
+srp_port_delete() {
+    vm_log "logout $1"
+    echo 1 > "/sys/class/srp_remote_ports/$1/delete" || return 1
+    wait_until 30 test ! -e "/sys/class/srp_remote_ports/$1" || { vm_die "$1 still present"; return 1; }
+}
+
+# srp_lun_dev <lun> [scsi host number]: /dev/sdX of that LUN behind ib_srp
+# (any ib_srp host, or only host H), waiting up to 30 s for it to appear.
+_srp_lun_dev() {
+    local lun=$1 host=${2:-} d addr h
+    for d in /sys/block/sd*; do
+        [ -e "$d/device" ] || continue
+        addr=$(basename "$(readlink -f "$d/device")") # H:C:T:L
+        h=${addr%%:*}
+        [ "${addr##*:}" = "$lun" ] || continue
+        [ -z "$host" ] || [ "$h" = "$host" ] || continue
+        [ "$(cat "/sys/class/scsi_host/host$h/proc_name" 2>/dev/null)" = ib_srp ] || continue
+        [ "$(cat "$d/size")" -gt 0 ] || continue
+        echo "/dev/${d##*/}"; return 0
+    done
+    return 1
+}
+srp_lun_dev() {
+    wait_until 30 _srp_lun_dev "$@" || { vm_die "no disk for LUN $1 ${2:+on host$2}"; return 1; }
+    _srp_lun_dev "$@"
+}
+
+# srptd_counter <name> [log]: a counter from srptd's exit summary line
+# ("srptd: stopped: logins N ... external-tables N ..."), e.g. immediate.
+srptd_counter() {
+    local log=${2:-$VM_RESULTS/srptd.log}
+    sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -o "stopped: .*" | tail -n1 |
+        grep -o " $1 [0-9]*" | awk '{ print $2 }' | grep . ||
+        { vm_die "no counter '$1' in srptd's exit summary"; return 1; }
+}
+
+# srp_initiator_bin: the userspace test initiator (examples/srp_initiator.rs)
+srp_initiator_bin() {
+    local b
+    for b in "$REPO/target/release/examples/srp_initiator" "$REPO/target/debug/examples/srp_initiator"; do
+        [ -x "$b" ] && { echo "$b"; return 0; }
+    done
+    vm_die "no srp_initiator binary (cargo build --release --example srp_initiator on the host)"
+}
