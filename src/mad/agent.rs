@@ -153,6 +153,22 @@ impl DmAgent {
         self.config = config;
     }
 
+    /// Apply `config` if it advertises something different from the
+    /// current one (`change_id` is not compared); the ChangeID then moves
+    /// as in [`DmAgent::update`]. Returns whether it changed, so that a
+    /// target may call this with its live configuration whenever that may
+    /// have changed without moving the ChangeID for nothing.
+    pub fn reconfigure(&mut self, config: DmConfig) -> bool {
+        let same = DmConfig {
+            change_id: self.config.change_id,
+            ..config.clone()
+        } == self.config;
+        if !same {
+            self.update(config);
+        }
+        !same
+    }
+
     pub fn config(&self) -> &DmConfig {
         &self.config
     }
@@ -543,6 +559,26 @@ mod tests {
         });
         a.update(c);
         assert_eq!(a.change_id(), 1);
+    }
+
+    #[test]
+    fn reconfigure_moves_change_id_only_on_change() {
+        let mut a = agent();
+        let same = DmConfig {
+            change_id: 9, // ignored
+            ..a.config().clone()
+        };
+        assert!(!a.reconfigure(same));
+        assert_eq!(a.change_id(), 1);
+        let c = DmConfig {
+            send_queue_depth: 64,
+            ..a.config().clone()
+        };
+        assert!(a.reconfigure(c.clone()));
+        assert_eq!(a.change_id(), 2);
+        assert_eq!(a.profile().send_queue_depth, 64);
+        assert!(!a.reconfigure(c));
+        assert_eq!(a.change_id(), 2);
     }
 
     proptest! {

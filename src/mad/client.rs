@@ -504,6 +504,26 @@ fn json_str(s: &str) -> String {
     o
 }
 
+impl DmReport {
+    /// Every exchange's status and attribute data as a hex dump (16 bytes
+    /// a line), for comparing responders byte by byte.
+    pub fn raw_dump(&self) -> String {
+        let mut o = String::new();
+        for e in &self.transcript {
+            let status = e.status.map_or("none".to_owned(), |s| format!("{:04x}", s.0));
+            o.push_str(&format!(
+                "raw attr {:04x} mod {:08x} status {status}:\n",
+                e.attr_id.0, e.attr_mod
+            ));
+            for (i, chunk) in e.data.chunks(16).enumerate() {
+                let h: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+                o.push_str(&format!("  {:3}: {}\n", i * 16, h.join(" ")));
+            }
+        }
+        o
+    }
+}
+
 impl fmt::Display for DmReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.dest_gid {
@@ -774,6 +794,106 @@ pub fn query_with(o: &QueryOptions) -> Result<DmReport, QueryError> {
     Ok(report)
 }
 
+/// One request of [`standard_probes`]: a name, the method, attribute and
+/// modifier.
+pub type Probe = (&'static str, Method, AttributeId, u32);
+
+/// Valid and invalid requests whose answers show how a responder handles
+/// errors (`srptd dm-query --probe`; the comparison with ib_srpt is in
+/// docs/device-management.md).
+pub fn standard_probes() -> Vec<Probe> {
+    use AttributeId as A;
+    use Method as M;
+    let se = |slot, last, first| ServiceEntriesModifier { slot, last, first }.to_u32();
+    vec![
+        ("Get ClassPortInfo", M::GET, A::CLASS_PORT_INFO, 0),
+        ("Get IOUnitInfo", M::GET, A::IO_UNIT_INFO, 0),
+        (
+            "Get IOControllerProfile slot 0",
+            M::GET,
+            A::IO_CONTROLLER_PROFILE,
+            0,
+        ),
+        (
+            "Get IOControllerProfile slot 1",
+            M::GET,
+            A::IO_CONTROLLER_PROFILE,
+            1,
+        ),
+        (
+            "Get IOControllerProfile slot 2",
+            M::GET,
+            A::IO_CONTROLLER_PROFILE,
+            2,
+        ),
+        (
+            "Get IOControllerProfile slot 16",
+            M::GET,
+            A::IO_CONTROLLER_PROFILE,
+            16,
+        ),
+        (
+            "Get IOControllerProfile slot 17",
+            M::GET,
+            A::IO_CONTROLLER_PROFILE,
+            17,
+        ),
+        (
+            "Get ServiceEntries 1:0-0",
+            M::GET,
+            A::SERVICE_ENTRIES,
+            se(1, 0, 0),
+        ),
+        (
+            "Get ServiceEntries 1:0-1",
+            M::GET,
+            A::SERVICE_ENTRIES,
+            se(1, 1, 0),
+        ),
+        (
+            "Get ServiceEntries 1:1-0",
+            M::GET,
+            A::SERVICE_ENTRIES,
+            se(1, 0, 1),
+        ),
+        (
+            "Get ServiceEntries 1:0-3",
+            M::GET,
+            A::SERVICE_ENTRIES,
+            se(1, 3, 0),
+        ),
+        (
+            "Get ServiceEntries 2:0-0",
+            M::GET,
+            A::SERVICE_ENTRIES,
+            se(2, 0, 0),
+        ),
+        (
+            "Get ServiceEntries 0:0-0",
+            M::GET,
+            A::SERVICE_ENTRIES,
+            se(0, 0, 0),
+        ),
+        ("Get DiagCode", M::GET, A::DIAG_CODE, 0),
+        ("Get attribute 0xff00", M::GET, A(0xff00), 0),
+        ("Set ClassPortInfo", M::SET, A::CLASS_PORT_INFO, 0),
+        ("Set IOUnitInfo", M::SET, A::IO_UNIT_INFO, 0),
+    ]
+}
+
+/// One line per probe answer: method, status and the first data bytes.
+pub fn probe_line(name: &str, answer: Option<&DmMad>) -> String {
+    match answer {
+        Some(m) => format!(
+            "probe {name:34} -> method {:#04x} status {:04x} data[0..8] {:02x?}",
+            m.header.method.0,
+            m.header.status.0,
+            &m.data[..8]
+        ),
+        None => format!("probe {name:34} -> no answer"),
+    }
+}
+
 /// Send one DevMgt request per `(method, attribute, modifier)` and return
 /// each answer (`None`: no answer), for checking a responder's error
 /// statuses.
@@ -968,6 +1088,33 @@ mod tests {
             .collect();
         assert_eq!(ids.len(), 6);
         assert_eq!(ids[5], "0000000000000005");
+    }
+
+    #[test]
+    fn raw_dump_and_probes() {
+        let mut a = DmAgent::new(DmConfig::for_node_guid(GUID));
+        let (r, _) = run(&mut a, |_| true);
+        let raw = r.raw_dump();
+        assert!(
+            raw.starts_with("raw attr 0001 mod 00000000 status 0000:\n    0: 01 01 00 00 00 00 00 14 "),
+            "{raw}"
+        );
+        assert_eq!(raw.lines().count(), 4 * 13);
+        let probes = standard_probes();
+        assert_eq!(probes.len(), 17);
+        assert!(probes
+            .iter()
+            .any(|p| p.3 == 0x0001_0100 && p.2 == AttributeId::SERVICE_ENTRIES));
+        let req = DmMad::request(Method::GET, 1, AttributeId::IO_UNIT_INFO, 0).to_bytes();
+        let ans = DmMad::parse(&a.handle(&req).unwrap()).unwrap();
+        assert_eq!(
+            probe_line("Get IOUnitInfo", Some(&ans)),
+            "probe Get IOUnitInfo                     -> method 0x81 status 0000 data[0..8] [00, 01, 10, 00, 10, 00, 00, 00]"
+        );
+        assert_eq!(
+            probe_line("x", None),
+            "probe x                                  -> no answer"
+        );
     }
 
     #[test]
