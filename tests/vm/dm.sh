@@ -8,8 +8,9 @@
 #    it_iu_len and transfer size it was started with, the RDMA READ depth
 #    of the device, and the IsDeviceManagementSupported bit stays unset.
 # 2. A second srptd cannot register the class (EPERM), says so, and runs.
-# 3. The initiator logs in with max_it_iu_size = the advertised
-#    SendMessageSize (what srp_daemon would pass) and gets exactly it.
+# 3. The initiator logs in with the RDMA/CM add_target string dm-query
+#    prints (max_it_iu_size = the advertised SendMessageSize, as srp_daemon
+#    would add) and gets exactly the advertised IU size and credits.
 # 4. --no-dm: the kernel answers for the missing agent with status 0x000c.
 # 5. After srptd has stopped: kernel ib_srpt answers the same attributes
 #    with the same layouts; the fields that differ are printed as a table
@@ -95,8 +96,12 @@ check "operations mask" "$(jqr '.controllers[0].profile.op_cap_mask')" 2b
 check "service entries" "$(jqr '.controllers[0].profile.service_entries')" 1
 CHANGE_ID=$(jqr '.io_unit_info.change_id')
 [ "$CHANGE_ID" != 0 ] || { vm_log "FAIL: change ID 0"; FAILS=$((FAILS + 1)); }
-check "add_target" "$(jqr '.add_target[0]')" \
-    "id_ext=$SRPTD_ID_EXT,ioc_guid=$SRPTD_IOC_GUID,dgid=$DGID,pkey=ffff,service_id=$SERVICE_ID"
+# ib_srp is not loaded: dm-query assumes its defaults (68 + 8192-byte IUs),
+# more than srptd accepts, hence max_it_iu_size.
+check "add_target (IB CM)" "$(jqr '.add_target[0]')" \
+    "id_ext=$SRPTD_ID_EXT,ioc_guid=$SRPTD_IOC_GUID,dgid=$DGID,pkey=ffff,service_id=$SERVICE_ID,max_it_iu_size=$IU"
+check "add_target (RDMA/CM)" "$(jqr '.add_target_rdma_cm[0]')" \
+    "id_ext=$SRPTD_ID_EXT,ioc_guid=$SRPTD_IOC_GUID,dest=<target IP>:$SRP_PORT,max_it_iu_size=$IU"
 
 ########################################################################
 vm_log "== 2. a second srptd cannot register the class and runs without it"
@@ -113,9 +118,18 @@ dmq --json > "$OUT/srptd-after-second.json" || vm_die "dm-query after the second
 check "first srptd still answers, same change ID" "$(jq -r .io_unit_info.change_id "$OUT/srptd-after-second.json")" "$CHANGE_ID"
 
 ########################################################################
-vm_log "== 3. login with max_it_iu_size = advertised SendMessageSize"
+vm_log "== 3. the initiator logs in with the add_target string dm-query prints"
+srp_load ch_count=1
+dmq > "$OUT/srptd-for-login.txt" || vm_die "dm-query with ib_srp loaded"
+line=$(sed -n 's/^add_target (RDMA\/CM, RoCE or IPoIB): //p' "$OUT/srptd-for-login.txt" | head -n1)
+check "dm-query's RDMA/CM add_target" "$line" \
+    "id_ext=$SRPTD_ID_EXT,ioc_guid=$SRPTD_IOC_GUID,dest=<target IP>:$SRP_PORT,max_it_iu_size=$IU"
+line=${line/<target IP>/$RXE_ADDR}
+vm_log "add_target $line"
+echo "$line" > "/sys/class/infiniband_srp/srp-$RXE_DEV-1/add_target" ||
+    vm_die "add_target failed: $(dmesg | tail -n 5)"
+dev=$(wait_for_disk SRPTD 30)
 SEND=$(jqr '.controllers[0].profile.send_size')
-dev=$(SRP_VENDOR=SRPTD SRP_TARGET_OPTS="max_it_iu_size=$SEND" srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 1)
 dd if="$dev" of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null || vm_die "reading $dev"
 login=$(nocolor "$VM_RESULTS/srptd.log" | grep 'login accepted' | tail -n1)
 vm_log "srptd: $login"
