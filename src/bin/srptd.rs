@@ -1,17 +1,24 @@
-//! `srptd`: run the SRP target.
+//! `srptd`: run the SRP target; `srptd dm-query`: query a port's
+//! device-management agent.
 
+use std::net::Ipv6Addr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use srptd::mad::client::{probe, probe_line, query_with, standard_probes, QueryError, QueryOptions};
 use srptd::proto::LoginLimits;
 use srptd::scsi::{Access, BackstoreConfig, LunConfig, Target, TargetConfig};
 use srptd::target::{self, Options};
 
 /// A userspace SCSI RDMA Protocol (SRP) target.
+///
+/// Without a subcommand, runs the target with the options below.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// A LUN backstore, numbered in order from 0: `ram:<size>`,
     /// `file:<path>`, with options `,ro` and `,bs=512|4096`
     /// (e.g. `ram:256M`, `file:/srv/disk.img,ro`). Default: one `ram:256M`.
@@ -51,6 +58,131 @@ struct Cli {
     /// Microseconds to keep polling after the last completion before sleeping.
     #[arg(long, default_value_t = 50)]
     spin_us: u64,
+    /// Do not answer InfiniBand device-management MADs (IOUnitInfo,
+    /// IOControllerProfile, ServiceEntries) on the served ports.
+    #[arg(long)]
+    no_dm: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask the device-management agent of a port (srptd's or the kernel's
+    /// ib_srpt) what it advertises, like srp_daemon does, and print the
+    /// decoded answers and the add_target string(s) they make.
+    DmQuery(DmQueryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DmQueryArgs {
+    /// RDMA device to send the queries from (e.g. rxe0, mlx5_0).
+    #[arg(long)]
+    device: String,
+    /// Port of the device (1-based).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
+    port: u8,
+    /// Destination port GID (`fe80::2:c903:a:b`, the sysfs form, or 32 hex
+    /// digits). Default: this port's own GID index 0, i.e. the agent on
+    /// this node. RoCE needs a GID; on InfiniBand `--lid` may be used instead.
+    #[arg(long, value_parser = parse_gid_arg)]
+    gid: Option<Ipv6Addr>,
+    /// Destination LID (InfiniBand; default: this port's own LID).
+    #[arg(long)]
+    lid: Option<u16>,
+    /// Local GID index for the GRH (on rxe use 0, the link-local GID: the
+    /// kernel drops answers to the IPv4-mapped one).
+    #[arg(long, default_value_t = 0)]
+    gid_index: u8,
+    /// Per-request answer timeout, milliseconds (the kernel retries 3 times).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=60000))]
+    timeout_ms: u32,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Also print each answer's raw attribute data.
+    #[arg(long, conflicts_with = "json")]
+    raw: bool,
+    /// Instead of the discovery sequence, send a fixed list of valid and
+    /// invalid requests and print each answer's status.
+    #[arg(long, conflicts_with_all = ["json", "raw"])]
+    probe: bool,
+}
+
+fn parse_gid_arg(s: &str) -> Result<Ipv6Addr, String> {
+    if s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit()) {
+        let v = u128::from_str_radix(s, 16).map_err(|e| e.to_string())?;
+        return Ok(Ipv6Addr::from(v));
+    }
+    s.parse::<Ipv6Addr>()
+        .map_err(|_| format!("{s}: not a GID (e.g. fe80::ff:fe00:7701 or fe80000000000000000000fffe007701)"))
+}
+
+fn dm_query(a: &DmQueryArgs) -> ExitCode {
+    let o = QueryOptions {
+        dest_gid: a.gid.map(|g| g.octets()),
+        dest_lid: a.lid,
+        gid_index: a.gid_index,
+        timeout_ms: a.timeout_ms,
+        ..QueryOptions::new(&a.device, a.port)
+    };
+    if a.probe {
+        let list = standard_probes();
+        let reqs: Vec<_> = list.iter().map(|&(_, m, at, x)| (m, at, x)).collect();
+        return match probe(&o, &reqs) {
+            Ok(answers) => {
+                for ((name, ..), ans) in list.iter().zip(&answers) {
+                    println!("{}", probe_line(name, ans.as_ref()));
+                }
+                if answers.iter().any(Option::is_none) {
+                    eprintln!("srptd dm-query: some probes got no answer");
+                    return ExitCode::FAILURE;
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => dm_query_error(a, &e),
+        };
+    }
+    match query_with(&o) {
+        Ok(r) => {
+            if a.json {
+                println!("{}", r.to_json());
+            } else {
+                print!("{r}");
+                if a.raw {
+                    print!("{}", r.raw_dump());
+                }
+            }
+            let incomplete = r
+                .controllers
+                .iter()
+                .any(|c| c.profile.is_err() || c.services_error.is_some());
+            if incomplete {
+                eprintln!("srptd dm-query: some attributes could not be read (see above)");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => dm_query_error(a, &e),
+    }
+}
+
+fn dm_query_error(a: &DmQueryArgs, e: &QueryError) -> ExitCode {
+    use srptd::mad::client::AttrError;
+    use srptd::wire::mad::MadStatus;
+    let hint = match e {
+        QueryError::NoIoUnitInfo(AttrError::Status(MadStatus::UNSUPPORTED_METHOD_ATTR)) => {
+            ": no device-management agent is registered at the destination (the kernel answers for a \
+             missing one with 0x000c); is srptd running, without --no-dm, or ib_srpt loaded?"
+        }
+        QueryError::NoIoUnitInfo(AttrError::Timeout) => {
+            ": nothing answered; check --gid/--lid (on RoCE address the link-local GID from --gid-index 0)"
+        }
+        _ => "",
+    };
+    eprintln!(
+        "srptd dm-query --device {} --port {}: {e}{hint}",
+        a.device, a.port
+    );
+    ExitCode::FAILURE
 }
 
 fn size(field: &str, v: &str) -> Result<u64, String> {
@@ -123,6 +255,7 @@ fn setup(cli: &Cli) -> Result<(Options, TargetConfig), String> {
         pollers: cli.pollers as usize,
         io_threads: cli.io_threads as usize,
         spin: Duration::from_micros(cli.spin_us),
+        dm: !cli.no_dm,
         ..Options::default()
     };
     Ok((opts, tcfg))
@@ -136,6 +269,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(Command::DmQuery(a)) = &cli.command {
+        return dm_query(a);
+    }
     let (opts, tcfg) = match setup(&cli) {
         Ok(v) => v,
         Err(e) => {

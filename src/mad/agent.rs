@@ -43,8 +43,9 @@ pub struct DmConfig {
     pub subsystem_id: u32,
     /// ServiceID of the one service entry: the IB CM service ID initiators
     /// connect to (srp_daemon's `service_id=`). ib_srpt advertises its IB
-    /// CM listen ID, `srpt_service_guid` (the node GUID). See
-    /// `docs/device-management.md` for what srptd should use.
+    /// CM listen ID, `srpt_service_guid` (the node GUID); srptd advertises
+    /// the `RDMA_PS_IB` service ID of its port (`target::dm`,
+    /// `docs/device-management.md`).
     pub service_id: u64,
     /// SendMessageQueueDepth: credits per channel (ib_srpt 6.1 without
     /// SRQ: 128; with SRQ: the SRQ size, 4095 by default).
@@ -71,11 +72,8 @@ impl DmConfig {
     /// to the node GUID), and the limits of `proto::LoginLimits::default()`
     /// / `proto::ChannelConfig::new` at the time of writing (128 credits,
     /// max it_iu_len 64 KiB + 68, 8 MiB per command, 4 RDMA reads). The
-    /// target should fill these from its real configuration:
-    /// `send_queue_depth = LoginLimits::queue_depth`,
-    /// `send_size = LoginLimits::max_it_iu_len`,
-    /// `rdma_size = ChannelConfig::max_transfer`,
-    /// `rdma_read_depth = ChannelConfig::rdma_read_depth`.
+    /// running target builds its configuration from its live options
+    /// instead (`target::dm::dm_config`).
     pub fn for_node_guid(node_guid: u64) -> Self {
         Self {
             ioc_guid: node_guid,
@@ -151,6 +149,22 @@ impl DmAgent {
         };
         self.profile = Self::build_profile(&config);
         self.config = config;
+    }
+
+    /// Apply `config` if it advertises something different from the
+    /// current one (`change_id` is not compared); the ChangeID then moves
+    /// as in [`DmAgent::update`]. Returns whether it changed, so that a
+    /// target may call this with its live configuration whenever that may
+    /// have changed without moving the ChangeID for nothing.
+    pub fn reconfigure(&mut self, config: DmConfig) -> bool {
+        let same = DmConfig {
+            change_id: self.config.change_id,
+            ..config.clone()
+        } == self.config;
+        if !same {
+            self.update(config);
+        }
+        !same
     }
 
     pub fn config(&self) -> &DmConfig {
@@ -543,6 +557,26 @@ mod tests {
         });
         a.update(c);
         assert_eq!(a.change_id(), 1);
+    }
+
+    #[test]
+    fn reconfigure_moves_change_id_only_on_change() {
+        let mut a = agent();
+        let same = DmConfig {
+            change_id: 9, // ignored
+            ..a.config().clone()
+        };
+        assert!(!a.reconfigure(same));
+        assert_eq!(a.change_id(), 1);
+        let c = DmConfig {
+            send_queue_depth: 64,
+            ..a.config().clone()
+        };
+        assert!(a.reconfigure(c.clone()));
+        assert_eq!(a.change_id(), 2);
+        assert_eq!(a.profile().send_queue_depth, 64);
+        assert!(!a.reconfigure(c));
+        assert_eq!(a.change_id(), 2);
     }
 
     proptest! {

@@ -15,6 +15,7 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
 
+use crate::mad::agent::{RDMA_PS_IB, RDMA_PS_TCP};
 use crate::rdma::umad::{Grh, LinkLayer, MadAddress, UmadPort};
 use crate::wire::mad::{
     AttributeId, ClassPortInfo, DmMad, IoControllerProfile, IoUnitInfo, MadStatus, Method, MgmtClass,
@@ -79,6 +80,11 @@ pub struct DmReport {
     pub controllers: Vec<ControllerReport>,
     /// Every exchange, in order.
     pub transcript: Vec<Exchange>,
+    /// The it_iu_len the local initiator asks for when it uses immediate
+    /// data (ib_srp: 68 + `max_imm_data`), if known: add_target strings
+    /// then carry `max_it_iu_size=<SendMessageSize>` where that is smaller
+    /// (filled by [`query`] from [`local_initiator_it_iu_len`]).
+    pub initiator_it_iu_len: Option<u32>,
 }
 
 impl Default for DmReport {
@@ -91,6 +97,7 @@ impl Default for DmReport {
             io_unit_info: Err(AttrError::Timeout),
             controllers: Vec::new(),
             transcript: Vec::new(),
+            initiator_it_iu_len: None,
         }
     }
 }
@@ -323,17 +330,14 @@ pub fn gid_string(g: &[u8; 16]) -> String {
 
 impl DmReport {
     /// The `add_target` strings srp_daemon would write for each SRP service
-    /// entry (InfiniBand form; srp_daemon `add_non_exist_target`). Needs
-    /// [`DmReport::dest_gid`].
+    /// entry: InfiniBand, IB CM login to the entry's ServiceID
+    /// (srp_daemon `add_non_exist_target`). Needs [`DmReport::dest_gid`].
     pub fn add_target_strings(&self) -> Vec<String> {
         let Some(dgid) = self.dest_gid else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for c in &self.controllers {
-            let Ok(p) = &c.profile else { continue };
-            for s in &c.services {
-                let Some(id_ext) = s.srp_id_ext() else { continue };
+        self.srp_services()
+            .map(|(p, s, id_ext)| {
                 let mut t = format!(
                     "id_ext={id_ext},ioc_guid={:016x},dgid={},pkey={:04x},service_id={:016x}",
                     p.guid,
@@ -344,10 +348,59 @@ impl DmReport {
                 if p.io_class != IoControllerProfile::SRP_IO_CLASS_R16A {
                     t.push_str(&format!(",io_class={:04x}", p.io_class));
                 }
-                out.push(t);
-            }
+                t.push_str(&self.iu_size_option(p));
+                t
+            })
+            .collect()
+    }
+
+    /// The `add_target` strings for an RDMA/CM login (RoCE, or InfiniBand
+    /// with IPoIB addresses): `dest=<IP>:<port>`. The IP is known only when
+    /// the destination GID is IPv4-mapped, the port only when the ServiceID
+    /// is an RDMA/CM one (`ps << 16 | port`, as srptd advertises);
+    /// otherwise they read `<target IP>` / `<port>`.
+    pub fn rdma_cm_add_target_strings(&self) -> Vec<String> {
+        let ip = self
+            .dest_gid
+            .and_then(|g| std::net::Ipv6Addr::from(g).to_ipv4_mapped())
+            .map_or_else(|| "<target IP>".to_owned(), |a| a.to_string());
+        self.srp_services()
+            .map(|(p, s, id_ext)| {
+                let ps = (s.id >> 16) as u16;
+                let port = if s.id >> 32 == 0 && (ps == RDMA_PS_IB || ps == RDMA_PS_TCP) {
+                    (s.id & 0xffff).to_string()
+                } else {
+                    "<port>".to_owned()
+                };
+                format!(
+                    "id_ext={id_ext},ioc_guid={:016x},dest={ip}:{port}{}",
+                    p.guid,
+                    self.iu_size_option(p)
+                )
+            })
+            .collect()
+    }
+
+    /// Every SRP service entry (name `SRP.T10:<id_ext>`) with its
+    /// controller's profile.
+    fn srp_services(&self) -> impl Iterator<Item = (&IoControllerProfile, &ServiceEntry, &str)> + '_ {
+        self.controllers.iter().flat_map(|c| {
+            let p = c.profile.as_ref().ok();
+            c.services
+                .iter()
+                .filter_map(move |s| Some((p?, s, s.srp_id_ext()?)))
+        })
+    }
+
+    /// `,max_it_iu_size=<SendMessageSize>` when the initiator would ask for
+    /// more. srp_daemon adds it when ib_srp's `max_imm_data` exceeds
+    /// SendMessageSize; the IU ib_srp asks for is 68 bytes longer than
+    /// that, so this compares the whole IU.
+    fn iu_size_option(&self, p: &IoControllerProfile) -> String {
+        match self.initiator_it_iu_len {
+            Some(len) if len > p.send_size => format!(",max_it_iu_size={}", p.send_size),
+            _ => String::new(),
         }
-        out
     }
 
     /// A JSON rendering (hand-written: serde is not a dependency).
@@ -426,6 +479,12 @@ impl DmReport {
         field(&mut j, "controllers", format!("[{}]", ctrls.join(",")));
         let targets: Vec<String> = self.add_target_strings().iter().map(|s| json_str(s)).collect();
         field(&mut j, "add_target", format!("[{}]", targets.join(",")));
+        let targets: Vec<String> = self
+            .rdma_cm_add_target_strings()
+            .iter()
+            .map(|s| json_str(s))
+            .collect();
+        field(&mut j, "add_target_rdma_cm", format!("[{}]", targets.join(",")));
         let ex: Vec<String> = self
             .transcript
             .iter()
@@ -502,6 +561,26 @@ fn json_str(s: &str) -> String {
     }
     o.push('"');
     o
+}
+
+impl DmReport {
+    /// Every exchange's status and attribute data as a hex dump (16 bytes
+    /// a line), for comparing responders byte by byte.
+    pub fn raw_dump(&self) -> String {
+        let mut o = String::new();
+        for e in &self.transcript {
+            let status = e.status.map_or("none".to_owned(), |s| format!("{:04x}", s.0));
+            o.push_str(&format!(
+                "raw attr {:04x} mod {:08x} status {status}:\n",
+                e.attr_id.0, e.attr_mod
+            ));
+            for (i, chunk) in e.data.chunks(16).enumerate() {
+                let h: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+                o.push_str(&format!("  {:3}: {}\n", i * 16, h.join(" ")));
+            }
+        }
+        o
+    }
 }
 
 impl fmt::Display for DmReport {
@@ -592,12 +671,16 @@ impl fmt::Display for DmReport {
                 writeln!(f, "            ServiceEntries: {e}")?;
             }
         }
-        let targets = self.add_target_strings();
-        if !targets.is_empty() {
+        let ib = self.add_target_strings();
+        let cm = self.rdma_cm_add_target_strings();
+        if !ib.is_empty() || !cm.is_empty() {
             writeln!(f)?;
-            for t in targets {
-                writeln!(f, "add_target: {t}")?;
-            }
+        }
+        for t in ib {
+            writeln!(f, "add_target (IB CM, as srp_daemon): {t}")?;
+        }
+        for t in cm {
+            writeln!(f, "add_target (RDMA/CM, RoCE or IPoIB): {t}")?;
         }
         Ok(())
     }
@@ -741,6 +824,30 @@ impl Session {
     }
 }
 
+/// Offset of the immediate data in the Linux initiator's SRP_CMD.
+const IB_SRP_IMM_DATA_OFFSET: u32 = 68;
+/// ib_srp's default `max_imm_data`.
+const IB_SRP_DEFAULT_MAX_IMM_DATA: u32 = 8192;
+
+/// The it_iu_len the kernel initiator on this node asks for with immediate
+/// data: 68 + its `max_imm_data` (module parameters, as srp_daemon reads
+/// them; ib_srp's defaults when it is not loaded), or `None` when its
+/// `use_imm_data` is off.
+pub fn local_initiator_it_iu_len() -> Option<u32> {
+    let param = |name: &str| {
+        std::fs::read_to_string(format!("/sys/module/ib_srp/parameters/{name}"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    };
+    if matches!(param("use_imm_data").as_deref(), Some("N" | "n" | "0")) {
+        return None;
+    }
+    let imm = param("max_imm_data")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(IB_SRP_DEFAULT_MAX_IMM_DATA);
+    Some(IB_SRP_IMM_DATA_OFFSET.saturating_add(imm))
+}
+
 fn tid_seed() -> u32 {
     std::process::id().wrapping_mul(0x9e37_79b9)
         ^ std::time::SystemTime::now()
@@ -755,6 +862,7 @@ pub fn query_with(o: &QueryOptions) -> Result<DmReport, QueryError> {
     q.report.dest_gid = s.dest_gid;
     q.report.dest_lid = s.addr.lid;
     q.report.pkey = s.pkey;
+    q.report.initiator_it_iu_len = local_initiator_it_iu_len();
     while let Some(req) = q.poll_request() {
         match s.exchange(o, &req)? {
             None => q.handle_timeout(),
@@ -772,6 +880,106 @@ pub fn query_with(o: &QueryOptions) -> Result<DmReport, QueryError> {
         return Err(QueryError::NoIoUnitInfo(e.clone()));
     }
     Ok(report)
+}
+
+/// One request of [`standard_probes`]: a name, the method, attribute and
+/// modifier.
+pub type Probe = (&'static str, Method, AttributeId, u32);
+
+/// Valid and invalid requests whose answers show how a responder handles
+/// errors (`srptd dm-query --probe`; the comparison with ib_srpt is in
+/// docs/device-management.md).
+pub fn standard_probes() -> Vec<Probe> {
+    use AttributeId as A;
+    use Method as M;
+    let se = |slot, last, first| ServiceEntriesModifier { slot, last, first }.to_u32();
+    vec![
+        ("Get ClassPortInfo", M::GET, A::CLASS_PORT_INFO, 0),
+        ("Get IOUnitInfo", M::GET, A::IO_UNIT_INFO, 0),
+        (
+            "Get IOControllerProfile slot 0",
+            M::GET,
+            A::IO_CONTROLLER_PROFILE,
+            0,
+        ),
+        (
+            "Get IOControllerProfile slot 1",
+            M::GET,
+            A::IO_CONTROLLER_PROFILE,
+            1,
+        ),
+        (
+            "Get IOControllerProfile slot 2",
+            M::GET,
+            A::IO_CONTROLLER_PROFILE,
+            2,
+        ),
+        (
+            "Get IOControllerProfile slot 16",
+            M::GET,
+            A::IO_CONTROLLER_PROFILE,
+            16,
+        ),
+        (
+            "Get IOControllerProfile slot 17",
+            M::GET,
+            A::IO_CONTROLLER_PROFILE,
+            17,
+        ),
+        (
+            "Get ServiceEntries 1:0-0",
+            M::GET,
+            A::SERVICE_ENTRIES,
+            se(1, 0, 0),
+        ),
+        (
+            "Get ServiceEntries 1:0-1",
+            M::GET,
+            A::SERVICE_ENTRIES,
+            se(1, 1, 0),
+        ),
+        (
+            "Get ServiceEntries 1:1-0",
+            M::GET,
+            A::SERVICE_ENTRIES,
+            se(1, 0, 1),
+        ),
+        (
+            "Get ServiceEntries 1:0-3",
+            M::GET,
+            A::SERVICE_ENTRIES,
+            se(1, 3, 0),
+        ),
+        (
+            "Get ServiceEntries 2:0-0",
+            M::GET,
+            A::SERVICE_ENTRIES,
+            se(2, 0, 0),
+        ),
+        (
+            "Get ServiceEntries 0:0-0",
+            M::GET,
+            A::SERVICE_ENTRIES,
+            se(0, 0, 0),
+        ),
+        ("Get DiagCode", M::GET, A::DIAG_CODE, 0),
+        ("Get attribute 0xff00", M::GET, A(0xff00), 0),
+        ("Set ClassPortInfo", M::SET, A::CLASS_PORT_INFO, 0),
+        ("Set IOUnitInfo", M::SET, A::IO_UNIT_INFO, 0),
+    ]
+}
+
+/// One line per probe answer: method, status and the first data bytes.
+pub fn probe_line(name: &str, answer: Option<&DmMad>) -> String {
+    match answer {
+        Some(m) => format!(
+            "probe {name:34} -> method {:#04x} status {:04x} data[0..8] {:02x?}",
+            m.header.method.0,
+            m.header.status.0,
+            &m.data[..8]
+        ),
+        None => format!("probe {name:34} -> no answer"),
+    }
 }
 
 /// Send one DevMgt request per `(method, attribute, modifier)` and return
@@ -850,6 +1058,10 @@ mod tests {
                  pkey=ffff,service_id=000000fffe007701"
             ]
         );
+        assert_eq!(
+            r.rdma_cm_add_target_strings(),
+            vec!["id_ext=000000fffe007701,ioc_guid=000000fffe007701,dest=<target IP>:<port>"]
+        );
         let text = r.to_string();
         assert!(text.contains("controller[  1]: present"), "{text}");
         assert!(
@@ -866,6 +1078,48 @@ mod tests {
             "{json}"
         );
         assert_eq!(r.transcript.len(), 4);
+    }
+
+    #[test]
+    fn add_target_options() {
+        // srptd's advertisement: RDMA/CM service ID of port 5555, 4164-byte
+        // IUs; an initiator asking for 8260 needs max_it_iu_size.
+        let mut a = DmAgent::new(DmConfig {
+            service_id: crate::mad::agent::rdma_cm_service_id(RDMA_PS_IB, 5555),
+            send_size: 4164,
+            ..DmConfig::for_node_guid(GUID)
+        });
+        let (mut r, _) = run(&mut a, |_| true);
+        r.initiator_it_iu_len = Some(8260);
+        assert_eq!(
+            r.add_target_strings(),
+            vec![
+                "id_ext=000000fffe007701,ioc_guid=000000fffe007701,dgid=fe80000000000000000000fffe007701,\
+                 pkey=ffff,service_id=00000000013f15b3,max_it_iu_size=4164"
+            ]
+        );
+        assert_eq!(
+            r.rdma_cm_add_target_strings(),
+            vec![
+                "id_ext=000000fffe007701,ioc_guid=000000fffe007701,dest=<target IP>:5555,max_it_iu_size=4164"
+            ]
+        );
+        r.initiator_it_iu_len = Some(4164);
+        r.dest_gid = Some(std::net::Ipv4Addr::new(169, 254, 77, 1).to_ipv6_mapped().octets());
+        assert_eq!(
+            r.rdma_cm_add_target_strings(),
+            vec!["id_ext=000000fffe007701,ioc_guid=000000fffe007701,dest=169.254.77.1:5555"]
+        );
+        let text = r.to_string();
+        assert!(
+            text.contains("\nadd_target (IB CM, as srp_daemon): id_ext="),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nadd_target (RDMA/CM, RoCE or IPoIB): id_ext=000000fffe007701,ioc_guid=000000fffe007701,dest=169.254.77.1:5555\n"),
+            "{text}"
+        );
+        assert!(r.to_json().contains("\"add_target_rdma_cm\":[\"id_ext="));
     }
 
     #[test]
@@ -968,6 +1222,33 @@ mod tests {
             .collect();
         assert_eq!(ids.len(), 6);
         assert_eq!(ids[5], "0000000000000005");
+    }
+
+    #[test]
+    fn raw_dump_and_probes() {
+        let mut a = DmAgent::new(DmConfig::for_node_guid(GUID));
+        let (r, _) = run(&mut a, |_| true);
+        let raw = r.raw_dump();
+        assert!(
+            raw.starts_with("raw attr 0001 mod 00000000 status 0000:\n    0: 01 01 00 00 00 00 00 14 "),
+            "{raw}"
+        );
+        assert_eq!(raw.lines().count(), 4 * 13);
+        let probes = standard_probes();
+        assert_eq!(probes.len(), 17);
+        assert!(probes
+            .iter()
+            .any(|p| p.3 == 0x0001_0100 && p.2 == AttributeId::SERVICE_ENTRIES));
+        let req = DmMad::request(Method::GET, 1, AttributeId::IO_UNIT_INFO, 0).to_bytes();
+        let ans = DmMad::parse(&a.handle(&req).unwrap()).unwrap();
+        assert_eq!(
+            probe_line("Get IOUnitInfo", Some(&ans)),
+            "probe Get IOUnitInfo                     -> method 0x81 status 0000 data[0..8] [00, 01, 10, 00, 10, 00, 00, 00]"
+        );
+        assert_eq!(
+            probe_line("x", None),
+            "probe x                                  -> no answer"
+        );
     }
 
     #[test]

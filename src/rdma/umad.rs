@@ -2,8 +2,9 @@
 //! agents registered on it, and 256-byte MAD send/receive.
 //!
 //! - [`UmadPort`] owns the fd (opened non-blocking by libibumad); it is
-//!   `AsRawFd`/`AsFd`, so the target loop can wrap it in tokio's `AsyncFd`
-//!   and call [`UmadPort::recv`] with a zero timeout when it is readable.
+//!   `AsRawFd`/`AsFd`; [`UmadPort::to_async`] registers it with tokio
+//!   (`AsyncFd`), and the target calls [`UmadPort::recv`] with a zero
+//!   timeout when it is readable (`target::dm`).
 //! - [`Agent`] unregisters itself on drop (errors are logged, never
 //!   panicked on) and keeps the port open through an `Arc`.
 //! - [`MadAddress`] is filled into `ib_mad_addr` directly rather than
@@ -380,6 +381,23 @@ impl UmadPort {
             len,
             status: buf.hdr.status,
         }))
+    }
+}
+
+impl UmadPort {
+    /// This port registered with the current tokio runtime for
+    /// readability: when it is readable, [`UmadPort::recv`] with no
+    /// timeout returns MADs until `Ok(None)`. Must be called inside the
+    /// runtime.
+    pub fn to_async(&self) -> io::Result<tokio::io::unix::AsyncFd<UmadPort>> {
+        // SAFETY: the AsyncFd owns a clone of this port, whose Arc keeps
+        // the descriptor open (it is closed only when the last clone goes)
+        // for the AsyncFd's whole life, and `as_raw_fd` always returns that
+        // same descriptor.
+        unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(self.clone(), tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| e.into())
     }
 }
 

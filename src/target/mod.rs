@@ -3,6 +3,7 @@
 //! path).
 
 pub mod device;
+pub mod dm;
 pub mod poller;
 
 use std::collections::HashMap;
@@ -44,6 +45,8 @@ pub struct Options {
     pub spin: Duration,
     /// How long a clean shutdown waits for initiators to log out.
     pub shutdown_timeout: Duration,
+    /// Answer device-management MADs on the served ports (`dm::DmService`).
+    pub dm: bool,
 }
 
 impl Default for Options {
@@ -57,6 +60,7 @@ impl Default for Options {
             io_threads: 4,
             spin: Duration::from_micros(50),
             shutdown_timeout: Duration::from_secs(10),
+            dm: true,
         }
     }
 }
@@ -176,6 +180,7 @@ pub fn run(opts: Options, target: Arc<Target>) -> Result<Summary, StartError> {
             });
         }
         tracing::info!(port = opts.port, devices = ?served, "listening");
+        let dm = dm::DmService::for_target(&opts, &target, port_id, &served);
         println!(
             "ready id_ext={:016x} ioc_guid={:016x} port={}",
             port_id.id_ext, port_id.ioc_guid, opts.port
@@ -195,7 +200,9 @@ pub fn run(opts: Options, target: Arc<Target>) -> Result<Summary, StartError> {
             next_key: 1,
             summary: Summary::default(),
         };
-        c.main_loop(ev_rx, listener).await
+        let result = c.main_loop(ev_rx, listener).await;
+        dm.stop().await;
+        result
     })
 }
 
