@@ -25,7 +25,7 @@ set -euo pipefail
 . "$REPO/tests/vm/lib.sh"
 vm_trap_failures
 
-MANY=${1:-1000}
+MANY=${1:-300}
 ini=$(srp_initiator_bin)
 PHASES=" ${2:-1 2 3 4 5} "
 want() { [[ "$PHASES" == *" $1 "* ]]; }
