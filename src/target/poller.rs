@@ -475,6 +475,10 @@ pub fn spawn(
     Ok(handle)
 }
 
+/// Completion channels (one per device) a poller can sleep on, plus its
+/// wake-up socket.
+const MAX_WAIT_FDS: usize = 64;
+
 struct Poller {
     rx: Receiver<PollerMsg>,
     wake: UnixStream,
@@ -547,13 +551,14 @@ impl Poller {
                 }
             }
         }
-        let now = Instant::now();
+        // The clock only when a channel drains (see `run`).
+        let mut now = None;
         for d in self
             .chans
             .iter_mut()
             .filter(|d| d.drain.is_some() && !d.drained_reported)
         {
-            d.check_drained(now);
+            d.check_drained(*now.get_or_insert_with(Instant::now));
             d.run_actions(&self.exec, &self.events);
             work += 1;
         }
@@ -562,21 +567,36 @@ impl Poller {
     }
 
     fn run(&mut self) {
+        // Empty passes between clock reads while spinning. Reading the clock
+        // is a system call where the vDSO cannot use the TSC (VMs with an
+        // HPET or ACPI PM clocksource, such as QEMU TCG), and there it cost
+        // more than the whole command path: no clock read per pass.
+        const PASSES_PER_CLOCK_READ: u32 = 64;
         let mut wcs = vec![WorkCompletion::default(); 64];
         let mut stop = false;
-        let mut last_work = Instant::now();
+        let mut idle_passes = 0u32;
+        let mut idle_since: Option<Instant> = None;
+        let mut chans: Vec<Arc<CompletionChannel>> = Vec::new();
         loop {
             let work = self.poll_once(&mut wcs, &mut stop);
             if stop && self.chans.is_empty() {
                 break;
             }
             if work > 0 {
-                last_work = Instant::now();
+                idle_passes = 0;
+                idle_since = None;
                 continue;
             }
-            if last_work.elapsed() < self.cfg.spin {
-                std::hint::spin_loop();
-                continue;
+            idle_passes = idle_passes.wrapping_add(1);
+            if !self.cfg.spin.is_zero() {
+                if idle_passes % PASSES_PER_CLOCK_READ != 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let now = Instant::now();
+                if now.duration_since(*idle_since.get_or_insert(now)) < self.cfg.spin {
+                    continue;
+                }
             }
             // Idle: arm every CQ, then look once more so that a completion
             // that arrived before the arm is not slept through.
@@ -585,20 +605,22 @@ impl Poller {
                     tracing::error!(error = %e, "arming a completion queue failed");
                 }
             }
+            idle_passes = 0;
+            idle_since = None;
             if self.poll_once(&mut wcs, &mut stop) > 0 {
-                last_work = Instant::now();
                 continue;
             }
-            let chans: Vec<Arc<CompletionChannel>> = self
-                .comp_channels
-                .lock()
-                .map(|m| m.values().cloned().collect())
-                .unwrap_or_default();
+            chans.clear();
+            if let Ok(m) = self.comp_channels.lock() {
+                chans.extend(m.values().cloned());
+            }
             {
-                let mut fds = Vec::with_capacity(chans.len() + 1);
-                fds.push(self.wake.as_fd());
-                fds.extend(chans.iter().map(|c| c.as_fd()));
-                if let Err(e) = rdma::wait_any(&fds, Some(Duration::from_millis(200))) {
+                let mut fds = [self.wake.as_fd(); MAX_WAIT_FDS];
+                let n = 1 + chans.len().min(MAX_WAIT_FDS - 1);
+                for (slot, c) in fds[1..n].iter_mut().zip(&chans) {
+                    *slot = c.as_fd();
+                }
+                if let Err(e) = rdma::wait_any(&fds[..n], Some(Duration::from_millis(200))) {
                     tracing::error!(error = %e, "waiting for completions failed");
                 }
             }
@@ -607,7 +629,6 @@ impl Poller {
             }
             let mut sink = [0u8; 64];
             while matches!(self.wake.read(&mut sink), Ok(n) if n > 0) {}
-            last_work = Instant::now();
         }
         tracing::debug!("poller stopped");
     }
