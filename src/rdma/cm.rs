@@ -224,6 +224,11 @@ impl IbAddr {
 /// its cache and, once no id uses it, its verbs context (which librdmacm
 /// keeps open for the process) is closed, which the kernel waits for before
 /// a device removal can finish.
+///
+/// Limits (rdma-core 44): with no device left at all librdmacm gives up
+/// before looking (an error here) and keeps the last device's context; and
+/// `rdma_get_devices` opens a context of every device present, which stays
+/// open until the next re-read finds it gone.
 pub fn resync_cm_devices() -> Result<Vec<String>> {
     let mut n = 0i32;
     // SAFETY: out-parameter on the stack; the list is freed below.

@@ -584,17 +584,18 @@ impl Control {
             self.relisten();
         }
         if !self.releasing.is_empty() {
-            let known = rdma::resync_cm_devices().unwrap_or_default();
+            // Err: librdmacm could not read a device list (none left).
+            let known = rdma::resync_cm_devices().ok();
             let mut ib_again = false;
             self.releasing.retain(|(name, until)| {
-                if !known.contains(name) {
-                    tracing::info!(device = %name, "removed device released");
+                if known.as_ref().is_some_and(|k| !k.contains(name)) {
+                    tracing::info!(device = %name, "librdmacm let go of the removed device");
                     ib_again = true;
                     false
                 } else if now >= *until {
                     tracing::warn!(
                         device = %name,
-                        "librdmacm still lists a removed device; its removal may wait for srptd to exit"
+                        "librdmacm still holds the removed device; its removal waits for srptd to exit"
                     );
                     false
                 } else {
@@ -667,14 +668,27 @@ impl Control {
         }
         drop(dev);
         tracing::info!(device = name, "removed device: channels closed, resources freed");
-        // librdmacm keeps its own context of the device open until it
-        // notices the device is gone; ask it (now and on later ticks).
-        self.releasing.push((
-            name.to_owned(),
-            tokio::time::Instant::now() + DEVICE_RELEASE_TIMEOUT,
-        ));
-        let _ = rdma::resync_cm_devices();
-        self.schedule_tick();
+        // librdmacm keeps its own context of the device open (for the
+        // process) until it re-reads its device list and finds the device
+        // gone; ask it to (now and on later ticks). It never does so when no
+        // device is left at all (rdma-core's sync_devices_list gives up on
+        // an empty list), and the kernel's removal then waits for srptd to
+        // exit.
+        let others = rdma::devices().is_ok_and(|v| v.iter().any(|d| d.name != name));
+        if others {
+            self.releasing.push((
+                name.to_owned(),
+                tokio::time::Instant::now() + DEVICE_RELEASE_TIMEOUT,
+            ));
+            let _ = rdma::resync_cm_devices();
+            self.schedule_tick();
+        } else {
+            tracing::warn!(
+                device = name,
+                "no other RDMA device: librdmacm keeps its context of the removed device open, \
+                 so the kernel cannot finish removing it until srptd exits"
+            );
+        }
     }
 
     fn reject(&mut self, id: CmId, rej: LoginReject, why: &str) {

@@ -8,6 +8,7 @@
 #     neither crash nor hang, must free the device so that the delete can
 #     finish, and must serve the device again once it is added back.
 #     SIGTERM with the initiator logged in: exit 0, nothing leaked.
+# Argument `removal`: part 3 only (quicker when working on it).
 set -euo pipefail
 . "$REPO/tests/vm/lib.sh"
 vm_trap_failures
@@ -34,12 +35,16 @@ check_summary() {
 }
 
 rxe_setup
+ONLY=${1:-all}
 
+if [ "$ONLY" = all ]; then
 ########################################################################
 vm_log "== 1. login, immediate data, fio verify"
 SRPTD_LOG=srptd=debug srptd_start "${SRPTD_ARGS[@]}"
-strip "$LOG" | grep -m1 'shared receive queue' >&2 || vm_die "srptd did not create a shared receive queue"
 dev=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
+# The device state (and its SRQ) is set up at the first login on it.
+strip "$LOG" | grep -m1 'shared receive queue' | cut -c1-200 >&2 ||
+    vm_die "srptd did not create a shared receive queue"
 vm_log "logged in: $dev, $(srp_ch_count) channels"
 [ "$(srp_ch_count)" = 2 ] || vm_die "expected 2 channels"
 dmesg | grep -q 'ib_srp: using immediate data' || vm_die "ib_srp does not use immediate data"
@@ -63,24 +68,74 @@ imm=$(grep 'srptd: stopped:' "$LOG" | sed -n 's/.* immediate \([0-9]*\) .*/\1/p'
 [ "${imm:-0}" -gt 0 ] || vm_die "no command carried immediate data"
 vm_log "commands with immediate data: $imm"
 cp "$LOG" "$VM_RESULTS/srptd-1.log"
+else
+    srp_load ch_count=2
+fi
 
 ########################################################################
-vm_log "== 3. device removal while logged in"
+# Device removal. The kernel finishes removing an rxe device only once every
+# process has closed its verbs contexts of it (rxe cannot disassociate
+# them). srptd frees its own on DEVICE_REMOVAL; librdmacm's cached context
+# goes only when librdmacm re-reads a device list that still has some
+# device in it (rdma-core's sync_devices_list gives up on an empty list).
+# So: 3a with a second, idle device (rxe1) present, 3b with rxe0 alone.
+
+# rdma link delete in the background; sets DEL_DONE_FILE when it returns.
+DEL_DONE_FILE=/tmp/rxe-del.rc
+start_delete() {
+    rm -f "$DEL_DONE_FILE"
+    vm_log "rdma link delete $1"
+    ( rdma link delete "$1"; echo $? > "$DEL_DONE_FILE" ) &
+}
+delete_diag() {
+    {
+        echo "== rdma link delete stack"
+        for p in $(pgrep -x rdma); do echo "pid $p"; cat "/proc/$p/stack"; done
+        echo "== srptd fds"
+        ls -l "/proc/$SRPTD_PID/fd"
+    } > "$VM_RESULTS/removal-$1.txt" 2>&1 || true
+}
+
+vm_log "== 3a. device removal while logged in (a second, idle device present)"
+ip link add dummy1 type dummy 2>/dev/null || true
+ip link set dummy1 address 02:00:00:00:77:02
+ip link set dummy1 up
+rdma link add rxe1 type rxe netdev dummy1
 SRPTD_LOG=srptd=debug srptd_start "${SRPTD_ARGS[@]}"
 dev=$(srp_add)
 dd if="$dev" of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null
-rm -f /tmp/rxe-del.rc
-( rdma link delete "$RXE_DEV"; echo $? > /tmp/rxe-del.rc ) &
-if ! wait_until 90 test -e /tmp/rxe-del.rc; then
-    strip "$LOG" | tail -n 30 >&2
-    vm_die "rdma link delete $RXE_DEV did not finish within 90 s (srptd holds the device)"
+# ib_srp is removed from the device before RDMA/CM and disconnects first;
+# a userspace peer (tools/srp-hold.c) keeps a channel live until srptd sees
+# DEVICE_REMOVAL.
+HOLD=/tmp/srp-hold HOLD_PID=
+if cc -O2 -o "$HOLD" "$REPO/tests/vm/tools/srp-hold.c" -lrdmacm -libverbs; then
+    "$HOLD" "$RXE_ADDR" "$SRP_PORT" "$SRPTD_ID_EXT" 300 > "$VM_RESULTS/srp-hold.log" 2>&1 &
+    HOLD_PID=$!
+    wait_until 30 grep -q '^logged in' "$VM_RESULTS/srp-hold.log" ||
+        vm_die "srp-hold did not log in: $(cat "$VM_RESULTS/srp-hold.log")"
+    vm_log "srp-hold holds a channel (pid $HOLD_PID)"
+else
+    vm_log "cannot build tools/srp-hold.c (gcc, librdmacm-dev): no live channel at removal"
 fi
-[ "$(cat /tmp/rxe-del.rc)" = 0 ] || vm_die "rdma link delete failed"
+start_delete "$RXE_DEV"
+if ! wait_until 90 test -e "$DEL_DONE_FILE"; then
+    delete_diag 3a
+    strip "$LOG" | tail -n 20 | cut -c1-220 >&2
+    cat "$VM_RESULTS/removal-3a.txt" >&2
+    vm_die "rdma link delete $RXE_DEV did not finish within 90 s"
+fi
+[ "$(cat "$DEL_DONE_FILE")" = 0 ] || vm_die "rdma link delete failed"
 _pid_gone "$SRPTD_PID" && vm_die "srptd exited on device removal"
 vm_log "device removed; srptd still running"
-strip "$LOG" | grep -E 'device removed|removed device|released|DeviceRemoval|connection ending' | cut -c1-200 >&2 || true
+strip "$LOG" | grep -E 'device removed|removed device|let go|connection ending' | cut -c1-200 >&2 || true
 strip "$LOG" | grep -q 'removed device: channels closed, resources freed' ||
     vm_die "srptd did not free the removed device"
+if [ -n "$HOLD_PID" ]; then
+    wait "$HOLD_PID" || vm_die "srp-hold failed"
+    grep '^event' "$VM_RESULTS/srp-hold.log" | tail -n 2 >&2
+    strip "$LOG" | grep 'RDMA device removed' | grep -q 'channels=[1-9]' ||
+        vm_die "no channel was live when srptd saw the device removal"
+fi
 
 # Back again: the wildcard listener serves the new device.
 rdma link add "$RXE_DEV" type rxe netdev "$RXE_NETDEV"
@@ -94,6 +149,30 @@ fio_verify "$dev" 2 randwrite 4k 32 16M
 # SIGTERM with the initiator logged in.
 srptd_stop || vm_die "srptd exited non-zero"
 check_summary "after device removal"
-strip "$LOG" | grep -E 'shutting down|channel closed key|stopped' | cut -c1-160 >&2 || true
-srp_logout_all || true
+strip "$LOG" | grep -E 'shutting down|channel closed key' | cut -c1-160 >&2 || true
+cp "$LOG" "$VM_RESULTS/srptd-3a.log"
+srp_logout_all
+rdma link delete rxe1 || vm_die "rdma link delete rxe1"
+
+vm_log "== 3b. device removal while logged in (the only device)"
+SRPTD_LOG=srptd=debug srptd_start "${SRPTD_ARGS[@]}"
+dev=$(srp_add)
+dd if="$dev" of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null
+start_delete "$RXE_DEV"
+wait_until 60 grep -q 'removed device: channels closed, resources freed' "$LOG" ||
+    vm_die "srptd did not free the removed device"
+if wait_until 10 test -e "$DEL_DONE_FILE"; then
+    vm_log "rdma link delete finished while srptd runs"
+else
+    delete_diag 3b
+    vm_log "rdma link delete waits (librdmacm holds its context of the last device): $(grep -c 'uverbs[0-9]' "$VM_RESULTS/removal-3b.txt") uverbs fd(s) open"
+    strip "$LOG" | grep -m1 'no other RDMA device' | cut -c1-220 >&2 ||
+        vm_die "srptd did not say why the removal waits"
+fi
+_pid_gone "$SRPTD_PID" && vm_die "srptd exited on device removal"
+srptd_stop || vm_die "srptd exited non-zero after the removal of its only device"
+check_summary "after removing the only device"
+wait_until 30 test -e "$DEL_DONE_FILE" || vm_die "rdma link delete still blocked after srptd exited"
+[ "$(cat "$DEL_DONE_FILE")" = 0 ] || vm_die "rdma link delete failed"
+vm_log "rdma link delete finished"
 vm_log "PASS srptd-srq"
