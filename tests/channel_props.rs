@@ -21,9 +21,10 @@ proptest! {
     #[test]
     fn random_ius_never_panic(ius in proptest::collection::vec(
         (prop_oneof![Just(0x00u8), Just(0x01), Just(0x02), Just(0x03), Just(0x41), Just(0x42), any::<u8>()],
-         proptest::collection::vec(any::<u8>(), 0..200)), 1..20)) {
+         proptest::collection::vec(any::<u8>(), 0..200)), 1..20), shared in any::<bool>()) {
         let t = target_with("ram:1M,bs=512");
-        let mut sim = Sim::login(&t, |_| {});
+        let ring = SharedRing::new(40, 8320);
+        let mut sim = if shared { Sim::login_shared(&t, &ring, |_| {}) } else { Sim::login(&t, |_| {}) };
         for (op, mut body) in ius {
             if sim.disconnect_requested {
                 break;
@@ -32,6 +33,11 @@ proptest! {
             sim.send_raw(&body);
             check_credit_invariant(&sim);
         }
+        // Whatever happened, a shared ring gets every slot back.
+        sim.ch.handle_disconnect();
+        sim.pump();
+        prop_assert!(sim.closed);
+        prop_assert!(ring.all_posted(), "{} of 40 slots posted", ring.posted());
     }
 
     /// Valid commands with random fields (CDB bytes, descriptor counts,
@@ -102,7 +108,8 @@ proptest! {
     /// exactly once or not at all (aborted), and at the end every credit
     /// and receive buffer is back.
     #[test]
-    fn random_sequences_keep_invariants(ops in proptest::collection::vec(op(), 1..60), file in any::<bool>()) {
+    fn random_sequences_keep_invariants(ops in proptest::collection::vec(op(), 1..60), file in any::<bool>(),
+                                        shared in any::<bool>()) {
         let block = 512u32;
         let path = std::env::temp_dir().join(format!("srptd-props-{}-{:?}.img", std::process::id(), std::thread::current().id()));
         let t = if file {
@@ -111,7 +118,9 @@ proptest! {
         } else {
             target_with("ram:1M,bs=512")
         };
-        let mut sim = Sim::login(&t, |c| { c.rdma_read_depth = 2; c.sq_depth = 24; });
+        let edit = |c: &mut srptd::proto::ChannelConfig| { c.rdma_read_depth = 2; c.sq_depth = 24; };
+        let ring = SharedRing::new(40, 8320);
+        let mut sim = if shared { Sim::login_shared(&t, &ring, edit) } else { Sim::login(&t, edit) };
         // Clear the power-on unit attention.
         let (r, _) = sim.command(0, &[0u8; 6], None, 0, Layout::Direct);
         prop_assert_eq!(r.status, 2);
@@ -178,6 +187,11 @@ proptest! {
         prop_assert_eq!(sim.ch.in_flight(), 0);
         prop_assert_eq!(sim.req_lim, 32, "all credits returned");
         prop_assert_eq!(sim.ch.credits().initiator_limit(), 32);
+        if shared {
+            prop_assert!(ring.all_posted(), "{} of 40 slots posted", ring.posted());
+            sim.logout();
+            prop_assert!(sim.closed && ring.all_posted());
+        }
         std::fs::remove_file(&path).ok();
     }
 }

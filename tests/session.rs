@@ -583,3 +583,100 @@ fn login_rejects_reach_the_wire() {
         "UNABLE TO ASSOCIATE RDMA CHANNEL WITH I_T NEXUS"
     );
 }
+
+/// Shared receive queue mode: two channels of one nexus receive into one
+/// ring. Immediate data written through one channel reads back through the
+/// other, slots held by commands in flight come back when they finish, and
+/// logout or disconnect return every slot to the ring (none posted twice:
+/// the simulator asserts that on every `PostRecv`).
+#[test]
+fn two_channels_share_a_receive_ring() {
+    let t = ram_target(512, 16 << 20);
+    // 8260-byte IUs (the Linux initiator with immediate data), 64-aligned.
+    let ring = SharedRing::new(100, 8320);
+    let mut a = Sim::login_shared(&t, &ring, |_| {});
+    let mut b = Sim::login_shared(&t, &ring, |_| {});
+    assert_eq!(ring.posted(), 100, "channels post nothing of a shared ring");
+    clear_ua(&mut a);
+    // The unit attention belongs to the nexus: b sees GOOD (or the rest).
+    let (r, _) = b.command(0, &[0u8; 6], None, 0, Layout::Direct);
+    assert!(r.status == GOOD || r.status == CHECK_CONDITION);
+
+    // Immediate data both ways, read back through the other channel.
+    for (i, len) in [512u32, 4096, 8192].into_iter().enumerate() {
+        let data = pattern(len as usize, 70 + i as u64);
+        let lba = 16 * i as u64;
+        assert_eq!(a.write(0, lba, &data, 512, Layout::Immediate).status, GOOD);
+        let (r, back) = b.read(0, lba, len, 512, Layout::Direct);
+        assert_eq!(r.status, GOOD);
+        assert!(back == data, "{len} bytes written through a, read through b");
+        let data = pattern(len as usize, 80 + i as u64);
+        assert_eq!(b.write(0, lba + 100, &data, 512, Layout::Immediate).status, GOOD);
+        let (_, back) = a.read(0, lba + 100, len, 512, Layout::Indirect(3));
+        assert!(back == data, "{len} bytes written through b, read through a");
+    }
+    assert!(a.ch.stats().immediate >= 3 && b.ch.stats().immediate >= 3);
+
+    // Commands in flight on both channels hold slots of the one ring.
+    a.auto_exec = false;
+    b.auto_exec = false;
+    let mut tags = Vec::new();
+    for i in 0..20u64 {
+        let data = pattern(4096, 200 + i);
+        tags.push((
+            0,
+            i,
+            a.submit(0, &rw16(0x8a, 300 + i * 8, 8), Some(&data), 0, Layout::Immediate),
+        ));
+        let data = pattern(4096, 300 + i);
+        tags.push((
+            1,
+            i,
+            b.submit(0, &rw16(0x8a, 600 + i * 8, 8), Some(&data), 0, Layout::Immediate),
+        ));
+    }
+    assert_eq!(ring.posted(), 100 - 40, "each executing command holds its slot");
+    a.release_all();
+    b.release_all();
+    for (which, _, tag) in &tags {
+        let sim = if *which == 0 { &mut a } else { &mut b };
+        assert_eq!(sim.take_response(*tag).status, GOOD);
+    }
+    assert!(ring.all_posted());
+    a.auto_exec = true;
+    b.auto_exec = true;
+    for i in 0..20u64 {
+        let (_, back) = b.read(0, 300 + i * 8, 4096, 512, Layout::Direct);
+        assert!(back == pattern(4096, 200 + i));
+        let (_, back) = a.read(0, 600 + i * 8, 4096, 512, Layout::Direct);
+        assert!(back == pattern(4096, 300 + i));
+    }
+    assert_eq!((a.req_lim, b.req_lim), (32, 32), "credits stay per channel");
+
+    // Initiator logout of a: its slots are all back, b carries on.
+    a.logout();
+    assert!(a.closed);
+    assert!(ring.all_posted());
+    round_trip(&mut b, 512, 8192, Layout::Immediate, Layout::Direct, 5);
+
+    // Disconnect of b with commands executing: drained contexts give their
+    // slots back at once, executing ones when the backstore finishes; an
+    // IU that still lands for the closing channel goes back as well.
+    b.auto_exec = false;
+    for i in 0..5u64 {
+        let data = pattern(2048, 400 + i);
+        b.submit(0, &rw16(0x8a, 900 + i * 4, 4), Some(&data), 0, Layout::Immediate);
+    }
+    b.ch.handle_disconnect();
+    b.pump();
+    assert!(!b.closed);
+    assert_eq!(ring.posted(), 95);
+    let data = pattern(1024, 9);
+    let tag = b.new_tag();
+    let iu = b.build_cmd(tag, 0, &rw16(0x8a, 0, 2), Some(&data), 0, Layout::Immediate);
+    b.send_raw(&iu);
+    assert_eq!(ring.posted(), 95, "the late IU's slot went back");
+    b.release_all();
+    assert!(b.closed);
+    assert!(ring.all_posted());
+}

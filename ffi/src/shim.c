@@ -34,11 +34,12 @@ int srptd_ibv_query_port(struct ibv_context *ctx, uint8_t port, struct ibv_port_
 
 #include <stddef.h>
 #include <rdma/rdma_cma.h>
+#include <infiniband/ib.h>
 
 /* Sizes and offsets of the structs srptd passes across the FFI, so tests can
  * check rdma-sys's (partly hand-written) layouts against the real headers. */
 enum {
-	SRPTD_ABI_N = 14,
+	SRPTD_ABI_N = 16,
 };
 
 int srptd_abi_layout(size_t *out, int n)
@@ -58,6 +59,8 @@ int srptd_abi_layout(size_t *out, int n)
 		offsetof(struct rdma_cm_event, param),
 		sizeof(struct rdma_conn_param),
 		sizeof(struct rdma_cm_id),
+		sizeof(struct sockaddr_ib),
+		offsetof(struct sockaddr_ib, sib_sid),
 	};
 	int i;
 

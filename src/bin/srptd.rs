@@ -62,6 +62,17 @@ struct Cli {
     /// IOControllerProfile, ServiceEntries) on the served ports.
     #[arg(long)]
     no_dm: bool,
+    /// One shared receive queue per RDMA device for all its channels,
+    /// instead of a receive queue and ring per channel. Immediate data
+    /// works in both modes.
+    #[arg(long)]
+    srq: bool,
+    /// Receive slots of each shared receive queue (with --srq). Default:
+    /// 4096, fewer if slots of --max-it-iu-len would take more than 64 MiB;
+    /// always at most the device's max_srq_wr.
+    #[arg(long, value_name = "SLOTS", requires = "srq",
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    srq_size: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,6 +267,8 @@ fn setup(cli: &Cli) -> Result<(Options, TargetConfig), String> {
         io_threads: cli.io_threads as usize,
         spin: Duration::from_micros(cli.spin_us),
         dm: !cli.no_dm,
+        srq: cli.srq,
+        srq_size: cli.srq_size,
         ..Options::default()
     };
     Ok((opts, tcfg))
@@ -293,11 +306,11 @@ fn main() -> ExitCode {
         Ok(s) => {
             let st = &s.stats;
             eprintln!(
-                "srptd: stopped: logins {} rejects {} commands {} immediate {} indirect {} external-tables {} zero-copy {} task-mgmt {} aborted {} protocol-errors {} leaked-channels {}",
+                "srptd: stopped: logins {} rejects {} commands {} immediate {} indirect {} external-tables {} zero-copy {} task-mgmt {} aborted {} protocol-errors {} leaked-channels {} leaked-srq-slots {}",
                 s.logins, s.rejects, st.commands, st.immediate, st.indirect, st.external_tables, st.zero_copy,
-                st.task_mgmt, st.aborted, st.protocol_errors, s.leaked_channels
+                st.task_mgmt, st.aborted, st.protocol_errors, s.leaked_channels, s.leaked_srq_slots
             );
-            if s.leaked_channels == 0 {
+            if s.leaked_channels == 0 && s.leaked_srq_slots == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

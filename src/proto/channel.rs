@@ -8,6 +8,14 @@
 //! touches hardware: the same code runs under the RDMA driver and under the
 //! in-memory test initiator.
 //!
+//! Receive buffers come from the channel's own ring (one receive queue per
+//! queue pair, the default) or from a ring shared by every channel of a
+//! device ([`SharedRecv`], for a shared receive queue): then slot numbers
+//! are global to the shared ring, the channel posts nothing at start, and
+//! every slot it is handed goes back (`Action::PostRecv`) whatever state the
+//! channel is in, so a closing channel never keeps a slot of the shared
+//! queue. Credits stay per channel either way.
+//!
 //! Command life cycle (SCST ib_srpt and SPDK use the same shape):
 //!
 //! ```text
@@ -40,6 +48,27 @@ const MAX_CDB: usize = 32;
 /// Size of one descriptor in a table (SRP r16a 5.5.2.1).
 const DESC_LEN: u32 = DirectDesc::LEN as u32;
 
+/// A receive ring shared by several channels (shared receive queue mode):
+/// `slots` receive slots of `slot_size` bytes in `buf`. The driver owns the
+/// posting; channels only name slots in `Action::PostRecv`.
+#[derive(Debug, Clone)]
+pub struct SharedRecv {
+    /// The ring memory (registered once for the whole device).
+    pub buf: Arc<DmaBuf>,
+    /// Bytes per slot: at least the largest request IU any login is granted.
+    pub slot_size: u32,
+    /// Number of slots.
+    pub slots: u32,
+}
+
+impl PartialEq for SharedRecv {
+    fn eq(&self, o: &SharedRecv) -> bool {
+        Arc::ptr_eq(&self.buf, &o.buf) && self.slot_size == o.slot_size && self.slots == o.slots
+    }
+}
+
+impl Eq for SharedRecv {}
+
 /// Per-channel settings fixed at login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelConfig {
@@ -61,6 +90,8 @@ pub struct ChannelConfig {
     pub rdma_read_depth: u32,
     /// Send queue size of the queue pair.
     pub sq_depth: u32,
+    /// Receive into this shared ring instead of a ring of the channel's own.
+    pub shared_recv: Option<SharedRecv>,
 }
 
 impl ChannelConfig {
@@ -76,12 +107,24 @@ impl ChannelConfig {
             max_desc: 4096,
             rdma_read_depth: 4,
             sq_depth: queue_depth * 4 + 16,
+            shared_recv: None,
         }
     }
 
-    /// Receive slots: credits plus the reserve.
+    /// Receive slots of a channel's own ring: credits plus the reserve. With
+    /// a shared ring, the most receive slots the channel holds at once.
     pub fn recv_slots(&self) -> u32 {
         self.queue_depth + RESERVED_RECVS
+    }
+
+    /// Most command contexts alive at once (each owns a send slot): those
+    /// holding a receive slot ([`recv_slots`](Self::recv_slots)) plus those
+    /// whose response is on the send queue. A response gives its receive
+    /// slot (and credit) back when it is posted, so the initiator may reuse
+    /// the credit before the send completion is polled; such contexts are
+    /// bounded by the send queue, which each holds an entry of.
+    pub fn max_contexts(&self) -> u32 {
+        self.recv_slots() + self.sq_depth
     }
 }
 
@@ -262,6 +305,14 @@ pub struct Channel {
     state: ChannelState,
     recv: Arc<DmaBuf>,
     recv_slot: u32,
+    /// Slots in `recv` (the channel's own ring, or the shared one).
+    n_recv: u32,
+    /// Whether `recv` is a shared ring (slots always go back to it).
+    shared: bool,
+    /// Contexts holding a receive slot (not yet responding).
+    held: u32,
+    /// Context (and send slot) capacity: `cfg.max_contexts()`.
+    max_ctxs: u32,
     send: Arc<DmaBuf>,
     send_slot: u32,
     pool: DataPool,
@@ -305,34 +356,61 @@ fn read_desc(buf: &DmaBuf, offset: u64) -> Option<DirectDesc> {
 }
 
 impl Channel {
-    /// Creates the channel and its rings; queues a `PostRecv` for every
-    /// receive slot. The driver registers `recv_buf`, `send_buf`, `pool_buf`
-    /// and `table_buf` before executing the actions.
+    /// Creates the channel and its rings; with a ring of its own, queues a
+    /// `PostRecv` for every receive slot. The driver registers `recv_buf`
+    /// (unless shared), `send_buf`, `pool_buf` and `table_buf` before
+    /// executing the actions.
     pub fn new(cfg: ChannelConfig, nexus: Arc<Nexus>) -> std::io::Result<Channel> {
-        let n_recv = cfg.recv_slots();
-        let recv_slot = cfg.it_iu_len.next_multiple_of(64);
+        let max_ctxs = cfg.max_contexts().min(u32::from(CmdId::MAX) + 1);
         let send_slot = cfg.max_ti_iu_len.max(64).next_multiple_of(64);
-        let n_send = n_recv + TARGET_IU_SLOTS;
-        let recv = Arc::new(DmaBuf::new(recv_slot as usize * n_recv as usize)?);
+        let n_send = max_ctxs + TARGET_IU_SLOTS;
+        let (recv, recv_slot, n_recv, shared) = match &cfg.shared_recv {
+            Some(s) => {
+                // A request IU must fit a slot whole (immediate data too).
+                let fits = s.slot_size >= cfg.it_iu_len
+                    && s.slots > 0
+                    && s.slots <= u32::from(u16::MAX) + 1
+                    && (s.slot_size as u64) * (s.slots as u64) <= s.buf.len() as u64;
+                if !fits {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "shared receive ring does not fit the channel's IU length",
+                    ));
+                }
+                (s.buf.clone(), s.slot_size, s.slots, true)
+            }
+            None => {
+                let slot = cfg.it_iu_len.next_multiple_of(64);
+                let n = cfg.recv_slots();
+                let buf = Arc::new(DmaBuf::new(slot as usize * n as usize)?);
+                (buf, slot, n, false)
+            }
+        };
         let send = Arc::new(DmaBuf::new(send_slot as usize * n_send as usize)?);
         let pool = DataPool::new(cfg.pool_size.max(cfg.max_transfer as usize))?;
         // Descriptor tables get their own pool so that waiting for data
         // space can never be blocked by tables held by waiting commands.
         let table_bytes = (cfg.max_desc as usize * DESC_LEN as usize).max(4096);
         let tables = DataPool::new(table_bytes * (cfg.queue_depth as usize).min(16))?;
-        let mut actions = VecDeque::with_capacity(4 * n_recv as usize + 64);
-        for slot in 0..n_recv {
-            actions.push_back(Action::PostRecv { slot });
+        let mut actions = VecDeque::with_capacity(4 * max_ctxs as usize + 64);
+        if !shared {
+            for slot in 0..n_recv {
+                actions.push_back(Action::PostRecv { slot });
+            }
         }
         Ok(Channel {
             credits: Credits::new(cfg.queue_depth),
-            ctxs: Slab::with_capacity(n_recv as usize),
-            waiting: VecDeque::with_capacity(n_recv as usize),
+            ctxs: Slab::with_capacity(max_ctxs as usize),
+            waiting: VecDeque::with_capacity(max_ctxs as usize),
             cfg,
             nexus,
             state: ChannelState::Live,
             recv,
             recv_slot,
+            n_recv,
+            shared,
+            held: 0,
+            max_ctxs,
             send,
             send_slot,
             pool,
@@ -353,9 +431,15 @@ impl Channel {
         &self.cfg
     }
 
-    /// Receive ring memory (register for local write).
+    /// Receive ring memory (register for local write; with a shared ring,
+    /// that ring, registered by whoever owns it).
     pub fn recv_buf(&self) -> &Arc<DmaBuf> {
         &self.recv
+    }
+
+    /// Whether the channel receives into a shared ring.
+    pub fn shares_recv(&self) -> bool {
+        self.shared
     }
 
     /// Byte offset and length of receive slot `slot` in [`recv_buf`](Self::recv_buf).
@@ -412,11 +496,19 @@ impl Channel {
 
     /// An IU of `len` bytes arrived in receive slot `slot`.
     pub fn handle_recv(&mut self, slot: u32, len: u32) {
+        if slot >= self.n_recv {
+            tracing::error!(slot, "receive completion for a slot outside the ring");
+            return;
+        }
         if !matches!(
             self.state,
             ChannelState::Live | ChannelState::LoggingOut | ChannelState::LogoutSent
-        ) || slot >= self.cfg.recv_slots()
-        {
+        ) {
+            // Too late to serve it. A shared slot still goes back to the
+            // shared ring; an own slot dies with the channel.
+            if self.shared {
+                self.actions.push_back(Action::PostRecv { slot });
+            }
             return;
         }
         let len = len.min(self.recv_slot);
@@ -436,6 +528,9 @@ impl Channel {
                     self.stats.protocol_errors += 1;
                 }
                 tracing::info!("initiator logout");
+                if self.shared {
+                    self.actions.push_back(Action::PostRecv { slot });
+                }
                 self.disconnect();
             }
             Ok(op @ (Opcode::CRED_RSP | Opcode::AER_RSP)) => {
@@ -476,7 +571,15 @@ impl Channel {
         if w.kind == WrKind::Recv {
             if ok {
                 self.handle_recv(w.index, byte_len);
-            } else if matches!(self.state, ChannelState::Live | ChannelState::LoggingOut) {
+                return;
+            }
+            // A shared receive queue never flushes its receives to a queue
+            // pair: a failed one was consumed (e.g. an IU longer than the
+            // slot) and goes back to the ring.
+            if self.shared && w.index < self.n_recv {
+                self.actions.push_back(Action::PostRecv { slot: w.index });
+            }
+            if matches!(self.state, ChannelState::Live | ChannelState::LoggingOut) {
                 tracing::warn!(slot = w.index, "receive failed; disconnecting");
                 self.disconnect();
             }
@@ -609,6 +712,7 @@ impl Channel {
 
     fn new_ctx(&mut self, slot: u32, tag: Tag, credit: bool) -> CmdId {
         self.gen = self.gen.wrapping_add(1);
+        self.held += 1;
         let id = self.ctxs.insert(Ctx {
             gen: self.gen,
             slot,
@@ -733,6 +837,9 @@ impl Channel {
             self.send_t_logout(TLogout::INVALID_IU_TYPE);
             return;
         };
+        if !self.has_room(slot) {
+            return;
+        }
         let credit = self.credits.on_request().is_ok();
         let id = self.new_ctx(slot, tag, credit);
         if !credit {
@@ -832,6 +939,29 @@ impl Channel {
         self.step(id)
     }
 
+    /// Whether a new request can get a context. With a ring of its own the
+    /// channel never has more requests than receive slots, so this always
+    /// holds. With a shared ring an initiator that overdraws its request
+    /// limit by more than the reserve would find slots anyway: it has broken
+    /// SRP r16a 5.6 flow control beyond what TASK SET FULL can answer, so
+    /// the slot goes back and the initiator is logged out.
+    fn has_room(&mut self, slot: u32) -> bool {
+        // Own ring: `held` never exceeds the slots posted, and responding
+        // contexts never exceed the send queue, so this always holds.
+        if self.held < self.cfg.recv_slots() && self.ctxs.len() < self.max_ctxs as usize {
+            return true;
+        }
+        self.stats.protocol_errors += 1;
+        tracing::warn!(
+            requests = self.ctxs.len(),
+            credits = self.cfg.queue_depth,
+            "initiator exceeded its request limit; logging it out"
+        );
+        self.actions.push_back(Action::PostRecv { slot });
+        self.send_t_logout(TLogout::NO_REASON);
+        false
+    }
+
     /// SRP r16a 6.9 / SAM-5: a data-out buffer whose length differs from the
     /// CDB's transfer length is refused rather than partly written (the
     /// kernel target does the same for WRITE-type commands).
@@ -872,6 +1002,9 @@ impl Channel {
             self.send_t_logout(TLogout::INVALID_IU_TYPE);
             return;
         };
+        if !self.has_room(slot) {
+            return;
+        }
         let credit = self.credits.on_request().is_ok();
         let id = self.new_ctx(slot, tag, credit);
         {
@@ -1112,6 +1245,8 @@ impl Channel {
                     // is returned in this response.
                     let slot = c.slot;
                     let credit = c.credit;
+                    debug_assert!(self.held > 0, "receive slot count underflow");
+                    self.held = self.held.saturating_sub(1);
                     self.actions.push_back(Action::PostRecv { slot });
                     if credit {
                         self.credits.on_release();
@@ -1406,20 +1541,28 @@ impl Channel {
     }
 
     /// Frees a context and its buffers; reposts its receive slot unless the
-    /// channel is going away.
+    /// channel is going away with its own ring (a shared slot always goes
+    /// back).
     fn release(&mut self, id: CmdId) {
         let c = self.remove_ctx(id);
         if c.queued {
             self.waiting.retain(|&w| w != id);
         }
-        if matches!(
+        let live = matches!(
             self.state,
             ChannelState::Live | ChannelState::LoggingOut | ChannelState::LogoutSent
-        ) {
-            self.actions.push_back(Action::PostRecv { slot: c.slot });
-            if c.credit {
-                self.credits.on_release();
+        );
+        // A context that is Responding gave its slot back when it built the
+        // response (see `St::Respond`).
+        if c.state != St::Responding {
+            debug_assert!(self.held > 0, "receive slot count underflow");
+            self.held = self.held.saturating_sub(1);
+            if live || self.shared {
+                self.actions.push_back(Action::PostRecv { slot: c.slot });
             }
+        }
+        if live && c.credit {
+            self.credits.on_release();
         }
     }
 
@@ -1509,7 +1652,7 @@ impl Channel {
         slot: u32,
         emit: impl FnOnce(&mut [u8]) -> Result<usize, wire::WireError>,
     ) -> bool {
-        let idx = self.cfg.recv_slots() + slot;
+        let idx = self.max_ctxs + slot;
         let off = idx as usize * self.send_slot as usize;
         let len = match self.send.with_bytes_mut(off, self.send_slot as usize, emit) {
             Ok(n) => n as u32,
@@ -1618,4 +1761,181 @@ enum CmdError {
 #[track_caller]
 fn unreachable_state(id: CmdId) -> ! {
     panic!("context {id} in an impossible state")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    use crate::scsi::backstore::BackstoreConfig;
+    use crate::scsi::lun::{LunConfig, Target, TargetConfig};
+
+    fn nexus() -> Arc<Nexus> {
+        let bs = BackstoreConfig::parse("ram:1M", "lun").unwrap();
+        let t = Target::new(TargetConfig {
+            luns: vec![LunConfig::new(0, bs)],
+            ..TargetConfig::default()
+        })
+        .unwrap();
+        t.nexus([7; 16])
+    }
+
+    fn shared(slots: u32, slot_size: u32) -> SharedRecv {
+        SharedRecv {
+            buf: Arc::new(DmaBuf::new(slots as usize * slot_size as usize).unwrap()),
+            slot_size,
+            slots,
+        }
+    }
+
+    /// Lands a TEST UNIT READY in `slot` and completes the receive.
+    fn tur(ch: &mut Channel, slot: u32, tag: u64) {
+        let mut iu = [0u8; 64];
+        let n = wire::Cmd::new(Tag(tag), [0; 8], &[0u8; 6]).emit(&mut iu).unwrap();
+        let (off, _) = ch.recv_slot(slot);
+        ch.recv_buf().write(off as usize, &iu[..n]);
+        ch.handle_completion(WrId::recv(slot), true, n as u32);
+    }
+
+    fn drain_actions(ch: &mut Channel) -> Vec<Action> {
+        std::iter::from_fn(|| ch.poll_action()).collect()
+    }
+
+    fn posted(actions: &[Action]) -> Vec<u32> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::PostRecv { slot } => Some(*slot),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shared_ring_posts_nothing_at_start_and_checks_its_geometry() {
+        let mut cfg = ChannelConfig::new(8260, Some(68), 4);
+        cfg.shared_recv = Some(shared(16, 8320));
+        let mut ch = Channel::new(cfg.clone(), nexus()).unwrap();
+        assert!(ch.shares_recv());
+        assert_eq!(ch.poll_action(), None, "the shared ring is posted by its owner");
+        assert_eq!(ch.recv_slot(15), (15 * 8320, 8320));
+        // A slot smaller than the granted IU length cannot work.
+        cfg.shared_recv = Some(shared(16, 4096));
+        assert!(Channel::new(cfg.clone(), nexus()).is_err());
+        // A ring shorter than its geometry says.
+        let mut bad = shared(16, 8320);
+        bad.slots = 17;
+        cfg.shared_recv = Some(bad);
+        assert!(Channel::new(cfg, nexus()).is_err());
+    }
+
+    fn executes(actions: &[Action]) -> Vec<CmdId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Execute { cmd } => Some(*cmd),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every slot the channel is handed goes back exactly once, also for
+    /// requests whose response was posted before the queue pair drained;
+    /// an initiator that overdraws while the send queue is full (its
+    /// TASK SET FULL answers wait, holding slots) is logged out once it
+    /// holds more slots than credits plus the reserve.
+    #[test]
+    fn shared_slots_go_back_once_and_overdraw_is_bounded() {
+        let mut cfg = ChannelConfig::new(8260, Some(68), 4);
+        cfg.shared_recv = Some(shared(64, 8320));
+        // Room for two responses on the send queue.
+        cfg.sq_depth = 2 + TARGET_IU_SLOTS;
+        let mut ch = Channel::new(cfg, nexus()).unwrap();
+        let mut all = Vec::new();
+        // 1: unit attention, answered at once (response on the send queue);
+        // 2-5: executing, holding the 4 credits; 6: TASK SET FULL, answered;
+        // 7, 8: TASK SET FULL waiting for send-queue room.
+        for i in 0..8 {
+            tur(&mut ch, 10 + i, i as u64);
+            all.extend(drain_actions(&mut ch));
+        }
+        assert_eq!(ch.in_flight(), 8);
+        assert_eq!(ch.stats().task_set_full, 3);
+        let running = executes(&all);
+        assert_eq!(running.len(), 4);
+        // 9: no receive slot left to hold it.
+        tur(&mut ch, 40, 99);
+        let acts = drain_actions(&mut ch);
+        assert_eq!(posted(&acts), vec![40]);
+        assert!(acts.iter().any(|a| matches!(a, Action::PostSend(w)
+            if WrId::decode(w.wr_id).unwrap().kind == WrKind::TargetIu)));
+        assert_eq!(ch.in_flight(), 8);
+        assert_eq!(ch.stats().protocol_errors, 1);
+        all.extend(acts);
+        // Drain with responses still on the send queue and commands still
+        // executing: nothing is posted twice; a receive completing late
+        // goes straight back; executing commands give theirs back when the
+        // backstore finishes.
+        ch.handle_disconnect();
+        ch.handle_drained();
+        assert!(!ch.is_closed());
+        tur(&mut ch, 50, 100);
+        all.extend(drain_actions(&mut ch));
+        for id in running {
+            ch.handle_exec_done(id, crate::scsi::Completion::good(0));
+        }
+        all.extend(drain_actions(&mut ch));
+        assert!(ch.is_closed());
+        let mut slots = posted(&all);
+        slots.sort_unstable();
+        assert_eq!(slots, vec![10, 11, 12, 13, 14, 15, 16, 17, 40, 50]);
+        // A failed shared receive was consumed: it goes back too.
+        ch.handle_completion(WrId::recv(51), false, 0);
+        assert_eq!(posted(&drain_actions(&mut ch)), vec![51]);
+        // A slot outside the ring is ignored.
+        ch.handle_completion(WrId::recv(64), true, 64);
+        assert_eq!(ch.poll_action(), None);
+    }
+
+    /// Responses give their slot and credit back when posted: an initiator
+    /// reusing the credit before the send completion is polled must never
+    /// run the channel out of contexts or send slots.
+    #[test]
+    fn credits_reused_before_send_completions() {
+        let mut ch = Channel::new(ChannelConfig::new(8260, Some(68), 4), nexus()).unwrap();
+        let mut free: VecDeque<u32> = posted(&drain_actions(&mut ch)).into();
+        let mut tag = 0;
+        // TEST UNIT READYs, executed at once; no send ever completes, and
+        // every slot given back is used again right away, as a fast
+        // initiator may do with the credit the response returns.
+        for _ in 0..40 {
+            let Some(slot) = free.pop_front() else { break };
+            tag += 1;
+            tur(&mut ch, slot, tag);
+            let acts = drain_actions(&mut ch);
+            free.extend(posted(&acts));
+            for id in executes(&acts) {
+                ch.handle_exec_done(id, crate::scsi::Completion::good(0));
+                free.extend(posted(&drain_actions(&mut ch)));
+            }
+        }
+        assert!(ch.in_flight() as u32 <= ch.config().max_contexts());
+        assert_eq!(ch.stats().protocol_errors, 0);
+    }
+
+    #[test]
+    fn own_ring_keeps_its_slots_when_closing() {
+        let mut ch = Channel::new(ChannelConfig::new(8260, Some(68), 4), nexus()).unwrap();
+        let initial = posted(&drain_actions(&mut ch));
+        assert_eq!(initial, (0..6).collect::<Vec<_>>());
+        tur(&mut ch, 0, 1);
+        drain_actions(&mut ch);
+        ch.handle_disconnect();
+        ch.handle_drained();
+        tur(&mut ch, 1, 2);
+        let acts = drain_actions(&mut ch);
+        assert!(posted(&acts).is_empty(), "{acts:?}");
+        assert!(ch.is_closed());
+    }
 }

@@ -10,6 +10,6 @@ pub mod login;
 pub mod pool;
 
 pub use action::{Action, CmdId, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
-pub use channel::{Channel, ChannelConfig, ChannelStats, ExecRequest};
+pub use channel::{Channel, ChannelConfig, ChannelStats, ExecRequest, SharedRecv};
 pub use credits::Credits;
 pub use login::{negotiate, Accepted, LoginLimits, MultiChannel, TargetPortId};

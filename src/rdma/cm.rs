@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use rdma_sys as sys;
 
-use super::device::{Context, LinkLayer};
+use super::device::{device_name, Context, Gid, LinkLayer};
 use super::qp::{QpAttr, QpState, QueuePair};
 use super::{check, set_nonblocking, Error, Ptr, Result};
 
@@ -142,8 +142,118 @@ impl fmt::Debug for CmIdHandle {
     }
 }
 
-/// An RDMA/CM connection identifier in the TCP port space (reliable
-/// connections). `Send` but not `Sync`.
+/// RDMA/CM port spaces srptd uses (both reliable connected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortSpace {
+    /// `RDMA_PS_TCP`: IPv4/IPv6 addresses; connection requests carry the
+    /// RDMA/CM header before the private data.
+    Tcp,
+    /// `RDMA_PS_IB`: native InfiniBand (`AF_IB`) addresses; the private data
+    /// of a request arrives whole (no RDMA/CM header), as an IB CM client
+    /// such as ib_srp's IB CM login sends it.
+    Ib,
+}
+
+impl PortSpace {
+    fn to_sys(self) -> sys::rdma_port_space::Type {
+        match self {
+            PortSpace::Tcp => sys::rdma_port_space::RDMA_PS_TCP,
+            PortSpace::Ib => sys::rdma_port_space::RDMA_PS_IB,
+        }
+    }
+}
+
+/// `AF_IB` (`<infiniband/ib.h>`; not in libc).
+pub const AF_IB: u16 = 27;
+
+/// A native InfiniBand address (`struct sockaddr_ib`) for the IB port
+/// space: a port GID (zero: any), P_Key, and the IB CM service ID to listen
+/// on (with a mask of the bits that must match).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IbAddr {
+    /// Port GID; all zeros for any device.
+    pub gid: Gid,
+    /// Partition key (0xffff: the default full-member partition).
+    pub pkey: u16,
+    /// IB CM service ID.
+    pub service_id: u64,
+    /// Bits of `service_id` that must match (all ones: exactly this ID).
+    pub service_id_mask: u64,
+}
+
+/// `struct sockaddr_ib` from `<infiniband/ib.h>` (not in rdma-sys); the
+/// layout is checked against the header in the ABI test.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SockaddrIb {
+    pub(crate) sib_family: u16,
+    /// Network order.
+    pub(crate) sib_pkey: u16,
+    /// Network order.
+    pub(crate) sib_flowinfo: u32,
+    /// 16 bytes, 8-byte aligned (`struct ib_addr` is a union with `__be64`).
+    pub(crate) sib_addr: [u64; 2],
+    /// Network order.
+    pub(crate) sib_sid: u64,
+    /// Network order.
+    pub(crate) sib_sid_mask: u64,
+    pub(crate) sib_scope_id: u64,
+}
+
+impl IbAddr {
+    pub(crate) fn to_sys(self) -> SockaddrIb {
+        let g = self.gid.0;
+        SockaddrIb {
+            sib_family: AF_IB,
+            sib_pkey: self.pkey.to_be(),
+            sib_flowinfo: 0,
+            // The GID bytes as they are (already network order).
+            sib_addr: [
+                u64::from_ne_bytes(g[..8].try_into().unwrap_or_default()),
+                u64::from_ne_bytes(g[8..].try_into().unwrap_or_default()),
+            ],
+            sib_sid: self.service_id.to_be(),
+            sib_sid_mask: self.service_id_mask.to_be(),
+            sib_scope_id: 0,
+        }
+    }
+}
+
+/// Names of the devices librdmacm knows now. Calling this also makes
+/// librdmacm re-read the device list: a device that is gone is dropped from
+/// its cache and, once no id uses it, its verbs context (which librdmacm
+/// keeps open for the process) is closed, which the kernel waits for before
+/// a device removal can finish.
+///
+/// Limits (rdma-core 44): with no device left at all librdmacm gives up
+/// before looking (an error here) and keeps the last device's context; and
+/// `rdma_get_devices` opens a context of every device present, which stays
+/// open until the next re-read finds it gone.
+pub fn resync_cm_devices() -> Result<Vec<String>> {
+    let mut n = 0i32;
+    // SAFETY: out-parameter on the stack; the list is freed below.
+    let list = unsafe { sys::rdma_get_devices(&mut n) };
+    if list.is_null() {
+        return Err(Error::last("rdma_get_devices"));
+    }
+    let mut names = Vec::with_capacity(n.max(0) as usize);
+    for i in 0..n.max(0) as usize {
+        // SAFETY: `n` valid entries, NULL-terminated.
+        let ctx = unsafe { *list.add(i) };
+        if ctx.is_null() {
+            break;
+        }
+        // SAFETY: valid contexts held open by the list until it is freed.
+        names.push(unsafe { device_name((*ctx).device) });
+    }
+    // SAFETY: from rdma_get_devices, freed once.
+    unsafe { sys::rdma_free_devices(list) };
+    Ok(names)
+}
+
+/// An RDMA/CM connection identifier (reliable connections) in the TCP port
+/// space, or the IB port space ([`CmId::with_port_space`]). `Send` but not
+/// `Sync`.
 pub struct CmId {
     inner: Arc<CmIdInner>,
     _not_sync: PhantomData<Cell<()>>,
@@ -353,16 +463,15 @@ impl CmEvent {
 impl CmId {
     /// Creates an id on `channel` in the TCP port space (RC).
     pub fn new(channel: &Arc<EventChannel>) -> Result<CmId> {
+        CmId::with_port_space(channel, PortSpace::Tcp)
+    }
+
+    /// Creates an id on `channel` in port space `ps` (RC).
+    pub fn with_port_space(channel: &Arc<EventChannel>, ps: PortSpace) -> Result<CmId> {
         let mut id: *mut sys::rdma_cm_id = std::ptr::null_mut();
         // SAFETY: valid channel; out-pointer on the stack.
-        let rc = unsafe {
-            sys::rdma_create_id(
-                channel.ch.as_ptr(),
-                &mut id,
-                std::ptr::null_mut(),
-                sys::rdma_port_space::RDMA_PS_TCP,
-            )
-        };
+        let rc =
+            unsafe { sys::rdma_create_id(channel.ch.as_ptr(), &mut id, std::ptr::null_mut(), ps.to_sys()) };
         check("rdma_create_id", rc)?;
         let id = NonNull::new(id).ok_or_else(|| Error::errno("rdma_create_id", libc::EIO))?;
         Ok(CmId::from_owned(id, channel.clone()))
@@ -395,6 +504,17 @@ impl CmId {
         // SAFETY: valid id; ss is a sockaddr_in/in6 in a storage buffer.
         check("rdma_bind_addr", unsafe {
             sys::rdma_bind_addr(self.ptr(), (&mut ss as *mut libc::sockaddr_storage).cast())
+        })
+    }
+
+    /// Binds an id of the IB port space to a native InfiniBand address
+    /// (`AF_IB`): a port GID and the service ID to listen on.
+    pub fn bind_ib(&self, addr: &IbAddr) -> Result<()> {
+        let mut sib = addr.to_sys();
+        // SAFETY: valid id; librdmacm reads a `sockaddr_ib` (it sizes the
+        // address by its family) that lives on the stack for the call.
+        check("rdma_bind_addr", unsafe {
+            sys::rdma_bind_addr(self.ptr(), (&mut sib as *mut SockaddrIb).cast())
         })
     }
 
@@ -663,6 +783,34 @@ mod tests {
             (56, 4, 9, 1)
         );
         assert!(ConnParam::default().to_sys().unwrap().private_data.is_null());
+    }
+
+    #[test]
+    fn sockaddr_ib_bytes() {
+        let mut gid = [0u8; 16];
+        gid[0] = 0xfe;
+        gid[1] = 0x80;
+        gid[8..].copy_from_slice(&0x0002_c903_0001_0001u64.to_be_bytes());
+        let a = IbAddr {
+            gid: Gid(gid),
+            pkey: 0xffff,
+            service_id: 0x0000_0000_013f_15b3,
+            service_id_mask: !0,
+        };
+        let s = a.to_sys();
+        assert_eq!(std::mem::size_of::<SockaddrIb>(), 48);
+        // SAFETY: reading the plain-data struct as its 48 bytes.
+        let b: [u8; 48] = unsafe { std::mem::transmute(s) };
+        assert_eq!(&b[0..2], &AF_IB.to_ne_bytes());
+        assert_eq!(&b[2..4], &[0xff, 0xff], "P_Key in network order");
+        assert_eq!(&b[8..24], &gid, "GID bytes unchanged");
+        assert_eq!(
+            &b[24..32],
+            &[0, 0, 0, 0, 0x01, 0x3f, 0x15, 0xb3],
+            "service ID, network order"
+        );
+        assert_eq!(&b[32..40], &[0xff; 8]);
+        assert_eq!(&b[40..48], &[0; 8]);
     }
 
     #[test]

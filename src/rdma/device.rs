@@ -50,7 +50,7 @@ pub fn devices() -> Result<Vec<DeviceInfo>> {
 
 /// # Safety
 /// `dev` must be a valid `ibv_device`.
-unsafe fn device_name(dev: *mut sys::ibv_device) -> String {
+pub(crate) unsafe fn device_name(dev: *mut sys::ibv_device) -> String {
     // SAFETY: the caller passes a valid device; the name is a C string
     // owned by it.
     let p = unsafe { sys::ibv_get_device_name(dev) };

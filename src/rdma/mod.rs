@@ -79,7 +79,10 @@ pub mod qp;
 pub mod srq;
 pub mod umad;
 
-pub use cm::{CmEvent, CmEventKind, CmId, CmIdHandle, ConnParam, EventChannel, ReceivedConnParam};
+pub use cm::{
+    resync_cm_devices, CmEvent, CmEventKind, CmId, CmIdHandle, ConnParam, EventChannel, IbAddr, PortSpace,
+    ReceivedConnParam,
+};
 pub use cq::{CompletionChannel, CompletionQueue, CqEvent, WcOpcode, WcStatus, WorkCompletion};
 pub use device::{devices, Context, DeviceAttr, DeviceInfo, Gid, LinkLayer, PortAttr, PortState};
 pub use mem::DmaBuf;
@@ -314,10 +317,10 @@ mod abi_tests {
     /// them against the C compiler's view of the installed headers.
     #[test]
     fn rdma_sys_layouts_match_headers() {
-        let mut c = [0usize; 14];
-        // SAFETY: the buffer has room for 14 entries.
+        let mut c = [0usize; 16];
+        // SAFETY: the buffer has room for 16 entries.
         let n = unsafe { srptd_ffi::srptd_abi_layout(c.as_mut_ptr(), c.len() as i32) };
-        assert_eq!(n, 14);
+        assert_eq!(n, 16);
         let rust = [
             size_of::<sys::ibv_send_wr>(),
             offset_of!(sys::ibv_send_wr, wr),
@@ -333,6 +336,8 @@ mod abi_tests {
             offset_of!(sys::rdma_cm_event, param),
             size_of::<sys::rdma_conn_param>(),
             size_of::<sys::rdma_cm_id>(),
+            size_of::<super::cm::SockaddrIb>(),
+            offset_of!(super::cm::SockaddrIb, sib_sid),
         ];
         assert_eq!(rust, c);
     }

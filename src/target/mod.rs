@@ -1,30 +1,64 @@
-//! The running target: RDMA/CM listener and connection management on a
+//! The running target: RDMA/CM listeners and connection management on a
 //! small tokio runtime (control plane), channels on poller threads (data
 //! path).
+//!
+//! Listeners: one wildcard IPv6/IPv4 RDMA/CM listener on the configured
+//! port (it follows devices as they come and go), and on every InfiniBand
+//! port of a served device one in the IB port space (`AF_IB`, service ID
+//! [`ib_service_id`]) for IB CM logins. A device that goes away
+//! (DEVICE_REMOVAL) has its channels drained and freed, then its PD, MRs and
+//! SRQ, so that the kernel can finish removing it; other devices keep
+//! serving.
 
 pub mod device;
 pub mod dm;
 pub mod poller;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+use crate::mad::agent::{rdma_cm_service_id, RDMA_PS_IB};
 use crate::proto::{
     negotiate, Channel, ChannelConfig, ChannelStats, LoginLimits, MultiChannel, TargetPortId,
 };
 use crate::rdma::{
-    self, AccessFlags, CmEvent, CmEventKind, CmId, CmIdHandle, CompletionQueue, ConnParam, EventChannel,
-    MemoryRegion, QpCaps, QpInit, QueuePair,
+    self, AccessFlags, CmEvent, CmEventKind, CmId, CmIdHandle, CompletionQueue, ConnParam, Context,
+    EventChannel, Gid, IbAddr, LinkLayer, MemoryRegion, PortSpace, QpCaps, QpInit, QueuePair,
 };
 use crate::scsi::{InitiatorPortId, Target};
 use crate::wire::{LoginReject, LoginRequest, RejectReason, Tag, BUF_FMT_DIRECT, BUF_FMT_INDIRECT};
 
-use device::Device;
-use poller::{ChannelDriver, PollerConfig, PollerEvent, PollerHandle, PollerMsg};
+use device::{Device, SrqSettings};
+use poller::{ChannelDriver, PollerConfig, PollerEvent, PollerHandle, PollerMsg, RecvSide};
+
+/// The IB CM service ID srptd listens on in the IB port space for RDMA/CM
+/// port `port` (`RDMA_PS_IB << 16 | port`; 0x00000000013f15b3 for 5555),
+/// as `docs/device-management.md` recommends advertising in the DevMgt
+/// ServiceEntries for InfiniBand initiators.
+pub fn ib_service_id(port: u16) -> u64 {
+    rdma_cm_service_id(RDMA_PS_IB, port)
+}
+
+/// The `AF_IB` address of the IB port-space listener on a port with GID
+/// `gid` (default P_Key, exactly [`ib_service_id`]).
+pub fn ib_listen_addr(gid: Gid, port: u16) -> IbAddr {
+    IbAddr {
+        gid,
+        pkey: 0xffff,
+        service_id: ib_service_id(port),
+        service_id_mask: !0,
+    }
+}
+
+/// How long the control plane keeps asking librdmacm to let go of a removed
+/// device, and keeps looking for InfiniBand ports to listen on after one.
+const DEVICE_RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
+const IB_RESCAN_WINDOW: Duration = Duration::from_secs(120);
+const TICK: Duration = Duration::from_secs(1);
 
 /// Everything the target needs to run.
 #[derive(Debug, Clone)]
@@ -47,6 +81,12 @@ pub struct Options {
     pub shutdown_timeout: Duration,
     /// Answer device-management MADs on the served ports (`dm::DmService`).
     pub dm: bool,
+    /// One shared receive queue per device instead of a receive queue per
+    /// channel.
+    pub srq: bool,
+    /// Receive slots of each device's SRQ (`None`: derived, see
+    /// [`device::srq_slots`]).
+    pub srq_size: Option<u32>,
 }
 
 impl Default for Options {
@@ -61,6 +101,8 @@ impl Default for Options {
             spin: Duration::from_micros(50),
             shutdown_timeout: Duration::from_secs(10),
             dm: true,
+            srq: false,
+            srq_size: None,
         }
     }
 }
@@ -89,6 +131,9 @@ pub struct Summary {
     pub rejects: u64,
     /// Channels still open at exit (resources not freed).
     pub leaked_channels: usize,
+    /// Shared receive queue slots neither posted nor owned by a channel at
+    /// exit (or when their device went away).
+    pub leaked_srq_slots: u64,
     /// Sum of the channels' counters.
     pub stats: ChannelStats,
 }
@@ -98,7 +143,15 @@ struct Conn {
     key: u64,
     poller: usize,
     nexus: (InitiatorPortId, [u8; 16]),
+    device: String,
     disconnect_sent: bool,
+}
+
+/// A listener in the IB port space on one InfiniBand port.
+struct IbListener {
+    _id: CmId,
+    device: String,
+    port: u8,
 }
 
 struct Control {
@@ -108,6 +161,19 @@ struct Control {
     events: Arc<EventChannel>,
     pollers: Vec<Arc<PollerHandle>>,
     devices: HashMap<String, Arc<Device>>,
+    /// Removed devices whose channels are still closing.
+    removing: HashMap<String, Arc<Device>>,
+    /// Removed and freed devices librdmacm still has to let go of.
+    releasing: Vec<(String, tokio::time::Instant)>,
+    /// The IPv6/IPv4 wildcard listener (None: to be re-created, or shutting
+    /// down).
+    listener: Option<CmId>,
+    ib_listeners: HashMap<CmIdHandle, IbListener>,
+    /// Devices whose ports were looked at for IB port-space listeners.
+    ib_scanned: HashSet<String>,
+    ib_rescan_until: Option<tokio::time::Instant>,
+    tick_at: Option<tokio::time::Instant>,
+    shutting_down: bool,
     conns: HashMap<CmIdHandle, Conn>,
     by_key: HashMap<u64, CmIdHandle>,
     nexus_channels: HashMap<(InitiatorPortId, [u8; 16]), Vec<u64>>,
@@ -167,26 +233,12 @@ pub fn run(opts: Options, target: Arc<Target>) -> Result<Summary, StartError> {
             .map(|i| poller::spawn(i, pcfg, ev_tx.clone()))
             .collect::<std::io::Result<Vec<_>>>()?;
         let events = EventChannel::new()?;
-        let listener = CmId::new(&events)?;
-        let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, opts.port));
-        let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, opts.port));
-        // An IPv6 wildcard listener also takes IPv4 connections (unless the
-        // system says otherwise); fall back to IPv4 only.
-        let bound = listener.bind_addr(v6).or_else(|_| listener.bind_addr(v4));
-        if let Err(source) = bound.and_then(|_| listener.listen(128)) {
-            return Err(StartError::Listen {
-                port: opts.port,
-                source,
-            });
-        }
-        tracing::info!(port = opts.port, devices = ?served, "listening");
+        let listener = listen_ip(&events, opts.port).map_err(|source| StartError::Listen {
+            port: opts.port,
+            source,
+        })?;
+        let port = opts.port;
         let dm = dm::DmService::for_target(&opts, &target, port_id, &served);
-        println!(
-            "ready id_ext={:016x} ioc_guid={:016x} port={}",
-            port_id.id_ext, port_id.ioc_guid, opts.port
-        );
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
         let mut c = Control {
             opts,
             target,
@@ -194,27 +246,80 @@ pub fn run(opts: Options, target: Arc<Target>) -> Result<Summary, StartError> {
             events,
             pollers,
             devices: HashMap::new(),
+            removing: HashMap::new(),
+            releasing: Vec::new(),
+            listener: Some(listener),
+            ib_listeners: HashMap::new(),
+            ib_scanned: HashSet::new(),
+            ib_rescan_until: None,
+            tick_at: None,
+            shutting_down: false,
             conns: HashMap::new(),
             by_key: HashMap::new(),
             nexus_channels: HashMap::new(),
             next_key: 1,
             summary: Summary::default(),
         };
-        let result = c.main_loop(ev_rx, listener).await;
+        c.scan_ib_ports(&served);
+        tracing::info!(
+            port,
+            srq = c.opts.srq,
+            ib_listeners = c.ib_listeners.len(),
+            devices = ?served,
+            "listening"
+        );
+        println!(
+            "ready id_ext={:016x} ioc_guid={:016x} port={}",
+            port_id.id_ext, port_id.ioc_guid, port
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let result = c.main_loop(ev_rx).await;
         dm.stop().await;
         result
     })
 }
 
+/// The wildcard RDMA/CM listener on `port`: IPv6, which also takes IPv4
+/// connections (unless the system says otherwise), else IPv4 only.
+fn listen_ip(events: &Arc<EventChannel>, port: u16) -> rdma::Result<CmId> {
+    let listener = CmId::new(events)?;
+    let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+    let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    listener
+        .bind_addr(v6)
+        .or_else(|_| listener.bind_addr(v4))
+        .and_then(|_| listener.listen(128))?;
+    Ok(listener)
+}
+
+/// The InfiniBand ports of device `name` with their GID 0. Other link
+/// layers (RoCE, soft-RoCE, iWARP) are skipped: their initiators log in
+/// over IP.
+fn ib_ports(name: &str) -> rdma::Result<Vec<(u8, Gid)>> {
+    let ctx = Context::open(name)?;
+    let attr = ctx.query_device()?;
+    let mut v = Vec::new();
+    for port in 1..=attr.phys_port_cnt {
+        let pa = ctx.query_port(port)?;
+        match pa.link_layer {
+            // Unspecified: drivers that predate the field are InfiniBand.
+            LinkLayer::InfiniBand | LinkLayer::Unspecified => v.push((port, ctx.query_gid(port, 0)?)),
+            other => tracing::debug!(
+                device = name,
+                port,
+                link_layer = ?other,
+                "no IB port-space listener on a port that is not InfiniBand"
+            ),
+        }
+    }
+    Ok(v)
+}
+
 impl Control {
-    async fn main_loop(
-        &mut self,
-        mut ev_rx: UnboundedReceiver<PollerEvent>,
-        listener: CmId,
-    ) -> Result<Summary, StartError> {
+    async fn main_loop(&mut self, mut ev_rx: UnboundedReceiver<PollerEvent>) -> Result<Summary, StartError> {
         let afd = self.events.to_async()?;
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut listener = Some(listener);
         // Set once shutting down: when to stop waiting for logouts, and
         // whether channels were already forced off.
         let mut deadline: Option<tokio::time::Instant> = None;
@@ -223,7 +328,9 @@ impl Control {
             if deadline.is_some() && self.conns.is_empty() {
                 break;
             }
-            let wake_at = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+            let wake_at = deadline.unwrap_or(far);
+            let tick_at = self.tick_at;
             tokio::select! {
                 r = afd.readable() => {
                     let mut guard = r?;
@@ -233,11 +340,12 @@ impl Control {
                 }
                 Some(ev) = ev_rx.recv() => self.on_poller_event(ev),
                 _ = tokio::signal::ctrl_c(), if deadline.is_none() => {
-                    deadline = Some(self.begin_shutdown(&mut listener));
+                    deadline = Some(self.begin_shutdown());
                 }
                 _ = sigterm.recv(), if deadline.is_none() => {
-                    deadline = Some(self.begin_shutdown(&mut listener));
+                    deadline = Some(self.begin_shutdown());
                 }
+                _ = tokio::time::sleep_until(tick_at.unwrap_or(far)), if tick_at.is_some() => self.tick(),
                 _ = tokio::time::sleep_until(wake_at), if deadline.is_some() => {
                     if forced {
                         break;
@@ -261,17 +369,32 @@ impl Control {
             }
         }
         self.summary.leaked_channels = self.conns.len();
+        for d in self.devices.values().chain(self.removing.values()) {
+            if let Some(srq) = d.srq() {
+                let lost = srq.slots().saturating_sub(srq.posted());
+                if lost > 0 {
+                    tracing::error!(
+                        device = d.name(),
+                        lost,
+                        "shared receive queue slots not posted at exit"
+                    );
+                }
+                self.summary.leaked_srq_slots += u64::from(lost);
+            }
+        }
         Ok(self.summary.clone())
     }
 
     /// Stops accepting logins and logs every initiator out (SRP_T_LOGOUT
     /// once its commands finish); returns the deadline for that.
-    fn begin_shutdown(&mut self, listener: &mut Option<CmId>) -> tokio::time::Instant {
+    fn begin_shutdown(&mut self) -> tokio::time::Instant {
         tracing::info!(
             channels = self.conns.len(),
             "shutting down: logging initiators out"
         );
-        listener.take();
+        self.shutting_down = true;
+        self.listener = None;
+        self.ib_listeners.clear();
         let keys: Vec<(u64, usize)> = self.conns.values().map(|c| (c.key, c.poller)).collect();
         for (key, p) in keys {
             self.pollers[p].send(PollerMsg::Logout(key));
@@ -304,11 +427,12 @@ impl Control {
                     tracing::debug!(key = c.key, "connection established");
                 }
             }
+            CmEventKind::DeviceRemoval => self.on_device_removal(ev.id),
+            CmEventKind::AddrChange => self.on_addr_change(ev.id),
             CmEventKind::Disconnected
             | CmEventKind::Rejected
             | CmEventKind::Unreachable
-            | CmEventKind::ConnectError
-            | CmEventKind::DeviceRemoval => {
+            | CmEventKind::ConnectError => {
                 if let Some(c) = self.conns.get_mut(&ev.id) {
                     tracing::info!(key = c.key, event = ?ev.kind, "connection ending");
                     let key = c.key;
@@ -324,8 +448,253 @@ impl Control {
                 }
             }
             CmEventKind::TimewaitExit => {}
-            CmEventKind::AddrChange => tracing::warn!("address change on an RDMA device"),
             other => tracing::debug!(event = ?other, "RDMA/CM event ignored"),
+        }
+    }
+
+    /// DEVICE_REMOVAL: on a connection, an IB listener or the id a device's
+    /// context comes from, the whole device goes: its channels are drained
+    /// and freed, then the device state. (The wildcard listener itself gets
+    /// no such event: the kernel drops its per-device part by itself and
+    /// adds one for devices that appear later.) librdmacm has already
+    /// stopped the kernel side of the id.
+    fn on_device_removal(&mut self, h: CmIdHandle) {
+        if self.listener.as_ref().is_some_and(|l| l.handle() == h) {
+            tracing::warn!("device removal on the RDMA/CM listener; listening again");
+            self.relisten();
+            return;
+        }
+        let name = if let Some(l) = self.ib_listeners.remove(&h) {
+            Some(l.device)
+        } else if let Some(c) = self.conns.get(&h) {
+            Some(c.device.clone())
+        } else {
+            self.devices
+                .values()
+                .find(|d| d.anchor() == h)
+                .map(|d| d.name().to_owned())
+        };
+        match name {
+            Some(name) => self.remove_device(&name),
+            None => tracing::debug!(?h, "device removal for an id no longer in use"),
+        }
+    }
+
+    /// ADDR_CHANGE: the listener's address moved (e.g. bonding failover):
+    /// listen again. Connections keep their path.
+    fn on_addr_change(&mut self, h: CmIdHandle) {
+        if self.listener.as_ref().is_some_and(|l| l.handle() == h) {
+            tracing::warn!("address change on the RDMA/CM listener; listening again");
+            self.relisten();
+        } else if let Some(l) = self.ib_listeners.remove(&h) {
+            tracing::warn!(device = %l.device, port = l.port, "address change on an IB listener; listening again");
+            self.ib_scanned.remove(&l.device);
+            self.ib_listeners.retain(|_, x| x.device != l.device);
+            self.ib_rescan_until = Some(tokio::time::Instant::now() + IB_RESCAN_WINDOW);
+            self.schedule_tick();
+        } else {
+            tracing::info!(?h, "address change on a connection");
+        }
+    }
+
+    /// Replaces the wildcard listener (retried every tick until it works).
+    fn relisten(&mut self) {
+        self.listener = None;
+        if self.shutting_down {
+            return;
+        }
+        match listen_ip(&self.events, self.opts.port) {
+            Ok(l) => {
+                tracing::info!(port = self.opts.port, "listening again");
+                self.listener = Some(l);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, port = self.opts.port, "listening failed; retrying");
+                self.schedule_tick();
+            }
+        }
+    }
+
+    /// Creates IB port-space listeners on the InfiniBand ports of the served
+    /// devices not looked at yet.
+    fn scan_ib_ports(&mut self, served: &[String]) {
+        if self.shutting_down {
+            return;
+        }
+        for name in served {
+            if !self.ib_scanned.insert(name.clone()) {
+                continue;
+            }
+            let ports = match ib_ports(name) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(device = %name, error = %e, "cannot look at the ports of a device");
+                    self.ib_scanned.remove(name);
+                    continue;
+                }
+            };
+            for (port, gid) in ports {
+                let addr = ib_listen_addr(gid, self.opts.port);
+                let made = CmId::with_port_space(&self.events, PortSpace::Ib)
+                    .and_then(|id| id.bind_ib(&addr).and_then(|_| id.listen(128)).map(|_| id));
+                match made {
+                    Ok(id) => {
+                        tracing::info!(
+                            device = %name,
+                            port,
+                            %gid,
+                            service_id = format_args!("{:#018x}", addr.service_id),
+                            "listening in the IB port space"
+                        );
+                        self.ib_listeners.insert(
+                            id.handle(),
+                            IbListener {
+                                _id: id,
+                                device: name.clone(),
+                                port,
+                            },
+                        );
+                    }
+                    Err(e) => tracing::warn!(
+                        device = %name,
+                        port,
+                        error = %e,
+                        "cannot listen in the IB port space (IB CM logins will not work)"
+                    ),
+                }
+            }
+        }
+    }
+
+    fn served_devices(&self) -> Vec<String> {
+        if !self.opts.devices.is_empty() {
+            return self.opts.devices.clone();
+        }
+        rdma::devices()
+            .map(|v| v.into_iter().map(|d| d.name).collect())
+            .unwrap_or_default()
+    }
+
+    fn schedule_tick(&mut self) {
+        if self.tick_at.is_none() {
+            self.tick_at = Some(tokio::time::Instant::now() + TICK);
+        }
+    }
+
+    /// Periodic work, only while something is pending: re-creating a lost
+    /// listener, letting librdmacm release removed devices, looking for IB
+    /// ports after a removal.
+    fn tick(&mut self) {
+        self.tick_at = None;
+        let now = tokio::time::Instant::now();
+        if self.listener.is_none() && !self.shutting_down {
+            self.relisten();
+        }
+        if !self.releasing.is_empty() {
+            // Err: librdmacm could not read a device list (none left).
+            let known = rdma::resync_cm_devices().ok();
+            let mut ib_again = false;
+            self.releasing.retain(|(name, until)| {
+                if known.as_ref().is_some_and(|k| !k.contains(name)) {
+                    tracing::info!(device = %name, "librdmacm let go of the removed device");
+                    ib_again = true;
+                    false
+                } else if now >= *until {
+                    tracing::warn!(
+                        device = %name,
+                        "librdmacm still holds the removed device; its removal waits for srptd to exit"
+                    );
+                    false
+                } else {
+                    true
+                }
+            });
+            if ib_again {
+                self.ib_rescan_until = Some(now + IB_RESCAN_WINDOW);
+            }
+        }
+        if let Some(until) = self.ib_rescan_until {
+            let served = self.served_devices();
+            // Forget what is gone, so that a device coming back is scanned.
+            self.ib_scanned.retain(|n| served.contains(n));
+            self.scan_ib_ports(&served);
+            if now >= until {
+                self.ib_rescan_until = None;
+            }
+        }
+        if (self.listener.is_none() && !self.shutting_down)
+            || !self.releasing.is_empty()
+            || self.ib_rescan_until.is_some()
+        {
+            self.schedule_tick();
+        }
+    }
+
+    /// The device `name` is going away: stop using it, close its channels
+    /// (drain, free); the device state is dropped when the last one closed.
+    fn remove_device(&mut self, name: &str) {
+        let Some(dev) = self.devices.remove(name) else {
+            return;
+        };
+        let keys: Vec<u64> = self
+            .conns
+            .values()
+            .filter(|c| c.device == name)
+            .map(|c| c.key)
+            .collect();
+        tracing::warn!(
+            device = name,
+            channels = keys.len(),
+            "RDMA device removed; closing its channels"
+        );
+        self.ib_listeners.retain(|_, l| l.device != name);
+        for k in keys {
+            self.disconnect(k);
+        }
+        self.removing.insert(name.to_owned(), dev);
+        self.maybe_release(name);
+    }
+
+    /// Frees a removed device once none of its channels is left.
+    fn maybe_release(&mut self, name: &str) {
+        if self.conns.values().any(|c| c.device == name) {
+            return;
+        }
+        let Some(dev) = self.removing.remove(name) else {
+            return;
+        };
+        if let Some(srq) = dev.srq() {
+            let lost = srq.slots().saturating_sub(srq.posted());
+            if lost > 0 {
+                tracing::error!(device = name, lost, "shared receive queue slots lost");
+                self.summary.leaked_srq_slots += u64::from(lost);
+            }
+        }
+        for p in &self.pollers {
+            p.forget_device(&dev);
+        }
+        drop(dev);
+        tracing::info!(device = name, "removed device: channels closed, resources freed");
+        // librdmacm keeps its own context of the device open (for the
+        // process) until it re-reads its device list and finds the device
+        // gone; ask it to (now and on later ticks). It never does so when no
+        // device is left at all (rdma-core's sync_devices_list gives up on
+        // an empty list), and the kernel's removal then waits for srptd to
+        // exit.
+        let others = rdma::devices().is_ok_and(|v| v.iter().any(|d| d.name != name));
+        if others {
+            self.releasing.push((
+                name.to_owned(),
+                tokio::time::Instant::now() + DEVICE_RELEASE_TIMEOUT,
+            ));
+            let _ = rdma::resync_cm_devices();
+            self.schedule_tick();
+        } else {
+            tracing::warn!(
+                device = name,
+                "no other RDMA device: librdmacm keeps its context of the removed device open, \
+                 so the kernel cannot finish removing it until srptd exits"
+            );
         }
     }
 
@@ -342,11 +711,28 @@ impl Control {
     fn device(&mut self, id: &CmId) -> rdma::Result<Arc<Device>> {
         let ctx = id.verbs_context()?;
         let name = ctx.name();
+        if self
+            .removing
+            .get(&name)
+            .is_some_and(|d| d.context().same_context(&ctx))
+        {
+            return Err(rdma::Error::Invalid("device is being removed"));
+        }
         if let Some(d) = self.devices.get(&name) {
-            return Ok(d.clone());
+            if d.context().same_context(&ctx) {
+                return Ok(d.clone());
+            }
+            // Replaced without a removal event reaching us.
+            tracing::warn!(device = %name, "RDMA device context changed; dropping the old one");
+            self.remove_device(&name);
         }
         let ram: Vec<_> = self.target.luns().into_iter().filter_map(|l| l.dma_buf).collect();
-        let d = Arc::new(Device::new(ctx, &ram)?);
+        let srq = self.opts.srq.then_some(SrqSettings {
+            slots: self.opts.srq_size,
+            max_it_iu_len: self.opts.limits.max_it_iu_len,
+            queue_depth: self.opts.limits.queue_depth,
+        });
+        let d = Arc::new(Device::new(ctx, id.handle(), &ram, srq.as_ref())?);
         self.devices.insert(name, d.clone());
         Ok(d)
     }
@@ -364,8 +750,16 @@ impl Control {
                 "no private data",
             );
         };
-        // SRP over RDMA/CM: the login request is the 56-byte private data.
-        let req = match LoginRequest::parse_rdma_cm(&conn.private_data) {
+        // SRP over RDMA/CM: the login request is the 56-byte private data;
+        // through an IB port-space listener (IB CM logins) it is the 64-byte
+        // IU form, as the IB CM REQ carries it.
+        let ib = ev.listen_id.is_some_and(|l| self.ib_listeners.contains_key(&l));
+        let parsed = if ib {
+            LoginRequest::parse(&conn.private_data)
+        } else {
+            LoginRequest::parse_rdma_cm(&conn.private_data)
+        };
+        let req = match parsed {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "bad SRP_LOGIN_REQ");
@@ -433,6 +827,22 @@ impl Control {
         cfg.max_ti_iu_len = self.opts.limits.max_ti_iu_len;
         cfg.rdma_read_depth = init_depth as u32;
         cfg.sq_depth = cfg.sq_depth.min(attr.max_qp_wr.saturating_sub(1)).max(8);
+        if let Some(srq) = device.srq() {
+            cfg.shared_recv = Some(srq.shared_recv());
+            // Credits are per channel; the slots are shared. Beyond this the
+            // initiators may meet receiver-not-ready retries under load.
+            let on_device = self.conns.values().filter(|c| c.device == device.name()).count() as u64 + 1;
+            let credits = on_device * u64::from(cfg.recv_slots());
+            if credits > u64::from(srq.slots()) {
+                tracing::warn!(
+                    device = device.name(),
+                    channels = on_device,
+                    credits,
+                    srq_slots = srq.slots(),
+                    "channels' credits exceed the shared receive queue (see --srq-size)"
+                );
+            }
+        }
         let built = self.build_channel(
             key,
             p,
@@ -459,7 +869,7 @@ impl Control {
             flow_control: 1,
             retry_count: 7,
             rnr_retry_count: 7,
-            srq: false,
+            srq: device.srq().is_some(),
             qp_num: driver.qp.qp_num(),
         };
         if let Err(e) = id.accept(&param) {
@@ -486,6 +896,8 @@ impl Control {
             credits = self.opts.limits.queue_depth,
             immediate_data = acc.imm_data_offset.is_some(),
             rdma_read_depth = init_depth,
+            srq = device.srq().is_some(),
+            ib_cm = ib,
             "login accepted"
         );
         self.pollers[p].send(PollerMsg::Add(Box::new(driver)));
@@ -499,6 +911,7 @@ impl Control {
                 key,
                 poller: p,
                 nexus: nexus_key,
+                device: device.name().to_owned(),
                 disconnect_sent: false,
             },
         );
@@ -518,13 +931,17 @@ impl Control {
     ) -> Result<ChannelDriver, StartError> {
         let sq = cfg.sq_depth;
         let rq = cfg.recv_slots();
+        let srq = device.srq().filter(|_| cfg.shared_recv.is_some()).cloned();
         let nexus = self.target.nexus(*ini);
         let ch = Channel::new(cfg, nexus)?;
         let comp = self.pollers[p].comp_channel(device)?;
-        let cq = CompletionQueue::new(device.context(), sq + rq + 4, Some(&comp), 0, key)?;
+        // With a shared queue an initiator that overdraws its credits finds
+        // receives anyway: leave the CQ room for that too.
+        let cqe = sq + rq + 4 + if srq.is_some() { rq } else { 0 };
+        let cq = CompletionQueue::new(device.context(), cqe, Some(&comp), 0, key)?;
         let caps = QpCaps {
             max_send_wr: sq + 1,
-            max_recv_wr: rq + 1,
+            max_recv_wr: if srq.is_some() { 0 } else { rq + 1 },
             max_send_sge: 1,
             max_recv_sge: 1,
             max_inline_data: 0,
@@ -534,23 +951,22 @@ impl Control {
             &QpInit {
                 send_cq: &cq,
                 recv_cq: &cq,
-                srq: None,
+                srq: srq.as_ref().map(|s| s.srq()),
                 caps,
                 sq_sig_all: false,
             },
         )?;
         let reg =
             |b: &Arc<rdma::DmaBuf>| MemoryRegion::register(device.pd(), b.clone(), AccessFlags::LOCAL_WRITE);
-        let mrs = [
-            reg(ch.recv_buf())?,
-            reg(ch.send_buf())?,
-            reg(ch.pool_buf())?,
-            reg(ch.table_buf())?,
-        ];
+        let recv = match srq {
+            Some(s) => RecvSide::Srq(s),
+            None => RecvSide::Own(reg(ch.recv_buf())?),
+        };
+        let mrs = [reg(ch.send_buf())?, reg(ch.pool_buf())?, reg(ch.table_buf())?];
         // INIT -> RTR -> RTS with the attributes RDMA/CM computes for this
         // connection, before accepting (the issue's explicit QP handling).
         id.ready_qp(&qp, Some(resp_res), Some(init_depth))?;
-        let mut d = ChannelDriver::new(key, ch, qp, cq, mrs, device.clone());
+        let mut d = ChannelDriver::new(key, ch, qp, cq, recv, mrs, device.clone());
         // Receives must be posted before the initiator can send.
         d.prime();
         Ok(d)
@@ -583,6 +999,9 @@ impl Control {
                         }
                         tracing::info!(key, ?stats, "channel closed");
                         // Dropping `c.id` destroys the RDMA/CM id.
+                        if self.removing.contains_key(&c.device) {
+                            self.maybe_release(&c.device);
+                        }
                     }
                 }
             }
@@ -592,4 +1011,32 @@ impl Control {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ib_listener_address() {
+        // docs/device-management.md: advertise rdma_cm_service_id(RDMA_PS_IB, 5555).
+        assert_eq!(ib_service_id(5555), 0x0000_0000_013f_15b3);
+        assert_eq!(ib_service_id(0x1234), 0x0000_0000_013f_1234);
+        let mut g = [0u8; 16];
+        g[..2].copy_from_slice(&[0xfe, 0x80]);
+        g[8..].copy_from_slice(&0x0002_c903_0001_0001u64.to_be_bytes());
+        let a = ib_listen_addr(Gid(g), 5555);
+        assert_eq!(a.gid, Gid(g));
+        assert_eq!(
+            (a.pkey, a.service_id, a.service_id_mask),
+            (0xffff, 0x013f_15b3, !0)
+        );
+    }
+
+    #[test]
+    fn srq_is_off_by_default() {
+        let o = Options::default();
+        assert!(!o.srq && o.srq_size.is_none());
+        assert_eq!(o.port, 5555);
+    }
 }

@@ -24,7 +24,7 @@ use crate::rdma::{
 };
 use crate::scsi::{Completion, Nexus, WorkerPool};
 
-use super::device::Device;
+use super::device::{Device, SrqRing};
 
 /// Work request id of the send-queue drain marker (never produced by a
 /// channel).
@@ -34,6 +34,15 @@ const DRAIN_SQ: u64 = u64::MAX;
 /// nothing can write into our memory any more, so this is only tidiness.
 const RQ_DRAIN_GRACE: Duration = Duration::from_millis(500);
 
+/// Where a channel's receives are posted.
+#[derive(Debug)]
+pub enum RecvSide {
+    /// The queue pair's own receive queue, with the channel's ring.
+    Own(MemoryRegion),
+    /// The device's shared receive queue and ring.
+    Srq(Arc<SrqRing>),
+}
+
 /// A channel as the poller runs it: protocol state plus verbs resources.
 #[derive(Debug)]
 pub struct ChannelDriver {
@@ -41,7 +50,7 @@ pub struct ChannelDriver {
     pub ch: Channel,
     pub qp: QueuePair,
     pub cq: Arc<CompletionQueue>,
-    pub recv_mr: MemoryRegion,
+    pub recv: RecvSide,
     pub send_mr: MemoryRegion,
     pub pool_mr: MemoryRegion,
     pub table_mr: MemoryRegion,
@@ -50,33 +59,37 @@ pub struct ChannelDriver {
     recv_scratch: RecvScratch,
     sends: Vec<WorkRequest>,
     recvs: Vec<u32>,
-    /// Receives posted and not yet completed.
+    /// Receives posted to the own receive queue and not yet completed.
     recvs_posted: u32,
     /// Draining: when the send-queue marker completed (None: not yet).
     drain: Option<Option<Instant>>,
+    /// A poll after the marker completed found the CQ empty.
+    cq_empty_after_marker: bool,
     drained_reported: bool,
     closed: bool,
 }
 
 impl ChannelDriver {
     /// Wraps a channel whose resources are set up (QP not yet connected).
+    /// `mrs` are the send ring, data pool and table pool regions.
     pub fn new(
         key: u64,
         ch: Channel,
         qp: QueuePair,
         cq: Arc<CompletionQueue>,
-        mrs: [MemoryRegion; 4],
+        recv: RecvSide,
+        mrs: [MemoryRegion; 3],
         device: Arc<Device>,
     ) -> ChannelDriver {
-        let [recv_mr, send_mr, pool_mr, table_mr] = mrs;
+        let [send_mr, pool_mr, table_mr] = mrs;
         let sq = ch.config().sq_depth as usize;
-        let rq = ch.config().recv_slots() as usize;
+        let rq = ch.config().max_contexts() as usize;
         ChannelDriver {
             key,
             ch,
             qp,
             cq,
-            recv_mr,
+            recv,
             send_mr,
             pool_mr,
             table_mr,
@@ -87,6 +100,7 @@ impl ChannelDriver {
             recvs: Vec::with_capacity(rq),
             recvs_posted: 0,
             drain: None,
+            cq_empty_after_marker: false,
             drained_reported: false,
             closed: false,
         }
@@ -94,7 +108,10 @@ impl ChannelDriver {
 
     fn mr(&self, r: Region) -> Option<&MemoryRegion> {
         match r {
-            Region::Recv => Some(&self.recv_mr),
+            Region::Recv => Some(match &self.recv {
+                RecvSide::Own(mr) => mr,
+                RecvSide::Srq(ring) => ring.mr(),
+            }),
             Region::Send => Some(&self.send_mr),
             Region::Pool => Some(&self.pool_mr),
             Region::Table => Some(&self.table_mr),
@@ -126,6 +143,9 @@ impl ChannelDriver {
                     self.start_drain(events);
                 }
                 Action::Closed => {
+                    // Receives given back on the way out are posted before
+                    // anyone counts the shared queue's slots.
+                    self.flush();
                     self.closed = true;
                     let _ = events.send(PollerEvent::Closed {
                         key: self.key,
@@ -175,30 +195,41 @@ impl ChannelDriver {
         const BATCH: usize = 32;
         let mut failed = false;
         let recvs = std::mem::take(&mut self.recvs);
-        for chunk in recvs.chunks(BATCH) {
-            let mut sges = [Sge::default(); BATCH];
-            for (s, &slot) in sges.iter_mut().zip(chunk) {
-                let (off, len) = self.ch.recv_slot(slot);
-                match self.recv_mr.sge(off as usize, len) {
-                    Some(v) => *s = v,
-                    None => failed = true,
-                }
+        match &self.recv {
+            RecvSide::Srq(ring) => {
+                // ibv_post_srq_recv is thread-safe: channels on several
+                // pollers share the queue. Slots that cannot be posted are
+                // logged and counted as lost at shutdown; this channel is
+                // not at fault.
+                ring.post(&recvs, &mut self.recv_scratch);
             }
-            let mut reqs = [RecvRequest { wr_id: 0, local: &[] }; BATCH];
-            for (i, &slot) in chunk.iter().enumerate() {
-                reqs[i] = RecvRequest {
-                    wr_id: crate::proto::WrId::recv(slot),
-                    local: std::slice::from_ref(&sges[i]),
-                };
-            }
-            match self.qp.post_recv(&reqs[..chunk.len()], &mut self.recv_scratch) {
-                Ok(()) => self.recvs_posted += chunk.len() as u32,
-                Err(e) => {
-                    self.recvs_posted += e.posted as u32;
-                    if self.drain.is_none() {
-                        tracing::error!(error = %e.error, "post_recv failed");
+            RecvSide::Own(recv_mr) => {
+                for chunk in recvs.chunks(BATCH) {
+                    let mut sges = [Sge::default(); BATCH];
+                    for (s, &slot) in sges.iter_mut().zip(chunk) {
+                        let (off, len) = self.ch.recv_slot(slot);
+                        match recv_mr.sge(off as usize, len) {
+                            Some(v) => *s = v,
+                            None => failed = true,
+                        }
                     }
-                    failed = true;
+                    let mut reqs = [RecvRequest { wr_id: 0, local: &[] }; BATCH];
+                    for (i, &slot) in chunk.iter().enumerate() {
+                        reqs[i] = RecvRequest {
+                            wr_id: crate::proto::WrId::recv(slot),
+                            local: std::slice::from_ref(&sges[i]),
+                        };
+                    }
+                    match self.qp.post_recv(&reqs[..chunk.len()], &mut self.recv_scratch) {
+                        Ok(()) => self.recvs_posted += chunk.len() as u32,
+                        Err(e) => {
+                            self.recvs_posted += e.posted as u32;
+                            if self.drain.is_none() {
+                                tracing::error!(error = %e.error, "post_recv failed");
+                            }
+                            failed = true;
+                        }
+                    }
                 }
             }
         }
@@ -256,9 +287,11 @@ impl ChannelDriver {
 
     /// Moves the QP to the error state and posts a marker on the send queue;
     /// its flush completion means every earlier send-queue request is done.
-    /// Receives posted before the transition are flushed by it and counted
-    /// down. (A receive marker posted after the transition is never flushed
-    /// by rxe for userspace QPs, so none is used.)
+    /// Receives posted to the QP's own receive queue before the transition
+    /// are flushed by it and counted down. (A receive marker posted after
+    /// the transition is never flushed by rxe for userspace QPs, so none is
+    /// used.) With a shared receive queue nothing is flushed per QP: the
+    /// marker plus one empty poll of the CQ after it is the whole drain.
     fn start_drain(&mut self, events: &UnboundedSender<PollerEvent>) {
         if self.drain.is_some() {
             return;
@@ -283,13 +316,18 @@ impl ChannelDriver {
     }
 
     /// Reports the drain to the channel once the send queue is drained and
-    /// every receive is flushed (or the grace period passed).
+    /// every receive is flushed (or the grace period passed); with a shared
+    /// receive queue, once the CQ was seen empty after the marker.
     fn check_drained(&mut self, now: Instant) {
         let Some(Some(sq_done)) = self.drain else { return };
         if self.ch.is_closed() || self.drained_reported {
             return;
         }
-        if self.recvs_posted == 0 || now.duration_since(sq_done) >= RQ_DRAIN_GRACE {
+        let done = match self.recv {
+            RecvSide::Srq(_) => self.cq_empty_after_marker,
+            RecvSide::Own(_) => self.recvs_posted == 0 || now.duration_since(sq_done) >= RQ_DRAIN_GRACE,
+        };
+        if done {
             tracing::debug!(
                 key = self.key,
                 unflushed_recvs = self.recvs_posted,
@@ -301,8 +339,9 @@ impl ChannelDriver {
         }
     }
 
-    /// Feeds completions to the channel.
-    fn on_completions(&mut self, wcs: &[WorkCompletion]) {
+    /// Feeds completions to the channel. `cq_empty`: the poll that
+    /// returned them found no more.
+    fn on_completions(&mut self, wcs: &[WorkCompletion], cq_empty: bool) {
         for wc in wcs {
             if wc.wr_id == DRAIN_SQ {
                 tracing::debug!(key = self.key, status = wc.status.name(), "drain marker");
@@ -313,10 +352,22 @@ impl ChannelDriver {
             }
             // The opcode of a failed completion is undefined: tell receives by
             // their work request id.
-            if crate::proto::WrId::decode(wc.wr_id).is_some_and(|w| w.kind == crate::proto::WrKind::Recv) {
-                self.recvs_posted = self.recvs_posted.saturating_sub(1);
+            let recv = crate::proto::WrId::decode(wc.wr_id).filter(|w| w.kind == crate::proto::WrKind::Recv);
+            if let Some(w) = recv {
+                match &self.recv {
+                    RecvSide::Own(_) => self.recvs_posted = self.recvs_posted.saturating_sub(1),
+                    RecvSide::Srq(ring) => {
+                        if !ring.completed(w.index) {
+                            tracing::error!(slot = w.index, "completion of an SRQ slot that was not posted");
+                            continue;
+                        }
+                    }
+                }
             }
             self.ch.handle_completion(wc.wr_id, wc.is_success(), wc.byte_len);
+        }
+        if cq_empty && matches!(self.drain, Some(Some(_))) {
+            self.cq_empty_after_marker = true;
         }
         self.check_drained(Instant::now());
     }
@@ -395,12 +446,27 @@ impl PollerHandle {
     /// The completion channel this poller sleeps on for `device`.
     pub fn comp_channel(&self, device: &Device) -> rdma::Result<Arc<CompletionChannel>> {
         let mut m = self.comp_channels.lock().expect("poller map poisoned");
+        // A device of the same name may have been removed and added again:
+        // a channel of the old context cannot serve the new one.
         if let Some(c) = m.get(device.name()) {
-            return Ok(c.clone());
+            if c.context().same_context(device.context()) {
+                return Ok(c.clone());
+            }
         }
         let c = CompletionChannel::new(device.context())?;
         m.insert(device.name().to_owned(), c.clone());
         Ok(c)
+    }
+
+    /// Drops the completion channel of `device` (removed; its channels are
+    /// gone), which holds the device context open.
+    pub fn forget_device(&self, device: &Device) {
+        let mut m = self.comp_channels.lock().expect("poller map poisoned");
+        if m.get(device.name())
+            .is_some_and(|c| c.context().same_context(device.context()))
+        {
+            m.remove(device.name());
+        }
     }
 
     /// Waits for the thread to end (after `Stop`).
@@ -538,10 +604,16 @@ impl Poller {
         }
         for d in self.chans.iter_mut() {
             match d.cq.poll(wcs) {
-                Ok(0) => {}
+                Ok(0) => {
+                    if d.drain.is_some() {
+                        // An empty CQ may finish a drain.
+                        d.on_completions(&[], true);
+                        d.run_actions(&self.exec, &self.events);
+                    }
+                }
                 Ok(n) => {
                     work += n;
-                    d.on_completions(&wcs[..n]);
+                    d.on_completions(&wcs[..n], n < wcs.len());
                     d.run_actions(&self.exec, &self.events);
                 }
                 Err(e) => {

@@ -6,12 +6,14 @@
 //! keeps the initiator's request limit as the Linux initiator does.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use srptd::proto::{
-    negotiate, Action, Channel, ChannelConfig, CmdId, LoginLimits, Region, TargetPortId, WorkRequest, WrId,
-    WrOpcode,
+    negotiate, Action, Channel, ChannelConfig, CmdId, LoginLimits, Region, SharedRecv, TargetPortId,
+    WorkRequest, WrId, WrOpcode,
 };
 use srptd::rdma::mem::DmaBuf;
 use srptd::scsi::backstore::BackstoreConfig;
@@ -71,6 +73,44 @@ pub enum Other {
     TLogout(TLogout),
 }
 
+/// A receive ring shared by several simulated channels, as a shared
+/// receive queue: one FIFO of posted slots that every channel's incoming
+/// IUs take from and every channel's `PostRecv` returns to.
+#[derive(Clone)]
+pub struct SharedRing {
+    pub recv: SharedRecv,
+    pub posted: Rc<RefCell<VecDeque<u32>>>,
+}
+
+impl SharedRing {
+    /// `slots` slots of `slot_size` bytes, all posted.
+    pub fn new(slots: u32, slot_size: u32) -> SharedRing {
+        let buf = Arc::new(DmaBuf::new(slots as usize * slot_size as usize).unwrap());
+        SharedRing {
+            recv: SharedRecv {
+                buf,
+                slot_size,
+                slots,
+            },
+            posted: Rc::new(RefCell::new((0..slots).collect())),
+        }
+    }
+
+    /// Slots currently posted.
+    pub fn posted(&self) -> usize {
+        self.posted.borrow().len()
+    }
+
+    /// Whether every slot is posted exactly once.
+    pub fn all_posted(&self) -> bool {
+        let p = self.posted.borrow();
+        let mut v: Vec<u32> = p.iter().copied().collect();
+        v.sort_unstable();
+        v.dedup();
+        v.len() == p.len() && p.len() == self.recv.slots as usize
+    }
+}
+
 /// The simulated initiator plus its view of the channel.
 pub struct Sim {
     pub ch: Channel,
@@ -78,7 +118,9 @@ pub struct Sim {
     mem: DmaBuf,
     next_va: u64,
     rams: Vec<Arc<DmaBuf>>,
-    recv_posted: VecDeque<u32>,
+    /// Posted receive slots: the channel's own, or a shared ring's.
+    recv_posted: Rc<RefCell<VecDeque<u32>>>,
+    shared: bool,
     sq: VecDeque<WorkRequest>,
     qp_error: bool,
     pub req_lim: i64,
@@ -114,6 +156,23 @@ pub fn linux_login(it_iu_len: u32) -> LoginRequest {
 impl Sim {
     /// Logs in with the Linux initiator's parameters and builds a channel.
     pub fn login(target: &Arc<Target>, cfg_edit: impl FnOnce(&mut ChannelConfig)) -> Sim {
+        Sim::login_with(target, None, cfg_edit)
+    }
+
+    /// Logs in a channel that receives into `ring` (shared receive queue).
+    pub fn login_shared(
+        target: &Arc<Target>,
+        ring: &SharedRing,
+        cfg_edit: impl FnOnce(&mut ChannelConfig),
+    ) -> Sim {
+        Sim::login_with(target, Some(ring), cfg_edit)
+    }
+
+    fn login_with(
+        target: &Arc<Target>,
+        ring: Option<&SharedRing>,
+        cfg_edit: impl FnOnce(&mut ChannelConfig),
+    ) -> Sim {
         let req = linux_login(8260);
         let limits = LoginLimits {
             queue_depth: 32,
@@ -124,6 +183,7 @@ impl Sim {
         let mut cfg = ChannelConfig::new(acc.it_iu_len, acc.imm_data_offset, limits.queue_depth);
         cfg.pool_size = 4 << 20;
         cfg.max_transfer = target.max_transfer_bytes();
+        cfg.shared_recv = ring.map(|r| r.recv.clone());
         cfg_edit(&mut cfg);
         let nexus = target.nexus(INITIATOR);
         let rams = target.luns().into_iter().filter_map(|l| l.dma_buf).collect();
@@ -134,7 +194,8 @@ impl Sim {
             mem: DmaBuf::new(64 << 20).unwrap(),
             next_va: 0,
             rams,
-            recv_posted: VecDeque::new(),
+            recv_posted: ring.map_or_else(|| Rc::new(RefCell::new(VecDeque::new())), |r| r.posted.clone()),
+            shared: ring.is_some(),
             sq: VecDeque::new(),
             qp_error: false,
             req_lim: acc.response.req_lim_delta as i64,
@@ -211,11 +272,9 @@ impl Sim {
                 progressed = true;
                 match a {
                     Action::PostRecv { slot } => {
-                        assert!(
-                            !self.recv_posted.contains(&slot),
-                            "receive slot {slot} posted twice"
-                        );
-                        self.recv_posted.push_back(slot);
+                        let mut posted = self.recv_posted.borrow_mut();
+                        assert!(!posted.contains(&slot), "receive slot {slot} posted twice");
+                        posted.push_back(slot);
                     }
                     Action::PostSend(wr) => self.sq.push_back(wr),
                     Action::Execute { cmd } => {
@@ -230,7 +289,11 @@ impl Sim {
                         // Like the driver: error the QP, flush, drain.
                         self.qp_error = true;
                         self.sq.clear();
-                        self.recv_posted.clear();
+                        // A shared receive queue is not flushed per queue
+                        // pair: its slots stay posted for the others.
+                        if !self.shared {
+                            self.recv_posted.borrow_mut().clear();
+                        }
                         self.ch.handle_drained();
                     }
                     Action::Closed => self.closed = true,
@@ -352,6 +415,7 @@ impl Sim {
     pub fn send_raw(&mut self, iu: &[u8]) {
         let slot = self
             .recv_posted
+            .borrow_mut()
             .pop_front()
             .expect("RNR: the target has no receive posted");
         let (off, size) = self.ch.recv_slot(slot);

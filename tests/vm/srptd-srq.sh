@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Guest script: srptd in shared receive queue mode (--srq) with a RAM LUN.
+#  1. The kernel initiator logs in with two channels and uses immediate
+#     data; fio verifies 4k and 128k random writes at QD 32.
+#  2. Logout / login a few times; SIGTERM: exit 0, no leaked channels, no
+#     SRQ slot lost.
+#  3. Device removal: `rdma link delete rxe0` while logged in. srptd must
+#     neither crash nor hang, must free the device so that the delete can
+#     finish, and must serve the device again once it is added back.
+#     SIGTERM with the initiator logged in: exit 0, nothing leaked.
+# Argument `removal`: part 3 only (quicker when working on it).
+set -euo pipefail
+. "$REPO/tests/vm/lib.sh"
+vm_trap_failures
+
+LOG=$VM_RESULTS/srptd.log
+SRPTD_ARGS=(--srq --lun ram:256M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY)
+strip() { sed 's/\x1b\[[0-9;]*m//g' "$@"; }
+
+# add_target again (ib_srp loaded) and wait for the disk.
+srp_add() {
+    local line="id_ext=$SRPTD_ID_EXT,ioc_guid=$SRPTD_IOC_GUID,dest=$RXE_ADDR:$SRP_PORT"
+    vm_log "add_target $line"
+    echo "$line" > "/sys/class/infiniband_srp/srp-$RXE_DEV-1/add_target" ||
+        { vm_die "add_target failed: $(dmesg | tail -n 5)"; return 1; }
+    wait_for_disk SRPTD 30
+}
+
+check_summary() {
+    local what=$1 line
+    line=$(grep 'srptd: stopped:' "$LOG" | tail -n1)
+    vm_log "$what: $line"
+    echo "$line" | grep -q 'leaked-channels 0 ' || { vm_die "$what: leaked channels"; return 1; }
+    echo "$line" | grep -q 'leaked-srq-slots 0$' || { vm_die "$what: SRQ slots lost"; return 1; }
+}
+
+rxe_setup
+ONLY=${1:-all}
+
+if [ "$ONLY" = all ]; then
+########################################################################
+vm_log "== 1. login, immediate data, fio verify"
+SRPTD_LOG=srptd=debug srptd_start "${SRPTD_ARGS[@]}"
+dev=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
+# The device state (and its SRQ) is set up at the first login on it.
+strip "$LOG" | grep -m1 'shared receive queue' | cut -c1-200 >&2 ||
+    vm_die "srptd did not create a shared receive queue"
+vm_log "logged in: $dev, $(srp_ch_count) channels"
+[ "$(srp_ch_count)" = 2 ] || vm_die "expected 2 channels"
+dmesg | grep -q 'ib_srp: using immediate data' || vm_die "ib_srp does not use immediate data"
+[ "$(strip "$LOG" | grep 'login accepted' | grep -c 'immediate_data=true.*srq=true')" = 2 ] ||
+    vm_die "srptd did not accept two SRQ logins with immediate data: $(strip "$LOG" | grep 'login accepted')"
+fio_verify "$dev" 4 randwrite 4k 32
+fio_verify "$dev" 4 randwrite 128k 32
+
+vm_log "== 2. logout / login cycles"
+for i in 1 2 3; do
+    srp_logout_all
+    dev=$(srp_add)
+    dd if="$dev" of=/dev/null bs=64k count=64 iflag=direct 2>/dev/null
+    fio_verify "$dev" 1 randwrite 4k 32 16M
+    vm_log "cycle $i: $dev, $(srp_ch_count) channels"
+done
+srp_logout_all
+srptd_stop || vm_die "srptd exited non-zero"
+check_summary "after logout cycles"
+imm=$(grep 'srptd: stopped:' "$LOG" | sed -n 's/.* immediate \([0-9]*\) .*/\1/p')
+[ "${imm:-0}" -gt 0 ] || vm_die "no command carried immediate data"
+vm_log "commands with immediate data: $imm"
+cp "$LOG" "$VM_RESULTS/srptd-1.log"
+else
+    srp_load ch_count=2
+fi
+
+########################################################################
+# Device removal. The kernel finishes removing an rxe device only once every
+# process has closed its verbs contexts of it (rxe cannot disassociate
+# them). srptd frees its own on DEVICE_REMOVAL; librdmacm's cached context
+# goes only when librdmacm re-reads a device list that still has some
+# device in it (rdma-core's sync_devices_list gives up on an empty list).
+# So: 3a with a second, idle device (rxe1) present, 3b with rxe0 alone.
+
+# rdma link delete in the background; sets DEL_DONE_FILE when it returns.
+DEL_DONE_FILE=/tmp/rxe-del.rc
+start_delete() {
+    rm -f "$DEL_DONE_FILE"
+    vm_log "rdma link delete $1"
+    ( rdma link delete "$1"; echo $? > "$DEL_DONE_FILE" ) &
+}
+delete_diag() {
+    {
+        echo "== rdma link delete stack"
+        for p in $(pgrep -x rdma); do echo "pid $p"; cat "/proc/$p/stack"; done
+        echo "== srptd fds"
+        ls -l "/proc/$SRPTD_PID/fd"
+    } > "$VM_RESULTS/removal-$1.txt" 2>&1 || true
+}
+
+vm_log "== 3a. device removal while logged in (a second, idle device present)"
+ip link add dummy1 type dummy 2>/dev/null || true
+ip link set dummy1 address 02:00:00:00:77:02
+ip link set dummy1 up
+rdma link add rxe1 type rxe netdev dummy1
+SRPTD_LOG=srptd=debug srptd_start "${SRPTD_ARGS[@]}"
+dev=$(srp_add)
+dd if="$dev" of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null
+# ib_srp is removed from the device before RDMA/CM and disconnects first;
+# a userspace peer (tools/srp-hold.c) keeps a channel live until srptd sees
+# DEVICE_REMOVAL.
+HOLD=/tmp/srp-hold HOLD_PID=
+if cc -O2 -o "$HOLD" "$REPO/tests/vm/tools/srp-hold.c" -lrdmacm -libverbs; then
+    "$HOLD" "$RXE_ADDR" "$SRP_PORT" "$SRPTD_ID_EXT" 300 > "$VM_RESULTS/srp-hold.log" 2>&1 &
+    HOLD_PID=$!
+    wait_until 30 grep -q '^logged in' "$VM_RESULTS/srp-hold.log" ||
+        vm_die "srp-hold did not log in: $(cat "$VM_RESULTS/srp-hold.log")"
+    vm_log "srp-hold holds a channel (pid $HOLD_PID)"
+else
+    vm_log "cannot build tools/srp-hold.c (gcc, librdmacm-dev): no live channel at removal"
+fi
+start_delete "$RXE_DEV"
+if ! wait_until 90 test -e "$DEL_DONE_FILE"; then
+    delete_diag 3a
+    strip "$LOG" | tail -n 20 | cut -c1-220 >&2
+    cat "$VM_RESULTS/removal-3a.txt" >&2
+    vm_die "rdma link delete $RXE_DEV did not finish within 90 s"
+fi
+[ "$(cat "$DEL_DONE_FILE")" = 0 ] || vm_die "rdma link delete failed"
+_pid_gone "$SRPTD_PID" && vm_die "srptd exited on device removal"
+vm_log "device removed; srptd still running"
+strip "$LOG" | grep -E 'device removed|removed device|let go|connection ending' | cut -c1-200 >&2 || true
+strip "$LOG" | grep -q 'removed device: channels closed, resources freed' ||
+    vm_die "srptd did not free the removed device"
+if [ -n "$HOLD_PID" ]; then
+    wait "$HOLD_PID" || vm_die "srp-hold failed"
+    grep '^event' "$VM_RESULTS/srp-hold.log" | tail -n 2 >&2
+    strip "$LOG" | grep 'RDMA device removed' | grep -q 'channels=[1-9]' ||
+        vm_die "no channel was live when srptd saw the device removal"
+fi
+
+# Back again: the wildcard listener serves the new device.
+rdma link add "$RXE_DEV" type rxe netdev "$RXE_NETDEV"
+wait_until 20 _rxe_active || vm_die "$RXE_DEV not active again"
+wait_until 20 test -e "/sys/class/infiniband_srp/srp-$RXE_DEV-1/add_target" ||
+    vm_die "ib_srp did not come back on $RXE_DEV"
+dev=$(srp_add)
+vm_log "logged in again after re-adding $RXE_DEV: $dev"
+fio_verify "$dev" 2 randwrite 4k 32 16M
+
+# SIGTERM with the initiator logged in.
+srptd_stop || vm_die "srptd exited non-zero"
+check_summary "after device removal"
+strip "$LOG" | grep -E 'shutting down|channel closed key' | cut -c1-160 >&2 || true
+cp "$LOG" "$VM_RESULTS/srptd-3a.log"
+srp_logout_all
+rdma link delete rxe1 || vm_die "rdma link delete rxe1"
+
+vm_log "== 3b. device removal while logged in (the only device)"
+SRPTD_LOG=srptd=debug srptd_start "${SRPTD_ARGS[@]}"
+dev=$(srp_add)
+dd if="$dev" of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null
+start_delete "$RXE_DEV"
+wait_until 60 grep -q 'removed device: channels closed, resources freed' "$LOG" ||
+    vm_die "srptd did not free the removed device"
+if wait_until 10 test -e "$DEL_DONE_FILE"; then
+    vm_log "rdma link delete finished while srptd runs"
+else
+    delete_diag 3b
+    vm_log "rdma link delete waits (librdmacm holds its context of the last device): $(grep -c 'uverbs[0-9]' "$VM_RESULTS/removal-3b.txt") uverbs fd(s) open"
+    strip "$LOG" | grep -m1 'no other RDMA device' | cut -c1-220 >&2 ||
+        vm_die "srptd did not say why the removal waits"
+fi
+_pid_gone "$SRPTD_PID" && vm_die "srptd exited on device removal"
+srptd_stop || vm_die "srptd exited non-zero after the removal of its only device"
+check_summary "after removing the only device"
+wait_until 30 test -e "$DEL_DONE_FILE" || vm_die "rdma link delete still blocked after srptd exited"
+[ "$(cat "$DEL_DONE_FILE")" = 0 ] || vm_die "rdma link delete failed"
+vm_log "rdma link delete finished"
+vm_log "PASS srptd-srq"
