@@ -23,9 +23,12 @@ if [ "${SKIP_VM_TESTS:-0}" = 1 ]; then
 else
     step "build srptd for the VM tests"
     cargo build --release --bin srptd --example srp_initiator
-    for t in ${VM_TESTS:-srptd-smoke srptd-e2e srptd-srq dm kernel-target-smoke}; do
+    for t in ${VM_TESTS:-srptd-smoke srptd-e2e srptd-srq dm kernel-target-smoke bench-smoke}; do
         step "VM test: $t"
-        scripts/vm-run.sh "tests/vm/$t.sh"
+        case $t in
+            bench-smoke) bench/smoke.sh ;;   # host side: boots its own VM
+            *) scripts/vm-run.sh "tests/vm/$t.sh" ;;
+        esac
     done
 fi
 step "all tests passed"

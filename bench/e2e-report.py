@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""Turn the results of bench/vm/e2e-guest.sh into the markdown tables of
+docs/performance.md.
+
+    bench/e2e-report.py <results dir> [--check]
+
+Reads <dir>/samples.tsv (one line per fio run), the fio JSON files it names
+and <dir>/meta.txt. Prints markdown on stdout. Exit status 1 (with the
+reasons on stderr) when a figure is missing for either target: a fio run
+failed, its JSON has an error or no I/O, or a case ran for one target only.
+With --check the figures must also be positive (latency, IOPS, MiB/s and
+guest CPU time; the smoke test uses this). Timings themselves are never
+checked.
+"""
+
+import json
+import math
+import os
+import re
+import statistics
+import sys
+
+TARGETS = ("srptd", "kernel")
+
+
+def fail(msg):
+    print(f"e2e-report: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def read_samples(d):
+    path = os.path.join(d, "samples.tsv")
+    try:
+        with open(path) as f:
+            lines = [l.rstrip("\n").split("\t") for l in f if l.strip()]
+    except OSError as e:
+        fail(f"cannot read {path}: {e}")
+    if not lines:
+        fail(f"{path} is empty")
+    head, rows = lines[0], lines[1:]
+    return [dict(zip(head, r)) for r in rows]
+
+
+def read_meta(d):
+    meta = {}
+    for name in ("meta.txt", "host.txt"):
+        try:
+            with open(os.path.join(d, name)) as f:
+                for line in f:
+                    k, _, v = line.rstrip("\n").partition(" ")
+                    meta[k] = v
+        except OSError:
+            pass
+    return meta
+
+
+def case_kind(case):
+    """'lat' for QD1 4 KiB cases, 'iops' for other 4 KiB cases, 'bw' else."""
+    parts = case.split("-")
+    bs = parts[1] if len(parts) > 1 else ""
+    qd = parts[2] if len(parts) > 2 else ""
+    if bs == "4k":
+        return "lat" if qd == "qd1" else "iops"
+    return "bw"
+
+
+METRICS = {
+    "lat": [
+        ("lat_mean", "mean latency µs ↓"),
+        ("lat_p50", "p50 latency µs ↓"),
+        ("lat_p99", "p99 latency µs ↓"),
+    ],
+    "iops": [("iops", "IOPS ↑")],
+    "bw": [("mib_s", "MiB/s ↑")],
+}
+
+
+def fio_figures(d, s, errors):
+    """The fio figures of one sample, or None (reason appended to errors)."""
+    where = f"{s['target']} {s['case']} numjobs={s['numjobs']} round {s['round']}"
+    if s["status"] != "ok":
+        errors.append(f"{where}: {s['status']}")
+        return None
+    try:
+        with open(os.path.join(d, s["json"])) as f:
+            j = json.load(f)
+        job = j["jobs"][0]
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        errors.append(f"{where}: no usable fio JSON ({e})")
+        return None
+    if job.get("error"):
+        errors.append(f"{where}: fio error {job['error']}")
+        return None
+    dirn = "write" if "write" in s["case"] else "read"
+    r = job[dirn]
+    if not r.get("total_ios"):
+        errors.append(f"{where}: no {dirn} I/O done")
+        return None
+    pct = r.get("lat_ns", {}).get("percentile", {})
+
+    def p(q):
+        for k, v in pct.items():
+            if math.isclose(float(k), q):
+                return v / 1000.0
+        return None
+
+    return {
+        "iops": r["iops"],
+        "mib_s": r["bw_bytes"] / 2**20,
+        "lat_mean": r["lat_ns"]["mean"] / 1000.0,
+        "lat_p50": p(50.0),
+        "lat_p99": p(99.0),
+    }
+
+
+def block_size(case):
+    """Bytes per fio I/O from a section name like randread-4k-qd1."""
+    m = re.match(r"^[a-z]+-(\d+)([km])-", case)
+    if not m:
+        fail(f"case {case}: cannot tell the block size from the name")
+    return int(m.group(1)) << (10 if m.group(2) == "k" else 20)
+
+
+def cpu_figures(s, warnings):
+    """CPU per fio I/O (µs) and guest busy share of one sample, over the
+    run's measurement window. The I/Os are the bytes the disk moved in the
+    window over the block size (the block layer may split an I/O)."""
+    where = f"{s['target']} {s['case']} numjobs={s['numjobs']} round {s['round']}"
+    if s["window_ok"] != "1":
+        warnings.append(f"{where}: fio ended inside the CPU window; CPU figures not used")
+        return None
+    ios = int(s["bytes"]) / block_size(s["case"])
+    clk = int(s["clk_tck"])
+    if ios <= 0:
+        warnings.append(f"{where}: no I/O in the CPU window")
+        return None
+    busy = sum(int(s[k]) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
+    total = busy + int(s["idle"]) + int(s["iowait"])
+
+    def us(ticks):
+        return ticks / clk / ios * 1e6
+
+    return {
+        "guest_us": us(busy),
+        "guest_busy_pct": 100.0 * busy / total if total else None,
+        "softirq_us": us(int(s["softirq"])),
+        "kthread_us": us(int(s["kthread_ticks"])),
+        "proc_us": us(int(s["proc_ticks"])) if s["proc_ticks"] != "-" else None,
+    }
+
+
+def fmt(x):
+    if x is None:
+        return "n/a"
+    a = abs(x)
+    if a >= 100:
+        return f"{x:.0f}"
+    if a >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def summary(vals):
+    """'median (min–max)' of the non-missing values; (text, median)."""
+    v = [x for x in vals if x is not None]
+    if not v:
+        return "n/a", None
+    m = statistics.median(v)
+    if len(v) == 1:
+        return fmt(m), m
+    return f"{fmt(m)} ({fmt(min(v))}–{fmt(max(v))})", m
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}"
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    check = "--check" in sys.argv[1:]
+    if len(args) != 1:
+        fail("usage: e2e-report.py <results dir> [--check]")
+    d = args[0]
+    samples = read_samples(d)
+    meta = read_meta(d)
+    errors = []
+    warnings = []
+
+    # (case, numjobs) in the order they ran; per target: lists of figures
+    order = []
+    perf = {}
+    cpu = {}
+    for s in samples:
+        key = (s["case"], int(s["numjobs"]))
+        if key not in order:
+            order.append(key)
+        f = fio_figures(d, s, errors)
+        perf.setdefault((key, s["target"]), []).append(f)
+        c = cpu_figures(s, warnings) if f is not None else None
+        cpu.setdefault((key, s["target"]), []).append(c)
+    for key in order:
+        for t in TARGETS:
+            if not any(perf.get((key, t), [])):
+                errors.append(f"{key[0]} numjobs={key[1]}: no result for {t}")
+
+    out = []
+    w = out.append
+    w(f"Runs per figure: {meta.get('runs', '?')} (median, min–max in brackets), "
+      f"{meta.get('runtime_s', '?')} s per fio job, LUN {meta.get('size', '?')} "
+      f"(srptd `ram:`, kernel LIO `rd_mcp`), fio {meta.get('fio', '?')} "
+      "(`bench/fio/srp-bench.fio`: direct=1, libaio, time_based, group_reporting), "
+      f"initiator {meta.get('initiator', 'ib_srp ch_count=2')}. "
+      f"Guest: Linux {meta.get('guest_kernel', '?')}, {meta.get('guest_cpus', '?')} vCPUs "
+      f"(QEMU TCG), soft-RoCE rxe. srptd: `{meta.get('srptd_args', '?').strip()}`.")
+    if "host_load_start" in meta:
+        w("")
+        w(f"Host: {meta.get('host_cpus', '?')} CPUs, load average at start "
+          f"{meta['host_load_start']}, at end {meta.get('host_load_end', '?')} "
+          "(other builds and VMs share the machine when the load exceeds 1).")
+    w("")
+    w("↑ higher is better, ↓ lower is better; the ratio is srptd / kernel.")
+    w("")
+    w("| case | jobs | figure | srptd | kernel ib_srpt | srptd / kernel |")
+    w("|---|---|---|---|---|---|")
+    for key in order:
+        case, nj = key
+        for metric, label in METRICS[case_kind(case)]:
+            cells, meds = [], []
+            for t in TARGETS:
+                vals = [f[metric] if f else None for f in perf.get((key, t), [])]
+                text, m = summary(vals)
+                cells.append(text)
+                meds.append(m)
+                if check and (m is None or m <= 0):
+                    errors.append(f"{case} numjobs={nj} {metric}: no positive figure for {t}")
+            w(f"| {case} | {nj} | {label} | {cells[0]} | {cells[1]} | {ratio(meds[0], meds[1])} |")
+
+    w("")
+    w("CPU time per fio I/O, µs (↓), over a window of each run's steady state "
+      "(from the first I/O completed to the last counter snapshot, taken every "
+      f"{meta.get('snapshot_step_s', '?')} s, after which I/O still completed; "
+      "I/Os = bytes the disk moved in the window / block size). *Guest CPU* is all busy time of the guest "
+      "(/proc/stat user+nice+system+irq+softirq+steal, both vCPUs): it includes "
+      "fio, the ib_srp initiator and soft-RoCE (rxe) for both targets, so it is "
+      "the apples-to-apples figure. *srptd process* is srptd's utime+stime (all "
+      "threads, busy-polling included; rxe's requester work for srptd's queue "
+      "pairs runs in its system calls, and softirqs that interrupt it are charged "
+      "to it). *Kernel threads* is utime+stime of every kernel thread (kworkers "
+      "running ib_srpt and LIO work, ksoftirqd, ...) in the same window; softirq "
+      "work that interrupts a user task is charged to that task instead. Busy % "
+      "is the guest's CPU utilisation (100 % = both vCPUs busy).")
+    w("")
+    w("| case | jobs | guest CPU srptd | guest CPU kernel | srptd / kernel "
+      "| srptd process | kernel threads (srptd run) | kernel threads (kernel run) "
+      "| busy % srptd | busy % kernel |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for key in order:
+        case, nj = key
+        col = {}
+        for t in TARGETS:
+            cs = cpu.get((key, t), [])
+            for m in ("guest_us", "proc_us", "kthread_us", "guest_busy_pct"):
+                col[(t, m)] = summary([c[m] if c else None for c in cs])
+            if check and (col[(t, "guest_us")][1] is None or col[(t, "guest_us")][1] <= 0):
+                errors.append(f"{case} numjobs={nj}: no guest CPU figure for {t}")
+        if check and col[("srptd", "proc_us")][1] is None:
+            errors.append(f"{case} numjobs={nj}: no srptd process CPU figure")
+        w(f"| {case} | {nj} | {col[('srptd', 'guest_us')][0]} | {col[('kernel', 'guest_us')][0]} "
+          f"| {ratio(col[('srptd', 'guest_us')][1], col[('kernel', 'guest_us')][1])} "
+          f"| {col[('srptd', 'proc_us')][0]} | {col[('srptd', 'kthread_us')][0]} "
+          f"| {col[('kernel', 'kthread_us')][0]} "
+          f"| {col[('srptd', 'guest_busy_pct')][0]} | {col[('kernel', 'guest_busy_pct')][0]} |")
+
+    print("\n".join(out))
+    for x in warnings:
+        print(f"e2e-report: warning: {x}", file=sys.stderr)
+    if errors:
+        print(f"e2e-report: {len(errors)} missing or invalid figures:", file=sys.stderr)
+        for e in errors:
+            print(f"  {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The end-to-end benchmark: srptd against the kernel's ib_srpt (LIO ramdisk
+# of the same size), both driven by the kernel SRP initiator with fio, in
+# one soft-RoCE QEMU VM run (see docs/performance.md).
+#
+#   bench/e2e.sh [--runs N] [--runtime S] [--size SIZE] [--smoke]
+#                [--no-profile] [--cases "case:numjobs ..."]
+#                [--srptd-args "..."] [--out DIR]
+#
+#   --runs N        runs of every figure, median and min–max reported (3)
+#   --runtime S     seconds per fio job (10)
+#   --size SIZE     LUN size of both targets (256M; smoke: 64M); VM_MEMORY is raised
+#                   when the LUN needs it
+#   --smoke         what CI runs: 1 run of 5 s, three cases, no profile;
+#                   fails unless every row has a positive figure for both
+#                   targets (timings are never checked)
+#   --no-profile    skip the perf profile (default: one extra run of
+#                   randread-4k-qd32 per target under `perf record -a -g`)
+#   --cases LIST    fio sections of bench/fio/srp-bench.fio with numjobs,
+#                   e.g. "randread-4k-qd1:1 write-1m-qd8:2" (default: all
+#                   sections with numjobs 1 and 2)
+#   --srptd-args S  extra srptd options, e.g. "--pollers 2"
+#   --out DIR       results directory (default target/bench/e2e-<time>)
+#
+# Builds target/release/srptd, runs bench/vm/e2e-guest.sh in the VM
+# (scripts/vm-run.sh; VM_TIMEOUT, VM_MEMORY, VM_CPUS, VM_KERNEL apply) and
+# prints the tables, also saved as <out>/table.md. Exit status: non-zero if
+# the VM run failed or any figure is missing.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+die() { echo "bench/e2e.sh: $*" >&2; exit 2; }
+
+runs=3 runtime=10 size= smoke=0 profile=randread-4k-qd32 cases= srptd_args= out=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) runs=${2:?--runs needs a value}; shift 2 ;;
+        --runtime) runtime=${2:?--runtime needs a value}; shift 2 ;;
+        --size) size=${2:?--size needs a value}; shift 2 ;;
+        --smoke) smoke=1; shift ;;
+        --no-profile) profile=; shift ;;
+        --cases) cases=${2:?--cases needs a value}; shift 2 ;;
+        --srptd-args) srptd_args=${2?--srptd-args needs a value}; shift 2 ;;
+        --out) out=${2:?--out needs a value}; shift 2 ;;
+        -h|--help) usage ;;
+        *) echo "bench/e2e.sh: unknown option $1" >&2; usage ;;
+    esac
+done
+if [ "$smoke" = 1 ]; then
+    runs=1 runtime=5 profile=
+    size=${size:-64M}
+    cases=${cases:-"randread-4k-qd1:1 randwrite-4k-qd32:2 write-1m-qd8:1"}
+fi
+size=${size:-256M}
+[[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs $runs: expected a positive integer"
+[[ $runtime =~ ^[1-9][0-9]*$ ]] || die "--runtime $runtime: expected a positive integer (seconds)"
+size_bytes=$(numfmt --from=iec "$size" 2>/dev/null) || die "--size $size: not a size (e.g. 256M)"
+[ $(( size_bytes % 4096 )) -eq 0 ] && [ "$size_bytes" -ge $((16 << 20)) ] ||
+    die "--size $size: must be a multiple of 4 KiB and at least 16M"
+command -v python3 >/dev/null || die "python3 is needed for the report"
+
+# Cases: count them for the time limit (default: 8 sections x numjobs 1, 2).
+if [ -n "$cases" ]; then
+    ncases=$(wc -w <<<"$cases")
+else
+    ncases=$(( $(grep -c '^\[' bench/fio/srp-bench.fio) - 1 ))
+    ncases=$(( ncases * 2 ))
+fi
+
+# The guest holds one LUN at a time (srptd's, then LIO's), plus the
+# kernel, fio and srptd's pools: keep 1.5 GiB besides the LUN.
+size_mib=$(( size_bytes >> 20 ))
+if [ -z "${VM_MEMORY:-}" ] && [ $(( size_mib + 1536 )) -gt 2048 ]; then
+    export VM_MEMORY=$(( size_mib + 1536 ))M
+fi
+# Boot and setup ~10 min worst case on a busy host, then every run with
+# its fio start-up and 9p writes.
+: "${VM_TIMEOUT:=$(( 600 + ncases * runs * 2 * (runtime + 25) + (runs * 120) ))}"
+export VM_TIMEOUT
+
+out=${out:-$REPO/target/bench/e2e-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+{
+    echo "host_cpus $(nproc)"
+    echo "host_load_start $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "host_kernel $(uname -r)"
+    echo "git $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)"
+} > "$out/host.txt"
+
+echo "bench/e2e.sh: building target/release/srptd" >&2
+cargo build --release --bin srptd
+
+guest_args=(--runs "$runs" --runtime "$runtime" --size "$size")
+[ -n "$cases" ] && guest_args+=(--cases "$cases")
+[ -n "$profile" ] && guest_args+=(--profile "$profile")
+[ -n "$srptd_args" ] && guest_args+=(--srptd-args "$srptd_args")
+
+echo "bench/e2e.sh: $ncases cases x $runs runs x 2 targets x ${runtime}s; results in $out (VM_TIMEOUT=${VM_TIMEOUT}s)" >&2
+vm_rc=0
+VM_RESULTS_DIR=$out scripts/vm-run.sh bench/vm/e2e-guest.sh "${guest_args[@]}" || vm_rc=$?
+echo "host_load_end $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/host.txt"
+
+if [ ! -s "$out/samples.tsv" ]; then
+    echo "bench/e2e.sh: the VM run produced no samples (exit $vm_rc); see $out/console.log" >&2
+    exit 1
+fi
+report_args=("$out")
+[ "$smoke" = 1 ] && report_args+=(--check)
+report_rc=0
+python3 bench/e2e-report.py "${report_args[@]}" > "$out/table.md" || report_rc=$?
+echo
+cat "$out/table.md"
+echo
+echo "bench/e2e.sh: table saved as $out/table.md" >&2
+if [ "$vm_rc" != 0 ]; then
+    echo "bench/e2e.sh: FAILED: the VM run exited with $vm_rc (see $out/console.log)" >&2
+    exit 1
+fi
+if [ "$report_rc" != 0 ]; then
+    echo "bench/e2e.sh: FAILED: figures missing (report exit $report_rc; reasons above)" >&2
+    exit 1
+fi
+[ "$smoke" = 1 ] && echo "bench/e2e.sh: smoke OK: every row has a figure for both targets" >&2
+exit 0

@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# Guest side of bench/e2e.sh (run it through that script, or
+# scripts/vm-run.sh bench/vm/e2e-guest.sh [options]).
+#
+# In rounds (one per run): srptd serving a RAM LUN, then the kernel ib_srpt
+# with a LIO ramdisk of the same size (never both loaded at once), each
+# logged into by the kernel initiator ib_srp with ch_count=2 and driven by
+# the fio jobs of bench/fio/srp-bench.fio. Alternating the targets round by
+# round keeps slow drifts of the (shared, emulated) machine from favouring
+# one of them.
+#
+# For every fio run it records, in $VM_RESULTS/samples.tsv, the I/Os done
+# (from /sys/block/<disk>/stat) in a window of the run's steady state
+# (see run_case) and, over the same window: guest CPU time
+# by /proc/stat category, the utime+stime of every kernel thread, and
+# srptd's own utime+stime (all its threads). fio's JSON goes to
+# $VM_RESULTS/fio/. bench/e2e-report.py turns that into the tables.
+#
+# Options:
+#   --runs N             rounds (default 3)
+#   --runtime S          seconds per fio job (default 10)
+#   --size SIZE          LUN size for both targets, e.g. 256M (default 256M)
+#   --cases "C:J ..."    fio sections (bench/fio/srp-bench.fio) with numjobs
+#                        (default: every section with numjobs 1 and 2)
+#   --profile CASE       after the last round of each target, one more run
+#                        of CASE (numjobs 1) under `perf record -a -g`;
+#                        reports in $VM_RESULTS/perf-<target>-*.txt
+#   --srptd-args "..."   extra srptd options (e.g. "--pollers 2 --spin-us 0")
+set -euo pipefail
+. "$REPO/tests/vm/lib.sh"
+vm_trap_failures
+
+JOBFILE=$REPO/bench/fio/srp-bench.fio
+RUNS=3
+RUNTIME=10
+SIZE=256M
+CASES=
+PROFILE_CASE=
+SRPTD_EXTRA=
+
+die_usage() { echo "e2e-guest: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) RUNS=${2:?}; shift 2 ;;
+        --runtime) RUNTIME=${2:?}; shift 2 ;;
+        --size) SIZE=${2:?}; shift 2 ;;
+        --cases) CASES=${2:?}; shift 2 ;;
+        --profile) PROFILE_CASE=${2:?}; shift 2 ;;
+        --srptd-args) SRPTD_EXTRA=${2-}; shift 2 ;;
+        *) die_usage "unknown option $1" ;;
+    esac
+done
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die_usage "--runs $RUNS: not a positive number"
+[[ $RUNTIME =~ ^[1-9][0-9]*$ ]] || die_usage "--runtime $RUNTIME: not a positive number"
+[ -r "$JOBFILE" ] || die_usage "no fio job file $JOBFILE"
+sections=$(sed -n 's/^\[\([^]]*\)\]$/\1/p' "$JOBFILE" | grep -vx global)
+if [ -z "$CASES" ]; then
+    for nj in 1 2; do for s in $sections; do CASES+="$s:$nj "; done; done
+fi
+for c in $CASES; do
+    grep -qx "${c%%:*}" <<<"$sections" || die_usage "case $c: no section ${c%%:*} in $JOBFILE"
+    [[ ${c##*:} =~ ^[12]$ ]] || die_usage "case $c: numjobs must be 1 or 2"
+done
+
+size_bytes=$(numfmt --from=iec "$SIZE") || die_usage "--size $SIZE: not a size"
+[ $(( size_bytes % 4096 )) -eq 0 ] && [ "$size_bytes" -ge $((16 << 20)) ] ||
+    die_usage "--size $SIZE: must be a multiple of 4 KiB and at least 16M"
+pages=$(( size_bytes / 4096 ))
+# seconds between counter snapshots during a run (see run_case)
+STEP=$(awk -v r="$RUNTIME" 'BEGIN { printf "%.2f", (r >= 5 ? 1 : r / 5) }')
+
+OUT=$VM_RESULTS
+mkdir -p "$OUT/fio"
+SAMPLES=$OUT/samples.tsv
+CLK_TCK=$(getconf CLK_TCK)
+printf '%s\n' "target case numjobs round status window_ok window_s requests bytes user nice system idle iowait irq softirq steal kthread_ticks proc_ticks clk_tck json" |
+    tr ' ' '\t' > "$SAMPLES"
+{
+    echo "guest_kernel $(uname -r)"
+    echo "guest_cpus $(nproc)"
+    echo "guest_mem_kib $(awk '/^MemTotal/ {print $2}' /proc/meminfo)"
+    echo "cpu_model $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+    echo "runs $RUNS"
+    echo "runtime_s $RUNTIME"
+    echo "snapshot_step_s $STEP"
+    echo "size $SIZE"
+    echo "size_bytes $size_bytes"
+    echo "cases $CASES"
+    echo "srptd $(srptd_bin) $("$(srptd_bin)" --version 2>&1 | head -n1)"
+    echo "srptd_args --lun ram:$SIZE --port $SRP_PORT --device $RXE_DEV --allow ANY $SRPTD_EXTRA"
+    echo "fio $(fio --version)"
+    echo "initiator ib_srp ch_count=2 (other parameters default)"
+} > "$OUT/meta.txt"
+
+########################################################################
+# Counters. A snapshot must cost next to nothing and take no time (under
+# TCG on a busy host a fork+exec can take a second), so everything here is
+# bash builtins reading /proc and /sys: no subshells, results in globals.
+
+# The utime+stime (clock ticks) in a /proc/<pid>/stat line. comm may hold
+# spaces and parentheses: fields are counted after the last ") " (they are
+# numbers and a state letter, nothing a glob would expand). Sets _F (fields
+# from state on) and _T (utime+stime). An array assignment: a here-string
+# costs 4 times as much.
+_stat_fields() {
+    # shellcheck disable=SC2206
+    _F=(${1##*) })
+    _T=$(( _F[11] + _F[12] ))
+}
+
+# snap: append one snapshot to SNAPS as "t ios sectors proc kthr user nice
+# system idle iowait irq softirq steal": EPOCHREALTIME; reads+writes
+# completed and sectors moved on $SNAP_DISK; utime+stime of $SNAP_PID (all
+# its threads, "-" without one); utime+stime of all kernel threads alive
+# (flags & PF_KTHREAD 0x00200000); the /proc/stat "cpu" line.
+snap() {
+    local line f kthr=0 proc=- x u n sy id io irq si st r rs w ws t
+    t=$EPOCHREALTIME
+    read -r x u n sy id io irq si st x < /proc/stat
+    read -r r x rs x w x ws x < "/sys/block/$SNAP_DISK/stat"
+    if [ -n "$SNAP_PID" ] && { read -r line < "/proc/$SNAP_PID/stat"; } 2>/dev/null; then
+        _stat_fields "$line"; proc=$_T
+    fi
+    for f in /proc/[0-9]*/stat; do
+        { read -r line < "$f"; } 2>/dev/null || continue
+        # shellcheck disable=SC2206
+        _F=(${line##*) })
+        (( (_F[6] >> 21) & 1 )) && kthr=$(( kthr + _F[11] + _F[12] ))
+    done
+    SNAPS+=("$t $(( r + w )) $(( rs + ws )) $proc $kthr $u $n $sy $id $io $irq $si $st")
+}
+
+# _alive <pid>: the process exists and is not a zombie
+_alive() {
+    local line
+    { read -r line < "/proc/$1/stat"; } 2>/dev/null || return 1
+    _stat_fields "$line"
+    [ "${_F[0]}" != Z ]
+}
+
+# _nap <seconds>: sleep without a fork (a read with a timeout on a pipe
+# nobody writes to)
+exec {_NAP_FD}<> <(:)
+_nap() { read -r -t "$1" -u "$_NAP_FD" _ || true; }
+
+# sets DISK_IOS: reads + writes completed on $SNAP_DISK
+disk_ios() {
+    local r w x
+    read -r r x x x w x < "/sys/block/$SNAP_DISK/stat"
+    DISK_IOS=$(( r + w ))
+}
+
+########################################################################
+
+# run_case <target> <dev> <case> <numjobs> <round> <pid or "">: one fio run,
+# one line in samples.tsv.
+#
+# The counters are read over a window of the run's steady state, not over
+# the whole fio process (fio takes seconds to start and exit under TCG;
+# that must not count as I/O cost): a snapshot when the first I/O
+# completes, then one every $STEP s while fio lives; the window ends at
+# the last snapshot after which I/O still completed. Snapshots and naps are
+# bash builtins reading /proc and /sys (no fork: under TCG on a busy host a
+# fork+exec can take a second). window_ok is 0 when no such window exists
+# (then the run's CPU figures are not used). A failing fio is logged and
+# recorded with status "fio-exit-<rc>"; it does not stop the benchmark (the
+# report flags the missing figures and fails).
+run_case() {
+    local target=$1 dev=$2 case=$3 nj=$4 round=$5
+    local json rel rc=0 fpid idle
+    SNAP_DISK=${dev#/dev/} SNAP_PID=$6 SNAPS=()
+    rel=fio/$target-$case-nj$nj-r$round.json
+    json=$OUT/$rel
+    disk_ios; idle=$DISK_IOS
+    DEV=$dev RUNTIME=$RUNTIME NUMJOBS=$nj timeout -k 10 $(( RUNTIME + 120 )) \
+        fio --section="$case" --output-format=json --output="$json" "$JOBFILE" \
+        >/dev/null 2>"$json.err" &
+    fpid=$!
+    while disk_ios; [ "$DISK_IOS" = "$idle" ] && _alive "$fpid"; do _nap 0.02; done
+    while _alive "$fpid"; do
+        snap
+        _nap "$STEP"
+    done
+    wait "$fpid" || rc=$?
+    local status=ok
+    if [ "$rc" != 0 ]; then
+        status=fio-exit-$rc
+        vm_log "FIO FAILED ($rc): $target $case numjobs=$nj round $round: $(tail -n 3 "$json.err" | tr '\n' ' ')"
+    fi
+    [ -s "$json.err" ] || rm -f "$json.err"
+    # the window: SNAPS[0] .. SNAPS[k], k the last with I/O after it
+    local -a a b c
+    local k=0 i window_ok=0
+    for (( i = 1; i + 1 < ${#SNAPS[@]}; i++ )); do
+        read -ra b <<<"${SNAPS[i]}"; read -ra c <<<"${SNAPS[i + 1]}"
+        (( c[1] > b[1] )) && k=$i
+    done
+    read -ra a <<<"${SNAPS[0]:-0 0 0 - 0 0 0 0 0 0 0 0 0}"
+    read -ra b <<<"${SNAPS[k]:-0 0 0 - 0 0 0 0 0 0 0 0 0}"
+    [ "$k" -ge 1 ] && window_ok=1
+    local cpu="" pt=-
+    for i in 5 6 7 8 9 10 11 12; do cpu+="$(( b[i] - a[i] ))"$'\t'; done
+    [ "${a[3]}" = - ] || [ "${b[3]}" = - ] || pt=$(( b[3] - a[3] ))
+    local secs
+    secs=$(awk -v a="${a[0]}" -v b="${b[0]}" 'BEGIN { printf "%.3f", b - a }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\t%s\t%s\t%s\n' "$target" "$case" "$nj" "$round" "$status" \
+        "$window_ok" "$secs" "$(( b[1] - a[1] ))" "$(( (b[2] - a[2]) * 512 ))" \
+        "$cpu" "$(( b[4] - a[4] ))" "$pt" "$CLK_TCK" "$rel" >> "$SAMPLES"
+    vm_log "$target $case numjobs=$nj round $round: $status; window ${secs}s (${#SNAPS[@]} snapshots): $(( b[1] - a[1] )) requests, $(( (b[2] - a[2]) / 2 )) KiB"
+}
+
+run_all_cases() {
+    local target=$1 dev=$2 round=$3 pid=${4:-} c t
+    # What one counter snapshot costs here (it runs once a second during
+    # the measurements).
+    SNAP_DISK=${dev#/dev/} SNAP_PID=$pid SNAPS=()
+    t=$EPOCHREALTIME; snap
+    vm_log "one counter snapshot takes $(awk -v a="$t" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", (b - a) * 1000 }') ms"
+    # Unmeasured warm-up: the first run pages fio and the modules in over 9p.
+    DEV=$dev RUNTIME=2 NUMJOBS=1 fio --section=randread-4k-qd32 --output=/dev/null "$JOBFILE" >/dev/null 2>&1 ||
+        vm_log "warm-up fio failed on $dev"
+    for c in $CASES; do
+        run_case "$target" "$dev" "${c%%:*}" "${c##*:}" "$round" "$pid"
+    done
+}
+
+# profile <target> <dev>: one run of $PROFILE_CASE under perf, system wide
+# (software cpu-clock event: there is no PMU under TCG). Best effort.
+profile() {
+    local target=$1 dev=$2 data=/tmp/perf-$1.data perf
+    [ -n "$PROFILE_CASE" ] || return 0
+    perf=$(command -v perf) || { vm_log "no perf: skipping the profile"; return 0; }
+    vm_log "profiling $target: $PROFILE_CASE under perf record -a -g"
+    if ! DEV=$dev RUNTIME=$RUNTIME NUMJOBS=1 "$perf" record --no-buildid-cache -a -g -e cpu-clock -F 999 -o "$data" -- \
+        fio --section="$PROFILE_CASE" --output-format=json --output="$OUT/fio/$target-profile.json" "$JOBFILE" \
+        > "$OUT/perf-$target-record.log" 2>&1; then
+        vm_log "perf record failed: $(tail -n 3 "$OUT/perf-$target-record.log" | tr '\n' ' ')"
+        return 0
+    fi
+    local r=("$perf" report -i "$data" --stdio --no-children)
+    "${r[@]}" --sort comm,dso -g none --percent-limit 0.5 > "$OUT/perf-$target-by-dso.txt" 2>&1 || true
+    "${r[@]}" --sort comm,dso,sym -g none --percent-limit 0.25 > "$OUT/perf-$target-by-sym.txt" 2>&1 || true
+    "${r[@]}" --sort comm,sym -g caller,0.5,callee,function,percent --percent-limit 2 \
+        > "$OUT/perf-$target-callers.txt" 2>&1 || true
+    rm -f "$data"
+    vm_log "profile of $target in $OUT/perf-$target-*.txt"
+}
+
+phase_srptd() {
+    local round=$1 dev size
+    # shellcheck disable=SC2086 # SRPTD_EXTRA is a list of options
+    srptd_start --lun "ram:$SIZE" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY $SRPTD_EXTRA
+    dev=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
+    size=$(blockdev --getsize64 "$dev")
+    [ "$size" = "$size_bytes" ] || vm_die "srptd disk $dev is $size bytes, expected $size_bytes"
+    [ "$(srp_ch_count)" = 2 ] || vm_die "srptd login has $(srp_ch_count) channels, expected 2"
+    vm_log "round $round: srptd on $dev (pid $SRPTD_PID)"
+    run_all_cases srptd "$dev" "$round" "$SRPTD_PID"
+    if [ "$round" = "$RUNS" ]; then
+        profile srptd "$dev"
+        # CPU time by thread, for the record
+        for t in /proc/"$SRPTD_PID"/task/*; do
+            awk -v clk="$CLK_TCK" '{ i = length($0); while (substr($0, i, 1) != ")") i--
+                c = substr($0, index($0, "(") + 1, i - index($0, "(") - 1)
+                split(substr($0, i + 2), f, " ")
+                printf "%-16s utime %8.2f s  stime %8.2f s\n", c, f[12] / clk, f[13] / clk }' "$t/stat"
+        done > "$OUT/srptd-threads.txt" 2>/dev/null || true
+    fi
+    srp_logout_all
+    srp_unload
+    srptd_stop || vm_die "srptd exited non-zero"
+    grep -q 'leaked-channels 0' "$VM_RESULTS/srptd.log" || vm_die "srptd reported leaked channels"
+    cp "$VM_RESULTS/srptd.log" "$OUT/srptd-r$round.log"
+}
+
+phase_kernel() {
+    local round=$1 dev size
+    lio_ramdisk_target "$pages"
+    dev=$(srp_login "$LIO_ID_EXT" "$LIO_IOC_GUID" 2)
+    size=$(blockdev --getsize64 "$dev")
+    [ "$size" = "$size_bytes" ] || vm_die "LIO disk $dev is $size bytes, expected $size_bytes"
+    [ "$(srp_ch_count)" = 2 ] || vm_die "ib_srpt login has $(srp_ch_count) channels, expected 2"
+    vm_log "round $round: kernel ib_srpt on $dev"
+    run_all_cases kernel "$dev" "$round" ""
+    [ "$round" = "$RUNS" ] && profile kernel "$dev"
+    srp_logout_all
+    srp_unload
+    lio_teardown
+}
+
+t_start=$(date +%s)
+rxe_setup
+for round in $(seq 1 "$RUNS"); do
+    vm_log "=== round $round of $RUNS"
+    phase_srptd "$round"
+    phase_kernel "$round"
+done
+failed=$(awk -F'\t' 'NR > 1 && $5 != "ok"' "$SAMPLES" | wc -l)
+vm_log "benchmark done in $(( $(date +%s) - t_start ))s (guest time), $failed failed fio runs"
+[ "$failed" = 0 ] || vm_die "$failed fio runs failed (see samples.tsv and fio/*.err)"
