@@ -14,7 +14,8 @@
 #   REPO         absolute path of the repository root
 #
 # Environment knobs (host side):
-#   VM_TIMEOUT   overall limit in seconds, boot included (default 900)
+#   VM_TIMEOUT   overall limit in seconds, boot included (default: a
+#                "# vm-timeout: N" line in the guest script, else 900)
 #   VM_KERNEL    kernel image (default: newest /boot/vmlinuz-6.1.0-*-amd64)
 #   VM_MEMORY    guest memory (default 2G)
 #   VM_CPUS      guest vCPUs (default: a "# vm-cpus: N" line in the guest
@@ -62,7 +63,8 @@ if [ ! -d "/lib/modules/$kver" ]; then
     exit 125
 fi
 
-timeout_s=${VM_TIMEOUT:-900}
+timeout_s=${VM_TIMEOUT:-$(sed -n 's/^# vm-timeout: *\([0-9][0-9]*\)$/\1/p' "$script" | head -n1)}
+timeout_s=${timeout_s:-900}
 cpus=${VM_CPUS:-$(sed -n 's/^# vm-cpus: *\([0-9][0-9]*\)$/\1/p' "$script" | head -n1)}
 cpus=${cpus:-2}
 name=$(basename "$script" .sh)

@@ -16,6 +16,7 @@
 #    with the same layouts; the fields that differ are printed as a table
 #    and must all be in the expected list, as must the differing statuses
 #    of the error probes.
+# vm-timeout: 1800
 set -euo pipefail
 . "$REPO/tests/vm/lib.sh"
 vm_trap_failures

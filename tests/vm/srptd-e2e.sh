@@ -21,6 +21,8 @@
 # Usage (host): scripts/vm-run.sh tests/vm/srptd-e2e.sh [many-logins-count] [phases, e.g. "1 2"]
 # ib_srp opens at most one channel per CPU; phase 3 wants ch_count=4:
 # vm-cpus: 4
+# About 20 minutes under TCG on a loaded 2-core host:
+# vm-timeout: 3000
 set -euo pipefail
 . "$REPO/tests/vm/lib.sh"
 vm_trap_failures

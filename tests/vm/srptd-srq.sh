@@ -9,6 +9,7 @@
 #     finish, and must serve the device again once it is added back.
 #     SIGTERM with the initiator logged in: exit 0, nothing leaked.
 # Argument `removal`: part 3 only (quicker when working on it).
+# vm-timeout: 1800
 set -euo pipefail
 . "$REPO/tests/vm/lib.sh"
 vm_trap_failures
