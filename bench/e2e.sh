@@ -51,7 +51,7 @@ done
 if [ "$smoke" = 1 ]; then
     runs=1 runtime=5 profile=
     size=${size:-64M}
-    cases=${cases:-"randread-4k-qd1:1 randwrite-4k-qd32:2 write-1m-qd8:1"}
+    cases=${cases:-"randread-4k-qd1:1 randwrite-4k-qd32:2 write-128k-qd8:1"}
 fi
 size=${size:-256M}
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs $runs: expected a positive integer"
