@@ -259,6 +259,13 @@ profile() {
     "${r[@]}" --sort comm,dso,sym -g none --percent-limit 0.25 > "$OUT/perf-$target-by-sym.txt" 2>&1 || true
     "${r[@]}" --sort comm,sym -g caller,0.5,callee,function,percent --percent-limit 2 \
         > "$OUT/perf-$target-callers.txt" 2>&1 || true
+    if [ -n "${SRPTD_PID:-}" ] && [ "$target" = srptd ]; then
+        # srptd's threads, time including callees: which system calls cost
+        local comms
+        comms=$(cat /proc/"$SRPTD_PID"/task/*/comm 2>/dev/null | sort -u | paste -sd, -)
+        "$perf" report -i "$data" --stdio --children --comm "$comms" --sort sym -g none --percent-limit 1 \
+            > "$OUT/perf-srptd-threads-inclusive.txt" 2>&1 || true
+    fi
     rm -f "$data"
     vm_log "profile of $target in $OUT/perf-$target-*.txt"
 }
