@@ -232,7 +232,11 @@ fn stages(c: &mut Criterion) {
         b.iter(|| nexus.execute(black_box(lun), black_box(&inquiry), &buf, 0, 96))
     });
     g.bench_function("rsp_emit_good", |b| {
-        b.iter(|| Rsp::scsi(Tag(42), black_box(1), 0, &[]).emit(black_box(&mut rsp)).unwrap())
+        b.iter(|| {
+            Rsp::scsi(Tag(42), black_box(1), 0, &[])
+                .emit(black_box(&mut rsp))
+                .unwrap()
+        })
     });
     g.bench_function("rsp_emit_sense", |b| {
         b.iter(|| {

@@ -25,10 +25,16 @@ fn dm_agent(c: &mut Criterion) {
     let cases = [
         ("class_port_info", request(AttributeId::CLASS_PORT_INFO, 0)),
         ("io_unit_info", request(AttributeId::IO_UNIT_INFO, 0)),
-        ("io_controller_profile", request(AttributeId::IO_CONTROLLER_PROFILE, 1)),
+        (
+            "io_controller_profile",
+            request(AttributeId::IO_CONTROLLER_PROFILE, 1),
+        ),
         ("service_entries", request(AttributeId::SERVICE_ENTRIES, entries)),
         // An error answer (empty slot 2: NO_IOC) takes the rejecting path.
-        ("io_controller_profile_no_ioc", request(AttributeId::IO_CONTROLLER_PROFILE, 2)),
+        (
+            "io_controller_profile_no_ioc",
+            request(AttributeId::IO_CONTROLLER_PROFILE, 2),
+        ),
     ];
     let mut g = c.benchmark_group("dm_agent");
     g.throughput(Throughput::Elements(1));

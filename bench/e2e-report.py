@@ -127,15 +127,19 @@ def cpu_figures(s, warnings):
     window over the block size (the block layer may split an I/O)."""
     where = f"{s['target']} {s['case']} numjobs={s['numjobs']} round {s['round']}"
     if s["window_ok"] != "1":
-        warnings.append(f"{where}: fio ended inside the CPU window; CPU figures not used")
+        warnings.append(f"{where}: no steady-state window (I/O did not go on for a second "
+                        "snapshot after the first I/O); CPU figures not used")
         return None
     ios = int(s["bytes"]) / block_size(s["case"])
     clk = int(s["clk_tck"])
     if ios <= 0:
         warnings.append(f"{where}: no I/O in the CPU window")
         return None
+    # The measuring shell's own snapshots are not I/O cost.
+    self_ticks = int(s.get("self_ticks", 0))
     busy = sum(int(s[k]) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
     total = busy + int(s["idle"]) + int(s["iowait"])
+    busy = max(busy - self_ticks, 0)
 
     def us(ticks):
         return ticks / clk / ios * 1e6
@@ -242,7 +246,8 @@ def main():
       "(from the first I/O completed to the last counter snapshot, taken every "
       f"{meta.get('snapshot_step_s', '?')} s, after which I/O still completed; "
       "I/Os = bytes the disk moved in the window / block size). *Guest CPU* is all busy time of the guest "
-      "(/proc/stat user+nice+system+irq+softirq+steal, both vCPUs): it includes "
+      "(/proc/stat user+nice+system+irq+softirq+steal, both vCPUs, less what the "
+      "snapshots themselves cost): it includes "
       "fio, the ib_srp initiator and soft-RoCE (rxe) for both targets, so it is "
       "the apples-to-apples figure. *srptd process* is srptd's utime+stime (all "
       "threads, busy-polling included; rxe's requester work for srptd's queue "

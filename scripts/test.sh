@@ -3,7 +3,8 @@
 #   1. install build + VM dependencies (fast no-op when present)
 #   2. cargo test --workspace            (unit and integration tests)
 #   3. end-to-end tests in a throwaway QEMU VM with soft-RoCE and the real
-#      Linux SRP initiator (tests/vm/*.sh, listed below)
+#      Linux SRP initiator (tests/vm/*.sh, listed below), and bench-smoke
+#      (bench/smoke.sh: the benchmarks run and produce figures; no timing)
 #
 # SKIP_VM_TESTS=1 skips step 3 (quick local runs). VM_TIMEOUT etc. are
 # passed on to scripts/vm-run.sh.
