@@ -12,17 +12,16 @@
 //! Usage: rdma_loopback [ADDR:PORT] [CONNECTIONS]   (default 169.254.77.1:7471 50)
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use srptd::rdma::{
-    wait_readable, AccessFlags, CmEvent, CmEventKind, CmId, CompletionChannel, CompletionQueue, ConnParam,
-    Context, DmaBuf, EventChannel, MemoryRegion, ProtectionDomain, QpCaps, QpInit, QpState, QueuePair,
-    RecvRequest, RecvScratch, Remote, SendOp, SendRequest, SendScratch, SharedReceiveQueue, WcOpcode,
-    WcStatus, WorkCompletion,
+    AccessFlags, CmEvent, CmEventKind, CmId, CompletionChannel, CompletionQueue, ConnParam, Context, DmaBuf,
+    EventChannel, MemoryRegion, ProtectionDomain, QpCaps, QpInit, QpState, QueuePair, RecvRequest,
+    RecvScratch, Remote, SendOp, SendRequest, SendScratch, SharedReceiveQueue, WcOpcode, WcStatus,
+    WorkCompletion,
 };
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -53,23 +52,14 @@ fn login_data(magic: &[u8; 4], idx: u32, addr: u64, rkey: u32) -> [u8; 28] {
 }
 
 fn wait_event(ch: &Arc<EventChannel>, want: CmEventKind) -> Res<CmEvent> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(ev) = ch.get_event()? {
-            if ev.kind != want {
-                return Err(format!("expected {want:?}, got {:?} (status {})", ev.kind, ev.status).into());
-            }
-            return Ok(ev);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || !wait_readable(ch.as_fd(), Some(left))? {
-            return Err(format!("timeout waiting for {want:?}").into());
-        }
+    match ch.wait_event(TIMEOUT)? {
+        Some(ev) if ev.kind == want => Ok(ev),
+        Some(ev) => Err(format!("expected {want:?}, got {:?} (status {})", ev.kind, ev.status).into()),
+        None => Err(format!("timeout waiting for {want:?}").into()),
     }
 }
 
-/// Waits for `n` completions using the CQ's channel: poll, arm, re-poll,
-/// then sleep on the channel fd.
+/// Waits for `n` successful completions.
 fn wait_wcs(cq: &CompletionQueue, n: usize) -> Res<Vec<WorkCompletion>> {
     let out = wait_wcs_any(cq, n)?;
     for wc in &out {
@@ -86,37 +76,15 @@ fn wait_wcs(cq: &CompletionQueue, n: usize) -> Res<Vec<WorkCompletion>> {
 
 /// Like `wait_wcs`, but returns failed completions too.
 fn wait_wcs_any(cq: &CompletionQueue, n: usize) -> Res<Vec<WorkCompletion>> {
-    let ch = cq.channel().ok_or("CQ without channel")?;
     let deadline = Instant::now() + TIMEOUT;
     let mut out = Vec::new();
     let mut buf = [WorkCompletion::default(); 8];
-    loop {
-        let k = cq.poll(&mut buf)?;
-        out.extend_from_slice(&buf[..k]);
-        if out.len() >= n {
-            break;
-        }
-        if k > 0 {
-            continue;
-        }
-        cq.arm(false)?;
-        let k = cq.poll(&mut buf)?;
-        out.extend_from_slice(&buf[..k]);
-        if out.len() >= n {
-            break;
-        }
-        if k > 0 {
-            continue;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || !wait_readable(ch.as_fd(), Some(left))? {
+    while out.len() < n {
+        let k = cq.wait_poll(&mut buf, deadline.saturating_duration_since(Instant::now()))?;
+        if k == 0 {
             return Err(format!("timeout: {} of {n} completions", out.len()).into());
         }
-        while let Some(ev) = ch.get_event()? {
-            if ev.user_data != cq.user_data() {
-                return Err("event for another CQ".into());
-            }
-        }
+        out.extend_from_slice(&buf[..k]);
     }
     Ok(out)
 }

@@ -7,8 +7,9 @@
 //! `--io`, INQUIRY, a 4 KiB WRITE (immediate data when granted, else a
 //! direct descriptor the target RDMA READs) and a READ of it back, compared
 //! byte for byte; then disconnect. `--hold S` stays logged in up to S
-//! seconds and reports whether the target disconnected the channel (a
-//! later SINGLE login of the same initiator port terminates it).
+//! seconds, printing the RDMA/CM events, until the target disconnects the
+//! channel (a later SINGLE login of the same initiator port terminates it)
+//! or the device is removed.
 //!
 //! Prints one summary line: `srp_initiator: logins N rejects N io-ok N
 //! terminated N` and exits non-zero on any unexpected outcome.
@@ -18,19 +19,18 @@
 //!       [--expect-reject]
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use srptd::rdma::{
-    wait_readable, AccessFlags, CmEvent, CmEventKind, CmId, CompletionChannel, CompletionQueue, ConnParam,
-    DmaBuf, EventChannel, MemoryRegion, ProtectionDomain, QpCaps, QpInit, QpState, QueuePair, RecvRequest,
+    AccessFlags, CmEvent, CmEventKind, CmId, CompletionChannel, CompletionQueue, ConnParam, DmaBuf,
+    EventChannel, MemoryRegion, ProtectionDomain, QpCaps, QpInit, QpState, QueuePair, RecvRequest,
     RecvScratch, SendOp, SendRequest, SendScratch, WcOpcode, WorkCompletion,
 };
 use srptd::wire::{
-    Cmd, DataDesc, DirectDesc, ImmediateDesc, LoginReject, LoginRequest, LoginResponse, Rsp, Tag,
+    parse_hex, Cmd, DataDesc, DirectDesc, ImmediateDesc, LoginReject, LoginRequest, LoginResponse, Rsp, Tag,
     BUF_FMT_DIRECT, BUF_FMT_INDIRECT,
 };
 
@@ -86,58 +86,28 @@ const DATA_LEN: usize = 4096;
 const BUF_LEN: usize = DATA_OFF + 2 * DATA_LEN;
 
 fn hex_bytes<const N: usize>(s: &str, what: &str) -> Res<[u8; N]> {
-    let s = s.trim_start_matches("0x");
-    if s.len() != 2 * N || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("--{what}: expected {} hex digits, got {s:?}", 2 * N).into());
-    }
-    let mut out = [0u8; N];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)?;
-    }
-    Ok(out)
-}
-
-fn wait_event(ch: &Arc<EventChannel>, deadline: Instant) -> Res<Option<CmEvent>> {
-    loop {
-        if let Some(ev) = ch.get_event()? {
-            return Ok(Some(ev));
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || !wait_readable(ch.as_fd(), Some(left))? {
-            return Ok(None);
-        }
-    }
+    parse_hex(s.trim_start_matches("0x"))
+        .ok_or_else(|| format!("--{what}: expected {} hex digits, got {s:?}", 2 * N).into())
 }
 
 fn expect_event(ch: &Arc<EventChannel>, want: CmEventKind) -> Res<CmEvent> {
-    match wait_event(ch, Instant::now() + TIMEOUT)? {
+    match ch.wait_event(TIMEOUT)? {
         Some(ev) if ev.kind == want => Ok(ev),
         Some(ev) => Err(format!("expected {want:?}, got {:?} (status {})", ev.kind, ev.status).into()),
         None => Err(format!("timeout waiting for {want:?}").into()),
     }
 }
 
-/// Next completion from `cq`, sleeping on its channel; failed ones are errors.
+/// Next completion from `cq`; failed ones are errors.
 fn next_wc(cq: &CompletionQueue) -> Res<WorkCompletion> {
-    let ch = cq.channel().ok_or("CQ without channel")?;
-    let deadline = Instant::now() + TIMEOUT;
     let mut wc = [WorkCompletion::default(); 1];
-    loop {
-        if cq.poll(&mut wc)? == 1 || {
-            cq.arm(false)?;
-            cq.poll(&mut wc)? == 1
-        } {
-            if !wc[0].is_success() {
-                return Err(format!("completion {} failed: {}", wc[0].wr_id, wc[0].status).into());
-            }
-            return Ok(wc[0]);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || !wait_readable(ch.as_fd(), Some(left))? {
-            return Err("timeout waiting for a completion".into());
-        }
-        while ch.get_event()?.is_some() {}
+    if cq.wait_poll(&mut wc, TIMEOUT)? == 0 {
+        return Err("timeout waiting for a completion".into());
     }
+    if !wc[0].is_success() {
+        return Err(format!("completion {} failed: {}", wc[0].wr_id, wc[0].status).into());
+    }
+    Ok(wc[0])
 }
 
 /// One logged-in channel.
@@ -379,7 +349,9 @@ fn login(args: &Args, port_id: Option<[u8; 16]>, target: [u8; 16]) -> Res<Login>
         qp_num: chan.qp.qp_num(),
         ..Default::default()
     })?;
-    let ev = wait_event(&ch, Instant::now() + TIMEOUT)?.ok_or("timeout waiting for the login answer")?;
+    let ev = ch
+        .wait_event(TIMEOUT)?
+        .ok_or("timeout waiting for the login answer")?;
     match ev.kind {
         CmEventKind::ConnectResponse => {}
         CmEventKind::Rejected => return Ok(Login::Rejected(LoginReject::parse(ev.private_data())?)),
@@ -442,30 +414,35 @@ fn run(args: &Args) -> Res<()> {
                     chan.io(i).map_err(|e| format!("login {i}: {e}"))?;
                     io_ok += 1;
                 }
-                let mut by_target = false;
+                // Ended by the target (DISCONNECTED) or by the device going
+                // away (DEVICE_REMOVAL: release everything at once).
+                let mut ended = None;
                 if let Some(s) = args.hold {
                     let deadline = Instant::now() + Duration::from_secs(s);
-                    while let Some(ev) = wait_event(&ch, deadline)? {
-                        if ev.kind == CmEventKind::Disconnected {
-                            by_target = true;
+                    while let Some(ev) = ch.wait_event(deadline.saturating_duration_since(Instant::now()))? {
+                        println!("login {i}: event {:?} status {}", ev.kind, ev.status);
+                        if matches!(ev.kind, CmEventKind::Disconnected | CmEventKind::DeviceRemoval) {
+                            ended = Some(ev.kind);
                             break;
                         }
                     }
-                    if by_target {
-                        terminated += 1;
-                        println!(
-                            "login {i}: disconnected by the target after {:.1?}",
-                            start.elapsed()
-                        );
-                    } else {
-                        println!("login {i}: still connected after {s}s");
+                    match ended {
+                        Some(CmEventKind::Disconnected) => {
+                            terminated += 1;
+                            println!(
+                                "login {i}: disconnected by the target after {:.1?}",
+                                start.elapsed()
+                            );
+                        }
+                        Some(_) => println!("login {i}: device removed after {:.1?}", start.elapsed()),
+                        None => println!("login {i}: still connected after {s}s"),
                     }
                 }
-                if !by_target {
+                if ended.is_none() {
                     id.disconnect()?;
                     expect_event(&ch, CmEventKind::Disconnected)?;
                 }
-                chan.qp.to_error()?;
+                let _ = chan.qp.to_error(); // fails once the device is gone
                 drop(chan);
                 drop(id);
             }

@@ -10,6 +10,7 @@ use srptd::mad::client::{probe, probe_line, query_with, standard_probes, QueryEr
 use srptd::proto::LoginLimits;
 use srptd::scsi::{Access, BackstoreConfig, LunConfig, Target, TargetConfig};
 use srptd::target::{self, Options};
+use srptd::wire::parse_hex;
 
 /// A userspace SCSI RDMA Protocol (SRP) target.
 ///
@@ -119,9 +120,8 @@ struct DmQueryArgs {
 }
 
 fn parse_gid_arg(s: &str) -> Result<Ipv6Addr, String> {
-    if s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit()) {
-        let v = u128::from_str_radix(s, 16).map_err(|e| e.to_string())?;
-        return Ok(Ipv6Addr::from(v));
+    if let Some(g) = parse_hex::<16>(s) {
+        return Ok(Ipv6Addr::from(g));
     }
     s.parse::<Ipv6Addr>()
         .map_err(|_| format!("{s}: not a GID (e.g. fe80::ff:fe00:7701 or fe80000000000000000000fffe007701)"))
@@ -206,16 +206,8 @@ fn parse_allow(list: &[String]) -> Result<Access, String> {
     }
     let mut set = std::collections::HashSet::new();
     for a in list {
-        let hex: String = a.chars().filter(|c| *c != ':').collect();
-        if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(format!(
-                "--allow {a}: expected ANY or a 32-hex-digit initiator port id"
-            ));
-        }
-        let mut id = [0u8; 16];
-        for (i, b) in id.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| format!("--allow {a}: {e}"))?;
-        }
+        let id = parse_hex::<16>(a)
+            .ok_or_else(|| format!("--allow {a}: expected ANY or a 32-hex-digit initiator port id"))?;
         set.insert(id);
     }
     Ok(Access::Only(set))

@@ -316,9 +316,7 @@ impl DmQuery {
 // Rendering
 // ---------------------------------------------------------------------------
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::wire::hex;
 
 /// A GID as in sysfs / `ip -6`: eight groups of four hex digits.
 pub fn gid_string(g: &[u8; 16]) -> String {

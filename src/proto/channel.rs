@@ -352,7 +352,7 @@ pub struct ExecRequest<'a> {
 fn read_desc(buf: &DmaBuf, offset: u64) -> Option<DirectDesc> {
     let mut b = [0u8; DirectDesc::LEN];
     buf.read(offset as usize, &mut b);
-    DirectDesc::parse(&b).ok()
+    Some(DirectDesc::decode(&b))
 }
 
 impl Channel {

@@ -62,6 +62,21 @@ impl EventChannel {
         Ok(Arc::new(ch))
     }
 
+    /// Like [`get_event`](Self::get_event), but waits up to `timeout` for
+    /// an event (blocking-style programs and tests; the daemon uses
+    /// [`to_async`](Self::to_async)). `None` on timeout.
+    pub fn wait_event(self: &Arc<Self>, timeout: Duration) -> Result<Option<CmEvent>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(ev) = self.get_event()? {
+                return Ok(Some(ev));
+            }
+            if !super::wait_readable_until(self.as_fd(), deadline, "poll(rdma_event_channel)")? {
+                return Ok(None);
+            }
+        }
+    }
+
     /// Reads one event, copies it out and acknowledges it; `None` if none is
     /// pending.
     pub fn get_event(self: &Arc<Self>) -> Result<Option<CmEvent>> {

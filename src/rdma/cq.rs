@@ -246,6 +246,33 @@ impl CompletionQueue {
         Ok(done)
     }
 
+    /// Polls into `out`; when nothing is there, arms the CQ, polls again
+    /// and sleeps on its completion channel, up to `timeout` in all
+    /// (blocking-style programs and tests; the daemon's pollers do this
+    /// across many CQs). Returns how many completions were written, 0 on
+    /// timeout.
+    pub fn wait_poll(&self, out: &mut [WorkCompletion], timeout: std::time::Duration) -> Result<usize> {
+        let ch = self
+            .channel()
+            .ok_or(Error::Invalid("CQ without a completion channel"))?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let n = self.poll(out)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            self.arm(false)?;
+            let n = self.poll(out)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if !super::wait_readable_until(ch.as_fd(), deadline, "poll(completion channel)")? {
+                return Ok(0);
+            }
+            while ch.get_event()?.is_some() {}
+        }
+    }
+
     /// Requests a completion event for the next completion (or the next
     /// solicited one). Needs a channel.
     pub fn arm(&self, solicited_only: bool) -> Result<()> {

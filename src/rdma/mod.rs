@@ -191,28 +191,25 @@ pub(crate) fn set_nonblocking(fd: i32, op: &'static str) -> Result<()> {
 /// programs and tests; the daemon uses tokio's `AsyncFd` instead).
 /// Returns whether it is readable.
 pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    let ms = match timeout {
-        None => -1,
-        Some(t) => t.as_millis().min(i32::MAX as u128) as i32,
-    };
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: one valid pollfd on the stack, count 1.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        return Ok(n > 0);
-    }
+    wait_any(&[fd], timeout)
 }
+
+/// [`wait_readable`] until `deadline`; false once it has passed (`op`
+/// names the wait in errors).
+pub(crate) fn wait_readable_until(
+    fd: BorrowedFd<'_>,
+    deadline: std::time::Instant,
+    op: &'static str,
+) -> Result<bool> {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        return Ok(false);
+    }
+    wait_readable(fd, Some(left)).map_err(|source| Error::Os { op, source })
+}
+
+/// The most descriptors [`wait_any`] takes.
+pub const WAIT_ANY_MAX: usize = 16;
 
 /// Waits until any of `fds` is readable or `timeout` passes; returns
 /// whether one was readable.
@@ -221,11 +218,11 @@ pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result
         None => -1,
         Some(t) => t.as_millis().min(i32::MAX as u128) as i32,
     };
-    let mut pfds: [libc::pollfd; 16] = [libc::pollfd {
+    let mut pfds = [libc::pollfd {
         fd: -1,
         events: 0,
         revents: 0,
-    }; 16];
+    }; WAIT_ANY_MAX];
     if fds.len() > pfds.len() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

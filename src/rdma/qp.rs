@@ -376,24 +376,12 @@ impl QueuePair {
         wrs: &[SendRequest<'_>],
         scratch: &mut SendScratch,
     ) -> std::result::Result<(), PostError> {
-        if wrs.is_empty() {
-            return Ok(());
-        }
-        let head = scratch.build(wrs);
-        let mut bad: *mut sys::ibv_send_wr = std::ptr::null_mut();
-        // SAFETY: valid QP; `head` is a well-formed chain in `scratch`
-        // whose sg lists point at `scratch.sges`, all alive for the call.
-        // Every Sge names registered DmaBuf memory (module contract 2).
-        let rc = unsafe {
-            srptd_ffi::srptd_ibv_post_send(
-                self.qp.as_ptr().cast(),
-                head.cast(),
-                (&mut bad as *mut *mut sys::ibv_send_wr).cast(),
-            )
-        };
-        let r = post_result("ibv_post_send", rc, head, bad, wrs.len());
-        scratch.clear();
-        r
+        scratch.post("ibv_post_send", wrs, |head, bad| {
+            // SAFETY: valid QP; `head` is a well-formed chain in `scratch`
+            // whose sg lists point at its sges, alive for the call. Every
+            // Sge names registered DmaBuf memory (module contract 2).
+            unsafe { srptd_ffi::srptd_ibv_post_send(self.qp.as_ptr().cast(), head.cast(), bad.cast()) }
+        })
     }
 
     /// Posts `wrs` to the receive queue in one call (not with an SRQ).
@@ -402,33 +390,21 @@ impl QueuePair {
         wrs: &[RecvRequest<'_>],
         scratch: &mut RecvScratch,
     ) -> std::result::Result<(), PostError> {
-        if wrs.is_empty() {
-            return Ok(());
-        }
-        if self.srq.is_some() {
+        if self.srq.is_some() && !wrs.is_empty() {
             return Err(PostError {
                 posted: 0,
                 error: Error::Invalid("QP uses an SRQ: post to the SRQ"),
             });
         }
-        let head = scratch.build(wrs);
-        let mut bad: *mut sys::ibv_recv_wr = std::ptr::null_mut();
-        // SAFETY: as in post_send.
-        let rc = unsafe {
-            srptd_ffi::srptd_ibv_post_recv(
-                self.qp.as_ptr().cast(),
-                head.cast(),
-                (&mut bad as *mut *mut sys::ibv_recv_wr).cast(),
-            )
-        };
-        let r = post_result("ibv_post_recv", rc, head, bad, wrs.len());
-        scratch.clear();
-        r
+        scratch.post("ibv_post_recv", wrs, |head, bad| {
+            // SAFETY: as in post_send.
+            unsafe { srptd_ffi::srptd_ibv_post_recv(self.qp.as_ptr().cast(), head.cast(), bad.cast()) }
+        })
     }
 }
 
 /// Maps a post return code and `bad_wr` to how many requests were posted.
-pub(crate) fn post_result<T>(
+fn post_result<T>(
     op: &'static str,
     rc: i32,
     head: *mut T,
@@ -583,33 +559,100 @@ pub struct RecvRequest<'a> {
     pub local: &'a [Sge],
 }
 
-/// Reusable memory in which send work requests are chained for one post.
-/// Empty between posts.
-pub struct SendScratch {
-    wrs: Vec<sys::ibv_send_wr>,
+/// A raw work request that can be chained (`ibv_send_wr`, `ibv_recv_wr`).
+pub trait RawWr: Sized {
+    /// Points the request at `n` scatter/gather entries.
+    fn set_sg_list(&mut self, sg: *mut sys::ibv_sge, n: i32);
+    fn set_next(&mut self, next: *mut Self);
+}
+
+impl RawWr for sys::ibv_send_wr {
+    fn set_sg_list(&mut self, sg: *mut sys::ibv_sge, n: i32) {
+        self.sg_list = sg;
+        self.num_sge = n;
+    }
+    fn set_next(&mut self, next: *mut Self) {
+        self.next = next;
+    }
+}
+
+impl RawWr for sys::ibv_recv_wr {
+    fn set_sg_list(&mut self, sg: *mut sys::ibv_sge, n: i32) {
+        self.sg_list = sg;
+        self.num_sge = n;
+    }
+    fn set_next(&mut self, next: *mut Self) {
+        self.next = next;
+    }
+}
+
+/// A safe work request that becomes a [`RawWr`] of type `W`.
+pub(crate) trait ToRawWr<W> {
+    /// The request without its scatter/gather list and link.
+    fn to_raw(&self) -> W;
+    fn local(&self) -> &[Sge];
+}
+
+impl ToRawWr<sys::ibv_send_wr> for SendRequest<'_> {
+    fn to_raw(&self) -> sys::ibv_send_wr {
+        // SAFETY: plain struct of integers, pointers and unions of those.
+        let mut wr: sys::ibv_send_wr = unsafe { MaybeUninit::zeroed().assume_init() };
+        self.fill(&mut wr);
+        wr
+    }
+    fn local(&self) -> &[Sge] {
+        self.local
+    }
+}
+
+impl ToRawWr<sys::ibv_recv_wr> for RecvRequest<'_> {
+    fn to_raw(&self) -> sys::ibv_recv_wr {
+        sys::ibv_recv_wr {
+            wr_id: self.wr_id,
+            next: std::ptr::null_mut(),
+            sg_list: std::ptr::null_mut(),
+            num_sge: 0,
+        }
+    }
+    fn local(&self) -> &[Sge] {
+        self.local
+    }
+}
+
+/// Reusable memory in which work requests are chained for one post; empty
+/// between posts. [`SendScratch`] for send queues, [`RecvScratch`] for
+/// receive queues and SRQs.
+pub struct WrChain<W> {
+    wrs: Vec<W>,
     sges: Vec<sys::ibv_sge>,
 }
 
+/// Chains send work requests ([`QueuePair::post_send`]).
+pub type SendScratch = WrChain<sys::ibv_send_wr>;
+/// Chains receive work requests ([`QueuePair::post_recv`],
+/// [`SharedReceiveQueue::post_recv`](super::SharedReceiveQueue::post_recv)).
+pub type RecvScratch = WrChain<sys::ibv_recv_wr>;
+
 // SAFETY: the vectors are empty between calls (cleared after each post), so
 // no raw pointer in them is ever observed from another thread.
-unsafe impl Send for SendScratch {}
+unsafe impl<W> Send for WrChain<W> {}
 // SAFETY: shared references give no access to the contents.
-unsafe impl Sync for SendScratch {}
+unsafe impl<W> Sync for WrChain<W> {}
 
-impl fmt::Debug for SendScratch {
+impl<W> fmt::Debug for WrChain<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SendScratch")
+        f.debug_struct("WrChain")
             .field("wr_capacity", &self.wrs.capacity())
             .field("sge_capacity", &self.sges.capacity())
             .finish()
     }
 }
 
-impl SendScratch {
+impl<W: RawWr> WrChain<W> {
     /// Room for `wrs` requests and `sges` entries in all; grows if a post
     /// needs more.
-    pub fn with_capacity(wrs: usize, sges: usize) -> SendScratch {
-        SendScratch {
+    pub fn with_capacity(wrs: usize, sges: usize) -> WrChain<W> {
+        WrChain {
             wrs: Vec::with_capacity(wrs),
             sges: Vec::with_capacity(sges),
         }
@@ -617,97 +660,54 @@ impl SendScratch {
 
     /// Builds the chain; returns its head. Pointers stay valid until the
     /// next mutation of `self`.
-    pub(crate) fn build(&mut self, reqs: &[SendRequest<'_>]) -> *mut sys::ibv_send_wr {
+    fn build<R: ToRawWr<W>>(&mut self, reqs: &[R]) -> *mut W {
         self.clear();
-        let nsge: usize = reqs.iter().map(|r| r.local.len()).sum();
+        let nsge: usize = reqs.iter().map(|r| r.local().len()).sum();
         self.sges.reserve(nsge);
         self.wrs.reserve(reqs.len());
         for r in reqs {
-            self.sges.extend(r.local.iter().map(|s| s.to_sys()));
+            self.sges.extend(r.local().iter().map(|s| s.to_sys()));
         }
         // No more pushes to `sges`: pointers into it are stable now.
         let base = self.sges.as_mut_ptr();
         let mut off = 0usize;
         for r in reqs {
-            // SAFETY: plain struct of integers, pointers and unions of those.
-            let mut wr: sys::ibv_send_wr = unsafe { MaybeUninit::zeroed().assume_init() };
-            r.fill(&mut wr);
-            wr.num_sge = r.local.len() as i32;
-            wr.sg_list = if r.local.is_empty() {
+            let mut wr = r.to_raw();
+            let n = r.local().len();
+            let sg = if n == 0 {
                 std::ptr::null_mut()
             } else {
-                // SAFETY: off + len <= nsge entries pushed above.
+                // SAFETY: off + n <= nsge entries pushed above.
                 unsafe { base.add(off) }
             };
-            off += r.local.len();
+            wr.set_sg_list(sg, n as i32);
+            off += n;
             self.wrs.push(wr);
         }
-        link(&mut self.wrs, |w, next| w.next = next)
+        link(&mut self.wrs, |w, next| w.set_next(next))
+    }
+
+    /// Chains `reqs` and hands the head and the `bad_wr` out-pointer to
+    /// `post` (the `ibv_post_*` call); maps its result. `op` names it in
+    /// errors.
+    pub(crate) fn post<R: ToRawWr<W>>(
+        &mut self,
+        op: &'static str,
+        reqs: &[R],
+        post: impl FnOnce(*mut W, *mut *mut W) -> i32,
+    ) -> std::result::Result<(), PostError> {
+        if reqs.is_empty() {
+            return Ok(());
+        }
+        let head = self.build(reqs);
+        let mut bad: *mut W = std::ptr::null_mut();
+        let rc = post(head, &mut bad);
+        let r = post_result(op, rc, head, bad, reqs.len());
+        self.clear();
+        r
     }
 
     fn clear(&mut self) {
-        self.wrs.clear();
-        self.sges.clear();
-    }
-}
-
-/// Reusable memory in which receive work requests are chained for one post.
-pub struct RecvScratch {
-    wrs: Vec<sys::ibv_recv_wr>,
-    sges: Vec<sys::ibv_sge>,
-}
-
-// SAFETY: as for SendScratch.
-unsafe impl Send for RecvScratch {}
-// SAFETY: as for SendScratch.
-unsafe impl Sync for RecvScratch {}
-
-impl fmt::Debug for RecvScratch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecvScratch")
-            .field("wr_capacity", &self.wrs.capacity())
-            .field("sge_capacity", &self.sges.capacity())
-            .finish()
-    }
-}
-
-impl RecvScratch {
-    /// Room for `wrs` requests and `sges` entries in all.
-    pub fn with_capacity(wrs: usize, sges: usize) -> RecvScratch {
-        RecvScratch {
-            wrs: Vec::with_capacity(wrs),
-            sges: Vec::with_capacity(sges),
-        }
-    }
-
-    pub(crate) fn build(&mut self, reqs: &[RecvRequest<'_>]) -> *mut sys::ibv_recv_wr {
-        self.clear();
-        let nsge: usize = reqs.iter().map(|r| r.local.len()).sum();
-        self.sges.reserve(nsge);
-        self.wrs.reserve(reqs.len());
-        for r in reqs {
-            self.sges.extend(r.local.iter().map(|s| s.to_sys()));
-        }
-        let base = self.sges.as_mut_ptr();
-        let mut off = 0usize;
-        for r in reqs {
-            self.wrs.push(sys::ibv_recv_wr {
-                wr_id: r.wr_id,
-                next: std::ptr::null_mut(),
-                sg_list: if r.local.is_empty() {
-                    std::ptr::null_mut()
-                } else {
-                    // SAFETY: off + len <= nsge entries pushed above.
-                    unsafe { base.add(off) }
-                },
-                num_sge: r.local.len() as i32,
-            });
-            off += r.local.len();
-        }
-        link(&mut self.wrs, |w, next| w.next = next)
-    }
-
-    pub(crate) fn clear(&mut self) {
         self.wrs.clear();
         self.sges.clear();
     }

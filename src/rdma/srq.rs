@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rdma_sys as sys;
 
 use super::pd::ProtectionDomain;
-use super::qp::{post_result, PostError, RecvRequest, RecvScratch};
+use super::qp::{PostError, RecvRequest, RecvScratch};
 use super::{check, Error, Ptr, Result};
 
 /// A shared receive queue (`ibv_srq`): receives for several QPs.
@@ -81,23 +81,11 @@ impl SharedReceiveQueue {
         wrs: &[RecvRequest<'_>],
         scratch: &mut RecvScratch,
     ) -> std::result::Result<(), PostError> {
-        if wrs.is_empty() {
-            return Ok(());
-        }
-        let head = scratch.build(wrs);
-        let mut bad: *mut sys::ibv_recv_wr = std::ptr::null_mut();
-        // SAFETY: valid SRQ; chain alive in scratch for the call; Sges name
-        // registered DmaBuf memory (module contract 2).
-        let rc = unsafe {
-            srptd_ffi::srptd_ibv_post_srq_recv(
-                self.srq.as_ptr().cast(),
-                head.cast(),
-                (&mut bad as *mut *mut sys::ibv_recv_wr).cast(),
-            )
-        };
-        let r = post_result("ibv_post_srq_recv", rc, head, bad, wrs.len());
-        scratch.clear();
-        r
+        scratch.post("ibv_post_srq_recv", wrs, |head, bad| {
+            // SAFETY: valid SRQ; chain alive in scratch for the call; Sges
+            // name registered DmaBuf memory (module contract 2).
+            unsafe { srptd_ffi::srptd_ibv_post_srq_recv(self.srq.as_ptr().cast(), head.cast(), bad.cast()) }
+        })
     }
 }
 

@@ -518,14 +518,7 @@ fn cstr_field(b: &[std::os::raw::c_char]) -> String {
 
 /// Parse a sysfs GID ("fe80:0000:0000:0000:0000:00ff:fe00:7701").
 pub fn parse_gid(s: &str) -> Option<[u8; 16]> {
-    let mut out = [0u8; 16];
-    let mut n = 0;
-    for part in s.trim().split(':') {
-        let v = u16::from_str_radix(part, 16).ok()?;
-        out.get_mut(n..n + 2)?.copy_from_slice(&v.to_be_bytes());
-        n += 2;
-    }
-    (n == 16).then_some(out)
+    crate::wire::parse_hex(s.trim())
 }
 
 /// Read the attributes of `device` port `port`.

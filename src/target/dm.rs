@@ -101,11 +101,9 @@ impl DeviceFacts {
 }
 
 /// The most RDMA READs a channel on a device with `max_qp_init_rd_atom`
-/// gets: the target's connect handler grants min(initiator's offer, device
-/// limit), clamped to 1..=255 (the CM's 8-bit field), so this is the
-/// device limit clamped the same way.
+/// gets: what the connect handler grants to the largest offer.
 pub fn max_rdma_read_depth(max_qp_init_rd_atom: u32) -> u8 {
-    max_qp_init_rd_atom.clamp(1, 255) as u8
+    super::rdma_read_depth(u8::MAX, max_qp_init_rd_atom)
 }
 
 /// The agent configuration for a port of device `d`. Vendor, device and

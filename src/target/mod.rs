@@ -738,17 +738,15 @@ impl Control {
     }
 
     fn on_connect_request(&mut self, id: CmId, ev: &CmEvent) {
-        let reject_fmt = BUF_FMT_DIRECT | BUF_FMT_INDIRECT;
+        // A login we cannot even parse is answered with tag 0.
+        let rejection = |tag: Tag, reason: RejectReason| LoginReject {
+            tag,
+            reason,
+            buf_fmt: BUF_FMT_DIRECT | BUF_FMT_INDIRECT,
+        };
         let Some(conn) = ev.conn.as_ref() else {
-            return self.reject(
-                id,
-                LoginReject {
-                    tag: Tag(0),
-                    reason: RejectReason::UNABLE_ESTABLISH_CHANNEL,
-                    buf_fmt: reject_fmt,
-                },
-                "no private data",
-            );
+            let rej = rejection(Tag(0), RejectReason::UNABLE_ESTABLISH_CHANNEL);
+            return self.reject(id, rej, "no private data");
         };
         // SRP over RDMA/CM: the login request is the 56-byte private data;
         // through an IB port-space listener (IB CM logins) it is the 64-byte
@@ -763,22 +761,11 @@ impl Control {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "bad SRP_LOGIN_REQ");
-                return self.reject(
-                    id,
-                    LoginReject {
-                        tag: Tag(0),
-                        reason: RejectReason::UNABLE_ESTABLISH_CHANNEL,
-                        buf_fmt: reject_fmt,
-                    },
-                    "malformed SRP_LOGIN_REQ",
-                );
+                let rej = rejection(Tag(0), RejectReason::UNABLE_ESTABLISH_CHANNEL);
+                return self.reject(id, rej, "malformed SRP_LOGIN_REQ");
             }
         };
-        let insufficient = LoginReject {
-            tag: req.tag,
-            reason: RejectReason::INSUFFICIENT_RESOURCES,
-            buf_fmt: reject_fmt,
-        };
+        let insufficient = rejection(req.tag, RejectReason::INSUFFICIENT_RESOURCES);
         let device = match self.device(&id) {
             Ok(d) => d,
             Err(e) => {
@@ -787,11 +774,7 @@ impl Control {
             }
         };
         if !self.opts.devices.is_empty() && !self.opts.devices.iter().any(|d| d == device.name()) {
-            let rej = LoginReject {
-                tag: req.tag,
-                reason: RejectReason::UNABLE_ESTABLISH_CHANNEL,
-                buf_fmt: reject_fmt,
-            };
+            let rej = rejection(req.tag, RejectReason::UNABLE_ESTABLISH_CHANNEL);
             return self.reject(id, rej, "device not served");
         }
         let nexus_key = (req.initiator_port_id, req.target_port_id);
@@ -815,9 +798,7 @@ impl Control {
         // RDMA/CM reports the request's values from our side: the initiator's
         // responder resources arrive as our initiator depth (RDMA READs we
         // may have outstanding; the Linux initiator offers 4).
-        let init_depth = (conn.initiator_depth as u32)
-            .min(attr.max_qp_init_rd_atom)
-            .clamp(1, 255) as u8;
+        let init_depth = rdma_read_depth(conn.initiator_depth, attr.max_qp_init_rd_atom);
         let resp_res = (conn.responder_resources as u32)
             .min(attr.max_qp_rd_atom)
             .min(255) as u8;
@@ -887,7 +868,7 @@ impl Control {
         self.summary.logins += 1;
         tracing::info!(
             key,
-            initiator = %hex(&req.initiator_port_id),
+            initiator = %crate::wire::hex(&req.initiator_port_id),
             peer = ?id.peer_addr(),
             device = device.name(),
             channels = existing + 1,
@@ -1009,8 +990,11 @@ impl Control {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// RDMA READs a channel may have outstanding: what the initiator offers
+/// (its responder resources), at most the device's `max_qp_init_rd_atom`,
+/// at least 1 (the DM agent advertises this with the largest offer).
+pub fn rdma_read_depth(offered: u8, max_qp_init_rd_atom: u32) -> u8 {
+    u32::from(offered).min(max_qp_init_rd_atom).clamp(1, 255) as u8
 }
 
 #[cfg(test)]

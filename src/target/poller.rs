@@ -541,10 +541,6 @@ pub fn spawn(
     Ok(handle)
 }
 
-/// Completion channels (one per device) a poller can sleep on, plus its
-/// wake-up socket.
-const MAX_WAIT_FDS: usize = 64;
-
 struct Poller {
     rx: Receiver<PollerMsg>,
     wake: UnixStream,
@@ -687,8 +683,10 @@ impl Poller {
                 chans.extend(m.values().cloned());
             }
             {
-                let mut fds = [self.wake.as_fd(); MAX_WAIT_FDS];
-                let n = 1 + chans.len().min(MAX_WAIT_FDS - 1);
+                // Completion channels past the first WAIT_ANY_MAX - 1
+                // devices are looked at on the 200 ms timeout.
+                let mut fds = [self.wake.as_fd(); rdma::WAIT_ANY_MAX];
+                let n = 1 + chans.len().min(rdma::WAIT_ANY_MAX - 1);
                 for (slot, c) in fds[1..n].iter_mut().zip(&chans) {
                     *slot = c.as_fd();
                 }

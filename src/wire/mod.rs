@@ -16,6 +16,27 @@ pub mod srp;
 
 pub use srp::*;
 
+/// Lower-case hex digits of `b`, as identifiers (port IDs, GUIDs, GIDs)
+/// are written in logs, add_target strings and on the command line.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The bytes of an identifier written as exactly `2 * N` hex digits;
+/// colons between them are allowed (`fe80:0000:...`).
+pub fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let digits: Vec<u8> = s.bytes().filter(|&c| c != b':').collect();
+    // from_str_radix would take a sign: only digits are allowed.
+    if digits.len() != 2 * N || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (b, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *b = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// Errors from parsing or building SRP information units.
 ///
 /// The variants are specific so that the protocol layer can map them onto
@@ -238,6 +259,21 @@ impl<'a> Writer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_identifiers_round_trip() {
+        let g = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 0, 0x77, 0x01];
+        assert_eq!(hex(&g), "fe80000000000000000000fffe007701");
+        assert_eq!(parse_hex::<16>("fe80000000000000000000fffe007701"), Some(g));
+        assert_eq!(
+            parse_hex::<16>("fe80:0000:0000:0000:0000:00ff:fe00:7701"),
+            Some(g)
+        );
+        assert_eq!(parse_hex::<8>("000000fffe00770"), None);
+        assert_eq!(parse_hex::<8>("000000fffe0077g1"), None);
+        assert_eq!(parse_hex::<16>("fe80::1"), None);
+        assert_eq!(parse_hex::<2>("+f+e"), None);
+    }
 
     #[test]
     fn reader_reads_big_endian_and_reports_short() {

@@ -905,11 +905,21 @@ impl DirectDesc {
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
-        Ok(Self {
-            va: r.be64()?,
-            rkey: r.be32()?,
-            len: r.be32()?,
-        })
+        Ok(Self::decode(&r.array::<{ Self::LEN }>()?))
+    }
+
+    /// Decodes exactly 16 bytes: cannot fail (the data path reads every
+    /// descriptor of a table through this).
+    pub fn decode(b: &[u8; Self::LEN]) -> Self {
+        let (mut va, mut rkey, mut len) = ([0u8; 8], [0u8; 4], [0u8; 4]);
+        va.copy_from_slice(&b[..8]);
+        rkey.copy_from_slice(&b[8..12]);
+        len.copy_from_slice(&b[12..]);
+        Self {
+            va: u64::from_be_bytes(va),
+            rkey: u32::from_be_bytes(rkey),
+            len: u32::from_be_bytes(len),
+        }
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
@@ -940,7 +950,7 @@ impl DirectDesc {
     pub fn table_get(bytes: &[u8], i: usize) -> Option<DirectDesc> {
         let start = i.checked_mul(Self::LEN)?;
         let b = bytes.get(start..start.checked_add(Self::LEN)?)?;
-        Self::parse(b).ok()
+        Some(Self::decode(b.try_into().ok()?))
     }
 }
 
@@ -954,9 +964,9 @@ impl Iterator for DirectDescIter<'_> {
     type Item = DirectDesc;
 
     fn next(&mut self) -> Option<DirectDesc> {
-        let (head, tail) = self.rest.split_at_checked(DirectDesc::LEN)?;
+        let (head, tail) = self.rest.split_first_chunk::<{ DirectDesc::LEN }>()?;
         self.rest = tail;
-        DirectDesc::parse(head).ok()
+        Some(DirectDesc::decode(head))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -106,18 +106,14 @@ SRPTD_LOG=srptd=debug srptd_start "${SRPTD_ARGS[@]}"
 dev=$(srp_add)
 dd if="$dev" of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null
 # ib_srp is removed from the device before RDMA/CM and disconnects first;
-# a userspace peer (tools/srp-hold.c) keeps a channel live until srptd sees
-# DEVICE_REMOVAL.
-HOLD=/tmp/srp-hold HOLD_PID=
-if cc -O2 -o "$HOLD" "$REPO/tests/vm/tools/srp-hold.c" -lrdmacm -libverbs; then
-    "$HOLD" "$RXE_ADDR" "$SRP_PORT" "$SRPTD_ID_EXT" 300 > "$VM_RESULTS/srp-hold.log" 2>&1 &
-    HOLD_PID=$!
-    wait_until 30 grep -q '^logged in' "$VM_RESULTS/srp-hold.log" ||
-        vm_die "srp-hold did not log in: $(cat "$VM_RESULTS/srp-hold.log")"
-    vm_log "srp-hold holds a channel (pid $HOLD_PID)"
-else
-    vm_log "cannot build tools/srp-hold.c (gcc, librdmacm-dev): no live channel at removal"
-fi
+# a userspace peer (examples/srp_initiator, its own initiator port, MULTI)
+# keeps a channel live until srptd sees DEVICE_REMOVAL.
+"$(srp_initiator_bin)" --dest "$RXE_ADDR:$SRP_PORT" --id-ext "$SRPTD_ID_EXT" --ioc-guid "$SRPTD_IOC_GUID" \
+    --port-id 5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a --multi --hold 300 > "$VM_RESULTS/srp-hold.log" 2>&1 &
+HOLD_PID=$!
+wait_until 30 grep -q 'accepted' "$VM_RESULTS/srp-hold.log" ||
+    vm_die "srp_initiator did not log in: $(cat "$VM_RESULTS/srp-hold.log")"
+vm_log "srp_initiator holds a channel (pid $HOLD_PID)"
 start_delete "$RXE_DEV"
 if ! wait_until 90 test -e "$DEL_DONE_FILE"; then
     delete_diag 3a
@@ -131,12 +127,10 @@ vm_log "device removed; srptd still running"
 strip "$LOG" | grep -E 'device removed|removed device|let go|connection ending' | cut -c1-200 >&2 || true
 strip "$LOG" | grep -q 'removed device: channels closed, resources freed' ||
     vm_die "srptd did not free the removed device"
-if [ -n "$HOLD_PID" ]; then
-    wait "$HOLD_PID" || vm_die "srp-hold failed"
-    grep '^event' "$VM_RESULTS/srp-hold.log" | tail -n 2 >&2
-    strip "$LOG" | grep 'RDMA device removed' | grep -q 'channels=[1-9]' ||
-        vm_die "no channel was live when srptd saw the device removal"
-fi
+wait "$HOLD_PID" || vm_die "srp_initiator failed: $(cat "$VM_RESULTS/srp-hold.log")"
+grep 'event' "$VM_RESULTS/srp-hold.log" | tail -n 2 >&2
+strip "$LOG" | grep 'RDMA device removed' | grep -q 'channels=[1-9]' ||
+    vm_die "no channel was live when srptd saw the device removal"
 
 # Back again: the wildcard listener serves the new device.
 rdma link add "$RXE_DEV" type rxe netdev "$RXE_NETDEV"
