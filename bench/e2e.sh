@@ -4,7 +4,7 @@
 # one soft-RoCE QEMU VM run (see docs/performance.md).
 #
 #   bench/e2e.sh [--runs N] [--runtime S] [--size SIZE] [--smoke]
-#                [--no-profile] [--cases "case:numjobs ..."]
+#                [--no-profile|--profile CASE] [--cases "case:numjobs ..."]
 #                [--srptd-args "..."] [--out DIR]
 #
 #   --runs N        runs of every figure, median and min–max reported (3)
@@ -16,6 +16,7 @@
 #                   targets (timings are never checked)
 #   --no-profile    skip the perf profile (default: one extra run of
 #                   randread-4k-qd32 per target under `perf record -a -g`)
+#   --profile CASE  profile this fio section instead (e.g. randread-4k-qd1)
 #   --cases LIST    fio sections of bench/fio/srp-bench.fio with numjobs,
 #                   e.g. "randread-4k-qd1:1 write-1m-qd8:2" (default: all
 #                   sections with numjobs 1 and 2)
@@ -41,6 +42,7 @@ while [ $# -gt 0 ]; do
         --size) size=${2:?--size needs a value}; shift 2 ;;
         --smoke) smoke=1; shift ;;
         --no-profile) profile=; shift ;;
+        --profile) profile=${2:?--profile needs a fio section}; shift 2 ;;
         --cases) cases=${2:?--cases needs a value}; shift 2 ;;
         --srptd-args) srptd_args=${2?--srptd-args needs a value}; shift 2 ;;
         --out) out=${2:?--out needs a value}; shift 2 ;;

@@ -50,9 +50,10 @@ struct Cli {
     /// Data buffer pool per channel (e.g. 32M).
     #[arg(long, default_value = "32M")]
     pool_size: String,
-    /// Poller threads.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pollers: u16,
+    /// Poller threads (data path); each channel runs on the least loaded
+    /// one. Default: one per CPU srptd may use, at most 8.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pollers: Option<u16>,
     /// Worker threads per poller for file I/O.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     io_threads: u16,
@@ -255,7 +256,9 @@ fn setup(cli: &Cli) -> Result<(Options, TargetConfig), String> {
             ..LoginLimits::default()
         },
         pool_size: pool_size as usize,
-        pollers: cli.pollers as usize,
+        pollers: cli
+            .pollers
+            .map_or_else(srptd::target::default_pollers, usize::from),
         io_threads: cli.io_threads as usize,
         spin: Duration::from_micros(cli.spin_us),
         dm: !cli.no_dm,
@@ -298,9 +301,10 @@ fn main() -> ExitCode {
         Ok(s) => {
             let st = &s.stats;
             eprintln!(
-                "srptd: stopped: logins {} rejects {} commands {} immediate {} indirect {} external-tables {} zero-copy {} task-mgmt {} aborted {} protocol-errors {} leaked-channels {} leaked-srq-slots {}",
+                "srptd: stopped: logins {} rejects {} commands {} immediate {} indirect {} external-tables {} zero-copy {} task-mgmt {} aborted {} protocol-errors {} leaked-channels {} leaked-srq-slots {} poller-sleeps {} doorbells {}",
                 s.logins, s.rejects, st.commands, st.immediate, st.indirect, st.external_tables, st.zero_copy,
-                st.task_mgmt, st.aborted, st.protocol_errors, s.leaked_channels, s.leaked_srq_slots
+                st.task_mgmt, st.aborted, st.protocol_errors, s.leaked_channels, s.leaked_srq_slots,
+                s.poller_sleeps, s.doorbells
             );
             if s.leaked_channels == 0 && s.leaked_srq_slots == 0 {
                 ExitCode::SUCCESS

@@ -191,7 +191,7 @@ pub(crate) fn set_nonblocking(fd: i32, op: &'static str) -> Result<()> {
 /// programs and tests; the daemon uses tokio's `AsyncFd` instead).
 /// Returns whether it is readable.
 pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    wait_any(&[fd], timeout)
+    wait_any(&[fd], timeout).map(|m| m != 0)
 }
 
 /// [`wait_readable`] until `deadline`; false once it has passed (`op`
@@ -210,10 +210,12 @@ pub(crate) fn wait_readable_until(
 
 /// The most descriptors [`wait_any`] takes.
 pub const WAIT_ANY_MAX: usize = 16;
+const _: () = assert!(WAIT_ANY_MAX <= 32, "wait_any reports readiness in a u32");
 
-/// Waits until any of `fds` is readable or `timeout` passes; returns
-/// whether one was readable.
-pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<bool> {
+/// Waits until any of `fds` is readable or `timeout` passes (`None`: no
+/// timeout, so no timer is set up); returns the readable ones as a bit mask
+/// (bit i: `fds[i]`), 0 on timeout.
+pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<u32> {
     let ms = match timeout {
         None => -1,
         Some(t) => t.as_millis().min(i32::MAX as u128) as i32,
@@ -246,7 +248,13 @@ pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result
             }
             return Err(e);
         }
-        return Ok(n > 0);
+        // Errors and hang-ups count as readable: the read says what it is.
+        let mask = pfds[..fds.len()]
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.revents != 0)
+            .fold(0u32, |m, (i, _)| m | (1 << i));
+        return Ok(mask);
     }
 }
 

@@ -96,7 +96,7 @@ impl Default for Options {
             devices: Vec::new(),
             limits: LoginLimits::default(),
             pool_size: 32 << 20,
-            pollers: 1,
+            pollers: default_pollers(),
             io_threads: 4,
             spin: Duration::from_micros(50),
             shutdown_timeout: Duration::from_secs(10),
@@ -106,6 +106,18 @@ impl Default for Options {
         }
     }
 }
+
+/// Poller threads by default: one per CPU the process may run on, at most
+/// [`MAX_DEFAULT_POLLERS`]. An idle poller sleeps, so spare ones cost
+/// nothing; channels go to the least loaded one.
+pub fn default_pollers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_DEFAULT_POLLERS)
+}
+
+/// Upper bound of [`default_pollers`].
+pub const MAX_DEFAULT_POLLERS: usize = 8;
 
 /// Why the target could not start.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +148,11 @@ pub struct Summary {
     pub leaked_srq_slots: u64,
     /// Sum of the channels' counters.
     pub stats: ChannelStats,
+    /// Times the pollers went to sleep (woken by a completion event, a
+    /// control message or a backstore completion).
+    pub poller_sleeps: u64,
+    /// `ibv_post_send` calls (each a doorbell system call on soft-RoCE).
+    pub doorbells: u64,
 }
 
 struct Conn {
@@ -369,6 +386,11 @@ impl Control {
             }
         }
         self.summary.leaked_channels = self.conns.len();
+        for p in &self.pollers {
+            let c = p.counters();
+            self.summary.poller_sleeps += c.sleeps.load(std::sync::atomic::Ordering::Relaxed);
+            self.summary.doorbells += c.doorbells.load(std::sync::atomic::Ordering::Relaxed);
+        }
         for d in self.devices.values().chain(self.removing.values()) {
             if let Some(srq) = d.srq() {
                 let lost = srq.slots().saturating_sub(srq.posted());
@@ -786,7 +808,7 @@ impl Control {
         };
         let key = self.next_key;
         self.next_key += 1;
-        let p = (key as usize) % self.pollers.len();
+        let p = self.least_loaded_poller();
         let attr = device.attr().clone();
         tracing::debug!(
             responder_resources = conn.responder_resources,
@@ -963,6 +985,18 @@ impl Control {
             }
         }
         self.pollers[c.poller].send(PollerMsg::Disconnect(key));
+    }
+
+    /// The poller with the fewest channels (the lowest index on a tie), so
+    /// that the channels of one login land on different threads: on
+    /// soft-RoCE every posting thread also carries the queue pair's protocol
+    /// work.
+    fn least_loaded_poller(&self) -> usize {
+        let mut load = vec![0usize; self.pollers.len()];
+        for c in self.conns.values() {
+            load[c.poller] += 1;
+        }
+        (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0)
     }
 
     fn on_poller_event(&mut self, ev: PollerEvent) {

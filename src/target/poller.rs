@@ -13,6 +13,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -67,6 +68,8 @@ pub struct ChannelDriver {
     cq_empty_after_marker: bool,
     drained_reported: bool,
     closed: bool,
+    /// `ibv_post_send` calls (doorbells) made for this channel.
+    doorbells: u64,
 }
 
 impl ChannelDriver {
@@ -103,6 +106,7 @@ impl ChannelDriver {
             cq_empty_after_marker: false,
             drained_reported: false,
             closed: false,
+            doorbells: 0,
         }
     }
 
@@ -268,6 +272,7 @@ impl ChannelDriver {
             if failed {
                 break;
             }
+            self.doorbells += 1;
             if let Err(e) = self.qp.post_send(&reqs[..chunk.len()], &mut self.send_scratch) {
                 if self.drain.is_none() {
                     tracing::error!(error = %e.error, posted = e.posted, "post_send failed");
@@ -373,6 +378,52 @@ impl ChannelDriver {
     }
 }
 
+/// How long a poller keeps polling after its last work before it arms its
+/// completion queues and sleeps, adapted to how soon work comes back, in the
+/// manner of Linux's haltpoll cpuidle governor: a sleep that ends within
+/// the longest window (`--spin-us`) would have been avoided by spinning
+/// longer, so the window doubles (from a quarter of the maximum); a longer
+/// sleep means spinning was wasted, so it halves, down to 0. With a real NIC
+/// a 4 KiB command's round trip is a few microseconds and the window stays
+/// at its maximum; where completions take longer than the window (soft-RoCE
+/// under emulation, idle channels) the poller stops burning CPU for nothing.
+#[derive(Debug, Clone)]
+pub struct SpinPolicy {
+    max: u64,
+    window: u64,
+}
+
+impl SpinPolicy {
+    /// `max`: the longest window, in any tick unit (0: never spin).
+    pub fn new(max: u64) -> SpinPolicy {
+        SpinPolicy { max, window: max }
+    }
+
+    /// `d` in ticks of `ticks_per_ms`.
+    pub fn ticks(d: Duration, ticks_per_ms: u64) -> u64 {
+        (d.as_nanos().saturating_mul(u128::from(ticks_per_ms)) / 1_000_000).min(u128::from(u64::MAX)) as u64
+    }
+
+    /// The current window.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// The poller gave up spinning and slept for `slept` ticks (0: it found
+    /// work right after giving up).
+    pub fn after_sleep(&mut self, slept: u64) {
+        let start = self.max / 4;
+        if slept <= self.max {
+            self.window = self.window.saturating_mul(2).clamp(start, self.max);
+        } else {
+            self.window /= 2;
+            if self.window < start {
+                self.window = 0;
+            }
+        }
+    }
+}
+
 /// A blocking SCSI command for the worker pool.
 #[derive(Debug)]
 pub struct ExecJob {
@@ -423,10 +474,20 @@ pub enum PollerMsg {
     Stop,
 }
 
+/// What a poller counts about itself (read by the control plane at exit).
+#[derive(Debug, Default)]
+pub struct PollerCounters {
+    /// Times the poller went to sleep on its completion channels.
+    pub sleeps: AtomicU64,
+    /// `ibv_post_send` calls of channels that have closed.
+    pub doorbells: AtomicU64,
+}
+
 /// The control plane's handle on a poller thread.
 #[derive(Debug)]
 pub struct PollerHandle {
     tx: Mutex<Sender<PollerMsg>>,
+    counters: Arc<PollerCounters>,
     wake: Mutex<UnixStream>,
     comp_channels: Arc<Mutex<HashMap<String, Arc<CompletionChannel>>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -467,6 +528,11 @@ impl PollerHandle {
         {
             m.remove(device.name());
         }
+    }
+
+    /// The poller's counters.
+    pub fn counters(&self) -> &PollerCounters {
+        &self.counters
     }
 
     /// Waits for the thread to end (after `Stop`).
@@ -514,8 +580,10 @@ pub fn spawn(
         },
     )?;
     let comp_channels = Arc::new(Mutex::new(HashMap::new()));
+    let counters = Arc::new(PollerCounters::default());
     let handle = Arc::new(PollerHandle {
         tx: Mutex::new(tx),
+        counters: counters.clone(),
         wake: Mutex::new(wake_tx),
         comp_channels: comp_channels.clone(),
         thread: Mutex::new(None),
@@ -534,6 +602,7 @@ pub fn spawn(
                 comp_channels,
                 chans: Vec::new(),
                 cfg,
+                counters,
             };
             p.run();
         })?;
@@ -551,6 +620,7 @@ struct Poller {
     comp_channels: Arc<Mutex<HashMap<String, Arc<CompletionChannel>>>>,
     chans: Vec<ChannelDriver>,
     cfg: PollerConfig,
+    counters: Arc<PollerCounters>,
 }
 
 impl Poller {
@@ -630,20 +700,22 @@ impl Poller {
             d.run_actions(&self.exec, &self.events);
             work += 1;
         }
-        self.chans.retain(|d| !d.closed);
+        let counters = &self.counters;
+        self.chans.retain(|d| {
+            if d.closed {
+                counters.doorbells.fetch_add(d.doorbells, Ordering::Relaxed);
+            }
+            !d.closed
+        });
         work
     }
 
     fn run(&mut self) {
-        // Empty passes between clock reads while spinning. Reading the clock
-        // is a system call where the vDSO cannot use the TSC (VMs with an
-        // HPET or ACPI PM clocksource, such as QEMU TCG), and there it cost
-        // more than the whole command path: no clock read per pass.
-        const PASSES_PER_CLOCK_READ: u32 = 64;
+        let mut spin = SpinPolicy::new(SpinPolicy::ticks(self.cfg.spin, rdma::os::ticks_per_ms()));
         let mut wcs = vec![WorkCompletion::default(); 64];
         let mut stop = false;
-        let mut idle_passes = 0u32;
-        let mut idle_since: Option<Instant> = None;
+        // Spinning since (ticks; `rdma::os::ticks`, no system call).
+        let mut idle_since: Option<u64> = None;
         let mut chans: Vec<Arc<CompletionChannel>> = Vec::new();
         loop {
             let work = self.poll_once(&mut wcs, &mut stop);
@@ -651,21 +723,15 @@ impl Poller {
                 break;
             }
             if work > 0 {
-                idle_passes = 0;
                 idle_since = None;
                 continue;
             }
-            idle_passes = idle_passes.wrapping_add(1);
-            if !self.cfg.spin.is_zero() {
-                if idle_passes % PASSES_PER_CLOCK_READ != 0 {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                let now = Instant::now();
-                if now.duration_since(*idle_since.get_or_insert(now)) < self.cfg.spin {
-                    continue;
-                }
+            let now = rdma::os::ticks();
+            if now.saturating_sub(*idle_since.get_or_insert(now)) < spin.window() {
+                std::hint::spin_loop();
+                continue;
             }
+            idle_since = None;
             // Idle: arm every CQ, then look once more so that a completion
             // that arrived before the arm is not slept through.
             for d in &self.chans {
@@ -673,32 +739,51 @@ impl Poller {
                     tracing::error!(error = %e, "arming a completion queue failed");
                 }
             }
-            idle_passes = 0;
-            idle_since = None;
             if self.poll_once(&mut wcs, &mut stop) > 0 {
+                // Work right after the spin gave up: it was too short.
+                spin.after_sleep(0);
                 continue;
             }
             chans.clear();
             if let Ok(m) = self.comp_channels.lock() {
                 chans.extend(m.values().cloned());
             }
-            {
-                // Completion channels past the first WAIT_ANY_MAX - 1
-                // devices are looked at on the 200 ms timeout.
+            // Completion channels past the first WAIT_ANY_MAX - 1 devices
+            // are looked at on a 200 ms timeout; otherwise no timeout (and
+            // no timer to set up per sleep): every event that needs the
+            // poller arrives on one of the descriptors.
+            let watched = chans.len().min(rdma::WAIT_ANY_MAX - 1);
+            let ready = {
                 let mut fds = [self.wake.as_fd(); rdma::WAIT_ANY_MAX];
-                let n = 1 + chans.len().min(rdma::WAIT_ANY_MAX - 1);
-                for (slot, c) in fds[1..n].iter_mut().zip(&chans) {
+                for (slot, c) in fds[1..=watched].iter_mut().zip(&chans) {
                     *slot = c.as_fd();
                 }
-                if let Err(e) = rdma::wait_any(&fds[..n], Some(Duration::from_millis(200))) {
+                let timeout = (watched < chans.len()).then_some(Duration::from_millis(200));
+                self.counters.sleeps.fetch_add(1, Ordering::Relaxed);
+                let t0 = rdma::os::ticks();
+                let ready = rdma::wait_any(&fds[..=watched], timeout).unwrap_or_else(|e| {
                     tracing::error!(error = %e, "waiting for completions failed");
+                    0
+                });
+                spin.after_sleep(rdma::os::ticks().saturating_sub(t0));
+                ready
+            };
+            // One event per ready channel (each armed CQ gives at most one;
+            // another one pending keeps the descriptor readable for the next
+            // sleep), so no read ends in EAGAIN.
+            for (i, c) in chans.iter().enumerate() {
+                if i >= watched {
+                    while let Ok(Some(_)) = c.get_event() {}
+                } else if ready & (1 << (i + 1)) != 0 {
+                    if let Err(e) = c.get_event() {
+                        tracing::error!(error = %e, "reading a completion event failed");
+                    }
                 }
             }
-            for c in &chans {
-                while let Ok(Some(_)) = c.get_event() {}
+            if ready & 1 != 0 {
+                let mut sink = [0u8; 64];
+                while matches!(self.wake.read(&mut sink), Ok(n) if n == sink.len()) {}
             }
-            let mut sink = [0u8; 64];
-            while matches!(self.wake.read(&mut sink), Ok(n) if n > 0) {}
         }
         tracing::debug!("poller stopped");
     }
@@ -708,5 +793,60 @@ impl Poller {
         if let Some(d) = self.chans.iter_mut().find(|c| c.key == key) {
             d.run_actions(exec, events);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SpinPolicy;
+    use std::time::Duration;
+
+    #[test]
+    fn spin_window_shrinks_to_zero_when_sleeps_are_long() {
+        let mut p = SpinPolicy::new(400);
+        assert_eq!(p.window(), 400);
+        let mut seen = vec![];
+        for _ in 0..4 {
+            p.after_sleep(10_000);
+            seen.push(p.window());
+        }
+        // Halves until below a quarter of the maximum, then off.
+        assert_eq!(seen, [200, 100, 0, 0]);
+    }
+
+    #[test]
+    fn spin_window_grows_back_when_work_comes_soon_after_sleeping() {
+        let mut p = SpinPolicy::new(400);
+        for _ in 0..3 {
+            p.after_sleep(10_000);
+        }
+        assert_eq!(p.window(), 0);
+        p.after_sleep(50);
+        assert_eq!(p.window(), 100, "restarts at a quarter of the maximum");
+        p.after_sleep(0);
+        assert_eq!(p.window(), 200);
+        p.after_sleep(400);
+        assert_eq!(p.window(), 400);
+        p.after_sleep(1);
+        assert_eq!(p.window(), 400, "never beyond the maximum");
+    }
+
+    #[test]
+    fn zero_maximum_never_spins() {
+        let mut p = SpinPolicy::new(0);
+        p.after_sleep(0);
+        assert_eq!(p.window(), 0);
+        p.after_sleep(5);
+        assert_eq!(p.window(), 0);
+    }
+
+    #[test]
+    fn durations_convert_to_ticks() {
+        assert_eq!(SpinPolicy::ticks(Duration::from_micros(50), 3_000_000), 150_000);
+        assert_eq!(SpinPolicy::ticks(Duration::ZERO, 3_000_000), 0);
+        assert_eq!(
+            SpinPolicy::ticks(Duration::from_secs(u64::MAX), u64::MAX),
+            u64::MAX
+        );
     }
 }
