@@ -16,7 +16,8 @@
 #                   targets (timings are never checked)
 #   --no-profile    skip the perf profile (default: one extra run of
 #                   randread-4k-qd32 per target under `perf record -a -g`)
-#   --profile CASE  profile this fio section instead (e.g. randread-4k-qd1)
+#   --profile CASE[:JOBS]  profile this fio section instead (e.g. randread-4k-qd1,
+#                   randwrite-4k-qd32:2)
 #   --cases LIST    fio sections of bench/fio/srp-bench.fio with numjobs,
 #                   e.g. "randread-4k-qd1:1 write-1m-qd8:2" (default: all
 #                   sections with numjobs 1 and 2)

@@ -244,12 +244,13 @@ run_all_cases() {
 # profile <target> <dev>: one run of $PROFILE_CASE under perf, system wide
 # (software cpu-clock event: there is no PMU under TCG). Best effort.
 profile() {
-    local target=$1 dev=$2 data=/tmp/perf-$1.data perf
+    local target=$1 dev=$2 data=/tmp/perf-$1.data perf section=${PROFILE_CASE%%:*} jobs=1
     [ -n "$PROFILE_CASE" ] || return 0
+    [[ $PROFILE_CASE == *:* ]] && jobs=${PROFILE_CASE#*:}
     perf=$(command -v perf) || { vm_log "no perf: skipping the profile"; return 0; }
     vm_log "profiling $target: $PROFILE_CASE under perf record -a -g"
-    if ! DEV=$dev RUNTIME=$RUNTIME NUMJOBS=1 "$perf" record --no-buildid-cache -a -g -e cpu-clock -F 999 -o "$data" -- \
-        fio --section="$PROFILE_CASE" --output-format=json --output="$OUT/fio/$target-profile.json" "$JOBFILE" \
+    if ! DEV=$dev RUNTIME=$RUNTIME NUMJOBS=$jobs "$perf" record --no-buildid-cache -a -g -e cpu-clock -F 999 -o "$data" -- \
+        fio --section="$section" --output-format=json --output="$OUT/fio/$target-profile.json" "$JOBFILE" \
         > "$OUT/perf-$target-record.log" 2>&1; then
         vm_log "perf record failed: $(tail -n 3 "$OUT/perf-$target-record.log" | tr '\n' ' ')"
         return 0
