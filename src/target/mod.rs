@@ -992,11 +992,7 @@ impl Control {
     /// soft-RoCE every posting thread also carries the queue pair's protocol
     /// work.
     fn least_loaded_poller(&self) -> usize {
-        let mut load = vec![0usize; self.pollers.len()];
-        for c in self.conns.values() {
-            load[c.poller] += 1;
-        }
-        (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0)
+        least_loaded(self.pollers.len(), self.conns.values().map(|c| c.poller))
     }
 
     fn on_poller_event(&mut self, ev: PollerEvent) {
@@ -1024,6 +1020,18 @@ impl Control {
     }
 }
 
+/// Of `n` pollers, the one with the fewest of the `assigned` channels (each
+/// given by its poller's index); the lowest index on a tie.
+fn least_loaded(n: usize, assigned: impl Iterator<Item = usize>) -> usize {
+    let mut load = vec![0usize; n.max(1)];
+    for p in assigned {
+        if let Some(l) = load.get_mut(p) {
+            *l += 1;
+        }
+    }
+    (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0)
+}
+
 /// RDMA READs a channel may have outstanding: what the initiator offers
 /// (its responder resources), at most the device's `max_qp_init_rd_atom`,
 /// at least 1 (the DM agent advertises this with the largest offer).
@@ -1034,6 +1042,21 @@ pub fn rdma_read_depth(offered: u8, max_qp_init_rd_atom: u32) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channels_go_to_the_least_loaded_poller() {
+        assert_eq!(least_loaded(1, [].into_iter()), 0);
+        assert_eq!(least_loaded(2, [].into_iter()), 0);
+        // The second channel of a login goes to the other poller.
+        assert_eq!(least_loaded(2, [0].into_iter()), 1);
+        assert_eq!(least_loaded(4, [0, 1, 3].into_iter()), 2);
+        // A poller freed by a logout is refilled first.
+        assert_eq!(least_loaded(3, [0, 0, 2, 2].into_iter()), 1);
+        assert_eq!(least_loaded(2, [1, 1, 0].into_iter()), 0);
+        // Stale indices (never produced) are ignored, not a panic.
+        assert_eq!(least_loaded(2, [0, 7].into_iter()), 1);
+        assert_eq!(least_loaded(0, [].into_iter()), 0);
+    }
 
     #[test]
     fn ib_listener_address() {

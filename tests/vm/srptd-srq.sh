@@ -32,7 +32,7 @@ check_summary() {
     line=$(grep 'srptd: stopped:' "$LOG" | tail -n1)
     vm_log "$what: $line"
     echo "$line" | grep -q 'leaked-channels 0 ' || { vm_die "$what: leaked channels"; return 1; }
-    echo "$line" | grep -q 'leaked-srq-slots 0$' || { vm_die "$what: SRQ slots lost"; return 1; }
+    echo "$line" | grep -Eq 'leaked-srq-slots 0( |$)' || { vm_die "$what: SRQ slots lost"; return 1; }
 }
 
 rxe_setup
