@@ -755,6 +755,15 @@ impl Control {
             queue_depth: self.opts.limits.queue_depth,
         });
         let d = Arc::new(Device::new(ctx, id.handle(), &ram, srq.as_ref())?);
+        // Every poller's completion channel for the device now, not at the
+        // first channel that lands on it: the descriptors a device costs are
+        // all taken when it is opened, and a login never adds one.
+        if let Err(e) = self.pollers.iter().try_for_each(|p| p.comp_channel(&d).map(drop)) {
+            for p in &self.pollers {
+                p.forget_device(&d);
+            }
+            return Err(e);
+        }
         self.devices.insert(name, d.clone());
         Ok(d)
     }
