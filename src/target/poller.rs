@@ -522,11 +522,23 @@ impl PollerHandle {
     /// Drops the completion channel of `device` (removed; its channels are
     /// gone), which holds the device context open.
     pub fn forget_device(&self, device: &Device) {
-        let mut m = self.comp_channels.lock().expect("poller map poisoned");
-        if m.get(device.name())
-            .is_some_and(|c| c.context().same_context(device.context()))
-        {
-            m.remove(device.name());
+        let removed = {
+            let mut m = self.comp_channels.lock().expect("poller map poisoned");
+            if m.get(device.name())
+                .is_some_and(|c| c.context().same_context(device.context()))
+            {
+                m.remove(device.name())
+            } else {
+                None
+            }
+        };
+        if removed.is_some() {
+            // A sleeping poller holds the channels it waits on (and so the
+            // device context, which the kernel's device removal waits for)
+            // until it wakes: wake it now.
+            if let Ok(mut w) = self.wake.lock() {
+                let _ = w.write(&[1]);
+            }
         }
     }
 
@@ -784,6 +796,9 @@ impl Poller {
                 let mut sink = [0u8; 64];
                 while matches!(self.wake.read(&mut sink), Ok(n) if n == sink.len()) {}
             }
+            // Hold no channel while awake: one forgotten meanwhile (its
+            // device removed) must not keep the device open.
+            chans.clear();
         }
         tracing::debug!("poller stopped");
     }
