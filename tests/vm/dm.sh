@@ -44,7 +44,7 @@ check() {
 }
 # check_grep <what> <file> <fixed string>
 check_grep() {
-    if nocolor "$2" | grep -qF -- "$3"; then
+    if nocolor "$2" | grep -cF -- "$3" >/dev/null; then
         vm_log "ok: $1"
     else
         vm_log "FAIL: $1: no '$3' in $2"

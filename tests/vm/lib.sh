@@ -180,19 +180,19 @@ lio_teardown() {
             rmdir "$d" 2>/dev/null || true
         done
     fi
-    if lsmod | grep -q '^ib_srpt '; then
+    if lsmod | grep -c '^ib_srpt ' >/dev/null; then
         wait_until 20 rmmod ib_srpt || { vm_die "rmmod ib_srpt: $(lsmod | grep ib_srpt)"; return 1; }
     fi
     # target_core_{iblock,file,pscsi,user} may have been pulled in; rd is
     # built into target_core_mod on Debian.
     for m in target_core_user target_core_pscsi target_core_file target_core_iblock; do
-        lsmod | grep -q "^$m " && rmmod "$m"
+        lsmod | grep -c "^$m " >/dev/null && rmmod "$m"
     done
-    if lsmod | grep -q '^target_core_mod '; then
+    if lsmod | grep -c '^target_core_mod ' >/dev/null; then
         wait_until 20 rmmod target_core_mod ||
             { vm_die "rmmod target_core_mod: $(lsmod | grep target_core)"; return 1; }
     fi
-    if lsmod | grep -qE '^(ib_srpt|target_core_mod) '; then
+    if lsmod | grep -cE '^(ib_srpt|target_core_mod) ' >/dev/null; then
         vm_die "kernel target still loaded"; return 1
     fi
     vm_log "lio: torn down, ib_srpt and target_core_mod unloaded"
@@ -233,7 +233,7 @@ wait_for_disk() {
 # srp_load [ib_srp module params...]: (re)load ib_srp with these params.
 # SRP_DYNDBG=1 also enables its pr_debug/dev_dbg output (dyndbg=+p).
 srp_load() {
-    if lsmod | grep -q '^ib_srp '; then
+    if lsmod | grep -c '^ib_srp ' >/dev/null; then
         srp_logout_all
         rmmod ib_srp || { vm_die "rmmod ib_srp"; return 1; }
     fi
@@ -246,7 +246,7 @@ srp_load() {
 }
 
 srp_unload() {
-    lsmod | grep -q '^ib_srp ' || return 0
+    lsmod | grep -c '^ib_srp ' >/dev/null || return 0
     srp_logout_all
     rmmod ib_srp
 }
@@ -347,7 +347,7 @@ srptd_bin() {
 srptd_start() {
     local bin log=$VM_RESULTS/srptd.log line
     bin=$(srptd_bin) || return 1
-    if lsmod | grep -q '^ib_srpt '; then vm_die "ib_srpt is loaded; run lio_teardown first"; return 1; fi
+    if lsmod | grep -c '^ib_srpt ' >/dev/null; then vm_die "ib_srpt is loaded; run lio_teardown first"; return 1; fi
     [ $# -gt 0 ] || set -- --lun ram:256M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
     vm_log "starting $bin $*"
     : > "$log"

@@ -75,7 +75,7 @@ SRPTD_LOG=srptd=debug srptd_start "${LUNS[@]}" $(srptd_args)
 SRP_VENDOR=SRPTD SRP_DYNDBG=1 SRP_TARGET_OPTS=max_sect=2048 \
     srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2 >/dev/null
 [ "$(srp_ch_count)" = 2 ] || vm_die "ch_count $(srp_ch_count), expected 2"
-dmesg | grep -qi 'using immediate data' || vm_die "ib_srp does not use immediate data"
+dmesg | grep -ci 'using immediate data' >/dev/null || vm_die "ib_srp does not use immediate data"
 echo "module ib_srp -p" > /sys/kernel/debug/dynamic_debug/control 2>/dev/null || true
 declare -a DEV SERIAL
 for l in 0 1 2 3; do

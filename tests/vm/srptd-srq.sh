@@ -31,7 +31,7 @@ check_summary() {
     local what=$1 line
     line=$(grep 'srptd: stopped:' "$LOG" | tail -n1)
     vm_log "$what: $line"
-    echo "$line" | grep -q 'leaked-channels 0 ' || { vm_die "$what: leaked channels"; return 1; }
+    echo "$line" | grep -c 'leaked-channels 0 ' >/dev/null || { vm_die "$what: leaked channels"; return 1; }
     echo "$line" | grep -Eq 'leaked-srq-slots 0( |$)' || { vm_die "$what: SRQ slots lost"; return 1; }
 }
 
@@ -48,7 +48,7 @@ strip "$LOG" | grep -m1 'shared receive queue' | cut -c1-200 >&2 ||
     vm_die "srptd did not create a shared receive queue"
 vm_log "logged in: $dev, $(srp_ch_count) channels"
 [ "$(srp_ch_count)" = 2 ] || vm_die "expected 2 channels"
-dmesg | grep -q 'ib_srp: using immediate data' || vm_die "ib_srp does not use immediate data"
+dmesg | grep -c 'ib_srp: using immediate data' >/dev/null || vm_die "ib_srp does not use immediate data"
 [ "$(strip "$LOG" | grep 'login accepted' | grep -c 'immediate_data=true.*srq=true')" = 2 ] ||
     vm_die "srptd did not accept two SRQ logins with immediate data: $(strip "$LOG" | grep 'login accepted')"
 fio_verify "$dev" 4 randwrite 4k 32
@@ -125,11 +125,11 @@ fi
 _pid_gone "$SRPTD_PID" && vm_die "srptd exited on device removal"
 vm_log "device removed; srptd still running"
 strip "$LOG" | grep -E 'device removed|removed device|let go|connection ending' | cut -c1-200 >&2 || true
-strip "$LOG" | grep -q 'removed device: channels closed, resources freed' ||
+strip "$LOG" | grep -c 'removed device: channels closed, resources freed' >/dev/null ||
     vm_die "srptd did not free the removed device"
 wait "$HOLD_PID" || vm_die "srp_initiator failed: $(cat "$VM_RESULTS/srp-hold.log")"
 grep 'event' "$VM_RESULTS/srp-hold.log" | tail -n 2 >&2
-strip "$LOG" | grep 'RDMA device removed' | grep -q 'channels=[1-9]' ||
+strip "$LOG" | grep 'RDMA device removed' | grep -c 'channels=[1-9]' >/dev/null ||
     vm_die "no channel was live when srptd saw the device removal"
 
 # Back again: the wildcard listener serves the new device.
