@@ -307,8 +307,6 @@ pub struct Channel {
     recv_slot: u32,
     /// Slots in `recv` (the channel's own ring, or the shared one).
     n_recv: u32,
-    /// Whether `recv` is a shared ring (slots always go back to it).
-    shared: bool,
     /// Contexts holding a receive slot (not yet responding).
     held: u32,
     /// Context (and send slot) capacity: `cfg.max_contexts()`.
@@ -349,10 +347,10 @@ pub struct ExecRequest<'a> {
     pub len: u32,
 }
 
-fn read_desc(buf: &DmaBuf, offset: u64) -> Option<DirectDesc> {
+fn read_desc(buf: &DmaBuf, offset: u64) -> DirectDesc {
     let mut b = [0u8; DirectDesc::LEN];
     buf.read(offset as usize, &mut b);
-    Some(DirectDesc::decode(&b))
+    DirectDesc::decode(&b)
 }
 
 impl Channel {
@@ -364,7 +362,7 @@ impl Channel {
         let max_ctxs = cfg.max_contexts().min(u32::from(CmdId::MAX) + 1);
         let send_slot = cfg.max_ti_iu_len.max(64).next_multiple_of(64);
         let n_send = max_ctxs + TARGET_IU_SLOTS;
-        let (recv, recv_slot, n_recv, shared) = match &cfg.shared_recv {
+        let (recv, recv_slot, n_recv) = match &cfg.shared_recv {
             Some(s) => {
                 // A request IU must fit a slot whole (immediate data too).
                 let fits = s.slot_size >= cfg.it_iu_len
@@ -377,13 +375,13 @@ impl Channel {
                         "shared receive ring does not fit the channel's IU length",
                     ));
                 }
-                (s.buf.clone(), s.slot_size, s.slots, true)
+                (s.buf.clone(), s.slot_size, s.slots)
             }
             None => {
                 let slot = cfg.it_iu_len.next_multiple_of(64);
                 let n = cfg.recv_slots();
                 let buf = Arc::new(DmaBuf::new(slot as usize * n as usize)?);
-                (buf, slot, n, false)
+                (buf, slot, n)
             }
         };
         let send = Arc::new(DmaBuf::new(send_slot as usize * n_send as usize)?);
@@ -393,7 +391,7 @@ impl Channel {
         let table_bytes = (cfg.max_desc as usize * DESC_LEN as usize).max(4096);
         let tables = DataPool::new(table_bytes * (cfg.queue_depth as usize).min(16))?;
         let mut actions = VecDeque::with_capacity(4 * max_ctxs as usize + 64);
-        if !shared {
+        if cfg.shared_recv.is_none() {
             for slot in 0..n_recv {
                 actions.push_back(Action::PostRecv { slot });
             }
@@ -408,7 +406,6 @@ impl Channel {
             recv,
             recv_slot,
             n_recv,
-            shared,
             held: 0,
             max_ctxs,
             send,
@@ -439,7 +436,7 @@ impl Channel {
 
     /// Whether the channel receives into a shared ring.
     pub fn shares_recv(&self) -> bool {
-        self.shared
+        self.cfg.shared_recv.is_some()
     }
 
     /// Byte offset and length of receive slot `slot` in [`recv_buf`](Self::recv_buf).
@@ -506,7 +503,7 @@ impl Channel {
         ) {
             // Too late to serve it. A shared slot still goes back to the
             // shared ring; an own slot dies with the channel.
-            if self.shared {
+            if self.shares_recv() {
                 self.actions.push_back(Action::PostRecv { slot });
             }
             return;
@@ -528,7 +525,7 @@ impl Channel {
                     self.stats.protocol_errors += 1;
                 }
                 tracing::info!("initiator logout");
-                if self.shared {
+                if self.shares_recv() {
                     self.actions.push_back(Action::PostRecv { slot });
                 }
                 self.disconnect();
@@ -576,7 +573,7 @@ impl Channel {
             // A shared receive queue never flushes its receives to a queue
             // pair: a failed one was consumed (e.g. an IU longer than the
             // slot) and goes back to the ring.
-            if self.shared && w.index < self.n_recv {
+            if self.shares_recv() && w.index < self.n_recv {
                 self.actions.push_back(Action::PostRecv { slot: w.index });
             }
             if matches!(self.state, ChannelState::Live | ChannelState::LoggingOut) {
@@ -1325,11 +1322,12 @@ impl Channel {
         match c.descs {
             Descs::One(d) if i == 0 => Some(d),
             Descs::InIu { offset, count } if i < count => {
-                read_desc(&self.recv, offset as u64 + (i * DESC_LEN) as u64)
+                Some(read_desc(&self.recv, offset as u64 + (i * DESC_LEN) as u64))
             }
-            Descs::Table { offset, count } if i < count => {
-                read_desc(self.tables.buf(), offset as u64 + (i * DESC_LEN) as u64)
-            }
+            Descs::Table { offset, count } if i < count => Some(read_desc(
+                self.tables.buf(),
+                offset as u64 + (i * DESC_LEN) as u64,
+            )),
             _ => None,
         }
     }
@@ -1557,7 +1555,7 @@ impl Channel {
         if c.state != St::Responding {
             debug_assert!(self.held > 0, "receive slot count underflow");
             self.held = self.held.saturating_sub(1);
-            if live || self.shared {
+            if live || self.shares_recv() {
                 self.actions.push_back(Action::PostRecv { slot: c.slot });
             }
         }

@@ -661,7 +661,8 @@ impl<W: RawWr> WrChain<W> {
     /// Builds the chain; returns its head. Pointers stay valid until the
     /// next mutation of `self`.
     fn build<R: ToRawWr<W>>(&mut self, reqs: &[R]) -> *mut W {
-        self.clear();
+        // Empty: `post` clears after every use.
+        debug_assert!(self.wrs.is_empty() && self.sges.is_empty());
         let nsge: usize = reqs.iter().map(|r| r.local().len()).sum();
         self.sges.reserve(nsge);
         self.wrs.reserve(reqs.len());

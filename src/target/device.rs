@@ -47,6 +47,36 @@ pub fn srq_slots(s: &SrqSettings, max_srq_wr: u32) -> u32 {
     want.min(max_srq_wr).clamp(1, MAX_SRQ_SLOTS)
 }
 
+/// Receive requests chained into one `ibv_post_recv` / `ibv_post_srq_recv`.
+pub const RECV_BATCH: usize = 32;
+
+/// Builds the receive requests of `slots` (at most [`RECV_BATCH`]) of a ring
+/// of `slot_size`-byte slots in `mr` on the stack and hands them to `post`
+/// (one chain, one doorbell). `None`, with nothing posted, if there are too
+/// many slots or one lies outside `mr`.
+pub fn with_recv_chain<T>(
+    mr: &MemoryRegion,
+    slot_size: u32,
+    slots: &[u32],
+    post: impl FnOnce(&[RecvRequest<'_>]) -> T,
+) -> Option<T> {
+    if slots.len() > RECV_BATCH {
+        return None;
+    }
+    let mut sges = [Sge::default(); RECV_BATCH];
+    for (sge, &slot) in sges.iter_mut().zip(slots) {
+        *sge = mr.sge(slot as usize * slot_size as usize, slot_size)?;
+    }
+    let mut reqs = [RecvRequest { wr_id: 0, local: &[] }; RECV_BATCH];
+    for ((req, &slot), sge) in reqs.iter_mut().zip(slots).zip(&sges) {
+        *req = RecvRequest {
+            wr_id: WrId::recv(slot),
+            local: std::slice::from_ref(sge),
+        };
+    }
+    Some(post(&reqs[..slots.len()]))
+}
+
 /// A device's shared receive queue and the ring of receive buffers posted
 /// to it. Every slot is either posted (its bit set) or owned by exactly one
 /// channel, which gives it back with `Action::PostRecv`; posting and
@@ -137,40 +167,34 @@ impl SrqRing {
         self.posted[w].fetch_and(!b, Ordering::Relaxed) & b != 0
     }
 
-    /// Posts `slots` (one doorbell per batch of 32); returns how many could
+    /// Posts `slots` (one doorbell per [`RECV_BATCH`]); returns how many could
     /// not be posted (logged; they count as lost). A slot that is already
     /// posted is skipped with an error: posting it twice would let two
     /// receives land in one buffer.
     pub fn post(&self, slots: &[u32], scratch: &mut RecvScratch) -> usize {
-        const BATCH: usize = 32;
         let mut lost = 0;
-        let mut batch = [0u32; BATCH];
+        let mut batch = [0u32; RECV_BATCH];
         let mut n = 0;
         let flush = |batch: &[u32], scratch: &mut RecvScratch| -> usize {
-            let mut sges = [Sge::default(); BATCH];
-            let mut reqs = [RecvRequest { wr_id: 0, local: &[] }; BATCH];
-            for (i, &slot) in batch.iter().enumerate() {
-                let off = slot as usize * self.recv.slot_size as usize;
-                // In range: slot < slots, checked by the caller loop.
-                sges[i] = self.mr.sge(off, self.recv.slot_size).unwrap_or_default();
-            }
-            for (i, &slot) in batch.iter().enumerate() {
-                reqs[i] = RecvRequest {
-                    wr_id: WrId::recv(slot),
-                    local: std::slice::from_ref(&sges[i]),
-                };
-            }
-            match self.srq.post_recv(&reqs[..batch.len()], scratch) {
-                Ok(()) => 0,
-                Err(e) => {
+            let posted = match with_recv_chain(&self.mr, self.recv.slot_size, batch, |reqs| {
+                self.srq.post_recv(reqs, scratch)
+            }) {
+                Some(Ok(())) => return 0,
+                Some(Err(e)) => {
                     tracing::error!(error = %e.error, posted = e.posted, "ibv_post_srq_recv failed");
-                    for &slot in &batch[e.posted.min(batch.len())..] {
-                        let (w, b) = Self::bit(slot);
-                        self.posted[w].fetch_and(!b, Ordering::Relaxed);
-                    }
-                    batch.len() - e.posted.min(batch.len())
+                    e.posted.min(batch.len())
                 }
+                // Cannot happen: slots are checked and the ring covers them.
+                None => {
+                    tracing::error!("SRQ slot outside the ring's memory region");
+                    0
+                }
+            };
+            for &slot in &batch[posted..] {
+                let (w, b) = Self::bit(slot);
+                self.posted[w].fetch_and(!b, Ordering::Relaxed);
             }
+            batch.len() - posted
         };
         for &slot in slots {
             if slot >= self.recv.slots {
@@ -184,7 +208,7 @@ impl SrqRing {
             }
             batch[n] = slot;
             n += 1;
-            if n == BATCH {
+            if n == RECV_BATCH {
                 lost += flush(&batch[..n], scratch);
                 n = 0;
             }

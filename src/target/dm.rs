@@ -14,14 +14,14 @@
 //! `docs/device-management.md`.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Options;
-use crate::mad::agent::{rdma_cm_service_id, DmAgent, DmConfig, RDMA_PS_IB};
+use crate::mad::agent::{DmAgent, DmConfig};
 use crate::proto::TargetPortId;
 use crate::rdma::umad::{Agent, LinkLayer, PortInfo, UmadPort};
 use crate::rdma::{Context, DeviceAttr};
@@ -66,7 +66,7 @@ impl DmSettings {
         Self {
             id_ext: port_id.id_ext,
             ioc_guid: port_id.ioc_guid,
-            service_id: rdma_cm_service_id(RDMA_PS_IB, opts.port),
+            service_id: super::ib_service_id(opts.port),
             queue_depth: opts.limits.queue_depth,
             max_it_iu_len: opts.limits.max_it_iu_len,
             max_transfer,
@@ -327,12 +327,7 @@ fn log_started(dev: &str, port: u8, st: &PortState, s: &DmSettings, info: Option
     let Some(info) = info else { return };
     let ids = format!("id_ext={:016x},ioc_guid={:016x}", s.id_ext, s.ioc_guid);
     if info.link_layer == LinkLayer::InfiniBand {
-        let dgid: String = info
-            .gid(0)
-            .unwrap_or_default()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let dgid = crate::wire::hex(&info.gid(0).unwrap_or_default());
         let pkey = info.pkeys.first().copied().unwrap_or(0xffff);
         tracing::info!(
             device = %dev,
@@ -362,9 +357,9 @@ fn log_started(dev: &str, port: u8, st: &PortState, s: &DmSettings, info: Option
     }
 }
 
+/// The IPv4 address of a RoCE v2 GID that is IPv4-mapped (`::ffff:a.b.c.d`).
 fn ipv4_mapped(gid: &[u8; 16]) -> Option<Ipv4Addr> {
-    (gid[..10] == [0; 10] && gid[10..12] == [0xff, 0xff])
-        .then(|| Ipv4Addr::new(gid[12], gid[13], gid[14], gid[15]))
+    Ipv6Addr::from(*gid).to_ipv4_mapped()
 }
 
 /// One port's loop: answer requests as they arrive, apply new settings,

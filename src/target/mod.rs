@@ -392,17 +392,7 @@ impl Control {
             self.summary.doorbells += c.doorbells.load(std::sync::atomic::Ordering::Relaxed);
         }
         for d in self.devices.values().chain(self.removing.values()) {
-            if let Some(srq) = d.srq() {
-                let lost = srq.slots().saturating_sub(srq.posted());
-                if lost > 0 {
-                    tracing::error!(
-                        device = d.name(),
-                        lost,
-                        "shared receive queue slots not posted at exit"
-                    );
-                }
-                self.summary.leaked_srq_slots += u64::from(lost);
-            }
+            self.summary.leaked_srq_slots += lost_srq_slots(d, "at exit");
         }
         Ok(self.summary.clone())
     }
@@ -685,13 +675,7 @@ impl Control {
         let Some(dev) = self.removing.remove(name) else {
             return;
         };
-        if let Some(srq) = dev.srq() {
-            let lost = srq.slots().saturating_sub(srq.posted());
-            if lost > 0 {
-                tracing::error!(device = name, lost, "shared receive queue slots lost");
-                self.summary.leaked_srq_slots += u64::from(lost);
-            }
-        }
+        self.summary.leaked_srq_slots += lost_srq_slots(&dev, "when its device went away");
         for p in &self.pollers {
             p.forget_device(&dev);
         }
@@ -1027,6 +1011,22 @@ impl Control {
             }
         }
     }
+}
+
+/// Slots of `dev`'s shared receive queue that are not posted, counted once
+/// no channel is left on the device (so none owns a slot): lost, and
+/// logged as such.
+fn lost_srq_slots(dev: &Device, when: &str) -> u64 {
+    let Some(srq) = dev.srq() else { return 0 };
+    let lost = srq.slots().saturating_sub(srq.posted());
+    if lost > 0 {
+        tracing::error!(
+            device = dev.name(),
+            lost,
+            "shared receive queue slots not posted {when}"
+        );
+    }
+    u64::from(lost)
 }
 
 /// Of `n` pollers, the one with the fewest of the `assigned` channels (each

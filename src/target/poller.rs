@@ -20,12 +20,12 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::proto::{Action, Channel, ChannelStats, CmdId, Region, WorkRequest, WrOpcode};
 use crate::rdma::{
-    self, CompletionChannel, CompletionQueue, MemoryRegion, QueuePair, RecvRequest, RecvScratch, Remote,
-    SendOp, SendRequest, SendScratch, Sge, WorkCompletion,
+    self, CompletionChannel, CompletionQueue, MemoryRegion, QueuePair, RecvScratch, Remote, SendOp,
+    SendRequest, SendScratch, Sge, WorkCompletion,
 };
 use crate::scsi::{Completion, Nexus, WorkerPool};
 
-use super::device::{Device, SrqRing};
+use super::device::{with_recv_chain, Device, SrqRing, RECV_BATCH};
 
 /// Work request id of the send-queue drain marker (never produced by a
 /// channel).
@@ -194,9 +194,10 @@ impl ChannelDriver {
     }
 
     /// Posts gathered receives, then sends: one doorbell per batch of up to
-    /// `BATCH` requests, built in stack arrays (no allocation).
+    /// [`RECV_BATCH`] / `SEND_BATCH` requests, built in stack arrays (no
+    /// allocation).
     fn flush(&mut self) {
-        const BATCH: usize = 32;
+        const SEND_BATCH: usize = 32;
         let mut failed = false;
         let recvs = std::mem::take(&mut self.recvs);
         match &self.recv {
@@ -208,29 +209,20 @@ impl ChannelDriver {
                 ring.post(&recvs, &mut self.recv_scratch);
             }
             RecvSide::Own(recv_mr) => {
-                for chunk in recvs.chunks(BATCH) {
-                    let mut sges = [Sge::default(); BATCH];
-                    for (s, &slot) in sges.iter_mut().zip(chunk) {
-                        let (off, len) = self.ch.recv_slot(slot);
-                        match recv_mr.sge(off as usize, len) {
-                            Some(v) => *s = v,
-                            None => failed = true,
-                        }
-                    }
-                    let mut reqs = [RecvRequest { wr_id: 0, local: &[] }; BATCH];
-                    for (i, &slot) in chunk.iter().enumerate() {
-                        reqs[i] = RecvRequest {
-                            wr_id: crate::proto::WrId::recv(slot),
-                            local: std::slice::from_ref(&sges[i]),
-                        };
-                    }
-                    match self.qp.post_recv(&reqs[..chunk.len()], &mut self.recv_scratch) {
-                        Ok(()) => self.recvs_posted += chunk.len() as u32,
-                        Err(e) => {
+                let slot_size = self.ch.recv_slot(0).1;
+                for chunk in recvs.chunks(RECV_BATCH) {
+                    let (qp, scratch) = (&self.qp, &mut self.recv_scratch);
+                    match with_recv_chain(recv_mr, slot_size, chunk, |reqs| qp.post_recv(reqs, scratch)) {
+                        Some(Ok(())) => self.recvs_posted += chunk.len() as u32,
+                        Some(Err(e)) => {
                             self.recvs_posted += e.posted as u32;
                             if self.drain.is_none() {
                                 tracing::error!(error = %e.error, "post_recv failed");
                             }
+                            failed = true;
+                        }
+                        None => {
+                            tracing::error!("receive slot outside its memory region");
                             failed = true;
                         }
                     }
@@ -240,8 +232,8 @@ impl ChannelDriver {
         self.recvs = recvs;
         self.recvs.clear();
         let sends = std::mem::take(&mut self.sends);
-        for chunk in sends.chunks(BATCH) {
-            let mut sges = [Sge::default(); BATCH];
+        for chunk in sends.chunks(SEND_BATCH) {
+            let mut sges = [Sge::default(); SEND_BATCH];
             for (s, wr) in sges.iter_mut().zip(chunk) {
                 match self
                     .mr(wr.local.region)
@@ -255,7 +247,7 @@ impl ChannelDriver {
                 }
             }
             let none: [Sge; 0] = [];
-            let mut reqs = [SendRequest::new(0, SendOp::Send, &none); BATCH];
+            let mut reqs = [SendRequest::new(0, SendOp::Send, &none); SEND_BATCH];
             for (i, wr) in chunk.iter().enumerate() {
                 let remote = Remote {
                     addr: wr.remote_addr,
@@ -317,20 +309,22 @@ impl ChannelDriver {
             tracing::warn!(error = %e.error, "posting the drain marker failed; assuming the send queue drained");
             self.drain = Some(Some(Instant::now()));
         }
-        self.check_drained(Instant::now());
+        self.check_drained();
     }
 
     /// Reports the drain to the channel once the send queue is drained and
     /// every receive is flushed (or the grace period passed); with a shared
-    /// receive queue, once the CQ was seen empty after the marker.
-    fn check_drained(&mut self, now: Instant) {
+    /// receive queue, once the CQ was seen empty after the marker. Reads the
+    /// clock only for the grace period (never on a live channel: it may be
+    /// a system call, see `Poller::run`).
+    fn check_drained(&mut self) {
         let Some(Some(sq_done)) = self.drain else { return };
         if self.ch.is_closed() || self.drained_reported {
             return;
         }
         let done = match self.recv {
             RecvSide::Srq(_) => self.cq_empty_after_marker,
-            RecvSide::Own(_) => self.recvs_posted == 0 || now.duration_since(sq_done) >= RQ_DRAIN_GRACE,
+            RecvSide::Own(_) => self.recvs_posted == 0 || sq_done.elapsed() >= RQ_DRAIN_GRACE,
         };
         if done {
             tracing::debug!(
@@ -374,7 +368,7 @@ impl ChannelDriver {
         if cq_empty && matches!(self.drain, Some(Some(_))) {
             self.cq_empty_after_marker = true;
         }
-        self.check_drained(Instant::now());
+        self.check_drained();
     }
 }
 
@@ -507,12 +501,8 @@ impl PollerHandle {
     /// The completion channel this poller sleeps on for `device`.
     pub fn comp_channel(&self, device: &Device) -> rdma::Result<Arc<CompletionChannel>> {
         let mut m = self.comp_channels.lock().expect("poller map poisoned");
-        // A device of the same name may have been removed and added again:
-        // a channel of the old context cannot serve the new one.
-        if let Some(c) = m.get(device.name()) {
-            if c.context().same_context(device.context()) {
-                return Ok(c.clone());
-            }
+        if let Some(c) = cached_channel(&m, device) {
+            return Ok(c.clone());
         }
         let c = CompletionChannel::new(device.context())?;
         m.insert(device.name().to_owned(), c.clone());
@@ -524,15 +514,9 @@ impl PollerHandle {
     pub fn forget_device(&self, device: &Device) {
         let removed = {
             let mut m = self.comp_channels.lock().expect("poller map poisoned");
-            if m.get(device.name())
-                .is_some_and(|c| c.context().same_context(device.context()))
-            {
-                m.remove(device.name())
-            } else {
-                None
-            }
+            cached_channel(&m, device).is_some() && m.remove(device.name()).is_some()
         };
-        if removed.is_some() {
+        if removed {
             // A sleeping poller holds the channels it waits on (and so the
             // device context, which the kernel's device removal waits for)
             // until it wakes: wake it now.
@@ -553,6 +537,17 @@ impl PollerHandle {
             let _ = t.join();
         }
     }
+}
+
+/// The completion channel cached for `device`, if it was made on this very
+/// context: a device of the same name may have been removed and added again,
+/// and a channel of the old context cannot serve the new one.
+fn cached_channel<'a>(
+    m: &'a HashMap<String, Arc<CompletionChannel>>,
+    device: &Device,
+) -> Option<&'a Arc<CompletionChannel>> {
+    m.get(device.name())
+        .filter(|c| c.context().same_context(device.context()))
 }
 
 /// Settings of a poller.
@@ -701,14 +696,12 @@ impl Poller {
                 }
             }
         }
-        // The clock only when a channel drains (see `run`).
-        let mut now = None;
         for d in self
             .chans
             .iter_mut()
             .filter(|d| d.drain.is_some() && !d.drained_reported)
         {
-            d.check_drained(*now.get_or_insert_with(Instant::now));
+            d.check_drained();
             d.run_actions(&self.exec, &self.events);
             work += 1;
         }

@@ -28,11 +28,10 @@ srp_add() {
 }
 
 check_summary() {
-    local what=$1 line
-    line=$(grep 'srptd: stopped:' "$LOG" | tail -n1)
-    vm_log "$what: $line"
-    echo "$line" | grep -c 'leaked-channels 0 ' >/dev/null || { vm_die "$what: leaked channels"; return 1; }
-    echo "$line" | grep -Eq 'leaked-srq-slots 0( |$)' || { vm_die "$what: SRQ slots lost"; return 1; }
+    local what=$1
+    vm_log "$what: $(strip "$LOG" | grep -o 'srptd: stopped: .*' | tail -n1)"
+    [ "$(srptd_counter leaked-channels "$LOG")" = 0 ] || { vm_die "$what: leaked channels"; return 1; }
+    [ "$(srptd_counter leaked-srq-slots "$LOG")" = 0 ] || { vm_die "$what: SRQ slots lost"; return 1; }
 }
 
 rxe_setup
@@ -65,7 +64,7 @@ done
 srp_logout_all
 srptd_stop || vm_die "srptd exited non-zero"
 check_summary "after logout cycles"
-imm=$(grep 'srptd: stopped:' "$LOG" | sed -n 's/.* immediate \([0-9]*\) .*/\1/p')
+imm=$(srptd_counter immediate "$LOG")
 [ "${imm:-0}" -gt 0 ] || vm_die "no command carried immediate data"
 vm_log "commands with immediate data: $imm"
 cp "$LOG" "$VM_RESULTS/srptd-1.log"
