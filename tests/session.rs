@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use srptd::proto::{negotiate, LoginLimits};
 use srptd::scsi::lun::Target;
-use srptd::wire::{Rsp, Tag, TmFunction};
+use srptd::wire::{DirectDesc, Rsp, Tag, TmFunction};
 
 const GOOD: u8 = 0;
 const CHECK_CONDITION: u8 = 2;
@@ -559,6 +559,114 @@ fn malformed_command_gets_check_condition() {
     assert_eq!(r.status, CHECK_CONDITION);
     assert_eq!(r.sense_key_asc(), Some((0x5, 0x0e, 0x03)));
     assert_eq!(sim.req_lim, 32);
+}
+
+/// An external descriptor table (fetched by RDMA READ) whose descriptors
+/// add up to another length than the CDB's: answered like the same mismatch
+/// in an in-IU table, and nothing of the command stays behind.
+#[test]
+fn external_table_with_wrong_data_length_is_answered() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+    let before = sim.read(0, 0, 2048, 512, Layout::Direct).1;
+    // (CDB blocks, bytes the table describes, expected flag, residual)
+    for (blocks, bytes, flag, res) in [
+        (2u16, 512usize, Rsp::DOOVER, 512u32),
+        (1, 1024, Rsp::DOUNDER, 1024),
+    ] {
+        let tag = sim.new_tag();
+        let data = pattern(bytes, 5);
+        let layout = Layout::External { n: 2, in_iu: 1 };
+        let iu = sim.build_cmd(tag, 0, &rw10(0x2a, 0, blocks), Some(&data), 0, layout);
+        sim.send_request(&iu);
+        assert!(
+            sim.has_response(tag),
+            "WRITE({blocks} blocks) over a {bytes}-byte external table hung"
+        );
+        let r = sim.take_response(tag);
+        assert_eq!(
+            (r.status, r.flags & !Rsp::SNSVALID, r.do_res),
+            (CHECK_CONDITION, flag, res)
+        );
+        assert_eq!(r.sense_key_asc(), Some((0x5, 0x0e, 0x03)));
+        assert_eq!(sim.ch.in_flight(), 0, "the refused command still holds a context");
+        assert_eq!(sim.req_lim, 32, "its credit came back");
+    }
+    assert_eq!(
+        sim.read(0, 0, 2048, 512, Layout::Direct).1,
+        before,
+        "nothing was written"
+    );
+    // The channel still moves data through external tables.
+    let data = pattern(1024, 6);
+    let r = sim.write(0, 0, &data, 512, Layout::External { n: 2, in_iu: 1 });
+    assert_eq!(r.status, GOOD);
+    assert_eq!(
+        sim.read(0, 0, 1024, 512, Layout::External { n: 2, in_iu: 1 }).1,
+        data
+    );
+}
+
+/// Bytes after an in-IU indirect table: the descriptors are where the
+/// header puts them, whatever follows (zeros, or bytes shaped like one more
+/// descriptor pointing at other data).
+#[test]
+fn bytes_after_an_in_iu_table_are_not_descriptors() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+    for (seed, decoy_desc) in [(11u64, false), (12, true)] {
+        let data = pattern(1024, seed);
+        let tag = sim.new_tag();
+        let mut iu = sim.build_cmd(tag, 0, &rw16(0x8a, 0, 2), Some(&data), 0, Layout::Indirect(2));
+        let mut trailer = [0u8; 16];
+        if decoy_desc {
+            let va = sim.alloc(512);
+            sim.write_remote(va, &pattern(512, 99));
+            DirectDesc {
+                va,
+                rkey: RKEY,
+                len: 512,
+            }
+            .emit(&mut trailer)
+            .unwrap();
+        }
+        iu.extend_from_slice(&trailer);
+        sim.send_request(&iu);
+        assert!(
+            sim.has_response(tag),
+            "WRITE with a 16-byte trailer hung (decoy {decoy_desc})"
+        );
+        assert_eq!(sim.take_response(tag).status, GOOD);
+        assert_eq!(
+            sim.read(0, 0, 1024, 512, Layout::Direct).1,
+            data,
+            "decoy {decoy_desc}"
+        );
+        assert_eq!(sim.ch.in_flight(), 0);
+    }
+    // The same for data-in: a READ whose table is followed by a decoy.
+    let tag = sim.new_tag();
+    let mut iu = sim.build_cmd(tag, 0, &rw16(0x88, 0, 2), None, 1024, Layout::Indirect(2));
+    let va = sim.alloc(512);
+    let mut trailer = [0u8; 16];
+    DirectDesc {
+        va,
+        rkey: RKEY,
+        len: 512,
+    }
+    .emit(&mut trailer)
+    .unwrap();
+    iu.extend_from_slice(&trailer);
+    sim.send_request(&iu);
+    assert_eq!(sim.take_response(tag).status, GOOD);
+    assert_eq!(sim.data_in(tag, 1024), pattern(1024, 12));
+    assert_eq!(
+        sim.read_remote(va, 512),
+        vec![0u8; 512],
+        "nothing written through the decoy"
+    );
 }
 
 #[test]

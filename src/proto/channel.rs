@@ -778,7 +778,10 @@ impl Channel {
                     DataDesc::Indirect(ind) => {
                         let count = ind.total_count() as u32;
                         if ind.is_complete_in_iu() {
-                            let first = b.len() - ind.partial.len();
+                            // Where the header fields put the table (SRP
+                            // r16a 6.8), not where the received bytes end:
+                            // bytes may follow it.
+                            let first = cmd.in_iu_table_offset(dir == DataDir::In);
                             let total: u64 = (0..ind.in_iu_count())
                                 .filter_map(|i| ind.in_iu(i))
                                 .map(|d| d.len as u64)
@@ -973,9 +976,9 @@ impl Channel {
             c.flags |= Rsp::DOUNDER;
             c.do_res = have.min(u32::MAX as u64) as u32;
         }
-        c.status = ScsiStatus::CHECK_CONDITION;
-        c.sense = Some(Sense::invalid_field_in_command_iu());
-        c.dir = DataDir::None;
+        // Straight to the response, whatever state the command was in
+        // (after an external table fetch it is `FetchingTable`).
+        self.check_condition(id, Sense::invalid_field_in_command_iu());
         self.step(id);
     }
 

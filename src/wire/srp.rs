@@ -1261,6 +1261,17 @@ impl<'a> Cmd<'a> {
         Self::HEADER_LEN.saturating_add(self.cdb.len().saturating_sub(16).next_multiple_of(4))
     }
 
+    /// Offset in the IU of the first in-IU descriptor of the DATA-IN
+    /// (`data_in`) or DATA-OUT indirect descriptor: after the additional
+    /// CDB, the DATA-OUT descriptor (for DATA-IN) and the indirect header.
+    pub fn in_iu_table_offset(&self, data_in: bool) -> usize {
+        let mut at = self.desc_offset();
+        if data_in {
+            at = at.saturating_add(self.data_out.wire_len());
+        }
+        at.saturating_add(IndirectDesc::HEADER_LEN)
+    }
+
     pub fn parse(iu: &'a [u8]) -> Result<Cmd<'a>, WireError> {
         let mut r = fixed(iu, "SRP_CMD", Opcode::CMD, Self::HEADER_LEN)?;
         let sol_not = r.u8()?;

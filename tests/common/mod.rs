@@ -31,7 +31,7 @@ pub const INITIATOR: [u8; 16] = [0x11; 16];
 /// The Linux initiator's immediate data offset (48 + 16 + 4).
 pub const IMM_OFFSET: u16 = 68;
 const REMOTE_BASE: u64 = 0x7f00_0000_0000;
-const RKEY: u32 = 0x00c0_ffee;
+pub const RKEY: u32 = 0x00c0_ffee;
 
 /// How a command's data buffer is described.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
