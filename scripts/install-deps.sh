@@ -20,7 +20,7 @@ fi
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 
 # Needed to build the crates (rdma-sys runs bindgen -> libclang, pkg-config).
-BUILD_PKGS=(libclang-dev clang pkg-config libibverbs-dev librdmacm-dev libibumad-dev)
+BUILD_PKGS=(libclang-dev clang pkg-config libibverbs-dev librdmacm-dev libibumad-dev python3)
 # Needed to boot the throwaway VM and run the end-to-end scenarios in it.
 # linux-image-amd64 is the guest kernel (Debian's, with rdma_rxe/ib_srp/ib_srpt).
 VM_PKGS=(qemu-system-x86 linux-image-amd64 busybox-static kmod iproute2 rdma-core

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install-deps.sh
 cargo build --release --bin srptd
-if [ -d /sys/class/infiniband ] && ls /sys/class/infiniband | grep -q .; then
+if [ -d /sys/class/infiniband ] && [ -n "$(ls /sys/class/infiniband)" ]; then
     echo "RDMA devices present: $(ls /sys/class/infiniband | tr '\n' ' ')"
     echo "running: target/release/srptd --lun ram:256M   (Ctrl-C to stop)"
     exec target/release/srptd --lun ram:256M

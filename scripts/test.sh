@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE test command of srptd (CI runs exactly this, via .ci/run):
 #   1. install build + VM dependencies (fast no-op when present)
-#   2. cargo test --workspace            (unit and integration tests)
+#   2. scripts/lint-pipelines.py (no pipeline whose reader exits early),
+#      cargo test --workspace            (unit and integration tests)
 #   3. end-to-end tests in a throwaway QEMU VM with soft-RoCE and the real
 #      Linux SRP initiator (tests/vm/*.sh, listed below), and bench-smoke
 #      (bench/smoke.sh: the benchmarks run and produce figures; no timing)
@@ -15,6 +16,10 @@ step() { printf '\n=== %s\n' "$*" >&2; }
 
 step "install dependencies"
 scripts/install-deps.sh
+
+step "lint: shell pipelines that SIGPIPE under pipefail"
+scripts/lint-pipelines.py --self-test
+scripts/lint-pipelines.py
 
 step "cargo test --workspace"
 cargo test --workspace

@@ -63,9 +63,9 @@ if [ ! -d "/lib/modules/$kver" ]; then
     exit 125
 fi
 
-timeout_s=${VM_TIMEOUT:-$(sed -n 's/^# vm-timeout: *\([0-9][0-9]*\)$/\1/p' "$script" | head -n1)}
+timeout_s=${VM_TIMEOUT:-$(sed -n 's/^# vm-timeout: *\([0-9][0-9]*\)$/\1/p' "$script" | sed -n 1p)}
 timeout_s=${timeout_s:-900}
-cpus=${VM_CPUS:-$(sed -n 's/^# vm-cpus: *\([0-9][0-9]*\)$/\1/p' "$script" | head -n1)}
+cpus=${VM_CPUS:-$(sed -n 's/^# vm-cpus: *\([0-9][0-9]*\)$/\1/p' "$script" | sed -n 1p)}
 cpus=${cpus:-2}
 name=$(basename "$script" .sh)
 results=${VM_RESULTS_DIR:-$REPO/target/vm-results/$name-$(date +%Y%m%d-%H%M%S)-$$}

@@ -88,7 +88,7 @@ printf '%s\n' "target case numjobs round status window_ok window_s requests byte
     echo "size $SIZE"
     echo "size_bytes $size_bytes"
     echo "cases $CASES"
-    echo "srptd $(srptd_bin) $("$(srptd_bin)" --version 2>&1 | head -n1)"
+    echo "srptd $(srptd_bin) $("$(srptd_bin)" --version 2>&1 | sed -n 1p)"
     echo "srptd_args --lun ram:$SIZE --port $SRP_PORT --device $RXE_DEV --allow ANY $SRPTD_EXTRA"
     echo "fio $(fio --version)"
     echo "initiator ib_srp ch_count=2, $CHANNELS channels (other parameters default)"

@@ -122,12 +122,12 @@ check "first srptd still answers, same change ID" "$(jq -r .io_unit_info.change_
 vm_log "== 3. the initiator logs in with the add_target string dm-query prints"
 srp_load ch_count=1
 dmq > "$OUT/srptd-for-login.txt" || vm_die "dm-query with ib_srp loaded"
-line=$(sed -n 's/^add_target (RDMA\/CM, RoCE or IPoIB): //p' "$OUT/srptd-for-login.txt" | head -n1)
+line=$(sed -n 's/^add_target (RDMA\/CM, RoCE or IPoIB): //p' "$OUT/srptd-for-login.txt" | sed -n 1p)
 check "dm-query's RDMA/CM add_target" "$line" \
     "id_ext=$SRPTD_ID_EXT,ioc_guid=$SRPTD_IOC_GUID,dest=<target IP>:$SRP_PORT,max_it_iu_size=$IU"
 line=${line/<target IP>/$RXE_ADDR}
 vm_log "add_target $line"
-echo "$line" > "/sys/class/infiniband_srp/srp-$RXE_DEV-1/add_target" ||
+srp_write_add_target "$line" ||
     vm_die "add_target failed: $(dmesg | tail -n 5)"
 dev=$(wait_for_disk SRPTD 30)
 SEND=$(jqr '.controllers[0].profile.send_size')

@@ -59,7 +59,7 @@ dev=$(srp_login "$LIO_ID_EXT" "$LIO_IOC_GUID" 2) && echo "disk $dev"
 unset SRP_DYNDBG
 dd if="$dev" of=/dev/null bs=64k count=4 iflag=direct 2>&1 | tail -n1
 dd if=/dev/zero of="$dev" bs=4k count=4 oflag=direct 2>&1 | tail -n1
-dmesg | grep -vE 'dummy0 speed' | head -n 80
+dmesg | grep -vE 'dummy0 speed' | sed -n 1,80p
 for h in /sys/class/scsi_host/host*; do
     [ "$(cat $h/proc_name)" = ib_srp ] || continue
     for a in ch_count comp_vector tl_retry_count cmd_sg_entries allow_ext_sg req_lim sgid dgid can_queue sg_tablesize max_sectors cmd_per_lun; do
@@ -78,7 +78,7 @@ if dev=$(srp_login "$LIO_ID_EXT" "$LIO_IOC_GUID" 2 allow_ext_sg=1 cmd_sg_entries
 else
     echo "  login FAILED"
 fi
-dmesg | grep -vE 'dummy0 speed' | grep -iE 'srp|error|fail' | head -n 30
+dmesg | grep -vE 'dummy0 speed' | grep -iE 'srp|error|fail' | sed -n 1,30p
 srp_logout_all
 srp_unload
 lio_teardown && echo "== teardown ok"

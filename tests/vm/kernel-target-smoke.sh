@@ -17,7 +17,7 @@ rxe_setup
 vm_log "/dev/infiniband: $(ls /dev/infiniband | tr '\n' ' ')"
 ibv_devinfo -d "$RXE_DEV" 2>&1 | grep -E 'hca_id|node_guid|state|active_mtu|link_layer' >&2 || true
 if bin=$(srptd_bin 2>/dev/null); then
-    vm_log "host-built $bin runs in the guest, says: $("$bin" --version 2>&1 | head -n1)"
+    vm_log "host-built $bin runs in the guest, says: $("$bin" --version 2>&1 | sed -n 1p)"
 fi
 
 lio_ramdisk_target "$PAGES"

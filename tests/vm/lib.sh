@@ -206,15 +206,21 @@ srp_disks() {
     local h d host proc
     for d in /sys/block/sd*; do
         [ -e "$d/device" ] || continue
-        host=$(readlink -f "$d/device" | grep -o 'host[0-9]*' | head -n1)
+        [[ $(readlink -f "$d/device") =~ /host([0-9]+)/ ]] || continue
+        host=host${BASH_REMATCH[1]}
         proc=$(cat "/sys/class/scsi_host/$host/proc_name" 2>/dev/null || true)
         [ "$proc" = ib_srp ] || continue
         printf '%s %s\n' "${d##*/}" "$(tr -d ' ' < "$d/device/vendor")"
     done
 }
 
+# The first SRP disk whose vendor is $1 ("" = any). srp_disks runs to the
+# end before anything is selected (an early-exiting reader would SIGPIPE it
+# under pipefail: scripts/lint-pipelines.py).
 _srp_disk_with_vendor() {
-    srp_disks | awk -v v="$1" '$2 == v || v == "" { print $1; f=1; exit } END { exit !f }'
+    local disks
+    disks=$(srp_disks)
+    awk -v v="$1" 'NF && !f && ($2 == v || v == "") { print $1; f = 1 } END { exit !f }' <<<"$disks"
 }
 
 # wait_for_disk <vendor> [timeout_s]: wait for a SCSI disk behind ib_srp
@@ -251,6 +257,29 @@ srp_unload() {
     rmmod ib_srp
 }
 
+# srp_write_add_target <line>: write one add_target line. ib_srp refuses a
+# login (EEXIST, "Already connected to target port") while an earlier one
+# with the same id_ext, ioc_guid and initiator_ext is still on its target
+# list, and its removal work takes the target off that list last, after the
+# remote port and the SCSI host have left sysfs: no sysfs entry says when a
+# re-login will be accepted. So EEXIST means "not yet": retry for 30 s.
+srp_write_add_target() {
+    local line=$1 end=$(( $(date +%s) + 30 )) err
+    while :; do
+        if err=$( { echo "$line" > "/sys/class/infiniband_srp/srp-$RXE_DEV-1/add_target"; } 2>&1 ); then
+            return 0
+        fi
+        case $err in
+            *"File exists"*) ;;
+            *) vm_log "add_target refused: $err"; return 1 ;;
+        esac
+        if [ "$(date +%s)" -ge "$end" ]; then
+            vm_log "add_target: the initiator still lists the earlier login after 30 s"; return 1
+        fi
+        sleep 0.2
+    done
+}
+
 # srp_login <id_ext> <ioc_guid> [ch_count] [extra ib_srp module params...]
 # Loads ib_srp with ch_count (default 1) and the extra params, logs in to
 # dest=$RXE_ADDR:$SRP_PORT through RDMA/CM, waits for the disk whose vendor
@@ -263,13 +292,16 @@ srp_login() {
     local line="id_ext=$id_ext,ioc_guid=$ioc_guid,dest=$RXE_ADDR:$SRP_PORT"
     [ -n "${SRP_TARGET_OPTS:-}" ] && line="$line,$SRP_TARGET_OPTS"
     vm_log "add_target $line"
-    if ! echo "$line" > "/sys/class/infiniband_srp/srp-$RXE_DEV-1/add_target"; then
+    if ! srp_write_add_target "$line"; then
         vm_die "add_target failed: $(dmesg | tail -n 5)"; return 1
     fi
     wait_for_disk "${SRP_VENDOR-$LIO_VENDOR}" 30
 }
 
-# srp_logout_all: delete every SRP remote port and wait for the disks to go.
+# srp_logout_all: delete every SRP remote port and wait for the remote
+# ports, their SCSI hosts and the disks to go. (The initiator may still be
+# tearing the connection down after that: re-login through
+# srp_write_add_target.)
 srp_logout_all() {
     local p
     for p in /sys/class/srp_remote_ports/port-*; do
@@ -279,7 +311,17 @@ srp_logout_all() {
     done
     wait_until 30 test -z "$(ls /sys/class/srp_remote_ports 2>/dev/null)" ||
         { vm_die "SRP remote ports still present"; return 1; }
+    wait_until 30 test -z "$(srp_hosts)" || { vm_die "ib_srp SCSI hosts still present: $(srp_hosts)"; return 1; }
     wait_until 30 test -z "$(srp_disks)" || { vm_die "SRP disks still present"; return 1; }
+}
+
+# srp_hosts: the SCSI hosts of ib_srp ("hostH"), one per line.
+srp_hosts() {
+    local h
+    for h in /sys/class/scsi_host/host*; do
+        [ "$(cat "$h/proc_name" 2>/dev/null)" = ib_srp ] && echo "${h##*/}"
+    done
+    return 0
 }
 
 # Number of connected RDMA channels of the (single) SRP SCSI host.
@@ -409,19 +451,24 @@ srp_add_target() {
     [ -n "${3:-}" ] && line="$line,$3"
     before=$(srp_ports)
     vm_log "add_target $line"
-    echo "$line" > "/sys/class/infiniband_srp/srp-$RXE_DEV-1/add_target" ||
+    srp_write_add_target "$line" ||
         { vm_die "add_target failed: $(dmesg | tail -n 3)"; return 1; }
     wait_until 20 test "$(srp_ports | wc -l)" -gt "$(echo "$before" | grep -c . || true)" ||
         { vm_die "no new SRP remote port"; return 1; }
     after=$(srp_ports)
-    comm -13 <(echo "$before") <(echo "$after") | head -n1
+    comm -13 <(echo "$before") <(echo "$after") | sed -n 1p
 }
 
-# srp_port_delete <port-H:N>: log that remote port out, wait until it is gone.
+# srp_port_delete <port-H:N>: log that remote port out, wait until it and
+# its SCSI host hostH are gone. (A re-login of the same nexus may still be
+# refused for a moment after: srp_write_add_target retries.)
 srp_port_delete() {
+    local host=${1#port-}
+    host=host${host%%:*}
     vm_log "logout $1"
     echo 1 > "/sys/class/srp_remote_ports/$1/delete" || return 1
     wait_until 30 test ! -e "/sys/class/srp_remote_ports/$1" || { vm_die "$1 still present"; return 1; }
+    wait_until 30 test ! -e "/sys/class/scsi_host/$host" || { vm_die "$host of $1 still present"; return 1; }
 }
 
 # srp_lun_dev <lun> [scsi host number]: /dev/sdX of that LUN behind ib_srp

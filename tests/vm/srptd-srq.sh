@@ -22,7 +22,7 @@ strip() { sed 's/\x1b\[[0-9;]*m//g' "$@"; }
 srp_add() {
     local line="id_ext=$SRPTD_ID_EXT,ioc_guid=$SRPTD_IOC_GUID,dest=$RXE_ADDR:$SRP_PORT"
     vm_log "add_target $line"
-    echo "$line" > "/sys/class/infiniband_srp/srp-$RXE_DEV-1/add_target" ||
+    srp_write_add_target "$line" ||
         { vm_die "add_target failed: $(dmesg | tail -n 5)"; return 1; }
     wait_for_disk SRPTD 30
 }
@@ -43,7 +43,7 @@ vm_log "== 1. login, immediate data, fio verify"
 SRPTD_LOG=srptd=debug srptd_start "${SRPTD_ARGS[@]}"
 dev=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
 # The device state (and its SRQ) is set up at the first login on it.
-strip "$LOG" | grep -m1 'shared receive queue' | cut -c1-200 >&2 ||
+strip "$LOG" | grep 'shared receive queue' | sed -n 1p | cut -c1-200 >&2 ||
     vm_die "srptd did not create a shared receive queue"
 vm_log "logged in: $dev, $(srp_ch_count) channels"
 [ "$(srp_ch_count)" = 2 ] || vm_die "expected 2 channels"
@@ -160,7 +160,7 @@ if wait_until 10 test -e "$DEL_DONE_FILE"; then
 else
     delete_diag 3b
     vm_log "rdma link delete waits (librdmacm holds its context of the last device): $(grep -c 'uverbs[0-9]' "$VM_RESULTS/removal-3b.txt") uverbs fd(s) open"
-    strip "$LOG" | grep -m1 'no other RDMA device' | cut -c1-220 >&2 ||
+    strip "$LOG" | grep 'no other RDMA device' | sed -n 1p | cut -c1-220 >&2 ||
         vm_die "srptd did not say why the removal waits"
 fi
 _pid_gone "$SRPTD_PID" && vm_die "srptd exited on device removal"
