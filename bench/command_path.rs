@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use srptd::mem::DmaBuf;
 use srptd::proto::{Action, Channel, ChannelConfig, WrId};
-use srptd::rdma::DmaBuf;
 use srptd::scsi::backstore::BackstoreConfig;
 use srptd::scsi::lun::{LunConfig, Target, TargetConfig};
 use srptd::wire::{Cmd, DataDesc, DirectDesc, IndirectDesc, Rsp, Tag};

@@ -17,8 +17,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use srptd::mem::DmaBuf;
 use srptd::rdma::{
-    AccessFlags, CmEvent, CmEventKind, CmId, CompletionChannel, CompletionQueue, ConnParam, Context, DmaBuf,
+    AccessFlags, CmEvent, CmEventKind, CmId, CompletionChannel, CompletionQueue, ConnParam, Context,
     EventChannel, MemoryRegion, ProtectionDomain, QpCaps, QpInit, QpState, QueuePair, RecvRequest,
     RecvScratch, Remote, SendOp, SendRequest, SendScratch, SharedReceiveQueue, WcOpcode, WcStatus,
     WorkCompletion,

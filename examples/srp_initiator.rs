@@ -24,10 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use srptd::mem::DmaBuf;
 use srptd::rdma::{
-    AccessFlags, CmEvent, CmEventKind, CmId, CompletionChannel, CompletionQueue, ConnParam, DmaBuf,
-    EventChannel, MemoryRegion, ProtectionDomain, QpCaps, QpInit, QpState, QueuePair, RecvRequest,
-    RecvScratch, SendOp, SendRequest, SendScratch, WcOpcode, WorkCompletion,
+    AccessFlags, CmEvent, CmEventKind, CmId, CompletionChannel, CompletionQueue, ConnParam, EventChannel,
+    MemoryRegion, ProtectionDomain, QpCaps, QpInit, QpState, QueuePair, RecvRequest, RecvScratch, SendOp,
+    SendRequest, SendScratch, WcOpcode, WorkCompletion,
 };
 use srptd::wire::{
     parse_hex, Cmd, DataDesc, DirectDesc, ImmediateDesc, LoginReject, LoginRequest, LoginResponse, Rsp, Tag,

@@ -8,13 +8,22 @@
 //! - [`proto`]: the sans-I/O SRP channel: login negotiation, credits, the
 //!   per-command state machine and descriptor mapping. It consumes events
 //!   and emits actions; it never touches hardware.
-//! - [`rdma`]: the only module with `unsafe` code: registered memory,
-//!   verbs and RDMA/CM wrappers.
+//! - [`rdma`]: verbs and RDMA/CM wrappers over rdma-core.
+//! - [`mem`]: [`mem::DmaBuf`], the memory RDMA hardware reads and writes
+//!   (registered buffers, backstore RAM, `O_DIRECT` I/O).
+//! - [`os`]: small wrappers over system calls std lacks (hole punching,
+//!   `poll(2)`, the TSC).
+//!
+//! `unsafe` code lives only in `rdma`, `mem` and `os` (and `ffi/`).
 //! - [`target`]: the running target: RDMA/CM connection management on a
 //!   small tokio runtime, channels on poller threads.
 #![deny(unsafe_code)]
 
 pub mod mad;
+#[allow(unsafe_code)]
+pub mod mem;
+#[allow(unsafe_code)]
+pub mod os;
 pub mod proto;
 #[allow(unsafe_code)]
 pub mod rdma;

@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use srptd::rdma::mem::DmaBuf;
+use srptd::mem::DmaBuf;
 use srptd::scsi::backstore::BackstoreConfig;
 use srptd::scsi::lun::{LunConfig, Nexus, Target, TargetConfig};
 use srptd::scsi::{Sense, ScsiStatus};

@@ -34,7 +34,7 @@ use slab::Slab;
 use super::action::{Action, CmdId, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
 use super::credits::{Credits, RESERVED_RECVS};
 use super::pool::{DataPool, Extent};
-use crate::rdma::mem::DmaBuf;
+use crate::mem::DmaBuf;
 use crate::scsi::{Completion, DataDir, Nexus, ScsiStatus, Sense};
 use crate::wire::{
     self, AerRsp, CredReq, CredRsp, DataDesc, DirectDesc, ILogout, Opcode, Rsp, TLogout, Tag, TaskMgmt,

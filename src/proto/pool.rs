@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::rdma::mem::{DmaBuf, PAGE_SIZE};
+use crate::mem::{DmaBuf, PAGE_SIZE};
 
 /// Smallest block handed out.
 pub const BLOCK: usize = PAGE_SIZE;

@@ -19,7 +19,7 @@
 //!
 //! # Unsafe contracts (what the safe API relies on)
 //!
-//! 1. **Only [`DmaBuf`](mem::DmaBuf) memory is ever registered.**
+//! 1. **Only [`DmaBuf`](crate::mem::DmaBuf) memory is ever registered.**
 //!    [`MemoryRegion`] can only be built from an `Arc<DmaBuf>` and keeps it
 //!    alive. A `DmaBuf` is never handed out as a long-lived Rust reference;
 //!    its bytes are opaque and copied in and out. So whatever the adapter
@@ -65,15 +65,12 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::time::Duration;
+use std::os::fd::BorrowedFd;
 
 pub mod cm;
 pub mod cq;
 pub mod device;
-pub mod mem;
 pub mod mr;
-pub mod os;
 pub mod pd;
 pub mod qp;
 pub mod srq;
@@ -85,7 +82,6 @@ pub use cm::{
 };
 pub use cq::{CompletionChannel, CompletionQueue, CqEvent, WcOpcode, WcStatus, WorkCompletion};
 pub use device::{devices, Context, DeviceAttr, DeviceInfo, Gid, LinkLayer, PortAttr, PortState};
-pub use mem::DmaBuf;
 pub use mr::{AccessFlags, MemoryRegion, Sge};
 pub use pd::ProtectionDomain;
 pub use qp::{
@@ -187,13 +183,6 @@ pub(crate) fn set_nonblocking(fd: i32, op: &'static str) -> Result<()> {
     Ok(())
 }
 
-/// Waits up to `timeout` for `fd` to become readable (for blocking-style
-/// programs and tests; the daemon uses tokio's `AsyncFd` instead).
-/// Returns whether it is readable.
-pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    wait_any(&[fd], timeout).map(|m| m != 0)
-}
-
 /// [`wait_readable`] until `deadline`; false once it has passed (`op`
 /// names the wait in errors).
 pub(crate) fn wait_readable_until(
@@ -205,57 +194,7 @@ pub(crate) fn wait_readable_until(
     if left.is_zero() {
         return Ok(false);
     }
-    wait_readable(fd, Some(left)).map_err(|source| Error::Os { op, source })
-}
-
-/// The most descriptors [`wait_any`] takes.
-pub const WAIT_ANY_MAX: usize = 16;
-const _: () = assert!(WAIT_ANY_MAX <= 32, "wait_any reports readiness in a u32");
-
-/// Waits until any of `fds` is readable or `timeout` passes (`None`: no
-/// timeout, so no timer is set up); returns the readable ones as a bit mask
-/// (bit i: `fds[i]`), 0 on timeout.
-pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<u32> {
-    let ms = match timeout {
-        None => -1,
-        Some(t) => t.as_millis().min(i32::MAX as u128) as i32,
-    };
-    let mut pfds = [libc::pollfd {
-        fd: -1,
-        events: 0,
-        revents: 0,
-    }; WAIT_ANY_MAX];
-    if fds.len() > pfds.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "too many descriptors to wait on",
-        ));
-    }
-    for (p, fd) in pfds.iter_mut().zip(fds) {
-        *p = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-    }
-    loop {
-        // SAFETY: `fds.len()` initialised pollfds on the stack.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        // Errors and hang-ups count as readable: the read says what it is.
-        let mask = pfds[..fds.len()]
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.revents != 0)
-            .fold(0u32, |m, (i, _)| m | (1 << i));
-        return Ok(mask);
-    }
+    crate::os::wait_readable(fd, Some(left)).map_err(|source| Error::Os { op, source })
 }
 
 /// Formats a `u64` GUID (host order) as `xxxx:xxxx:xxxx:xxxx`, as sysfs does.

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use rdma_sys as sys;
 
-use super::mem::DmaBuf;
 use super::pd::ProtectionDomain;
 use super::{check, Error, Result};
+use crate::mem::DmaBuf;
 
 /// Access rights of a memory region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

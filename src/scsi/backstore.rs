@@ -13,7 +13,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::rdma::mem::DmaBuf;
+use crate::mem::DmaBuf;
 
 /// Logical block sizes a LUN may have.
 pub const BLOCK_SIZES: [u32; 2] = [512, 4096];
@@ -622,7 +622,7 @@ impl Backstore for FileBackstore {
         self.check_writable()?;
         let len = blocks * u64::from(self.block_size);
         let start = self.file_offset(lba)?;
-        match crate::rdma::os::punch_hole(self.buffered.as_fd(), start, len) {
+        match crate::os::punch_hole(self.buffered.as_fd(), start, len) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                 let chunk = DmaBuf::new(FILL_CHUNK.min(len as usize).max(1))?;

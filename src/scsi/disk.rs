@@ -8,7 +8,7 @@ use super::backstore::Backstore;
 use super::cdb::{self, be16, be32, be64, Cmd};
 use super::sense::Sense;
 use super::{DataDir, DirectIo, Plan};
-use crate::rdma::mem::DmaBuf;
+use crate::mem::DmaBuf;
 
 /// T10 vendor identification (SPC-4 6.6.2), 8 bytes, space padded.
 pub const VENDOR: &[u8; 8] = b"SRPTD   ";

@@ -11,7 +11,7 @@ use super::cdb::{op, Cmd};
 use super::disk::{self, Disk};
 use super::sense::Sense;
 use super::{Completion, DataDir, Plan};
-use crate::rdma::mem::DmaBuf;
+use crate::mem::DmaBuf;
 
 /// An SRP initiator port identifier (SRP r16a 4.7): the 16-byte initiator
 /// port ID of the SRP_LOGIN_REQ.

@@ -20,7 +20,7 @@ pub mod sense;
 
 use std::sync::Arc;
 
-use crate::rdma::mem::DmaBuf;
+use crate::mem::DmaBuf;
 
 pub use backstore::{Backstore, BackstoreConfig, BackstoreKind, ConfigError, FileBackstore, RamBackstore};
 pub use lun::{Access, InitiatorPortId, LunConfig, LunInfo, Nexus, Target, TargetConfig};

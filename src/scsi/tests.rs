@@ -9,7 +9,7 @@ use super::backstore::{BackstoreConfig, BackstoreKind};
 use super::lun::{encode_lun, Access, LunConfig, Nexus, Target, TargetConfig};
 use super::sense::{Sense, SenseKey};
 use super::{Completion, DataDir, ScsiStatus};
-use crate::rdma::mem::DmaBuf;
+use crate::mem::DmaBuf;
 
 const INI_A: [u8; 16] = [0xa; 16];
 const INI_B: [u8; 16] = [0xb; 16];

@@ -5,10 +5,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::mem::DmaBuf;
 use crate::proto::credits::RESERVED_RECVS;
 use crate::proto::{SharedRecv, WrId};
 use crate::rdma::{
-    self, AccessFlags, CmIdHandle, Context, DeviceAttr, DmaBuf, MemoryRegion, ProtectionDomain, RecvRequest,
+    self, AccessFlags, CmIdHandle, Context, DeviceAttr, MemoryRegion, ProtectionDomain, RecvRequest,
     RecvScratch, Sge, SharedReceiveQueue,
 };
 

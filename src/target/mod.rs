@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::mad::agent::{rdma_cm_service_id, RDMA_PS_IB};
+use crate::mem::DmaBuf;
 use crate::proto::{
     negotiate, Channel, ChannelConfig, ChannelStats, LoginLimits, MultiChannel, TargetPortId,
 };
@@ -952,8 +953,7 @@ impl Control {
                 sq_sig_all: false,
             },
         )?;
-        let reg =
-            |b: &Arc<rdma::DmaBuf>| MemoryRegion::register(device.pd(), b.clone(), AccessFlags::LOCAL_WRITE);
+        let reg = |b: &Arc<DmaBuf>| MemoryRegion::register(device.pd(), b.clone(), AccessFlags::LOCAL_WRITE);
         let recv = match srq {
             Some(s) => RecvSide::Srq(s),
             None => RecvSide::Own(reg(ch.recv_buf())?),

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::mem::DmaBuf;
+use crate::os;
 use crate::proto::{Action, Channel, ChannelStats, CmdId, Region, WorkRequest, WrOpcode};
 use crate::rdma::{
     self, CompletionChannel, CompletionQueue, MemoryRegion, QueuePair, RecvScratch, Remote, SendOp,
@@ -427,7 +429,7 @@ pub struct ExecJob {
     lun: [u8; 8],
     cdb: [u8; 32],
     cdb_len: u8,
-    buf: Arc<rdma::DmaBuf>,
+    buf: Arc<DmaBuf>,
     offset: usize,
     len: u32,
 }
@@ -716,10 +718,10 @@ impl Poller {
     }
 
     fn run(&mut self) {
-        let mut spin = SpinPolicy::new(SpinPolicy::ticks(self.cfg.spin, rdma::os::ticks_per_ms()));
+        let mut spin = SpinPolicy::new(SpinPolicy::ticks(self.cfg.spin, os::ticks_per_ms()));
         let mut wcs = vec![WorkCompletion::default(); 64];
         let mut stop = false;
-        // Spinning since (ticks; `rdma::os::ticks`, no system call).
+        // Spinning since (ticks; `os::ticks`, no system call).
         let mut idle_since: Option<u64> = None;
         let mut chans: Vec<Arc<CompletionChannel>> = Vec::new();
         loop {
@@ -731,7 +733,7 @@ impl Poller {
                 idle_since = None;
                 continue;
             }
-            let now = rdma::os::ticks();
+            let now = os::ticks();
             if now.saturating_sub(*idle_since.get_or_insert(now)) < spin.window() {
                 std::hint::spin_loop();
                 continue;
@@ -757,20 +759,20 @@ impl Poller {
             // are looked at on a 200 ms timeout; otherwise no timeout (and
             // no timer to set up per sleep): every event that needs the
             // poller arrives on one of the descriptors.
-            let watched = chans.len().min(rdma::WAIT_ANY_MAX - 1);
+            let watched = chans.len().min(os::WAIT_ANY_MAX - 1);
             let ready = {
-                let mut fds = [self.wake.as_fd(); rdma::WAIT_ANY_MAX];
+                let mut fds = [self.wake.as_fd(); os::WAIT_ANY_MAX];
                 for (slot, c) in fds[1..=watched].iter_mut().zip(&chans) {
                     *slot = c.as_fd();
                 }
                 let timeout = (watched < chans.len()).then_some(Duration::from_millis(200));
                 self.counters.sleeps.fetch_add(1, Ordering::Relaxed);
-                let t0 = rdma::os::ticks();
-                let ready = rdma::wait_any(&fds[..=watched], timeout).unwrap_or_else(|e| {
+                let t0 = os::ticks();
+                let ready = os::wait_any(&fds[..=watched], timeout).unwrap_or_else(|e| {
                     tracing::error!(error = %e, "waiting for completions failed");
                     0
                 });
-                spin.after_sleep(rdma::os::ticks().saturating_sub(t0));
+                spin.after_sleep(os::ticks().saturating_sub(t0));
                 ready
             };
             // One event per ready channel (each armed CQ gives at most one;

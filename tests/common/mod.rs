@@ -11,11 +11,11 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use srptd::mem::DmaBuf;
 use srptd::proto::{
     negotiate, Action, Channel, ChannelConfig, CmdId, LoginLimits, Region, SharedRecv, TargetPortId,
     WorkRequest, WrId, WrOpcode,
 };
-use srptd::rdma::mem::DmaBuf;
 use srptd::scsi::backstore::BackstoreConfig;
 use srptd::scsi::lun::{LunConfig, Nexus, Target, TargetConfig};
 use srptd::wire::{

@@ -1,7 +1,10 @@
-//! Small safe wrappers over OS calls that std does not offer.
+//! Small safe wrappers over system calls std does not offer: hole
+//! punching, `poll(2)` on several descriptors, and a tick counter that needs
+//! no system call.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
 
 /// Deallocates `len` bytes at `offset` of a file or block device
 /// (`fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`); later reads of
@@ -78,6 +81,63 @@ pub fn ticks_per_ms() -> u64 {
         let ns = t0.elapsed().as_nanos().max(1) as u64;
         (c1.saturating_sub(c0).saturating_mul(1_000_000) / ns).max(1)
     })
+}
+
+/// Waits up to `timeout` for `fd` to become readable (for blocking-style
+/// programs and tests; the daemon uses tokio's `AsyncFd` instead).
+/// Returns whether it is readable.
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    wait_any(&[fd], timeout).map(|m| m != 0)
+}
+
+/// The most descriptors [`wait_any`] takes.
+pub const WAIT_ANY_MAX: usize = 16;
+const _: () = assert!(WAIT_ANY_MAX <= 32, "wait_any reports readiness in a u32");
+
+/// Waits until any of `fds` is readable or `timeout` passes (`None`: no
+/// timeout, so no timer is set up); returns the readable ones as a bit mask
+/// (bit i: `fds[i]`), 0 on timeout.
+pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<u32> {
+    let ms = match timeout {
+        None => -1,
+        Some(t) => t.as_millis().min(i32::MAX as u128) as i32,
+    };
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; WAIT_ANY_MAX];
+    if fds.len() > pfds.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors to wait on",
+        ));
+    }
+    for (p, fd) in pfds.iter_mut().zip(fds) {
+        *p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+    }
+    loop {
+        // SAFETY: `fds.len()` initialised pollfds on the stack.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // Errors and hang-ups count as readable: the read says what it is.
+        let mask = pfds[..fds.len()]
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.revents != 0)
+            .fold(0u32, |m, (i, _)| m | (1 << i));
+        return Ok(mask);
+    }
 }
 
 #[cfg(test)]
