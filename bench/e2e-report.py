@@ -9,7 +9,8 @@ and <dir>/meta.txt. Prints markdown on stdout. Exit status 1 (with the
 reasons on stderr) when a figure is missing for either target: a fio run
 failed, its JSON has an error or no I/O, or a case ran for one target only.
 With --check the figures must also be positive (latency, IOPS, MiB/s and
-guest CPU time; the smoke test uses this). Timings themselves are never
+guest CPU time) and no run may have made the initiator reconnect or fail a
+work request (the smoke test uses this). Timings themselves are never
 checked.
 """
 
@@ -64,14 +65,19 @@ def case_kind(case):
     return "bw"
 
 
+# Every row also shows p50 and the maximum completion latency: a stall
+# (the initiator timing out and reconnecting) shows in the maximum long
+# before it moves a median.
+TAIL = [("lat_p50", "p50 latency µs ↓"), ("lat_max_ms", "max latency ms ↓")]
 METRICS = {
     "lat": [
         ("lat_mean", "mean latency µs ↓"),
         ("lat_p50", "p50 latency µs ↓"),
         ("lat_p99", "p99 latency µs ↓"),
+        ("lat_max_ms", "max latency ms ↓"),
     ],
-    "iops": [("iops", "IOPS ↑")],
-    "bw": [("mib_s", "MiB/s ↑")],
+    "iops": [("iops", "IOPS ↑")] + TAIL,
+    "bw": [("mib_s", "MiB/s ↑")] + TAIL,
 }
 
 
@@ -110,6 +116,7 @@ def fio_figures(d, s, errors):
         "lat_mean": r["lat_ns"]["mean"] / 1000.0,
         "lat_p50": p(50.0),
         "lat_p99": p(99.0),
+        "lat_max_ms": r["lat_ns"]["max"] / 1e6,
     }
 
 
@@ -196,6 +203,7 @@ def main():
     order = []
     perf = {}
     cpu = {}
+    trouble = {}  # (key, target) -> [initiator reconnects, failed work requests]
     for s in samples:
         key = (s["case"], int(s["numjobs"]))
         if key not in order:
@@ -204,6 +212,9 @@ def main():
         perf.setdefault((key, s["target"]), []).append(f)
         c = cpu_figures(s, warnings) if f is not None else None
         cpu.setdefault((key, s["target"]), []).append(c)
+        t = trouble.setdefault((key, s["target"]), [0, 0])
+        t[0] += int(s.get("reconnects") or 0)
+        t[1] += int(s.get("qp_errors") or 0)
     for key in order:
         for t in TARGETS:
             if not any(perf.get((key, t), [])):
@@ -277,6 +288,24 @@ def main():
           f"| {col[('srptd', 'proc_us')][0]} | {col[('srptd', 'kthread_us')][0]} "
           f"| {col[('kernel', 'kthread_us')][0]} "
           f"| {col[('srptd', 'guest_busy_pct')][0]} | {col[('kernel', 'guest_busy_pct')][0]} |")
+
+    w("")
+    w("Initiator trouble over all rounds: ib_srp reconnects / failed work "
+      "requests (QP errors) in the kernel log during the runs; anything but 0 / 0 "
+      "is a stall or an error the initiator recovered from.")
+    w("")
+    w("| case | jobs | srptd | kernel ib_srpt |")
+    w("|---|---|---|---|")
+    for key in order:
+        case, nj = key
+        cells = []
+        for t in TARGETS:
+            rc, qe = trouble.get((key, t), [0, 0])
+            cells.append(f"{rc} / {qe}")
+            if rc or qe:
+                msg = f"{case} numjobs={nj} {t}: {rc} initiator reconnects, {qe} failed work requests"
+                (errors if check else warnings).append(msg)
+        w(f"| {case} | {nj} | {cells[0]} | {cells[1]} |")
 
     print("\n".join(out))
     for x in warnings:

@@ -75,7 +75,7 @@ OUT=$VM_RESULTS
 mkdir -p "$OUT/fio"
 SAMPLES=$OUT/samples.tsv
 CLK_TCK=$(getconf CLK_TCK)
-printf '%s\n' "target case numjobs round status window_ok window_s requests bytes user nice system idle iowait irq softirq steal kthread_ticks proc_ticks self_ticks clk_tck json" |
+printf '%s\n' "target case numjobs round status window_ok window_s requests bytes user nice system idle iowait irq softirq steal kthread_ticks proc_ticks self_ticks clk_tck json reconnects qp_errors" |
     tr ' ' '\t' > "$SAMPLES"
 {
     echo "guest_kernel $(uname -r)"
@@ -156,6 +156,17 @@ disk_ios() {
     DISK_IOS=$(( r + w ))
 }
 
+# srp_trouble: sets SRP_RECONNECTS and SRP_QP_ERRORS to the number of
+# ib_srp reconnects ("reconnect succeeded/failed") and failed work requests
+# ("failed RECV status WR flushed (5)" ...) in the kernel log so far. Read
+# before and after each run, outside its measurement window (it forks).
+srp_trouble() {
+    local log
+    log=$(dmesg)
+    SRP_RECONNECTS=$(grep -cE 'ib_srp: reconnect (succeeded|failed)' <<<"$log" || true)
+    SRP_QP_ERRORS=$(grep -cE 'ib_srp: failed [A-Z_ ]+ status' <<<"$log" || true)
+}
+
 ########################################################################
 
 # run_case <target> <dev> <case> <numjobs> <round> <pid or "">: one fio run,
@@ -177,6 +188,8 @@ run_case() {
     SNAP_DISK=${dev#/dev/} SNAP_PID=$6 SNAPS=()
     rel=fio/$target-$case-nj$nj-r$round.json
     json=$OUT/$rel
+    srp_trouble
+    local reconnects0=$SRP_RECONNECTS qp_errors0=$SRP_QP_ERRORS
     disk_ios; idle=$DISK_IOS
     DEV=$dev RUNTIME=$RUNTIME NUMJOBS=$nj timeout -k 10 $(( RUNTIME + 120 )) \
         fio --section="$case" --output-format=json --output="$json" "$JOBFILE" \
@@ -194,6 +207,8 @@ run_case() {
     renice -n 0 -p "$BASHPID" >/dev/null 2>&1 || true
     local t_exit=$EPOCHREALTIME
     wait "$fpid" || rc=$?
+    srp_trouble
+    local reconnects=$(( SRP_RECONNECTS - reconnects0 )) qp_errors=$(( SRP_QP_ERRORS - qp_errors0 ))
     # the raw snapshots, for a closer look at a run
     {
         echo "# fio launched $t_launch, exited by $t_exit; t ios sectors proc kthr user nice system idle iowait irq softirq steal self"
@@ -220,9 +235,12 @@ run_case() {
     [ "${a[3]}" = - ] || [ "${b[3]}" = - ] || pt=$(( b[3] - a[3] ))
     local secs
     secs=$(awk -v a="${a[0]}" -v b="${b[0]}" 'BEGIN { printf "%.3f", b - a }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\t%s\t%s\t%s\t%s\n' "$target" "$case" "$nj" "$round" "$status" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$case" "$nj" "$round" "$status" \
         "$window_ok" "$secs" "$(( b[1] - a[1] ))" "$(( (b[2] - a[2]) * 512 ))" \
-        "$cpu" "$(( b[4] - a[4] ))" "$pt" "$(( b[13] - a[13] ))" "$CLK_TCK" "$rel" >> "$SAMPLES"
+        "$cpu" "$(( b[4] - a[4] ))" "$pt" "$(( b[13] - a[13] ))" "$CLK_TCK" "$rel" \
+        "$reconnects" "$qp_errors" >> "$SAMPLES"
+    [ "$reconnects" = 0 ] && [ "$qp_errors" = 0 ] ||
+        vm_log "INITIATOR TROUBLE: $target $case numjobs=$nj round $round: $reconnects reconnects, $qp_errors failed work requests"
     vm_log "$target $case numjobs=$nj round $round: $status; first I/O $(awk -v a="$t_launch" -v b="${SNAPS[0]%% *}" 'BEGIN { printf "%.1f", b - a }')s after launch, fio exited $(awk -v a="$t_launch" -v b="$t_exit" 'BEGIN { printf "%.1f", b - a }')s after launch; window ${secs}s (${#SNAPS[@]} snapshots): $(( b[1] - a[1] )) requests, $(( (b[2] - a[2]) / 2 )) KiB"
 }
 
