@@ -1249,6 +1249,19 @@ mod tests {
         );
     }
 
+    /// The renderings of the canned reports equal `testdata/`, written by
+    /// this renderer.
+    #[test]
+    fn golden_renderings() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/mad/testdata");
+        let read = |name: &str, ext: &str| std::fs::read_to_string(format!("{dir}/{name}.{ext}")).unwrap();
+        for (name, r) in crate::mad::fixtures::canned_reports() {
+            assert_eq!(r.to_json() + "\n", read(name, "json"), "{name}.json");
+            assert_eq!(r.to_string(), read(name, "txt"), "{name}.txt");
+            assert_eq!(r.raw_dump(), read(name, "raw"), "{name}.raw");
+        }
+    }
+
     #[test]
     fn json_escaping() {
         assert_eq!(json_str("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");

@@ -12,6 +12,8 @@
 
 pub mod agent;
 pub mod client;
+#[cfg(test)]
+mod fixtures;
 
 pub use agent::{DmAgent, DmConfig};
 pub use client::{query, DmReport};
