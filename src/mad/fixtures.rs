@@ -6,7 +6,7 @@
 //! printed for them; the serde renderer must print the same.
 
 use crate::mad::agent::{rdma_cm_service_id, RDMA_PS_IB};
-use crate::mad::client::{AttrError, ControllerReport, DmReport, Exchange};
+use crate::mad::query::{AttrError, ControllerReport, DmReport, Exchange};
 use crate::wire::mad::{
     AttributeId, ClassPortInfo, DmMad, IoControllerProfile, IoUnitInfo, MadStatus, ServiceEntries,
     ServiceEntry, SlotState,
