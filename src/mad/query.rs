@@ -798,7 +798,7 @@ mod tests {
             }
             let r = q.into_report();
             let _ = r.to_string();
-            let _ = r.to_json();
+            prop_assert!(serde_json::from_str::<serde_json::Value>(&r.to_json()).is_ok());
         }
     }
 }
