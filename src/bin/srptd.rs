@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use srptd::mad::client::{probe, probe_line, query_with, standard_probes, QueryError, QueryOptions};
+use srptd::mad::query::standard_probes;
+use srptd::mad::render::probe_line;
+use srptd::mad::session::{probe, query_with, QueryError, QueryOptions};
 use srptd::proto::LoginLimits;
 use srptd::scsi::{Access, BackstoreConfig, LunConfig, Target, TargetConfig};
 use srptd::target::{self, Options};
@@ -178,7 +180,7 @@ fn dm_query(a: &DmQueryArgs) -> ExitCode {
 }
 
 fn dm_query_error(a: &DmQueryArgs, e: &QueryError) -> ExitCode {
-    use srptd::mad::client::AttrError;
+    use srptd::mad::query::AttrError;
     use srptd::wire::mad::MadStatus;
     let hint = match e {
         QueryError::NoIoUnitInfo(AttrError::Status(MadStatus::UNSUPPORTED_METHOD_ATTR)) => {

@@ -3,15 +3,28 @@
 //!
 //! - [`agent`]: the sans-I/O agent that answers DevMgt Get requests for
 //!   ClassPortInfo, IOUnitInfo, IOControllerProfile and ServiceEntries.
-//! - [`client`]: the query side: builds the requests srp_daemon sends,
-//!   decodes the answers into a [`client::DmReport`], and
-//!   [`client::query`] runs it over a umad port.
+//! - [`query`]: the sans-I/O query side: the requests srp_daemon sends and
+//!   how the answers decode into a [`DmReport`]; the error probe table.
+//! - [`session`]: the umad I/O that runs a [`DmQuery`] (or the probes) on
+//!   a port, for `srptd dm-query`.
+//! - [`render`]: what `srptd dm-query` prints: text, raw dump, probe lines
+//!   and JSON.
 //!
 //! Wire formats are in [`crate::wire::mad`]; umad I/O in
 //! [`crate::rdma::umad`]. See `docs/device-management.md`.
 
 pub mod agent;
-pub mod client;
+pub mod query;
+pub mod render;
+pub mod session;
+
+#[cfg(test)]
+mod fixtures;
+
+/// The former path of the query (`mad::client::DmQuery`), still used by
+/// `fuzz/fuzz_targets/mad.rs`.
+#[doc(hidden)]
+pub use query as client;
 
 pub use agent::{DmAgent, DmConfig};
-pub use client::{query, DmReport};
+pub use query::{DmQuery, DmReport};
