@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use srptd::mad::client::DmQuery;
+use srptd::mad::query::DmQuery;
 use srptd::mad::{DmAgent, DmConfig};
 use srptd::wire::mad::{ClassPortInfo, DmMad, IoControllerProfile, IoUnitInfo, MadHeader, ServiceEntries};
 

@@ -21,10 +21,5 @@ pub mod session;
 #[cfg(test)]
 mod fixtures;
 
-/// The former path of the query (`mad::client::DmQuery`), still used by
-/// `fuzz/fuzz_targets/mad.rs`.
-#[doc(hidden)]
-pub use query as client;
-
 pub use agent::{DmAgent, DmConfig};
 pub use query::{DmQuery, DmReport};
