@@ -10,14 +10,15 @@
 //!   and emits actions; it never touches hardware.
 //! - [`rdma`]: the only module with `unsafe` code: registered memory,
 //!   verbs and RDMA/CM wrappers.
-//! - [`target`]: the running target: RDMA/CM connection management on a
-//!   small tokio runtime, channels on poller threads.
+//! - [`driver`]: the running daemon: RDMA/CM connection management on a
+//!   small tokio runtime, channels on poller threads. (Not to be confused
+//!   with the SCSI target, `scsi::Target`.)
 #![deny(unsafe_code)]
 
+pub mod driver;
 pub mod mad;
 pub mod proto;
 #[allow(unsafe_code)]
 pub mod rdma;
 pub mod scsi;
-pub mod target;
 pub mod wire;
