@@ -10,6 +10,7 @@
 //! SRQ, so that the kernel can finish removing it; other devices keep
 //! serving.
 
+pub mod channel;
 pub mod device;
 pub mod dm;
 pub mod poller;
@@ -32,8 +33,9 @@ use crate::rdma::{
 use crate::scsi::{InitiatorPortId, Target};
 use crate::wire::{LoginReject, LoginRequest, RejectReason, Tag, BUF_FMT_DIRECT, BUF_FMT_INDIRECT};
 
+use channel::{ChannelDriver, RecvSide};
 use device::{Device, SrqSettings};
-use poller::{ChannelDriver, PollerConfig, PollerEvent, PollerHandle, PollerMsg, RecvSide};
+use poller::{PollerConfig, PollerEvent, PollerHandle, PollerMsg};
 
 /// The IB CM service ID srptd listens on in the IB port space for RDMA/CM
 /// port `port` (`RDMA_PS_IB << 16 | port`; 0x00000000013f15b3 for 5555),
