@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use srptd::driver::{self, Options};
 use srptd::mad::client::{probe, probe_line, query_with, standard_probes, QueryError, QueryOptions};
 use srptd::proto::LoginLimits;
 use srptd::scsi::{Access, BackstoreConfig, LunConfig, Target, TargetConfig};
-use srptd::driver::{self, Options};
 use srptd::wire::parse_hex;
 
 /// A userspace SCSI RDMA Protocol (SRP) target.
