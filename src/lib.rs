@@ -13,12 +13,14 @@
 //!   (registered buffers, backstore RAM, `O_DIRECT` I/O).
 //! - [`os`]: small wrappers over system calls std lacks (hole punching,
 //!   `poll(2)`, the TSC).
+//! - [`driver`]: the running daemon: RDMA/CM connection management on a
+//!   small tokio runtime, channels on poller threads. (Not to be confused
+//!   with the SCSI target, `scsi::Target`.)
 //!
 //! `unsafe` code lives only in `rdma`, `mem` and `os` (and `ffi/`).
-//! - [`target`]: the running target: RDMA/CM connection management on a
-//!   small tokio runtime, channels on poller threads.
 #![deny(unsafe_code)]
 
+pub mod driver;
 pub mod mad;
 #[allow(unsafe_code)]
 pub mod mem;
@@ -28,5 +30,4 @@ pub mod proto;
 #[allow(unsafe_code)]
 pub mod rdma;
 pub mod scsi;
-pub mod target;
 pub mod wire;

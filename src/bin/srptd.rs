@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use srptd::driver::{self, Options};
 use srptd::mad::query::standard_probes;
 use srptd::mad::render::probe_line;
 use srptd::mad::session::{probe, query_with, QueryError, QueryOptions};
 use srptd::proto::LoginLimits;
 use srptd::scsi::{Access, BackstoreConfig, LunConfig, Target, TargetConfig};
-use srptd::target::{self, Options};
 use srptd::wire::parse_hex;
 
 /// A userspace SCSI RDMA Protocol (SRP) target.
@@ -260,7 +260,7 @@ fn setup(cli: &Cli) -> Result<(Options, TargetConfig), String> {
         pool_size: pool_size as usize,
         pollers: cli
             .pollers
-            .map_or_else(srptd::target::default_pollers, usize::from),
+            .map_or_else(srptd::driver::default_pollers, usize::from),
         io_threads: cli.io_threads as usize,
         spin: Duration::from_micros(cli.spin_us),
         dm: !cli.no_dm,
@@ -299,7 +299,7 @@ fn main() -> ExitCode {
     for l in target.luns() {
         tracing::info!(lun = l.lun, blocks = l.num_blocks, block_size = l.block_size, read_only = l.read_only, serial = %l.serial, "LUN");
     }
-    match target::run(opts, target) {
+    match driver::run(opts, target) {
         Ok(s) => {
             let st = &s.stats;
             eprintln!(

@@ -44,7 +44,7 @@ pub struct DmConfig {
     /// ServiceID of the one service entry: the IB CM service ID initiators
     /// connect to (srp_daemon's `service_id=`). ib_srpt advertises its IB
     /// CM listen ID, `srpt_service_guid` (the node GUID); srptd advertises
-    /// the `RDMA_PS_IB` service ID of its port (`target::dm`,
+    /// the `RDMA_PS_IB` service ID of its port (`driver::dm`,
     /// `docs/device-management.md`).
     pub service_id: u64,
     /// SendMessageQueueDepth: credits per channel (ib_srpt 6.1 without
@@ -73,7 +73,7 @@ impl DmConfig {
     /// / `proto::ChannelConfig::new` at the time of writing (128 credits,
     /// max it_iu_len 64 KiB + 68, 8 MiB per command, 4 RDMA reads). The
     /// running target builds its configuration from its live options
-    /// instead (`target::dm::dm_config`).
+    /// instead (`driver::dm::dm_config`).
     pub fn for_node_guid(node_guid: u64) -> Self {
         Self {
             ioc_guid: node_guid,

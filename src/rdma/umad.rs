@@ -4,7 +4,7 @@
 //! - [`UmadPort`] owns the fd (opened non-blocking by libibumad); it is
 //!   `AsRawFd`/`AsFd`; [`UmadPort::to_async`] registers it with tokio
 //!   (`AsyncFd`), and the target calls [`UmadPort::recv`] with a zero
-//!   timeout when it is readable (`target::dm`).
+//!   timeout when it is readable (`driver::dm`).
 //! - [`Agent`] unregisters itself on drop (errors are logged, never
 //!   panicked on) and keeps the port open through an `Arc`.
 //! - [`MadAddress`] is filled into `ib_mad_addr` directly rather than

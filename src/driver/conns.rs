@@ -1,0 +1,118 @@
+//! The control plane's table of accepted connections: each channel's
+//! RDMA/CM id, the poller it runs on, its I_T nexus and its device,
+//! addressed by CM id handle (events) and by channel key (pollers).
+
+use std::collections::HashMap;
+
+use crate::rdma::{CmId, CmIdHandle};
+use crate::scsi::InitiatorPortId;
+
+/// An I_T nexus as SRP names it: initiator and target port identifiers.
+pub(super) type NexusId = (InitiatorPortId, [u8; 16]);
+
+/// One accepted connection (its channel runs on a poller).
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub id: CmId,
+    pub key: u64,
+    pub poller: usize,
+    pub nexus: NexusId,
+    pub device: String,
+    pub disconnect_sent: bool,
+}
+
+impl Conn {
+    /// Sends the DREQ (or answers the initiator's) once.
+    pub fn send_disconnect(&mut self) {
+        if !self.disconnect_sent {
+            self.disconnect_sent = true;
+            if let Err(e) = self.id.disconnect() {
+                tracing::debug!(error = %e, "rdma_disconnect");
+            }
+        }
+    }
+}
+
+/// Accepted connections, with the channel keys of each nexus.
+#[derive(Debug)]
+pub(super) struct Conns {
+    by_id: HashMap<CmIdHandle, Conn>,
+    by_key: HashMap<u64, CmIdHandle>,
+    by_nexus: HashMap<NexusId, Vec<u64>>,
+    next_key: u64,
+}
+
+impl Conns {
+    pub fn new() -> Conns {
+        Conns {
+            by_id: HashMap::new(),
+            by_key: HashMap::new(),
+            by_nexus: HashMap::new(),
+            next_key: 1,
+        }
+    }
+
+    /// A key for a new channel (never reused).
+    pub fn new_key(&mut self) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        key
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Conn> {
+        self.by_id.values()
+    }
+
+    /// The connections on device `name`.
+    pub fn on_device<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Conn> + 'a {
+        self.by_id.values().filter(move |c| c.device == name)
+    }
+
+    pub fn get(&self, h: &CmIdHandle) -> Option<&Conn> {
+        self.by_id.get(h)
+    }
+
+    pub fn get_mut(&mut self, h: &CmIdHandle) -> Option<&mut Conn> {
+        self.by_id.get_mut(h)
+    }
+
+    /// The connection of channel `key`.
+    pub fn by_key_mut(&mut self, key: u64) -> Option<&mut Conn> {
+        let h = self.by_key.get(&key)?;
+        self.by_id.get_mut(h)
+    }
+
+    /// Channels of `nexus`.
+    pub fn nexus_channels(&self, nexus: &NexusId) -> &[u64] {
+        self.by_nexus.get(nexus).map_or(&[], |v| v.as_slice())
+    }
+
+    pub fn insert(&mut self, c: Conn) {
+        self.by_nexus.entry(c.nexus).or_default().push(c.key);
+        let handle = c.id.handle();
+        self.by_key.insert(c.key, handle);
+        self.by_id.insert(handle, c);
+    }
+
+    /// Removes channel `key` (closed); dropping the returned connection
+    /// destroys its RDMA/CM id.
+    pub fn remove(&mut self, key: u64) -> Option<Conn> {
+        let h = self.by_key.remove(&key)?;
+        let c = self.by_id.remove(&h)?;
+        if let Some(v) = self.by_nexus.get_mut(&c.nexus) {
+            v.retain(|&k| k != key);
+            if v.is_empty() {
+                self.by_nexus.remove(&c.nexus);
+            }
+        }
+        Some(c)
+    }
+}

@@ -1,0 +1,317 @@
+//! The control loop on the tokio runtime: RDMA/CM events, poller events,
+//! signals and the timers (periodic tick, shutdown deadline) are dispatched
+//! to the listeners ([`super::listen`]), devices ([`super::devices`]),
+//! logins ([`super::login`]) and the connection table ([`super::conns`]).
+//! It never touches a channel's data path: pollers do that, told by
+//! messages.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+
+use crate::proto::TargetPortId;
+use crate::rdma::{CmEvent, CmEventKind, EventChannel};
+use crate::scsi::Target;
+
+use super::conns::Conns;
+use super::devices::{lost_srq_slots, Devices};
+use super::listen::Listeners;
+use super::poller::{PollerEvent, PollerHandle, PollerMsg};
+use super::{Options, StartError, Summary};
+
+const TICK: Duration = Duration::from_secs(1);
+/// How long a shutdown waits for channels after forcing them off.
+const FORCED_GRACE: Duration = Duration::from_secs(5);
+
+/// Set once shutting down: when to stop waiting for logouts, and whether
+/// channels were already forced off.
+#[derive(Debug)]
+struct Shutdown {
+    deadline: Instant,
+    forced: bool,
+}
+
+/// The control plane's state.
+#[derive(Debug)]
+pub(super) struct Control {
+    pub opts: Options,
+    pub target: Arc<Target>,
+    pub port_id: TargetPortId,
+    pub events: Arc<EventChannel>,
+    pub pollers: Vec<Arc<PollerHandle>>,
+    pub listeners: Listeners,
+    pub devices: Devices,
+    pub conns: Conns,
+    pub summary: Summary,
+    /// When the periodic tick runs next (None: nothing pending).
+    tick_at: Option<Instant>,
+    shutdown: Option<Shutdown>,
+}
+
+impl Control {
+    pub fn new(
+        opts: Options,
+        target: Arc<Target>,
+        port_id: TargetPortId,
+        events: Arc<EventChannel>,
+        pollers: Vec<Arc<PollerHandle>>,
+        listeners: Listeners,
+    ) -> Control {
+        Control {
+            opts,
+            target,
+            port_id,
+            events,
+            pollers,
+            listeners,
+            devices: Devices::default(),
+            conns: Conns::new(),
+            summary: Summary::default(),
+            tick_at: None,
+            shutdown: None,
+        }
+    }
+
+    /// Runs until shut down and every channel closed (or the shutdown
+    /// deadline passed twice); returns the totals.
+    pub async fn main_loop(
+        &mut self,
+        mut ev_rx: UnboundedReceiver<PollerEvent>,
+    ) -> Result<Summary, StartError> {
+        let afd = self.events.to_async()?;
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            if self.shutdown.is_some() && self.conns.is_empty() {
+                break;
+            }
+            let far = Instant::now() + Duration::from_secs(3600);
+            let shutting_down = self.shutting_down();
+            let wake_at = self.shutdown.as_ref().map_or(far, |s| s.deadline);
+            let tick_at = self.tick_at;
+            tokio::select! {
+                r = afd.readable() => {
+                    let mut guard = r?;
+                    self.drain_cm_events();
+                    guard.clear_ready();
+                    self.drain_cm_events();
+                }
+                Some(ev) = ev_rx.recv() => self.on_poller_event(ev),
+                _ = tokio::signal::ctrl_c(), if !shutting_down => self.begin_shutdown(),
+                _ = sigterm.recv(), if !shutting_down => self.begin_shutdown(),
+                _ = tokio::time::sleep_until(tick_at.unwrap_or(far)), if tick_at.is_some() => self.tick(),
+                _ = tokio::time::sleep_until(wake_at), if shutting_down => {
+                    if !self.force_logouts() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(self.finish())
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.is_some()
+    }
+
+    /// Stops accepting logins and logs every initiator out (SRP_T_LOGOUT
+    /// once its commands finish), with a deadline for that.
+    fn begin_shutdown(&mut self) {
+        tracing::info!(
+            channels = self.conns.len(),
+            "shutting down: logging initiators out"
+        );
+        self.listeners.close();
+        for c in self.conns.iter() {
+            self.pollers[c.poller].send(PollerMsg::Logout(c.key));
+        }
+        self.shutdown = Some(Shutdown {
+            deadline: Instant::now() + self.opts.shutdown_timeout,
+            forced: false,
+        });
+    }
+
+    /// The shutdown deadline passed: the first time, disconnects every
+    /// channel and waits a little longer (true); the second time, gives up
+    /// (false).
+    fn force_logouts(&mut self) -> bool {
+        let Some(s) = self.shutdown.as_mut() else {
+            return true;
+        };
+        if s.forced {
+            return false;
+        }
+        tracing::warn!(
+            channels = self.conns.len(),
+            "initiators did not log out in time; disconnecting"
+        );
+        s.forced = true;
+        s.deadline = Instant::now() + FORCED_GRACE;
+        let keys: Vec<u64> = self.conns.iter().map(|c| c.key).collect();
+        for key in keys {
+            self.disconnect(key);
+        }
+        true
+    }
+
+    /// Stops the pollers and adds up the totals.
+    fn finish(&mut self) -> Summary {
+        for p in &self.pollers {
+            p.send(PollerMsg::Stop);
+        }
+        if self.conns.is_empty() {
+            for p in &self.pollers {
+                p.join();
+            }
+        }
+        self.summary.leaked_channels = self.conns.len();
+        for p in &self.pollers {
+            let c = p.counters();
+            self.summary.poller_sleeps += c.sleeps.load(Ordering::Relaxed);
+            self.summary.doorbells += c.doorbells.load(Ordering::Relaxed);
+        }
+        for d in self.devices.held() {
+            self.summary.leaked_srq_slots += lost_srq_slots(d, "at exit");
+        }
+        self.summary.clone()
+    }
+
+    fn drain_cm_events(&mut self) {
+        loop {
+            match self.events.get_event() {
+                Ok(Some(ev)) => self.on_cm_event(ev),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading RDMA/CM events failed");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_cm_event(&mut self, mut ev: CmEvent) {
+        match ev.kind {
+            CmEventKind::ConnectRequest => {
+                if let Some(id) = ev.new_id.take() {
+                    self.on_connect_request(id, &ev);
+                }
+            }
+            CmEventKind::Established => {
+                if let Some(c) = self.conns.get(&ev.id) {
+                    tracing::debug!(key = c.key, "connection established");
+                }
+            }
+            CmEventKind::DeviceRemoval => self.on_device_removal(ev.id),
+            CmEventKind::AddrChange => self.on_addr_change(ev.id),
+            CmEventKind::Disconnected
+            | CmEventKind::Rejected
+            | CmEventKind::Unreachable
+            | CmEventKind::ConnectError => {
+                if let Some(c) = self.conns.get_mut(&ev.id) {
+                    tracing::info!(key = c.key, event = ?ev.kind, "connection ending");
+                    // Answer the initiator's DREQ (or tell it we are gone).
+                    c.send_disconnect();
+                    self.pollers[c.poller].send(PollerMsg::Disconnect(c.key));
+                }
+            }
+            CmEventKind::TimewaitExit => {}
+            other => tracing::debug!(event = ?other, "RDMA/CM event ignored"),
+        }
+    }
+
+    fn on_poller_event(&mut self, ev: PollerEvent) {
+        match ev {
+            PollerEvent::Disconnect { key } => self.disconnect(key),
+            PollerEvent::Closed { key, stats } => {
+                self.summary.stats += &stats;
+                if let Some(c) = self.conns.remove(key) {
+                    tracing::info!(key, ?stats, "channel closed");
+                    // Dropping `c.id` destroys the RDMA/CM id.
+                    if self.devices.is_removing(&c.device) {
+                        self.maybe_release(&c.device);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends channel `key`: disconnects its connection (once) and tells its
+    /// poller to drain and free it.
+    pub fn disconnect(&mut self, key: u64) {
+        let Some(c) = self.conns.by_key_mut(key) else {
+            return;
+        };
+        c.send_disconnect();
+        self.pollers[c.poller].send(PollerMsg::Disconnect(key));
+    }
+
+    /// The poller with the fewest channels (the lowest index on a tie), so
+    /// that the channels of one login land on different threads: on
+    /// soft-RoCE every posting thread also carries the queue pair's protocol
+    /// work.
+    pub fn least_loaded_poller(&self) -> usize {
+        least_loaded(self.pollers.len(), self.conns.iter().map(|c| c.poller))
+    }
+
+    pub fn schedule_tick(&mut self) {
+        if self.tick_at.is_none() {
+            self.tick_at = Some(Instant::now() + TICK);
+        }
+    }
+
+    /// Periodic work, only while something is pending: re-creating a lost
+    /// listener, letting librdmacm release removed devices, looking for IB
+    /// ports after a removal.
+    fn tick(&mut self) {
+        self.tick_at = None;
+        let now = Instant::now();
+        if self.listeners.ip_lost() && !self.shutting_down() {
+            self.relisten();
+        }
+        if self.release_devices(now) {
+            self.listeners.rescan_from(now);
+        }
+        self.rescan_ib_ports(now);
+        if (self.listeners.ip_lost() && !self.shutting_down())
+            || self.devices.releasing()
+            || self.listeners.rescanning()
+        {
+            self.schedule_tick();
+        }
+    }
+}
+
+/// Of `n` pollers, the one with the fewest of the `assigned` channels (each
+/// given by its poller's index); the lowest index on a tie.
+fn least_loaded(n: usize, assigned: impl Iterator<Item = usize>) -> usize {
+    let mut load = vec![0usize; n.max(1)];
+    for p in assigned {
+        if let Some(l) = load.get_mut(p) {
+            *l += 1;
+        }
+    }
+    (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_go_to_the_least_loaded_poller() {
+        assert_eq!(least_loaded(1, [].into_iter()), 0);
+        assert_eq!(least_loaded(2, [].into_iter()), 0);
+        // The second channel of a login goes to the other poller.
+        assert_eq!(least_loaded(2, [0].into_iter()), 1);
+        assert_eq!(least_loaded(4, [0, 1, 3].into_iter()), 2);
+        // A poller freed by a logout is refilled first.
+        assert_eq!(least_loaded(3, [0, 0, 2, 2].into_iter()), 1);
+        assert_eq!(least_loaded(2, [1, 1, 0].into_iter()), 0);
+        // Stale indices (never produced) are ignored, not a panic.
+        assert_eq!(least_loaded(2, [0, 7].into_iter()), 1);
+        assert_eq!(least_loaded(0, [].into_iter()), 0);
+    }
+}

@@ -1,0 +1,237 @@
+//! The running daemon: RDMA/CM listeners and connection management on a
+//! small tokio runtime (control plane), channels on poller threads (data
+//! path).
+//!
+//! Listeners: one wildcard IPv6/IPv4 RDMA/CM listener on the configured
+//! port (it follows devices as they come and go), and on every InfiniBand
+//! port of a served device one in the IB port space (`AF_IB`, service ID
+//! [`ib_service_id`]) for IB CM logins. A device that goes away
+//! (DEVICE_REMOVAL) has its channels drained and freed, then its PD, MRs and
+//! SRQ, so that the kernel can finish removing it; other devices keep
+//! serving.
+//!
+//! Module map:
+//! - this file: the entry point [`run`], [`Options`], [`Summary`],
+//!   [`StartError`];
+//! - `control`: the control loop on the tokio runtime (CM events, poller
+//!   events, signals, ticks, shutdown);
+//! - `listen`: the wildcard and IB port-space listeners, IB port scanning;
+//! - `devices`: devices in use: opened at first login, removal, release;
+//! - `login`: login acceptance, a pipeline of named steps;
+//! - `conns`: the table of accepted connections (by CM id, key, nexus);
+//! - [`poller`]: poller threads (data path) and their spin policy;
+//! - [`channel`]: one channel's driver on a poller ([`channel::ChannelDriver`]);
+//! - [`device`]: one device's resources and its shared receive queue ring;
+//! - [`dm`]: the device-management (DevMgt MAD) service.
+
+pub mod channel;
+mod conns;
+mod control;
+pub mod device;
+mod devices;
+pub mod dm;
+mod listen;
+mod login;
+pub mod poller;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::unbounded_channel;
+
+use crate::proto::{ChannelStats, LoginLimits, TargetPortId};
+use crate::rdma::{self, EventChannel};
+use crate::scsi::Target;
+
+use control::Control;
+use listen::{listen_ip, Listeners};
+use poller::PollerConfig;
+
+pub use listen::{ib_listen_addr, ib_service_id};
+pub use login::rdma_read_depth;
+
+/// Everything the target needs to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// RDMA/CM port to listen on.
+    pub port: u16,
+    /// Devices to serve (empty: all).
+    pub devices: Vec<String>,
+    /// Login limits offered to every channel.
+    pub limits: LoginLimits,
+    /// Data pool per channel, bytes.
+    pub pool_size: usize,
+    /// Poller threads.
+    pub pollers: usize,
+    /// Worker threads per poller for blocking backstore I/O.
+    pub io_threads: usize,
+    /// Busy-poll time after the last completion before sleeping.
+    pub spin: Duration,
+    /// How long a clean shutdown waits for initiators to log out.
+    pub shutdown_timeout: Duration,
+    /// Answer device-management MADs on the served ports (`dm::DmService`).
+    pub dm: bool,
+    /// One shared receive queue per device instead of a receive queue per
+    /// channel.
+    pub srq: bool,
+    /// Receive slots of each device's SRQ (`None`: derived, see
+    /// [`device::srq_slots`]).
+    pub srq_size: Option<u32>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            port: 5555,
+            devices: Vec::new(),
+            limits: LoginLimits::default(),
+            pool_size: 32 << 20,
+            pollers: default_pollers(),
+            io_threads: 4,
+            spin: Duration::from_micros(50),
+            shutdown_timeout: Duration::from_secs(10),
+            dm: true,
+            srq: false,
+            srq_size: None,
+        }
+    }
+}
+
+/// Poller threads by default: one per CPU the process may run on, at most
+/// [`MAX_DEFAULT_POLLERS`]. An idle poller sleeps, so spare ones cost
+/// nothing; channels go to the least loaded one.
+pub fn default_pollers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_DEFAULT_POLLERS)
+}
+
+/// Upper bound of [`default_pollers`].
+pub const MAX_DEFAULT_POLLERS: usize = 8;
+
+/// Why the target could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no RDMA device found (load rdma_rxe and create one with `rdma link add rxe0 type rxe netdev <if>`, or see the README)")]
+    NoDevice,
+    #[error("--device {0}: no such RDMA device (available: {1})")]
+    UnknownDevice(String, String),
+    #[error("cannot listen on RDMA/CM port {port}: {source}")]
+    Listen { port: u16, source: rdma::Error },
+    #[error("{0}")]
+    Rdma(#[from] rdma::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Totals printed when the target stops.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    /// Logins accepted.
+    pub logins: u64,
+    /// Logins rejected.
+    pub rejects: u64,
+    /// Channels still open at exit (resources not freed).
+    pub leaked_channels: usize,
+    /// Shared receive queue slots neither posted nor owned by a channel at
+    /// exit (or when their device went away).
+    pub leaked_srq_slots: u64,
+    /// Sum of the channels' counters.
+    pub stats: ChannelStats,
+    /// Times the pollers went to sleep (woken by a completion event, a
+    /// control message or a backstore completion).
+    pub poller_sleeps: u64,
+    /// `ibv_post_send` calls (each a doorbell system call on soft-RoCE).
+    pub doorbells: u64,
+}
+
+/// The identity initiators use: `id_ext` and `ioc_guid` are the node GUID of
+/// the first device served, as the kernel target does.
+pub fn identity(devices: &[String]) -> Result<(TargetPortId, Vec<String>), StartError> {
+    let all = rdma::devices()?;
+    if all.is_empty() {
+        return Err(StartError::NoDevice);
+    }
+    let names: Vec<String> = all.iter().map(|d| d.name.clone()).collect();
+    for d in devices {
+        if !names.contains(d) {
+            return Err(StartError::UnknownDevice(d.clone(), names.join(", ")));
+        }
+    }
+    let first = devices.first().cloned().unwrap_or_else(|| names[0].clone());
+    let guid = all
+        .iter()
+        .find(|d| d.name == first)
+        .map(|d| d.guid)
+        .unwrap_or_default();
+    let served = if devices.is_empty() {
+        names
+    } else {
+        devices.to_vec()
+    };
+    Ok((
+        TargetPortId {
+            id_ext: guid,
+            ioc_guid: guid,
+        },
+        served,
+    ))
+}
+
+/// Runs the target until SIGINT/SIGTERM; prints the `ready` line when it
+/// accepts logins.
+pub fn run(opts: Options, target: Arc<Target>) -> Result<Summary, StartError> {
+    let (port_id, served) = identity(&opts.devices)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let (ev_tx, ev_rx) = unbounded_channel();
+        let io_queue = (opts.limits.queue_depth as usize + 8) * 64;
+        let pcfg = PollerConfig {
+            spin: opts.spin,
+            io_threads: opts.io_threads,
+            io_queue,
+        };
+        let pollers = (0..opts.pollers.max(1))
+            .map(|i| poller::spawn(i, pcfg, ev_tx.clone()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let events = EventChannel::new()?;
+        let listener = listen_ip(&events, opts.port).map_err(|source| StartError::Listen {
+            port: opts.port,
+            source,
+        })?;
+        let port = opts.port;
+        let dm = dm::DmService::for_target(&opts, &target, port_id, &served);
+        let mut c = Control::new(opts, target, port_id, events, pollers, Listeners::new(listener));
+        c.scan_ib_ports(&served);
+        tracing::info!(
+            port,
+            srq = c.opts.srq,
+            ib_listeners = c.listeners.ib_count(),
+            devices = ?served,
+            "listening"
+        );
+        println!(
+            "ready id_ext={:016x} ioc_guid={:016x} port={}",
+            port_id.id_ext, port_id.ioc_guid, port
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let result = c.main_loop(ev_rx).await;
+        dm.stop().await;
+        result
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn srq_is_off_by_default() {
+        let o = Options::default();
+        assert!(!o.srq && o.srq_size.is_none());
+        assert_eq!(o.port, 5555);
+    }
+}
