@@ -2342,6 +2342,33 @@ mod tests {
     }
 
     #[test]
+    fn cmd_truncated_descriptors() {
+        // The indirect descriptor header (table descriptor and total
+        // length) is checked as a whole: need counts up to its end.
+        let iu = cat(&[&cmd_header(0x02, 0, 0, 0, READ10), &desc(0x1000, 1, 16)]);
+        for cut in [48, 50, 64, 67] {
+            assert_eq!(
+                Cmd::parse(&iu[..cut.min(iu.len())]),
+                Err(WireError::TooShort {
+                    what: "SRP_CMD data-in descriptor",
+                    need: 68,
+                    have: cut.min(iu.len())
+                })
+            );
+        }
+        // A cut immediate descriptor.
+        let iu = cat(&[&cmd_header(0x30, 0, 0, 0, WRITE10), &[0, 0]]);
+        assert_eq!(
+            Cmd::parse(&iu),
+            Err(WireError::TooShort {
+                what: "SRP_CMD data-out descriptor",
+                need: 52,
+                have: 50
+            })
+        );
+    }
+
+    #[test]
     fn cmd_immediate_as_linux_sends_it() {
         // ib_srp: fmt = SRP_DATA_DESC_IMM << 4, counts 0, srp_imm_buf right
         // after the CDB, data at SRP_IMM_DATA_OFFSET = 68. Bytes 52..68 are
@@ -2528,6 +2555,799 @@ mod tests {
         assert!(matches!(Iu::parse(&LOGIN_REQ_IU), Ok(Iu::LoginReq(_))));
         assert!(matches!(Iu::parse(&LOGIN_RSP_IU), Ok(Iu::LoginRsp(_))));
         assert!(matches!(Iu::parse(&LOGIN_REJ_IU), Ok(Iu::LoginRej(_))));
+    }
+
+    // -----------------------------------------------------------------
+    // Layout tables: for each IU, a static byte array in which every
+    // non-reserved field is non-zero, read field by field through the
+    // table (deconstruct), written field by field into zeros (construct),
+    // parsed, and emitted.
+    // -----------------------------------------------------------------
+
+    /// The first `N` bytes of a test array.
+    fn head<const N: usize>(b: &[u8]) -> &[u8; N] {
+        b.first_chunk().unwrap()
+    }
+
+    /// Emit `f`'s IU into a buffer of 0xa5 bytes; returns the buffer and
+    /// the length written.
+    fn emit_over_junk(f: impl FnOnce(&mut [u8]) -> Result<usize, WireError>) -> (Vec<u8>, usize) {
+        let mut buf = vec![0xa5u8; 512];
+        let n = f(&mut buf).unwrap();
+        (buf, n)
+    }
+
+    mod login_req_layout {
+        use super::*;
+        use crate::wire::srp::login_req as f;
+        use crate::wire::{
+            get, get_be16, get_be32, get_be64, get_u8, set, set_be16, set_be32, set_be64, set_u8,
+        };
+
+        fn repr() -> LoginRequest {
+            LoginRequest {
+                tag: TAGV,
+                req_it_iu_len: 8260,
+                req_buf_fmt: BUF_FMT_DIRECT | BUF_FMT_INDIRECT,
+                req_flags: LoginRequest::IMMED_REQUESTED | LoginRequest::MULTI,
+                imm_data_offset: 68,
+                initiator_port_id: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+                target_port_id: [
+                    0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f,
+                    0x30,
+                ],
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = &LOGIN_REQ_IU;
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::LOGIN_REQ.0);
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get_be32(b, f::REQ_IT_IU_LEN), 8260);
+            assert_eq!(get_be16(b, f::REQ_BUF_FMT), 0x0006);
+            assert_eq!(get_u8(b, f::REQ_FLAGS), 0x81);
+            assert_eq!(get_be16(b, f::IMM_DATA_OFFSET), 68);
+            assert_eq!(get::<16, 64>(b, f::INITIATOR_PORT_ID), repr().initiator_port_id);
+            assert_eq!(get::<16, 64>(b, f::TARGET_PORT_ID), repr().target_port_id);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::LOGIN_REQ.0);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set_be32(&mut b, f::REQ_IT_IU_LEN, 8260);
+            set_be16(&mut b, f::REQ_BUF_FMT, 0x0006);
+            set_u8(&mut b, f::REQ_FLAGS, 0x81);
+            set_be16(&mut b, f::IMM_DATA_OFFSET, 68);
+            set(&mut b, f::INITIATOR_PORT_ID, &repr().initiator_port_id);
+            set(&mut b, f::TARGET_PORT_ID, &repr().target_port_id);
+            assert_eq!(b, LOGIN_REQ_IU);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(LoginRequest::parse(&LOGIN_REQ_IU), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!(&b[..n], LOGIN_REQ_IU);
+            assert_eq!(b[n], 0xa5);
+        }
+    }
+
+    mod login_req_rdma_layout {
+        use super::*;
+        use crate::wire::srp::login_req_rdma as f;
+        use crate::wire::{
+            get, get_be16, get_be32, get_be64, get_u8, set, set_be16, set_be32, set_be64, set_u8,
+        };
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 56] = [
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, // tag
+            0x00, 0x02,                                     // req_buf_fmt: direct
+            0x81,                                           // IMMED | MULTI
+            0x00,                                           // opcode
+            0x00, 0x00, 0x10, 0x44,                         // req_it_iu_len 4164
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+            0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28,
+            0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f, 0x30,
+            0x00, 0x44,                                     // imm_data_offset
+            0, 0, 0, 0, 0, 0,
+        ];
+
+        fn repr() -> LoginRequest {
+            LoginRequest {
+                tag: TAGV,
+                req_it_iu_len: 4164,
+                req_buf_fmt: BUF_FMT_DIRECT,
+                req_flags: 0x81,
+                imm_data_offset: 68,
+                initiator_port_id: *head(&BYTES[16..]),
+                target_port_id: *head(&BYTES[32..]),
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = &BYTES;
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get_be16(b, f::REQ_BUF_FMT), BUF_FMT_DIRECT);
+            assert_eq!(get_u8(b, f::REQ_FLAGS), 0x81);
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::LOGIN_REQ.0);
+            assert_eq!(get_be32(b, f::REQ_IT_IU_LEN), 4164);
+            assert_eq!(get::<16, 56>(b, f::INITIATOR_PORT_ID)[0], 1);
+            assert_eq!(get::<16, 56>(b, f::TARGET_PORT_ID)[15], 0x30);
+            assert_eq!(get_be16(b, f::IMM_DATA_OFFSET), 68);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set_be16(&mut b, f::REQ_BUF_FMT, BUF_FMT_DIRECT);
+            set_u8(&mut b, f::REQ_FLAGS, 0x81);
+            set_u8(&mut b, f::OPCODE, Opcode::LOGIN_REQ.0);
+            set_be32(&mut b, f::REQ_IT_IU_LEN, 4164);
+            set(&mut b, f::INITIATOR_PORT_ID, &repr().initiator_port_id);
+            set(&mut b, f::TARGET_PORT_ID, &repr().target_port_id);
+            set_be16(&mut b, f::IMM_DATA_OFFSET, 68);
+            assert_eq!(b, BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(LoginRequest::parse_rdma_cm(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit_rdma_cm(b));
+            assert_eq!(&b[..n], BYTES);
+            assert_eq!(b[n], 0xa5);
+        }
+    }
+
+    mod login_rsp_layout {
+        use super::*;
+        use crate::wire::srp::login_rsp as f;
+        use crate::wire::{get_be16, get_be32, get_be64, get_u8, set_be16, set_be32, set_be64, set_u8};
+
+        fn repr() -> LoginResponse {
+            LoginResponse {
+                tag: TAGV,
+                req_lim_delta: 128,
+                max_it_iu_len: 8260,
+                max_ti_iu_len: 256,
+                buf_fmt: BUF_FMT_DIRECT | BUF_FMT_INDIRECT,
+                rsp_flags: LoginResponse::IMMED_SUPPORTED | LoginResponse::MAINTAINED,
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = &LOGIN_RSP_IU;
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::LOGIN_RSP.0);
+            assert_eq!(get_be32(b, f::REQ_LIM_DELTA), 128);
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get_be32(b, f::MAX_IT_IU_LEN), 8260);
+            assert_eq!(get_be32(b, f::MAX_TI_IU_LEN), 256);
+            assert_eq!(get_be16(b, f::BUF_FMT), 0x0006);
+            assert_eq!(get_u8(b, f::RSP_FLAGS), 0x82);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::LOGIN_RSP.0);
+            set_be32(&mut b, f::REQ_LIM_DELTA, 128);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set_be32(&mut b, f::MAX_IT_IU_LEN, 8260);
+            set_be32(&mut b, f::MAX_TI_IU_LEN, 256);
+            set_be16(&mut b, f::BUF_FMT, 0x0006);
+            set_u8(&mut b, f::RSP_FLAGS, 0x82);
+            assert_eq!(b, LOGIN_RSP_IU);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(LoginResponse::parse(&LOGIN_RSP_IU), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!(&b[..n], LOGIN_RSP_IU);
+            assert_eq!(b[n], 0xa5);
+        }
+    }
+
+    mod login_rej_layout {
+        use super::*;
+        use crate::wire::srp::login_rej as f;
+        use crate::wire::{get_be16, get_be32, get_be64, get_u8, set_be16, set_be32, set_be64, set_u8};
+
+        fn repr() -> LoginReject {
+            LoginReject {
+                tag: TAGV,
+                reason: RejectReason::IT_IU_LENGTH_TOO_LARGE,
+                buf_fmt: BUF_FMT_DIRECT | BUF_FMT_INDIRECT,
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = &LOGIN_REJ_IU;
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::LOGIN_REJ.0);
+            assert_eq!(get_be32(b, f::REASON), 0x0001_0002);
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get_be16(b, f::BUF_FMT), 0x0006);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::LOGIN_REJ.0);
+            set_be32(&mut b, f::REASON, 0x0001_0002);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set_be16(&mut b, f::BUF_FMT, 0x0006);
+            assert_eq!(b, LOGIN_REJ_IU);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(LoginReject::parse(&LOGIN_REJ_IU), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!(&b[..n], LOGIN_REJ_IU);
+            assert_eq!(b[n], 0xa5);
+        }
+    }
+
+    /// SRP_I_LOGOUT, SRP_CRED_RSP and SRP_AER_RSP share one layout.
+    mod tag_only_layout {
+        use super::*;
+        use crate::wire::srp::tag_only as f;
+        use crate::wire::{get_be64, get_u8, set_be64, set_u8};
+
+        #[rustfmt::skip]
+        const I_LOGOUT: [u8; 16] = [0x03, 0, 0, 0, 0, 0, 0, 0, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
+
+        fn with_opcode(op: Opcode) -> [u8; 16] {
+            let mut b = I_LOGOUT;
+            b[0] = op.0;
+            b
+        }
+
+        #[test]
+        fn deconstruct() {
+            assert_eq!(get_u8(&I_LOGOUT, f::OPCODE), Opcode::I_LOGOUT.0);
+            assert_eq!(get_be64(&I_LOGOUT, f::TAG), TAGV.0);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::I_LOGOUT.0);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            assert_eq!(b, I_LOGOUT);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(ILogout::parse(&I_LOGOUT), Ok(ILogout { tag: TAGV }));
+            assert_eq!(
+                CredRsp::parse(&with_opcode(Opcode::CRED_RSP)),
+                Ok(CredRsp { tag: TAGV })
+            );
+            assert_eq!(
+                AerRsp::parse(&with_opcode(Opcode::AER_RSP)),
+                Ok(AerRsp { tag: TAGV })
+            );
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| ILogout { tag: TAGV }.emit(b));
+            assert_eq!((&b[..n], b[n]), (&I_LOGOUT[..], 0xa5));
+            let (b, n) = emit_over_junk(|b| CredRsp { tag: TAGV }.emit(b));
+            assert_eq!(&b[..n], with_opcode(Opcode::CRED_RSP));
+            let (b, n) = emit_over_junk(|b| AerRsp { tag: TAGV }.emit(b));
+            assert_eq!(&b[..n], with_opcode(Opcode::AER_RSP));
+        }
+    }
+
+    mod t_logout_layout {
+        use super::*;
+        use crate::wire::srp::t_logout as f;
+        use crate::wire::{get_be32, get_be64, get_u8, set_be32, set_be64, set_u8};
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 16] = [0x80, 0x01, 0, 0, 0, 0, 0, 0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
+
+        fn repr() -> TLogout {
+            TLogout {
+                tag: TAGV,
+                sol_not: SOLNT,
+                reason: TLogout::INVALID_IU_TYPE,
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            assert_eq!(get_u8(&BYTES, f::OPCODE), Opcode::T_LOGOUT.0);
+            assert_eq!(get_u8(&BYTES, f::SOL_NOT), SOLNT);
+            assert_eq!(get_be32(&BYTES, f::REASON), TLogout::INVALID_IU_TYPE);
+            assert_eq!(get_be64(&BYTES, f::TAG), TAGV.0);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::T_LOGOUT.0);
+            set_u8(&mut b, f::SOL_NOT, SOLNT);
+            set_be32(&mut b, f::REASON, TLogout::INVALID_IU_TYPE);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            assert_eq!(b, BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(TLogout::parse(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    mod cred_req_layout {
+        use super::*;
+        use crate::wire::srp::cred_req as f;
+        use crate::wire::{get_be32, get_be64, get_u8, set_be32, set_be64, set_u8};
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 16] = [0x81, 0x01, 0, 0, 0, 0, 0, 0x05, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
+
+        fn repr() -> CredReq {
+            CredReq {
+                tag: TAGV,
+                sol_not: SOLNT,
+                req_lim_delta: 5,
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            assert_eq!(get_u8(&BYTES, f::OPCODE), Opcode::CRED_REQ.0);
+            assert_eq!(get_u8(&BYTES, f::SOL_NOT), SOLNT);
+            assert_eq!(get_be32(&BYTES, f::REQ_LIM_DELTA), 5);
+            assert_eq!(get_be64(&BYTES, f::TAG), TAGV.0);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::CRED_REQ.0);
+            set_u8(&mut b, f::SOL_NOT, SOLNT);
+            set_be32(&mut b, f::REQ_LIM_DELTA, 5);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            assert_eq!(b, BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(CredReq::parse(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    mod aer_req_layout {
+        use super::*;
+        use crate::wire::srp::aer_req as f;
+        use crate::wire::{get, get_be32, get_be64, get_u8, set, set_be32, set_be64, set_u8};
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 36 + 18] = [
+            0x82, 0x01, 0, 0,
+            0, 0, 0, 0x03,                                  // req_lim_delta
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+            0, 0, 0, 0,
+            0x00, 0x01, 0, 0, 0, 0, 0, 0,                   // lun
+            0, 0, 0, 18,                                    // sense length
+            0, 0, 0, 0,
+            // sense data
+            0x70, 0, 0x06, 0, 0, 0, 0, 0x0a, 0, 0, 0, 0, 0x29, 0x00, 0, 0, 0, 0,
+        ];
+
+        fn repr() -> AerReq<'static> {
+            AerReq {
+                tag: TAGV,
+                sol_not: SOLNT,
+                req_lim_delta: 3,
+                lun: LUN1,
+                sense: &SENSE,
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = head::<{ f::LEN }>(&BYTES);
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::AER_REQ.0);
+            assert_eq!(get_u8(b, f::SOL_NOT), SOLNT);
+            assert_eq!(get_be32(b, f::REQ_LIM_DELTA), 3);
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get::<8, 36>(b, f::LUN), LUN1);
+            assert_eq!(get_be32(b, f::SENSE_DATA_LEN), 18);
+            assert_eq!(BYTES[f::LEN..], SENSE);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::AER_REQ.0);
+            set_u8(&mut b, f::SOL_NOT, SOLNT);
+            set_be32(&mut b, f::REQ_LIM_DELTA, 3);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set(&mut b, f::LUN, &LUN1);
+            set_be32(&mut b, f::SENSE_DATA_LEN, 18);
+            assert_eq!(cat(&[&b, &SENSE]), BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(AerReq::parse(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    mod tsk_mgmt_layout {
+        use super::*;
+        use crate::wire::srp::tsk_mgmt as f;
+        use crate::wire::{get, get_be64, get_u8, set, set_be64, set_u8};
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 48] = [
+            0x01, 0x06, 0, 0, 0, 0, 0, 0,                   // SCSOLNT | UCSOLNT
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+            0, 0, 0, 0,
+            0x00, 0x01, 0, 0, 0, 0, 0, 0,                   // lun
+            0, 0,
+            0x08,                                           // LUN RESET
+            0,
+            0, 0, 0, 0, 0, 0, 0x10, 0x01,                   // task tag
+            0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+
+        fn repr() -> TaskMgmt {
+            TaskMgmt {
+                tag: TAGV,
+                sol_not: SCSOLNT | UCSOLNT,
+                lun: LUN1,
+                function: TmFunction::LUN_RESET,
+                task_tag: Tag(0x1001),
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            assert_eq!(get_u8(&BYTES, f::OPCODE), Opcode::TSK_MGMT.0);
+            assert_eq!(get_u8(&BYTES, f::SOL_NOT), SCSOLNT | UCSOLNT);
+            assert_eq!(get_be64(&BYTES, f::TAG), TAGV.0);
+            assert_eq!(get::<8, 48>(&BYTES, f::LUN), LUN1);
+            assert_eq!(get_u8(&BYTES, f::FUNCTION), TmFunction::LUN_RESET.0);
+            assert_eq!(get_be64(&BYTES, f::TASK_TAG), 0x1001);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::TSK_MGMT.0);
+            set_u8(&mut b, f::SOL_NOT, SCSOLNT | UCSOLNT);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set(&mut b, f::LUN, &LUN1);
+            set_u8(&mut b, f::FUNCTION, TmFunction::LUN_RESET.0);
+            set_be64(&mut b, f::TASK_TAG, 0x1001);
+            assert_eq!(b, BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(TaskMgmt::parse(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    mod rsp_layout {
+        use super::*;
+        use crate::wire::srp::rsp as f;
+        use crate::wire::{get_be32, get_be64, get_u8, set_be32, set_be64, set_u8};
+
+        const RESP: [u8; 4] = [0, 0, 0, Rsp::TM_FAILED];
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 36 + 4 + 18] = [
+            0xc1, 0x01, 0, 0,                               // SOLNT
+            0, 0, 0, 0x02,                                  // req_lim_delta
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+            0, 0,
+            0x2b,                                           // DIUNDER|DOUNDER|SNSVALID|RSPVALID
+            0x02,                                           // CHECK CONDITION
+            0, 0, 0x01, 0x00,                               // data-out residual
+            0, 0, 0x02, 0x00,                               // data-in residual
+            0, 0, 0, 18,                                    // sense len
+            0, 0, 0, 4,                                     // resp data len
+            0, 0, 0, 0x05,                                  // response data
+            // sense data
+            0x70, 0, 0x06, 0, 0, 0, 0, 0x0a, 0, 0, 0, 0, 0x29, 0x00, 0, 0, 0, 0,
+        ];
+
+        fn repr() -> Rsp<'static> {
+            Rsp {
+                tag: TAGV,
+                sol_not: SOLNT,
+                req_lim_delta: 2,
+                flags: Rsp::DIUNDER | Rsp::DOUNDER | Rsp::SNSVALID | Rsp::RSPVALID,
+                status: 0x02,
+                data_out_res_cnt: 0x100,
+                data_in_res_cnt: 0x200,
+                sense: &SENSE,
+                resp_data: &RESP,
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = head::<{ f::LEN }>(&BYTES);
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::RSP.0);
+            assert_eq!(get_u8(b, f::SOL_NOT), SOLNT);
+            assert_eq!(get_be32(b, f::REQ_LIM_DELTA), 2);
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get_u8(b, f::FLAGS), 0x2b);
+            assert_eq!(get_u8(b, f::STATUS), 0x02);
+            assert_eq!(get_be32(b, f::DATA_OUT_RES_CNT), 0x100);
+            assert_eq!(get_be32(b, f::DATA_IN_RES_CNT), 0x200);
+            assert_eq!(get_be32(b, f::SENSE_DATA_LEN), 18);
+            assert_eq!(get_be32(b, f::RESP_DATA_LEN), 4);
+            assert_eq!(BYTES[f::LEN..f::LEN + 4], RESP);
+            assert_eq!(BYTES[f::LEN + 4..], SENSE);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::RSP.0);
+            set_u8(&mut b, f::SOL_NOT, SOLNT);
+            set_be32(&mut b, f::REQ_LIM_DELTA, 2);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set_u8(&mut b, f::FLAGS, 0x2b);
+            set_u8(&mut b, f::STATUS, 0x02);
+            set_be32(&mut b, f::DATA_OUT_RES_CNT, 0x100);
+            set_be32(&mut b, f::DATA_IN_RES_CNT, 0x200);
+            set_be32(&mut b, f::SENSE_DATA_LEN, 18);
+            set_be32(&mut b, f::RESP_DATA_LEN, 4);
+            assert_eq!(cat(&[&b, &RESP, &SENSE]), BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(Rsp::parse(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    /// SRP_CMD with a 32-byte CDB, a direct DATA-OUT descriptor and an
+    /// indirect DATA-IN descriptor with one descriptor in the IU: the
+    /// header, direct and indirect layouts together.
+    mod cmd_layout {
+        use super::*;
+        use crate::wire::srp::{cmd as f, direct_desc as d, indirect_desc as ind};
+        use crate::wire::{get, get_be32, get_be64, get_u8, set, set_be32, set_be64, set_u8};
+
+        const CDB32: [u8; 32] = [
+            0x7f, 0, 0, 0, 0, 0, 0, 0x18, 0x00, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0,
+            0, 0, 0, 0, 0x08,
+        ];
+        const OUT: DirectDesc = DirectDesc {
+            va: 0x7f00_1234_5000,
+            rkey: 0xabcd,
+            len: 0x1000,
+        };
+        const TABLE: DirectDesc = DirectDesc {
+            va: 0x7f00_0000_8000,
+            rkey: 0x1234,
+            len: 32,
+        };
+        const IN0: DirectDesc = DirectDesc {
+            va: 0x7f00_0000_a000,
+            rkey: 0x5678,
+            len: 0x800,
+        };
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 48 + 16 + 16 + 20 + 16] = [
+            0x02, 0x02, 0, 0, 0,                            // SCSOLNT
+            0x12,                                           // out direct, in indirect
+            0x01, 0x01,                                     // descriptor counts
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+            0, 0, 0, 0,
+            0x00, 0x01, 0, 0, 0, 0, 0, 0,                   // lun
+            0, 0x02, 0, 0x10,                               // ordered, 16 more CDB bytes
+            0x7f, 0, 0, 0, 0, 0, 0, 0x18, 0x00, 0x0b, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x08,
+            // DATA-OUT: direct
+            0x00, 0x00, 0x7f, 0x00, 0x12, 0x34, 0x50, 0x00, 0, 0, 0xab, 0xcd, 0, 0, 0x10, 0x00,
+            // DATA-IN: indirect; table descriptor, total length, 1 in IU
+            0x00, 0x00, 0x7f, 0x00, 0x00, 0x00, 0x80, 0x00, 0, 0, 0x12, 0x34, 0, 0, 0, 0x20,
+            0, 0, 0x10, 0x00,
+            0x00, 0x00, 0x7f, 0x00, 0x00, 0x00, 0xa0, 0x00, 0, 0, 0x56, 0x78, 0, 0, 0x08, 0x00,
+        ];
+
+        fn repr() -> Cmd<'static> {
+            let mut c = Cmd::new(TAGV, LUN1, &CDB32)
+                .with_data_out(DataDesc::Direct(OUT))
+                .with_data_in(DataDesc::Indirect(IndirectDesc {
+                    table: TABLE,
+                    total_len: 0x1000,
+                    partial: &BYTES[100..116],
+                }));
+            c.sol_not = SCSOLNT;
+            c.task_attr = Cmd::TASK_ATTR_ORDERED;
+            c.data_out_desc_cnt = 1;
+            c
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = head::<{ f::LEN }>(&BYTES);
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::CMD.0);
+            assert_eq!(get_u8(b, f::SOL_NOT), SCSOLNT);
+            assert_eq!(get_u8(b, f::BUF_FMT), 0x12);
+            assert_eq!(get_u8(b, f::DATA_OUT_DESC_CNT), 1);
+            assert_eq!(get_u8(b, f::DATA_IN_DESC_CNT), 1);
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get::<8, 48>(b, f::LUN), LUN1);
+            assert_eq!(get_u8(b, f::TASK_ATTR), Cmd::TASK_ATTR_ORDERED);
+            assert_eq!(get_u8(b, f::ADD_CDB_LEN), 16);
+            assert_eq!(get::<16, 48>(b, f::CDB), CDB32[..16]);
+            assert_eq!(BYTES[f::LEN..64], CDB32[16..]);
+            let out = head::<{ d::LEN }>(&BYTES[64..]);
+            assert_eq!(get_be64(out, d::VA), OUT.va);
+            assert_eq!(get_be32(out, d::RKEY), OUT.rkey);
+            assert_eq!(get_be32(out, d::DATA_LEN), OUT.len);
+            let h = head::<{ ind::LEN }>(&BYTES[80..]);
+            assert_eq!(DirectDesc::decode(&get(h, ind::TABLE_DESC)), TABLE);
+            assert_eq!(get_be32(h, ind::TOTAL_LEN), 0x1000);
+            assert_eq!(DirectDesc::decode(head(&BYTES[100..])), IN0);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::CMD.0);
+            set_u8(&mut b, f::SOL_NOT, SCSOLNT);
+            set_u8(&mut b, f::BUF_FMT, 0x12);
+            set_u8(&mut b, f::DATA_OUT_DESC_CNT, 1);
+            set_u8(&mut b, f::DATA_IN_DESC_CNT, 1);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set(&mut b, f::LUN, &LUN1);
+            set_u8(&mut b, f::TASK_ATTR, Cmd::TASK_ATTR_ORDERED);
+            set_u8(&mut b, f::ADD_CDB_LEN, 16);
+            set(&mut b, f::CDB, &CDB32[..16]);
+            let mut out = [0u8; d::LEN];
+            set_be64(&mut out, d::VA, OUT.va);
+            set_be32(&mut out, d::RKEY, OUT.rkey);
+            set_be32(&mut out, d::DATA_LEN, OUT.len);
+            let mut h = [0u8; ind::LEN];
+            set(&mut h, ind::TABLE_DESC, &TABLE.encode());
+            set_be32(&mut h, ind::TOTAL_LEN, 0x1000);
+            assert_eq!(cat(&[&b, &CDB32[16..], &out, &h, &IN0.encode()]), BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            let c = Cmd::parse(&BYTES).unwrap();
+            assert_eq!(c, repr());
+            assert_eq!(c.desc_offset(), 64);
+            assert_eq!(c.in_iu_table_offset(true), 100);
+            let DataDesc::Indirect(i) = c.data_in else {
+                panic!("{:?}", c.data_in)
+            };
+            assert_eq!(i.in_iu(0), Some(IN0));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    mod direct_desc_layout {
+        use super::*;
+        use crate::wire::srp::direct_desc as f;
+        use crate::wire::{get_be32, get_be64, set_be32, set_be64};
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 16] = [
+            0x00, 0x00, 0x7f, 0x00, 0x12, 0x34, 0x50, 0x00, // va
+            0x00, 0x00, 0xab, 0xcd,                         // rkey
+            0x00, 0x00, 0x10, 0x00,                         // len 4096
+        ];
+        const REPR: DirectDesc = DirectDesc {
+            va: 0x7f00_1234_5000,
+            rkey: 0xabcd,
+            len: 4096,
+        };
+
+        #[test]
+        fn deconstruct() {
+            assert_eq!(get_be64(&BYTES, f::VA), REPR.va);
+            assert_eq!(get_be32(&BYTES, f::RKEY), REPR.rkey);
+            assert_eq!(get_be32(&BYTES, f::DATA_LEN), REPR.len);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_be64(&mut b, f::VA, REPR.va);
+            set_be32(&mut b, f::RKEY, REPR.rkey);
+            set_be32(&mut b, f::DATA_LEN, REPR.len);
+            assert_eq!(b, BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(DirectDesc::parse(&BYTES), Ok(REPR));
+            assert_eq!(DirectDesc::decode(&BYTES), REPR);
+            assert_eq!(
+                DirectDesc::parse(&BYTES[..15]),
+                Err(WireError::TooShort {
+                    what: "direct data buffer descriptor",
+                    need: 16,
+                    have: 15
+                })
+            );
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| REPR.emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+            assert_eq!(
+                REPR.emit(&mut [0; 15]),
+                Err(WireError::BufferTooSmall { need: 16, have: 15 })
+            );
+        }
     }
 
     // -----------------------------------------------------------------
