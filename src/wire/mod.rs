@@ -11,12 +11,13 @@
 //! Every parser is total: any input yields `Ok` or a [`WireError`], never a
 //! panic (checked by proptest and the fuzz targets in `fuzz/`).
 //!
-//! Each fixed-size structure states its byte layout once, as a table of
-//! field ranges declared with [`layout!`] (the `mod field` of smoltcp's
-//! `src/wire`); its `parse` and `emit` both index with that table. A parser
-//! makes one length check up front ([`check_len`]), which yields an array
-//! of exactly the structure's size; the table is checked at compile time to
-//! tile that array, so the field accessors below cannot go out of bounds.
+//! Each fixed-size structure (an IU, an IU header, a descriptor, a MAD
+//! attribute) states its byte layout once, as a table of field ranges
+//! declared with `layout!` (the `mod field` of smoltcp's `src/wire`); its
+//! `parse` and `emit` both index with that table. A parser makes one length
+//! check up front (`check_len`), which yields an array of exactly the
+//! structure's size; each table is checked at compile time to tile that
+//! array, so reading its fields cannot go out of bounds.
 
 use std::ops::Range;
 
@@ -39,11 +40,11 @@ macro_rules! layout {
         $(#[$m])*
         #[allow(dead_code)]
         mod $name {
-            use super::super::Field;
+            use $crate::wire::Field;
             /// Size of the structure: the end of its last field.
             pub const LEN: usize = $len;
             $( $(#[$fm])* pub const $field: Field = $range; )+
-            const _: () = super::super::check_tiling(&[$($field),+], LEN);
+            const _: () = $crate::wire::check_tiling(&[$($field),+], LEN);
         }
     };
 }
@@ -145,9 +146,12 @@ fn put_at(buf: &mut [u8], at: usize, bytes: &[u8]) -> Result<(), WireError> {
     Ok(())
 }
 
-// Field accessors. They take the array [`check_len`] returned and a field of
-// its layout; the layout's compile-time tiling check keeps every field inside
-// the array, and the optimiser removes the (constant) bounds checks.
+// Field accessors. They take the array `check_len` (or `check_out_len`)
+// returned and a field of the same layout: the layout's compile-time tiling
+// check keeps the field inside the array, and with both constant the
+// optimiser removes the bounds checks. A width that does not match the
+// field (`get_be32` of a 2-byte field) panics; the layout tests read and
+// write every field.
 
 /// Field `f` as an array of its width.
 #[inline(always)]

@@ -1479,7 +1479,7 @@ impl<'a> Cmd<'a> {
         let data_out_format = DescFormat::from_nibble(buf_fmt >> 4).ok_or(bad)?;
         let data_in_format = match DescFormat::from_nibble(buf_fmt & 0x0f) {
             None | Some(DescFormat::Immediate) => return Err(bad),
-            Some(f) => f,
+            Some(fmt) => fmt,
         };
 
         // Descriptors follow the additional CDB, DATA-OUT first (ib_srpt
