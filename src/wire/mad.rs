@@ -233,22 +233,23 @@ impl MadHeader {
         }
     }
 
-    fn encode(&self, b: &mut [u8; mad_header::LEN]) {
+    fn encode(&self) -> [u8; mad_header::LEN] {
         use mad_header as f;
-        *b = [0; f::LEN];
-        set_u8(b, f::BASE_VERSION, self.base_version);
-        set_u8(b, f::MGMT_CLASS, self.mgmt_class.0);
-        set_u8(b, f::CLASS_VERSION, self.class_version);
-        set_u8(b, f::METHOD, self.method.0);
-        set_be16(b, f::STATUS, self.status.0);
-        set_be16(b, f::CLASS_SPECIFIC, self.class_specific);
-        set_be64(b, f::TRANSACTION_ID, self.tid);
-        set_be16(b, f::ATTRIBUTE_ID, self.attr_id.0);
-        set_be32(b, f::ATTRIBUTE_MODIFIER, self.attr_mod);
+        let mut b = [0u8; f::LEN];
+        set_u8(&mut b, f::BASE_VERSION, self.base_version);
+        set_u8(&mut b, f::MGMT_CLASS, self.mgmt_class.0);
+        set_u8(&mut b, f::CLASS_VERSION, self.class_version);
+        set_u8(&mut b, f::METHOD, self.method.0);
+        set_be16(&mut b, f::STATUS, self.status.0);
+        set_be16(&mut b, f::CLASS_SPECIFIC, self.class_specific);
+        set_be64(&mut b, f::TRANSACTION_ID, self.tid);
+        set_be16(&mut b, f::ATTRIBUTE_ID, self.attr_id.0);
+        set_be32(&mut b, f::ATTRIBUTE_MODIFIER, self.attr_mod);
+        b
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        self.encode(check_out_len(buf)?);
+        *check_out_len(buf)? = self.encode();
         Ok(Self::LEN)
     }
 }
@@ -258,7 +259,7 @@ impl MadHeader {
 // ---------------------------------------------------------------------------
 
 layout! {
-    /// A Device Management MAD (IBTA vol 1 16.3.1; ib_mad.h
+    /// A Device Management MAD (IBTA vol 1 16.3.1; ib_dm_mad.h
     /// `struct ib_dm_mad`).
     mod dm_mad, LEN = 256;
     /// The common MAD header ([`mad_header`]).
@@ -319,9 +320,7 @@ impl DmMad {
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
         use dm_mad as f;
         let b = check_out_len::<{ f::LEN }>(buf)?;
-        let mut hdr = [0u8; MadHeader::LEN];
-        self.header.encode(&mut hdr);
-        set(b, f::HEADER, &hdr);
+        set(b, f::HEADER, &self.header.encode());
         set(b, f::DATA, &self.data);
         Ok(f::LEN)
     }
