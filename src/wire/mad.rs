@@ -16,7 +16,10 @@
 //! All multi-byte fields are big-endian. Parsers are total (never panic) and
 //! ignore reserved bits; emitters write reserved bits as zero.
 
-use super::{Reader, WireError, Writer};
+use super::{
+    check_len, check_out_len, get, get_be16, get_be24, get_be32, get_be64, get_u8, set, set_be16, set_be24,
+    set_be32, set_be64, set_u8, Field, WireError,
+};
 
 /// Size of every MAD that does not use RMPP (IBTA 13.4.1).
 pub const MAD_LEN: usize = 256;
@@ -170,6 +173,23 @@ impl AttributeId {
 // Common MAD header
 // ---------------------------------------------------------------------------
 
+layout! {
+    /// The common MAD header (IBTA vol 1 13.4.2; ib_mad.h
+    /// `struct ib_mad_hdr`).
+    mod mad_header, LEN = 24;
+    BASE_VERSION: 0..1,
+    MGMT_CLASS: 1..2,
+    CLASS_VERSION: 2..3,
+    /// R bit (7) and method (6:0).
+    METHOD: 3..4,
+    STATUS: 4..6,
+    CLASS_SPECIFIC: 6..8,
+    TRANSACTION_ID: 8..16,
+    ATTRIBUTE_ID: 16..18,
+    RESERVED_18: 18..20,
+    ATTRIBUTE_MODIFIER: 20..24,
+}
+
 /// The 24-byte common MAD header (IBTA 13.4.2; `struct ib_mad_hdr`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MadHeader {
@@ -190,55 +210,65 @@ pub struct MadHeader {
 }
 
 impl MadHeader {
-    pub const LEN: usize = 24;
+    pub const LEN: usize = mad_header::LEN;
     /// `IB_MGMT_BASE_VERSION`.
     pub const BASE_VERSION: u8 = 1;
 
     pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = Reader::new(buf, "MAD header");
-        r.require(Self::LEN)?;
-        let base_version = r.u8()?;
-        let mgmt_class = MgmtClass(r.u8()?);
-        let class_version = r.u8()?;
-        let method = Method(r.u8()?);
-        let status = MadStatus(r.be16()?);
-        let class_specific = r.be16()?;
-        let tid = r.be64()?;
-        let attr_id = AttributeId(r.be16()?);
-        r.skip(2)?;
-        let attr_mod = r.be32()?;
-        Ok(Self {
-            base_version,
-            mgmt_class,
-            class_version,
-            method,
-            status,
-            class_specific,
-            tid,
-            attr_id,
-            attr_mod,
-        })
+        Ok(Self::decode(check_len(buf, "MAD header")?))
+    }
+
+    fn decode(b: &[u8; mad_header::LEN]) -> Self {
+        use mad_header as f;
+        Self {
+            base_version: get_u8(b, f::BASE_VERSION),
+            mgmt_class: MgmtClass(get_u8(b, f::MGMT_CLASS)),
+            class_version: get_u8(b, f::CLASS_VERSION),
+            method: Method(get_u8(b, f::METHOD)),
+            status: MadStatus(get_be16(b, f::STATUS)),
+            class_specific: get_be16(b, f::CLASS_SPECIFIC),
+            tid: get_be64(b, f::TRANSACTION_ID),
+            attr_id: AttributeId(get_be16(b, f::ATTRIBUTE_ID)),
+            attr_mod: get_be32(b, f::ATTRIBUTE_MODIFIER),
+        }
+    }
+
+    fn encode(&self) -> [u8; mad_header::LEN] {
+        use mad_header as f;
+        let mut b = [0u8; f::LEN];
+        set_u8(&mut b, f::BASE_VERSION, self.base_version);
+        set_u8(&mut b, f::MGMT_CLASS, self.mgmt_class.0);
+        set_u8(&mut b, f::CLASS_VERSION, self.class_version);
+        set_u8(&mut b, f::METHOD, self.method.0);
+        set_be16(&mut b, f::STATUS, self.status.0);
+        set_be16(&mut b, f::CLASS_SPECIFIC, self.class_specific);
+        set_be64(&mut b, f::TRANSACTION_ID, self.tid);
+        set_be16(&mut b, f::ATTRIBUTE_ID, self.attr_id.0);
+        set_be32(&mut b, f::ATTRIBUTE_MODIFIER, self.attr_mod);
+        b
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        w.u8(self.base_version)?;
-        w.u8(self.mgmt_class.0)?;
-        w.u8(self.class_version)?;
-        w.u8(self.method.0)?;
-        w.be16(self.status.0)?;
-        w.be16(self.class_specific)?;
-        w.be64(self.tid)?;
-        w.be16(self.attr_id.0)?;
-        w.zeros(2)?;
-        w.be32(self.attr_mod)?;
-        Ok(w.position())
+        *check_out_len(buf)? = self.encode();
+        Ok(Self::LEN)
     }
 }
 
 // ---------------------------------------------------------------------------
 // Device Management MAD
 // ---------------------------------------------------------------------------
+
+layout! {
+    /// A Device Management MAD (IBTA vol 1 16.3.1; ib_dm_mad.h
+    /// `struct ib_dm_mad`).
+    mod dm_mad, LEN = 256;
+    /// The common MAD header ([`mad_header`]).
+    HEADER: 0..24,
+    /// Where the RMPP header would be; DevMgt uses no RMPP.
+    RESERVED_24: 24..64,
+    /// One attribute, zero-padded.
+    DATA: 64..256,
+}
 
 /// A Device Management MAD (IBTA 16.3.1): common header, 40 reserved bytes
 /// (where the RMPP header would be; DevMgt uses no RMPP), 192 data bytes.
@@ -252,9 +282,9 @@ pub struct DmMad {
 impl DmMad {
     pub const LEN: usize = MAD_LEN;
     /// Offset of the data field (`IB_MGMT_DEVICE_HDR`).
-    pub const DATA_OFFSET: usize = 64;
+    pub const DATA_OFFSET: usize = dm_mad::DATA.start;
     /// `IB_MGMT_DEVICE_DATA`.
-    pub const DATA_LEN: usize = 192;
+    pub const DATA_LEN: usize = dm_mad::LEN - dm_mad::DATA.start;
     /// DevMgt class version (`IB_MGMT_BASE_VERSION`, as ib_srpt registers).
     pub const CLASS_VERSION: u8 = 1;
 
@@ -279,22 +309,20 @@ impl DmMad {
     /// Parse a 256-byte MAD (bytes past 256 are ignored). The class is not
     /// checked here.
     pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = Reader::new(buf, "DevMgt MAD");
-        r.require(Self::LEN)?;
-        let header = MadHeader::parse(r.take(MadHeader::LEN)?)?;
-        r.skip(Self::DATA_OFFSET - MadHeader::LEN)?;
-        let data = r.array()?;
-        Ok(Self { header, data })
+        use dm_mad as f;
+        let b = check_len::<{ f::LEN }>(buf, "DevMgt MAD")?;
+        Ok(Self {
+            header: MadHeader::decode(&get(b, f::HEADER)),
+            data: get(b, f::DATA),
+        })
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        let mut hdr = [0u8; MadHeader::LEN];
-        self.header.emit(&mut hdr)?;
-        w.put(&hdr)?;
-        w.pad_to(Self::DATA_OFFSET)?;
-        w.put(&self.data)?;
-        Ok(w.position())
+        use dm_mad as f;
+        let b = check_out_len::<{ f::LEN }>(buf)?;
+        set(b, f::HEADER, &self.header.encode());
+        set(b, f::DATA, &self.data);
+        Ok(f::LEN)
     }
 
     /// The emitted MAD as an array.
@@ -309,6 +337,37 @@ impl DmMad {
 // ---------------------------------------------------------------------------
 // ClassPortInfo
 // ---------------------------------------------------------------------------
+
+layout! {
+    /// ClassPortInfo (IBTA vol 1 13.4.8.1; rdma-core
+    /// `struct umad_class_port_info`).
+    mod class_port_info, LEN = 72;
+    BASE_VERSION: 0..1,
+    CLASS_VERSION: 1..2,
+    CAPABILITY_MASK: 2..4,
+    /// CapabilityMask2 (bits 31:5) and RespTimeValue (bits 4:0).
+    CAP_MASK2_RESP_TIME: 4..8,
+    /// The redirect address ([`class_port_address`]); its HopLimit byte
+    /// is reserved.
+    REDIRECT: 8..40,
+    /// The trap address ([`class_port_address`]).
+    TRAP: 40..72,
+}
+
+layout! {
+    /// The redirect or trap address of a ClassPortInfo (IBTA vol 1
+    /// 13.4.8.1: Redirect*/Trap* fields).
+    mod class_port_address, LEN = 32;
+    GID: 0..16,
+    /// TrafficClass (bits 31:24), SL (23:20), FlowLabel (19:0).
+    TC_SL_FL: 16..20,
+    LID: 20..22,
+    P_KEY: 22..24,
+    /// HopLimit (bits 31:24; reserved for the redirect address), QP
+    /// (23:0).
+    HL_QP: 24..28,
+    Q_KEY: 28..32,
+}
 
 /// ClassPortInfo (IBTA 13.4.8.1; rdma-core `struct umad_class_port_info`),
 /// 72 bytes.
@@ -344,78 +403,87 @@ pub struct ClassPortAddress {
 }
 
 impl ClassPortAddress {
-    fn parse(r: &mut Reader<'_>) -> Result<Self, WireError> {
-        let gid = r.array()?;
-        let tc_sl_fl = r.be32()?;
-        let lid = r.be16()?;
-        let pkey = r.be16()?;
-        let hl_qp = r.be32()?;
-        let qkey = r.be32()?;
-        Ok(Self {
-            gid,
+    fn decode(b: &[u8; class_port_address::LEN]) -> Self {
+        use class_port_address as f;
+        let tc_sl_fl = get_be32(b, f::TC_SL_FL);
+        let hl_qp = get_be32(b, f::HL_QP);
+        Self {
+            gid: get(b, f::GID),
             traffic_class: (tc_sl_fl >> 24) as u8,
             sl: ((tc_sl_fl >> 20) & 0xf) as u8,
             flow_label: tc_sl_fl & 0xf_ffff,
-            lid,
-            pkey,
+            lid: get_be16(b, f::LID),
+            pkey: get_be16(b, f::P_KEY),
             hop_limit: (hl_qp >> 24) as u8,
             qp: hl_qp & 0xff_ffff,
-            qkey,
-        })
+            qkey: get_be32(b, f::Q_KEY),
+        }
     }
 
-    fn emit(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
-        w.put(&self.gid)?;
-        w.be32(
+    fn encode(&self) -> [u8; class_port_address::LEN] {
+        use class_port_address as f;
+        let mut b = [0u8; f::LEN];
+        set(&mut b, f::GID, &self.gid);
+        set_be32(
+            &mut b,
+            f::TC_SL_FL,
             u32::from(self.traffic_class) << 24
                 | u32::from(self.sl & 0xf) << 20
                 | (self.flow_label & 0xf_ffff),
-        )?;
-        w.be16(self.lid)?;
-        w.be16(self.pkey)?;
-        w.be32(u32::from(self.hop_limit) << 24 | (self.qp & 0xff_ffff))?;
-        w.be32(self.qkey)
+        );
+        set_be16(&mut b, f::LID, self.lid);
+        set_be16(&mut b, f::P_KEY, self.pkey);
+        set_be32(
+            &mut b,
+            f::HL_QP,
+            u32::from(self.hop_limit) << 24 | (self.qp & 0xff_ffff),
+        );
+        set_be32(&mut b, f::Q_KEY, self.qkey);
+        b
     }
 }
 
 impl ClassPortInfo {
-    pub const LEN: usize = 72;
+    pub const LEN: usize = class_port_info::LEN;
 
     pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = Reader::new(buf, "ClassPortInfo");
-        r.require(Self::LEN)?;
-        let base_version = r.u8()?;
-        let class_version = r.u8()?;
-        let cap_mask = r.be16()?;
-        let cm2_rt = r.be32()?;
-        let mut redirect = ClassPortAddress::parse(&mut r)?;
+        use class_port_info as f;
+        let b = check_len::<{ f::LEN }>(buf, "ClassPortInfo")?;
+        let cm2_rt = get_be32(b, f::CAP_MASK2_RESP_TIME);
         // The byte before RedirectQP is reserved.
-        redirect.hop_limit = 0;
-        let trap = ClassPortAddress::parse(&mut r)?;
+        let redirect = ClassPortAddress {
+            hop_limit: 0,
+            ..ClassPortAddress::decode(&get(b, f::REDIRECT))
+        };
         Ok(Self {
-            base_version,
-            class_version,
-            cap_mask,
+            base_version: get_u8(b, f::BASE_VERSION),
+            class_version: get_u8(b, f::CLASS_VERSION),
+            cap_mask: get_be16(b, f::CAPABILITY_MASK),
             cap_mask2: cm2_rt >> 5,
             resp_time_value: (cm2_rt & 0x1f) as u8,
             redirect,
-            trap,
+            trap: ClassPortAddress::decode(&get(b, f::TRAP)),
         })
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        w.u8(self.base_version)?;
-        w.u8(self.class_version)?;
-        w.be16(self.cap_mask)?;
-        w.be32((self.cap_mask2 & 0x7ff_ffff) << 5 | u32::from(self.resp_time_value & 0x1f))?;
-        ClassPortAddress {
+        use class_port_info as f;
+        let b = check_out_len::<{ f::LEN }>(buf)?;
+        set_u8(b, f::BASE_VERSION, self.base_version);
+        set_u8(b, f::CLASS_VERSION, self.class_version);
+        set_be16(b, f::CAPABILITY_MASK, self.cap_mask);
+        set_be32(
+            b,
+            f::CAP_MASK2_RESP_TIME,
+            (self.cap_mask2 & 0x7ff_ffff) << 5 | u32::from(self.resp_time_value & 0x1f),
+        );
+        let redirect = ClassPortAddress {
             hop_limit: 0,
             ..self.redirect
-        }
-        .emit(&mut w)?;
-        self.trap.emit(&mut w)?;
-        Ok(w.position())
+        };
+        set(b, f::REDIRECT, &redirect.encode());
+        set(b, f::TRAP, &self.trap.encode());
+        Ok(f::LEN)
     }
 }
 
@@ -434,6 +502,18 @@ impl SlotState {
     pub const PRESENT: SlotState = SlotState(0x1);
     /// No such slot.
     pub const NO_SLOT: SlotState = SlotState(0xf);
+}
+
+layout! {
+    /// IOUnitInfo (IBTA vol 1 16.3.3.3; ib_dm_mad.h
+    /// `struct ib_dm_iou_info`).
+    mod iou_info, LEN = 132;
+    CHANGE_ID: 0..2,
+    MAX_CONTROLLERS: 2..3,
+    /// DiagDeviceID (bit 1), OptionROM (bit 0); bits 7:2 reserved.
+    FLAGS: 3..4,
+    /// ControllerList: 4 bits per slot, slot 1 in the high nibble.
+    CONTROLLER_LIST: 4..132,
 }
 
 /// IOUnitInfo (IBTA 16.3.3.3; ib_dm_mad.h `struct ib_dm_iou_info`), 132
@@ -468,7 +548,7 @@ impl Default for IoUnitInfo {
 }
 
 impl IoUnitInfo {
-    pub const LEN: usize = 132;
+    pub const LEN: usize = iou_info::LEN;
     const OPTION_ROM: u8 = 0x01;
     const DIAG_DEVICE_ID: u8 = 0x02;
 
@@ -503,25 +583,23 @@ impl IoUnitInfo {
     }
 
     pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = Reader::new(buf, "IOUnitInfo");
-        r.require(Self::LEN)?;
-        let change_id = r.be16()?;
-        let max_controllers = r.u8()?;
-        let flags = r.u8()?;
-        let controller_list = r.array()?;
+        use iou_info as f;
+        let b = check_len::<{ f::LEN }>(buf, "IOUnitInfo")?;
+        let flags = get_u8(b, f::FLAGS);
         Ok(Self {
-            change_id,
-            max_controllers,
+            change_id: get_be16(b, f::CHANGE_ID),
+            max_controllers: get_u8(b, f::MAX_CONTROLLERS),
             diag_device_id: flags & Self::DIAG_DEVICE_ID != 0,
             option_rom: flags & Self::OPTION_ROM != 0,
-            controller_list,
+            controller_list: get(b, f::CONTROLLER_LIST),
         })
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        w.be16(self.change_id)?;
-        w.u8(self.max_controllers)?;
+        use iou_info as f;
+        let b = check_out_len::<{ f::LEN }>(buf)?;
+        set_be16(b, f::CHANGE_ID, self.change_id);
+        set_u8(b, f::MAX_CONTROLLERS, self.max_controllers);
         let mut flags = 0;
         if self.diag_device_id {
             flags |= Self::DIAG_DEVICE_ID;
@@ -529,15 +607,50 @@ impl IoUnitInfo {
         if self.option_rom {
             flags |= Self::OPTION_ROM;
         }
-        w.u8(flags)?;
-        w.put(&self.controller_list)?;
-        Ok(w.position())
+        set_u8(b, f::FLAGS, flags);
+        set(b, f::CONTROLLER_LIST, &self.controller_list);
+        Ok(f::LEN)
     }
 }
 
 // ---------------------------------------------------------------------------
 // IOControllerProfile
 // ---------------------------------------------------------------------------
+
+layout! {
+    /// IOControllerProfile (IBTA vol 1 16.3.3.4; ib_dm_mad.h
+    /// `struct ib_dm_ioc_profile`).
+    mod ioc_profile, LEN = 128;
+    GUID: 0..8,
+    /// VendorID, 24 bits.
+    VENDOR_ID: 8..11,
+    RESERVED_11: 11..12,
+    DEVICE_ID: 12..16,
+    DEVICE_VERSION: 16..18,
+    RESERVED_18: 18..20,
+    /// SubsystemVendorID, 24 bits.
+    SUBSYSTEM_VENDOR_ID: 20..23,
+    RESERVED_23: 23..24,
+    SUBSYSTEM_ID: 24..28,
+    IO_CLASS: 28..30,
+    IO_SUBCLASS: 30..32,
+    PROTOCOL: 32..34,
+    PROTOCOL_VERSION: 34..36,
+    RESERVED_36: 36..40,
+    SEND_MESSAGE_QUEUE_DEPTH: 40..42,
+    RESERVED_42: 42..43,
+    RDMA_READ_QUEUE_DEPTH: 43..44,
+    SEND_MESSAGE_SIZE: 44..48,
+    RDMA_TRANSFER_SIZE: 48..52,
+    /// ControllerOperationsCapabilityMask.
+    OP_CAP_MASK: 52..53,
+    /// Reserved in IBTA 1.2+; `svc_cap_mask` in ib_dm_mad.h.
+    SVC_CAP_MASK: 53..54,
+    SERVICE_ENTRIES: 54..55,
+    RESERVED_55: 55..64,
+    /// IDString, NUL-padded.
+    ID_STRING: 64..128,
+}
 
 /// IOControllerProfile (IBTA 16.3.3.4; ib_dm_mad.h
 /// `struct ib_dm_ioc_profile`; SRP r16a table B.7 for the SRP values),
@@ -613,7 +726,7 @@ impl Default for IoControllerProfile {
 }
 
 impl IoControllerProfile {
-    pub const LEN: usize = 128;
+    pub const LEN: usize = ioc_profile::LEN;
 
     /// SRP r16a I/O class (srp_daemon `SRP_REV16A_IB_IO_CLASS`).
     pub const SRP_IO_CLASS_R16A: u16 = 0x0100;
@@ -661,83 +774,78 @@ impl IoControllerProfile {
     }
 
     pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = Reader::new(buf, "IOControllerProfile");
-        r.require(Self::LEN)?;
-        let guid = r.be64()?;
-        let vendor_id = r.be32()? >> 8;
-        let device_id = r.be32()?;
-        let device_version = r.be16()?;
-        r.skip(2)?;
-        let subsystem_vendor_id = r.be32()? >> 8;
-        let subsystem_id = r.be32()?;
-        let io_class = r.be16()?;
-        let io_subclass = r.be16()?;
-        let protocol = r.be16()?;
-        let protocol_version = r.be16()?;
-        r.skip(4)?;
-        let send_queue_depth = r.be16()?;
-        r.skip(1)?;
-        let rdma_read_depth = r.u8()?;
-        let send_size = r.be32()?;
-        let rdma_size = r.be32()?;
-        let op_cap_mask = r.u8()?;
-        let svc_cap_mask = r.u8()?;
-        let service_entries = r.u8()?;
-        r.skip(9)?;
-        let id_string = r.array()?;
+        use ioc_profile as f;
+        let b = check_len::<{ f::LEN }>(buf, "IOControllerProfile")?;
         Ok(Self {
-            guid,
-            vendor_id,
-            device_id,
-            device_version,
-            subsystem_vendor_id,
-            subsystem_id,
-            io_class,
-            io_subclass,
-            protocol,
-            protocol_version,
-            send_queue_depth,
-            rdma_read_depth,
-            send_size,
-            rdma_size,
-            op_cap_mask,
-            svc_cap_mask,
-            service_entries,
-            id_string,
+            guid: get_be64(b, f::GUID),
+            vendor_id: get_be24(b, f::VENDOR_ID),
+            device_id: get_be32(b, f::DEVICE_ID),
+            device_version: get_be16(b, f::DEVICE_VERSION),
+            subsystem_vendor_id: get_be24(b, f::SUBSYSTEM_VENDOR_ID),
+            subsystem_id: get_be32(b, f::SUBSYSTEM_ID),
+            io_class: get_be16(b, f::IO_CLASS),
+            io_subclass: get_be16(b, f::IO_SUBCLASS),
+            protocol: get_be16(b, f::PROTOCOL),
+            protocol_version: get_be16(b, f::PROTOCOL_VERSION),
+            send_queue_depth: get_be16(b, f::SEND_MESSAGE_QUEUE_DEPTH),
+            rdma_read_depth: get_u8(b, f::RDMA_READ_QUEUE_DEPTH),
+            send_size: get_be32(b, f::SEND_MESSAGE_SIZE),
+            rdma_size: get_be32(b, f::RDMA_TRANSFER_SIZE),
+            op_cap_mask: get_u8(b, f::OP_CAP_MASK),
+            svc_cap_mask: get_u8(b, f::SVC_CAP_MASK),
+            service_entries: get_u8(b, f::SERVICE_ENTRIES),
+            id_string: get(b, f::ID_STRING),
         })
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        w.be64(self.guid)?;
-        w.be32((self.vendor_id & 0xff_ffff) << 8)?;
-        w.be32(self.device_id)?;
-        w.be16(self.device_version)?;
-        w.zeros(2)?;
-        w.be32((self.subsystem_vendor_id & 0xff_ffff) << 8)?;
-        w.be32(self.subsystem_id)?;
-        w.be16(self.io_class)?;
-        w.be16(self.io_subclass)?;
-        w.be16(self.protocol)?;
-        w.be16(self.protocol_version)?;
-        w.zeros(4)?;
-        w.be16(self.send_queue_depth)?;
-        w.zeros(1)?;
-        w.u8(self.rdma_read_depth)?;
-        w.be32(self.send_size)?;
-        w.be32(self.rdma_size)?;
-        w.u8(self.op_cap_mask)?;
-        w.u8(self.svc_cap_mask)?;
-        w.u8(self.service_entries)?;
-        w.zeros(9)?;
-        w.put(&self.id_string)?;
-        Ok(w.position())
+        use ioc_profile as f;
+        let b = check_out_len::<{ f::LEN }>(buf)?;
+        set_be64(b, f::GUID, self.guid);
+        set_be24(b, f::VENDOR_ID, self.vendor_id);
+        set_be32(b, f::DEVICE_ID, self.device_id);
+        set_be16(b, f::DEVICE_VERSION, self.device_version);
+        set_be24(b, f::SUBSYSTEM_VENDOR_ID, self.subsystem_vendor_id);
+        set_be32(b, f::SUBSYSTEM_ID, self.subsystem_id);
+        set_be16(b, f::IO_CLASS, self.io_class);
+        set_be16(b, f::IO_SUBCLASS, self.io_subclass);
+        set_be16(b, f::PROTOCOL, self.protocol);
+        set_be16(b, f::PROTOCOL_VERSION, self.protocol_version);
+        set_be16(b, f::SEND_MESSAGE_QUEUE_DEPTH, self.send_queue_depth);
+        set_u8(b, f::RDMA_READ_QUEUE_DEPTH, self.rdma_read_depth);
+        set_be32(b, f::SEND_MESSAGE_SIZE, self.send_size);
+        set_be32(b, f::RDMA_TRANSFER_SIZE, self.rdma_size);
+        set_u8(b, f::OP_CAP_MASK, self.op_cap_mask);
+        set_u8(b, f::SVC_CAP_MASK, self.svc_cap_mask);
+        set_u8(b, f::SERVICE_ENTRIES, self.service_entries);
+        set(b, f::ID_STRING, &self.id_string);
+        Ok(f::LEN)
     }
 }
 
 // ---------------------------------------------------------------------------
 // ServiceEntries
 // ---------------------------------------------------------------------------
+
+layout! {
+    /// One service entry (IBTA vol 1 16.3.3.5; ib_dm_mad.h
+    /// `struct ib_dm_svc_entry`).
+    mod svc_entry, LEN = 48;
+    /// ServiceName, NUL-padded.
+    NAME: 0..40,
+    /// ServiceID.
+    ID: 40..48,
+}
+
+layout! {
+    /// ServiceEntries (IBTA vol 1 16.3.3.5; ib_dm_mad.h
+    /// `struct ib_dm_svc_entries`): four consecutive [`svc_entry`]s.
+    mod svc_entries, LEN = 192;
+    ENTRY_0: 0..48,
+    ENTRY_1: 48..96,
+    ENTRY_2: 96..144,
+    ENTRY_3: 144..192,
+}
 
 /// One service entry (IBTA 16.3.3.5; ib_dm_mad.h `struct ib_dm_svc_entry`),
 /// 48 bytes: a 40-byte NUL-padded name and a 64-bit service ID.
@@ -759,7 +867,7 @@ impl Default for ServiceEntry {
 pub const SRP_SERVICE_NAME_PREFIX: &str = "SRP.T10:";
 
 impl ServiceEntry {
-    pub const LEN: usize = 48;
+    pub const LEN: usize = svc_entry::LEN;
 
     /// An entry named `name` (truncated to 40 bytes).
     pub fn new(name: &str, id: u64) -> Self {
@@ -791,18 +899,26 @@ impl ServiceEntry {
     }
 
     pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = Reader::new(buf, "ServiceEntry");
-        r.require(Self::LEN)?;
-        let name = r.array()?;
-        let id = r.be64()?;
-        Ok(Self { name, id })
+        Ok(Self::decode(check_len(buf, "ServiceEntry")?))
+    }
+
+    fn decode(b: &[u8; svc_entry::LEN]) -> Self {
+        Self {
+            name: get(b, svc_entry::NAME),
+            id: get_be64(b, svc_entry::ID),
+        }
+    }
+
+    fn encode(&self) -> [u8; svc_entry::LEN] {
+        let mut b = [0u8; svc_entry::LEN];
+        set(&mut b, svc_entry::NAME, &self.name);
+        set_be64(&mut b, svc_entry::ID, self.id);
+        b
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        w.put(&self.name)?;
-        w.be64(self.id)?;
-        Ok(w.position())
+        *check_out_len(buf)? = self.encode();
+        Ok(Self::LEN)
     }
 }
 
@@ -816,27 +932,29 @@ pub struct ServiceEntries {
 }
 
 impl ServiceEntries {
-    pub const LEN: usize = 192;
+    pub const LEN: usize = svc_entries::LEN;
     pub const MAX_PER_MAD: usize = 4;
+    /// The entries' fields, in order.
+    const ENTRIES: [Field; Self::MAX_PER_MAD] = [
+        svc_entries::ENTRY_0,
+        svc_entries::ENTRY_1,
+        svc_entries::ENTRY_2,
+        svc_entries::ENTRY_3,
+    ];
 
     pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = Reader::new(buf, "ServiceEntries");
-        r.require(Self::LEN)?;
-        let mut entries = [ServiceEntry::default(); 4];
-        for e in &mut entries {
-            *e = ServiceEntry::parse(r.take(ServiceEntry::LEN)?)?;
-        }
-        Ok(Self { entries })
+        let b = check_len::<{ svc_entries::LEN }>(buf, "ServiceEntries")?;
+        Ok(Self {
+            entries: Self::ENTRIES.map(|f| ServiceEntry::decode(&get(b, f))),
+        })
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        for e in &self.entries {
-            let mut b = [0u8; ServiceEntry::LEN];
-            e.emit(&mut b)?;
-            w.put(&b)?;
+        let b = check_out_len::<{ svc_entries::LEN }>(buf)?;
+        for (f, e) in Self::ENTRIES.into_iter().zip(&self.entries) {
+            set(b, f, &e.encode());
         }
-        Ok(w.position())
+        Ok(Self::LEN)
     }
 }
 
@@ -1196,6 +1314,486 @@ mod tests {
         assert_eq!(m.count(), Some(4));
         assert_eq!(m.to_u32(), 0x0001_0300);
         assert_eq!(ServiceEntriesModifier::from_u32(0x0001_0001).count(), None);
+    }
+
+    // -----------------------------------------------------------------
+    // Layout tables: for each structure, a byte array in which every
+    // non-reserved field is non-zero, read field by field through the
+    // table (deconstruct), written field by field into zeros (construct),
+    // parsed, and emitted.
+    // -----------------------------------------------------------------
+
+    /// Emit into a buffer of 0xa5 bytes; returns the buffer and the length
+    /// written.
+    fn emit_over_junk(f: impl FnOnce(&mut [u8]) -> Result<usize, WireError>) -> (Vec<u8>, usize) {
+        let mut buf = vec![0xa5u8; 300];
+        let n = f(&mut buf).unwrap();
+        (buf, n)
+    }
+
+    mod mad_header_layout {
+        use super::*;
+        use crate::wire::mad::mad_header as f;
+        use crate::wire::{get_be16, get_be32, get_be64, get_u8, set_be16, set_be32, set_be64, set_u8};
+
+        /// A GetResp(IOControllerProfile) answering "no IOC in slot 1".
+        #[rustfmt::skip]
+        const BYTES: [u8; 24] = [
+            0x01, 0x06, 0x01, 0x81, // base, class, class version, GetResp
+            0x01, 0x00, 0x00, 0x07, // status NO_IOC, class specific
+            0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05, // TID
+            0x00, 0x11, 0x00, 0x00, // attribute ID, reserved
+            0x00, 0x00, 0x00, 0x01, // attribute modifier
+        ];
+
+        fn repr() -> MadHeader {
+            MadHeader {
+                base_version: 1,
+                mgmt_class: MgmtClass::DEVICE_MGMT,
+                class_version: 1,
+                method: Method::GET_RESP,
+                status: MadStatus::NO_IOC,
+                class_specific: 7,
+                tid: 0x0000_0001_0000_0005,
+                attr_id: AttributeId::IO_CONTROLLER_PROFILE,
+                attr_mod: 1,
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            assert_eq!(get_u8(&BYTES, f::BASE_VERSION), 1);
+            assert_eq!(get_u8(&BYTES, f::MGMT_CLASS), 0x06);
+            assert_eq!(get_u8(&BYTES, f::CLASS_VERSION), 1);
+            assert_eq!(get_u8(&BYTES, f::METHOD), 0x81);
+            assert_eq!(get_be16(&BYTES, f::STATUS), 0x0100);
+            assert_eq!(get_be16(&BYTES, f::CLASS_SPECIFIC), 7);
+            assert_eq!(get_be64(&BYTES, f::TRANSACTION_ID), 0x0000_0001_0000_0005);
+            assert_eq!(get_be16(&BYTES, f::ATTRIBUTE_ID), 0x0011);
+            assert_eq!(get_be32(&BYTES, f::ATTRIBUTE_MODIFIER), 1);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::BASE_VERSION, 1);
+            set_u8(&mut b, f::MGMT_CLASS, 0x06);
+            set_u8(&mut b, f::CLASS_VERSION, 1);
+            set_u8(&mut b, f::METHOD, 0x81);
+            set_be16(&mut b, f::STATUS, 0x0100);
+            set_be16(&mut b, f::CLASS_SPECIFIC, 7);
+            set_be64(&mut b, f::TRANSACTION_ID, 0x0000_0001_0000_0005);
+            set_be16(&mut b, f::ATTRIBUTE_ID, 0x0011);
+            set_be32(&mut b, f::ATTRIBUTE_MODIFIER, 1);
+            assert_eq!(b, BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(MadHeader::parse(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    mod dm_mad_layout {
+        use super::*;
+        use crate::wire::get;
+        use crate::wire::mad::dm_mad as f;
+
+        /// Get(IOControllerProfile) with marker bytes at both ends of the
+        /// data field.
+        fn bytes() -> [u8; 256] {
+            let mut b = [0u8; 256];
+            b[..24].copy_from_slice(&GET_IOC_HDR);
+            b[64] = 0x42;
+            b[255] = 0x43;
+            b
+        }
+
+        fn repr() -> DmMad {
+            let mut m = DmMad::request(
+                Method::GET,
+                0x0000_0001_0000_0005,
+                AttributeId::IO_CONTROLLER_PROFILE,
+                1,
+            );
+            m.data[0] = 0x42;
+            m.data[191] = 0x43;
+            m
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = bytes();
+            assert_eq!(get::<24, 256>(&b, f::HEADER), GET_IOC_HDR);
+            let data: [u8; 192] = get(&b, f::DATA);
+            assert_eq!((data[0], data[191]), (0x42, 0x43));
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            crate::wire::set(&mut b, f::HEADER, &GET_IOC_HDR);
+            crate::wire::set(&mut b, f::DATA, &repr().data);
+            assert_eq!(b, bytes());
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(DmMad::parse(&bytes()), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&bytes()[..], 0xa5));
+        }
+    }
+
+    mod class_port_info_layout {
+        use super::*;
+        use crate::wire::mad::{class_port_address as a, class_port_info as f};
+        use crate::wire::{get, get_be16, get_be32, get_u8, set, set_be16, set_be32, set_u8};
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 72] = [
+            0x01, 0x01, 0x02, 0x00,                         // versions, CapabilityMask
+            0x00, 0x00, 0x24, 0x73,                         // CapabilityMask2 0x123, RespTime 0x13
+            // redirect: GID, TC/SL/FL, LID, P_Key, reserved + QP, Q_Key
+            0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x02, 0xc9, 0x03, 0, 0x0f, 0x12, 0x34,
+            0x01, 0x2a, 0xbc, 0xde,
+            0x00, 0x07, 0xff, 0xff,
+            0x00, 0x00, 0x00, 0x01,
+            0x80, 0x01, 0x00, 0x00,
+            // trap: GID, TC/SL/FL, LID, P_Key, HopLimit + QP, Q_Key
+            0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x02, 0xc9, 0x03, 0, 0x0f, 0x56, 0x78,
+            0x02, 0x30, 0x00, 0x01,
+            0x00, 0x03, 0x7f, 0xff,
+            0x40, 0x00, 0x00, 0x02,
+            0x80, 0x01, 0x00, 0x01,
+        ];
+
+        fn repr() -> ClassPortInfo {
+            ClassPortInfo {
+                base_version: 1,
+                class_version: 1,
+                cap_mask: 0x0200,
+                cap_mask2: 0x123,
+                resp_time_value: 0x13,
+                redirect: ClassPortAddress {
+                    gid: *BYTES[8..24].first_chunk().unwrap(),
+                    traffic_class: 0x01,
+                    sl: 0x2,
+                    flow_label: 0xabcde,
+                    lid: 7,
+                    pkey: 0xffff,
+                    hop_limit: 0,
+                    qp: 1,
+                    qkey: 0x8001_0000,
+                },
+                trap: ClassPortAddress {
+                    gid: *BYTES[40..56].first_chunk().unwrap(),
+                    traffic_class: 0x02,
+                    sl: 0x3,
+                    flow_label: 1,
+                    lid: 3,
+                    pkey: 0x7fff,
+                    hop_limit: 0x40,
+                    qp: 2,
+                    qkey: 0x8001_0001,
+                },
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = &BYTES;
+            assert_eq!(get_u8(b, f::BASE_VERSION), 1);
+            assert_eq!(get_u8(b, f::CLASS_VERSION), 1);
+            assert_eq!(get_be16(b, f::CAPABILITY_MASK), 0x0200);
+            assert_eq!(get_be32(b, f::CAP_MASK2_RESP_TIME), 0x123 << 5 | 0x13);
+            let r: [u8; 32] = get(b, f::REDIRECT);
+            assert_eq!(get::<16, 32>(&r, a::GID)[15], 0x34);
+            assert_eq!(get_be32(&r, a::TC_SL_FL), 0x012a_bcde);
+            assert_eq!(get_be16(&r, a::LID), 7);
+            assert_eq!(get_be16(&r, a::P_KEY), 0xffff);
+            assert_eq!(get_be32(&r, a::HL_QP), 1);
+            assert_eq!(get_be32(&r, a::Q_KEY), 0x8001_0000);
+            let t: [u8; 32] = get(b, f::TRAP);
+            assert_eq!(get::<16, 32>(&t, a::GID)[15], 0x78);
+            assert_eq!(get_be32(&t, a::TC_SL_FL), 0x0230_0001);
+            assert_eq!(get_be16(&t, a::LID), 3);
+            assert_eq!(get_be16(&t, a::P_KEY), 0x7fff);
+            assert_eq!(get_be32(&t, a::HL_QP), 0x4000_0002);
+            assert_eq!(get_be32(&t, a::Q_KEY), 0x8001_0001);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::BASE_VERSION, 1);
+            set_u8(&mut b, f::CLASS_VERSION, 1);
+            set_be16(&mut b, f::CAPABILITY_MASK, 0x0200);
+            set_be32(&mut b, f::CAP_MASK2_RESP_TIME, 0x123 << 5 | 0x13);
+            let mut r = [0u8; a::LEN];
+            set(&mut r, a::GID, &BYTES[8..24]);
+            set_be32(&mut r, a::TC_SL_FL, 0x012a_bcde);
+            set_be16(&mut r, a::LID, 7);
+            set_be16(&mut r, a::P_KEY, 0xffff);
+            set_be32(&mut r, a::HL_QP, 1);
+            set_be32(&mut r, a::Q_KEY, 0x8001_0000);
+            set(&mut b, f::REDIRECT, &r);
+            let mut t = [0u8; a::LEN];
+            set(&mut t, a::GID, &BYTES[40..56]);
+            set_be32(&mut t, a::TC_SL_FL, 0x0230_0001);
+            set_be16(&mut t, a::LID, 3);
+            set_be16(&mut t, a::P_KEY, 0x7fff);
+            set_be32(&mut t, a::HL_QP, 0x4000_0002);
+            set_be32(&mut t, a::Q_KEY, 0x8001_0001);
+            set(&mut b, f::TRAP, &t);
+            assert_eq!(b, BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(ClassPortInfo::parse(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    mod iou_info_layout {
+        use super::*;
+        use crate::wire::mad::iou_info as f;
+        use crate::wire::{get, get_be16, get_u8, set, set_be16, set_u8};
+
+        /// Change ID 0x0102, 3 slots (1 present, 2 empty, 3 absent), both
+        /// flags set.
+        fn bytes() -> [u8; 132] {
+            let mut b = [0u8; 132];
+            b[..6].copy_from_slice(&[0x01, 0x02, 3, 0x03, 0x10, 0xf0]);
+            b
+        }
+
+        fn repr() -> IoUnitInfo {
+            let mut i = IoUnitInfo {
+                change_id: 0x0102,
+                max_controllers: 3,
+                diag_device_id: true,
+                option_rom: true,
+                ..Default::default()
+            };
+            i.set_slot(1, SlotState::PRESENT);
+            i.set_slot(3, SlotState::NO_SLOT);
+            i
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = bytes();
+            assert_eq!(get_be16(&b, f::CHANGE_ID), 0x0102);
+            assert_eq!(get_u8(&b, f::MAX_CONTROLLERS), 3);
+            assert_eq!(get_u8(&b, f::FLAGS), 0x03);
+            assert_eq!(get::<128, 132>(&b, f::CONTROLLER_LIST)[..2], [0x10, 0xf0]);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_be16(&mut b, f::CHANGE_ID, 0x0102);
+            set_u8(&mut b, f::MAX_CONTROLLERS, 3);
+            set_u8(&mut b, f::FLAGS, 0x03);
+            set(&mut b, f::CONTROLLER_LIST, &repr().controller_list);
+            assert_eq!(b, bytes());
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(IoUnitInfo::parse(&bytes()), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&bytes()[..], 0xa5));
+        }
+    }
+
+    mod ioc_profile_layout {
+        use super::*;
+        use crate::wire::mad::ioc_profile as f;
+        use crate::wire::{
+            get, get_be16, get_be24, get_be32, get_be64, get_u8, set, set_be16, set_be24, set_be32, set_be64,
+            set_u8,
+        };
+
+        /// [`ioc_profile_bytes`] with the fields it leaves zero filled in.
+        fn bytes() -> [u8; 128] {
+            let mut b = ioc_profile_bytes();
+            b[24..28].copy_from_slice(&0x0000_0007u32.to_be_bytes()); // subsystem ID
+            b[53] = 0x01; // svc_cap_mask
+            b
+        }
+
+        fn repr() -> IoControllerProfile {
+            let mut p = IoControllerProfile {
+                guid: 0x0002_c903_00ab_cdef,
+                vendor_id: 0x0002c9,
+                device_id: 0x1003,
+                device_version: 0xa0,
+                subsystem_vendor_id: 0x0002c9,
+                subsystem_id: 7,
+                io_class: IoControllerProfile::SRP_IO_CLASS_R16A,
+                io_subclass: IoControllerProfile::SRP_IO_SUBCLASS,
+                protocol: IoControllerProfile::SRP_PROTOCOL,
+                protocol_version: IoControllerProfile::SRP_PROTOCOL_VERSION,
+                send_queue_depth: 4095,
+                rdma_read_depth: 4,
+                send_size: 8260,
+                rdma_size: 1 << 20,
+                op_cap_mask: IoControllerProfile::OP_SRP_TARGET,
+                svc_cap_mask: 1,
+                service_entries: 1,
+                ..Default::default()
+            };
+            p.set_id_str("Linux SRP target");
+            p
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = bytes();
+            assert_eq!(get_be64(&b, f::GUID), 0x0002_c903_00ab_cdef);
+            assert_eq!(get_be24(&b, f::VENDOR_ID), 0x0002c9);
+            assert_eq!(get_be32(&b, f::DEVICE_ID), 0x1003);
+            assert_eq!(get_be16(&b, f::DEVICE_VERSION), 0xa0);
+            assert_eq!(get_be24(&b, f::SUBSYSTEM_VENDOR_ID), 0x0002c9);
+            assert_eq!(get_be32(&b, f::SUBSYSTEM_ID), 7);
+            assert_eq!(get_be16(&b, f::IO_CLASS), 0x0100);
+            assert_eq!(get_be16(&b, f::IO_SUBCLASS), 0x609e);
+            assert_eq!(get_be16(&b, f::PROTOCOL), 0x0108);
+            assert_eq!(get_be16(&b, f::PROTOCOL_VERSION), 0x0001);
+            assert_eq!(get_be16(&b, f::SEND_MESSAGE_QUEUE_DEPTH), 4095);
+            assert_eq!(get_u8(&b, f::RDMA_READ_QUEUE_DEPTH), 4);
+            assert_eq!(get_be32(&b, f::SEND_MESSAGE_SIZE), 8260);
+            assert_eq!(get_be32(&b, f::RDMA_TRANSFER_SIZE), 1 << 20);
+            assert_eq!(get_u8(&b, f::OP_CAP_MASK), 0x2b);
+            assert_eq!(get_u8(&b, f::SVC_CAP_MASK), 1);
+            assert_eq!(get_u8(&b, f::SERVICE_ENTRIES), 1);
+            assert_eq!(get::<64, 128>(&b, f::ID_STRING)[..16], *b"Linux SRP target");
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_be64(&mut b, f::GUID, 0x0002_c903_00ab_cdef);
+            set_be24(&mut b, f::VENDOR_ID, 0x0002c9);
+            set_be32(&mut b, f::DEVICE_ID, 0x1003);
+            set_be16(&mut b, f::DEVICE_VERSION, 0xa0);
+            set_be24(&mut b, f::SUBSYSTEM_VENDOR_ID, 0x0002c9);
+            set_be32(&mut b, f::SUBSYSTEM_ID, 7);
+            set_be16(&mut b, f::IO_CLASS, 0x0100);
+            set_be16(&mut b, f::IO_SUBCLASS, 0x609e);
+            set_be16(&mut b, f::PROTOCOL, 0x0108);
+            set_be16(&mut b, f::PROTOCOL_VERSION, 0x0001);
+            set_be16(&mut b, f::SEND_MESSAGE_QUEUE_DEPTH, 4095);
+            set_u8(&mut b, f::RDMA_READ_QUEUE_DEPTH, 4);
+            set_be32(&mut b, f::SEND_MESSAGE_SIZE, 8260);
+            set_be32(&mut b, f::RDMA_TRANSFER_SIZE, 1 << 20);
+            set_u8(&mut b, f::OP_CAP_MASK, 0x2b);
+            set_u8(&mut b, f::SVC_CAP_MASK, 1);
+            set_u8(&mut b, f::SERVICE_ENTRIES, 1);
+            set(&mut b, f::ID_STRING, &repr().id_string);
+            assert_eq!(b, bytes());
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(IoControllerProfile::parse(&bytes()), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&bytes()[..], 0xa5));
+        }
+    }
+
+    mod svc_entries_layout {
+        use super::*;
+        use crate::wire::mad::{svc_entries as f, svc_entry as e};
+        use crate::wire::{get, get_be64, set, set_be64};
+
+        const NAMES: [&str; 4] = [
+            "SRP.T10:000000fffe007701",
+            "SRP.T10:000000fffe007702",
+            "other",
+            "SRP.T10:0123456789abcdef",
+        ];
+        const IDS: [u64; 4] = [0x0000_00ff_fe00_7701, 0x0000_00ff_fe00_7702, 3, 4];
+
+        fn bytes() -> [u8; 192] {
+            let mut b = [0u8; 192];
+            for (i, (name, id)) in NAMES.iter().zip(IDS).enumerate() {
+                b[48 * i..][..name.len()].copy_from_slice(name.as_bytes());
+                b[48 * i + 40..][..8].copy_from_slice(&id.to_be_bytes());
+            }
+            b
+        }
+
+        fn repr() -> ServiceEntries {
+            ServiceEntries {
+                entries: [0, 1, 2, 3].map(|i| ServiceEntry::new(NAMES[i], IDS[i])),
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = bytes();
+            for (i, f) in ServiceEntries::ENTRIES.into_iter().enumerate() {
+                let entry: [u8; 48] = get(&b, f);
+                let name: [u8; 40] = get(&entry, e::NAME);
+                assert_eq!(&name[..NAMES[i].len()], NAMES[i].as_bytes());
+                assert_eq!(get_be64(&entry, e::ID), IDS[i]);
+            }
+            assert_eq!(get::<48, 192>(&b, f::ENTRY_3)[..8], *b"SRP.T10:");
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            for (i, f) in ServiceEntries::ENTRIES.into_iter().enumerate() {
+                let mut entry = [0u8; e::LEN];
+                set(&mut entry, e::NAME, &ServiceEntry::new(NAMES[i], 0).name);
+                set_be64(&mut entry, e::ID, IDS[i]);
+                set(&mut b, f, &entry);
+            }
+            assert_eq!(b, bytes());
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(ServiceEntries::parse(&bytes()), Ok(repr()));
+            let one = ServiceEntry::parse(&bytes()[48..]).unwrap();
+            assert_eq!(one, repr().entries[1]);
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&bytes()[..], 0xa5));
+            let (b, n) = emit_over_junk(|b| repr().entries[3].emit(b));
+            assert_eq!((&b[..n], b[n]), (&bytes()[144..], 0xa5));
+        }
     }
 
     proptest! {

@@ -10,6 +10,215 @@
 //!
 //! Every parser is total: any input yields `Ok` or a [`WireError`], never a
 //! panic (checked by proptest and the fuzz targets in `fuzz/`).
+//!
+//! Each fixed-size structure (an IU, an IU header, a descriptor, a MAD
+//! attribute) states its byte layout once, as a table of field ranges
+//! declared with `layout!` (the `mod field` of smoltcp's `src/wire`); its
+//! `parse` and `emit` both index with that table. A parser makes one length
+//! check up front (`check_len`), which yields an array of exactly the
+//! structure's size; each table is checked at compile time to tile that
+//! array, so reading its fields cannot go out of bounds.
+
+use std::ops::Range;
+
+/// A field of a wire structure: its byte range from the structure's start.
+type Field = Range<usize>;
+
+/// Declare the byte layout of a fixed-size wire structure as a module of
+/// [`Field`] constants plus its size `LEN`.
+///
+/// The fields are listed in wire order, reserved ones included (named
+/// `RESERVED_<offset>`), and must tile `0..LEN` without gap or overlap:
+/// this is checked at compile time, so a table cannot disagree with itself
+/// or with `LEN`.
+macro_rules! layout {
+    (
+        $(#[$m:meta])*
+        mod $name:ident, LEN = $len:expr;
+        $( $(#[$fm:meta])* $field:ident: $range:expr, )+
+    ) => {
+        $(#[$m])*
+        #[allow(dead_code)]
+        mod $name {
+            use $crate::wire::Field;
+            /// Size of the structure: the end of its last field.
+            pub const LEN: usize = $len;
+            $( $(#[$fm])* pub const $field: Field = $range; )+
+            const _: () = $crate::wire::check_tiling(&[$($field),+], LEN);
+        }
+    };
+}
+
+/// Compile-time check behind [`layout!`]: `fields` tile `0..len` in order.
+const fn check_tiling(fields: &[Field], len: usize) {
+    let mut at = 0;
+    let mut i = 0;
+    while i < fields.len() {
+        assert!(fields[i].start == at, "layout: gap or overlap before a field");
+        assert!(fields[i].end > fields[i].start, "layout: empty field");
+        at = fields[i].end;
+        i += 1;
+    }
+    assert!(at == len, "layout: the fields do not end at LEN");
+}
+
+/// The one length check of a parser: the first `N` bytes of `buf` as an
+/// array, or [`WireError::TooShort`] naming `what`. Bytes past `N` are
+/// left to the caller (trailing data or a variable-length part).
+#[inline]
+fn check_len<'a, const N: usize>(buf: &'a [u8], what: &'static str) -> Result<&'a [u8; N], WireError> {
+    buf.first_chunk().ok_or(WireError::TooShort {
+        what,
+        need: N,
+        have: buf.len(),
+    })
+}
+
+/// The `N` bytes of `buf` at offset `at` (a variable-length part), or
+/// [`WireError::TooShort`] naming `what` with `need = at + N`.
+#[inline]
+fn check_len_at<'a, const N: usize>(
+    buf: &'a [u8],
+    at: usize,
+    what: &'static str,
+) -> Result<&'a [u8; N], WireError> {
+    buf.get(at..)
+        .and_then(<[u8]>::first_chunk)
+        .ok_or(WireError::TooShort {
+            what,
+            need: at.saturating_add(N),
+            have: buf.len(),
+        })
+}
+
+/// The `n` bytes of `buf` at offset `at`, or [`WireError::TooShort`]
+/// naming `what` with `need = at + n`.
+#[inline]
+fn take_at<'a>(buf: &'a [u8], at: usize, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+    let end = at.saturating_add(n);
+    buf.get(at..end).ok_or(WireError::TooShort {
+        what,
+        need: end,
+        have: buf.len(),
+    })
+}
+
+/// The emit-side length check: the first `N` bytes of `buf`, zeroed, or
+/// [`WireError::BufferTooSmall`]. Emitters then write the fields, so
+/// reserved fields go out as zero.
+#[inline]
+fn check_out_len<const N: usize>(buf: &mut [u8]) -> Result<&mut [u8; N], WireError> {
+    let have = buf.len();
+    let b = buf
+        .first_chunk_mut()
+        .ok_or(WireError::BufferTooSmall { need: N, have })?;
+    *b = [0; N];
+    Ok(b)
+}
+
+/// The emit-side check of a structure with a fixed `N`-byte header and a
+/// variable-length part, `need` bytes in all: the header (zeroed) and the
+/// rest of `buf`, or [`WireError::BufferTooSmall`].
+#[inline]
+fn check_out_split<const N: usize>(
+    buf: &mut [u8],
+    need: usize,
+) -> Result<(&mut [u8; N], &mut [u8]), WireError> {
+    let have = buf.len();
+    let too_small = WireError::BufferTooSmall { need, have };
+    if have < need {
+        return Err(too_small);
+    }
+    let (head, rest) = buf.split_first_chunk_mut().ok_or(too_small)?;
+    *head = [0; N];
+    Ok((head, rest))
+}
+
+/// Copy `bytes` to offset `at` of `buf` (a variable-length part whose room
+/// the caller has checked; a miscount is an error, not a panic).
+#[inline]
+fn put_at(buf: &mut [u8], at: usize, bytes: &[u8]) -> Result<(), WireError> {
+    let end = at.saturating_add(bytes.len());
+    let have = buf.len();
+    buf.get_mut(at..end)
+        .ok_or(WireError::BufferTooSmall { need: end, have })?
+        .copy_from_slice(bytes);
+    Ok(())
+}
+
+// Field accessors. They take the array `check_len` (or `check_out_len`)
+// returned and a field of the same layout: the layout's compile-time tiling
+// check keeps the field inside the array, and with both constant the
+// optimiser removes the bounds checks. A width that does not match the
+// field (`get_be32` of a 2-byte field) panics; the layout tests read and
+// write every field.
+
+/// Field `f` as an array of its width.
+#[inline(always)]
+fn get<const W: usize, const N: usize>(b: &[u8; N], f: Field) -> [u8; W] {
+    let mut out = [0u8; W];
+    out.copy_from_slice(&b[f]);
+    out
+}
+
+#[inline(always)]
+fn get_u8<const N: usize>(b: &[u8; N], f: Field) -> u8 {
+    b[f.start]
+}
+
+#[inline(always)]
+fn get_be16<const N: usize>(b: &[u8; N], f: Field) -> u16 {
+    u16::from_be_bytes(get(b, f))
+}
+
+/// A 24-bit big-endian field.
+#[inline(always)]
+fn get_be24<const N: usize>(b: &[u8; N], f: Field) -> u32 {
+    let [x, y, z] = get(b, f);
+    u32::from_be_bytes([0, x, y, z])
+}
+
+#[inline(always)]
+fn get_be32<const N: usize>(b: &[u8; N], f: Field) -> u32 {
+    u32::from_be_bytes(get(b, f))
+}
+
+#[inline(always)]
+fn get_be64<const N: usize>(b: &[u8; N], f: Field) -> u64 {
+    u64::from_be_bytes(get(b, f))
+}
+
+/// Write `v` over field `f` (`v` is as wide as the field).
+#[inline(always)]
+fn set<const N: usize>(b: &mut [u8; N], f: Field, v: &[u8]) {
+    b[f].copy_from_slice(v);
+}
+
+#[inline(always)]
+fn set_u8<const N: usize>(b: &mut [u8; N], f: Field, v: u8) {
+    b[f.start] = v;
+}
+
+#[inline(always)]
+fn set_be16<const N: usize>(b: &mut [u8; N], f: Field, v: u16) {
+    set(b, f, &v.to_be_bytes());
+}
+
+/// The low 24 bits of `v` as a 24-bit big-endian field.
+#[inline(always)]
+fn set_be24<const N: usize>(b: &mut [u8; N], f: Field, v: u32) {
+    set(b, f, &v.to_be_bytes()[1..]);
+}
+
+#[inline(always)]
+fn set_be32<const N: usize>(b: &mut [u8; N], f: Field, v: u32) {
+    set(b, f, &v.to_be_bytes());
+}
+
+#[inline(always)]
+fn set_be64<const N: usize>(b: &mut [u8; N], f: Field, v: u64) {
+    set(b, f, &v.to_be_bytes());
+}
 
 pub mod mad;
 pub mod srp;

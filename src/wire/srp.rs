@@ -6,7 +6,10 @@
 //! Linux initiator (`ib_srp.c`) or target (`ib_srpt.c`) behaviour shapes a
 //! check, the comment says so.
 
-use super::{Reader, WireError, Writer};
+use super::{
+    check_len, check_len_at, check_out_len, check_out_split, get, get_be16, get_be32, get_be64, get_u8,
+    put_at, set, set_be16, set_be32, set_be64, set_u8, take_at, WireError,
+};
 
 // ---------------------------------------------------------------------------
 // Common fields
@@ -65,7 +68,8 @@ impl Opcode {
 /// Read the opcode of an IU: its first byte, which must be a defined SRP
 /// opcode.
 pub fn peek_opcode(iu: &[u8]) -> Result<Opcode, WireError> {
-    let op = Opcode(Reader::new(iu, "SRP IU").u8()?);
+    let [op] = *check_len::<1>(iu, "SRP IU")?;
+    let op = Opcode(op);
     if !op.is_known() {
         return Err(WireError::UnknownOpcode(op.0));
     }
@@ -135,10 +139,11 @@ impl DescFormat {
     }
 }
 
-/// Check the first byte against `op` and that `min_len` bytes are present,
-/// returning a reader positioned just after the opcode.
-fn fixed<'a>(iu: &'a [u8], what: &'static str, op: Opcode, min_len: usize) -> Result<Reader<'a>, WireError> {
-    let mut r = Reader::new(iu, what);
+/// The one check of a fixed-size IU (or IU header) parser: the first byte
+/// is `op` and `N` bytes are present. Returns the first `N` bytes, which
+/// the IU's layout table indexes.
+#[inline]
+fn fixed<'a, const N: usize>(iu: &'a [u8], what: &'static str, op: Opcode) -> Result<&'a [u8; N], WireError> {
     // r16a: every IU starts with its type code; a parser for one IU type
     // must not accept another.
     if let Some(&got) = iu.first() {
@@ -148,13 +153,7 @@ fn fixed<'a>(iu: &'a [u8], what: &'static str, op: Opcode, min_len: usize) -> Re
     }
     // srp.h sizes are the minimum IU sizes; trailing bytes (e.g. the rest
     // of a 92-byte IB CM private data area) are ignored.
-    r.require(min_len)?;
-    r.skip(1)?;
-    Ok(r)
-}
-
-fn lun(r: &mut Reader<'_>) -> Result<Lun, WireError> {
-    r.array()
+    check_len(iu, what)
 }
 
 /// Parse a u32 length field into `usize` (lossless on all supported targets;
@@ -170,6 +169,43 @@ fn u32_len(what: &'static str, n: usize) -> Result<u32, WireError> {
 // ---------------------------------------------------------------------------
 // Login
 // ---------------------------------------------------------------------------
+
+layout! {
+    /// SRP_LOGIN_REQ, IU form (r16a 6.2; srp.h `struct srp_login_req`).
+    mod login_req, LEN = 64;
+    OPCODE: 0..1,
+    RESERVED_1: 1..8,
+    TAG: 8..16,
+    /// REQUESTED MAXIMUM INITIATOR TO TARGET IU LENGTH.
+    REQ_IT_IU_LEN: 16..20,
+    RESERVED_20: 20..24,
+    /// REQUIRED BUFFER FORMATS.
+    REQ_BUF_FMT: 24..26,
+    /// MULTI-CHANNEL ACTION (bits 1:0), IMMED_REQUESTED (bit 7, SRP-2).
+    REQ_FLAGS: 26..27,
+    RESERVED_27: 27..28,
+    /// SRP-2 immediate data offset (reserved in r16a).
+    IMM_DATA_OFFSET: 28..30,
+    RESERVED_30: 30..32,
+    INITIATOR_PORT_ID: 32..48,
+    TARGET_PORT_ID: 48..64,
+}
+
+layout! {
+    /// SRP_LOGIN_REQ, RDMA/CM private-data form (srp.h
+    /// `struct srp_login_req_rdma`): the fields reordered so that the
+    /// login fits in 56 bytes; the opcode is byte 11, not 0.
+    mod login_req_rdma, LEN = 56;
+    TAG: 0..8,
+    REQ_BUF_FMT: 8..10,
+    REQ_FLAGS: 10..11,
+    OPCODE: 11..12,
+    REQ_IT_IU_LEN: 12..16,
+    INITIATOR_PORT_ID: 16..32,
+    TARGET_PORT_ID: 32..48,
+    IMM_DATA_OFFSET: 48..50,
+    RESERVED_50: 50..56,
+}
 
 /// SRP_LOGIN_REQ (64 bytes; r16a 6.2, srp.h `struct srp_login_req`), or the
 /// 56-byte RDMA/CM private-data form `struct srp_login_req_rdma`.
@@ -195,10 +231,10 @@ pub struct LoginRequest {
 
 impl LoginRequest {
     /// Size of the IU form (IB CM private data, SRP over other transports).
-    pub const LEN: usize = 64;
+    pub const LEN: usize = login_req::LEN;
     /// Size of `struct srp_login_req_rdma` (srp.h: "RDMA/CM over
     /// InfiniBand can only carry 92 - 36 = 56 bytes of private data").
-    pub const RDMA_CM_LEN: usize = 56;
+    pub const RDMA_CM_LEN: usize = login_req_rdma::LEN;
 
     /// MULTI-CHANNEL ACTION field mask in `req_flags`.
     pub const MULTICHAN_MASK: u8 = 0x03;
@@ -222,26 +258,16 @@ impl LoginRequest {
 
     /// Parse the 64-byte IU form.
     pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
-        let mut r = fixed(iu, "SRP_LOGIN_REQ", Opcode::LOGIN_REQ, Self::LEN)?;
-        r.skip(7)?;
-        let tag = Tag(r.be64()?);
-        let req_it_iu_len = r.be32()?;
-        r.skip(4)?;
-        let req_buf_fmt = r.be16()?;
-        let req_flags = r.u8()?;
-        r.skip(1)?;
-        let imm_data_offset = r.be16()?;
-        r.skip(2)?;
-        let initiator_port_id = r.array()?;
-        let target_port_id = r.array()?;
+        use login_req as f;
+        let b = fixed::<{ f::LEN }>(iu, "SRP_LOGIN_REQ", Opcode::LOGIN_REQ)?;
         Ok(Self {
-            tag,
-            req_it_iu_len,
-            req_buf_fmt,
-            req_flags,
-            imm_data_offset,
-            initiator_port_id,
-            target_port_id,
+            tag: Tag(get_be64(b, f::TAG)),
+            req_it_iu_len: get_be32(b, f::REQ_IT_IU_LEN),
+            req_buf_fmt: get_be16(b, f::REQ_BUF_FMT),
+            req_flags: get_u8(b, f::REQ_FLAGS),
+            imm_data_offset: get_be16(b, f::IMM_DATA_OFFSET),
+            initiator_port_id: get(b, f::INITIATOR_PORT_ID),
+            target_port_id: get(b, f::TARGET_PORT_ID),
         })
     }
 
@@ -249,67 +275,76 @@ impl LoginRequest {
     /// tag, req_buf_fmt, req_flags, opcode, req_it_iu_len, port ids,
     /// imm_data_offset, 6 reserved; note the opcode is byte 11, not 0).
     pub fn parse_rdma_cm(pd: &[u8]) -> Result<Self, WireError> {
-        let mut r = Reader::new(pd, "SRP_LOGIN_REQ (RDMA/CM)");
+        use login_req_rdma as f;
         // ib_srpt: "if (event->param.conn.private_data_len <
         // sizeof(*req_rdma)) return -EINVAL".
-        r.require(Self::RDMA_CM_LEN)?;
-        let tag = Tag(r.be64()?);
-        let req_buf_fmt = r.be16()?;
-        let req_flags = r.u8()?;
-        let opcode = r.u8()?;
+        let b = check_len::<{ f::LEN }>(pd, "SRP_LOGIN_REQ (RDMA/CM)")?;
+        let opcode = get_u8(b, f::OPCODE);
         if opcode != Opcode::LOGIN_REQ.0 {
             return Err(WireError::BadOpcode {
                 expected: Opcode::LOGIN_REQ.0,
                 got: opcode,
             });
         }
-        let req_it_iu_len = r.be32()?;
-        let initiator_port_id = r.array()?;
-        let target_port_id = r.array()?;
-        let imm_data_offset = r.be16()?;
         Ok(Self {
-            tag,
-            req_it_iu_len,
-            req_buf_fmt,
-            req_flags,
-            imm_data_offset,
-            initiator_port_id,
-            target_port_id,
+            tag: Tag(get_be64(b, f::TAG)),
+            req_it_iu_len: get_be32(b, f::REQ_IT_IU_LEN),
+            req_buf_fmt: get_be16(b, f::REQ_BUF_FMT),
+            req_flags: get_u8(b, f::REQ_FLAGS),
+            imm_data_offset: get_be16(b, f::IMM_DATA_OFFSET),
+            initiator_port_id: get(b, f::INITIATOR_PORT_ID),
+            target_port_id: get(b, f::TARGET_PORT_ID),
         })
     }
 
     /// Build the 64-byte IU form; returns 64.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        w.u8(Opcode::LOGIN_REQ.0)?;
-        w.zeros(7)?;
-        w.be64(self.tag.0)?;
-        w.be32(self.req_it_iu_len)?;
-        w.zeros(4)?;
-        w.be16(self.req_buf_fmt)?;
-        w.u8(self.req_flags)?;
-        w.zeros(1)?;
-        w.be16(self.imm_data_offset)?;
-        w.zeros(2)?;
-        w.put(&self.initiator_port_id)?;
-        w.put(&self.target_port_id)?;
-        Ok(w.position())
+        use login_req as f;
+        let b = check_out_len::<{ f::LEN }>(buf)?;
+        set_u8(b, f::OPCODE, Opcode::LOGIN_REQ.0);
+        set_be64(b, f::TAG, self.tag.0);
+        set_be32(b, f::REQ_IT_IU_LEN, self.req_it_iu_len);
+        set_be16(b, f::REQ_BUF_FMT, self.req_buf_fmt);
+        set_u8(b, f::REQ_FLAGS, self.req_flags);
+        set_be16(b, f::IMM_DATA_OFFSET, self.imm_data_offset);
+        set(b, f::INITIATOR_PORT_ID, &self.initiator_port_id);
+        set(b, f::TARGET_PORT_ID, &self.target_port_id);
+        Ok(f::LEN)
     }
 
     /// Build the 56-byte RDMA/CM private-data form; returns 56.
     pub fn emit_rdma_cm(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::RDMA_CM_LEN)?;
-        w.be64(self.tag.0)?;
-        w.be16(self.req_buf_fmt)?;
-        w.u8(self.req_flags)?;
-        w.u8(Opcode::LOGIN_REQ.0)?;
-        w.be32(self.req_it_iu_len)?;
-        w.put(&self.initiator_port_id)?;
-        w.put(&self.target_port_id)?;
-        w.be16(self.imm_data_offset)?;
-        w.zeros(6)?;
-        Ok(w.position())
+        use login_req_rdma as f;
+        let b = check_out_len::<{ f::LEN }>(buf)?;
+        set_be64(b, f::TAG, self.tag.0);
+        set_be16(b, f::REQ_BUF_FMT, self.req_buf_fmt);
+        set_u8(b, f::REQ_FLAGS, self.req_flags);
+        set_u8(b, f::OPCODE, Opcode::LOGIN_REQ.0);
+        set_be32(b, f::REQ_IT_IU_LEN, self.req_it_iu_len);
+        set(b, f::INITIATOR_PORT_ID, &self.initiator_port_id);
+        set(b, f::TARGET_PORT_ID, &self.target_port_id);
+        set_be16(b, f::IMM_DATA_OFFSET, self.imm_data_offset);
+        Ok(f::LEN)
     }
+}
+
+layout! {
+    /// SRP_LOGIN_RSP (r16a 6.3; srp.h `struct srp_login_rsp`).
+    mod login_rsp, LEN = 52;
+    OPCODE: 0..1,
+    RESERVED_1: 1..4,
+    /// REQUEST LIMIT DELTA: the initial credits.
+    REQ_LIM_DELTA: 4..8,
+    TAG: 8..16,
+    /// MAXIMUM INITIATOR TO TARGET IU LENGTH.
+    MAX_IT_IU_LEN: 16..20,
+    /// MAXIMUM TARGET TO INITIATOR IU LENGTH.
+    MAX_TI_IU_LEN: 20..24,
+    /// SUPPORTED BUFFER FORMATS.
+    BUF_FMT: 24..26,
+    /// MULTI-CHANNEL RESULT (bits 1:0), IMMED_SUPPORTED (bit 7, SRP-2).
+    RSP_FLAGS: 26..27,
+    RESERVED_27: 27..52,
 }
 
 /// SRP_LOGIN_RSP (52 bytes; r16a 6.3, srp.h `struct srp_login_rsp`).
@@ -329,7 +364,7 @@ pub struct LoginResponse {
 }
 
 impl LoginResponse {
-    pub const LEN: usize = 52;
+    pub const LEN: usize = login_rsp::LEN;
     /// MULTI-CHANNEL RESULT field mask in `rsp_flags`.
     pub const MULTICHAN_MASK: u8 = 0x03;
     /// MULTI-CHANNEL RESULT 0: no existing channels were terminated
@@ -351,36 +386,29 @@ impl LoginResponse {
     }
 
     pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
-        let mut r = fixed(iu, "SRP_LOGIN_RSP", Opcode::LOGIN_RSP, Self::LEN)?;
-        r.skip(3)?;
-        let req_lim_delta = r.be32()?;
-        let tag = Tag(r.be64()?);
-        let max_it_iu_len = r.be32()?;
-        let max_ti_iu_len = r.be32()?;
-        let buf_fmt = r.be16()?;
-        let rsp_flags = r.u8()?;
+        use login_rsp as f;
+        let b = fixed::<{ f::LEN }>(iu, "SRP_LOGIN_RSP", Opcode::LOGIN_RSP)?;
         Ok(Self {
-            tag,
-            req_lim_delta,
-            max_it_iu_len,
-            max_ti_iu_len,
-            buf_fmt,
-            rsp_flags,
+            tag: Tag(get_be64(b, f::TAG)),
+            req_lim_delta: get_be32(b, f::REQ_LIM_DELTA),
+            max_it_iu_len: get_be32(b, f::MAX_IT_IU_LEN),
+            max_ti_iu_len: get_be32(b, f::MAX_TI_IU_LEN),
+            buf_fmt: get_be16(b, f::BUF_FMT),
+            rsp_flags: get_u8(b, f::RSP_FLAGS),
         })
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        w.u8(Opcode::LOGIN_RSP.0)?;
-        w.zeros(3)?;
-        w.be32(self.req_lim_delta)?;
-        w.be64(self.tag.0)?;
-        w.be32(self.max_it_iu_len)?;
-        w.be32(self.max_ti_iu_len)?;
-        w.be16(self.buf_fmt)?;
-        w.u8(self.rsp_flags)?;
-        w.zeros(25)?;
-        Ok(w.position())
+        use login_rsp as f;
+        let b = check_out_len::<{ f::LEN }>(buf)?;
+        set_u8(b, f::OPCODE, Opcode::LOGIN_RSP.0);
+        set_be32(b, f::REQ_LIM_DELTA, self.req_lim_delta);
+        set_be64(b, f::TAG, self.tag.0);
+        set_be32(b, f::MAX_IT_IU_LEN, self.max_it_iu_len);
+        set_be32(b, f::MAX_TI_IU_LEN, self.max_ti_iu_len);
+        set_be16(b, f::BUF_FMT, self.buf_fmt);
+        set_u8(b, f::RSP_FLAGS, self.rsp_flags);
+        Ok(f::LEN)
     }
 }
 
@@ -399,6 +427,19 @@ impl RejectReason {
     pub const CHANNEL_LIMIT_REACHED: RejectReason = RejectReason(0x0001_0006);
 }
 
+layout! {
+    /// SRP_LOGIN_REJ (r16a 6.4; srp.h `struct srp_login_rej`).
+    mod login_rej, LEN = 32;
+    OPCODE: 0..1,
+    RESERVED_1: 1..4,
+    REASON: 4..8,
+    TAG: 8..16,
+    RESERVED_16: 16..24,
+    /// SUPPORTED BUFFER FORMATS.
+    BUF_FMT: 24..26,
+    RESERVED_26: 26..32,
+}
+
 /// SRP_LOGIN_REJ (32 bytes; r16a 6.4, srp.h `struct srp_login_rej`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginReject {
@@ -409,28 +450,26 @@ pub struct LoginReject {
 }
 
 impl LoginReject {
-    pub const LEN: usize = 32;
+    pub const LEN: usize = login_rej::LEN;
 
     pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
-        let mut r = fixed(iu, "SRP_LOGIN_REJ", Opcode::LOGIN_REJ, Self::LEN)?;
-        r.skip(3)?;
-        let reason = RejectReason(r.be32()?);
-        let tag = Tag(r.be64()?);
-        r.skip(8)?;
-        let buf_fmt = r.be16()?;
-        Ok(Self { tag, reason, buf_fmt })
+        use login_rej as f;
+        let b = fixed::<{ f::LEN }>(iu, "SRP_LOGIN_REJ", Opcode::LOGIN_REJ)?;
+        Ok(Self {
+            tag: Tag(get_be64(b, f::TAG)),
+            reason: RejectReason(get_be32(b, f::REASON)),
+            buf_fmt: get_be16(b, f::BUF_FMT),
+        })
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        w.u8(Opcode::LOGIN_REJ.0)?;
-        w.zeros(3)?;
-        w.be32(self.reason.0)?;
-        w.be64(self.tag.0)?;
-        w.zeros(8)?;
-        w.be16(self.buf_fmt)?;
-        w.zeros(6)?;
-        Ok(w.position())
+        use login_rej as f;
+        let b = check_out_len::<{ f::LEN }>(buf)?;
+        set_u8(b, f::OPCODE, Opcode::LOGIN_REJ.0);
+        set_be32(b, f::REASON, self.reason.0);
+        set_be64(b, f::TAG, self.tag.0);
+        set_be16(b, f::BUF_FMT, self.buf_fmt);
+        Ok(f::LEN)
     }
 }
 
@@ -438,8 +477,18 @@ impl LoginReject {
 // Small fixed-size IUs
 // ---------------------------------------------------------------------------
 
-/// Parse/emit for the 16-byte IUs that carry only a tag (opcode, 7
-/// reserved bytes, tag): SRP_I_LOGOUT, SRP_CRED_RSP, SRP_AER_RSP.
+layout! {
+    /// The 16-byte IUs that carry only a tag: SRP_I_LOGOUT (r16a 6.5),
+    /// SRP_CRED_RSP (6.11), SRP_AER_RSP (6.13); srp.h `struct srp_i_logout`,
+    /// `struct srp_cred_rsp`, `struct srp_aer_rsp`.
+    mod tag_only, LEN = 16;
+    OPCODE: 0..1,
+    RESERVED_1: 1..8,
+    TAG: 8..16,
+}
+
+/// Parse/emit for the IUs of the [`tag_only`] layout: SRP_I_LOGOUT,
+/// SRP_CRED_RSP, SRP_AER_RSP.
 macro_rules! tag_only_iu {
     ($(#[$m:meta])* $name:ident, $op:expr, $what:literal) => {
         $(#[$m])*
@@ -449,20 +498,20 @@ macro_rules! tag_only_iu {
         }
 
         impl $name {
-            pub const LEN: usize = 16;
+            pub const LEN: usize = tag_only::LEN;
 
             pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
-                let mut r = fixed(iu, $what, $op, Self::LEN)?;
-                r.skip(7)?;
-                Ok(Self { tag: Tag(r.be64()?) })
+                let b = fixed::<{ tag_only::LEN }>(iu, $what, $op)?;
+                Ok(Self {
+                    tag: Tag(get_be64(b, tag_only::TAG)),
+                })
             }
 
             pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-                let mut w = Writer::new(buf, Self::LEN)?;
-                w.u8($op.0)?;
-                w.zeros(7)?;
-                w.be64(self.tag.0)?;
-                Ok(w.position())
+                let b = check_out_len::<{ tag_only::LEN }>(buf)?;
+                set_u8(b, tag_only::OPCODE, $op.0);
+                set_be64(b, tag_only::TAG, self.tag.0);
+                Ok(tag_only::LEN)
             }
         }
     };
@@ -489,6 +538,17 @@ tag_only_iu!(
     "SRP_AER_RSP"
 );
 
+layout! {
+    /// SRP_T_LOGOUT (r16a 6.6; srp.h `struct srp_t_logout`).
+    mod t_logout, LEN = 16;
+    OPCODE: 0..1,
+    /// SOLNT (bit 0).
+    SOL_NOT: 1..2,
+    RESERVED_2: 2..4,
+    REASON: 4..8,
+    TAG: 8..16,
+}
+
 /// SRP_T_LOGOUT (16 bytes; r16a 6.6, srp.h `struct srp_t_logout`).
 ///
 /// Note: the Linux initiator only logs "Got target logout request" and does
@@ -503,7 +563,7 @@ pub struct TLogout {
 }
 
 impl TLogout {
-    pub const LEN: usize = 16;
+    pub const LEN: usize = t_logout::LEN;
     // SRP r16a target logout reason codes (also in OFED's srp.h
     // `TARGET_LOGOUT_REASON_CODE`); 5 is reserved.
     /// No reason specified.
@@ -526,23 +586,35 @@ impl TLogout {
     pub const INVALID_DATA_IN_DESC_COUNT: u32 = 9;
 
     pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
-        let mut r = fixed(iu, "SRP_T_LOGOUT", Opcode::T_LOGOUT, Self::LEN)?;
-        let sol_not = r.u8()?;
-        r.skip(2)?;
-        let reason = r.be32()?;
-        let tag = Tag(r.be64()?);
-        Ok(Self { tag, sol_not, reason })
+        use t_logout as f;
+        let b = fixed::<{ f::LEN }>(iu, "SRP_T_LOGOUT", Opcode::T_LOGOUT)?;
+        Ok(Self {
+            tag: Tag(get_be64(b, f::TAG)),
+            sol_not: get_u8(b, f::SOL_NOT),
+            reason: get_be32(b, f::REASON),
+        })
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        w.u8(Opcode::T_LOGOUT.0)?;
-        w.u8(self.sol_not)?;
-        w.zeros(2)?;
-        w.be32(self.reason)?;
-        w.be64(self.tag.0)?;
-        Ok(w.position())
+        use t_logout as f;
+        let b = check_out_len::<{ f::LEN }>(buf)?;
+        set_u8(b, f::OPCODE, Opcode::T_LOGOUT.0);
+        set_u8(b, f::SOL_NOT, self.sol_not);
+        set_be32(b, f::REASON, self.reason);
+        set_be64(b, f::TAG, self.tag.0);
+        Ok(f::LEN)
     }
+}
+
+layout! {
+    /// SRP_CRED_REQ (r16a 6.10; srp.h `struct srp_cred_req`).
+    mod cred_req, LEN = 16;
+    OPCODE: 0..1,
+    /// SOLNT (bit 0).
+    SOL_NOT: 1..2,
+    RESERVED_2: 2..4,
+    REQ_LIM_DELTA: 4..8,
+    TAG: 8..16,
 }
 
 /// SRP_CRED_REQ (16 bytes; r16a 6.10, srp.h `struct srp_cred_req`).
@@ -557,30 +629,44 @@ pub struct CredReq {
 }
 
 impl CredReq {
-    pub const LEN: usize = 16;
+    pub const LEN: usize = cred_req::LEN;
 
     pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
-        let mut r = fixed(iu, "SRP_CRED_REQ", Opcode::CRED_REQ, Self::LEN)?;
-        let sol_not = r.u8()?;
-        r.skip(2)?;
-        let req_lim_delta = r.be32()?;
-        let tag = Tag(r.be64()?);
+        use cred_req as f;
+        let b = fixed::<{ f::LEN }>(iu, "SRP_CRED_REQ", Opcode::CRED_REQ)?;
         Ok(Self {
-            tag,
-            sol_not,
-            req_lim_delta,
+            tag: Tag(get_be64(b, f::TAG)),
+            sol_not: get_u8(b, f::SOL_NOT),
+            req_lim_delta: get_be32(b, f::REQ_LIM_DELTA),
         })
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        w.u8(Opcode::CRED_REQ.0)?;
-        w.u8(self.sol_not)?;
-        w.zeros(2)?;
-        w.be32(self.req_lim_delta)?;
-        w.be64(self.tag.0)?;
-        Ok(w.position())
+        use cred_req as f;
+        let b = check_out_len::<{ f::LEN }>(buf)?;
+        set_u8(b, f::OPCODE, Opcode::CRED_REQ.0);
+        set_u8(b, f::SOL_NOT, self.sol_not);
+        set_be32(b, f::REQ_LIM_DELTA, self.req_lim_delta);
+        set_be64(b, f::TAG, self.tag.0);
+        Ok(f::LEN)
     }
+}
+
+layout! {
+    /// SRP_AER_REQ header (r16a 6.12; srp.h `struct srp_aer_req`); the
+    /// SENSE DATA follows at `LEN`.
+    mod aer_req, LEN = 36;
+    OPCODE: 0..1,
+    /// SOLNT (bit 0).
+    SOL_NOT: 1..2,
+    RESERVED_2: 2..4,
+    REQ_LIM_DELTA: 4..8,
+    TAG: 8..16,
+    RESERVED_16: 16..20,
+    LUN: 20..28,
+    /// SENSE DATA LIST LENGTH.
+    SENSE_DATA_LEN: 28..32,
+    RESERVED_32: 32..36,
 }
 
 /// SRP_AER_REQ (36-byte header + sense data; r16a 6.12, srp.h
@@ -596,26 +682,19 @@ pub struct AerReq<'a> {
 }
 
 impl<'a> AerReq<'a> {
-    pub const HEADER_LEN: usize = 36;
+    pub const HEADER_LEN: usize = aer_req::LEN;
 
     pub fn parse(iu: &'a [u8]) -> Result<Self, WireError> {
-        let mut r = fixed(iu, "SRP_AER_REQ", Opcode::AER_REQ, Self::HEADER_LEN)?;
-        let sol_not = r.u8()?;
-        r.skip(2)?;
-        let req_lim_delta = r.be32()?;
-        let tag = Tag(r.be64()?);
-        r.skip(4)?;
-        let lun = lun(&mut r)?;
-        let sense_len = len32(r.be32()?);
-        r.skip(4)?;
+        use aer_req as f;
+        let b = fixed::<{ f::LEN }>(iu, "SRP_AER_REQ", Opcode::AER_REQ)?;
         // The sense data must be wholly inside the IU.
-        r.set_what("SRP_AER_REQ sense data");
-        let sense = r.take(sense_len)?;
+        let sense_len = len32(get_be32(b, f::SENSE_DATA_LEN));
+        let sense = take_at(iu, f::LEN, sense_len, "SRP_AER_REQ sense data")?;
         Ok(Self {
-            tag,
-            sol_not,
-            req_lim_delta,
-            lun,
+            tag: Tag(get_be64(b, f::TAG)),
+            sol_not: get_u8(b, f::SOL_NOT),
+            req_lim_delta: get_be32(b, f::REQ_LIM_DELTA),
+            lun: get(b, f::LUN),
             sense,
         })
     }
@@ -626,19 +705,18 @@ impl<'a> AerReq<'a> {
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        use aer_req as f;
         let sense_len = u32_len("SRP_AER_REQ sense length", self.sense.len())?;
-        let mut w = Writer::new(buf, self.emitted_len())?;
-        w.u8(Opcode::AER_REQ.0)?;
-        w.u8(self.sol_not)?;
-        w.zeros(2)?;
-        w.be32(self.req_lim_delta)?;
-        w.be64(self.tag.0)?;
-        w.zeros(4)?;
-        w.put(&self.lun)?;
-        w.be32(sense_len)?;
-        w.zeros(4)?;
-        w.put(self.sense)?;
-        Ok(w.position())
+        let n = self.emitted_len();
+        let (b, rest) = check_out_split::<{ f::LEN }>(buf, n)?;
+        set_u8(b, f::OPCODE, Opcode::AER_REQ.0);
+        set_u8(b, f::SOL_NOT, self.sol_not);
+        set_be32(b, f::REQ_LIM_DELTA, self.req_lim_delta);
+        set_be64(b, f::TAG, self.tag.0);
+        set(b, f::LUN, &self.lun);
+        set_be32(b, f::SENSE_DATA_LEN, sense_len);
+        put_at(rest, 0, self.sense)?;
+        Ok(n)
     }
 }
 
@@ -660,6 +738,25 @@ impl TmFunction {
     pub const CLEAR_ACA: TmFunction = TmFunction(0x40);
 }
 
+layout! {
+    /// SRP_TSK_MGMT (r16a 6.7; srp.h `struct srp_tsk_mgmt`).
+    mod tsk_mgmt, LEN = 48;
+    OPCODE: 0..1,
+    /// SCSOLNT / UCSOLNT bits.
+    SOL_NOT: 1..2,
+    RESERVED_2: 2..8,
+    TAG: 8..16,
+    RESERVED_16: 16..20,
+    LUN: 20..28,
+    RESERVED_28: 28..30,
+    /// TASK MANAGEMENT FUNCTIONS.
+    FUNCTION: 30..31,
+    RESERVED_31: 31..32,
+    /// TAG OF TASK TO BE MANAGED.
+    TASK_TAG: 32..40,
+    RESERVED_40: 40..48,
+}
+
 /// SRP_TSK_MGMT (48 bytes; r16a 6.7, srp.h `struct srp_tsk_mgmt`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskMgmt {
@@ -673,42 +770,30 @@ pub struct TaskMgmt {
 }
 
 impl TaskMgmt {
-    pub const LEN: usize = 48;
+    pub const LEN: usize = tsk_mgmt::LEN;
 
     pub fn parse(iu: &[u8]) -> Result<Self, WireError> {
-        let mut r = fixed(iu, "SRP_TSK_MGMT", Opcode::TSK_MGMT, Self::LEN)?;
-        let sol_not = r.u8()?;
-        r.skip(6)?;
-        let tag = Tag(r.be64()?);
-        r.skip(4)?;
-        let lun = lun(&mut r)?;
-        r.skip(2)?;
-        let function = TmFunction(r.u8()?);
-        r.skip(1)?;
-        let task_tag = Tag(r.be64()?);
+        use tsk_mgmt as f;
+        let b = fixed::<{ f::LEN }>(iu, "SRP_TSK_MGMT", Opcode::TSK_MGMT)?;
         Ok(Self {
-            tag,
-            sol_not,
-            lun,
-            function,
-            task_tag,
+            tag: Tag(get_be64(b, f::TAG)),
+            sol_not: get_u8(b, f::SOL_NOT),
+            lun: get(b, f::LUN),
+            function: TmFunction(get_u8(b, f::FUNCTION)),
+            task_tag: Tag(get_be64(b, f::TASK_TAG)),
         })
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        w.u8(Opcode::TSK_MGMT.0)?;
-        w.u8(self.sol_not)?;
-        w.zeros(6)?;
-        w.be64(self.tag.0)?;
-        w.zeros(4)?;
-        w.put(&self.lun)?;
-        w.zeros(2)?;
-        w.u8(self.function.0)?;
-        w.zeros(1)?;
-        w.be64(self.task_tag.0)?;
-        w.zeros(8)?;
-        Ok(w.position())
+        use tsk_mgmt as f;
+        let b = check_out_len::<{ f::LEN }>(buf)?;
+        set_u8(b, f::OPCODE, Opcode::TSK_MGMT.0);
+        set_u8(b, f::SOL_NOT, self.sol_not);
+        set_be64(b, f::TAG, self.tag.0);
+        set(b, f::LUN, &self.lun);
+        set_u8(b, f::FUNCTION, self.function.0);
+        set_be64(b, f::TASK_TAG, self.task_tag.0);
+        Ok(f::LEN)
     }
 }
 
@@ -727,6 +812,30 @@ static TM_RSP_DATA: [[u8; 4]; 256] = {
     }
     t
 };
+
+layout! {
+    /// SRP_RSP header (r16a 6.9; srp.h `struct srp_rsp`); RESPONSE DATA and
+    /// then SENSE DATA follow at `LEN`.
+    mod rsp, LEN = 36;
+    OPCODE: 0..1,
+    /// SOLNT (bit 0).
+    SOL_NOT: 1..2,
+    RESERVED_2: 2..4,
+    REQ_LIM_DELTA: 4..8,
+    TAG: 8..16,
+    RESERVED_16: 16..18,
+    /// DIUNDER, DIOVER, DOUNDER, DOOVER, SNSVALID, RSPVALID.
+    FLAGS: 18..19,
+    STATUS: 19..20,
+    /// DATA-OUT RESIDUAL COUNT.
+    DATA_OUT_RES_CNT: 20..24,
+    /// DATA-IN RESIDUAL COUNT.
+    DATA_IN_RES_CNT: 24..28,
+    /// SENSE DATA LIST LENGTH.
+    SENSE_DATA_LEN: 28..32,
+    /// RESPONSE DATA LIST LENGTH.
+    RESP_DATA_LEN: 32..36,
+}
 
 /// SRP_RSP (36-byte header + response data + sense data; r16a 6.9, srp.h
 /// `struct srp_rsp`).
@@ -754,7 +863,7 @@ pub struct Rsp<'a> {
 }
 
 impl<'a> Rsp<'a> {
-    pub const HEADER_LEN: usize = 36;
+    pub const HEADER_LEN: usize = rsp::LEN;
 
     pub const RSPVALID: u8 = 1 << 0;
     pub const SNSVALID: u8 = 1 << 1;
@@ -820,32 +929,22 @@ impl<'a> Rsp<'a> {
     }
 
     pub fn parse(iu: &'a [u8]) -> Result<Self, WireError> {
-        let mut r = fixed(iu, "SRP_RSP", Opcode::RSP, Self::HEADER_LEN)?;
-        let sol_not = r.u8()?;
-        r.skip(2)?;
-        let req_lim_delta = r.be32()?;
-        let tag = Tag(r.be64()?);
-        r.skip(2)?;
-        let flags = r.u8()?;
-        let status = r.u8()?;
-        let data_out_res_cnt = r.be32()?;
-        let data_in_res_cnt = r.be32()?;
-        let sense_len = len32(r.be32()?);
-        let resp_len = len32(r.be32()?);
+        use rsp as f;
+        let b = fixed::<{ f::LEN }>(iu, "SRP_RSP", Opcode::RSP)?;
+        let sense_len = len32(get_be32(b, f::SENSE_DATA_LEN));
+        let resp_len = len32(get_be32(b, f::RESP_DATA_LEN));
         // Response data, then sense data; both wholly inside the IU. The
         // lengths are honoured as ib_srp does, whatever the VALID bits say.
-        r.set_what("SRP_RSP response data");
-        let resp_data = r.take(resp_len)?;
-        r.set_what("SRP_RSP sense data");
-        let sense = r.take(sense_len)?;
+        let resp_data = take_at(iu, f::LEN, resp_len, "SRP_RSP response data")?;
+        let sense = take_at(iu, f::LEN + resp_data.len(), sense_len, "SRP_RSP sense data")?;
         Ok(Self {
-            tag,
-            sol_not,
-            req_lim_delta,
-            flags,
-            status,
-            data_out_res_cnt,
-            data_in_res_cnt,
+            tag: Tag(get_be64(b, f::TAG)),
+            sol_not: get_u8(b, f::SOL_NOT),
+            req_lim_delta: get_be32(b, f::REQ_LIM_DELTA),
+            flags: get_u8(b, f::FLAGS),
+            status: get_u8(b, f::STATUS),
+            data_out_res_cnt: get_be32(b, f::DATA_OUT_RES_CNT),
+            data_in_res_cnt: get_be32(b, f::DATA_IN_RES_CNT),
             sense,
             resp_data,
         })
@@ -856,6 +955,7 @@ impl<'a> Rsp<'a> {
     /// truncates sense to `max_ti_iu_len - 36`, we report
     /// [`WireError::BufferTooSmall`] instead.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        use rsp as f;
         let sense_len = u32_len("SRP_RSP sense length", self.sense.len())?;
         let resp_len = u32_len("SRP_RSP response data length", self.resp_data.len())?;
         let mut flags = self.flags & !(Self::RSPVALID | Self::SNSVALID);
@@ -865,28 +965,57 @@ impl<'a> Rsp<'a> {
         if !self.sense.is_empty() {
             flags |= Self::SNSVALID;
         }
-        let mut w = Writer::new(buf, self.emitted_len())?;
-        w.u8(Opcode::RSP.0)?;
-        w.u8(self.sol_not)?;
-        w.zeros(2)?;
-        w.be32(self.req_lim_delta)?;
-        w.be64(self.tag.0)?;
-        w.zeros(2)?;
-        w.u8(flags)?;
-        w.u8(self.status)?;
-        w.be32(self.data_out_res_cnt)?;
-        w.be32(self.data_in_res_cnt)?;
-        w.be32(sense_len)?;
-        w.be32(resp_len)?;
-        w.put(self.resp_data)?;
-        w.put(self.sense)?;
-        Ok(w.position())
+        let n = self.emitted_len();
+        let (b, rest) = check_out_split::<{ f::LEN }>(buf, n)?;
+        set_u8(b, f::OPCODE, Opcode::RSP.0);
+        set_u8(b, f::SOL_NOT, self.sol_not);
+        set_be32(b, f::REQ_LIM_DELTA, self.req_lim_delta);
+        set_be64(b, f::TAG, self.tag.0);
+        set_u8(b, f::FLAGS, flags);
+        set_u8(b, f::STATUS, self.status);
+        set_be32(b, f::DATA_OUT_RES_CNT, self.data_out_res_cnt);
+        set_be32(b, f::DATA_IN_RES_CNT, self.data_in_res_cnt);
+        set_be32(b, f::SENSE_DATA_LEN, sense_len);
+        set_be32(b, f::RESP_DATA_LEN, resp_len);
+        put_at(rest, 0, self.resp_data)?;
+        put_at(rest, self.resp_data.len(), self.sense)?;
+        Ok(n)
     }
 }
 
 // ---------------------------------------------------------------------------
 // Data buffer descriptors
 // ---------------------------------------------------------------------------
+
+layout! {
+    /// Direct data buffer descriptor, also the entry of an indirect table
+    /// (srp.h `struct srp_direct_buf`).
+    mod direct_desc, LEN = 16;
+    /// VIRTUAL ADDRESS.
+    VA: 0..8,
+    /// MEMORY HANDLE (the R_Key on InfiniBand).
+    RKEY: 8..12,
+    /// DATA LENGTH.
+    DATA_LEN: 12..16,
+}
+
+layout! {
+    /// Indirect data buffer descriptor header (srp.h
+    /// `struct srp_indirect_buf`); the in-IU part of the table follows at
+    /// `LEN`, DESCRIPTOR COUNT direct descriptors.
+    mod indirect_desc, LEN = 20;
+    /// Where the whole table is: a direct descriptor.
+    TABLE_DESC: 0..16,
+    /// TOTAL LENGTH of the data the table describes.
+    TOTAL_LEN: 16..20,
+}
+
+layout! {
+    /// Immediate data buffer descriptor (SRP-2; srp.h `struct srp_imm_buf`).
+    mod imm_desc, LEN = 4;
+    /// Length of the immediate data.
+    DATA_LEN: 0..4,
+}
 
 /// A direct data buffer descriptor / memory descriptor (16 bytes; srp.h
 /// `struct srp_direct_buf`: virtual address, memory handle (rkey), length).
@@ -898,40 +1027,37 @@ pub struct DirectDesc {
 }
 
 impl DirectDesc {
-    pub const LEN: usize = 16;
+    pub const LEN: usize = direct_desc::LEN;
 
     pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
-        Self::read(&mut Reader::new(bytes, "direct data buffer descriptor"))
-    }
-
-    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
-        Ok(Self::decode(&r.array::<{ Self::LEN }>()?))
+        Ok(Self::decode(check_len(bytes, "direct data buffer descriptor")?))
     }
 
     /// Decodes exactly 16 bytes: cannot fail (the data path reads every
     /// descriptor of a table through this).
+    #[inline]
     pub fn decode(b: &[u8; Self::LEN]) -> Self {
-        let (mut va, mut rkey, mut len) = ([0u8; 8], [0u8; 4], [0u8; 4]);
-        va.copy_from_slice(&b[..8]);
-        rkey.copy_from_slice(&b[8..12]);
-        len.copy_from_slice(&b[12..]);
+        use direct_desc as f;
         Self {
-            va: u64::from_be_bytes(va),
-            rkey: u32::from_be_bytes(rkey),
-            len: u32::from_be_bytes(len),
+            va: get_be64(b, f::VA),
+            rkey: get_be32(b, f::RKEY),
+            len: get_be32(b, f::DATA_LEN),
         }
     }
 
-    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let mut w = Writer::new(buf, Self::LEN)?;
-        self.write(&mut w)?;
-        Ok(w.position())
+    /// The 16 bytes of this descriptor.
+    fn encode(&self) -> [u8; Self::LEN] {
+        use direct_desc as f;
+        let mut b = [0u8; f::LEN];
+        set_be64(&mut b, f::VA, self.va);
+        set_be32(&mut b, f::RKEY, self.rkey);
+        set_be32(&mut b, f::DATA_LEN, self.len);
+        b
     }
 
-    fn write(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
-        w.be64(self.va)?;
-        w.be32(self.rkey)?;
-        w.be32(self.len)
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        *check_out_len::<{ direct_desc::LEN }>(buf)? = self.encode();
+        Ok(Self::LEN)
     }
 
     /// The descriptors of an indirect table fetched separately (e.g. by
@@ -996,7 +1122,7 @@ pub struct IndirectDesc<'a> {
 
 impl<'a> IndirectDesc<'a> {
     /// Table descriptor + total length.
-    pub const HEADER_LEN: usize = 20;
+    pub const HEADER_LEN: usize = indirect_desc::LEN;
 
     /// Descriptors present in the IU.
     pub fn in_iu_count(&self) -> usize {
@@ -1044,7 +1170,7 @@ pub struct ImmediateDesc {
 }
 
 impl ImmediateDesc {
-    pub const LEN: usize = 4;
+    pub const LEN: usize = imm_desc::LEN;
 
     /// The immediate data of `iu` (the whole received IU this descriptor
     /// was parsed from), given the negotiated `imm_data_offset`.
@@ -1118,19 +1244,34 @@ impl<'a> DataDesc<'a> {
         }
     }
 
-    fn read(r: &mut Reader<'a>, fmt: DescFormat, count: u8) -> Result<Self, WireError> {
+    /// Parse the descriptor of format `fmt` (with DESCRIPTOR COUNT `count`)
+    /// at offset `at` of `iu`; `what` names it in errors. Returns the
+    /// descriptor and the offset just past it.
+    #[inline]
+    fn parse_at(
+        iu: &'a [u8],
+        at: usize,
+        fmt: DescFormat,
+        count: u8,
+        what: &'static str,
+    ) -> Result<(Self, usize), WireError> {
         Ok(match fmt {
-            DescFormat::None => Self::None,
+            DescFormat::None => (Self::None, at),
             // The DESCRIPTOR COUNT is not used for direct descriptors: ib_srp
             // sends 0, other initiators 1, and ib_srpt ignores it.
-            DescFormat::Direct => Self::Direct(DirectDesc::read(r)?),
+            DescFormat::Direct => {
+                let b = check_len_at::<{ direct_desc::LEN }>(iu, at, what)?;
+                (Self::Direct(DirectDesc::decode(b)), at + direct_desc::LEN)
+            }
             DescFormat::Indirect => {
-                let table = DirectDesc::read(r)?;
-                let total_len = r.be32()?;
+                use indirect_desc as f;
+                let b = check_len_at::<{ f::LEN }>(iu, at, what)?;
+                let table = DirectDesc::decode(&get(b, f::TABLE_DESC));
+                let total_len = get_be32(b, f::TOTAL_LEN);
                 // For indirect descriptors the count is the number of
                 // descriptors in the IU (ib_srp: `data_*_desc_cnt = count`
                 // with count = min(ndesc, cmd_sg_cnt)); they must all fit.
-                let partial = r.take(usize::from(count) * DirectDesc::LEN)?;
+                let partial = take_at(iu, at + f::LEN, usize::from(count) * DirectDesc::LEN, what)?;
                 // The table descriptor describes whole 16-byte descriptors.
                 if len32(table.len) % DirectDesc::LEN != 0 {
                     return Err(WireError::BadIndirectTableLength(table.len));
@@ -1150,28 +1291,41 @@ impl<'a> DataDesc<'a> {
                         total: ind.total_count(),
                     });
                 }
-                Self::Indirect(ind)
+                (Self::Indirect(ind), at + f::LEN + partial.len())
             }
             DescFormat::Immediate => {
-                let len = r.be32()?;
-                Self::Immediate(ImmediateDesc {
-                    len,
-                    desc_end: r.position(),
-                })
+                let b = check_len_at::<{ imm_desc::LEN }>(iu, at, what)?;
+                let desc_end = at + imm_desc::LEN;
+                let len = get_be32(b, imm_desc::DATA_LEN);
+                (Self::Immediate(ImmediateDesc { len, desc_end }), desc_end)
             }
         })
     }
 
-    fn write(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
+    /// Write the descriptor at offset `at` of `buf`; returns the offset
+    /// just past it.
+    fn emit_at(&self, buf: &mut [u8], at: usize) -> Result<usize, WireError> {
         match self {
-            Self::None => Ok(()),
-            Self::Direct(d) => d.write(w),
-            Self::Indirect(i) => {
-                i.table.write(w)?;
-                w.be32(i.total_len)?;
-                w.put(i.partial)
+            Self::None => Ok(at),
+            Self::Direct(d) => {
+                put_at(buf, at, &d.encode())?;
+                Ok(at + direct_desc::LEN)
             }
-            Self::Immediate(i) => w.be32(i.len),
+            Self::Indirect(i) => {
+                use indirect_desc as f;
+                let mut b = [0u8; f::LEN];
+                set(&mut b, f::TABLE_DESC, &i.table.encode());
+                set_be32(&mut b, f::TOTAL_LEN, i.total_len);
+                put_at(buf, at, &b)?;
+                put_at(buf, at + f::LEN, i.partial)?;
+                Ok(at + f::LEN + i.partial.len())
+            }
+            Self::Immediate(i) => {
+                let mut b = [0u8; imm_desc::LEN];
+                set_be32(&mut b, imm_desc::DATA_LEN, i.len);
+                put_at(buf, at, &b)?;
+                Ok(at + imm_desc::LEN)
+            }
         }
     }
 }
@@ -1179,6 +1333,34 @@ impl<'a> DataDesc<'a> {
 // ---------------------------------------------------------------------------
 // SRP_CMD
 // ---------------------------------------------------------------------------
+
+layout! {
+    /// SRP_CMD header (r16a 6.8; srp.h `struct srp_cmd`). The additional
+    /// CDB bytes follow at `LEN`, then the DATA-OUT descriptor, then the
+    /// DATA-IN descriptor.
+    mod cmd, LEN = 48;
+    OPCODE: 0..1,
+    /// SCSOLNT / UCSOLNT bits.
+    SOL_NOT: 1..2,
+    RESERVED_2: 2..5,
+    /// BUFFER FORMAT: DATA-OUT format (high nibble), DATA-IN (low nibble).
+    BUF_FMT: 5..6,
+    /// DATA-OUT BUFFER DESCRIPTOR COUNT.
+    DATA_OUT_DESC_CNT: 6..7,
+    /// DATA-IN BUFFER DESCRIPTOR COUNT.
+    DATA_IN_DESC_CNT: 7..8,
+    TAG: 8..16,
+    RESERVED_16: 16..20,
+    LUN: 20..28,
+    RESERVED_28: 28..29,
+    /// TASK ATTRIBUTE (bits 2:0).
+    TASK_ATTR: 29..30,
+    RESERVED_30: 30..31,
+    /// ADDITIONAL CDB LENGTH: 4-byte words in bits 7:2, bits 1:0 reserved.
+    ADD_CDB_LEN: 31..32,
+    /// The first 16 bytes of the CDB.
+    CDB: 32..48,
+}
 
 /// SRP_CMD (r16a 6.8, srp.h `struct srp_cmd`): 48-byte header (with a
 /// 16-byte CDB), additional CDB bytes, the DATA-OUT descriptor, the DATA-IN
@@ -1206,7 +1388,7 @@ pub struct Cmd<'a> {
 }
 
 impl<'a> Cmd<'a> {
-    pub const HEADER_LEN: usize = 48;
+    pub const HEADER_LEN: usize = cmd::LEN;
     /// Largest additional CDB: 6 bits of 4-byte words.
     pub const MAX_ADD_CDB_LEN: usize = 0xfc;
 
@@ -1273,24 +1455,22 @@ impl<'a> Cmd<'a> {
     }
 
     pub fn parse(iu: &'a [u8]) -> Result<Cmd<'a>, WireError> {
-        let mut r = fixed(iu, "SRP_CMD", Opcode::CMD, Self::HEADER_LEN)?;
-        let sol_not = r.u8()?;
-        r.skip(3)?;
-        let buf_fmt = r.u8()?;
-        let data_out_desc_cnt = r.u8()?;
-        let data_in_desc_cnt = r.u8()?;
-        let tag = Tag(r.be64()?);
-        r.skip(4)?;
-        let lun = lun(&mut r)?;
-        r.skip(1)?;
-        let task_attr = r.u8()?;
-        r.skip(1)?;
+        use cmd as f;
+        let b = fixed::<{ f::LEN }>(iu, "SRP_CMD", Opcode::CMD)?;
+        let buf_fmt = get_u8(b, f::BUF_FMT);
+        let data_out_desc_cnt = get_u8(b, f::DATA_OUT_DESC_CNT);
+        let data_in_desc_cnt = get_u8(b, f::DATA_IN_DESC_CNT);
         // ib_srpt: "the lower two bits of the 'ADDITIONAL CDB LENGTH' field
         // are reserved and the size in bytes of this field is four times the
         // value specified in bits 3..7. Hence the '& ~3'".
-        let add_cdb_len = usize::from(r.u8()? & 0xfc);
-        r.set_what("SRP_CMD additional CDB");
-        let cdb = r.take(16 + add_cdb_len)?;
+        let add_cdb_len = usize::from(get_u8(b, f::ADD_CDB_LEN) & 0xfc);
+        // The CDB field and the additional CDB bytes right after the header.
+        let cdb = take_at(
+            iu,
+            f::CDB.start,
+            f::CDB.len() + add_cdb_len,
+            "SRP_CMD additional CDB",
+        )?;
 
         // High nibble DATA-OUT, low nibble DATA-IN. Values 4..15 are
         // reserved; immediate (3) exists only for DATA-OUT (ib_srpt tests
@@ -1299,26 +1479,36 @@ impl<'a> Cmd<'a> {
         let data_out_format = DescFormat::from_nibble(buf_fmt >> 4).ok_or(bad)?;
         let data_in_format = match DescFormat::from_nibble(buf_fmt & 0x0f) {
             None | Some(DescFormat::Immediate) => return Err(bad),
-            Some(f) => f,
+            Some(fmt) => fmt,
         };
 
         // Descriptors follow the additional CDB, DATA-OUT first (ib_srpt
         // `srpt_get_desc_buf`; ibmvscsis: "if (dir == DMA_FROM_DEVICE)
         // offset += data_out_desc_size(srp_cmd)").
-        r.set_what("SRP_CMD data-out descriptor");
-        let data_out = DataDesc::read(&mut r, data_out_format, data_out_desc_cnt)?;
-        r.set_what("SRP_CMD data-in descriptor");
-        let data_in = DataDesc::read(&mut r, data_in_format, data_in_desc_cnt)?;
+        let (data_out, at) = DataDesc::parse_at(
+            iu,
+            f::LEN + add_cdb_len,
+            data_out_format,
+            data_out_desc_cnt,
+            "SRP_CMD data-out descriptor",
+        )?;
+        let (data_in, _) = DataDesc::parse_at(
+            iu,
+            at,
+            data_in_format,
+            data_in_desc_cnt,
+            "SRP_CMD data-in descriptor",
+        )?;
 
         Ok(Self {
-            tag,
-            sol_not,
+            tag: Tag(get_be64(b, f::TAG)),
+            sol_not: get_u8(b, f::SOL_NOT),
             data_out_format,
             data_in_format,
             data_out_desc_cnt,
             data_in_desc_cnt,
-            lun,
-            task_attr,
+            lun: get(b, f::LUN),
+            task_attr: get_u8(b, f::TASK_ATTR),
             cdb,
             data_out,
             data_in,
@@ -1366,28 +1556,31 @@ impl<'a> Cmd<'a> {
     /// Returns the length written; immediate data is not written (see
     /// [`Cmd::emit_with_immediate`]).
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        use cmd as f;
         self.check()?;
-        let add = self.cdb.len().saturating_sub(16).next_multiple_of(4);
-        let mut w = Writer::new(buf, self.emitted_len())?;
-        w.u8(Opcode::CMD.0)?;
-        w.u8(self.sol_not)?;
-        w.zeros(3)?;
-        w.u8(self.buf_fmt())?;
-        w.u8(self.data_out_desc_cnt)?;
-        w.u8(self.data_in_desc_cnt)?;
-        w.be64(self.tag.0)?;
-        w.zeros(4)?;
-        w.put(&self.lun)?;
-        w.zeros(1)?;
-        w.u8(self.task_attr)?;
-        w.zeros(1)?;
+        let (cdb, add_cdb) = self.cdb.split_at(self.cdb.len().min(f::CDB.len()));
+        let add = add_cdb.len().next_multiple_of(4);
         // ib_srp writes the byte count (a multiple of 4), i.e. words << 2.
-        w.u8(u8::try_from(add).map_err(|_| WireError::InvalidField("additional CDB length"))?)?;
-        w.put(self.cdb)?;
-        w.pad_to(self.desc_offset())?;
-        self.data_out.write(&mut w)?;
-        self.data_in.write(&mut w)?;
-        Ok(w.position())
+        let add_cdb_len = u8::try_from(add).map_err(|_| WireError::InvalidField("additional CDB length"))?;
+        let (b, rest) = check_out_split::<{ f::LEN }>(buf, self.emitted_len())?;
+        set_u8(b, f::OPCODE, Opcode::CMD.0);
+        set_u8(b, f::SOL_NOT, self.sol_not);
+        set_u8(b, f::BUF_FMT, self.buf_fmt());
+        set_u8(b, f::DATA_OUT_DESC_CNT, self.data_out_desc_cnt);
+        set_u8(b, f::DATA_IN_DESC_CNT, self.data_in_desc_cnt);
+        set_be64(b, f::TAG, self.tag.0);
+        set(b, f::LUN, &self.lun);
+        set_u8(b, f::TASK_ATTR, self.task_attr);
+        set_u8(b, f::ADD_CDB_LEN, add_cdb_len);
+        // A CDB shorter than 16 bytes is zero-padded, and so is the
+        // additional CDB to a multiple of 4 bytes.
+        put_at(&mut b[f::CDB], 0, cdb)?;
+        put_at(rest, 0, add_cdb)?;
+        put_at(rest, add_cdb.len(), &[0; 3][..add - add_cdb.len()])?;
+        // `rest` starts at the end of the header.
+        let at = self.data_out.emit_at(rest, add)?;
+        let end = self.data_in.emit_at(rest, at)?;
+        Ok(f::LEN + end)
     }
 
     /// Build the IU with immediate `data` at `imm_data_offset` (zero fill in
@@ -2149,6 +2342,33 @@ mod tests {
     }
 
     #[test]
+    fn cmd_truncated_descriptors() {
+        // The indirect descriptor header (table descriptor and total
+        // length) is checked as a whole: need counts up to its end.
+        let iu = cat(&[&cmd_header(0x02, 0, 0, 0, READ10), &desc(0x1000, 1, 16)]);
+        for cut in [48, 50, 64, 67] {
+            assert_eq!(
+                Cmd::parse(&iu[..cut.min(iu.len())]),
+                Err(WireError::TooShort {
+                    what: "SRP_CMD data-in descriptor",
+                    need: 68,
+                    have: cut.min(iu.len())
+                })
+            );
+        }
+        // A cut immediate descriptor.
+        let iu = cat(&[&cmd_header(0x30, 0, 0, 0, WRITE10), &[0, 0]]);
+        assert_eq!(
+            Cmd::parse(&iu),
+            Err(WireError::TooShort {
+                what: "SRP_CMD data-out descriptor",
+                need: 52,
+                have: 50
+            })
+        );
+    }
+
+    #[test]
     fn cmd_immediate_as_linux_sends_it() {
         // ib_srp: fmt = SRP_DATA_DESC_IMM << 4, counts 0, srp_imm_buf right
         // after the CDB, data at SRP_IMM_DATA_OFFSET = 68. Bytes 52..68 are
@@ -2335,6 +2555,799 @@ mod tests {
         assert!(matches!(Iu::parse(&LOGIN_REQ_IU), Ok(Iu::LoginReq(_))));
         assert!(matches!(Iu::parse(&LOGIN_RSP_IU), Ok(Iu::LoginRsp(_))));
         assert!(matches!(Iu::parse(&LOGIN_REJ_IU), Ok(Iu::LoginRej(_))));
+    }
+
+    // -----------------------------------------------------------------
+    // Layout tables: for each IU, a static byte array in which every
+    // non-reserved field is non-zero, read field by field through the
+    // table (deconstruct), written field by field into zeros (construct),
+    // parsed, and emitted.
+    // -----------------------------------------------------------------
+
+    /// The first `N` bytes of a test array.
+    fn head<const N: usize>(b: &[u8]) -> &[u8; N] {
+        b.first_chunk().unwrap()
+    }
+
+    /// Emit `f`'s IU into a buffer of 0xa5 bytes; returns the buffer and
+    /// the length written.
+    fn emit_over_junk(f: impl FnOnce(&mut [u8]) -> Result<usize, WireError>) -> (Vec<u8>, usize) {
+        let mut buf = vec![0xa5u8; 512];
+        let n = f(&mut buf).unwrap();
+        (buf, n)
+    }
+
+    mod login_req_layout {
+        use super::*;
+        use crate::wire::srp::login_req as f;
+        use crate::wire::{
+            get, get_be16, get_be32, get_be64, get_u8, set, set_be16, set_be32, set_be64, set_u8,
+        };
+
+        fn repr() -> LoginRequest {
+            LoginRequest {
+                tag: TAGV,
+                req_it_iu_len: 8260,
+                req_buf_fmt: BUF_FMT_DIRECT | BUF_FMT_INDIRECT,
+                req_flags: LoginRequest::IMMED_REQUESTED | LoginRequest::MULTI,
+                imm_data_offset: 68,
+                initiator_port_id: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+                target_port_id: [
+                    0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f,
+                    0x30,
+                ],
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = &LOGIN_REQ_IU;
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::LOGIN_REQ.0);
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get_be32(b, f::REQ_IT_IU_LEN), 8260);
+            assert_eq!(get_be16(b, f::REQ_BUF_FMT), 0x0006);
+            assert_eq!(get_u8(b, f::REQ_FLAGS), 0x81);
+            assert_eq!(get_be16(b, f::IMM_DATA_OFFSET), 68);
+            assert_eq!(get::<16, 64>(b, f::INITIATOR_PORT_ID), repr().initiator_port_id);
+            assert_eq!(get::<16, 64>(b, f::TARGET_PORT_ID), repr().target_port_id);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::LOGIN_REQ.0);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set_be32(&mut b, f::REQ_IT_IU_LEN, 8260);
+            set_be16(&mut b, f::REQ_BUF_FMT, 0x0006);
+            set_u8(&mut b, f::REQ_FLAGS, 0x81);
+            set_be16(&mut b, f::IMM_DATA_OFFSET, 68);
+            set(&mut b, f::INITIATOR_PORT_ID, &repr().initiator_port_id);
+            set(&mut b, f::TARGET_PORT_ID, &repr().target_port_id);
+            assert_eq!(b, LOGIN_REQ_IU);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(LoginRequest::parse(&LOGIN_REQ_IU), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!(&b[..n], LOGIN_REQ_IU);
+            assert_eq!(b[n], 0xa5);
+        }
+    }
+
+    mod login_req_rdma_layout {
+        use super::*;
+        use crate::wire::srp::login_req_rdma as f;
+        use crate::wire::{
+            get, get_be16, get_be32, get_be64, get_u8, set, set_be16, set_be32, set_be64, set_u8,
+        };
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 56] = [
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, // tag
+            0x00, 0x02,                                     // req_buf_fmt: direct
+            0x81,                                           // IMMED | MULTI
+            0x00,                                           // opcode
+            0x00, 0x00, 0x10, 0x44,                         // req_it_iu_len 4164
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+            0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28,
+            0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f, 0x30,
+            0x00, 0x44,                                     // imm_data_offset
+            0, 0, 0, 0, 0, 0,
+        ];
+
+        fn repr() -> LoginRequest {
+            LoginRequest {
+                tag: TAGV,
+                req_it_iu_len: 4164,
+                req_buf_fmt: BUF_FMT_DIRECT,
+                req_flags: 0x81,
+                imm_data_offset: 68,
+                initiator_port_id: *head(&BYTES[16..]),
+                target_port_id: *head(&BYTES[32..]),
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = &BYTES;
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get_be16(b, f::REQ_BUF_FMT), BUF_FMT_DIRECT);
+            assert_eq!(get_u8(b, f::REQ_FLAGS), 0x81);
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::LOGIN_REQ.0);
+            assert_eq!(get_be32(b, f::REQ_IT_IU_LEN), 4164);
+            assert_eq!(get::<16, 56>(b, f::INITIATOR_PORT_ID)[0], 1);
+            assert_eq!(get::<16, 56>(b, f::TARGET_PORT_ID)[15], 0x30);
+            assert_eq!(get_be16(b, f::IMM_DATA_OFFSET), 68);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set_be16(&mut b, f::REQ_BUF_FMT, BUF_FMT_DIRECT);
+            set_u8(&mut b, f::REQ_FLAGS, 0x81);
+            set_u8(&mut b, f::OPCODE, Opcode::LOGIN_REQ.0);
+            set_be32(&mut b, f::REQ_IT_IU_LEN, 4164);
+            set(&mut b, f::INITIATOR_PORT_ID, &repr().initiator_port_id);
+            set(&mut b, f::TARGET_PORT_ID, &repr().target_port_id);
+            set_be16(&mut b, f::IMM_DATA_OFFSET, 68);
+            assert_eq!(b, BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(LoginRequest::parse_rdma_cm(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit_rdma_cm(b));
+            assert_eq!(&b[..n], BYTES);
+            assert_eq!(b[n], 0xa5);
+        }
+    }
+
+    mod login_rsp_layout {
+        use super::*;
+        use crate::wire::srp::login_rsp as f;
+        use crate::wire::{get_be16, get_be32, get_be64, get_u8, set_be16, set_be32, set_be64, set_u8};
+
+        fn repr() -> LoginResponse {
+            LoginResponse {
+                tag: TAGV,
+                req_lim_delta: 128,
+                max_it_iu_len: 8260,
+                max_ti_iu_len: 256,
+                buf_fmt: BUF_FMT_DIRECT | BUF_FMT_INDIRECT,
+                rsp_flags: LoginResponse::IMMED_SUPPORTED | LoginResponse::MAINTAINED,
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = &LOGIN_RSP_IU;
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::LOGIN_RSP.0);
+            assert_eq!(get_be32(b, f::REQ_LIM_DELTA), 128);
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get_be32(b, f::MAX_IT_IU_LEN), 8260);
+            assert_eq!(get_be32(b, f::MAX_TI_IU_LEN), 256);
+            assert_eq!(get_be16(b, f::BUF_FMT), 0x0006);
+            assert_eq!(get_u8(b, f::RSP_FLAGS), 0x82);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::LOGIN_RSP.0);
+            set_be32(&mut b, f::REQ_LIM_DELTA, 128);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set_be32(&mut b, f::MAX_IT_IU_LEN, 8260);
+            set_be32(&mut b, f::MAX_TI_IU_LEN, 256);
+            set_be16(&mut b, f::BUF_FMT, 0x0006);
+            set_u8(&mut b, f::RSP_FLAGS, 0x82);
+            assert_eq!(b, LOGIN_RSP_IU);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(LoginResponse::parse(&LOGIN_RSP_IU), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!(&b[..n], LOGIN_RSP_IU);
+            assert_eq!(b[n], 0xa5);
+        }
+    }
+
+    mod login_rej_layout {
+        use super::*;
+        use crate::wire::srp::login_rej as f;
+        use crate::wire::{get_be16, get_be32, get_be64, get_u8, set_be16, set_be32, set_be64, set_u8};
+
+        fn repr() -> LoginReject {
+            LoginReject {
+                tag: TAGV,
+                reason: RejectReason::IT_IU_LENGTH_TOO_LARGE,
+                buf_fmt: BUF_FMT_DIRECT | BUF_FMT_INDIRECT,
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = &LOGIN_REJ_IU;
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::LOGIN_REJ.0);
+            assert_eq!(get_be32(b, f::REASON), 0x0001_0002);
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get_be16(b, f::BUF_FMT), 0x0006);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::LOGIN_REJ.0);
+            set_be32(&mut b, f::REASON, 0x0001_0002);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set_be16(&mut b, f::BUF_FMT, 0x0006);
+            assert_eq!(b, LOGIN_REJ_IU);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(LoginReject::parse(&LOGIN_REJ_IU), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!(&b[..n], LOGIN_REJ_IU);
+            assert_eq!(b[n], 0xa5);
+        }
+    }
+
+    /// SRP_I_LOGOUT, SRP_CRED_RSP and SRP_AER_RSP share one layout.
+    mod tag_only_layout {
+        use super::*;
+        use crate::wire::srp::tag_only as f;
+        use crate::wire::{get_be64, get_u8, set_be64, set_u8};
+
+        #[rustfmt::skip]
+        const I_LOGOUT: [u8; 16] = [0x03, 0, 0, 0, 0, 0, 0, 0, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
+
+        fn with_opcode(op: Opcode) -> [u8; 16] {
+            let mut b = I_LOGOUT;
+            b[0] = op.0;
+            b
+        }
+
+        #[test]
+        fn deconstruct() {
+            assert_eq!(get_u8(&I_LOGOUT, f::OPCODE), Opcode::I_LOGOUT.0);
+            assert_eq!(get_be64(&I_LOGOUT, f::TAG), TAGV.0);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::I_LOGOUT.0);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            assert_eq!(b, I_LOGOUT);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(ILogout::parse(&I_LOGOUT), Ok(ILogout { tag: TAGV }));
+            assert_eq!(
+                CredRsp::parse(&with_opcode(Opcode::CRED_RSP)),
+                Ok(CredRsp { tag: TAGV })
+            );
+            assert_eq!(
+                AerRsp::parse(&with_opcode(Opcode::AER_RSP)),
+                Ok(AerRsp { tag: TAGV })
+            );
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| ILogout { tag: TAGV }.emit(b));
+            assert_eq!((&b[..n], b[n]), (&I_LOGOUT[..], 0xa5));
+            let (b, n) = emit_over_junk(|b| CredRsp { tag: TAGV }.emit(b));
+            assert_eq!(&b[..n], with_opcode(Opcode::CRED_RSP));
+            let (b, n) = emit_over_junk(|b| AerRsp { tag: TAGV }.emit(b));
+            assert_eq!(&b[..n], with_opcode(Opcode::AER_RSP));
+        }
+    }
+
+    mod t_logout_layout {
+        use super::*;
+        use crate::wire::srp::t_logout as f;
+        use crate::wire::{get_be32, get_be64, get_u8, set_be32, set_be64, set_u8};
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 16] = [0x80, 0x01, 0, 0, 0, 0, 0, 0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
+
+        fn repr() -> TLogout {
+            TLogout {
+                tag: TAGV,
+                sol_not: SOLNT,
+                reason: TLogout::INVALID_IU_TYPE,
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            assert_eq!(get_u8(&BYTES, f::OPCODE), Opcode::T_LOGOUT.0);
+            assert_eq!(get_u8(&BYTES, f::SOL_NOT), SOLNT);
+            assert_eq!(get_be32(&BYTES, f::REASON), TLogout::INVALID_IU_TYPE);
+            assert_eq!(get_be64(&BYTES, f::TAG), TAGV.0);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::T_LOGOUT.0);
+            set_u8(&mut b, f::SOL_NOT, SOLNT);
+            set_be32(&mut b, f::REASON, TLogout::INVALID_IU_TYPE);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            assert_eq!(b, BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(TLogout::parse(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    mod cred_req_layout {
+        use super::*;
+        use crate::wire::srp::cred_req as f;
+        use crate::wire::{get_be32, get_be64, get_u8, set_be32, set_be64, set_u8};
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 16] = [0x81, 0x01, 0, 0, 0, 0, 0, 0x05, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
+
+        fn repr() -> CredReq {
+            CredReq {
+                tag: TAGV,
+                sol_not: SOLNT,
+                req_lim_delta: 5,
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            assert_eq!(get_u8(&BYTES, f::OPCODE), Opcode::CRED_REQ.0);
+            assert_eq!(get_u8(&BYTES, f::SOL_NOT), SOLNT);
+            assert_eq!(get_be32(&BYTES, f::REQ_LIM_DELTA), 5);
+            assert_eq!(get_be64(&BYTES, f::TAG), TAGV.0);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::CRED_REQ.0);
+            set_u8(&mut b, f::SOL_NOT, SOLNT);
+            set_be32(&mut b, f::REQ_LIM_DELTA, 5);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            assert_eq!(b, BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(CredReq::parse(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    mod aer_req_layout {
+        use super::*;
+        use crate::wire::srp::aer_req as f;
+        use crate::wire::{get, get_be32, get_be64, get_u8, set, set_be32, set_be64, set_u8};
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 36 + 18] = [
+            0x82, 0x01, 0, 0,
+            0, 0, 0, 0x03,                                  // req_lim_delta
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+            0, 0, 0, 0,
+            0x00, 0x01, 0, 0, 0, 0, 0, 0,                   // lun
+            0, 0, 0, 18,                                    // sense length
+            0, 0, 0, 0,
+            // sense data
+            0x70, 0, 0x06, 0, 0, 0, 0, 0x0a, 0, 0, 0, 0, 0x29, 0x00, 0, 0, 0, 0,
+        ];
+
+        fn repr() -> AerReq<'static> {
+            AerReq {
+                tag: TAGV,
+                sol_not: SOLNT,
+                req_lim_delta: 3,
+                lun: LUN1,
+                sense: &SENSE,
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = head::<{ f::LEN }>(&BYTES);
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::AER_REQ.0);
+            assert_eq!(get_u8(b, f::SOL_NOT), SOLNT);
+            assert_eq!(get_be32(b, f::REQ_LIM_DELTA), 3);
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get::<8, 36>(b, f::LUN), LUN1);
+            assert_eq!(get_be32(b, f::SENSE_DATA_LEN), 18);
+            assert_eq!(BYTES[f::LEN..], SENSE);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::AER_REQ.0);
+            set_u8(&mut b, f::SOL_NOT, SOLNT);
+            set_be32(&mut b, f::REQ_LIM_DELTA, 3);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set(&mut b, f::LUN, &LUN1);
+            set_be32(&mut b, f::SENSE_DATA_LEN, 18);
+            assert_eq!(cat(&[&b, &SENSE]), BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(AerReq::parse(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    mod tsk_mgmt_layout {
+        use super::*;
+        use crate::wire::srp::tsk_mgmt as f;
+        use crate::wire::{get, get_be64, get_u8, set, set_be64, set_u8};
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 48] = [
+            0x01, 0x06, 0, 0, 0, 0, 0, 0,                   // SCSOLNT | UCSOLNT
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+            0, 0, 0, 0,
+            0x00, 0x01, 0, 0, 0, 0, 0, 0,                   // lun
+            0, 0,
+            0x08,                                           // LUN RESET
+            0,
+            0, 0, 0, 0, 0, 0, 0x10, 0x01,                   // task tag
+            0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+
+        fn repr() -> TaskMgmt {
+            TaskMgmt {
+                tag: TAGV,
+                sol_not: SCSOLNT | UCSOLNT,
+                lun: LUN1,
+                function: TmFunction::LUN_RESET,
+                task_tag: Tag(0x1001),
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            assert_eq!(get_u8(&BYTES, f::OPCODE), Opcode::TSK_MGMT.0);
+            assert_eq!(get_u8(&BYTES, f::SOL_NOT), SCSOLNT | UCSOLNT);
+            assert_eq!(get_be64(&BYTES, f::TAG), TAGV.0);
+            assert_eq!(get::<8, 48>(&BYTES, f::LUN), LUN1);
+            assert_eq!(get_u8(&BYTES, f::FUNCTION), TmFunction::LUN_RESET.0);
+            assert_eq!(get_be64(&BYTES, f::TASK_TAG), 0x1001);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::TSK_MGMT.0);
+            set_u8(&mut b, f::SOL_NOT, SCSOLNT | UCSOLNT);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set(&mut b, f::LUN, &LUN1);
+            set_u8(&mut b, f::FUNCTION, TmFunction::LUN_RESET.0);
+            set_be64(&mut b, f::TASK_TAG, 0x1001);
+            assert_eq!(b, BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(TaskMgmt::parse(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    mod rsp_layout {
+        use super::*;
+        use crate::wire::srp::rsp as f;
+        use crate::wire::{get_be32, get_be64, get_u8, set_be32, set_be64, set_u8};
+
+        const RESP: [u8; 4] = [0, 0, 0, Rsp::TM_FAILED];
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 36 + 4 + 18] = [
+            0xc1, 0x01, 0, 0,                               // SOLNT
+            0, 0, 0, 0x02,                                  // req_lim_delta
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+            0, 0,
+            0x2b,                                           // DIUNDER|DOUNDER|SNSVALID|RSPVALID
+            0x02,                                           // CHECK CONDITION
+            0, 0, 0x01, 0x00,                               // data-out residual
+            0, 0, 0x02, 0x00,                               // data-in residual
+            0, 0, 0, 18,                                    // sense len
+            0, 0, 0, 4,                                     // resp data len
+            0, 0, 0, 0x05,                                  // response data
+            // sense data
+            0x70, 0, 0x06, 0, 0, 0, 0, 0x0a, 0, 0, 0, 0, 0x29, 0x00, 0, 0, 0, 0,
+        ];
+
+        fn repr() -> Rsp<'static> {
+            Rsp {
+                tag: TAGV,
+                sol_not: SOLNT,
+                req_lim_delta: 2,
+                flags: Rsp::DIUNDER | Rsp::DOUNDER | Rsp::SNSVALID | Rsp::RSPVALID,
+                status: 0x02,
+                data_out_res_cnt: 0x100,
+                data_in_res_cnt: 0x200,
+                sense: &SENSE,
+                resp_data: &RESP,
+            }
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = head::<{ f::LEN }>(&BYTES);
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::RSP.0);
+            assert_eq!(get_u8(b, f::SOL_NOT), SOLNT);
+            assert_eq!(get_be32(b, f::REQ_LIM_DELTA), 2);
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get_u8(b, f::FLAGS), 0x2b);
+            assert_eq!(get_u8(b, f::STATUS), 0x02);
+            assert_eq!(get_be32(b, f::DATA_OUT_RES_CNT), 0x100);
+            assert_eq!(get_be32(b, f::DATA_IN_RES_CNT), 0x200);
+            assert_eq!(get_be32(b, f::SENSE_DATA_LEN), 18);
+            assert_eq!(get_be32(b, f::RESP_DATA_LEN), 4);
+            assert_eq!(BYTES[f::LEN..f::LEN + 4], RESP);
+            assert_eq!(BYTES[f::LEN + 4..], SENSE);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::RSP.0);
+            set_u8(&mut b, f::SOL_NOT, SOLNT);
+            set_be32(&mut b, f::REQ_LIM_DELTA, 2);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set_u8(&mut b, f::FLAGS, 0x2b);
+            set_u8(&mut b, f::STATUS, 0x02);
+            set_be32(&mut b, f::DATA_OUT_RES_CNT, 0x100);
+            set_be32(&mut b, f::DATA_IN_RES_CNT, 0x200);
+            set_be32(&mut b, f::SENSE_DATA_LEN, 18);
+            set_be32(&mut b, f::RESP_DATA_LEN, 4);
+            assert_eq!(cat(&[&b, &RESP, &SENSE]), BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(Rsp::parse(&BYTES), Ok(repr()));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    /// SRP_CMD with a 32-byte CDB, a direct DATA-OUT descriptor and an
+    /// indirect DATA-IN descriptor with one descriptor in the IU: the
+    /// header, direct and indirect layouts together.
+    mod cmd_layout {
+        use super::*;
+        use crate::wire::srp::{cmd as f, direct_desc as d, indirect_desc as ind};
+        use crate::wire::{get, get_be32, get_be64, get_u8, set, set_be32, set_be64, set_u8};
+
+        const CDB32: [u8; 32] = [
+            0x7f, 0, 0, 0, 0, 0, 0, 0x18, 0x00, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0,
+            0, 0, 0, 0, 0x08,
+        ];
+        const OUT: DirectDesc = DirectDesc {
+            va: 0x7f00_1234_5000,
+            rkey: 0xabcd,
+            len: 0x1000,
+        };
+        const TABLE: DirectDesc = DirectDesc {
+            va: 0x7f00_0000_8000,
+            rkey: 0x1234,
+            len: 32,
+        };
+        const IN0: DirectDesc = DirectDesc {
+            va: 0x7f00_0000_a000,
+            rkey: 0x5678,
+            len: 0x800,
+        };
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 48 + 16 + 16 + 20 + 16] = [
+            0x02, 0x02, 0, 0, 0,                            // SCSOLNT
+            0x12,                                           // out direct, in indirect
+            0x01, 0x01,                                     // descriptor counts
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+            0, 0, 0, 0,
+            0x00, 0x01, 0, 0, 0, 0, 0, 0,                   // lun
+            0, 0x02, 0, 0x10,                               // ordered, 16 more CDB bytes
+            0x7f, 0, 0, 0, 0, 0, 0, 0x18, 0x00, 0x0b, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x08,
+            // DATA-OUT: direct
+            0x00, 0x00, 0x7f, 0x00, 0x12, 0x34, 0x50, 0x00, 0, 0, 0xab, 0xcd, 0, 0, 0x10, 0x00,
+            // DATA-IN: indirect; table descriptor, total length, 1 in IU
+            0x00, 0x00, 0x7f, 0x00, 0x00, 0x00, 0x80, 0x00, 0, 0, 0x12, 0x34, 0, 0, 0, 0x20,
+            0, 0, 0x10, 0x00,
+            0x00, 0x00, 0x7f, 0x00, 0x00, 0x00, 0xa0, 0x00, 0, 0, 0x56, 0x78, 0, 0, 0x08, 0x00,
+        ];
+
+        fn repr() -> Cmd<'static> {
+            let mut c = Cmd::new(TAGV, LUN1, &CDB32)
+                .with_data_out(DataDesc::Direct(OUT))
+                .with_data_in(DataDesc::Indirect(IndirectDesc {
+                    table: TABLE,
+                    total_len: 0x1000,
+                    partial: &BYTES[100..116],
+                }));
+            c.sol_not = SCSOLNT;
+            c.task_attr = Cmd::TASK_ATTR_ORDERED;
+            c.data_out_desc_cnt = 1;
+            c
+        }
+
+        #[test]
+        fn deconstruct() {
+            let b = head::<{ f::LEN }>(&BYTES);
+            assert_eq!(get_u8(b, f::OPCODE), Opcode::CMD.0);
+            assert_eq!(get_u8(b, f::SOL_NOT), SCSOLNT);
+            assert_eq!(get_u8(b, f::BUF_FMT), 0x12);
+            assert_eq!(get_u8(b, f::DATA_OUT_DESC_CNT), 1);
+            assert_eq!(get_u8(b, f::DATA_IN_DESC_CNT), 1);
+            assert_eq!(get_be64(b, f::TAG), TAGV.0);
+            assert_eq!(get::<8, 48>(b, f::LUN), LUN1);
+            assert_eq!(get_u8(b, f::TASK_ATTR), Cmd::TASK_ATTR_ORDERED);
+            assert_eq!(get_u8(b, f::ADD_CDB_LEN), 16);
+            assert_eq!(get::<16, 48>(b, f::CDB), CDB32[..16]);
+            assert_eq!(BYTES[f::LEN..64], CDB32[16..]);
+            let out = head::<{ d::LEN }>(&BYTES[64..]);
+            assert_eq!(get_be64(out, d::VA), OUT.va);
+            assert_eq!(get_be32(out, d::RKEY), OUT.rkey);
+            assert_eq!(get_be32(out, d::DATA_LEN), OUT.len);
+            let h = head::<{ ind::LEN }>(&BYTES[80..]);
+            assert_eq!(DirectDesc::decode(&get(h, ind::TABLE_DESC)), TABLE);
+            assert_eq!(get_be32(h, ind::TOTAL_LEN), 0x1000);
+            assert_eq!(DirectDesc::decode(head(&BYTES[100..])), IN0);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_u8(&mut b, f::OPCODE, Opcode::CMD.0);
+            set_u8(&mut b, f::SOL_NOT, SCSOLNT);
+            set_u8(&mut b, f::BUF_FMT, 0x12);
+            set_u8(&mut b, f::DATA_OUT_DESC_CNT, 1);
+            set_u8(&mut b, f::DATA_IN_DESC_CNT, 1);
+            set_be64(&mut b, f::TAG, TAGV.0);
+            set(&mut b, f::LUN, &LUN1);
+            set_u8(&mut b, f::TASK_ATTR, Cmd::TASK_ATTR_ORDERED);
+            set_u8(&mut b, f::ADD_CDB_LEN, 16);
+            set(&mut b, f::CDB, &CDB32[..16]);
+            let mut out = [0u8; d::LEN];
+            set_be64(&mut out, d::VA, OUT.va);
+            set_be32(&mut out, d::RKEY, OUT.rkey);
+            set_be32(&mut out, d::DATA_LEN, OUT.len);
+            let mut h = [0u8; ind::LEN];
+            set(&mut h, ind::TABLE_DESC, &TABLE.encode());
+            set_be32(&mut h, ind::TOTAL_LEN, 0x1000);
+            assert_eq!(cat(&[&b, &CDB32[16..], &out, &h, &IN0.encode()]), BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            let c = Cmd::parse(&BYTES).unwrap();
+            assert_eq!(c, repr());
+            assert_eq!(c.desc_offset(), 64);
+            assert_eq!(c.in_iu_table_offset(true), 100);
+            let DataDesc::Indirect(i) = c.data_in else {
+                panic!("{:?}", c.data_in)
+            };
+            assert_eq!(i.in_iu(0), Some(IN0));
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| repr().emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+        }
+    }
+
+    mod direct_desc_layout {
+        use super::*;
+        use crate::wire::srp::direct_desc as f;
+        use crate::wire::{get_be32, get_be64, set_be32, set_be64};
+
+        #[rustfmt::skip]
+        const BYTES: [u8; 16] = [
+            0x00, 0x00, 0x7f, 0x00, 0x12, 0x34, 0x50, 0x00, // va
+            0x00, 0x00, 0xab, 0xcd,                         // rkey
+            0x00, 0x00, 0x10, 0x00,                         // len 4096
+        ];
+        const REPR: DirectDesc = DirectDesc {
+            va: 0x7f00_1234_5000,
+            rkey: 0xabcd,
+            len: 4096,
+        };
+
+        #[test]
+        fn deconstruct() {
+            assert_eq!(get_be64(&BYTES, f::VA), REPR.va);
+            assert_eq!(get_be32(&BYTES, f::RKEY), REPR.rkey);
+            assert_eq!(get_be32(&BYTES, f::DATA_LEN), REPR.len);
+        }
+
+        #[test]
+        fn construct() {
+            let mut b = [0u8; f::LEN];
+            set_be64(&mut b, f::VA, REPR.va);
+            set_be32(&mut b, f::RKEY, REPR.rkey);
+            set_be32(&mut b, f::DATA_LEN, REPR.len);
+            assert_eq!(b, BYTES);
+        }
+
+        #[test]
+        fn parse() {
+            assert_eq!(DirectDesc::parse(&BYTES), Ok(REPR));
+            assert_eq!(DirectDesc::decode(&BYTES), REPR);
+            assert_eq!(
+                DirectDesc::parse(&BYTES[..15]),
+                Err(WireError::TooShort {
+                    what: "direct data buffer descriptor",
+                    need: 16,
+                    have: 15
+                })
+            );
+        }
+
+        #[test]
+        fn emit() {
+            let (b, n) = emit_over_junk(|b| REPR.emit(b));
+            assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
+            assert_eq!(
+                REPR.emit(&mut [0; 15]),
+                Err(WireError::BufferTooSmall { need: 16, have: 15 })
+            );
+        }
     }
 
     // -----------------------------------------------------------------
