@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::rdma::mem::DmaBuf;
 
 pub use backstore::{Backstore, BackstoreConfig, BackstoreKind, ConfigError, FileBackstore, RamBackstore};
-pub use lun::{Access, InitiatorPortId, LunConfig, LunInfo, Nexus, Target, TargetConfig};
+pub use lun::{Access, InitiatorPortId, LunConfig, LunInfo, Nexus, ScsiCommand, Target, TargetConfig};
 pub use pool::WorkerPool;
 pub use sense::{Sense, SenseKey};
 

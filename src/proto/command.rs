@@ -1,0 +1,996 @@
+//! The per-command state machine of a channel.
+//!
+//! A command (an SRP_CMD, or an SRP_TSK_MGMT) moves through
+//! [`CommandState`]s; each state carries the data that only it needs, and
+//! every transition replaces the state with the next one (SCST ib_srpt and
+//! SPDK's `nvmf_rdma_request_process` use the same shape):
+//!
+//! ```text
+//! received ─► [NeedTable ─► FetchingTable] ─► NeedBuffer ─► [Reading] ─► ReadyToExecute
+//!          ─► Executing ─► [Writing] ─► Respond ─► Responding ─► free (receive reposted)
+//! task management ─► TaskMgmtWait ─► Respond ─► Responding ─► free
+//! ```
+//! States in brackets are skipped when not needed; any state before
+//! `Respond` may end the command early with a CHECK CONDITION response.
+//! [`Channel::step`] runs back-to-back transitions and reports whether it
+//! made progress. A state that lacks a resource ([`Resource`]) parks the
+//! command on that resource's FIFO queue ([`WaitQueues`]); a command never
+//! takes a resource ahead of an earlier waiter for it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::action::{Action, CmdId, Generation, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
+use super::channel::{Channel, ExecRequest};
+use super::pool::Extent;
+use super::request::{Cdb, DataDescriptors, ExternalTable, DESC_LEN};
+use crate::rdma::mem::DmaBuf;
+use crate::scsi::{DataDir, ScsiCommand, ScsiStatus, Sense};
+use crate::wire::{DirectDesc, Rsp, Tag};
+
+/// Where a command is, with the data of that state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CommandState {
+    /// An external descriptor table must be fetched (SRP r16a 5.5.2.2);
+    /// waits for an RDMA READ credit, a send-queue slot and table space.
+    NeedTable(ExternalTable),
+    /// The table's RDMA READ is posted into `table` of the table pool.
+    FetchingTable { table: Extent, count: u32 },
+    /// Descriptors known; waits for data buffer space when the data does
+    /// not move straight to a backstore or sit in the IU.
+    NeedBuffer,
+    /// Data-out RDMA READs: `cursor` is the next byte to fetch, `batches`
+    /// the signaled READ batches not completed yet.
+    Reading { cursor: TransferCursor, batches: u32 },
+    /// Data-out is in place; run the SCSI command.
+    ReadyToExecute,
+    /// On the backstore (`Action::Execute` was emitted).
+    Executing,
+    /// Data-in RDMA WRITEs: `cursor` is the next byte to send, `batches`
+    /// the signaled WRITE batches not completed yet.
+    Writing { cursor: TransferCursor, batches: u32 },
+    /// The response is to be posted. `batches`: signaled WRITE batches
+    /// still outstanding; `unsignaled_writes`: WRITEs posted unsignaled
+    /// right ahead of the response, whose completion retires them.
+    Respond { batches: u32, unsignaled_writes: u32 },
+    /// The response SEND is posted; its completion frees the command.
+    Responding { batches: u32 },
+    /// Task management waiting for `pending` aborted commands to end
+    /// (SAM-5 7.1: the response follows the aborted tasks' end).
+    TaskMgmtWait { pending: u32 },
+}
+
+impl CommandState {
+    /// The response state with no data-in in flight.
+    pub(super) const RESPOND: CommandState = CommandState::Respond {
+        batches: 0,
+        unsignaled_writes: 0,
+    };
+}
+
+/// Progress of an RDMA transfer across a command's descriptor list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct TransferCursor {
+    /// Descriptor the next piece starts in.
+    desc_index: u32,
+    /// Bytes of that descriptor already posted.
+    offset_in_desc: u32,
+    /// Bytes posted so far (also the offset in the local buffer).
+    posted: u64,
+    /// Bytes to move in all.
+    total: u64,
+}
+
+impl TransferCursor {
+    /// A transfer of `total` bytes from the first descriptor.
+    pub(super) fn new(total: u64) -> TransferCursor {
+        TransferCursor {
+            total,
+            ..TransferCursor::default()
+        }
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        self.posted >= self.total
+    }
+
+    /// The next remote piece (one descriptor at most) and its offset in
+    /// the local buffer, advancing the cursor; `None` when done or when
+    /// the descriptors end first. `descriptor(i)` reads descriptor `i`.
+    fn next_piece(&mut self, descriptor: impl Fn(u32) -> Option<DirectDesc>) -> Option<(DirectDesc, u64)> {
+        loop {
+            if self.is_done() {
+                return None;
+            }
+            let d = descriptor(self.desc_index)?;
+            if self.offset_in_desc >= d.len {
+                self.desc_index += 1;
+                self.offset_in_desc = 0;
+                continue;
+            }
+            let take = ((d.len - self.offset_in_desc) as u64).min(self.total - self.posted) as u32;
+            let piece = DirectDesc {
+                va: d.va.wrapping_add(self.offset_in_desc as u64),
+                rkey: d.rkey,
+                len: take,
+            };
+            let local = self.posted;
+            self.offset_in_desc += take;
+            self.posted += take as u64;
+            return Some((piece, local));
+        }
+    }
+}
+
+/// The local memory a command's data moves through.
+#[derive(Debug, Clone)]
+pub(super) enum DataBuffer {
+    /// None (no data, immediate data, or not allocated yet).
+    None,
+    /// An extent of the channel's data pool.
+    Pool(Extent),
+    /// A RAM backstore's buffer at `offset`: zero copy.
+    Backstore { buf: Arc<DmaBuf>, offset: u64 },
+}
+
+/// A command's data phase, as the IU and the CDB describe it.
+#[derive(Debug, Clone)]
+pub(super) struct DataTransfer {
+    /// Direction the initiator's descriptors point (`None`: none).
+    pub(super) descriptor_dir: DataDir,
+    /// Direction data moves after reconciling CDB and descriptors.
+    pub(super) dir: DataDir,
+    pub(super) descriptors: DataDescriptors,
+    /// Sum of the descriptor lengths (the initiator's buffer size).
+    pub(super) descriptor_len: u64,
+    /// TOTAL LENGTH of an indirect header, checked against the table.
+    pub(super) indirect_len: Option<u32>,
+    /// Bytes the CDB moves (or may move, for data-in).
+    pub(super) expected_len: u32,
+    pub(super) buffer: DataBuffer,
+}
+
+impl DataTransfer {
+    const NONE: DataTransfer = DataTransfer {
+        descriptor_dir: DataDir::None,
+        dir: DataDir::None,
+        descriptors: DataDescriptors::None,
+        descriptor_len: 0,
+        indirect_len: None,
+        expected_len: 0,
+        buffer: DataBuffer::None,
+    };
+
+    /// Bytes of the data pool the command needs.
+    fn pool_bytes(&self) -> u64 {
+        let in_place = self.descriptors.is_immediate() || !matches!(self.buffer, DataBuffer::None);
+        if self.dir == DataDir::None || in_place {
+            0
+        } else {
+            self.expected_len as u64
+        }
+    }
+}
+
+/// What the SRP_RSP will say (SRP r16a 6.9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Response {
+    pub(super) status: ScsiStatus,
+    pub(super) sense: Option<Sense>,
+    /// DOOVER / DOUNDER / DIOVER / DIUNDER.
+    pub(super) flags: u8,
+    pub(super) data_out_residual: u32,
+    pub(super) data_in_residual: u32,
+    /// Task management response code (RSPVALID).
+    pub(super) rsp_code: Option<u8>,
+}
+
+/// One command (or task management request) of a channel.
+#[derive(Debug)]
+pub(super) struct Command {
+    pub(super) gen: Generation,
+    /// The receive slot holding the request IU.
+    pub(super) recv_slot: u32,
+    pub(super) tag: Tag,
+    pub(super) lun: [u8; 8],
+    pub(super) cdb: Cdb,
+    /// The CDB decoded by the SCSI layer, once planned.
+    pub(super) scsi: Option<ScsiCommand>,
+    pub(super) is_task_mgmt: bool,
+    /// Whether the request consumed a credit not returned yet.
+    pub(super) holds_credit: bool,
+    /// The wait queue the command is on.
+    pub(super) queued_for: Option<Resource>,
+    pub(super) aborted: bool,
+    /// Task management request waiting for this aborted command to end.
+    pub(super) abort_waiter: Option<CmdId>,
+    pub(super) transfer: DataTransfer,
+    pub(super) response: Response,
+    pub(super) state: CommandState,
+}
+
+impl Command {
+    /// A request about to be answered (`Respond`) unless its IU leads
+    /// elsewhere.
+    pub(super) fn new(gen: Generation, recv_slot: u32, tag: Tag, holds_credit: bool) -> Command {
+        Command {
+            gen,
+            recv_slot,
+            tag,
+            lun: [0; 8],
+            cdb: Cdb::EMPTY,
+            scsi: None,
+            is_task_mgmt: false,
+            holds_credit,
+            queued_for: None,
+            aborted: false,
+            abort_waiter: None,
+            transfer: DataTransfer::NONE,
+            response: Response {
+                status: ScsiStatus::GOOD,
+                sense: None,
+                flags: 0,
+                data_out_residual: 0,
+                data_in_residual: 0,
+                rsp_code: None,
+            },
+            state: CommandState::RESPOND,
+        }
+    }
+}
+
+/// A resource a command can wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Resource {
+    /// Send-queue entries (WRITEs, READs, responses).
+    SendSlot = 0,
+    /// RDMA READs outstanding, bounded by the negotiated initiator depth.
+    ReadCredit = 1,
+    /// Data pool space.
+    DataBuffer = 2,
+    /// Descriptor table pool space.
+    TableBuffer = 3,
+}
+
+impl Resource {
+    const ALL: [Resource; 4] = [
+        Resource::SendSlot,
+        Resource::ReadCredit,
+        Resource::DataBuffer,
+        Resource::TableBuffer,
+    ];
+}
+
+/// One FIFO of waiting commands per [`Resource`], allocated once.
+#[derive(Debug)]
+pub(super) struct WaitQueues([VecDeque<CmdId>; 4]);
+
+impl WaitQueues {
+    pub(super) fn with_capacity(n: usize) -> WaitQueues {
+        WaitQueues(std::array::from_fn(|_| VecDeque::with_capacity(n)))
+    }
+
+    fn queue(&mut self, r: Resource) -> &mut VecDeque<CmdId> {
+        &mut self.0[r as usize]
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.iter().all(VecDeque::is_empty)
+    }
+
+    fn has_waiters(&self, r: Resource) -> bool {
+        !self.0[r as usize].is_empty()
+    }
+
+    pub(super) fn remove(&mut self, r: Resource, id: CmdId) {
+        self.queue(r).retain(|&w| w != id);
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.0.iter_mut().for_each(VecDeque::clear);
+    }
+}
+
+/// What a state handler did.
+enum Flow {
+    /// Moved on (or posted work); run the handler of the (new) state.
+    Continue,
+    /// Moved on and now waits for an event.
+    Done,
+    /// Waits for an event (a completion, the backstore); nothing done.
+    Wait,
+    /// Lacks `Resource`; nothing done.
+    Blocked(Resource),
+}
+
+/// Task management functions (SAM-5 7) reach aborted commands in these
+/// states only once their work is done.
+fn has_work_in_flight(s: &CommandState) -> bool {
+    match *s {
+        CommandState::FetchingTable { .. } | CommandState::Executing => true,
+        CommandState::Reading { batches, .. } | CommandState::Writing { batches, .. } => batches > 0,
+        _ => false,
+    }
+}
+
+impl Channel {
+    // ----- stepping -----------------------------------------------------
+
+    /// Drives command `id` through as many states as resources allow.
+    /// Returns whether it changed state or posted work.
+    pub(super) fn step(&mut self, id: CmdId) -> bool {
+        if !self.serves_commands() {
+            return false;
+        }
+        let mut progressed = false;
+        loop {
+            let Some(c) = self.cmds.get(id as usize) else {
+                return progressed;
+            };
+            if c.aborted {
+                return progressed;
+            }
+            let flow = match c.state {
+                CommandState::NeedTable(table) => self.need_table(id, table),
+                CommandState::NeedBuffer => self.need_buffer(id),
+                CommandState::Reading { cursor, batches } => self.reading(id, cursor, batches),
+                CommandState::ReadyToExecute => self.ready_to_execute(id),
+                CommandState::Writing { cursor, batches } => self.writing(id, cursor, batches),
+                CommandState::Respond {
+                    batches,
+                    unsignaled_writes,
+                } => self.respond(id, batches, unsignaled_writes),
+                CommandState::FetchingTable { .. }
+                | CommandState::Executing
+                | CommandState::Responding { .. }
+                | CommandState::TaskMgmtWait { .. } => Flow::Wait,
+            };
+            match flow {
+                Flow::Continue => progressed = true,
+                Flow::Done => return true,
+                Flow::Wait => return progressed,
+                Flow::Blocked(r) => {
+                    self.park(id, r);
+                    return progressed;
+                }
+            }
+        }
+    }
+
+    /// Whether command `id` may take `r` now: nobody waits for it, or `id`
+    /// is the waiter being resumed.
+    fn may_take(&self, id: CmdId, r: Resource) -> bool {
+        !self.waiters.has_waiters(r) || self.resuming == Some((id, r))
+    }
+
+    fn park(&mut self, id: CmdId, r: Resource) {
+        let c = &mut self.cmds[id as usize];
+        match c.queued_for {
+            Some(q) if q == r => return,
+            Some(q) => self.waiters.remove(q, id),
+            None => {}
+        }
+        c.queued_for = Some(r);
+        self.waiters.queue(r).push_back(id);
+    }
+
+    /// Resumes waiting commands, each queue in FIFO order: a waiter that
+    /// cannot move keeps its place and the queue stops there.
+    pub(super) fn resume_waiters(&mut self) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        // Moving one waiter only takes resources, so rounds end.
+        loop {
+            let mut progressed = false;
+            for r in Resource::ALL {
+                let mut budget = self.waiters.queue(r).len();
+                while budget > 0 {
+                    budget -= 1;
+                    let Some(id) = self.waiters.queue(r).pop_front() else {
+                        break;
+                    };
+                    match self.cmds.get_mut(id as usize) {
+                        Some(c) => c.queued_for = None,
+                        None => continue,
+                    }
+                    self.resuming = Some((id, r));
+                    let moved = self.step(id);
+                    self.resuming = None;
+                    if moved {
+                        progressed = true;
+                    } else if self
+                        .cmds
+                        .get(id as usize)
+                        .is_some_and(|c| c.queued_for == Some(r))
+                    {
+                        // Back to the head: later waiters stay behind it.
+                        let q = self.waiters.queue(r);
+                        q.pop_back();
+                        q.push_front(id);
+                        break;
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    // ----- state handlers ------------------------------------------------
+
+    fn need_table(&mut self, id: CmdId, ext: ExternalTable) -> Flow {
+        let ExternalTable { table, count } = ext;
+        // SRP r16a 5.5.2.2: the table descriptor covers 16 bytes per
+        // descriptor of the whole table.
+        if count == 0 || count > self.cfg.max_desc || table.len != count * DESC_LEN {
+            self.check_condition(id, Sense::invalid_field_in_command_iu());
+            return Flow::Continue;
+        }
+        if !self.may_take(id, Resource::ReadCredit) || self.reads_in_flight >= self.cfg.rdma_read_depth {
+            return Flow::Blocked(Resource::ReadCredit);
+        }
+        if !self.may_take(id, Resource::SendSlot) || self.sq_free() < 1 {
+            return Flow::Blocked(Resource::SendSlot);
+        }
+        if !self.may_take(id, Resource::TableBuffer) {
+            return Flow::Blocked(Resource::TableBuffer);
+        }
+        let Some(extent) = self.tables.alloc(table.len as u64) else {
+            return Flow::Blocked(Resource::TableBuffer);
+        };
+        let c = &mut self.cmds[id as usize];
+        let wr = WorkRequest {
+            wr_id: WrId {
+                index: id as u32,
+                kind: WrKind::TableRead,
+                count: 1,
+                gen: c.gen.get(),
+            }
+            .encode(),
+            opcode: WrOpcode::RdmaRead,
+            local: LocalSeg {
+                region: Region::Table,
+                offset: extent.offset,
+                len: table.len,
+            },
+            remote_addr: table.va,
+            rkey: table.rkey,
+            signaled: true,
+        };
+        c.state = CommandState::FetchingTable { table: extent, count };
+        self.reads_in_flight += 1;
+        self.sq_in_flight += 1;
+        self.actions.push_back(Action::PostSend(wr));
+        Flow::Done
+    }
+
+    fn need_buffer(&mut self, id: CmdId) -> Flow {
+        let need = self.cmds[id as usize].transfer.pool_bytes();
+        if need > 0 {
+            if !self.pool.fits(need) {
+                self.check_condition(id, Sense::invalid_field_in_cdb());
+                return Flow::Continue;
+            }
+            if !self.may_take(id, Resource::DataBuffer) {
+                return Flow::Blocked(Resource::DataBuffer);
+            }
+            let Some(extent) = self.pool.alloc(need) else {
+                return Flow::Blocked(Resource::DataBuffer);
+            };
+            self.cmds[id as usize].transfer.buffer = DataBuffer::Pool(extent);
+        }
+        let c = &mut self.cmds[id as usize];
+        let t = &c.transfer;
+        c.state = if t.dir == DataDir::Out && !t.descriptors.is_immediate() && t.expected_len > 0 {
+            CommandState::Reading {
+                cursor: TransferCursor::new(t.expected_len as u64),
+                batches: 0,
+            }
+        } else {
+            CommandState::ReadyToExecute
+        };
+        Flow::Continue
+    }
+
+    fn reading(&mut self, id: CmdId, cursor: TransferCursor, batches: u32) -> Flow {
+        if cursor.is_done() {
+            // The last batch's completion moves on.
+            return Flow::Wait;
+        }
+        if !self.may_take(id, Resource::ReadCredit) {
+            return Flow::Blocked(Resource::ReadCredit);
+        }
+        if !self.may_take(id, Resource::SendSlot) {
+            return Flow::Blocked(Resource::SendSlot);
+        }
+        let reads = self.cfg.rdma_read_depth.saturating_sub(self.reads_in_flight);
+        if reads == 0 {
+            return Flow::Blocked(Resource::ReadCredit);
+        }
+        let room = reads.min(self.sq_free());
+        if room == 0 {
+            return Flow::Blocked(Resource::SendSlot);
+        }
+        let (n, cursor) = self.post_rdma(id, WrOpcode::RdmaRead, cursor, room, false);
+        if n == 0 {
+            // The descriptors end before the data-out does (their lengths
+            // were checked against the CDB, so this does not happen).
+            self.check_condition(id, Sense::invalid_field_in_command_iu());
+            return Flow::Continue;
+        }
+        self.reads_in_flight += n;
+        self.cmds[id as usize].state = CommandState::Reading {
+            cursor,
+            batches: batches + 1,
+        };
+        Flow::Continue
+    }
+
+    fn ready_to_execute(&mut self, id: CmdId) -> Flow {
+        let c = &mut self.cmds[id as usize];
+        if let DataBuffer::Backstore { .. } = c.transfer.buffer {
+            // Zero copy: the data already sits in (or is read straight
+            // from) the backstore.
+            let len = c.transfer.expected_len;
+            self.complete_scsi(id, ScsiStatus::GOOD, None, len);
+            return Flow::Continue;
+        }
+        c.state = CommandState::Executing;
+        self.actions.push_back(Action::Execute { cmd: id });
+        Flow::Done
+    }
+
+    fn writing(&mut self, id: CmdId, cursor: TransferCursor, batches: u32) -> Flow {
+        if !self.may_take(id, Resource::SendSlot) {
+            return Flow::Blocked(Resource::SendSlot);
+        }
+        let free = self.sq_free();
+        if free == 0 {
+            return Flow::Blocked(Resource::SendSlot);
+        }
+        let remaining = self.remaining_wrs(id, cursor);
+        if remaining < free {
+            // All remaining WRITEs plus the response in one chain.
+            let (n, cursor) = self.post_rdma(id, WrOpcode::RdmaWrite, cursor, remaining, true);
+            self.stats.bytes_in += cursor.total;
+            self.cmds[id as usize].state = CommandState::Respond {
+                batches,
+                unsignaled_writes: n,
+            };
+            return Flow::Continue;
+        }
+        let (n, cursor) = self.post_rdma(id, WrOpcode::RdmaWrite, cursor, free, false);
+        self.cmds[id as usize].state = CommandState::Writing {
+            cursor,
+            batches: batches + u32::from(n > 0),
+        };
+        Flow::Continue
+    }
+
+    fn respond(&mut self, id: CmdId, batches: u32, unsignaled_writes: u32) -> Flow {
+        if !self.may_take(id, Resource::SendSlot) || self.sq_free() < 1 {
+            return Flow::Blocked(Resource::SendSlot);
+        }
+        // The receive buffer goes back before the credit it backs is
+        // returned in this response.
+        let c = &mut self.cmds[id as usize];
+        let slot = c.recv_slot;
+        let credit = std::mem::take(&mut c.holds_credit);
+        self.slots_held = self.slots_held.saturating_sub(1);
+        self.actions.push_back(Action::PostRecv { slot });
+        if credit {
+            self.credits.on_release();
+        }
+        let len = self.build_rsp(id);
+        let c = &mut self.cmds[id as usize];
+        // A response chained behind data-in WRITEs retires them.
+        let wr = WorkRequest {
+            wr_id: WrId {
+                index: id as u32,
+                kind: WrKind::Response,
+                count: (1 + unsignaled_writes) as u16,
+                gen: c.gen.get(),
+            }
+            .encode(),
+            opcode: WrOpcode::Send,
+            local: LocalSeg {
+                region: Region::Send,
+                offset: id as u64 * self.send_slot_size as u64,
+                len,
+            },
+            remote_addr: 0,
+            rkey: 0,
+            signaled: true,
+        };
+        c.state = CommandState::Responding { batches };
+        self.sq_in_flight += 1;
+        self.actions.push_back(Action::PostSend(wr));
+        Flow::Done
+    }
+
+    // ----- events of the command path --------------------------------------
+
+    /// The RDMA READ of the external table of `id` completed.
+    pub(super) fn on_table_fetched(&mut self, id: CmdId) {
+        let c = &mut self.cmds[id as usize];
+        let CommandState::FetchingTable { table, count } = c.state else {
+            tracing::error!(cmd = id, state = ?c.state, "table read completed for a command not fetching one");
+            return;
+        };
+        c.transfer.descriptors = DataDescriptors::Fetched { table, count };
+        c.state = CommandState::NeedBuffer;
+        if c.aborted {
+            return self.finish_silently(id);
+        }
+        let t = &self.cmds[id as usize].transfer;
+        let total: u64 = (0..count)
+            .filter_map(|i| self.descriptor(&t.descriptors, i))
+            .map(|d| d.len as u64)
+            .sum();
+        let t = &mut self.cmds[id as usize].transfer;
+        t.descriptor_len = total;
+        if t.indirect_len.is_some_and(|h| h as u64 != total) {
+            // SRP r16a 5.5.2.2: TOTAL LENGTH is the sum of the table's lengths.
+            self.check_condition(id, Sense::invalid_field_in_command_iu());
+        } else if t.dir == DataDir::Out && total != t.expected_len as u64 {
+            self.reject_data_out_length(id);
+        }
+        self.step(id);
+    }
+
+    /// A signaled batch of data-out READs of `id` completed, retiring
+    /// `reads` RDMA READs.
+    pub(super) fn on_reads_done(&mut self, id: CmdId, reads: u32) {
+        self.reads_in_flight = self.reads_in_flight.saturating_sub(reads);
+        let c = &mut self.cmds[id as usize];
+        let CommandState::Reading { cursor, batches } = &mut c.state else {
+            tracing::error!(cmd = id, state = ?c.state, "data-out READs completed for a command not reading");
+            return;
+        };
+        *batches = batches.saturating_sub(1);
+        let (cursor, batches) = (*cursor, *batches);
+        if c.aborted {
+            if batches == 0 {
+                self.finish_silently(id);
+            }
+        } else if batches == 0 && cursor.is_done() {
+            self.stats.bytes_out += cursor.total;
+            c.state = CommandState::ReadyToExecute;
+            self.step(id);
+        }
+    }
+
+    /// A signaled batch of data-in WRITEs of `id` completed.
+    pub(super) fn on_writes_done(&mut self, id: CmdId) {
+        let c = &mut self.cmds[id as usize];
+        let (CommandState::Writing { batches, .. }
+        | CommandState::Respond { batches, .. }
+        | CommandState::Responding { batches }) = &mut c.state
+        else {
+            tracing::error!(cmd = id, state = ?c.state, "data-in WRITEs completed for a command not writing");
+            return;
+        };
+        *batches = batches.saturating_sub(1);
+        if c.aborted && *batches == 0 {
+            self.finish_silently(id);
+        }
+    }
+
+    /// The SCSI command of `id` finished with `status`; `produced` bytes
+    /// of data-in are ready. Moves to the data-in phase or the response.
+    pub(super) fn complete_scsi(
+        &mut self,
+        id: CmdId,
+        status: ScsiStatus,
+        sense: Option<Sense>,
+        produced: u32,
+    ) {
+        let c = &mut self.cmds[id as usize];
+        let r = &mut c.response;
+        r.status = status;
+        r.sense = sense;
+        c.state = CommandState::RESPOND;
+        if c.transfer.dir != DataDir::In {
+            return;
+        }
+        // SRP r16a 6.9: DIOVER when the command had more data than the
+        // buffer takes, DIUNDER when it sent less than the buffer holds.
+        let good = status == ScsiStatus::GOOD || status == ScsiStatus::CONDITION_MET;
+        let avail = c.transfer.descriptor_len;
+        let sent = if good { (produced as u64).min(avail) } else { 0 };
+        if good && produced as u64 > avail {
+            r.flags |= Rsp::DIOVER;
+            r.data_in_residual = (produced as u64 - avail) as u32;
+        } else if sent < avail {
+            r.flags |= Rsp::DIUNDER;
+            r.data_in_residual = (avail - sent).min(u32::MAX as u64) as u32;
+        }
+        if sent > 0 {
+            c.state = CommandState::Writing {
+                cursor: TransferCursor::new(sent),
+                batches: 0,
+            };
+        }
+    }
+
+    /// Ends the command with CHECK CONDITION and `sense`, moving no data.
+    pub(super) fn check_condition(&mut self, id: CmdId, sense: Sense) {
+        let c = &mut self.cmds[id as usize];
+        c.response.status = ScsiStatus::CHECK_CONDITION;
+        c.response.sense = Some(sense);
+        c.transfer.dir = DataDir::None;
+        c.state = CommandState::RESPOND;
+    }
+
+    /// SRP r16a 6.9 / SAM-5: a data-out buffer whose length differs from
+    /// the CDB's transfer length is refused rather than partly written (the
+    /// kernel target does the same for WRITE-type commands).
+    pub(super) fn reject_data_out_length(&mut self, id: CmdId) {
+        let c = &mut self.cmds[id as usize];
+        let have = c.transfer.descriptor_len;
+        let need = c.transfer.expected_len as u64;
+        let r = &mut c.response;
+        if have < need {
+            r.flags |= Rsp::DOOVER;
+            r.data_out_residual = (need - have) as u32;
+        } else {
+            r.flags |= Rsp::DOUNDER;
+            r.data_out_residual = have.min(u32::MAX as u64) as u32;
+        }
+        self.check_condition(id, Sense::invalid_field_in_command_iu());
+    }
+
+    // ----- aborting and ending ---------------------------------------------
+
+    /// Aborts command `t` on behalf of task management request `tmf`.
+    pub(super) fn abort(&mut self, t: CmdId, tmf: CmdId) {
+        let c = &mut self.cmds[t as usize];
+        if c.aborted || matches!(c.state, CommandState::Responding { .. }) {
+            // Already going, or the response is on the wire ahead of ours.
+            return;
+        }
+        self.stats.aborted += 1;
+        c.aborted = true;
+        if has_work_in_flight(&c.state) {
+            c.abort_waiter = Some(tmf);
+            if let CommandState::TaskMgmtWait { pending } = &mut self.cmds[tmf as usize].state {
+                *pending += 1;
+            }
+        } else {
+            self.finish_silently(t);
+        }
+    }
+
+    /// Ends an aborted (or orphaned) command without a response: its
+    /// buffer returns to the ring and its credit is owed to the initiator.
+    pub(super) fn finish_silently(&mut self, id: CmdId) {
+        let waiter = self.cmds[id as usize].abort_waiter.take();
+        self.release(id);
+        if let Some(t) = waiter {
+            if let Some(CommandState::TaskMgmtWait { pending }) =
+                self.cmds.get_mut(t as usize).map(|c| &mut c.state)
+            {
+                *pending = pending.saturating_sub(1);
+                if *pending == 0 {
+                    self.cmds[t as usize].state = CommandState::RESPOND;
+                    self.step(t);
+                }
+            }
+        }
+        self.maybe_cred_req();
+        self.maybe_closed();
+    }
+
+    /// Frees a command and its buffers; reposts its receive slot unless the
+    /// channel is going away with its own ring (a shared slot always goes
+    /// back).
+    pub(super) fn release(&mut self, id: CmdId) {
+        let c = self.remove_command(id);
+        let live = self.serves_commands();
+        // A responding command gave its slot back when it posted the
+        // response (see `respond`).
+        if !matches!(c.state, CommandState::Responding { .. }) {
+            self.slots_held = self.slots_held.saturating_sub(1);
+            if live || self.shares_recv() {
+                self.actions.push_back(Action::PostRecv { slot: c.recv_slot });
+            }
+        }
+        if live && c.holds_credit {
+            self.credits.on_release();
+        }
+    }
+
+    /// Removes a command from the channel and its wait queue, and returns
+    /// its pool extents.
+    pub(super) fn remove_command(&mut self, id: CmdId) -> Command {
+        let c = self.cmds.remove(id as usize);
+        if let Some(r) = c.queued_for {
+            self.waiters.remove(r, id);
+        }
+        if let DataBuffer::Pool(e) = c.transfer.buffer {
+            self.pool.free(e);
+        }
+        if let DataDescriptors::Fetched { table, .. } = c.transfer.descriptors {
+            self.tables.free(table);
+        }
+        if let CommandState::FetchingTable { table, .. } = c.state {
+            self.tables.free(table);
+        }
+        c
+    }
+
+    // ----- transfers -------------------------------------------------------
+
+    fn descriptor(&self, d: &DataDescriptors, i: u32) -> Option<DirectDesc> {
+        match *d {
+            DataDescriptors::Direct(d) if i == 0 => Some(d),
+            DataDescriptors::InIu { offset, count } if i < count => {
+                Some(read_desc(&self.recv, offset as u64 + (i * DESC_LEN) as u64))
+            }
+            DataDescriptors::Fetched { table, count } if i < count => {
+                Some(read_desc(self.tables.buf(), table.offset + (i * DESC_LEN) as u64))
+            }
+            _ => None,
+        }
+    }
+
+    /// Number of RDMA work requests still to post from `cursor`.
+    fn remaining_wrs(&self, id: CmdId, mut cursor: TransferCursor) -> u32 {
+        let d = &self.cmds[id as usize].transfer.descriptors;
+        let mut n = 0;
+        while cursor.next_piece(|i| self.descriptor(d, i)).is_some() {
+            n += 1;
+        }
+        n
+    }
+
+    /// Posts up to `max` RDMA requests of command `id` from `cursor`. The
+    /// last one is signaled unless `then_response` (the response SEND that
+    /// follows retires them). Returns how many were posted and the cursor
+    /// after them.
+    fn post_rdma(
+        &mut self,
+        id: CmdId,
+        op: WrOpcode,
+        mut cursor: TransferCursor,
+        max: u32,
+        then_response: bool,
+    ) -> (u32, TransferCursor) {
+        let c = &self.cmds[id as usize];
+        let (region, base) = match &c.transfer.buffer {
+            DataBuffer::Backstore { buf, offset } => (Region::Ram { base: buf.addr() }, *offset),
+            DataBuffer::Pool(e) => (Region::Pool, e.offset),
+            DataBuffer::None => (Region::Pool, 0),
+        };
+        let gen = c.gen.get();
+        let descriptors = &c.transfer.descriptors;
+        let mut n = 0u32;
+        while n < max {
+            let Some((piece, local)) = cursor.next_piece(|i| self.descriptor(descriptors, i)) else {
+                break;
+            };
+            n += 1;
+            let signaled = !then_response && (n == max || cursor.is_done());
+            let (kind, count) = match (signaled, op) {
+                (false, _) => (WrKind::Unsignaled, 0),
+                (true, WrOpcode::RdmaRead) => (WrKind::DataRead, n as u16),
+                (true, _) => (WrKind::DataWrite, n as u16),
+            };
+            self.actions.push_back(Action::PostSend(WorkRequest {
+                wr_id: WrId {
+                    index: id as u32,
+                    kind,
+                    count,
+                    gen,
+                }
+                .encode(),
+                opcode: op,
+                local: LocalSeg {
+                    region,
+                    offset: base + local,
+                    len: piece.len,
+                },
+                remote_addr: piece.va,
+                rkey: piece.rkey,
+                signaled,
+            }));
+        }
+        self.sq_in_flight += n;
+        (n, cursor)
+    }
+
+    // ----- the response ----------------------------------------------------
+
+    /// Emits the SRP_RSP of `id` into its send slot; returns its length.
+    fn build_rsp(&mut self, id: CmdId) -> u32 {
+        let c = &mut self.cmds[id as usize];
+        let (t, r) = (&c.transfer, &mut c.response);
+        // Residuals for a buffer the command never used (SRP r16a 6.9).
+        let unused = t
+            .descriptor_len
+            .max(t.indirect_len.unwrap_or(0) as u64)
+            .min(u32::MAX as u64) as u32;
+        let residual_flags = Rsp::DOOVER | Rsp::DOUNDER | Rsp::DIOVER | Rsp::DIUNDER;
+        if t.dir == DataDir::None && r.flags & residual_flags == 0 && unused > 0 {
+            match t.descriptor_dir {
+                DataDir::Out => {
+                    r.flags |= Rsp::DOUNDER;
+                    r.data_out_residual = unused;
+                }
+                DataDir::In => {
+                    r.flags |= Rsp::DIUNDER;
+                    r.data_in_residual = unused;
+                }
+                DataDir::None => {}
+            }
+        }
+        let delta = self.credits.take_delta();
+        let c = &self.cmds[id as usize];
+        let r = &c.response;
+        let mut sense_buf = [0u8; Sense::FIXED_LEN];
+        let sense_len = r.sense.as_ref().map_or(0, |s| s.emit_fixed(&mut sense_buf));
+        let rsp_data = r.rsp_code.map(|code| [0, 0, 0, code]);
+        let mut flags = r.flags;
+        if sense_len > 0 {
+            flags |= Rsp::SNSVALID;
+        }
+        if rsp_data.is_some() {
+            flags |= Rsp::RSPVALID;
+        }
+        let rsp = Rsp {
+            tag: c.tag,
+            sol_not: 0,
+            req_lim_delta: delta,
+            flags,
+            status: r.status.0,
+            data_out_res_cnt: r.data_out_residual,
+            data_in_res_cnt: r.data_in_residual,
+            sense: &sense_buf[..sense_len],
+            resp_data: rsp_data.as_ref().map_or(&[][..], |r| &r[..]),
+        };
+        let off = id as usize * self.send_slot_size as usize;
+        let emitted = self
+            .send
+            .with_bytes_mut(off, self.send_slot_size as usize, |b| rsp.emit(b));
+        match emitted {
+            Ok(n) => n as u32,
+            Err(e) => {
+                // Cannot happen with a 64-byte minimum slot and 18-byte sense.
+                tracing::error!(?e, "SRP_RSP does not fit its send slot");
+                0
+            }
+        }
+    }
+
+    /// What the driver needs to execute command `id` (after `Action::Execute`).
+    pub fn exec_request(&self, id: CmdId) -> Option<ExecRequest<'_>> {
+        let c = self.cmds.get(id as usize)?;
+        if c.state != CommandState::Executing {
+            return None;
+        }
+        let command = c.scsi.as_ref()?;
+        let t = &c.transfer;
+        let (buf, offset, len) = match (t.descriptors, &t.buffer) {
+            (DataDescriptors::Immediate { offset, len }, _) => (&self.recv, offset as usize, len),
+            (_, DataBuffer::Pool(e)) => (self.pool.buf(), e.offset as usize, t.expected_len),
+            _ => (self.pool.buf(), 0, 0),
+        };
+        Some(ExecRequest {
+            nexus: &self.nexus,
+            lun: c.lun,
+            cdb: c.cdb.as_bytes(),
+            command,
+            buf,
+            offset,
+            len,
+        })
+    }
+}
+
+fn read_desc(buf: &DmaBuf, offset: u64) -> DirectDesc {
+    let mut b = [0u8; DirectDesc::LEN];
+    buf.read(offset as usize, &mut b);
+    DirectDesc::decode(&b)
+}
