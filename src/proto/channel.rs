@@ -21,10 +21,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use slab::Slab;
-
 use super::action::{Action, CmdId, Generation, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
-use super::command::{Command, CommandState, DataBuffer, DataTransfer, Resource, WaitQueues};
+use super::command::{Command, CommandState, CommandTable, DataBuffer, DataTransfer, Resource, WaitQueues};
 use super::credits::{Credits, RESERVED_RECVS};
 use super::pool::DataPool;
 use super::request::{self, CmdError, CmdIu, DataDescriptors, DESC_LEN};
@@ -209,7 +207,7 @@ pub struct Channel {
     pub(super) send_slot_size: u32,
     pub(super) pool: DataPool,
     pub(super) tables: DataPool,
-    pub(super) cmds: Slab<Command>,
+    pub(super) cmds: CommandTable,
     pub(super) gen: Generation,
     pub(super) credits: Credits,
     pub(super) actions: VecDeque<Action>,
@@ -291,7 +289,7 @@ impl Channel {
         }
         Ok(Channel {
             credits: Credits::new(cfg.queue_depth),
-            cmds: Slab::with_capacity(max_commands as usize),
+            cmds: CommandTable::with_capacity(max_commands as usize),
             waiters: WaitQueues::with_capacity(max_commands as usize),
             cfg,
             nexus,
@@ -594,7 +592,7 @@ impl Channel {
     fn new_command(&mut self, slot: u32, tag: Tag, credit: bool) -> CmdId {
         self.gen = self.gen.next();
         self.slots_held += 1;
-        self.cmds.insert(Command::new(self.gen, slot, tag, credit)) as CmdId
+        self.cmds.insert(self.gen, slot, tag, credit)
     }
 
     fn on_cmd(&mut self, slot: u32, len: u32) {

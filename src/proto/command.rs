@@ -209,10 +209,21 @@ pub(super) struct Command {
     pub(super) state: CommandState,
 }
 
+impl Response {
+    const GOOD: Response = Response {
+        status: ScsiStatus::GOOD,
+        sense: None,
+        flags: 0,
+        data_out_residual: 0,
+        data_in_residual: 0,
+        rsp_code: None,
+    };
+}
+
 impl Command {
     /// A request about to be answered (`Respond`) unless its IU leads
     /// elsewhere.
-    pub(super) fn new(gen: Generation, recv_slot: u32, tag: Tag, holds_credit: bool) -> Command {
+    fn new(gen: Generation, recv_slot: u32, tag: Tag, holds_credit: bool) -> Command {
         Command {
             gen,
             recv_slot,
@@ -226,17 +237,145 @@ impl Command {
             aborted: false,
             abort_waiter: None,
             transfer: DataTransfer::NONE,
-            response: Response {
-                status: ScsiStatus::GOOD,
-                sense: None,
-                flags: 0,
-                data_out_residual: 0,
-                data_in_residual: 0,
-                rsp_code: None,
-            },
+            response: Response::GOOD,
             state: CommandState::RESPOND,
         }
     }
+
+    /// Makes a used entry [`new`](Self::new) again, field by field (in
+    /// place, with no copy of the whole command).
+    fn reset(&mut self, gen: Generation, recv_slot: u32, tag: Tag, holds_credit: bool) {
+        self.gen = gen;
+        self.recv_slot = recv_slot;
+        self.tag = tag;
+        self.lun = [0; 8];
+        self.scsi = None;
+        self.is_task_mgmt = false;
+        self.holds_credit = holds_credit;
+        self.queued_for = None;
+        self.aborted = false;
+        self.abort_waiter = None;
+        self.transfer = DataTransfer::NONE;
+        self.response = Response::GOOD;
+        self.state = CommandState::RESPOND;
+    }
+}
+
+/// The commands of a channel, by [`CmdId`]: entries are allocated as the
+/// table grows and reused in place; a freed id is the next one handed out
+/// (last in, first out).
+#[derive(Debug)]
+pub(super) struct CommandTable {
+    entries: Vec<(bool, Command)>,
+    /// Freed ids, the last freed on top.
+    free: Vec<CmdId>,
+    len: usize,
+}
+
+impl CommandTable {
+    pub(super) fn with_capacity(n: usize) -> CommandTable {
+        CommandTable {
+            entries: Vec::with_capacity(n),
+            free: Vec::with_capacity(n),
+            len: 0,
+        }
+    }
+
+    /// Commands in the table.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds a new command (see [`Command::new`]); returns its id. The
+    /// caller keeps the table within [`WrId::INDEXES`] commands.
+    pub(super) fn insert(&mut self, gen: Generation, recv_slot: u32, tag: Tag, holds_credit: bool) -> CmdId {
+        self.len += 1;
+        if let Some(id) = self.free.pop() {
+            let (live, c) = &mut self.entries[id as usize];
+            *live = true;
+            c.reset(gen, recv_slot, tag, holds_credit);
+            return id;
+        }
+        self.entries
+            .push((true, Command::new(gen, recv_slot, tag, holds_credit)));
+        (self.entries.len() - 1) as CmdId
+    }
+
+    /// Frees `id`; returns what it held for the caller to release (its
+    /// data buffer is taken out of the entry).
+    pub(super) fn remove(&mut self, id: CmdId) -> Option<Removed> {
+        let (live, c) = self.entries.get_mut(id as usize).filter(|(live, _)| *live)?;
+        *live = false;
+        self.len -= 1;
+        self.free.push(id);
+        Some(Removed {
+            recv_slot: c.recv_slot,
+            holds_credit: c.holds_credit,
+            queued_for: c.queued_for,
+            buffer: std::mem::replace(&mut c.transfer.buffer, DataBuffer::None),
+            descriptors: c.transfer.descriptors,
+            state: c.state,
+        })
+    }
+
+    #[cfg(test)]
+    pub(super) fn contains(&self, id: usize) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub(super) fn get(&self, id: usize) -> Option<&Command> {
+        self.entries.get(id).filter(|(live, _)| *live).map(|(_, c)| c)
+    }
+
+    pub(super) fn get_mut(&mut self, id: usize) -> Option<&mut Command> {
+        self.entries.get_mut(id).filter(|(live, _)| *live).map(|(_, c)| c)
+    }
+
+    /// Live commands with their ids, in id order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Command)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (live, _))| *live)
+            .map(|(i, (_, c))| (i, c))
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Command)> {
+        self.entries
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, (live, _))| *live)
+            .map(|(i, (_, c))| (i, c))
+    }
+}
+
+impl std::ops::Index<usize> for CommandTable {
+    type Output = Command;
+
+    fn index(&self, id: usize) -> &Command {
+        self.get(id).expect("command id not in the table")
+    }
+}
+
+impl std::ops::IndexMut<usize> for CommandTable {
+    fn index_mut(&mut self, id: usize) -> &mut Command {
+        self.get_mut(id).expect("command id not in the table")
+    }
+}
+
+/// What a freed command held.
+#[derive(Debug)]
+pub(super) struct Removed {
+    pub(super) recv_slot: u32,
+    pub(super) holds_credit: bool,
+    pub(super) queued_for: Option<Resource>,
+    pub(super) buffer: DataBuffer,
+    pub(super) descriptors: DataDescriptors,
+    pub(super) state: CommandState,
 }
 
 /// A resource a command can wait for.
@@ -787,7 +926,9 @@ impl Channel {
     /// channel is going away with its own ring (a shared slot always goes
     /// back).
     pub(super) fn release(&mut self, id: CmdId) {
-        let c = self.remove_command(id);
+        let Some(c) = self.remove_command(id) else {
+            return;
+        };
         let live = self.serves_commands();
         // A responding command gave its slot back when it posted the
         // response (see `respond`).
@@ -804,21 +945,21 @@ impl Channel {
 
     /// Removes a command from the channel and its wait queue, and returns
     /// its pool extents.
-    pub(super) fn remove_command(&mut self, id: CmdId) -> Command {
-        let c = self.cmds.remove(id as usize);
+    pub(super) fn remove_command(&mut self, id: CmdId) -> Option<Removed> {
+        let c = self.cmds.remove(id)?;
         if let Some(r) = c.queued_for {
             self.waiters.remove(r, id);
         }
-        if let DataBuffer::Pool(e) = c.transfer.buffer {
+        if let DataBuffer::Pool(e) = c.buffer {
             self.pool.free(e);
         }
-        if let DataDescriptors::Fetched { table, .. } = c.transfer.descriptors {
+        if let DataDescriptors::Fetched { table, .. } = c.descriptors {
             self.tables.free(table);
         }
         if let CommandState::FetchingTable { table, .. } = c.state {
             self.tables.free(table);
         }
-        c
+        Some(c)
     }
 
     // ----- transfers -------------------------------------------------------
