@@ -627,7 +627,7 @@ impl Channel {
             self.cmds[id as usize].response.status = ScsiStatus::BUSY;
         } else {
             match parsed {
-                Ok(iu) => self.accept_cmd(id, iu),
+                Ok(iu) => self.accept_cmd(id, &iu),
                 Err(e) => {
                     self.stats.protocol_errors += 1;
                     tracing::debug!(?e, "rejecting malformed SRP_CMD");
@@ -644,7 +644,7 @@ impl Channel {
 
     /// Sets up command `id` from its SRP_CMD and the SCSI plan of its CDB:
     /// the first state of its data phase, or its response.
-    fn accept_cmd(&mut self, id: CmdId, iu: CmdIu) {
+    fn accept_cmd(&mut self, id: CmdId, iu: &CmdIu) {
         let c = &mut self.cmds[id as usize];
         c.lun = iu.lun;
         c.cdb = iu.cdb;

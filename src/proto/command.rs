@@ -305,21 +305,13 @@ impl CommandTable {
         (self.entries.len() - 1) as CmdId
     }
 
-    /// Frees `id`; returns what it held for the caller to release (its
-    /// data buffer is taken out of the entry).
-    pub(super) fn remove(&mut self, id: CmdId) -> Option<Removed> {
-        let (live, c) = self.entries.get_mut(id as usize).filter(|(live, _)| *live)?;
-        *live = false;
-        self.len -= 1;
-        self.free.push(id);
-        Some(Removed {
-            recv_slot: c.recv_slot,
-            holds_credit: c.holds_credit,
-            queued_for: c.queued_for,
-            buffer: std::mem::replace(&mut c.transfer.buffer, DataBuffer::None),
-            descriptors: c.transfer.descriptors,
-            state: c.state,
-        })
+    /// Frees the entry of `id` (its contents stay until it is reused).
+    fn vacate(&mut self, id: CmdId) {
+        if let Some((live, _)) = self.entries.get_mut(id as usize).filter(|(live, _)| *live) {
+            *live = false;
+            self.len -= 1;
+            self.free.push(id);
+        }
     }
 
     #[cfg(test)]
@@ -367,15 +359,13 @@ impl std::ops::IndexMut<usize> for CommandTable {
     }
 }
 
-/// What a freed command held.
-#[derive(Debug)]
+/// What the release of a removed command needs.
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Removed {
     pub(super) recv_slot: u32,
     pub(super) holds_credit: bool,
-    pub(super) queued_for: Option<Resource>,
-    pub(super) buffer: DataBuffer,
-    pub(super) descriptors: DataDescriptors,
-    pub(super) state: CommandState,
+    /// Whether its response was posted (its receive slot went back then).
+    pub(super) responding: bool,
 }
 
 /// A resource a command can wait for.
@@ -402,31 +392,66 @@ impl Resource {
 
 /// One FIFO of waiting commands per [`Resource`], allocated once.
 #[derive(Debug)]
-pub(super) struct WaitQueues([VecDeque<CmdId>; 4]);
+pub(super) struct WaitQueues {
+    queues: [VecDeque<CmdId>; 4],
+    /// Commands on all queues.
+    waiting: usize,
+}
 
 impl WaitQueues {
     pub(super) fn with_capacity(n: usize) -> WaitQueues {
-        WaitQueues(std::array::from_fn(|_| VecDeque::with_capacity(n)))
-    }
-
-    fn queue(&mut self, r: Resource) -> &mut VecDeque<CmdId> {
-        &mut self.0[r as usize]
+        WaitQueues {
+            queues: std::array::from_fn(|_| VecDeque::with_capacity(n)),
+            waiting: 0,
+        }
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.0.iter().all(VecDeque::is_empty)
+        self.waiting == 0
+    }
+
+    fn len(&self, r: Resource) -> usize {
+        self.queues[r as usize].len()
+    }
+
+    #[cfg(test)]
+    fn queue(&self, r: Resource) -> &VecDeque<CmdId> {
+        &self.queues[r as usize]
     }
 
     fn has_waiters(&self, r: Resource) -> bool {
-        !self.0[r as usize].is_empty()
+        !self.queues[r as usize].is_empty()
+    }
+
+    fn push_back(&mut self, r: Resource, id: CmdId) {
+        self.waiting += 1;
+        self.queues[r as usize].push_back(id);
+    }
+
+    fn pop_front(&mut self, r: Resource) -> Option<CmdId> {
+        let id = self.queues[r as usize].pop_front()?;
+        self.waiting -= 1;
+        Some(id)
+    }
+
+    /// Moves the last waiter for `r` to the head of its queue.
+    fn last_to_front(&mut self, r: Resource) {
+        let q = &mut self.queues[r as usize];
+        if let Some(id) = q.pop_back() {
+            q.push_front(id);
+        }
     }
 
     pub(super) fn remove(&mut self, r: Resource, id: CmdId) {
-        self.queue(r).retain(|&w| w != id);
+        let q = &mut self.queues[r as usize];
+        let before = q.len();
+        q.retain(|&w| w != id);
+        self.waiting -= before - q.len();
     }
 
     pub(super) fn clear(&mut self) {
-        self.0.iter_mut().for_each(VecDeque::clear);
+        self.queues.iter_mut().for_each(VecDeque::clear);
+        self.waiting = 0;
     }
 }
 
@@ -510,7 +535,7 @@ impl Channel {
             None => {}
         }
         c.queued_for = Some(r);
-        self.waiters.queue(r).push_back(id);
+        self.waiters.push_back(r, id);
     }
 
     /// Resumes waiting commands, each queue in FIFO order: a waiter that
@@ -523,10 +548,10 @@ impl Channel {
         loop {
             let mut progressed = false;
             for r in Resource::ALL {
-                let mut budget = self.waiters.queue(r).len();
+                let mut budget = self.waiters.len(r);
                 while budget > 0 {
                     budget -= 1;
-                    let Some(id) = self.waiters.queue(r).pop_front() else {
+                    let Some(id) = self.waiters.pop_front(r) else {
                         break;
                     };
                     match self.cmds.get_mut(id as usize) {
@@ -544,9 +569,7 @@ impl Channel {
                         .is_some_and(|c| c.queued_for == Some(r))
                     {
                         // Back to the head: later waiters stay behind it.
-                        let q = self.waiters.queue(r);
-                        q.pop_back();
-                        q.push_front(id);
+                        self.waiters.last_to_front(r);
                         break;
                     }
                 }
@@ -932,7 +955,7 @@ impl Channel {
         let live = self.serves_commands();
         // A responding command gave its slot back when it posted the
         // response (see `respond`).
-        if !matches!(c.state, CommandState::Responding { .. }) {
+        if !c.responding {
             self.slots_held = self.slots_held.saturating_sub(1);
             if live || self.shares_recv() {
                 self.actions.push_back(Action::PostRecv { slot: c.recv_slot });
@@ -943,23 +966,29 @@ impl Channel {
         }
     }
 
-    /// Removes a command from the channel and its wait queue, and returns
-    /// its pool extents.
+    /// Removes a command from the channel and its wait queue and returns
+    /// its pool extents; says what else releasing it involves.
     pub(super) fn remove_command(&mut self, id: CmdId) -> Option<Removed> {
-        let c = self.cmds.remove(id)?;
+        let c = self.cmds.get_mut(id as usize)?;
         if let Some(r) = c.queued_for {
             self.waiters.remove(r, id);
         }
-        if let DataBuffer::Pool(e) = c.buffer {
+        if let DataBuffer::Pool(e) = std::mem::replace(&mut c.transfer.buffer, DataBuffer::None) {
             self.pool.free(e);
         }
-        if let DataDescriptors::Fetched { table, .. } = c.descriptors {
+        if let DataDescriptors::Fetched { table, .. } = c.transfer.descriptors {
             self.tables.free(table);
         }
         if let CommandState::FetchingTable { table, .. } = c.state {
             self.tables.free(table);
         }
-        Some(c)
+        let removed = Removed {
+            recv_slot: c.recv_slot,
+            holds_credit: c.holds_credit,
+            responding: matches!(c.state, CommandState::Responding { .. }),
+        };
+        self.cmds.vacate(id);
+        Some(removed)
     }
 
     // ----- transfers -------------------------------------------------------
@@ -1377,7 +1406,7 @@ mod tests {
         let rsp = sends(&actions(&mut ch));
         complete(&mut ch, rsp.last().unwrap());
         assert_eq!(state(&ch, 3), CommandState::NeedBuffer);
-        assert_eq!(ch.waiters.0[Resource::DataBuffer as usize], [2, 3]);
+        assert_eq!(*ch.waiters.queue(Resource::DataBuffer), [2, 3]);
         ch.handle_exec_done(1, Completion::good(36));
         let rsp = sends(&actions(&mut ch));
         complete(&mut ch, rsp.last().unwrap());
@@ -1556,7 +1585,7 @@ mod tests {
         // Aborting a queued command that has nothing in flight ends it.
         land(&mut ch, 2, &abort_task(3, 2));
         assert!(!ch.cmds.contains(1));
-        assert_eq!(ch.waiters.0[Resource::SendSlot as usize], [2]);
+        assert_eq!(*ch.waiters.queue(Resource::SendSlot), [2]);
     }
 
     #[test]
