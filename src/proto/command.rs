@@ -390,12 +390,15 @@ impl Resource {
     ];
 }
 
-/// One FIFO of waiting commands per [`Resource`], allocated once.
+/// One FIFO of waiting commands per [`Resource`], allocated once. Each
+/// entry carries the order in which it was parked, so that waiters for
+/// different resources resume in the order they started waiting.
 #[derive(Debug)]
 pub(super) struct WaitQueues {
-    queues: [VecDeque<CmdId>; 4],
+    queues: [VecDeque<(u64, CmdId)>; 4],
     /// Commands on all queues.
     waiting: usize,
+    next_seq: u64,
 }
 
 impl WaitQueues {
@@ -403,6 +406,7 @@ impl WaitQueues {
         WaitQueues {
             queues: std::array::from_fn(|_| VecDeque::with_capacity(n)),
             waiting: 0,
+            next_seq: 0,
         }
     }
 
@@ -414,38 +418,46 @@ impl WaitQueues {
         self.queues[r as usize].len()
     }
 
+    /// The ids waiting for `r`, first first.
     #[cfg(test)]
-    fn queue(&self, r: Resource) -> &VecDeque<CmdId> {
-        &self.queues[r as usize]
+    fn ids(&self, r: Resource) -> Vec<CmdId> {
+        self.queues[r as usize].iter().map(|&(_, id)| id).collect()
     }
 
     fn has_waiters(&self, r: Resource) -> bool {
         !self.queues[r as usize].is_empty()
     }
 
+    /// When the first waiter for `r` was parked.
+    fn head_seq(&self, r: Resource) -> Option<u64> {
+        self.queues[r as usize].front().map(|&(seq, _)| seq)
+    }
+
     fn push_back(&mut self, r: Resource, id: CmdId) {
         self.waiting += 1;
-        self.queues[r as usize].push_back(id);
+        self.queues[r as usize].push_back((self.next_seq, id));
+        self.next_seq += 1;
     }
 
-    fn pop_front(&mut self, r: Resource) -> Option<CmdId> {
-        let id = self.queues[r as usize].pop_front()?;
+    fn pop_front(&mut self, r: Resource) -> Option<(u64, CmdId)> {
+        let e = self.queues[r as usize].pop_front()?;
         self.waiting -= 1;
-        Some(id)
+        Some(e)
     }
 
-    /// Moves the last waiter for `r` to the head of its queue.
-    fn last_to_front(&mut self, r: Resource) {
+    /// Moves the last waiter for `r` (just parked again) back to the head,
+    /// with the place `seq` it had there.
+    fn back_to_head(&mut self, r: Resource, seq: u64) {
         let q = &mut self.queues[r as usize];
-        if let Some(id) = q.pop_back() {
-            q.push_front(id);
+        if let Some((_, id)) = q.pop_back() {
+            q.push_front((seq, id));
         }
     }
 
     pub(super) fn remove(&mut self, r: Resource, id: CmdId) {
         let q = &mut self.queues[r as usize];
         let before = q.len();
-        q.retain(|&w| w != id);
+        q.retain(|&(_, w)| w != id);
         self.waiting -= before - q.len();
     }
 
@@ -538,40 +550,48 @@ impl Channel {
         self.waiters.push_back(r, id);
     }
 
-    /// Resumes waiting commands, each queue in FIFO order: a waiter that
-    /// cannot move keeps its place and the queue stops there.
+    /// Resumes waiting commands in the order they were parked, each queue
+    /// in FIFO order: a waiter that cannot move keeps its place at the
+    /// head of its queue, which then stops for this round.
     pub(super) fn resume_waiters(&mut self) {
         if self.waiters.is_empty() {
             return;
         }
-        // Moving one waiter only takes resources, so rounds end.
+        // Moving a waiter only takes resources, so rounds end.
         loop {
             let mut progressed = false;
-            for r in Resource::ALL {
-                let mut budget = self.waiters.len(r);
-                while budget > 0 {
-                    budget -= 1;
-                    let Some(id) = self.waiters.pop_front(r) else {
-                        break;
-                    };
-                    match self.cmds.get_mut(id as usize) {
-                        Some(c) => c.queued_for = None,
-                        None => continue,
-                    }
-                    self.resuming = Some((id, r));
-                    let moved = self.step(id);
-                    self.resuming = None;
-                    if moved {
-                        progressed = true;
-                    } else if self
-                        .cmds
-                        .get(id as usize)
-                        .is_some_and(|c| c.queued_for == Some(r))
-                    {
-                        // Back to the head: later waiters stay behind it.
-                        self.waiters.last_to_front(r);
-                        break;
-                    }
+            // Each waiter is tried at most once per round.
+            let mut budget = Resource::ALL.map(|r| self.waiters.len(r));
+            loop {
+                let next = Resource::ALL
+                    .into_iter()
+                    .filter(|&r| budget[r as usize] > 0)
+                    .filter_map(|r| Some((self.waiters.head_seq(r)?, r)))
+                    .min_by_key(|&(seq, _)| seq);
+                let Some((_, r)) = next else {
+                    break;
+                };
+                budget[r as usize] -= 1;
+                let Some((seq, id)) = self.waiters.pop_front(r) else {
+                    continue;
+                };
+                match self.cmds.get_mut(id as usize) {
+                    Some(c) => c.queued_for = None,
+                    None => continue,
+                }
+                self.resuming = Some((id, r));
+                let moved = self.step(id);
+                self.resuming = None;
+                if moved {
+                    progressed = true;
+                } else if self
+                    .cmds
+                    .get(id as usize)
+                    .is_some_and(|c| c.queued_for == Some(r))
+                {
+                    // Back to the head: later waiters stay behind it.
+                    self.waiters.back_to_head(r, seq);
+                    budget[r as usize] = 0;
                 }
             }
             if !progressed {
@@ -1406,7 +1426,7 @@ mod tests {
         let rsp = sends(&actions(&mut ch));
         complete(&mut ch, rsp.last().unwrap());
         assert_eq!(state(&ch, 3), CommandState::NeedBuffer);
-        assert_eq!(*ch.waiters.queue(Resource::DataBuffer), [2, 3]);
+        assert_eq!(ch.waiters.ids(Resource::DataBuffer), [2, 3]);
         ch.handle_exec_done(1, Completion::good(36));
         let rsp = sends(&actions(&mut ch));
         complete(&mut ch, rsp.last().unwrap());
@@ -1585,7 +1605,34 @@ mod tests {
         // Aborting a queued command that has nothing in flight ends it.
         land(&mut ch, 2, &abort_task(3, 2));
         assert!(!ch.cmds.contains(1));
-        assert_eq!(*ch.waiters.queue(Resource::SendSlot), [2]);
+        assert_eq!(ch.waiters.ids(Resource::SendSlot), [2]);
+    }
+
+    #[test]
+    fn waiters_for_different_resources_resume_in_the_order_they_parked() {
+        let mut ch = channel(|c| {
+            c.sq_depth = TARGET_IU_SLOTS + 1;
+            c.pool_size = 4096;
+            c.max_transfer = 4096;
+        });
+        land(&mut ch, 0, &cmd(1, &inquiry(4096), false, direct(4096)));
+        land(&mut ch, 1, &cmd(2, &inquiry(4096), false, direct(4096)));
+        land(&mut ch, 2, &cmd(3, &[0; 6], false, DataDesc::None));
+        actions(&mut ch);
+        assert_eq!(queued(&ch, 1), Some(Resource::DataBuffer));
+        // The first answers with no data; its response fills the send queue.
+        ch.handle_exec_done(0, Completion::good(0));
+        let rsp = sends(&actions(&mut ch));
+        ch.handle_exec_done(2, Completion::good(0));
+        assert_eq!(queued(&ch, 2), Some(Resource::SendSlot));
+        // Its completion frees both a send slot and the pool: the earlier
+        // waiter (for the pool) moves first.
+        complete(&mut ch, &rsp[0]);
+        let acts = actions(&mut ch);
+        let exec = acts.iter().position(|a| *a == Action::Execute { cmd: 1 });
+        let send = acts.iter().position(|a| matches!(a, Action::PostSend(_)));
+        assert!(exec.is_some() && exec < send, "{acts:?}");
+        assert!(ch.waiters.is_empty());
     }
 
     #[test]
