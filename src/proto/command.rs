@@ -31,8 +31,8 @@ use crate::wire::{DirectDesc, Rsp, Tag};
 /// Where a command is, with the data of that state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum CommandState {
-    /// An external descriptor table must be fetched (SRP r16a 5.5.2.2);
-    /// waits for an RDMA READ credit, a send-queue slot and table space.
+    /// An indirect table that is not all in the IU must be fetched; waits
+    /// for an RDMA READ credit, a send-queue slot and table pool space.
     NeedTable(ExternalTable),
     /// The table's RDMA READ is posted into `table` of the table pool.
     FetchingTable { table: Extent, count: u32 },
@@ -55,8 +55,8 @@ pub(super) enum CommandState {
     Respond { batches: u32, unsignaled_writes: u32 },
     /// The response SEND is posted; its completion frees the command.
     Responding { batches: u32 },
-    /// Task management waiting for `pending` aborted commands to end
-    /// (SAM-5 7.1: the response follows the aborted tasks' end).
+    /// Task management waiting for `pending` aborted commands to end: its
+    /// response follows theirs.
     TaskMgmtWait { pending: u32 },
 }
 
@@ -479,8 +479,9 @@ enum Flow {
     Blocked(Resource),
 }
 
-/// Task management functions (SAM-5 7) reach aborted commands in these
-/// states only once their work is done.
+/// Whether a command in state `s` has work on the queue pair or the
+/// backstore: aborted, it ends (and the task management function that
+/// aborted it answers) only when that work is done.
 fn has_work_in_flight(s: &CommandState) -> bool {
     match *s {
         CommandState::FetchingTable { .. } | CommandState::Executing => true,
@@ -604,8 +605,8 @@ impl Channel {
 
     fn need_table(&mut self, id: CmdId, ext: ExternalTable) -> Flow {
         let ExternalTable { table, count } = ext;
-        // SRP r16a 5.5.2.2: the table descriptor covers 16 bytes per
-        // descriptor of the whole table.
+        // The table descriptor covers the whole table: one 16-byte
+        // descriptor (SRP r16a 5.5.2.1) per descriptor counted.
         if count == 0 || count > self.cfg.max_desc || table.len != count * DESC_LEN {
             self.check_condition(id, Sense::invalid_field_in_command_iu());
             return Flow::Continue;
@@ -814,7 +815,8 @@ impl Channel {
         let t = &mut self.cmds[id as usize].transfer;
         t.descriptor_len = total;
         if t.indirect_len.is_some_and(|h| h as u64 != total) {
-            // SRP r16a 5.5.2.2: TOTAL LENGTH is the sum of the table's lengths.
+            // TOTAL LENGTH of the indirect header is the sum of the
+            // table's descriptor lengths.
             self.check_condition(id, Sense::invalid_field_in_command_iu());
         } else if t.dir == DataDir::Out && total != t.expected_len as u64 {
             self.reject_data_out_length(id);

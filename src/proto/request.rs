@@ -50,7 +50,7 @@ pub(super) enum DataDescriptors {
     /// One direct data buffer descriptor (SRP r16a 5.5.2.1).
     Direct(DirectDesc),
     /// `count` descriptors at byte `offset` of the receive ring: an
-    /// indirect table complete inside the IU (SRP r16a 5.5.2.2).
+    /// indirect table complete inside the IU.
     InIu { offset: u32, count: u32 },
     /// `count` descriptors of an external table fetched into the table
     /// pool (held until the command ends).
@@ -69,8 +69,8 @@ impl DataDescriptors {
     }
 }
 
-/// An indirect table that is not all in the IU (SRP r16a 5.5.2.2): it is
-/// fetched with an RDMA READ of `table.len` bytes.
+/// An indirect table that is not all in the IU: it is fetched with an
+/// RDMA READ of `table.len` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ExternalTable {
     /// Where the whole table is in initiator memory.
