@@ -568,12 +568,15 @@ impl Channel {
         }
         self.reads_in_flight = 0;
         self.sq_in_flight = 0;
-        let ids: Vec<usize> = self.cmds.iter().map(|(i, _)| i).collect();
-        for i in ids {
-            if self.cmds[i].state != CommandState::Executing {
-                self.stats.aborted += u64::from(!self.cmds[i].is_task_mgmt);
-                self.release(i as CmdId);
-            }
+        let ended: Vec<(CmdId, bool)> = self
+            .cmds
+            .iter()
+            .filter(|(_, c)| c.state != CommandState::Executing)
+            .map(|(i, c)| (i as CmdId, c.is_task_mgmt))
+            .collect();
+        for (id, is_task_mgmt) in ended {
+            self.stats.aborted += u64::from(!is_task_mgmt);
+            self.release(id);
         }
         self.maybe_closed();
     }
@@ -622,9 +625,9 @@ impl Channel {
             // SRP r16a 5.6: a request beyond the request limit; answer it
             // instead of dropping it.
             self.stats.task_set_full += 1;
-            self.cmds[id as usize].response.status = ScsiStatus::TASK_SET_FULL;
+            self.set_status(id, ScsiStatus::TASK_SET_FULL);
         } else if self.state != ChannelState::Live {
-            self.cmds[id as usize].response.status = ScsiStatus::BUSY;
+            self.set_status(id, ScsiStatus::BUSY);
         } else {
             match parsed {
                 Ok(iu) => self.accept_cmd(id, &iu),
@@ -645,7 +648,9 @@ impl Channel {
     /// Sets up command `id` from its SRP_CMD and the SCSI plan of its CDB:
     /// the first state of its data phase, or its response.
     fn accept_cmd(&mut self, id: CmdId, iu: &CmdIu) {
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
         c.lun = iu.lun;
         c.cdb = iu.cdb;
         c.transfer = DataTransfer {
@@ -675,7 +680,9 @@ impl Channel {
         if plan.len > self.cfg.max_transfer {
             return self.check_condition(id, Sense::invalid_field_in_cdb());
         }
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
         c.scsi = Some(scsi);
         let t = &mut c.transfer;
         t.expected_len = plan.len;
@@ -711,6 +718,12 @@ impl Channel {
             Some(table) => CommandState::NeedTable(table),
             None => CommandState::NeedBuffer,
         };
+    }
+
+    fn set_status(&mut self, id: CmdId, status: ScsiStatus) {
+        if let Some(c) = self.cmds.get_mut(id as usize) {
+            c.response.status = status;
+        }
     }
 
     /// Whether a new request can get a command context. With a ring of its
@@ -751,8 +764,7 @@ impl Channel {
         }
         let credit = self.credits.on_request().is_ok();
         let id = self.new_command(slot, tag, credit);
-        {
-            let c = &mut self.cmds[id as usize];
+        if let Some(c) = self.cmds.get_mut(id as usize) {
             c.is_task_mgmt = true;
             c.lun = lun;
             c.state = CommandState::TaskMgmtWait { pending: 0 };
@@ -798,7 +810,9 @@ impl Channel {
                 _ => Rsp::TM_NOT_SUPPORTED,
             }
         };
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
         c.response.rsp_code = Some(code);
         if c.state == (CommandState::TaskMgmtWait { pending: 0 }) {
             c.state = CommandState::RESPOND;

@@ -345,6 +345,7 @@ impl CommandTable {
     }
 }
 
+#[cfg(test)]
 impl std::ops::Index<usize> for CommandTable {
     type Output = Command;
 
@@ -353,6 +354,7 @@ impl std::ops::Index<usize> for CommandTable {
     }
 }
 
+#[cfg(test)]
 impl std::ops::IndexMut<usize> for CommandTable {
     fn index_mut(&mut self, id: usize) -> &mut Command {
         self.get_mut(id).expect("command id not in the table")
@@ -540,8 +542,16 @@ impl Channel {
         !self.waiters.has_waiters(r) || self.resuming == Some((id, r))
     }
 
+    fn set_state(&mut self, id: CmdId, state: CommandState) {
+        if let Some(c) = self.cmds.get_mut(id as usize) {
+            c.state = state;
+        }
+    }
+
     fn park(&mut self, id: CmdId, r: Resource) {
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
         match c.queued_for {
             Some(q) if q == r => return,
             Some(q) => self.waiters.remove(q, id),
@@ -620,10 +630,12 @@ impl Channel {
         if !self.may_take(id, Resource::TableBuffer) {
             return Flow::Blocked(Resource::TableBuffer);
         }
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return Flow::Wait;
+        };
         let Some(extent) = self.tables.alloc(table.len as u64) else {
             return Flow::Blocked(Resource::TableBuffer);
         };
-        let c = &mut self.cmds[id as usize];
         let wr = WorkRequest {
             wr_id: WrId {
                 index: id as u32,
@@ -650,7 +662,9 @@ impl Channel {
     }
 
     fn need_buffer(&mut self, id: CmdId) -> Flow {
-        let need = self.cmds[id as usize].transfer.pool_bytes();
+        let Some(need) = self.cmds.get(id as usize).map(|c| c.transfer.pool_bytes()) else {
+            return Flow::Wait;
+        };
         if need > 0 {
             if !self.pool.fits(need) {
                 self.check_condition(id, Sense::invalid_field_in_cdb());
@@ -662,9 +676,13 @@ impl Channel {
             let Some(extent) = self.pool.alloc(need) else {
                 return Flow::Blocked(Resource::DataBuffer);
             };
-            self.cmds[id as usize].transfer.buffer = DataBuffer::Pool(extent);
+            if let Some(c) = self.cmds.get_mut(id as usize) {
+                c.transfer.buffer = DataBuffer::Pool(extent);
+            }
         }
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return Flow::Wait;
+        };
         let t = &c.transfer;
         c.state = if t.dir == DataDir::Out && !t.descriptors.is_immediate() && t.expected_len > 0 {
             CommandState::Reading {
@@ -704,15 +722,25 @@ impl Channel {
             return Flow::Continue;
         }
         self.reads_in_flight += n;
-        self.cmds[id as usize].state = CommandState::Reading {
-            cursor,
-            batches: batches + 1,
-        };
-        Flow::Continue
+        self.set_state(
+            id,
+            CommandState::Reading {
+                cursor,
+                batches: batches + 1,
+            },
+        );
+        if cursor.is_done() {
+            // All posted: the last batch's completion moves on.
+            Flow::Done
+        } else {
+            Flow::Continue
+        }
     }
 
     fn ready_to_execute(&mut self, id: CmdId) -> Flow {
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return Flow::Wait;
+        };
         if let DataBuffer::Backstore { .. } = c.transfer.buffer {
             // Zero copy: the data already sits in (or is read straight
             // from) the backstore.
@@ -738,17 +766,23 @@ impl Channel {
             // All remaining WRITEs plus the response in one chain.
             let (n, cursor) = self.post_rdma(id, WrOpcode::RdmaWrite, cursor, remaining, true);
             self.stats.bytes_in += cursor.total;
-            self.cmds[id as usize].state = CommandState::Respond {
-                batches,
-                unsignaled_writes: n,
-            };
+            self.set_state(
+                id,
+                CommandState::Respond {
+                    batches,
+                    unsignaled_writes: n,
+                },
+            );
             return Flow::Continue;
         }
         let (n, cursor) = self.post_rdma(id, WrOpcode::RdmaWrite, cursor, free, false);
-        self.cmds[id as usize].state = CommandState::Writing {
-            cursor,
-            batches: batches + u32::from(n > 0),
-        };
+        self.set_state(
+            id,
+            CommandState::Writing {
+                cursor,
+                batches: batches + u32::from(n > 0),
+            },
+        );
         Flow::Continue
     }
 
@@ -758,7 +792,9 @@ impl Channel {
         }
         // The receive buffer goes back before the credit it backs is
         // returned in this response.
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return Flow::Wait;
+        };
         let slot = c.recv_slot;
         let credit = std::mem::take(&mut c.holds_credit);
         self.slots_held = self.slots_held.saturating_sub(1);
@@ -767,7 +803,9 @@ impl Channel {
             self.credits.on_release();
         }
         let len = self.build_rsp(id);
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return Flow::Wait;
+        };
         // A response chained behind data-in WRITEs retires them.
         let wr = WorkRequest {
             wr_id: WrId {
@@ -797,7 +835,9 @@ impl Channel {
 
     /// The RDMA READ of the external table of `id` completed.
     pub(super) fn on_table_fetched(&mut self, id: CmdId) {
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
         let CommandState::FetchingTable { table, count } = c.state else {
             tracing::error!(cmd = id, state = ?c.state, "table read completed for a command not fetching one");
             return;
@@ -807,12 +847,15 @@ impl Channel {
         if c.aborted {
             return self.finish_silently(id);
         }
-        let t = &self.cmds[id as usize].transfer;
+        let descriptors = c.transfer.descriptors;
         let total: u64 = (0..count)
-            .filter_map(|i| self.descriptor(&t.descriptors, i))
+            .filter_map(|i| self.descriptor(&descriptors, i))
             .map(|d| d.len as u64)
             .sum();
-        let t = &mut self.cmds[id as usize].transfer;
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
+        let t = &mut c.transfer;
         t.descriptor_len = total;
         if t.indirect_len.is_some_and(|h| h as u64 != total) {
             // TOTAL LENGTH of the indirect header is the sum of the
@@ -828,7 +871,9 @@ impl Channel {
     /// `reads` RDMA READs.
     pub(super) fn on_reads_done(&mut self, id: CmdId, reads: u32) {
         self.reads_in_flight = self.reads_in_flight.saturating_sub(reads);
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
         let CommandState::Reading { cursor, batches } = &mut c.state else {
             tracing::error!(cmd = id, state = ?c.state, "data-out READs completed for a command not reading");
             return;
@@ -848,7 +893,9 @@ impl Channel {
 
     /// A signaled batch of data-in WRITEs of `id` completed.
     pub(super) fn on_writes_done(&mut self, id: CmdId) {
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
         let (CommandState::Writing { batches, .. }
         | CommandState::Respond { batches, .. }
         | CommandState::Responding { batches }) = &mut c.state
@@ -871,7 +918,9 @@ impl Channel {
         sense: Option<Sense>,
         produced: u32,
     ) {
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
         let r = &mut c.response;
         r.status = status;
         r.sense = sense;
@@ -901,7 +950,9 @@ impl Channel {
 
     /// Ends the command with CHECK CONDITION and `sense`, moving no data.
     pub(super) fn check_condition(&mut self, id: CmdId, sense: Sense) {
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
         c.response.status = ScsiStatus::CHECK_CONDITION;
         c.response.sense = Some(sense);
         c.transfer.dir = DataDir::None;
@@ -912,7 +963,9 @@ impl Channel {
     /// the CDB's transfer length is refused rather than partly written (the
     /// kernel target does the same for WRITE-type commands).
     pub(super) fn reject_data_out_length(&mut self, id: CmdId) {
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
         let have = c.transfer.descriptor_len;
         let need = c.transfer.expected_len as u64;
         let r = &mut c.response;
@@ -930,7 +983,9 @@ impl Channel {
 
     /// Aborts command `t` on behalf of task management request `tmf`.
     pub(super) fn abort(&mut self, t: CmdId, tmf: CmdId) {
-        let c = &mut self.cmds[t as usize];
+        let Some(c) = self.cmds.get_mut(t as usize) else {
+            return;
+        };
         if c.aborted || matches!(c.state, CommandState::Responding { .. }) {
             // Already going, or the response is on the wire ahead of ours.
             return;
@@ -939,7 +994,9 @@ impl Channel {
         c.aborted = true;
         if has_work_in_flight(&c.state) {
             c.abort_waiter = Some(tmf);
-            if let CommandState::TaskMgmtWait { pending } = &mut self.cmds[tmf as usize].state {
+            if let Some(CommandState::TaskMgmtWait { pending }) =
+                self.cmds.get_mut(tmf as usize).map(|c| &mut c.state)
+            {
                 *pending += 1;
             }
         } else {
@@ -950,16 +1007,16 @@ impl Channel {
     /// Ends an aborted (or orphaned) command without a response: its
     /// buffer returns to the ring and its credit is owed to the initiator.
     pub(super) fn finish_silently(&mut self, id: CmdId) {
-        let waiter = self.cmds[id as usize].abort_waiter.take();
+        let waiter = self.cmds.get_mut(id as usize).and_then(|c| c.abort_waiter.take());
         self.release(id);
         if let Some(t) = waiter {
-            if let Some(CommandState::TaskMgmtWait { pending }) =
-                self.cmds.get_mut(t as usize).map(|c| &mut c.state)
-            {
-                *pending = pending.saturating_sub(1);
-                if *pending == 0 {
-                    self.cmds[t as usize].state = CommandState::RESPOND;
-                    self.step(t);
+            if let Some(c) = self.cmds.get_mut(t as usize) {
+                if let CommandState::TaskMgmtWait { pending } = &mut c.state {
+                    *pending = pending.saturating_sub(1);
+                    if *pending == 0 {
+                        c.state = CommandState::RESPOND;
+                        self.step(t);
+                    }
                 }
             }
         }
@@ -1030,7 +1087,10 @@ impl Channel {
 
     /// Number of RDMA work requests still to post from `cursor`.
     fn remaining_wrs(&self, id: CmdId, mut cursor: TransferCursor) -> u32 {
-        let d = &self.cmds[id as usize].transfer.descriptors;
+        let Some(c) = self.cmds.get(id as usize) else {
+            return 0;
+        };
+        let d = &c.transfer.descriptors;
         let mut n = 0;
         while cursor.next_piece(|i| self.descriptor(d, i)).is_some() {
             n += 1;
@@ -1050,7 +1110,9 @@ impl Channel {
         max: u32,
         then_response: bool,
     ) -> (u32, TransferCursor) {
-        let c = &self.cmds[id as usize];
+        let Some(c) = self.cmds.get(id as usize) else {
+            return (0, cursor);
+        };
         let (region, base) = match &c.transfer.buffer {
             DataBuffer::Backstore { buf, offset } => (Region::Ram { base: buf.addr() }, *offset),
             DataBuffer::Pool(e) => (Region::Pool, e.offset),
@@ -1097,7 +1159,9 @@ impl Channel {
 
     /// Emits the SRP_RSP of `id` into its send slot; returns its length.
     fn build_rsp(&mut self, id: CmdId) -> u32 {
-        let c = &mut self.cmds[id as usize];
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return 0;
+        };
         let (t, r) = (&c.transfer, &mut c.response);
         // Residuals for a buffer the command never used (SRP r16a 6.9).
         let unused = t
@@ -1119,7 +1183,9 @@ impl Channel {
             }
         }
         let delta = self.credits.take_delta();
-        let c = &self.cmds[id as usize];
+        let Some(c) = self.cmds.get(id as usize) else {
+            return 0;
+        };
         let r = &c.response;
         let mut sense_buf = [0u8; Sense::FIXED_LEN];
         let sense_len = r.sense.as_ref().map_or(0, |s| s.emit_fixed(&mut sense_buf));
