@@ -16,7 +16,7 @@
 //! channel is in, so a closing channel never keeps a slot of the shared
 //! queue. Credits stay per channel either way.
 //!
-//! Each command is a state machine of its own ([`super::command`]).
+//! Each command is a state machine of its own (module `proto::command`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -5,8 +5,8 @@
 //!
 //! - [`action`]: what the driver is asked to do; work request ids.
 //! - [`channel`]: one RDMA channel: its memory, events, requests, target IUs.
-//! - [`command`]: the per-command state machine and its wait queues.
-//! - [`request`]: what the channel keeps of an SRP_CMD.
+//! - `command`: the per-command state machine and its wait queues.
+//! - `request`: what the channel keeps of an SRP_CMD.
 //! - [`credits`], [`login`], [`pool`]: flow control, login, buffer pools.
 
 pub mod action;
