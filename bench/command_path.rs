@@ -71,7 +71,7 @@ impl Bench {
                     Action::Execute { cmd } => {
                         let done = {
                             let r = self.ch.exec_request(cmd).unwrap();
-                            r.nexus.execute(r.lun, r.cdb, r.buf, r.offset, r.len)
+                            r.nexus.run(r.command, r.buf, r.offset, r.len)
                         };
                         self.ch.handle_exec_done(cmd, done);
                     }

@@ -27,7 +27,7 @@ fuzz_target!(|input: &[u8]| {
                 Action::Execute { cmd } => {
                     let done = {
                         let r = ch.exec_request(cmd).unwrap();
-                        r.nexus.execute(r.lun, r.cdb, r.buf, r.offset, r.len)
+                        r.nexus.run(r.command, r.buf, r.offset, r.len)
                     };
                     ch.handle_exec_done(cmd, done);
                 }

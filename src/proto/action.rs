@@ -1,7 +1,8 @@
 //! What the channel asks its driver to do, and how completions name the
 //! work they complete.
 
-/// Index of a command context in a channel (also its send slot).
+/// Index of a command context in a channel (also its send slot). Its
+/// width is the index field of [`WrId`] ([`WrId::INDEXES`] values).
 pub type CmdId = u16;
 
 /// Which registered memory a local scatter/gather entry refers to.
@@ -112,7 +113,8 @@ pub enum WrKind {
 
 /// Work request identifier layout: bits 0..16 index, 16..24 kind,
 /// 24..40 number of send-queue entries the completion retires,
-/// 40..64 generation of the context.
+/// 40..64 generation of the context. The index and generation widths are
+/// the bounds of command ids, receive slot numbers and generations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WrId {
     /// Context index or receive slot.
@@ -126,12 +128,22 @@ pub struct WrId {
 }
 
 impl WrId {
+    const INDEX_BITS: u32 = 16;
+    const KIND_SHIFT: u32 = 16;
+    const COUNT_SHIFT: u32 = 24;
+    const GEN_SHIFT: u32 = 40;
+    /// Command contexts (and receive slots) a work request id can name:
+    /// indexes are below this.
+    pub const INDEXES: u32 = 1 << Self::INDEX_BITS;
+    /// The generation bits a work request id keeps.
+    pub const GEN_MASK: u32 = 0xff_ffff;
+
     /// Encodes into a 64-bit work request id.
     pub fn encode(self) -> u64 {
-        (self.index as u64 & 0xffff)
-            | (self.kind as u64) << 16
-            | (self.count as u64) << 24
-            | ((self.gen as u64) & 0xff_ffff) << 40
+        (self.index & (Self::INDEXES - 1)) as u64
+            | (self.kind as u64) << Self::KIND_SHIFT
+            | (self.count as u64) << Self::COUNT_SHIFT
+            | ((self.gen & Self::GEN_MASK) as u64) << Self::GEN_SHIFT
     }
 
     /// The id of receive slot `slot`.
@@ -147,7 +159,7 @@ impl WrId {
 
     /// Decodes; `None` for values the channel never produced.
     pub fn decode(v: u64) -> Option<WrId> {
-        let kind = match (v >> 16) as u8 {
+        let kind = match (v >> Self::KIND_SHIFT) as u8 {
             1 => WrKind::Recv,
             2 => WrKind::TableRead,
             3 => WrKind::DataRead,
@@ -158,11 +170,28 @@ impl WrId {
             _ => return None,
         };
         Some(WrId {
-            index: (v & 0xffff) as u32,
+            index: (v as u32) & (Self::INDEXES - 1),
             kind,
-            count: (v >> 24) as u16,
-            gen: (v >> 40) as u32,
+            count: (v >> Self::COUNT_SHIFT) as u16,
+            gen: (v >> Self::GEN_SHIFT) as u32,
         })
+    }
+}
+
+/// A command context's generation, as kept in [`WrId::gen`]: a completion
+/// naming an older generation of the same context is stale.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Generation(u32);
+
+impl Generation {
+    /// The generation after this one (wrapping within [`WrId::GEN_MASK`]).
+    pub fn next(self) -> Generation {
+        Generation(self.0.wrapping_add(1) & WrId::GEN_MASK)
+    }
+
+    /// The value carried in a work request id.
+    pub fn get(self) -> u32 {
+        self.0
     }
 }
 
@@ -181,5 +210,21 @@ mod tests {
         assert_eq!(WrId::decode(w.encode()), Some(w));
         assert_eq!(WrId::decode(WrId::recv(9)).unwrap().kind, WrKind::Recv);
         assert_eq!(WrId::decode(0), None);
+        // Every field keeps its full width.
+        let max = WrId {
+            index: WrId::INDEXES - 1,
+            kind: WrKind::Response,
+            count: u16::MAX,
+            gen: WrId::GEN_MASK,
+        };
+        assert_eq!(WrId::decode(max.encode()), Some(max));
+        assert_eq!(u32::from(CmdId::MAX) + 1, WrId::INDEXES);
+    }
+
+    #[test]
+    fn generation_wraps_within_the_id() {
+        let g = Generation(WrId::GEN_MASK);
+        assert_eq!(g.next().get(), 0);
+        assert_eq!(Generation::default().next().get(), 1);
     }
 }

@@ -16,37 +16,22 @@
 //! channel is in, so a closing channel never keeps a slot of the shared
 //! queue. Credits stay per channel either way.
 //!
-//! Command life cycle (SCST ib_srpt and SPDK use the same shape):
-//!
-//! ```text
-//! received ─► [NeedTable ─► FetchingTable] ─► NeedBuffer ─► [Reading] ─► Executing
-//!          ─► [Writing] ─► Respond ─► Responding ─► free (receive reposted)
-//! ```
-//! States in brackets are skipped when not needed. A state that lacks a
-//! resource (pool space, RDMA READ depth, send-queue room) parks the context
-//! on one FIFO wait list; completions kick the list in order.
+//! Each command is a state machine of its own (module `proto::command`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use slab::Slab;
-
-use super::action::{Action, CmdId, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
+use super::action::{Action, CmdId, Generation, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
+use super::command::{Command, CommandState, CommandTable, DataBuffer, DataTransfer, Resource, WaitQueues};
 use super::credits::{Credits, RESERVED_RECVS};
-use super::pool::{DataPool, Extent};
+use super::pool::DataPool;
+use super::request::{self, CmdError, CmdIu, DataDescriptors, DESC_LEN};
 use crate::mem::DmaBuf;
-use crate::scsi::{Completion, DataDir, Nexus, ScsiStatus, Sense};
-use crate::wire::{
-    self, AerRsp, CredReq, CredRsp, DataDesc, DirectDesc, ILogout, Opcode, Rsp, TLogout, Tag, TaskMgmt,
-    TmFunction,
-};
+use crate::scsi::{Completion, DataDir, Nexus, ScsiCommand, ScsiStatus, Sense};
+use crate::wire::{self, AerRsp, CredReq, CredRsp, ILogout, Opcode, Rsp, TLogout, Tag, TaskMgmt, TmFunction};
 
 /// Send-queue entries kept free for target-initiated IUs.
-const TARGET_IU_SLOTS: u32 = 2;
-/// Longest CDB kept (16 bytes + additional CDB); longer ones are rejected.
-const MAX_CDB: usize = 32;
-/// Size of one descriptor in a table (SRP r16a 5.5.2.1).
-const DESC_LEN: u32 = DirectDesc::LEN as u32;
+pub(super) const TARGET_IU_SLOTS: u32 = 2;
 
 /// A receive ring shared by several channels (shared receive queue mode):
 /// `slots` receive slots of `slot_size` bytes in `buf`. The driver owns the
@@ -189,7 +174,7 @@ impl std::ops::AddAssign<&ChannelStats> for ChannelStats {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChannelState {
+pub(super) enum ChannelState {
     Live,
     /// Shutting down: new commands get BUSY; SRP_T_LOGOUT goes out once idle.
     LoggingOut,
@@ -202,132 +187,41 @@ enum ChannelState {
     Closed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum St {
-    NeedTable,
-    FetchingTable,
-    NeedBuffer,
-    Reading,
-    Executing,
-    Writing,
-    Respond,
-    Responding,
-    /// Task management waiting for aborted commands to finish.
-    TmfWait,
-}
-
-/// Where a command's descriptors are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Descs {
-    None,
-    One(DirectDesc),
-    /// `count` descriptors at byte `offset` of the receive ring.
-    InIu {
-        offset: u32,
-        count: u32,
-    },
-    /// Full table in initiator memory, not fetched yet.
-    External {
-        table: DirectDesc,
-        count: u32,
-    },
-    /// `count` descriptors at byte `offset` of the table pool.
-    Table {
-        offset: u32,
-        count: u32,
-    },
-    /// Immediate data at byte `offset` of the receive ring.
-    Immediate {
-        offset: u32,
-        len: u32,
-    },
-}
-
-/// Progress of an RDMA transfer across the descriptor list.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Xfer {
-    next: u32,
-    within: u32,
-    posted: u64,
-    total: u64,
-}
-
-#[derive(Debug)]
-struct Ctx {
-    gen: u32,
-    slot: u32,
-    tag: Tag,
-    lun: [u8; 8],
-    cdb: [u8; MAX_CDB],
-    cdb_len: u8,
-    state: St,
-    /// Whether this request consumed a credit.
-    credit: bool,
-    queued: bool,
-    /// Data phase direction (after reconciling CDB and descriptors).
-    dir: DataDir,
-    descs: Descs,
-    desc_total: u64,
-    /// TOTAL LENGTH of an indirect header, checked against the table.
-    hdr_total: Option<u32>,
-    /// Bytes the CDB moves (or may move, for data-in).
-    plan_len: u32,
-    /// Zero-copy backstore buffer and the byte offset in it.
-    direct: Option<(Arc<DmaBuf>, u64)>,
-    data: Option<Extent>,
-    table: Option<Extent>,
-    xfer: Xfer,
-    /// Signaled chains posted and not completed.
-    chains: u32,
-    /// Unsignaled data-in WRITEs the response SEND will retire.
-    unretired: u32,
-    /// Direction the initiator's descriptors point (None: no descriptors).
-    side: DataDir,
-    // Response.
-    status: ScsiStatus,
-    sense: Option<Sense>,
-    flags: u8,
-    do_res: u32,
-    di_res: u32,
-    rsp_data: Option<u8>,
-    // Task management.
-    aborted: bool,
-    waiter: Option<CmdId>,
-    tmf_pending: u32,
-    is_tmf: bool,
-}
-
 /// One SRP RDMA channel (sans I/O).
 #[derive(Debug)]
 pub struct Channel {
-    cfg: ChannelConfig,
-    nexus: Arc<Nexus>,
-    state: ChannelState,
-    recv: Arc<DmaBuf>,
-    recv_slot: u32,
+    pub(super) cfg: ChannelConfig,
+    pub(super) nexus: Arc<Nexus>,
+    pub(super) state: ChannelState,
+    pub(super) recv: Arc<DmaBuf>,
+    /// Bytes per receive slot.
+    pub(super) recv_slot_size: u32,
     /// Slots in `recv` (the channel's own ring, or the shared one).
-    n_recv: u32,
-    /// Contexts holding a receive slot (not yet responding).
-    held: u32,
-    /// Context (and send slot) capacity: `cfg.max_contexts()`.
-    max_ctxs: u32,
-    send: Arc<DmaBuf>,
-    send_slot: u32,
-    pool: DataPool,
-    tables: DataPool,
-    ctxs: Slab<Ctx>,
-    gen: u32,
-    credits: Credits,
-    actions: VecDeque<Action>,
-    waiting: VecDeque<CmdId>,
-    rd_in_flight: u32,
-    sq_in_flight: u32,
+    pub(super) recv_slots: u32,
+    /// Commands holding a receive slot (not yet responding).
+    pub(super) slots_held: u32,
+    /// Command (and send slot) capacity: `cfg.max_contexts()`.
+    pub(super) max_commands: u32,
+    pub(super) send: Arc<DmaBuf>,
+    /// Bytes per send slot.
+    pub(super) send_slot_size: u32,
+    pub(super) pool: DataPool,
+    pub(super) tables: DataPool,
+    pub(super) cmds: CommandTable,
+    pub(super) gen: Generation,
+    pub(super) credits: Credits,
+    pub(super) actions: VecDeque<Action>,
+    /// Commands waiting for a resource, one FIFO per resource.
+    pub(super) waiters: WaitQueues,
+    /// The waiter being resumed and the resource it waited for: it may
+    /// take that resource ahead of the waiters behind it.
+    pub(super) resuming: Option<(CmdId, Resource)>,
+    pub(super) reads_in_flight: u32,
+    pub(super) sq_in_flight: u32,
     /// Target IU send slots in use (bit per slot).
-    target_iu_busy: u8,
-    cred_req_outstanding: bool,
-    /// The context `kick` is resuming (it may take resources first).
-    kicking: Option<CmdId>,
-    stats: ChannelStats,
+    pub(super) target_iu_busy: u8,
+    pub(super) cred_req_outstanding: bool,
+    pub(super) stats: ChannelStats,
 }
 
 /// What the driver needs to run a SCSI command.
@@ -339,6 +233,9 @@ pub struct ExecRequest<'a> {
     pub lun: [u8; 8],
     /// CDB.
     pub cdb: &'a [u8],
+    /// The CDB as decoded when the command was planned: run it with
+    /// `nexus.run(command, ..)` rather than decoding `cdb` again.
+    pub command: &'a ScsiCommand,
     /// Data buffer: holds data-out bytes, receives data-in bytes.
     pub buf: &'a Arc<DmaBuf>,
     /// Byte offset in `buf`.
@@ -347,27 +244,21 @@ pub struct ExecRequest<'a> {
     pub len: u32,
 }
 
-fn read_desc(buf: &DmaBuf, offset: u64) -> DirectDesc {
-    let mut b = [0u8; DirectDesc::LEN];
-    buf.read(offset as usize, &mut b);
-    DirectDesc::decode(&b)
-}
-
 impl Channel {
     /// Creates the channel and its rings; with a ring of its own, queues a
     /// `PostRecv` for every receive slot. The driver registers `recv_buf`
     /// (unless shared), `send_buf`, `pool_buf` and `table_buf` before
     /// executing the actions.
     pub fn new(cfg: ChannelConfig, nexus: Arc<Nexus>) -> std::io::Result<Channel> {
-        let max_ctxs = cfg.max_contexts().min(u32::from(CmdId::MAX) + 1);
-        let send_slot = cfg.max_ti_iu_len.max(64).next_multiple_of(64);
-        let n_send = max_ctxs + TARGET_IU_SLOTS;
-        let (recv, recv_slot, n_recv) = match &cfg.shared_recv {
+        let max_commands = cfg.max_contexts().min(WrId::INDEXES);
+        let send_slot_size = cfg.max_ti_iu_len.max(64).next_multiple_of(64);
+        let n_send = max_commands + TARGET_IU_SLOTS;
+        let (recv, recv_slot_size, recv_slots) = match &cfg.shared_recv {
             Some(s) => {
                 // A request IU must fit a slot whole (immediate data too).
                 let fits = s.slot_size >= cfg.it_iu_len
                     && s.slots > 0
-                    && s.slots <= u32::from(u16::MAX) + 1
+                    && s.slots <= WrId::INDEXES
                     && (s.slot_size as u64) * (s.slots as u64) <= s.buf.len() as u64;
                 if !fits {
                     return Err(std::io::Error::new(
@@ -384,41 +275,41 @@ impl Channel {
                 (buf, slot, n)
             }
         };
-        let send = Arc::new(DmaBuf::new(send_slot as usize * n_send as usize)?);
+        let send = Arc::new(DmaBuf::new(send_slot_size as usize * n_send as usize)?);
         let pool = DataPool::new(cfg.pool_size.max(cfg.max_transfer as usize))?;
         // Descriptor tables get their own pool so that waiting for data
         // space can never be blocked by tables held by waiting commands.
         let table_bytes = (cfg.max_desc as usize * DESC_LEN as usize).max(4096);
         let tables = DataPool::new(table_bytes * (cfg.queue_depth as usize).min(16))?;
-        let mut actions = VecDeque::with_capacity(4 * max_ctxs as usize + 64);
+        let mut actions = VecDeque::with_capacity(4 * max_commands as usize + 64);
         if cfg.shared_recv.is_none() {
-            for slot in 0..n_recv {
+            for slot in 0..recv_slots {
                 actions.push_back(Action::PostRecv { slot });
             }
         }
         Ok(Channel {
             credits: Credits::new(cfg.queue_depth),
-            ctxs: Slab::with_capacity(max_ctxs as usize),
-            waiting: VecDeque::with_capacity(max_ctxs as usize),
+            cmds: CommandTable::with_capacity(max_commands as usize),
+            waiters: WaitQueues::with_capacity(max_commands as usize),
             cfg,
             nexus,
             state: ChannelState::Live,
             recv,
-            recv_slot,
-            n_recv,
-            held: 0,
-            max_ctxs,
+            recv_slot_size,
+            recv_slots,
+            slots_held: 0,
+            max_commands,
             send,
-            send_slot,
+            send_slot_size,
             pool,
             tables,
-            gen: 0,
+            gen: Generation::default(),
             actions,
-            rd_in_flight: 0,
+            reads_in_flight: 0,
             sq_in_flight: 0,
             target_iu_busy: 0,
             cred_req_outstanding: false,
-            kicking: None,
+            resuming: None,
             stats: ChannelStats::default(),
         })
     }
@@ -441,7 +332,17 @@ impl Channel {
 
     /// Byte offset and length of receive slot `slot` in [`recv_buf`](Self::recv_buf).
     pub fn recv_slot(&self, slot: u32) -> (u64, u32) {
-        (slot as u64 * self.recv_slot as u64, self.recv_slot)
+        (self.recv_slot_offset(slot), self.recv_slot_size)
+    }
+
+    /// Byte offset of receive slot `slot` in [`recv_buf`](Self::recv_buf).
+    pub fn recv_slot_offset(&self, slot: u32) -> u64 {
+        slot as u64 * self.recv_slot_size as u64
+    }
+
+    /// Bytes per receive slot.
+    pub fn recv_slot_size(&self) -> u32 {
+        self.recv_slot_size
     }
 
     /// Send ring memory (register for local access).
@@ -476,7 +377,7 @@ impl Channel {
 
     /// Commands and task management requests in progress.
     pub fn in_flight(&self) -> usize {
-        self.ctxs.len()
+        self.cmds.len()
     }
 
     /// Whether everything is torn down.
@@ -493,14 +394,11 @@ impl Channel {
 
     /// An IU of `len` bytes arrived in receive slot `slot`.
     pub fn handle_recv(&mut self, slot: u32, len: u32) {
-        if slot >= self.n_recv {
+        if slot >= self.recv_slots {
             tracing::error!(slot, "receive completion for a slot outside the ring");
             return;
         }
-        if !matches!(
-            self.state,
-            ChannelState::Live | ChannelState::LoggingOut | ChannelState::LogoutSent
-        ) {
+        if !self.serves_commands() {
             // Too late to serve it. A shared slot still goes back to the
             // shared ring; an own slot dies with the channel.
             if self.shares_recv() {
@@ -508,8 +406,8 @@ impl Channel {
             }
             return;
         }
-        let len = len.min(self.recv_slot);
-        let (off, _) = self.recv_slot(slot);
+        let len = len.min(self.recv_slot_size);
+        let off = self.recv_slot_offset(slot);
         let op = self
             .recv
             .with_bytes(off as usize, len as usize, wire::peek_opcode);
@@ -555,7 +453,7 @@ impl Channel {
                 self.send_t_logout(TLogout::INVALID_IU_TYPE);
             }
         }
-        self.kick();
+        self.after_event();
     }
 
     /// A work completion from the queue pair. `ok` is false for any status
@@ -573,7 +471,7 @@ impl Channel {
             // A shared receive queue never flushes its receives to a queue
             // pair: a failed one was consumed (e.g. an IU longer than the
             // slot) and goes back to the ring.
-            if self.shares_recv() && w.index < self.n_recv {
+            if self.shares_recv() && w.index < self.recv_slots {
                 self.actions.push_back(Action::PostRecv { slot: w.index });
             }
             if matches!(self.state, ChannelState::Live | ChannelState::LoggingOut) {
@@ -602,72 +500,53 @@ impl Channel {
             if self.state == ChannelState::LogoutSent {
                 self.disconnect();
             }
-            self.kick();
+            self.after_event();
             return;
         }
         let id = w.index as CmdId;
-        match self.ctxs.get(id as usize) {
-            Some(c) if c.gen & 0xff_ffff == w.gen => {}
+        match self.cmds.get(id as usize) {
+            Some(c) if c.gen.get() == w.gen => {}
             _ => {
-                tracing::error!(?w, "completion for a context that is not in flight");
+                tracing::error!(?w, "completion for a command that is not in flight");
                 return;
             }
         }
         match w.kind {
             WrKind::TableRead => {
-                self.rd_in_flight -= w.count as u32;
+                self.reads_in_flight = self.reads_in_flight.saturating_sub(w.count as u32);
                 self.on_table_fetched(id);
             }
-            WrKind::DataRead => {
-                self.rd_in_flight -= w.count as u32;
-                let c = &mut self.ctxs[id as usize];
-                c.chains -= 1;
-                if c.aborted {
-                    if c.chains == 0 {
-                        self.finish_silently(id);
-                    }
-                } else if c.chains == 0 && c.xfer.posted == c.xfer.total {
-                    self.stats.bytes_out += c.xfer.total;
-                    c.state = St::Executing;
-                    self.step(id);
-                }
-            }
-            WrKind::DataWrite => {
-                let c = &mut self.ctxs[id as usize];
-                c.chains -= 1;
-                if c.aborted && c.chains == 0 {
-                    self.finish_silently(id);
-                }
-            }
-            WrKind::Response => self.free_ctx(id),
+            WrKind::DataRead => self.on_reads_done(id, w.count as u32),
+            WrKind::DataWrite => self.on_writes_done(id),
+            WrKind::Response => self.free_command(id),
             WrKind::Recv | WrKind::TargetIu | WrKind::Unsignaled => {}
         }
-        self.kick();
+        self.after_event();
     }
 
     /// The SCSI command of `cmd` finished.
     pub fn handle_exec_done(&mut self, id: CmdId, done: Completion) {
-        let Some(c) = self.ctxs.get_mut(id as usize) else {
-            tracing::error!(cmd = id, "execution finished for a context that is not in flight");
+        let Some(c) = self.cmds.get(id as usize) else {
+            tracing::error!(cmd = id, "execution finished for a command that is not in flight");
             return;
         };
-        if c.state != St::Executing {
+        if c.state != CommandState::Executing {
             tracing::error!(cmd = id, state = ?c.state, "execution finished in the wrong state");
             return;
         }
         if c.aborted || matches!(self.state, ChannelState::Draining | ChannelState::Drained) {
             self.finish_silently(id);
-            self.kick();
+            self.after_event();
             return;
         }
-        let produced = if c.direct.is_some() {
-            c.plan_len
-        } else {
-            done.data_in_len.min(c.plan_len)
+        let t = &c.transfer;
+        let produced = match t.buffer {
+            DataBuffer::Backstore { .. } => t.expected_len,
+            _ => done.data_in_len.min(t.expected_len),
         };
         self.complete_scsi(id, done.status, done.sense, produced);
         self.step(id);
-        self.kick();
+        self.after_event();
     }
 
     /// The connection is gone (CM DISCONNECTED, TIMEWAIT_EXIT, device
@@ -683,15 +562,21 @@ impl Channel {
             return;
         }
         self.state = ChannelState::Drained;
-        self.waiting.clear();
-        self.rd_in_flight = 0;
+        self.waiters.clear();
+        for (_, c) in self.cmds.iter_mut() {
+            c.queued_for = None;
+        }
+        self.reads_in_flight = 0;
         self.sq_in_flight = 0;
-        let ids: Vec<usize> = self.ctxs.iter().map(|(i, _)| i).collect();
-        for i in ids {
-            if self.ctxs[i].state != St::Executing {
-                self.stats.aborted += u64::from(!self.ctxs[i].is_tmf);
-                self.release(i as CmdId);
-            }
+        let ended: Vec<(CmdId, bool)> = self
+            .cmds
+            .iter()
+            .filter(|(_, c)| c.state != CommandState::Executing)
+            .map(|(i, c)| (i as CmdId, c.is_task_mgmt))
+            .collect();
+        for (id, is_task_mgmt) in ended {
+            self.stats.aborted += u64::from(!is_task_mgmt);
+            self.release(id);
         }
         self.maybe_closed();
     }
@@ -701,135 +586,29 @@ impl Channel {
     pub fn logout(&mut self) {
         if self.state == ChannelState::Live {
             self.state = ChannelState::LoggingOut;
-            self.kick();
+            self.after_event();
         }
     }
 
     // ----- request handling --------------------------------------------
 
-    fn new_ctx(&mut self, slot: u32, tag: Tag, credit: bool) -> CmdId {
-        self.gen = self.gen.wrapping_add(1);
-        self.held += 1;
-        let id = self.ctxs.insert(Ctx {
-            gen: self.gen,
-            slot,
-            tag,
-            lun: [0; 8],
-            cdb: [0; MAX_CDB],
-            cdb_len: 0,
-            state: St::Respond,
-            credit,
-            queued: false,
-            dir: DataDir::None,
-            descs: Descs::None,
-            desc_total: 0,
-            hdr_total: None,
-            plan_len: 0,
-            direct: None,
-            data: None,
-            table: None,
-            xfer: Xfer::default(),
-            chains: 0,
-            unretired: 0,
-            side: DataDir::None,
-            status: ScsiStatus::GOOD,
-            sense: None,
-            flags: 0,
-            do_res: 0,
-            di_res: 0,
-            rsp_data: None,
-            aborted: false,
-            waiter: None,
-            tmf_pending: 0,
-            is_tmf: false,
-        });
-        id as CmdId
+    fn new_command(&mut self, slot: u32, tag: Tag, credit: bool) -> CmdId {
+        self.gen = self.gen.next();
+        self.slots_held += 1;
+        self.cmds.insert(self.gen, slot, tag, credit)
     }
 
     fn on_cmd(&mut self, slot: u32, len: u32) {
         self.stats.commands += 1;
-        let (off, _) = self.recv_slot(slot);
-        let base = off as u32;
-        let imm_off = self.cfg.imm_data_offset;
+        let off = self.recv_slot_offset(slot);
+        let imm_data_offset = self.cfg.imm_data_offset;
         // Parse inside the borrow and keep only plain values.
-        let parsed = self.recv.with_bytes(off as usize, len as usize, |b| {
-            let tag = if b.len() >= 16 {
-                Some(Tag(u64::from_be_bytes(b[8..16].try_into().unwrap_or_default())))
-            } else {
-                None
-            };
-            let r = wire::Cmd::parse(b).map_err(CmdError::Wire).and_then(|cmd| {
-                let mut cdb = [0u8; MAX_CDB];
-                if cmd.cdb.len() > MAX_CDB {
-                    return Err(CmdError::CdbTooLong);
-                }
-                cdb[..cmd.cdb.len()].copy_from_slice(cmd.cdb);
-                let (dir, d) = match (&cmd.data_out, &cmd.data_in) {
-                    (DataDesc::None, DataDesc::None) => (DataDir::None, &cmd.data_in),
-                    (d, DataDesc::None) => (DataDir::Out, d),
-                    (DataDesc::None, d) => (DataDir::In, d),
-                    // Bidirectional commands are not supported (SBC has none
-                    // the Linux initiator sends to a disk).
-                    _ => return Err(CmdError::Bidirectional),
-                };
-                let (descs, total, hdr) = match d {
-                    DataDesc::None => (Descs::None, 0u64, None),
-                    DataDesc::Direct(dd) => (Descs::One(*dd), dd.len as u64, None),
-                    DataDesc::Indirect(ind) => {
-                        let count = ind.total_count() as u32;
-                        if ind.is_complete_in_iu() {
-                            // Where the header fields put the table (SRP
-                            // r16a 6.8), not where the received bytes end:
-                            // bytes may follow it.
-                            let first = cmd.in_iu_table_offset(dir == DataDir::In);
-                            let total: u64 = (0..ind.in_iu_count())
-                                .filter_map(|i| ind.in_iu(i))
-                                .map(|d| d.len as u64)
-                                .sum();
-                            (
-                                Descs::InIu {
-                                    offset: base + first as u32,
-                                    count,
-                                },
-                                total,
-                                Some(ind.total_len),
-                            )
-                        } else {
-                            (
-                                Descs::External {
-                                    table: ind.table,
-                                    count,
-                                },
-                                0,
-                                Some(ind.total_len),
-                            )
-                        }
-                    }
-                    DataDesc::Immediate(im) => {
-                        // Immediate data (SRP-2 as used by Linux): only when
-                        // negotiated, after the descriptor, inside the IU.
-                        let Some(io) = imm_off else {
-                            return Err(CmdError::ImmediateNotNegotiated);
-                        };
-                        let io = io as usize;
-                        if im.desc_end > io || io + im.len as usize > b.len() {
-                            return Err(CmdError::ImmediateOutOfBounds);
-                        }
-                        (
-                            Descs::Immediate {
-                                offset: base + io as u32,
-                                len: im.len,
-                            },
-                            im.len as u64,
-                            None,
-                        )
-                    }
-                };
-                Ok((cmd.lun, cdb, cmd.cdb.len() as u8, dir, descs, total, hdr))
-            });
-            (tag, r)
+        let (tag, parsed) = self.recv.with_bytes(off as usize, len as usize, |b| {
+            (
+                request::tag(b),
+                request::parse_cmd(b, off as u32, imm_data_offset),
+            )
         });
-        let (tag, parsed) = parsed;
         let Some(tag) = tag else {
             // Not even a tag to answer: protocol violation.
             self.stats.protocol_errors += 1;
@@ -841,119 +620,125 @@ impl Channel {
             return;
         }
         let credit = self.credits.on_request().is_ok();
-        let id = self.new_ctx(slot, tag, credit);
+        let id = self.new_command(slot, tag, credit);
         if !credit {
             // SRP r16a 5.6: a request beyond the request limit; answer it
             // instead of dropping it.
             self.stats.task_set_full += 1;
-            self.ctxs[id as usize].status = ScsiStatus::TASK_SET_FULL;
-            return self.step(id);
-        }
-        if self.state != ChannelState::Live {
-            self.ctxs[id as usize].status = ScsiStatus::BUSY;
-            return self.step(id);
-        }
-        let (lun, cdb, cdb_len, dir, descs, total, hdr) = match parsed {
-            Ok(v) => v,
-            Err(e) => {
-                self.stats.protocol_errors += 1;
-                tracing::debug!(?e, "rejecting malformed SRP_CMD");
-                let sense = match e {
-                    CmdError::CdbTooLong => Sense::invalid_field_in_cdb(),
-                    _ => Sense::invalid_field_in_command_iu(),
-                };
-                self.check_condition(id, sense);
-                return self.step(id);
+            self.set_status(id, ScsiStatus::TASK_SET_FULL);
+        } else if self.state != ChannelState::Live {
+            self.set_status(id, ScsiStatus::BUSY);
+        } else {
+            match parsed {
+                Ok(iu) => self.accept_cmd(id, &iu),
+                Err(e) => {
+                    self.stats.protocol_errors += 1;
+                    tracing::debug!(?e, "rejecting malformed SRP_CMD");
+                    let sense = match e {
+                        CmdError::CdbTooLong => Sense::invalid_field_in_cdb(),
+                        _ => Sense::invalid_field_in_command_iu(),
+                    };
+                    self.check_condition(id, sense);
+                }
             }
-        };
-        {
-            let c = &mut self.ctxs[id as usize];
-            c.lun = lun;
-            c.cdb = cdb;
-            c.cdb_len = cdb_len;
-            c.descs = descs;
-            c.desc_total = total;
-            c.hdr_total = hdr;
-            c.dir = dir;
-            c.side = dir;
         }
-        match descs {
-            Descs::Immediate { .. } => self.stats.immediate += 1,
-            Descs::InIu { .. } => self.stats.indirect += 1,
-            Descs::External { .. } => {
+        self.step(id);
+    }
+
+    /// Sets up command `id` from its SRP_CMD and the SCSI plan of its CDB:
+    /// the first state of its data phase, or its response.
+    fn accept_cmd(&mut self, id: CmdId, iu: &CmdIu) {
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
+        c.lun = iu.lun;
+        c.cdb = iu.cdb;
+        c.transfer = DataTransfer {
+            descriptor_dir: iu.descriptor_dir,
+            dir: iu.descriptor_dir,
+            descriptors: iu.descriptors,
+            descriptor_len: iu.descriptor_len,
+            indirect_len: iu.indirect_len,
+            expected_len: 0,
+            buffer: DataBuffer::None,
+        };
+        match (iu.descriptors, iu.external) {
+            (_, Some(_)) => {
                 self.stats.indirect += 1;
                 self.stats.external_tables += 1;
             }
+            (DataDescriptors::Immediate { .. }, _) => self.stats.immediate += 1,
+            (DataDescriptors::InIu { .. }, _) => self.stats.indirect += 1,
             _ => {}
         }
         // Decide what the CDB moves; SCSI errors (unmapped LUN, unsupported
         // opcode, LBA out of range, unit attention) end the command here.
-        let plan = match self.nexus.plan(lun, &cdb[..cdb_len as usize]) {
+        let (scsi, plan) = match self.nexus.plan_command(iu.lun, iu.cdb.as_bytes()) {
             Ok(p) => p,
-            Err(sense) => {
-                self.check_condition(id, sense);
-                return self.step(id);
-            }
+            Err(sense) => return self.check_condition(id, sense),
         };
         if plan.len > self.cfg.max_transfer {
-            self.check_condition(id, Sense::invalid_field_in_cdb());
-            return self.step(id);
+            return self.check_condition(id, Sense::invalid_field_in_cdb());
         }
-        let c = &mut self.ctxs[id as usize];
-        c.plan_len = plan.len;
-        if plan.dir != DataDir::None && plan.dir != c.dir && plan.len > 0 {
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
+        c.scsi = Some(scsi);
+        let t = &mut c.transfer;
+        t.expected_len = plan.len;
+        if plan.dir != DataDir::None && plan.dir != t.dir && plan.len > 0 {
             // The descriptors point the other way (or are missing): nothing
             // can move. SRP r16a 6.9: report the whole length as overflow.
-            let (flags, res) = if plan.dir == DataDir::In {
-                (Rsp::DIOVER, &mut c.di_res)
+            let r = &mut c.response;
+            if plan.dir == DataDir::In {
+                r.flags |= Rsp::DIOVER;
+                r.data_in_residual = plan.len;
             } else {
-                (Rsp::DOOVER, &mut c.do_res)
-            };
-            c.flags |= flags;
-            *res = plan.len;
-            c.status = ScsiStatus::CHECK_CONDITION;
-            c.sense = Some(Sense::invalid_field_in_command_iu());
-            return self.step(id);
+                r.flags |= Rsp::DOOVER;
+                r.data_out_residual = plan.len;
+            }
+            r.status = ScsiStatus::CHECK_CONDITION;
+            r.sense = Some(Sense::invalid_field_in_command_iu());
+            return;
         }
         if plan.dir == DataDir::None {
-            c.dir = DataDir::None;
+            t.dir = DataDir::None;
         }
-        if c.dir == DataDir::Out
-            && matches!(
-                c.descs,
-                Descs::None | Descs::One(_) | Descs::InIu { .. } | Descs::Immediate { .. }
-            )
-            && c.desc_total != plan.len as u64
-        {
+        if t.dir == DataDir::Out && iu.external.is_none() && t.descriptor_len != plan.len as u64 {
             return self.reject_data_out_length(id);
         }
-        if let (Some(d), false) = (plan.direct, matches!(c.descs, Descs::Immediate { .. })) {
-            c.direct = Some((d.buf, d.offset));
+        if let (Some(d), false) = (plan.direct, t.descriptors.is_immediate()) {
+            t.buffer = DataBuffer::Backstore {
+                buf: d.buf,
+                offset: d.offset,
+            };
             self.stats.zero_copy += 1;
         }
-        c.state = if matches!(c.descs, Descs::External { .. }) {
-            St::NeedTable
-        } else {
-            St::NeedBuffer
+        c.state = match iu.external {
+            Some(table) => CommandState::NeedTable(table),
+            None => CommandState::NeedBuffer,
         };
-        self.step(id)
     }
 
-    /// Whether a new request can get a context. With a ring of its own the
-    /// channel never has more requests than receive slots, so this always
-    /// holds. With a shared ring an initiator that overdraws its request
-    /// limit by more than the reserve would find slots anyway: it has broken
-    /// SRP r16a 5.6 flow control beyond what TASK SET FULL can answer, so
-    /// the slot goes back and the initiator is logged out.
+    fn set_status(&mut self, id: CmdId, status: ScsiStatus) {
+        if let Some(c) = self.cmds.get_mut(id as usize) {
+            c.response.status = status;
+        }
+    }
+
+    /// Whether a new request can get a command context. With a ring of its
+    /// own the channel never has more requests than receive slots, so this
+    /// always holds. With a shared ring an initiator that overdraws its
+    /// request limit by more than the reserve would find slots anyway: it
+    /// has broken SRP r16a 5.6 flow control beyond what TASK SET FULL can
+    /// answer, so the slot goes back and the initiator is logged out.
     fn has_room(&mut self, slot: u32) -> bool {
-        // Own ring: `held` never exceeds the slots posted, and responding
-        // contexts never exceed the send queue, so this always holds.
-        if self.held < self.cfg.recv_slots() && self.ctxs.len() < self.max_ctxs as usize {
+        if self.slots_held < self.cfg.recv_slots() && self.cmds.len() < self.max_commands as usize {
             return true;
         }
         self.stats.protocol_errors += 1;
         tracing::warn!(
-            requests = self.ctxs.len(),
+            requests = self.cmds.len(),
             credits = self.cfg.queue_depth,
             "initiator exceeded its request limit; logging it out"
         );
@@ -962,37 +747,9 @@ impl Channel {
         false
     }
 
-    /// SRP r16a 6.9 / SAM-5: a data-out buffer whose length differs from the
-    /// CDB's transfer length is refused rather than partly written (the
-    /// kernel target does the same for WRITE-type commands).
-    fn reject_data_out_length(&mut self, id: CmdId) {
-        let c = &mut self.ctxs[id as usize];
-        let have = c.desc_total;
-        let need = c.plan_len as u64;
-        if have < need {
-            c.flags |= Rsp::DOOVER;
-            c.do_res = (need - have) as u32;
-        } else {
-            c.flags |= Rsp::DOUNDER;
-            c.do_res = have.min(u32::MAX as u64) as u32;
-        }
-        // Straight to the response, whatever state the command was in
-        // (after an external table fetch it is `FetchingTable`).
-        self.check_condition(id, Sense::invalid_field_in_command_iu());
-        self.step(id);
-    }
-
-    fn check_condition(&mut self, id: CmdId, sense: Sense) {
-        let c = &mut self.ctxs[id as usize];
-        c.status = ScsiStatus::CHECK_CONDITION;
-        c.sense = Some(sense);
-        c.dir = DataDir::None;
-        c.state = St::Respond;
-    }
-
     fn on_tsk_mgmt(&mut self, slot: u32, len: u32) {
         self.stats.task_mgmt += 1;
-        let (off, _) = self.recv_slot(slot);
+        let off = self.recv_slot_offset(slot);
         let parsed = self.recv.with_bytes(off as usize, len as usize, |b| {
             TaskMgmt::parse(b).map(|t| (t.tag, t.lun, t.function, t.task_tag))
         });
@@ -1006,13 +763,13 @@ impl Channel {
             return;
         }
         let credit = self.credits.on_request().is_ok();
-        let id = self.new_ctx(slot, tag, credit);
-        {
-            let c = &mut self.ctxs[id as usize];
-            c.is_tmf = true;
+        let id = self.new_command(slot, tag, credit);
+        if let Some(c) = self.cmds.get_mut(id as usize) {
+            c.is_task_mgmt = true;
             c.lun = lun;
-            c.state = St::TmfWait;
+            c.state = CommandState::TaskMgmtWait { pending: 0 };
         }
+        let is_target = |i: usize, c: &Command| i != id as usize && !c.is_task_mgmt && c.lun == lun;
         let code = if !credit {
             self.stats.task_set_full += 1;
             Rsp::TM_FAILED
@@ -1022,9 +779,9 @@ impl Channel {
                     // SAM-5 7.2: abort the task with this tag; a task that no
                     // longer exists is "function complete".
                     let target = self
-                        .ctxs
+                        .cmds
                         .iter()
-                        .find(|(i, c)| *i != id as usize && !c.is_tmf && c.tag == task_tag && c.lun == lun)
+                        .find(|(i, c)| is_target(*i, c) && c.tag == task_tag)
                         .map(|(i, _)| i as CmdId);
                     if let Some(t) = target {
                         self.abort(t, id);
@@ -1036,9 +793,9 @@ impl Channel {
                         Rsp::TM_FAILED
                     } else {
                         let targets: Vec<CmdId> = self
-                            .ctxs
+                            .cmds
                             .iter()
-                            .filter(|(i, c)| *i != id as usize && !c.is_tmf && c.lun == lun)
+                            .filter(|(i, c)| is_target(*i, c))
                             .map(|(i, _)| i as CmdId)
                             .collect();
                         for t in targets {
@@ -1053,569 +810,44 @@ impl Channel {
                 _ => Rsp::TM_NOT_SUPPORTED,
             }
         };
-        let c = &mut self.ctxs[id as usize];
-        c.rsp_data = Some(code);
-        if c.tmf_pending == 0 {
-            c.state = St::Respond;
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
+        c.response.rsp_code = Some(code);
+        if c.state == (CommandState::TaskMgmtWait { pending: 0 }) {
+            c.state = CommandState::RESPOND;
             self.step(id);
         }
     }
 
-    /// Aborts command `t` on behalf of task management request `tmf`.
-    fn abort(&mut self, t: CmdId, tmf: CmdId) {
-        let c = &mut self.ctxs[t as usize];
-        if c.aborted || matches!(c.state, St::Responding) {
-            // Already going, or the response is on the wire ahead of ours.
-            return;
-        }
-        self.stats.aborted += 1;
-        c.aborted = true;
-        let busy = match c.state {
-            St::FetchingTable | St::Executing => true,
-            St::Reading | St::Writing => c.chains > 0,
-            _ => false,
-        };
-        if busy {
-            c.waiter = Some(tmf);
-            self.ctxs[tmf as usize].tmf_pending += 1;
-        } else {
-            self.finish_silently(t);
-        }
-    }
-
-    // ----- the state machine --------------------------------------------
-
-    fn park(&mut self, id: CmdId) {
-        let c = &mut self.ctxs[id as usize];
-        if !c.queued {
-            c.queued = true;
-            self.waiting.push_back(id);
-        }
-    }
-
-    fn sq_free(&self) -> u32 {
+    /// Send-queue entries free for command work.
+    pub(super) fn sq_free(&self) -> u32 {
         self.cfg
             .sq_depth
             .saturating_sub(TARGET_IU_SLOTS)
             .saturating_sub(self.sq_in_flight)
     }
 
-    /// Drives context `id` as far as resources allow.
-    fn step(&mut self, id: CmdId) {
-        if !matches!(
+    /// Whether commands are being served (not draining or closed).
+    pub(super) fn serves_commands(&self) -> bool {
+        matches!(
             self.state,
             ChannelState::Live | ChannelState::LoggingOut | ChannelState::LogoutSent
-        ) {
-            return;
-        }
-        loop {
-            let Some(c) = self.ctxs.get(id as usize) else {
-                return;
-            };
-            if c.aborted {
-                return;
-            }
-            match c.state {
-                St::NeedTable => {
-                    let Descs::External { table, count } = c.descs else {
-                        unreachable_state(id)
-                    };
-                    if count == 0 || count > self.cfg.max_desc || table.len != count * DESC_LEN {
-                        self.check_condition(id, Sense::invalid_field_in_command_iu());
-                        continue;
-                    }
-                    if self.rd_in_flight >= self.cfg.rdma_read_depth || self.sq_free() < 1 {
-                        return self.park(id);
-                    }
-                    let Some(ext) = self.tables.alloc(table.len as u64) else {
-                        return self.park(id);
-                    };
-                    let gen = c.gen;
-                    let wr = WorkRequest {
-                        wr_id: WrId {
-                            index: id as u32,
-                            kind: WrKind::TableRead,
-                            count: 1,
-                            gen,
-                        }
-                        .encode(),
-                        opcode: WrOpcode::RdmaRead,
-                        local: LocalSeg {
-                            region: Region::Table,
-                            offset: ext.offset,
-                            len: table.len,
-                        },
-                        remote_addr: table.va,
-                        rkey: table.rkey,
-                        signaled: true,
-                    };
-                    self.rd_in_flight += 1;
-                    self.sq_in_flight += 1;
-                    self.actions.push_back(Action::PostSend(wr));
-                    let c = &mut self.ctxs[id as usize];
-                    c.table = Some(ext);
-                    c.state = St::FetchingTable;
-                    return;
-                }
-                St::FetchingTable | St::Responding | St::TmfWait => return,
-                St::NeedBuffer => {
-                    let need = match (c.dir, c.descs) {
-                        (_, Descs::Immediate { .. }) | (DataDir::None, _) => 0,
-                        _ if c.direct.is_some() => 0,
-                        (DataDir::Out, _) | (DataDir::In, _) => c.plan_len as u64,
-                    };
-                    let c = &mut self.ctxs[id as usize];
-                    if need > 0 {
-                        if !self.pool.fits(need) {
-                            self.check_condition(id, Sense::invalid_field_in_cdb());
-                            continue;
-                        }
-                        // Strict FIFO: never overtake an earlier waiter.
-                        if self.kicking != Some(id) && !self.waiting.is_empty() {
-                            return self.park(id);
-                        }
-                        let Some(ext) = self.pool.alloc(need) else {
-                            return self.park(id);
-                        };
-                        c.data = Some(ext);
-                    }
-                    if c.dir == DataDir::Out && !matches!(c.descs, Descs::Immediate { .. }) && c.plan_len > 0
-                    {
-                        c.xfer = Xfer {
-                            total: c.plan_len as u64,
-                            ..Xfer::default()
-                        };
-                        c.state = St::Reading;
-                    } else {
-                        c.state = St::Executing;
-                    }
-                }
-                St::Reading => {
-                    if c.xfer.posted < c.xfer.total {
-                        let room = self
-                            .cfg
-                            .rdma_read_depth
-                            .saturating_sub(self.rd_in_flight)
-                            .min(self.sq_free());
-                        if room == 0 {
-                            return self.park(id);
-                        }
-                        let n = self.post_rdma(id, WrOpcode::RdmaRead, room, false);
-                        self.rd_in_flight += n;
-                        if self.ctxs[id as usize].xfer.posted < self.ctxs[id as usize].xfer.total {
-                            return self.park(id);
-                        }
-                    }
-                    // Wait for the last READ batch; its completion moves on.
-                    return;
-                }
-                St::Executing => {
-                    if c.direct.is_some() {
-                        // Zero copy: the data already sits in (or is read
-                        // straight from) the backstore.
-                        self.complete_scsi(id, ScsiStatus::GOOD, None, c.plan_len);
-                        continue;
-                    }
-                    self.actions.push_back(Action::Execute { cmd: id });
-                    return;
-                }
-                St::Writing => {
-                    let remaining = self.remaining_wrs(id);
-                    let free = self.sq_free();
-                    if free == 0 {
-                        return self.park(id);
-                    }
-                    if remaining < free {
-                        // All remaining WRITEs plus the response in one chain.
-                        let n = self.post_rdma(id, WrOpcode::RdmaWrite, remaining, true);
-                        debug_assert_eq!(n, remaining);
-                        let c = &mut self.ctxs[id as usize];
-                        self.stats.bytes_in += c.xfer.total;
-                        c.state = St::Respond;
-                        continue;
-                    }
-                    self.post_rdma(id, WrOpcode::RdmaWrite, free, false);
-                    return self.park(id);
-                }
-                St::Respond => {
-                    if self.sq_free() < 1 {
-                        return self.park(id);
-                    }
-                    // The receive buffer goes back before the credit it backs
-                    // is returned in this response.
-                    let slot = c.slot;
-                    let credit = c.credit;
-                    debug_assert!(self.held > 0, "receive slot count underflow");
-                    self.held = self.held.saturating_sub(1);
-                    self.actions.push_back(Action::PostRecv { slot });
-                    if credit {
-                        self.credits.on_release();
-                        self.ctxs[id as usize].credit = false;
-                    }
-                    let len = self.build_rsp(id);
-                    let c = &mut self.ctxs[id as usize];
-                    // A response chained behind data-in WRITEs retires them.
-                    let count = 1 + std::mem::take(&mut c.unretired);
-                    let wr = WorkRequest {
-                        wr_id: WrId {
-                            index: id as u32,
-                            kind: WrKind::Response,
-                            count: count as u16,
-                            gen: c.gen,
-                        }
-                        .encode(),
-                        opcode: WrOpcode::Send,
-                        local: LocalSeg {
-                            region: Region::Send,
-                            offset: id as u64 * self.send_slot as u64,
-                            len,
-                        },
-                        remote_addr: 0,
-                        rkey: 0,
-                        signaled: true,
-                    };
-                    c.state = St::Responding;
-                    self.sq_in_flight += 1;
-                    self.actions.push_back(Action::PostSend(wr));
-                    return;
-                }
-            }
-        }
+        )
     }
 
-    /// Number of RDMA work requests still to post for the current transfer.
-    fn remaining_wrs(&self, id: CmdId) -> u32 {
-        let c = &self.ctxs[id as usize];
-        let mut x = c.xfer;
-        let mut n = 0;
-        while x.posted < x.total {
-            match self.next_piece(c, &mut x) {
-                Some(_) => n += 1,
-                None => break,
-            }
-        }
-        n
-    }
-
-    /// The next (remote, length) piece of a transfer, advancing `x`.
-    fn next_piece(&self, c: &Ctx, x: &mut Xfer) -> Option<(DirectDesc, u32)> {
-        loop {
-            if x.posted >= x.total {
-                return None;
-            }
-            let d = self.desc(c, x.next)?;
-            if x.within >= d.len {
-                x.next += 1;
-                x.within = 0;
-                continue;
-            }
-            let take = ((d.len - x.within) as u64).min(x.total - x.posted) as u32;
-            let piece = DirectDesc {
-                va: d.va.wrapping_add(x.within as u64),
-                rkey: d.rkey,
-                len: take,
-            };
-            x.within += take;
-            x.posted += take as u64;
-            return Some((piece, take));
-        }
-    }
-
-    fn desc(&self, c: &Ctx, i: u32) -> Option<DirectDesc> {
-        match c.descs {
-            Descs::One(d) if i == 0 => Some(d),
-            Descs::InIu { offset, count } if i < count => {
-                Some(read_desc(&self.recv, offset as u64 + (i * DESC_LEN) as u64))
-            }
-            Descs::Table { offset, count } if i < count => Some(read_desc(
-                self.tables.buf(),
-                offset as u64 + (i * DESC_LEN) as u64,
-            )),
-            _ => None,
-        }
-    }
-
-    /// Posts up to `max` RDMA requests of the current transfer. The last
-    /// one is signaled unless `then_response` (the response SEND that
-    /// follows retires them). Returns how many were posted.
-    fn post_rdma(&mut self, id: CmdId, op: WrOpcode, max: u32, then_response: bool) -> u32 {
-        let (local_region, local_base) = self.local_base(id);
-        let c = &self.ctxs[id as usize];
-        let gen = c.gen;
-        let mut x = c.xfer;
-        let mut n = 0u32;
-        while n < max {
-            let before = x.posted;
-            let Some((piece, take)) = self.next_piece(c, &mut x) else {
-                break;
-            };
-            n += 1;
-            let last = n == max || x.posted >= x.total;
-            let signaled = last && !then_response;
-            let kind = if signaled {
-                if op == WrOpcode::RdmaRead {
-                    WrKind::DataRead
-                } else {
-                    WrKind::DataWrite
-                }
-            } else {
-                WrKind::Unsignaled
-            };
-            let count = if signaled { n as u16 } else { 0 };
-            self.actions.push_back(Action::PostSend(WorkRequest {
-                wr_id: WrId {
-                    index: id as u32,
-                    kind,
-                    count,
-                    gen,
-                }
-                .encode(),
-                opcode: op,
-                local: LocalSeg {
-                    region: local_region,
-                    offset: local_base + before,
-                    len: take,
-                },
-                remote_addr: piece.va,
-                rkey: piece.rkey,
-                signaled,
-            }));
-        }
-        let c = &mut self.ctxs[id as usize];
-        c.xfer = x;
-        if n > 0 {
-            self.sq_in_flight += n;
-            if !then_response {
-                c.chains += 1;
-            } else {
-                c.unretired += n;
-            }
-        }
-        n
-    }
-
-    fn local_base(&self, id: CmdId) -> (Region, u64) {
-        let c = &self.ctxs[id as usize];
-        if let Some((buf, off)) = &c.direct {
-            (Region::Ram { base: buf.addr() }, *off)
-        } else if let Some(e) = c.data {
-            (Region::Pool, e.offset)
-        } else {
-            (Region::Pool, 0)
-        }
-    }
-
-    fn on_table_fetched(&mut self, id: CmdId) {
-        let c = &mut self.ctxs[id as usize];
-        let (Descs::External { count, .. }, Some(ext)) = (c.descs, c.table) else {
-            unreachable_state(id)
-        };
-        c.descs = Descs::Table {
-            offset: ext.offset as u32,
-            count,
-        };
-        if c.aborted {
-            return self.finish_silently(id);
-        }
-        let total: u64 = (0..count)
-            .filter_map(|i| self.desc(&self.ctxs[id as usize], i))
-            .map(|d| d.len as u64)
-            .sum();
-        let c = &mut self.ctxs[id as usize];
-        c.desc_total = total;
-        if c.hdr_total.is_some_and(|h| h as u64 != total) {
-            self.check_condition(id, Sense::invalid_field_in_command_iu());
-            return self.step(id);
-        }
-        if c.dir == DataDir::Out && total != c.plan_len as u64 {
-            return self.reject_data_out_length(id);
-        }
-        c.state = St::NeedBuffer;
-        self.step(id);
-    }
-
-    /// Records the SCSI outcome and moves to the data-in phase or response.
-    fn complete_scsi(&mut self, id: CmdId, status: ScsiStatus, sense: Option<Sense>, produced: u32) {
-        let c = &mut self.ctxs[id as usize];
-        c.status = status;
-        c.sense = sense;
-        let good = status == ScsiStatus::GOOD || status == ScsiStatus::CONDITION_MET;
-        match c.dir {
-            DataDir::In => {
-                let avail = c.desc_total;
-                let sent = if good { (produced as u64).min(avail) } else { 0 };
-                if good && produced as u64 > avail {
-                    c.flags |= Rsp::DIOVER;
-                    c.di_res = (produced as u64 - avail) as u32;
-                } else if sent < avail {
-                    c.flags |= Rsp::DIUNDER;
-                    c.di_res = (avail - sent).min(u32::MAX as u64) as u32;
-                }
-                if sent > 0 {
-                    c.xfer = Xfer {
-                        total: sent,
-                        ..Xfer::default()
-                    };
-                    c.state = St::Writing;
-                } else {
-                    c.state = St::Respond;
-                }
-            }
-            DataDir::Out | DataDir::None => c.state = St::Respond,
-        }
-    }
-
-    fn build_rsp(&mut self, id: CmdId) -> u32 {
-        // Residuals for a buffer the command never used (SRP r16a 6.9).
-        let c = &mut self.ctxs[id as usize];
-        let unused = c
-            .desc_total
-            .max(c.hdr_total.unwrap_or(0) as u64)
-            .min(u32::MAX as u64) as u32;
-        let residual_flags = Rsp::DOOVER | Rsp::DOUNDER | Rsp::DIOVER | Rsp::DIUNDER;
-        if c.dir == DataDir::None && c.flags & residual_flags == 0 && unused > 0 {
-            match c.side {
-                DataDir::Out => {
-                    c.flags |= Rsp::DOUNDER;
-                    c.do_res = unused;
-                }
-                DataDir::In => {
-                    c.flags |= Rsp::DIUNDER;
-                    c.di_res = unused;
-                }
-                DataDir::None => {}
-            }
-        }
-        let delta = self.credits.take_delta();
-        let c = &self.ctxs[id as usize];
-        let mut sense_buf = [0u8; Sense::FIXED_LEN];
-        let sense_len = c.sense.as_ref().map_or(0, |s| s.emit_fixed(&mut sense_buf));
-        let rsp_data = c.rsp_data.map(|code| [0, 0, 0, code]);
-        let mut flags = c.flags;
-        if sense_len > 0 {
-            flags |= Rsp::SNSVALID;
-        }
-        if rsp_data.is_some() {
-            flags |= Rsp::RSPVALID;
-        }
-        let rsp = Rsp {
-            tag: c.tag,
-            sol_not: 0,
-            req_lim_delta: delta,
-            flags,
-            status: c.status.0,
-            data_out_res_cnt: c.do_res,
-            data_in_res_cnt: c.di_res,
-            sense: &sense_buf[..sense_len],
-            resp_data: rsp_data.as_ref().map_or(&[][..], |r| &r[..]),
-        };
-        let off = id as usize * self.send_slot as usize;
-        let r = self
-            .send
-            .with_bytes_mut(off, self.send_slot as usize, |b| rsp.emit(b));
-        match r {
-            Ok(n) => n as u32,
-            Err(e) => {
-                // Cannot happen with a 64-byte minimum slot and 18-byte sense.
-                tracing::error!(?e, "SRP_RSP does not fit its send slot");
-                0
-            }
-        }
-    }
-
-    /// Ends an aborted (or orphaned) command without a response: its buffer
-    /// returns to the ring and its credit is owed to the initiator.
-    fn finish_silently(&mut self, id: CmdId) {
-        let waiter = self.ctxs[id as usize].waiter.take();
-        self.release(id);
-        if let Some(t) = waiter {
-            if let Some(tmf) = self.ctxs.get_mut(t as usize) {
-                tmf.tmf_pending -= 1;
-                if tmf.tmf_pending == 0 && tmf.state == St::TmfWait {
-                    tmf.state = St::Respond;
-                    self.step(t);
-                }
-            }
-        }
-        self.maybe_cred_req();
-        self.maybe_closed();
-    }
-
-    /// Frees a context and its buffers; reposts its receive slot unless the
-    /// channel is going away with its own ring (a shared slot always goes
-    /// back).
-    fn release(&mut self, id: CmdId) {
-        let c = self.remove_ctx(id);
-        if c.queued {
-            self.waiting.retain(|&w| w != id);
-        }
-        let live = matches!(
-            self.state,
-            ChannelState::Live | ChannelState::LoggingOut | ChannelState::LogoutSent
-        );
-        // A context that is Responding gave its slot back when it built the
-        // response (see `St::Respond`).
-        if c.state != St::Responding {
-            debug_assert!(self.held > 0, "receive slot count underflow");
-            self.held = self.held.saturating_sub(1);
-            if live || self.shares_recv() {
-                self.actions.push_back(Action::PostRecv { slot: c.slot });
-            }
-        }
-        if live && c.credit {
-            self.credits.on_release();
-        }
-    }
-
-    /// Removes a context and returns its pool extents.
-    fn remove_ctx(&mut self, id: CmdId) -> Ctx {
-        let c = self.ctxs.remove(id as usize);
-        if let Some(e) = c.data {
-            self.pool.free(e);
-        }
-        if let Some(e) = c.table {
-            self.tables.free(e);
-        }
-        c
-    }
-
-    /// Frees a context whose response send completed (its receive slot was
+    /// Frees a command whose response send completed (its receive slot was
     /// reposted when the response was posted).
-    fn free_ctx(&mut self, id: CmdId) {
-        self.remove_ctx(id);
+    fn free_command(&mut self, id: CmdId) {
+        self.remove_command(id);
         self.maybe_closed();
     }
 
-    /// Resumes parked contexts in FIFO order.
-    fn kick(&mut self) {
-        let mut budget = self.waiting.len();
-        while budget > 0 {
-            budget -= 1;
-            let Some(&id) = self.waiting.front() else { break };
-            let before = self
-                .ctxs
-                .get(id as usize)
-                .map(|c| (c.state, c.xfer.posted, c.data.is_some(), c.table.is_some()));
-            self.waiting.pop_front();
-            if let Some(c) = self.ctxs.get_mut(id as usize) {
-                c.queued = false;
-            } else {
-                continue;
-            }
-            self.kicking = Some(id);
-            self.step(id);
-            self.kicking = None;
-            let after = self
-                .ctxs
-                .get(id as usize)
-                .map(|c| (c.state, c.xfer.posted, c.data.is_some(), c.table.is_some()));
-            if before == after && self.ctxs.get(id as usize).is_some_and(|c| c.queued) {
-                // No progress: keep strict FIFO order and stop.
-                self.waiting.rotate_right(1);
-                break;
-            }
-        }
-        if self.state == ChannelState::LoggingOut && self.ctxs.is_empty() {
+    /// After each event: resumes waiting commands, sends SRP_T_LOGOUT once a
+    /// logging-out channel is idle, returns owed credits.
+    fn after_event(&mut self) {
+        self.resume_waiters();
+        if self.state == ChannelState::LoggingOut && self.cmds.is_empty() {
             self.send_t_logout(TLogout::NO_REASON);
         }
         self.maybe_cred_req();
@@ -1623,11 +855,11 @@ impl Channel {
 
     /// SRP r16a 6.7: return credits with SRP_CRED_REQ when no response is
     /// coming that could carry them.
-    fn maybe_cred_req(&mut self) {
+    pub(super) fn maybe_cred_req(&mut self) {
         if self.state != ChannelState::Live
             || self.credits.owed() == 0
             || self.cred_req_outstanding
-            || self.ctxs.iter().any(|(_, c)| !c.aborted)
+            || self.cmds.iter().any(|(_, c)| !c.aborted)
         {
             return;
         }
@@ -1653,9 +885,9 @@ impl Channel {
         slot: u32,
         emit: impl FnOnce(&mut [u8]) -> Result<usize, wire::WireError>,
     ) -> bool {
-        let idx = self.max_ctxs + slot;
-        let off = idx as usize * self.send_slot as usize;
-        let len = match self.send.with_bytes_mut(off, self.send_slot as usize, emit) {
+        let idx = self.max_commands + slot;
+        let off = idx as usize * self.send_slot_size as usize;
+        let len = match self.send.with_bytes_mut(off, self.send_slot_size as usize, emit) {
             Ok(n) => n as u32,
             Err(e) => {
                 tracing::error!(?e, "target IU does not fit its send slot");
@@ -1719,49 +951,13 @@ impl Channel {
         self.actions.push_back(Action::Disconnect);
     }
 
-    fn maybe_closed(&mut self) {
-        if self.state == ChannelState::Drained && self.ctxs.is_empty() {
+    pub(super) fn maybe_closed(&mut self) {
+        if self.state == ChannelState::Drained && self.cmds.is_empty() {
             self.state = ChannelState::Closed;
             tracing::info!(stats = ?self.stats, "channel closed");
             self.actions.push_back(Action::Closed);
         }
     }
-
-    /// What the driver needs to execute context `id` (after `Action::Execute`).
-    pub fn exec_request(&self, id: CmdId) -> Option<ExecRequest<'_>> {
-        let c = self.ctxs.get(id as usize)?;
-        if c.state != St::Executing {
-            return None;
-        }
-        let (buf, offset, len) = match (c.descs, c.data) {
-            (Descs::Immediate { offset, len }, _) => (&self.recv, offset as usize, len),
-            (_, Some(e)) => (self.pool.buf(), e.offset as usize, c.plan_len),
-            _ => (self.pool.buf(), 0, 0),
-        };
-        Some(ExecRequest {
-            nexus: &self.nexus,
-            lun: c.lun,
-            cdb: &c.cdb[..c.cdb_len as usize],
-            buf,
-            offset,
-            len,
-        })
-    }
-}
-
-#[derive(Debug)]
-enum CmdError {
-    #[allow(dead_code, reason = "read through Debug in the log line")]
-    Wire(wire::WireError),
-    CdbTooLong,
-    Bidirectional,
-    ImmediateNotNegotiated,
-    ImmediateOutOfBounds,
-}
-
-#[track_caller]
-fn unreachable_state(id: CmdId) -> ! {
-    panic!("context {id} in an impossible state")
 }
 
 #[cfg(test)]

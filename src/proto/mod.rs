@@ -2,14 +2,23 @@
 //! state machine, descriptor mapping and data buffer pools. Nothing here
 //! performs I/O; [`channel::Channel`] consumes events and emits
 //! [`action::Action`]s for a driver to execute.
+//!
+//! - [`action`]: what the driver is asked to do; work request ids.
+//! - [`channel`]: one RDMA channel: its memory, events, requests, target IUs.
+//! - `command`: the per-command state machine and its wait queues.
+//! - `request`: what the channel keeps of an SRP_CMD.
+//! - [`credits`], [`login`], [`pool`]: flow control, login, buffer pools.
 
 pub mod action;
 pub mod channel;
+mod command;
 pub mod credits;
 pub mod login;
 pub mod pool;
+mod request;
 
 pub use action::{Action, CmdId, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
 pub use channel::{Channel, ChannelConfig, ChannelStats, ExecRequest, SharedRecv};
 pub use credits::Credits;
 pub use login::{negotiate, Accepted, LoginLimits, MultiChannel, TargetPortId};
+pub use request::MAX_CDB;

@@ -163,8 +163,10 @@ impl Disk {
     /// Validates `cmd` against this LUN and says what data moves.
     /// REQUEST SENSE and REPORT LUNS are the nexus's business and plan as
     /// their allocation length here.
-    pub fn plan(&self, cmd: &Cmd, cdb: &[u8]) -> Result<Plan, Sense> {
-        let len_byte = |ten: u16, sixteen: u16| if cdb[0] >> 5 == 4 { sixteen } else { ten };
+    /// `opcode` is the CDB's first byte: group 4 has 16-byte CDBs, whose
+    /// length fields sit elsewhere (for the sense field pointer).
+    pub fn plan(&self, cmd: &Cmd, opcode: u8) -> Result<Plan, Sense> {
+        let len_byte = |ten: u16, sixteen: u16| if opcode >> 5 == 4 { sixteen } else { ten };
         Ok(match *cmd {
             Cmd::TestUnitReady | Cmd::StartStopUnit => Plan::none(),
             Cmd::RequestSense { alloc, .. } | Cmd::ReportLuns { alloc, .. } => Plan::new(DataDir::In, alloc),
@@ -294,8 +296,8 @@ impl Disk {
 
     /// Executes `cmd` with `data[off..off+len]` as its buffer; returns the
     /// data-in byte count.
-    pub fn execute(&self, cmd: &Cmd, cdb: &[u8], data: &DmaBuf, off: usize, len: u32) -> Result<u32, Sense> {
-        let plan = self.plan(cmd, cdb)?;
+    pub fn execute(&self, cmd: &Cmd, opcode: u8, data: &DmaBuf, off: usize, len: u32) -> Result<u32, Sense> {
+        let plan = self.plan(cmd, opcode)?;
         if !data.contains(off as u64, u64::from(len)) {
             tracing::error!("execute: buffer range {off}+{len} outside {} bytes", data.len());
             return Err(Sense::internal_target_failure());

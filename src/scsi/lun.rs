@@ -343,6 +343,28 @@ impl Target {
     }
 }
 
+/// A CDB decoded and field-checked once, by [`Nexus::plan_command`], for
+/// the LUN it addresses: what [`Nexus::run`] executes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScsiCommand {
+    lun: [u8; 8],
+    /// Operation code (its group gives the CDB length, SPC-4 4.2.5.1).
+    opcode: u8,
+    cmd: Cmd,
+}
+
+impl ScsiCommand {
+    /// The SAM LUN the command addresses.
+    pub fn lun(&self) -> [u8; 8] {
+        self.lun
+    }
+
+    /// The decoded command.
+    pub fn cmd(&self) -> &Cmd {
+        &self.cmd
+    }
+}
+
 /// Per I_T nexus state: pending unit attentions per LUN.
 #[derive(Debug)]
 pub struct Nexus {
@@ -413,56 +435,83 @@ impl Nexus {
     /// UA_INTLCK_CTRL = 00b), unsupported opcode 20h/00h, invalid field 24h,
     /// LBA out of range 21h/00h, write to a read-only LUN DATA PROTECT.
     pub fn plan(&self, lun: [u8; 8], cdb: &[u8]) -> Result<Plan, Sense> {
+        self.plan_command(lun, cdb).map(|(_, plan)| plan)
+    }
+
+    /// [`plan`](Self::plan), also returning the decoded command, which
+    /// [`run`](Self::run) executes without decoding the CDB again.
+    pub fn plan_command(&self, lun: [u8; 8], cdb: &[u8]) -> Result<(ScsiCommand, Plan), Sense> {
         let &opcode = cdb.first().ok_or_else(Sense::invalid_opcode)?;
         let entry = self.entry(lun);
+        let decoded = |cmd| ScsiCommand { lun, opcode, cmd };
         match opcode {
             op::INQUIRY => {
                 let cmd = Cmd::parse(cdb)?;
-                match entry {
-                    Some((_, e)) => e.disk.plan(&cmd, cdb),
-                    None => unmapped_inquiry(&cmd).map(|_| Plan::new(DataDir::In, alloc_of(&cmd))),
-                }
+                let plan = match entry {
+                    Some((_, e)) => e.disk.plan(&cmd, opcode)?,
+                    None => unmapped_inquiry(&cmd).map(|_| Plan::new(DataDir::In, alloc_of(&cmd)))?,
+                };
+                Ok((decoded(cmd), plan))
             }
             op::REPORT_LUNS => {
                 let cmd = Cmd::parse(cdb)?;
                 check_report_luns(&cmd)?;
-                Ok(Plan::new(DataDir::In, alloc_of(&cmd)))
+                Ok((decoded(cmd), Plan::new(DataDir::In, alloc_of(&cmd))))
             }
             op::REQUEST_SENSE => {
                 let cmd = Cmd::parse(cdb)?;
                 check_request_sense(&cmd)?;
-                Ok(Plan::new(DataDir::In, alloc_of(&cmd)))
+                Ok((decoded(cmd), Plan::new(DataDir::In, alloc_of(&cmd))))
             }
             _ => {
                 let (id, e) = entry.ok_or_else(Sense::lun_not_supported)?;
                 if let Some(ua) = self.take_ua(id) {
                     return Err(ua);
                 }
-                e.disk.plan(&Cmd::parse(cdb)?, cdb)
+                let cmd = Cmd::parse(cdb)?;
+                let plan = e.disk.plan(&cmd, opcode)?;
+                Ok((decoded(cmd), plan))
             }
         }
     }
 
-    /// Runs the command. `data[offset..offset+len]` is its buffer: for
-    /// data-out it holds the bytes the transport fetched, for data-in the
-    /// command writes up to `len` bytes into it. Blocks on file I/O: run
-    /// commands for which [`is_blocking`](Self::is_blocking) is true on the
-    /// worker pool. For READ/WRITE with a [`DirectIo`](super::DirectIo)
-    /// plan, passing the plan's buffer and offset copies nothing.
+    /// Decodes and runs a CDB that was not planned with
+    /// [`plan_command`](Self::plan_command) (no unit attention is reported).
+    /// `data[offset..offset+len]` is its buffer: for data-out it holds the
+    /// bytes the transport fetched, for data-in the command writes up to
+    /// `len` bytes into it. Blocks on file I/O: run commands for which
+    /// [`is_blocking`](Self::is_blocking) is true on the worker pool. For
+    /// READ/WRITE with a [`DirectIo`](super::DirectIo) plan, passing the
+    /// plan's buffer and offset copies nothing.
     pub fn execute(&self, lun: [u8; 8], cdb: &[u8], data: &DmaBuf, offset: usize, len: u32) -> Completion {
-        self.execute_inner(lun, cdb, data, offset, len).into()
+        self.decode_unplanned(lun, cdb)
+            .and_then(|cmd| self.run_inner(&cmd, data, offset, len))
+            .into()
     }
 
-    fn execute_inner(
-        &self,
-        lun: [u8; 8],
-        cdb: &[u8],
-        data: &DmaBuf,
-        off: usize,
-        len: u32,
-    ) -> Result<u32, Sense> {
+    /// Runs a command decoded by [`plan_command`](Self::plan_command), as
+    /// [`execute`](Self::execute) runs a CDB.
+    pub fn run(&self, cmd: &ScsiCommand, data: &DmaBuf, offset: usize, len: u32) -> Completion {
+        self.run_inner(cmd, data, offset, len).into()
+    }
+
+    /// The checks `execute` makes before running: an empty CDB is an
+    /// invalid opcode; a LUN that is not mapped answers only INQUIRY,
+    /// REPORT LUNS and REQUEST SENSE.
+    fn decode_unplanned(&self, lun: [u8; 8], cdb: &[u8]) -> Result<ScsiCommand, Sense> {
         let &opcode = cdb.first().ok_or_else(Sense::invalid_opcode)?;
-        let entry = self.entry(lun);
+        if !matches!(opcode, op::INQUIRY | op::REPORT_LUNS | op::REQUEST_SENSE) && self.entry(lun).is_none() {
+            return Err(Sense::lun_not_supported());
+        }
+        Ok(ScsiCommand {
+            lun,
+            opcode,
+            cmd: Cmd::parse(cdb)?,
+        })
+    }
+
+    fn run_inner(&self, c: &ScsiCommand, data: &DmaBuf, off: usize, len: u32) -> Result<u32, Sense> {
+        let entry = self.entry(c.lun);
         let put = |bytes: &[u8]| -> Result<u32, Sense> {
             let n = bytes.len().min(len as usize);
             if !data.contains(off as u64, n as u64) {
@@ -471,16 +520,14 @@ impl Nexus {
             data.write(off, &bytes[..n]);
             Ok(n as u32)
         };
-        match opcode {
-            op::INQUIRY if entry.is_none() => put(&unmapped_inquiry(&Cmd::parse(cdb)?)?),
-            op::REPORT_LUNS => {
-                let cmd = Cmd::parse(cdb)?;
-                check_report_luns(&cmd)?;
-                put(&self.report_luns(&cmd))
+        match c.cmd {
+            Cmd::Inquiry { .. } if entry.is_none() => put(&unmapped_inquiry(&c.cmd)?),
+            Cmd::ReportLuns { .. } => {
+                check_report_luns(&c.cmd)?;
+                put(&self.report_luns(&c.cmd))
             }
-            op::REQUEST_SENSE => {
-                let cmd = Cmd::parse(cdb)?;
-                check_request_sense(&cmd)?;
+            Cmd::RequestSense { .. } => {
+                check_request_sense(&c.cmd)?;
                 // SPC-4 6.39: report (and clear) a pending unit attention,
                 // else NO SENSE. For an incorrect LUN, the sense data is
                 // LOGICAL UNIT NOT SUPPORTED with GOOD status (SAM-5, incorrect logical unit
@@ -493,9 +540,27 @@ impl Nexus {
             }
             _ => {
                 let (_, e) = entry.ok_or_else(Sense::lun_not_supported)?;
-                e.disk.execute(&Cmd::parse(cdb)?, cdb, data, off, len)
+                e.disk.execute(&c.cmd, c.opcode, data, off, len)
             }
         }
+    }
+
+    /// Whether [`run`](Self::run) would do (blocking) backstore I/O for
+    /// this command.
+    pub fn runs_blocking(&self, c: &ScsiCommand) -> bool {
+        let Some((_, e)) = self.entry(c.lun) else {
+            return false;
+        };
+        e.disk.store().is_blocking()
+            && matches!(
+                c.cmd,
+                Cmd::Read { .. }
+                    | Cmd::Write { .. }
+                    | Cmd::Verify { .. }
+                    | Cmd::SyncCache { .. }
+                    | Cmd::WriteSame { .. }
+                    | Cmd::Unmap { .. }
+            )
     }
 
     /// Whether `execute` would do (blocking) backstore I/O for this command.

@@ -4,12 +4,17 @@
 //! blocking backstore I/O.
 //!
 //! The transport drives each command in two steps:
-//! 1. [`Nexus::plan`](lun::Nexus::plan) decodes the CDB and says how many
-//!    bytes move in which direction (and, for RAM LUNs, where they live so
-//!    RDMA can move them with no copy);
-//! 2. after fetching data-out, [`Nexus::execute`](lun::Nexus::execute) runs
-//!    the command (on the [`pool`] when [`Nexus::is_blocking`](lun::Nexus::is_blocking)),
-//!    then the transport sends data-in and the response.
+//! 1. [`Nexus::plan_command`](lun::Nexus::plan_command) decodes the CDB
+//!    into a [`ScsiCommand`] and says how many bytes move in which
+//!    direction (and, for RAM LUNs, where they live so RDMA can move them
+//!    with no copy);
+//! 2. after fetching data-out, [`Nexus::run`](lun::Nexus::run) executes
+//!    that decoded command (on the [`pool`] when
+//!    [`Nexus::runs_blocking`](lun::Nexus::runs_blocking)), then the
+//!    transport sends data-in and the response. The CDB is decoded once.
+//!
+//! [`Nexus::execute`](lun::Nexus::execute) decodes and runs a CDB in one
+//! call (for callers that did not plan it).
 
 pub mod backstore;
 pub mod cdb;
@@ -23,7 +28,7 @@ use std::sync::Arc;
 use crate::mem::DmaBuf;
 
 pub use backstore::{Backstore, BackstoreConfig, BackstoreKind, ConfigError, FileBackstore, RamBackstore};
-pub use lun::{Access, InitiatorPortId, LunConfig, LunInfo, Nexus, Target, TargetConfig};
+pub use lun::{Access, InitiatorPortId, LunConfig, LunInfo, Nexus, ScsiCommand, Target, TargetConfig};
 pub use pool::WorkerPool;
 pub use sense::{Sense, SenseKey};
 

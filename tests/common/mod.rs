@@ -398,7 +398,7 @@ impl Sim {
                 .ch
                 .exec_request(cmd)
                 .expect("exec request for a held command");
-            r.nexus.execute(r.lun, r.cdb, r.buf, r.offset, r.len)
+            r.nexus.run(r.command, r.buf, r.offset, r.len)
         };
         self.ch.handle_exec_done(cmd, done);
     }

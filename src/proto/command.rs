@@ -1,0 +1,1739 @@
+//! The per-command state machine of a channel.
+//!
+//! A command (an SRP_CMD, or an SRP_TSK_MGMT) moves through
+//! [`CommandState`]s; each state carries the data that only it needs, and
+//! every transition replaces the state with the next one (SCST ib_srpt and
+//! SPDK's `nvmf_rdma_request_process` use the same shape):
+//!
+//! ```text
+//! received ─► [NeedTable ─► FetchingTable] ─► NeedBuffer ─► [Reading] ─► ReadyToExecute
+//!          ─► Executing ─► [Writing] ─► Respond ─► Responding ─► free (receive reposted)
+//! task management ─► TaskMgmtWait ─► Respond ─► Responding ─► free
+//! ```
+//! States in brackets are skipped when not needed; any state before
+//! `Respond` may end the command early with a CHECK CONDITION response.
+//! [`Channel::step`] runs back-to-back transitions and reports whether it
+//! made progress. A state that lacks a resource ([`Resource`]) parks the
+//! command on that resource's FIFO queue ([`WaitQueues`]); a command never
+//! takes a resource ahead of an earlier waiter for it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::action::{Action, CmdId, Generation, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
+use super::channel::{Channel, ExecRequest};
+use super::pool::Extent;
+use super::request::{Cdb, DataDescriptors, ExternalTable, DESC_LEN};
+use crate::mem::DmaBuf;
+use crate::scsi::{DataDir, ScsiCommand, ScsiStatus, Sense};
+use crate::wire::{DirectDesc, Rsp, Tag};
+
+/// Where a command is, with the data of that state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CommandState {
+    /// An indirect table that is not all in the IU must be fetched; waits
+    /// for an RDMA READ credit, a send-queue slot and table pool space.
+    NeedTable(ExternalTable),
+    /// The table's RDMA READ is posted into `table` of the table pool.
+    FetchingTable { table: Extent, count: u32 },
+    /// Descriptors known; waits for data buffer space when the data does
+    /// not move straight to a backstore or sit in the IU.
+    NeedBuffer,
+    /// Data-out RDMA READs: `cursor` is the next byte to fetch, `batches`
+    /// the signaled READ batches not completed yet.
+    Reading { cursor: TransferCursor, batches: u32 },
+    /// Data-out is in place; run the SCSI command.
+    ReadyToExecute,
+    /// On the backstore (`Action::Execute` was emitted).
+    Executing,
+    /// Data-in RDMA WRITEs: `cursor` is the next byte to send, `batches`
+    /// the signaled WRITE batches not completed yet.
+    Writing { cursor: TransferCursor, batches: u32 },
+    /// The response is to be posted. `batches`: signaled WRITE batches
+    /// still outstanding; `unsignaled_writes`: WRITEs posted unsignaled
+    /// right ahead of the response, whose completion retires them.
+    Respond { batches: u32, unsignaled_writes: u32 },
+    /// The response SEND is posted; its completion frees the command.
+    Responding { batches: u32 },
+    /// Task management waiting for `pending` aborted commands to end: its
+    /// response follows theirs.
+    TaskMgmtWait { pending: u32 },
+}
+
+impl CommandState {
+    /// The response state with no data-in in flight.
+    pub(super) const RESPOND: CommandState = CommandState::Respond {
+        batches: 0,
+        unsignaled_writes: 0,
+    };
+}
+
+/// Progress of an RDMA transfer across a command's descriptor list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct TransferCursor {
+    /// Descriptor the next piece starts in.
+    desc_index: u32,
+    /// Bytes of that descriptor already posted.
+    offset_in_desc: u32,
+    /// Bytes posted so far (also the offset in the local buffer).
+    posted: u64,
+    /// Bytes to move in all.
+    total: u64,
+}
+
+impl TransferCursor {
+    /// A transfer of `total` bytes from the first descriptor.
+    pub(super) fn new(total: u64) -> TransferCursor {
+        TransferCursor {
+            total,
+            ..TransferCursor::default()
+        }
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        self.posted >= self.total
+    }
+
+    /// The next remote piece (one descriptor at most) and its offset in
+    /// the local buffer, advancing the cursor; `None` when done or when
+    /// the descriptors end first. `descriptor(i)` reads descriptor `i`.
+    fn next_piece(&mut self, descriptor: impl Fn(u32) -> Option<DirectDesc>) -> Option<(DirectDesc, u64)> {
+        loop {
+            if self.is_done() {
+                return None;
+            }
+            let d = descriptor(self.desc_index)?;
+            if self.offset_in_desc >= d.len {
+                self.desc_index += 1;
+                self.offset_in_desc = 0;
+                continue;
+            }
+            let take = ((d.len - self.offset_in_desc) as u64).min(self.total - self.posted) as u32;
+            let piece = DirectDesc {
+                va: d.va.wrapping_add(self.offset_in_desc as u64),
+                rkey: d.rkey,
+                len: take,
+            };
+            let local = self.posted;
+            self.offset_in_desc += take;
+            self.posted += take as u64;
+            return Some((piece, local));
+        }
+    }
+}
+
+/// The local memory a command's data moves through.
+#[derive(Debug, Clone)]
+pub(super) enum DataBuffer {
+    /// None (no data, immediate data, or not allocated yet).
+    None,
+    /// An extent of the channel's data pool.
+    Pool(Extent),
+    /// A RAM backstore's buffer at `offset`: zero copy.
+    Backstore { buf: Arc<DmaBuf>, offset: u64 },
+}
+
+/// A command's data phase, as the IU and the CDB describe it.
+#[derive(Debug, Clone)]
+pub(super) struct DataTransfer {
+    /// Direction the initiator's descriptors point (`None`: none).
+    pub(super) descriptor_dir: DataDir,
+    /// Direction data moves after reconciling CDB and descriptors.
+    pub(super) dir: DataDir,
+    pub(super) descriptors: DataDescriptors,
+    /// Sum of the descriptor lengths (the initiator's buffer size).
+    pub(super) descriptor_len: u64,
+    /// TOTAL LENGTH of an indirect header, checked against the table.
+    pub(super) indirect_len: Option<u32>,
+    /// Bytes the CDB moves (or may move, for data-in).
+    pub(super) expected_len: u32,
+    pub(super) buffer: DataBuffer,
+}
+
+impl DataTransfer {
+    const NONE: DataTransfer = DataTransfer {
+        descriptor_dir: DataDir::None,
+        dir: DataDir::None,
+        descriptors: DataDescriptors::None,
+        descriptor_len: 0,
+        indirect_len: None,
+        expected_len: 0,
+        buffer: DataBuffer::None,
+    };
+
+    /// Bytes of the data pool the command needs.
+    fn pool_bytes(&self) -> u64 {
+        let in_place = self.descriptors.is_immediate() || !matches!(self.buffer, DataBuffer::None);
+        if self.dir == DataDir::None || in_place {
+            0
+        } else {
+            self.expected_len as u64
+        }
+    }
+}
+
+/// What the SRP_RSP will say (SRP r16a 6.9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Response {
+    pub(super) status: ScsiStatus,
+    pub(super) sense: Option<Sense>,
+    /// DOOVER / DOUNDER / DIOVER / DIUNDER.
+    pub(super) flags: u8,
+    pub(super) data_out_residual: u32,
+    pub(super) data_in_residual: u32,
+    /// Task management response code (RSPVALID).
+    pub(super) rsp_code: Option<u8>,
+}
+
+/// One command (or task management request) of a channel.
+#[derive(Debug)]
+pub(super) struct Command {
+    pub(super) gen: Generation,
+    /// The receive slot holding the request IU.
+    pub(super) recv_slot: u32,
+    pub(super) tag: Tag,
+    pub(super) lun: [u8; 8],
+    pub(super) cdb: Cdb,
+    /// The CDB decoded by the SCSI layer, once planned.
+    pub(super) scsi: Option<ScsiCommand>,
+    pub(super) is_task_mgmt: bool,
+    /// Whether the request consumed a credit not returned yet.
+    pub(super) holds_credit: bool,
+    /// The wait queue the command is on.
+    pub(super) queued_for: Option<Resource>,
+    pub(super) aborted: bool,
+    /// Task management request waiting for this aborted command to end.
+    pub(super) abort_waiter: Option<CmdId>,
+    pub(super) transfer: DataTransfer,
+    pub(super) response: Response,
+    pub(super) state: CommandState,
+}
+
+impl Response {
+    const GOOD: Response = Response {
+        status: ScsiStatus::GOOD,
+        sense: None,
+        flags: 0,
+        data_out_residual: 0,
+        data_in_residual: 0,
+        rsp_code: None,
+    };
+}
+
+impl Command {
+    /// A request about to be answered (`Respond`) unless its IU leads
+    /// elsewhere.
+    fn new(gen: Generation, recv_slot: u32, tag: Tag, holds_credit: bool) -> Command {
+        Command {
+            gen,
+            recv_slot,
+            tag,
+            lun: [0; 8],
+            cdb: Cdb::EMPTY,
+            scsi: None,
+            is_task_mgmt: false,
+            holds_credit,
+            queued_for: None,
+            aborted: false,
+            abort_waiter: None,
+            transfer: DataTransfer::NONE,
+            response: Response::GOOD,
+            state: CommandState::RESPOND,
+        }
+    }
+
+    /// Makes a used entry [`new`](Self::new) again, field by field (in
+    /// place, with no copy of the whole command).
+    fn reset(&mut self, gen: Generation, recv_slot: u32, tag: Tag, holds_credit: bool) {
+        self.gen = gen;
+        self.recv_slot = recv_slot;
+        self.tag = tag;
+        self.lun = [0; 8];
+        self.scsi = None;
+        self.is_task_mgmt = false;
+        self.holds_credit = holds_credit;
+        self.queued_for = None;
+        self.aborted = false;
+        self.abort_waiter = None;
+        self.transfer = DataTransfer::NONE;
+        self.response = Response::GOOD;
+        self.state = CommandState::RESPOND;
+    }
+}
+
+/// The commands of a channel, by [`CmdId`]: entries are allocated as the
+/// table grows and reused in place; a freed id is the next one handed out
+/// (last in, first out).
+#[derive(Debug)]
+pub(super) struct CommandTable {
+    entries: Vec<(bool, Command)>,
+    /// Freed ids, the last freed on top.
+    free: Vec<CmdId>,
+    len: usize,
+}
+
+impl CommandTable {
+    pub(super) fn with_capacity(n: usize) -> CommandTable {
+        CommandTable {
+            entries: Vec::with_capacity(n),
+            free: Vec::with_capacity(n),
+            len: 0,
+        }
+    }
+
+    /// Commands in the table.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds a new command (see [`Command::new`]); returns its id. The
+    /// caller keeps the table within [`WrId::INDEXES`] commands.
+    pub(super) fn insert(&mut self, gen: Generation, recv_slot: u32, tag: Tag, holds_credit: bool) -> CmdId {
+        self.len += 1;
+        if let Some(id) = self.free.pop() {
+            let (live, c) = &mut self.entries[id as usize];
+            *live = true;
+            c.reset(gen, recv_slot, tag, holds_credit);
+            return id;
+        }
+        self.entries
+            .push((true, Command::new(gen, recv_slot, tag, holds_credit)));
+        (self.entries.len() - 1) as CmdId
+    }
+
+    /// Frees the entry of `id` (its contents stay until it is reused).
+    fn vacate(&mut self, id: CmdId) {
+        if let Some((live, _)) = self.entries.get_mut(id as usize).filter(|(live, _)| *live) {
+            *live = false;
+            self.len -= 1;
+            self.free.push(id);
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn contains(&self, id: usize) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub(super) fn get(&self, id: usize) -> Option<&Command> {
+        self.entries.get(id).filter(|(live, _)| *live).map(|(_, c)| c)
+    }
+
+    pub(super) fn get_mut(&mut self, id: usize) -> Option<&mut Command> {
+        self.entries.get_mut(id).filter(|(live, _)| *live).map(|(_, c)| c)
+    }
+
+    /// Live commands with their ids, in id order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Command)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (live, _))| *live)
+            .map(|(i, (_, c))| (i, c))
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Command)> {
+        self.entries
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, (live, _))| *live)
+            .map(|(i, (_, c))| (i, c))
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Index<usize> for CommandTable {
+    type Output = Command;
+
+    fn index(&self, id: usize) -> &Command {
+        self.get(id).expect("command id not in the table")
+    }
+}
+
+#[cfg(test)]
+impl std::ops::IndexMut<usize> for CommandTable {
+    fn index_mut(&mut self, id: usize) -> &mut Command {
+        self.get_mut(id).expect("command id not in the table")
+    }
+}
+
+/// What the release of a removed command needs.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Removed {
+    pub(super) recv_slot: u32,
+    pub(super) holds_credit: bool,
+    /// Whether its response was posted (its receive slot went back then).
+    pub(super) responding: bool,
+}
+
+/// A resource a command can wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Resource {
+    /// Send-queue entries (WRITEs, READs, responses).
+    SendSlot = 0,
+    /// RDMA READs outstanding, bounded by the negotiated initiator depth.
+    ReadCredit = 1,
+    /// Data pool space.
+    DataBuffer = 2,
+    /// Descriptor table pool space.
+    TableBuffer = 3,
+}
+
+impl Resource {
+    const ALL: [Resource; 4] = [
+        Resource::SendSlot,
+        Resource::ReadCredit,
+        Resource::DataBuffer,
+        Resource::TableBuffer,
+    ];
+}
+
+/// One FIFO of waiting commands per [`Resource`], allocated once. Each
+/// entry carries the order in which it was parked, so that waiters for
+/// different resources resume in the order they started waiting.
+#[derive(Debug)]
+pub(super) struct WaitQueues {
+    queues: [VecDeque<(u64, CmdId)>; 4],
+    /// Commands on all queues.
+    waiting: usize,
+    next_seq: u64,
+}
+
+impl WaitQueues {
+    pub(super) fn with_capacity(n: usize) -> WaitQueues {
+        WaitQueues {
+            queues: std::array::from_fn(|_| VecDeque::with_capacity(n)),
+            waiting: 0,
+            next_seq: 0,
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.waiting == 0
+    }
+
+    fn len(&self, r: Resource) -> usize {
+        self.queues[r as usize].len()
+    }
+
+    /// The ids waiting for `r`, first first.
+    #[cfg(test)]
+    fn ids(&self, r: Resource) -> Vec<CmdId> {
+        self.queues[r as usize].iter().map(|&(_, id)| id).collect()
+    }
+
+    fn has_waiters(&self, r: Resource) -> bool {
+        !self.queues[r as usize].is_empty()
+    }
+
+    /// When the first waiter for `r` was parked.
+    fn head_seq(&self, r: Resource) -> Option<u64> {
+        self.queues[r as usize].front().map(|&(seq, _)| seq)
+    }
+
+    fn push_back(&mut self, r: Resource, id: CmdId) {
+        self.waiting += 1;
+        self.queues[r as usize].push_back((self.next_seq, id));
+        self.next_seq += 1;
+    }
+
+    fn pop_front(&mut self, r: Resource) -> Option<(u64, CmdId)> {
+        let e = self.queues[r as usize].pop_front()?;
+        self.waiting -= 1;
+        Some(e)
+    }
+
+    /// Moves the last waiter for `r` (just parked again) back to the head,
+    /// with the place `seq` it had there.
+    fn back_to_head(&mut self, r: Resource, seq: u64) {
+        let q = &mut self.queues[r as usize];
+        if let Some((_, id)) = q.pop_back() {
+            q.push_front((seq, id));
+        }
+    }
+
+    pub(super) fn remove(&mut self, r: Resource, id: CmdId) {
+        let q = &mut self.queues[r as usize];
+        let before = q.len();
+        q.retain(|&(_, w)| w != id);
+        self.waiting -= before - q.len();
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.queues.iter_mut().for_each(VecDeque::clear);
+        self.waiting = 0;
+    }
+}
+
+/// What a state handler did.
+enum Flow {
+    /// Moved on (or posted work); run the handler of the (new) state.
+    Continue,
+    /// Moved on and now waits for an event.
+    Done,
+    /// Waits for an event (a completion, the backstore); nothing done.
+    Wait,
+    /// Lacks `Resource`; nothing done.
+    Blocked(Resource),
+}
+
+/// Whether a command in state `s` has work on the queue pair or the
+/// backstore: aborted, it ends (and the task management function that
+/// aborted it answers) only when that work is done.
+fn has_work_in_flight(s: &CommandState) -> bool {
+    match *s {
+        CommandState::FetchingTable { .. } | CommandState::Executing => true,
+        CommandState::Reading { batches, .. } | CommandState::Writing { batches, .. } => batches > 0,
+        _ => false,
+    }
+}
+
+impl Channel {
+    // ----- stepping -----------------------------------------------------
+
+    /// Drives command `id` through as many states as resources allow.
+    /// Returns whether it changed state or posted work.
+    pub(super) fn step(&mut self, id: CmdId) -> bool {
+        if !self.serves_commands() {
+            return false;
+        }
+        let mut progressed = false;
+        loop {
+            let Some(c) = self.cmds.get(id as usize) else {
+                return progressed;
+            };
+            if c.aborted {
+                return progressed;
+            }
+            let flow = match c.state {
+                CommandState::NeedTable(table) => self.need_table(id, table),
+                CommandState::NeedBuffer => self.need_buffer(id),
+                CommandState::Reading { cursor, batches } => self.reading(id, cursor, batches),
+                CommandState::ReadyToExecute => self.ready_to_execute(id),
+                CommandState::Writing { cursor, batches } => self.writing(id, cursor, batches),
+                CommandState::Respond {
+                    batches,
+                    unsignaled_writes,
+                } => self.respond(id, batches, unsignaled_writes),
+                CommandState::FetchingTable { .. }
+                | CommandState::Executing
+                | CommandState::Responding { .. }
+                | CommandState::TaskMgmtWait { .. } => Flow::Wait,
+            };
+            match flow {
+                Flow::Continue => progressed = true,
+                Flow::Done => return true,
+                Flow::Wait => return progressed,
+                Flow::Blocked(r) => {
+                    self.park(id, r);
+                    return progressed;
+                }
+            }
+        }
+    }
+
+    /// Whether command `id` may take `r` now: nobody waits for it, or `id`
+    /// is the waiter being resumed.
+    fn may_take(&self, id: CmdId, r: Resource) -> bool {
+        !self.waiters.has_waiters(r) || self.resuming == Some((id, r))
+    }
+
+    fn set_state(&mut self, id: CmdId, state: CommandState) {
+        if let Some(c) = self.cmds.get_mut(id as usize) {
+            c.state = state;
+        }
+    }
+
+    fn park(&mut self, id: CmdId, r: Resource) {
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
+        match c.queued_for {
+            Some(q) if q == r => return,
+            Some(q) => self.waiters.remove(q, id),
+            None => {}
+        }
+        c.queued_for = Some(r);
+        self.waiters.push_back(r, id);
+    }
+
+    /// Resumes waiting commands in the order they were parked, each queue
+    /// in FIFO order: a waiter that cannot move keeps its place at the
+    /// head of its queue, which then stops for this round.
+    pub(super) fn resume_waiters(&mut self) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        // Moving a waiter only takes resources, so rounds end.
+        loop {
+            let mut progressed = false;
+            // Each waiter is tried at most once per round.
+            let mut budget = Resource::ALL.map(|r| self.waiters.len(r));
+            loop {
+                let next = Resource::ALL
+                    .into_iter()
+                    .filter(|&r| budget[r as usize] > 0)
+                    .filter_map(|r| Some((self.waiters.head_seq(r)?, r)))
+                    .min_by_key(|&(seq, _)| seq);
+                let Some((_, r)) = next else {
+                    break;
+                };
+                budget[r as usize] -= 1;
+                let Some((seq, id)) = self.waiters.pop_front(r) else {
+                    continue;
+                };
+                match self.cmds.get_mut(id as usize) {
+                    Some(c) => c.queued_for = None,
+                    None => continue,
+                }
+                self.resuming = Some((id, r));
+                let moved = self.step(id);
+                self.resuming = None;
+                if moved {
+                    progressed = true;
+                } else if self
+                    .cmds
+                    .get(id as usize)
+                    .is_some_and(|c| c.queued_for == Some(r))
+                {
+                    // Back to the head: later waiters stay behind it.
+                    self.waiters.back_to_head(r, seq);
+                    budget[r as usize] = 0;
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    // ----- state handlers ------------------------------------------------
+
+    fn need_table(&mut self, id: CmdId, ext: ExternalTable) -> Flow {
+        let ExternalTable { table, count } = ext;
+        // The table descriptor covers the whole table: one 16-byte
+        // descriptor (SRP r16a 5.5.2.1) per descriptor counted.
+        if count == 0 || count > self.cfg.max_desc || table.len != count * DESC_LEN {
+            self.check_condition(id, Sense::invalid_field_in_command_iu());
+            return Flow::Continue;
+        }
+        if !self.may_take(id, Resource::ReadCredit) || self.reads_in_flight >= self.cfg.rdma_read_depth {
+            return Flow::Blocked(Resource::ReadCredit);
+        }
+        if !self.may_take(id, Resource::SendSlot) || self.sq_free() < 1 {
+            return Flow::Blocked(Resource::SendSlot);
+        }
+        if !self.may_take(id, Resource::TableBuffer) {
+            return Flow::Blocked(Resource::TableBuffer);
+        }
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return Flow::Wait;
+        };
+        let Some(extent) = self.tables.alloc(table.len as u64) else {
+            return Flow::Blocked(Resource::TableBuffer);
+        };
+        let wr = WorkRequest {
+            wr_id: WrId {
+                index: id as u32,
+                kind: WrKind::TableRead,
+                count: 1,
+                gen: c.gen.get(),
+            }
+            .encode(),
+            opcode: WrOpcode::RdmaRead,
+            local: LocalSeg {
+                region: Region::Table,
+                offset: extent.offset,
+                len: table.len,
+            },
+            remote_addr: table.va,
+            rkey: table.rkey,
+            signaled: true,
+        };
+        c.state = CommandState::FetchingTable { table: extent, count };
+        self.reads_in_flight += 1;
+        self.sq_in_flight += 1;
+        self.actions.push_back(Action::PostSend(wr));
+        Flow::Done
+    }
+
+    fn need_buffer(&mut self, id: CmdId) -> Flow {
+        let Some(need) = self.cmds.get(id as usize).map(|c| c.transfer.pool_bytes()) else {
+            return Flow::Wait;
+        };
+        if need > 0 {
+            if !self.pool.fits(need) {
+                self.check_condition(id, Sense::invalid_field_in_cdb());
+                return Flow::Continue;
+            }
+            if !self.may_take(id, Resource::DataBuffer) {
+                return Flow::Blocked(Resource::DataBuffer);
+            }
+            let Some(extent) = self.pool.alloc(need) else {
+                return Flow::Blocked(Resource::DataBuffer);
+            };
+            if let Some(c) = self.cmds.get_mut(id as usize) {
+                c.transfer.buffer = DataBuffer::Pool(extent);
+            }
+        }
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return Flow::Wait;
+        };
+        let t = &c.transfer;
+        c.state = if t.dir == DataDir::Out && !t.descriptors.is_immediate() && t.expected_len > 0 {
+            CommandState::Reading {
+                cursor: TransferCursor::new(t.expected_len as u64),
+                batches: 0,
+            }
+        } else {
+            CommandState::ReadyToExecute
+        };
+        Flow::Continue
+    }
+
+    fn reading(&mut self, id: CmdId, cursor: TransferCursor, batches: u32) -> Flow {
+        if cursor.is_done() {
+            // The last batch's completion moves on.
+            return Flow::Wait;
+        }
+        if !self.may_take(id, Resource::ReadCredit) {
+            return Flow::Blocked(Resource::ReadCredit);
+        }
+        if !self.may_take(id, Resource::SendSlot) {
+            return Flow::Blocked(Resource::SendSlot);
+        }
+        let reads = self.cfg.rdma_read_depth.saturating_sub(self.reads_in_flight);
+        if reads == 0 {
+            return Flow::Blocked(Resource::ReadCredit);
+        }
+        let room = reads.min(self.sq_free());
+        if room == 0 {
+            return Flow::Blocked(Resource::SendSlot);
+        }
+        let (n, cursor) = self.post_rdma(id, WrOpcode::RdmaRead, cursor, room, false);
+        if n == 0 {
+            // The descriptors end before the data-out does (their lengths
+            // were checked against the CDB, so this does not happen).
+            self.check_condition(id, Sense::invalid_field_in_command_iu());
+            return Flow::Continue;
+        }
+        self.reads_in_flight += n;
+        self.set_state(
+            id,
+            CommandState::Reading {
+                cursor,
+                batches: batches + 1,
+            },
+        );
+        if cursor.is_done() {
+            // All posted: the last batch's completion moves on.
+            Flow::Done
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn ready_to_execute(&mut self, id: CmdId) -> Flow {
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return Flow::Wait;
+        };
+        if let DataBuffer::Backstore { .. } = c.transfer.buffer {
+            // Zero copy: the data already sits in (or is read straight
+            // from) the backstore.
+            let len = c.transfer.expected_len;
+            self.complete_scsi(id, ScsiStatus::GOOD, None, len);
+            return Flow::Continue;
+        }
+        c.state = CommandState::Executing;
+        self.actions.push_back(Action::Execute { cmd: id });
+        Flow::Done
+    }
+
+    fn writing(&mut self, id: CmdId, cursor: TransferCursor, batches: u32) -> Flow {
+        if !self.may_take(id, Resource::SendSlot) {
+            return Flow::Blocked(Resource::SendSlot);
+        }
+        let free = self.sq_free();
+        if free == 0 {
+            return Flow::Blocked(Resource::SendSlot);
+        }
+        let remaining = self.remaining_wrs(id, cursor);
+        if remaining < free {
+            // All remaining WRITEs plus the response in one chain.
+            let (n, cursor) = self.post_rdma(id, WrOpcode::RdmaWrite, cursor, remaining, true);
+            self.stats.bytes_in += cursor.total;
+            self.set_state(
+                id,
+                CommandState::Respond {
+                    batches,
+                    unsignaled_writes: n,
+                },
+            );
+            return Flow::Continue;
+        }
+        let (n, cursor) = self.post_rdma(id, WrOpcode::RdmaWrite, cursor, free, false);
+        self.set_state(
+            id,
+            CommandState::Writing {
+                cursor,
+                batches: batches + u32::from(n > 0),
+            },
+        );
+        Flow::Continue
+    }
+
+    fn respond(&mut self, id: CmdId, batches: u32, unsignaled_writes: u32) -> Flow {
+        if !self.may_take(id, Resource::SendSlot) || self.sq_free() < 1 {
+            return Flow::Blocked(Resource::SendSlot);
+        }
+        // The receive buffer goes back before the credit it backs is
+        // returned in this response.
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return Flow::Wait;
+        };
+        let slot = c.recv_slot;
+        let credit = std::mem::take(&mut c.holds_credit);
+        self.slots_held = self.slots_held.saturating_sub(1);
+        self.actions.push_back(Action::PostRecv { slot });
+        if credit {
+            self.credits.on_release();
+        }
+        let len = self.build_rsp(id);
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return Flow::Wait;
+        };
+        // A response chained behind data-in WRITEs retires them.
+        let wr = WorkRequest {
+            wr_id: WrId {
+                index: id as u32,
+                kind: WrKind::Response,
+                count: (1 + unsignaled_writes) as u16,
+                gen: c.gen.get(),
+            }
+            .encode(),
+            opcode: WrOpcode::Send,
+            local: LocalSeg {
+                region: Region::Send,
+                offset: id as u64 * self.send_slot_size as u64,
+                len,
+            },
+            remote_addr: 0,
+            rkey: 0,
+            signaled: true,
+        };
+        c.state = CommandState::Responding { batches };
+        self.sq_in_flight += 1;
+        self.actions.push_back(Action::PostSend(wr));
+        Flow::Done
+    }
+
+    // ----- events of the command path --------------------------------------
+
+    /// The RDMA READ of the external table of `id` completed.
+    pub(super) fn on_table_fetched(&mut self, id: CmdId) {
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
+        let CommandState::FetchingTable { table, count } = c.state else {
+            tracing::error!(cmd = id, state = ?c.state, "table read completed for a command not fetching one");
+            return;
+        };
+        c.transfer.descriptors = DataDescriptors::Fetched { table, count };
+        c.state = CommandState::NeedBuffer;
+        if c.aborted {
+            return self.finish_silently(id);
+        }
+        let descriptors = c.transfer.descriptors;
+        let total: u64 = (0..count)
+            .filter_map(|i| self.descriptor(&descriptors, i))
+            .map(|d| d.len as u64)
+            .sum();
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
+        let t = &mut c.transfer;
+        t.descriptor_len = total;
+        if t.indirect_len.is_some_and(|h| h as u64 != total) {
+            // TOTAL LENGTH of the indirect header is the sum of the
+            // table's descriptor lengths.
+            self.check_condition(id, Sense::invalid_field_in_command_iu());
+        } else if t.dir == DataDir::Out && total != t.expected_len as u64 {
+            self.reject_data_out_length(id);
+        }
+        self.step(id);
+    }
+
+    /// A signaled batch of data-out READs of `id` completed, retiring
+    /// `reads` RDMA READs.
+    pub(super) fn on_reads_done(&mut self, id: CmdId, reads: u32) {
+        self.reads_in_flight = self.reads_in_flight.saturating_sub(reads);
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
+        let CommandState::Reading { cursor, batches } = &mut c.state else {
+            tracing::error!(cmd = id, state = ?c.state, "data-out READs completed for a command not reading");
+            return;
+        };
+        *batches = batches.saturating_sub(1);
+        let (cursor, batches) = (*cursor, *batches);
+        if c.aborted {
+            if batches == 0 {
+                self.finish_silently(id);
+            }
+        } else if batches == 0 && cursor.is_done() {
+            self.stats.bytes_out += cursor.total;
+            c.state = CommandState::ReadyToExecute;
+            self.step(id);
+        }
+    }
+
+    /// A signaled batch of data-in WRITEs of `id` completed.
+    pub(super) fn on_writes_done(&mut self, id: CmdId) {
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
+        let (CommandState::Writing { batches, .. }
+        | CommandState::Respond { batches, .. }
+        | CommandState::Responding { batches }) = &mut c.state
+        else {
+            tracing::error!(cmd = id, state = ?c.state, "data-in WRITEs completed for a command not writing");
+            return;
+        };
+        *batches = batches.saturating_sub(1);
+        if c.aborted && *batches == 0 {
+            self.finish_silently(id);
+        }
+    }
+
+    /// The SCSI command of `id` finished with `status`; `produced` bytes
+    /// of data-in are ready. Moves to the data-in phase or the response.
+    pub(super) fn complete_scsi(
+        &mut self,
+        id: CmdId,
+        status: ScsiStatus,
+        sense: Option<Sense>,
+        produced: u32,
+    ) {
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
+        let r = &mut c.response;
+        r.status = status;
+        r.sense = sense;
+        c.state = CommandState::RESPOND;
+        if c.transfer.dir != DataDir::In {
+            return;
+        }
+        // SRP r16a 6.9: DIOVER when the command had more data than the
+        // buffer takes, DIUNDER when it sent less than the buffer holds.
+        let good = status == ScsiStatus::GOOD || status == ScsiStatus::CONDITION_MET;
+        let avail = c.transfer.descriptor_len;
+        let sent = if good { (produced as u64).min(avail) } else { 0 };
+        if good && produced as u64 > avail {
+            r.flags |= Rsp::DIOVER;
+            r.data_in_residual = (produced as u64 - avail) as u32;
+        } else if sent < avail {
+            r.flags |= Rsp::DIUNDER;
+            r.data_in_residual = (avail - sent).min(u32::MAX as u64) as u32;
+        }
+        if sent > 0 {
+            c.state = CommandState::Writing {
+                cursor: TransferCursor::new(sent),
+                batches: 0,
+            };
+        }
+    }
+
+    /// Ends the command with CHECK CONDITION and `sense`, moving no data.
+    pub(super) fn check_condition(&mut self, id: CmdId, sense: Sense) {
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
+        c.response.status = ScsiStatus::CHECK_CONDITION;
+        c.response.sense = Some(sense);
+        c.transfer.dir = DataDir::None;
+        c.state = CommandState::RESPOND;
+    }
+
+    /// SRP r16a 6.9 / SAM-5: a data-out buffer whose length differs from
+    /// the CDB's transfer length is refused rather than partly written (the
+    /// kernel target does the same for WRITE-type commands).
+    pub(super) fn reject_data_out_length(&mut self, id: CmdId) {
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return;
+        };
+        let have = c.transfer.descriptor_len;
+        let need = c.transfer.expected_len as u64;
+        let r = &mut c.response;
+        if have < need {
+            r.flags |= Rsp::DOOVER;
+            r.data_out_residual = (need - have) as u32;
+        } else {
+            r.flags |= Rsp::DOUNDER;
+            r.data_out_residual = have.min(u32::MAX as u64) as u32;
+        }
+        self.check_condition(id, Sense::invalid_field_in_command_iu());
+    }
+
+    // ----- aborting and ending ---------------------------------------------
+
+    /// Aborts command `t` on behalf of task management request `tmf`.
+    pub(super) fn abort(&mut self, t: CmdId, tmf: CmdId) {
+        let Some(c) = self.cmds.get_mut(t as usize) else {
+            return;
+        };
+        if c.aborted || matches!(c.state, CommandState::Responding { .. }) {
+            // Already going, or the response is on the wire ahead of ours.
+            return;
+        }
+        self.stats.aborted += 1;
+        c.aborted = true;
+        if has_work_in_flight(&c.state) {
+            c.abort_waiter = Some(tmf);
+            if let Some(CommandState::TaskMgmtWait { pending }) =
+                self.cmds.get_mut(tmf as usize).map(|c| &mut c.state)
+            {
+                *pending += 1;
+            }
+        } else {
+            self.finish_silently(t);
+        }
+    }
+
+    /// Ends an aborted (or orphaned) command without a response: its
+    /// buffer returns to the ring and its credit is owed to the initiator.
+    pub(super) fn finish_silently(&mut self, id: CmdId) {
+        let waiter = self.cmds.get_mut(id as usize).and_then(|c| c.abort_waiter.take());
+        self.release(id);
+        if let Some(t) = waiter {
+            if let Some(c) = self.cmds.get_mut(t as usize) {
+                if let CommandState::TaskMgmtWait { pending } = &mut c.state {
+                    *pending = pending.saturating_sub(1);
+                    if *pending == 0 {
+                        c.state = CommandState::RESPOND;
+                        self.step(t);
+                    }
+                }
+            }
+        }
+        self.maybe_cred_req();
+        self.maybe_closed();
+    }
+
+    /// Frees a command and its buffers; reposts its receive slot unless the
+    /// channel is going away with its own ring (a shared slot always goes
+    /// back).
+    pub(super) fn release(&mut self, id: CmdId) {
+        let Some(c) = self.remove_command(id) else {
+            return;
+        };
+        let live = self.serves_commands();
+        // A responding command gave its slot back when it posted the
+        // response (see `respond`).
+        if !c.responding {
+            self.slots_held = self.slots_held.saturating_sub(1);
+            if live || self.shares_recv() {
+                self.actions.push_back(Action::PostRecv { slot: c.recv_slot });
+            }
+        }
+        if live && c.holds_credit {
+            self.credits.on_release();
+        }
+    }
+
+    /// Removes a command from the channel and its wait queue and returns
+    /// its pool extents; says what else releasing it involves.
+    pub(super) fn remove_command(&mut self, id: CmdId) -> Option<Removed> {
+        let c = self.cmds.get_mut(id as usize)?;
+        if let Some(r) = c.queued_for {
+            self.waiters.remove(r, id);
+        }
+        if let DataBuffer::Pool(e) = std::mem::replace(&mut c.transfer.buffer, DataBuffer::None) {
+            self.pool.free(e);
+        }
+        if let DataDescriptors::Fetched { table, .. } = c.transfer.descriptors {
+            self.tables.free(table);
+        }
+        if let CommandState::FetchingTable { table, .. } = c.state {
+            self.tables.free(table);
+        }
+        let removed = Removed {
+            recv_slot: c.recv_slot,
+            holds_credit: c.holds_credit,
+            responding: matches!(c.state, CommandState::Responding { .. }),
+        };
+        self.cmds.vacate(id);
+        Some(removed)
+    }
+
+    // ----- transfers -------------------------------------------------------
+
+    fn descriptor(&self, d: &DataDescriptors, i: u32) -> Option<DirectDesc> {
+        match *d {
+            DataDescriptors::Direct(d) if i == 0 => Some(d),
+            DataDescriptors::InIu { offset, count } if i < count => {
+                Some(read_desc(&self.recv, offset as u64 + (i * DESC_LEN) as u64))
+            }
+            DataDescriptors::Fetched { table, count } if i < count => {
+                Some(read_desc(self.tables.buf(), table.offset + (i * DESC_LEN) as u64))
+            }
+            _ => None,
+        }
+    }
+
+    /// Number of RDMA work requests still to post from `cursor`.
+    fn remaining_wrs(&self, id: CmdId, mut cursor: TransferCursor) -> u32 {
+        let Some(c) = self.cmds.get(id as usize) else {
+            return 0;
+        };
+        let d = &c.transfer.descriptors;
+        let mut n = 0;
+        while cursor.next_piece(|i| self.descriptor(d, i)).is_some() {
+            n += 1;
+        }
+        n
+    }
+
+    /// Posts up to `max` RDMA requests of command `id` from `cursor`. The
+    /// last one is signaled unless `then_response` (the response SEND that
+    /// follows retires them). Returns how many were posted and the cursor
+    /// after them.
+    fn post_rdma(
+        &mut self,
+        id: CmdId,
+        op: WrOpcode,
+        mut cursor: TransferCursor,
+        max: u32,
+        then_response: bool,
+    ) -> (u32, TransferCursor) {
+        let Some(c) = self.cmds.get(id as usize) else {
+            return (0, cursor);
+        };
+        let (region, base) = match &c.transfer.buffer {
+            DataBuffer::Backstore { buf, offset } => (Region::Ram { base: buf.addr() }, *offset),
+            DataBuffer::Pool(e) => (Region::Pool, e.offset),
+            DataBuffer::None => (Region::Pool, 0),
+        };
+        let gen = c.gen.get();
+        let descriptors = &c.transfer.descriptors;
+        let mut n = 0u32;
+        while n < max {
+            let Some((piece, local)) = cursor.next_piece(|i| self.descriptor(descriptors, i)) else {
+                break;
+            };
+            n += 1;
+            let signaled = !then_response && (n == max || cursor.is_done());
+            let (kind, count) = match (signaled, op) {
+                (false, _) => (WrKind::Unsignaled, 0),
+                (true, WrOpcode::RdmaRead) => (WrKind::DataRead, n as u16),
+                (true, _) => (WrKind::DataWrite, n as u16),
+            };
+            self.actions.push_back(Action::PostSend(WorkRequest {
+                wr_id: WrId {
+                    index: id as u32,
+                    kind,
+                    count,
+                    gen,
+                }
+                .encode(),
+                opcode: op,
+                local: LocalSeg {
+                    region,
+                    offset: base + local,
+                    len: piece.len,
+                },
+                remote_addr: piece.va,
+                rkey: piece.rkey,
+                signaled,
+            }));
+        }
+        self.sq_in_flight += n;
+        (n, cursor)
+    }
+
+    // ----- the response ----------------------------------------------------
+
+    /// Emits the SRP_RSP of `id` into its send slot; returns its length.
+    fn build_rsp(&mut self, id: CmdId) -> u32 {
+        let Some(c) = self.cmds.get_mut(id as usize) else {
+            return 0;
+        };
+        let (t, r) = (&c.transfer, &mut c.response);
+        // Residuals for a buffer the command never used (SRP r16a 6.9).
+        let unused = t
+            .descriptor_len
+            .max(t.indirect_len.unwrap_or(0) as u64)
+            .min(u32::MAX as u64) as u32;
+        let residual_flags = Rsp::DOOVER | Rsp::DOUNDER | Rsp::DIOVER | Rsp::DIUNDER;
+        if t.dir == DataDir::None && r.flags & residual_flags == 0 && unused > 0 {
+            match t.descriptor_dir {
+                DataDir::Out => {
+                    r.flags |= Rsp::DOUNDER;
+                    r.data_out_residual = unused;
+                }
+                DataDir::In => {
+                    r.flags |= Rsp::DIUNDER;
+                    r.data_in_residual = unused;
+                }
+                DataDir::None => {}
+            }
+        }
+        let delta = self.credits.take_delta();
+        let Some(c) = self.cmds.get(id as usize) else {
+            return 0;
+        };
+        let r = &c.response;
+        let mut sense_buf = [0u8; Sense::FIXED_LEN];
+        let sense_len = r.sense.as_ref().map_or(0, |s| s.emit_fixed(&mut sense_buf));
+        let rsp_data = r.rsp_code.map(|code| [0, 0, 0, code]);
+        let mut flags = r.flags;
+        if sense_len > 0 {
+            flags |= Rsp::SNSVALID;
+        }
+        if rsp_data.is_some() {
+            flags |= Rsp::RSPVALID;
+        }
+        let rsp = Rsp {
+            tag: c.tag,
+            sol_not: 0,
+            req_lim_delta: delta,
+            flags,
+            status: r.status.0,
+            data_out_res_cnt: r.data_out_residual,
+            data_in_res_cnt: r.data_in_residual,
+            sense: &sense_buf[..sense_len],
+            resp_data: rsp_data.as_ref().map_or(&[][..], |r| &r[..]),
+        };
+        let off = id as usize * self.send_slot_size as usize;
+        let emitted = self
+            .send
+            .with_bytes_mut(off, self.send_slot_size as usize, |b| rsp.emit(b));
+        match emitted {
+            Ok(n) => n as u32,
+            Err(e) => {
+                // Cannot happen with a 64-byte minimum slot and 18-byte sense.
+                tracing::error!(?e, "SRP_RSP does not fit its send slot");
+                0
+            }
+        }
+    }
+
+    /// What the driver needs to execute command `id` (after `Action::Execute`).
+    pub fn exec_request(&self, id: CmdId) -> Option<ExecRequest<'_>> {
+        let c = self.cmds.get(id as usize)?;
+        if c.state != CommandState::Executing {
+            return None;
+        }
+        let command = c.scsi.as_ref()?;
+        let t = &c.transfer;
+        let (buf, offset, len) = match (t.descriptors, &t.buffer) {
+            (DataDescriptors::Immediate { offset, len }, _) => (&self.recv, offset as usize, len),
+            (_, DataBuffer::Pool(e)) => (self.pool.buf(), e.offset as usize, t.expected_len),
+            _ => (self.pool.buf(), 0, 0),
+        };
+        Some(ExecRequest {
+            nexus: &self.nexus,
+            lun: c.lun,
+            cdb: c.cdb.as_bytes(),
+            command,
+            buf,
+            offset,
+            len,
+        })
+    }
+}
+
+fn read_desc(buf: &DmaBuf, offset: u64) -> DirectDesc {
+    let mut b = [0u8; DirectDesc::LEN];
+    buf.read(offset as usize, &mut b);
+    DirectDesc::decode(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::channel::{ChannelConfig, TARGET_IU_SLOTS};
+    use crate::scsi::backstore::BackstoreConfig;
+    use crate::scsi::lun::{LunConfig, Target, TargetConfig};
+    use crate::scsi::Completion;
+    use crate::wire::{self, DataDesc, IndirectDesc, TaskMgmt, TmFunction};
+
+    /// A channel on a 1 MiB RAM LUN (512-byte blocks) whose power-on unit
+    /// attention is already reported.
+    fn channel(edit: impl FnOnce(&mut ChannelConfig)) -> Channel {
+        let bs = BackstoreConfig::parse("ram:1M,bs=512", "lun").unwrap();
+        let t = Target::new(TargetConfig {
+            luns: vec![LunConfig::new(0, bs)],
+            ..TargetConfig::default()
+        })
+        .unwrap();
+        let nexus = t.nexus([7; 16]);
+        assert!(nexus.plan([0; 8], &[0; 6]).is_err(), "the unit attention");
+        let mut cfg = ChannelConfig::new(8260, Some(68), 8);
+        edit(&mut cfg);
+        let mut ch = Channel::new(cfg, nexus).unwrap();
+        actions(&mut ch);
+        ch
+    }
+
+    fn actions(ch: &mut Channel) -> Vec<Action> {
+        std::iter::from_fn(|| ch.poll_action()).collect()
+    }
+
+    fn sends(acts: &[Action]) -> Vec<WorkRequest> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::PostSend(w) => Some(*w),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn kind(w: &WorkRequest) -> WrKind {
+        WrId::decode(w.wr_id).unwrap().kind
+    }
+
+    /// Lands `iu` in receive slot `slot`.
+    fn land(ch: &mut Channel, slot: u32, iu: &[u8]) {
+        ch.recv_buf().write(ch.recv_slot_offset(slot) as usize, iu);
+        ch.handle_completion(WrId::recv(slot), true, iu.len() as u32);
+    }
+
+    fn cmd(tag: u64, cdb: &[u8], out: bool, desc: DataDesc<'_>) -> Vec<u8> {
+        let mut b = vec![0u8; 1024];
+        let c = wire::Cmd::new(Tag(tag), [0; 8], cdb);
+        let c = if out {
+            c.with_data_out(desc)
+        } else {
+            c.with_data_in(desc)
+        };
+        let n = c.emit(&mut b).unwrap();
+        b.truncate(n);
+        b
+    }
+
+    fn rw10(op: u8, lba: u32, blocks: u16) -> [u8; 10] {
+        let mut c = [0u8; 10];
+        c[0] = op;
+        c[2..6].copy_from_slice(&lba.to_be_bytes());
+        c[7..9].copy_from_slice(&blocks.to_be_bytes());
+        c
+    }
+
+    fn inquiry(alloc: u16) -> [u8; 6] {
+        let a = alloc.to_be_bytes();
+        [0x12, 0, 0, a[0], a[1], 0]
+    }
+
+    fn direct(len: u32) -> DataDesc<'static> {
+        DataDesc::Direct(DirectDesc {
+            va: 0x10_0000,
+            rkey: 5,
+            len,
+        })
+    }
+
+    /// `n` descriptors of `len` bytes, as table bytes.
+    fn table(n: usize, len: u32) -> Vec<u8> {
+        let mut t = vec![0u8; n * DirectDesc::LEN];
+        for i in 0..n {
+            DirectDesc {
+                va: 0x20_0000 + (i as u64) * 0x1000,
+                rkey: 5,
+                len,
+            }
+            .emit(&mut t[i * DirectDesc::LEN..])
+            .unwrap();
+        }
+        t
+    }
+
+    fn in_iu(t: &[u8], total_len: u32) -> DataDesc<'_> {
+        DataDesc::Indirect(IndirectDesc {
+            table: DirectDesc {
+                va: 0x30_0000,
+                rkey: 5,
+                len: t.len() as u32,
+            },
+            total_len,
+            partial: t,
+        })
+    }
+
+    /// An indirect descriptor whose table (`table_len / 16` descriptors)
+    /// is all in initiator memory.
+    fn external(table_len: u32, total_len: u32) -> DataDesc<'static> {
+        DataDesc::Indirect(IndirectDesc {
+            table: DirectDesc {
+                va: 0x30_0000,
+                rkey: 5,
+                len: table_len,
+            },
+            total_len,
+            partial: &[],
+        })
+    }
+
+    fn state(ch: &Channel, id: CmdId) -> CommandState {
+        ch.cmds[id as usize].state
+    }
+
+    fn queued(ch: &Channel, id: CmdId) -> Option<Resource> {
+        ch.cmds[id as usize].queued_for
+    }
+
+    fn complete(ch: &mut Channel, w: &WorkRequest) {
+        ch.handle_completion(w.wr_id, true, 0);
+    }
+
+    #[test]
+    fn need_table_fetches_the_table_then_reads_the_data() {
+        let mut ch = channel(|_| {});
+        let t = table(2, 512);
+        land(&mut ch, 0, &cmd(1, &rw10(0x2a, 0, 2), true, external(32, 1024)));
+        let acts = sends(&actions(&mut ch));
+        assert_eq!(acts.len(), 1);
+        assert_eq!(
+            (kind(&acts[0]), acts[0].opcode, acts[0].local.len),
+            (WrKind::TableRead, WrOpcode::RdmaRead, 32)
+        );
+        let CommandState::FetchingTable { table: ext, count: 2 } = state(&ch, 0) else {
+            panic!("{:?}", state(&ch, 0));
+        };
+        ch.table_buf().write(ext.offset as usize, &t);
+        complete(&mut ch, &acts[0]);
+        // Zero copy to the RAM LUN: no data buffer; both READs in one batch.
+        let reads = sends(&actions(&mut ch));
+        assert_eq!(reads.len(), 2);
+        assert!(matches!(reads[0].local.region, Region::Ram { .. }));
+        assert_eq!((reads[0].signaled, kind(&reads[1])), (false, WrKind::DataRead));
+        assert_eq!((reads[1].remote_addr, reads[1].local.offset), (0x20_1000, 512));
+        assert!(matches!(state(&ch, 0), CommandState::Reading { batches: 1, cursor } if cursor.is_done()));
+        complete(&mut ch, &reads[1]);
+        let rsp = sends(&actions(&mut ch));
+        assert_eq!(rsp.len(), 1);
+        assert_eq!(kind(&rsp[0]), WrKind::Response);
+        assert_eq!(state(&ch, 0), CommandState::Responding { batches: 0 });
+        complete(&mut ch, &rsp[0]);
+        assert_eq!(ch.in_flight(), 0);
+        assert_eq!(ch.tables.free_bytes(), ch.tables.capacity());
+    }
+
+    #[test]
+    fn need_table_answers_a_table_of_the_wrong_size() {
+        let mut ch = channel(|_| {});
+        // 40 bytes is not a whole number of descriptors.
+        land(&mut ch, 0, &cmd(1, &rw10(0x2a, 0, 2), true, external(40, 1024)));
+        let acts = sends(&actions(&mut ch));
+        assert_eq!(acts.iter().map(kind).collect::<Vec<_>>(), vec![WrKind::Response]);
+        assert_eq!(ch.cmds[0].response.status, ScsiStatus::CHECK_CONDITION);
+    }
+
+    #[test]
+    fn need_table_waits_for_a_read_credit_in_order() {
+        let mut ch = channel(|c| c.rdma_read_depth = 1);
+        let t = table(2, 512);
+        land(&mut ch, 0, &cmd(1, &rw10(0x2a, 0, 2), true, external(32, 1024)));
+        land(&mut ch, 1, &cmd(2, &rw10(0x2a, 8, 2), true, external(32, 1024)));
+        let first = sends(&actions(&mut ch));
+        assert_eq!(first.len(), 1);
+        assert!(matches!(state(&ch, 1), CommandState::NeedTable(_)));
+        assert_eq!(queued(&ch, 1), Some(Resource::ReadCredit));
+        let CommandState::FetchingTable { table: ext, .. } = state(&ch, 0) else {
+            panic!()
+        };
+        ch.table_buf().write(ext.offset as usize, &t);
+        complete(&mut ch, &first[0]);
+        // The credit goes to the earlier waiter (the second table), not to
+        // the first command's data READs.
+        let next = sends(&actions(&mut ch));
+        assert_eq!(next.iter().map(kind).collect::<Vec<_>>(), vec![WrKind::TableRead]);
+        assert!(matches!(state(&ch, 1), CommandState::FetchingTable { .. }));
+        assert!(matches!(state(&ch, 0), CommandState::Reading { batches: 0, .. }));
+        assert_eq!(queued(&ch, 0), Some(Resource::ReadCredit));
+        let CommandState::FetchingTable { table: ext, .. } = state(&ch, 1) else {
+            panic!()
+        };
+        ch.table_buf().write(ext.offset as usize, &t);
+        complete(&mut ch, &next[0]);
+        // Now the first command's READ (one credit: one READ per batch).
+        let reads = sends(&actions(&mut ch));
+        assert_eq!(reads.len(), 1);
+        assert_eq!(WrId::decode(reads[0].wr_id).unwrap().index, 0);
+        assert_eq!(queued(&ch, 0), Some(Resource::ReadCredit));
+        assert_eq!(queued(&ch, 1), Some(Resource::ReadCredit));
+    }
+
+    #[test]
+    fn need_buffer_waits_in_order_for_pool_space() {
+        let mut ch = channel(|c| {
+            c.pool_size = 8192;
+            c.max_transfer = 8192;
+        });
+        land(&mut ch, 0, &cmd(1, &inquiry(4096), false, direct(4096)));
+        land(&mut ch, 1, &cmd(2, &inquiry(4096), false, direct(4096)));
+        land(&mut ch, 2, &cmd(3, &inquiry(8192), false, direct(8192)));
+        land(&mut ch, 3, &cmd(4, &inquiry(4096), false, direct(4096)));
+        let acts = actions(&mut ch);
+        assert_eq!(
+            acts.iter()
+                .filter(|a| matches!(a, Action::Execute { .. }))
+                .count(),
+            2
+        );
+        assert_eq!(state(&ch, 2), CommandState::NeedBuffer);
+        assert_eq!(queued(&ch, 2), Some(Resource::DataBuffer));
+        assert_eq!(queued(&ch, 3), Some(Resource::DataBuffer));
+        // The first ends: 4 KiB free, not enough for the head of the queue;
+        // the smaller request behind it does not overtake it.
+        ch.handle_exec_done(0, Completion::good(36));
+        let rsp = sends(&actions(&mut ch));
+        complete(&mut ch, rsp.last().unwrap());
+        assert_eq!(state(&ch, 3), CommandState::NeedBuffer);
+        assert_eq!(ch.waiters.ids(Resource::DataBuffer), [2, 3]);
+        ch.handle_exec_done(1, Completion::good(36));
+        let rsp = sends(&actions(&mut ch));
+        complete(&mut ch, rsp.last().unwrap());
+        assert_eq!(state(&ch, 2), CommandState::Executing);
+        assert_eq!(state(&ch, 3), CommandState::NeedBuffer);
+    }
+
+    #[test]
+    fn a_transfer_beyond_the_channel_maximum_is_answered() {
+        let mut ch = channel(|c| {
+            c.pool_size = 4096;
+            c.max_transfer = 4096;
+        });
+        land(&mut ch, 0, &cmd(1, &inquiry(8192), false, direct(8192)));
+        let acts = sends(&actions(&mut ch));
+        assert_eq!(acts.iter().map(kind).collect::<Vec<_>>(), vec![WrKind::Response]);
+        assert_eq!(ch.cmds[0].response.sense, Some(Sense::invalid_field_in_cdb()));
+    }
+
+    #[test]
+    fn reading_posts_batches_within_the_read_depth() {
+        let mut ch = channel(|c| c.rdma_read_depth = 2);
+        let t = table(4, 512);
+        land(&mut ch, 0, &cmd(1, &rw10(0x2a, 0, 4), true, in_iu(&t, 2048)));
+        let b1 = sends(&actions(&mut ch));
+        assert_eq!(b1.len(), 2);
+        assert_eq!(
+            (kind(&b1[0]), kind(&b1[1])),
+            (WrKind::Unsignaled, WrKind::DataRead)
+        );
+        assert!(matches!(state(&ch, 0), CommandState::Reading { batches: 1, cursor } if !cursor.is_done()));
+        assert_eq!(queued(&ch, 0), Some(Resource::ReadCredit));
+        complete(&mut ch, &b1[1]);
+        let b2 = sends(&actions(&mut ch));
+        assert_eq!(b2.len(), 2);
+        assert_eq!(b2[1].local.offset - b1[0].local.offset, 3 * 512);
+        assert!(matches!(state(&ch, 0), CommandState::Reading { batches: 1, cursor } if cursor.is_done()));
+        assert_eq!(queued(&ch, 0), None);
+        complete(&mut ch, &b2[1]);
+        assert_eq!(ch.stats().bytes_out, 2048);
+        assert_eq!(
+            sends(&actions(&mut ch)).iter().map(kind).collect::<Vec<_>>(),
+            vec![WrKind::Response]
+        );
+    }
+
+    #[test]
+    fn executing_until_the_backstore_reports_then_writing_chains_the_response() {
+        let mut ch = channel(|_| {});
+        land(&mut ch, 0, &cmd(1, &inquiry(96), false, direct(96)));
+        let acts = actions(&mut ch);
+        assert_eq!(acts, vec![Action::Execute { cmd: 0 }]);
+        assert_eq!(state(&ch, 0), CommandState::Executing);
+        let r = ch.exec_request(0).unwrap();
+        assert_eq!((&r.cdb[..6], r.len), (&inquiry(96)[..], 96));
+        assert!(matches!(
+            r.command.cmd(),
+            crate::scsi::cdb::Cmd::Inquiry { alloc: 96, .. }
+        ));
+        let done = r.nexus.run(r.command, r.buf, r.offset, r.len);
+        ch.handle_exec_done(0, done);
+        // One unsignaled WRITE, retired by the response chained behind it.
+        let w = sends(&actions(&mut ch));
+        assert_eq!(
+            w.iter().map(kind).collect::<Vec<_>>(),
+            vec![WrKind::Unsignaled, WrKind::Response]
+        );
+        assert_eq!((w[0].opcode, w[0].signaled), (WrOpcode::RdmaWrite, false));
+        assert_eq!(WrId::decode(w[1].wr_id).unwrap().count, 2);
+        assert_eq!(state(&ch, 0), CommandState::Responding { batches: 0 });
+        // A late report is ignored.
+        ch.handle_exec_done(0, Completion::good(0));
+        assert!(ch.exec_request(0).is_none());
+    }
+
+    #[test]
+    fn writing_waits_for_send_slots() {
+        let mut ch = channel(|c| c.sq_depth = TARGET_IU_SLOTS + 2);
+        let t = table(4, 512);
+        // READ(10) of 4 blocks, zero copy, into four 512-byte buffers.
+        land(&mut ch, 0, &cmd(1, &rw10(0x28, 0, 4), false, in_iu(&t, 2048)));
+        let b1 = sends(&actions(&mut ch));
+        assert_eq!(
+            b1.iter().map(kind).collect::<Vec<_>>(),
+            vec![WrKind::Unsignaled, WrKind::DataWrite]
+        );
+        assert!(matches!(state(&ch, 0), CommandState::Writing { batches: 1, .. }));
+        assert_eq!(queued(&ch, 0), Some(Resource::SendSlot));
+        complete(&mut ch, &b1[1]);
+        // Two more WRITEs fill the queue again; the response waits.
+        let b2 = sends(&actions(&mut ch));
+        assert_eq!(
+            b2.iter().map(kind).collect::<Vec<_>>(),
+            vec![WrKind::Unsignaled, WrKind::DataWrite]
+        );
+        complete(&mut ch, &b2[1]);
+        let rsp = sends(&actions(&mut ch));
+        assert_eq!(rsp.iter().map(kind).collect::<Vec<_>>(), vec![WrKind::Response]);
+        assert_eq!(WrId::decode(rsp[0].wr_id).unwrap().count, 1);
+        assert_eq!(ch.stats().bytes_in, 2048);
+    }
+
+    #[test]
+    fn respond_waits_for_a_send_slot() {
+        let mut ch = channel(|c| c.sq_depth = TARGET_IU_SLOTS + 1);
+        land(&mut ch, 0, &cmd(1, &[0; 6], false, DataDesc::None));
+        land(&mut ch, 1, &cmd(2, &[0; 6], false, DataDesc::None));
+        ch.handle_exec_done(0, Completion::good(0));
+        ch.handle_exec_done(1, Completion::good(0));
+        let first = sends(&actions(&mut ch));
+        assert_eq!(first.len(), 1);
+        assert_eq!(state(&ch, 1), CommandState::RESPOND);
+        assert_eq!(queued(&ch, 1), Some(Resource::SendSlot));
+        complete(&mut ch, &first[0]);
+        let second = sends(&actions(&mut ch));
+        assert_eq!(WrId::decode(second[0].wr_id).unwrap().index, 1);
+        assert_eq!(state(&ch, 1), CommandState::Responding { batches: 0 });
+    }
+
+    fn abort_task(tag: u64, task_tag: u64) -> Vec<u8> {
+        let mut b = vec![0u8; TaskMgmt::LEN];
+        TaskMgmt {
+            tag: Tag(tag),
+            sol_not: 0,
+            lun: [0; 8],
+            function: TmFunction::ABORT_TASK,
+            task_tag: Tag(task_tag),
+        }
+        .emit(&mut b)
+        .unwrap();
+        b
+    }
+
+    #[test]
+    fn task_mgmt_waits_for_an_executing_command() {
+        let mut ch = channel(|_| {});
+        land(&mut ch, 0, &cmd(1, &inquiry(96), false, direct(96)));
+        actions(&mut ch);
+        land(&mut ch, 1, &abort_task(2, 1));
+        assert!(actions(&mut ch).is_empty());
+        assert_eq!(state(&ch, 1), CommandState::TaskMgmtWait { pending: 1 });
+        ch.handle_exec_done(0, Completion::good(96));
+        let acts = actions(&mut ch);
+        // The aborted command's slot goes back; only the TMF answers.
+        assert!(acts.contains(&Action::PostRecv { slot: 0 }));
+        let rsp = sends(&acts);
+        assert_eq!(rsp.len(), 1);
+        assert_eq!(WrId::decode(rsp[0].wr_id).unwrap().index, 1);
+        assert_eq!(ch.cmds[1].response.rsp_code, Some(Rsp::TM_COMPLETE));
+        assert_eq!(ch.stats().aborted, 1);
+    }
+
+    #[test]
+    fn aborted_reads_end_after_their_batch() {
+        let mut ch = channel(|_| {});
+        land(&mut ch, 0, &cmd(1, &rw10(0x2a, 0, 2), true, direct(1024)));
+        let reads = sends(&actions(&mut ch));
+        assert_eq!(reads.len(), 1);
+        land(&mut ch, 1, &abort_task(2, 1));
+        assert_eq!(state(&ch, 1), CommandState::TaskMgmtWait { pending: 1 });
+        complete(&mut ch, &reads[0]);
+        assert!(!ch.cmds.contains(0));
+        assert_eq!(state(&ch, 1), CommandState::Responding { batches: 0 });
+        assert_eq!(ch.reads_in_flight, 0);
+    }
+
+    #[test]
+    fn an_aborted_waiter_leaves_its_queue() {
+        let mut ch = channel(|c| c.sq_depth = TARGET_IU_SLOTS + 1);
+        land(&mut ch, 0, &cmd(1, &[0; 6], false, DataDesc::None));
+        land(&mut ch, 1, &cmd(2, &[0; 6], false, DataDesc::None));
+        ch.handle_exec_done(0, Completion::good(0));
+        ch.handle_exec_done(1, Completion::good(0));
+        actions(&mut ch);
+        assert_eq!(queued(&ch, 1), Some(Resource::SendSlot));
+        // Aborting a queued command that has nothing in flight ends it.
+        land(&mut ch, 2, &abort_task(3, 2));
+        assert!(!ch.cmds.contains(1));
+        assert_eq!(ch.waiters.ids(Resource::SendSlot), [2]);
+    }
+
+    #[test]
+    fn waiters_for_different_resources_resume_in_the_order_they_parked() {
+        let mut ch = channel(|c| {
+            c.sq_depth = TARGET_IU_SLOTS + 1;
+            c.pool_size = 4096;
+            c.max_transfer = 4096;
+        });
+        land(&mut ch, 0, &cmd(1, &inquiry(4096), false, direct(4096)));
+        land(&mut ch, 1, &cmd(2, &inquiry(4096), false, direct(4096)));
+        land(&mut ch, 2, &cmd(3, &[0; 6], false, DataDesc::None));
+        actions(&mut ch);
+        assert_eq!(queued(&ch, 1), Some(Resource::DataBuffer));
+        // The first answers with no data; its response fills the send queue.
+        ch.handle_exec_done(0, Completion::good(0));
+        let rsp = sends(&actions(&mut ch));
+        ch.handle_exec_done(2, Completion::good(0));
+        assert_eq!(queued(&ch, 2), Some(Resource::SendSlot));
+        // Its completion frees both a send slot and the pool: the earlier
+        // waiter (for the pool) moves first.
+        complete(&mut ch, &rsp[0]);
+        let acts = actions(&mut ch);
+        let exec = acts.iter().position(|a| *a == Action::Execute { cmd: 1 });
+        let send = acts.iter().position(|a| matches!(a, Action::PostSend(_)));
+        assert!(exec.is_some() && exec < send, "{acts:?}");
+        assert!(ch.waiters.is_empty());
+    }
+
+    #[test]
+    fn cursor_walks_descriptors_piece_by_piece() {
+        let descs = [
+            DirectDesc {
+                va: 0x1000,
+                rkey: 1,
+                len: 100,
+            },
+            DirectDesc {
+                va: 0x5000,
+                rkey: 2,
+                len: 0,
+            },
+            DirectDesc {
+                va: 0x9000,
+                rkey: 3,
+                len: 300,
+            },
+        ];
+        let get = |i: u32| descs.get(i as usize).copied();
+        let mut c = TransferCursor::new(250);
+        let (p, local) = c.next_piece(get).unwrap();
+        assert_eq!((p.va, p.len, local), (0x1000, 100, 0));
+        // The empty descriptor is skipped; the transfer ends mid-descriptor.
+        let (p, local) = c.next_piece(get).unwrap();
+        assert_eq!((p.va, p.rkey, p.len, local), (0x9000, 3, 150, 100));
+        assert!(c.is_done());
+        assert_eq!(c.next_piece(get), None);
+        // Descriptors that end first end the walk.
+        let mut c = TransferCursor::new(1000);
+        assert_eq!(std::iter::from_fn(|| c.next_piece(get)).count(), 2);
+        assert!(!c.is_done());
+    }
+}
