@@ -15,7 +15,7 @@ use crate::rdma::{
     CompletionQueue, MemoryRegion, QueuePair, RecvScratch, Remote, SendOp, SendRequest, SendScratch, Sge,
     WorkCompletion,
 };
-use crate::scsi::{Completion, Nexus, WorkerPool};
+use crate::scsi::{Completion, Nexus, ScsiCommand, WorkerPool};
 
 use super::device::{with_recv_chain, Device, SrqRing, RECV_BATCH};
 use super::poller::PollerEvent;
@@ -179,17 +179,12 @@ impl ChannelDriver {
             tracing::error!(cmd, "execute requested for a context that is not executing");
             return;
         };
-        if r.nexus.is_blocking(r.lun, r.cdb) {
-            let mut cdb = [0u8; 32];
-            let n = r.cdb.len().min(32);
-            cdb[..n].copy_from_slice(&r.cdb[..n]);
+        if r.nexus.runs_blocking(r.command) {
             let job = ExecJob {
                 key: self.key,
                 cmd,
                 nexus: r.nexus.clone(),
-                lun: r.lun,
-                cdb,
-                cdb_len: n as u8,
+                command: *r.command,
                 buf: r.buf.clone(),
                 offset: r.offset,
                 len: r.len,
@@ -201,7 +196,7 @@ impl ChannelDriver {
                 self.ch.handle_exec_done(cmd, done);
             }
         } else {
-            let done = r.nexus.execute(r.lun, r.cdb, r.buf, r.offset, r.len);
+            let done = r.nexus.run(r.command, r.buf, r.offset, r.len);
             self.ch.handle_exec_done(cmd, done);
         }
     }
@@ -391,9 +386,8 @@ pub struct ExecJob {
     pub(super) key: u64,
     pub(super) cmd: CmdId,
     nexus: Arc<Nexus>,
-    lun: [u8; 8],
-    cdb: [u8; 32],
-    cdb_len: u8,
+    /// The CDB as decoded when the command was planned.
+    command: ScsiCommand,
     buf: Arc<DmaBuf>,
     offset: usize,
     len: u32,
@@ -401,13 +395,7 @@ pub struct ExecJob {
 
 impl ExecJob {
     pub(super) fn run(&self) -> Completion {
-        self.nexus.execute(
-            self.lun,
-            &self.cdb[..self.cdb_len as usize],
-            &self.buf,
-            self.offset,
-            self.len,
-        )
+        self.nexus.run(&self.command, &self.buf, self.offset, self.len)
     }
 }
 

@@ -18,7 +18,7 @@ pub const DEFAULT_SRQ_SLOTS: u32 = 4096;
 /// Memory the default SRQ ring may take (slots shrink for large IUs).
 pub const DEFAULT_SRQ_RING_BYTES: u64 = 64 << 20;
 /// Slot numbers travel in 16 bits of the work request id.
-pub const MAX_SRQ_SLOTS: u32 = 1 << 16;
+pub const MAX_SRQ_SLOTS: u32 = WrId::INDEXES;
 
 /// What a device's shared receive queue should look like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
