@@ -519,6 +519,34 @@ fn disconnect_with_commands_executing_frees_everything() {
     assert!(!sim.has_response(a));
 }
 
+/// Receives the queue pair never flushes (rxe may leave some posted during
+/// the error transition): the channel still closes, RECV_FLUSH_GRACE after
+/// the send queue drained, with the commands on the backstore finished.
+#[test]
+fn drain_without_receive_flushes_ends_after_the_grace_period() {
+    use srptd::proto::RECV_FLUSH_GRACE;
+    use std::time::Duration;
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+    sim.unflushed_recvs = true;
+    sim.auto_exec = false;
+    // INQUIRY runs on the backstore (a RAM READ would be zero-copy and
+    // answered at once).
+    let a = sim.submit(0, &[0x12, 0, 0, 0, 36, 0], None, 36, Layout::Indirect(2));
+    assert_eq!(sim.held.len(), 1);
+    sim.ch.handle_disconnect();
+    sim.pump();
+    assert!(sim.disconnect_requested);
+    sim.release_all();
+    assert!(!sim.closed, "waits for the receives to flush");
+    sim.advance(RECV_FLUSH_GRACE - Duration::from_millis(1));
+    assert!(!sim.closed, "closed before the grace period ended");
+    sim.advance(Duration::from_millis(1));
+    assert!(sim.closed, "the grace period ends the drain");
+    assert!(!sim.has_response(a), "no response after a disconnect");
+}
+
 #[test]
 fn bad_rkey_ends_the_channel_cleanly() {
     let t = ram_target(512, 1 << 20);

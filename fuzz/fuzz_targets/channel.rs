@@ -33,7 +33,8 @@ fuzz_target!(|input: &[u8]| {
                 }
                 Action::Disconnect => {
                     posted.clear();
-                    ch.handle_drained();
+                    ch.handle_send_queue_drained(std::time::Instant::now());
+                    ch.handle_receives_flushed();
                 }
                 Action::Closed => return,
             }

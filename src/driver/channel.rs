@@ -5,7 +5,7 @@
 //! worker pool, and drains the queue pair when the channel ends.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -23,10 +23,6 @@ use super::poller::PollerEvent;
 /// Work request id of the send-queue drain marker (never produced by a
 /// channel).
 const DRAIN_SQ: u64 = u64::MAX;
-/// How long to wait for posted receives to be flushed after the send queue
-/// drained. Once the QP is in the error state and its send queue is empty
-/// nothing can write into our memory any more, so this is only tidiness.
-const RQ_DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// Where a channel's receives are posted.
 #[derive(Debug)]
@@ -55,11 +51,12 @@ pub struct ChannelDriver {
     recvs: Vec<u32>,
     /// Receives posted to the own receive queue and not yet completed.
     recvs_posted: u32,
-    /// Draining: when the send-queue marker completed (None: not yet).
-    drain: Option<Option<Instant>>,
-    /// A poll after the marker completed found the CQ empty.
-    cq_empty_after_marker: bool,
-    drained_reported: bool,
+    /// The queue pair was moved to the error state to drain it.
+    draining: bool,
+    /// The send queue's drain marker completed (or could not be posted).
+    marker_done: bool,
+    /// The channel was told no receive will complete any more.
+    receives_reported: bool,
     closed: bool,
     /// `ibv_post_send` calls (doorbells) made for this channel.
     doorbells: u64,
@@ -95,9 +92,9 @@ impl ChannelDriver {
             sends: Vec::with_capacity(sq),
             recvs: Vec::with_capacity(rq),
             recvs_posted: 0,
-            drain: None,
-            cq_empty_after_marker: false,
-            drained_reported: false,
+            draining: false,
+            marker_done: false,
+            receives_reported: false,
             closed: false,
             doorbells: 0,
         }
@@ -105,12 +102,26 @@ impl ChannelDriver {
 
     /// Draining: the queue pair was moved to the error state.
     pub(super) fn is_draining(&self) -> bool {
-        self.drain.is_some()
+        self.draining
     }
 
-    /// Draining, and the drain not yet reported to the channel.
-    pub(super) fn drain_unreported(&self) -> bool {
-        self.drain.is_some() && !self.drained_reported
+    /// A drain is under way: the poller keeps polling this channel (for
+    /// the marker, flushes and the channel's grace period) instead of
+    /// sleeping.
+    pub(super) fn drain_in_progress(&self) -> bool {
+        self.draining && self.ch.is_draining()
+    }
+
+    /// Tells the channel the time if its timeout has come. Reads the clock
+    /// only while the channel waits for one (it may be a system call, see
+    /// `Poller::run`).
+    pub(super) fn check_timeout(&mut self) {
+        if let Some(t) = self.ch.poll_timeout() {
+            let now = Instant::now();
+            if now >= t {
+                self.ch.handle_timeout(now);
+            }
+        }
     }
 
     /// The channel reported `Action::Closed`: the poller drops it.
@@ -224,7 +235,7 @@ impl ChannelDriver {
                         Some(Ok(())) => self.recvs_posted += chunk.len() as u32,
                         Some(Err(e)) => {
                             self.recvs_posted += e.posted as u32;
-                            if self.drain.is_none() {
+                            if !self.draining {
                                 tracing::error!(error = %e.error, "post_recv failed");
                             }
                             failed = true;
@@ -274,7 +285,7 @@ impl ChannelDriver {
             }
             self.doorbells += 1;
             if let Err(e) = self.qp.post_send(&reqs[..chunk.len()], &mut self.send_scratch) {
-                if self.drain.is_none() {
+                if !self.draining {
                     tracing::error!(error = %e.error, posted = e.posted, "post_send failed");
                 }
                 failed = true;
@@ -283,7 +294,7 @@ impl ChannelDriver {
         }
         self.sends = sends;
         self.sends.clear();
-        if failed && self.drain.is_none() {
+        if failed && !self.draining {
             // The channel's view of the queues no longer matches the
             // hardware's: end the connection (the next pass drains it).
             self.ch.handle_disconnect();
@@ -295,10 +306,11 @@ impl ChannelDriver {
     /// Receives posted to the QP's own receive queue before the transition
     /// are flushed by it and counted down. (A receive marker posted after
     /// the transition is never flushed by rxe for userspace QPs, so none is
-    /// used.) With a shared receive queue nothing is flushed per QP: the
+    /// used; the channel's grace period covers receives that are never
+    /// flushed.) With a shared receive queue nothing is flushed per QP: the
     /// marker plus one empty poll of the CQ after it is the whole drain.
     fn start_drain(&mut self, events: &UnboundedSender<PollerEvent>) {
-        if self.drain.is_some() {
+        if self.draining {
             return;
         }
         let _ = events.send(PollerEvent::Disconnect { key: self.key });
@@ -307,7 +319,7 @@ impl ChannelDriver {
             recvs = self.recvs_posted,
             "draining the queue pair"
         );
-        self.drain = Some(None);
+        self.draining = true;
         if let Err(e) = self.qp.to_error() {
             tracing::error!(error = %e, "moving QP to error failed");
         }
@@ -315,34 +327,31 @@ impl ChannelDriver {
         let marker = [SendRequest::new(DRAIN_SQ, SendOp::Send, &none).signaled(true)];
         if let Err(e) = self.qp.post_send(&marker, &mut self.send_scratch) {
             tracing::warn!(error = %e.error, "posting the drain marker failed; assuming the send queue drained");
-            self.drain = Some(Some(Instant::now()));
+            self.marker_done = true;
+            self.ch.handle_send_queue_drained(Instant::now());
         }
-        self.check_drained();
+        self.report_receives(false);
     }
 
-    /// Reports the drain to the channel once the send queue is drained and
-    /// every receive is flushed (or the grace period passed); with a shared
-    /// receive queue, once the CQ was seen empty after the marker. Reads the
-    /// clock only for the grace period (never on a live channel: it may be
-    /// a system call, see `Poller::run`).
-    pub(super) fn check_drained(&mut self) {
-        let Some(Some(sq_done)) = self.drain else { return };
-        if self.ch.is_closed() || self.drained_reported {
+    /// Draining: tells the channel once no receive of this queue pair will
+    /// complete any more (own receive queue: every posted receive flushed;
+    /// shared: the CQ found empty after the send-queue marker).
+    fn report_receives(&mut self, cq_empty: bool) {
+        if !self.draining || self.receives_reported {
             return;
         }
-        let done = match self.recv {
-            RecvSide::Srq(_) => self.cq_empty_after_marker,
-            RecvSide::Own(_) => self.recvs_posted == 0 || sq_done.elapsed() >= RQ_DRAIN_GRACE,
+        let flushed = match self.recv {
+            RecvSide::Own(_) => self.recvs_posted == 0,
+            RecvSide::Srq(_) => self.marker_done && cq_empty,
         };
-        if done {
+        if flushed {
             tracing::debug!(
                 key = self.key,
-                unflushed_recvs = self.recvs_posted,
                 in_flight = self.ch.in_flight(),
-                "drained"
+                "receives flushed"
             );
-            self.drained_reported = true;
-            self.ch.handle_drained();
+            self.receives_reported = true;
+            self.ch.handle_receives_flushed();
         }
     }
 
@@ -352,8 +361,9 @@ impl ChannelDriver {
         for wc in wcs {
             if wc.wr_id == DRAIN_SQ {
                 tracing::debug!(key = self.key, status = wc.status.name(), "drain marker");
-                if let Some(d) = self.drain.as_mut() {
-                    *d = Some(Instant::now());
+                if self.draining && !self.marker_done {
+                    self.marker_done = true;
+                    self.ch.handle_send_queue_drained(Instant::now());
                 }
                 continue;
             }
@@ -373,10 +383,7 @@ impl ChannelDriver {
             }
             self.ch.handle_completion(wc.wr_id, wc.is_success(), wc.byte_len);
         }
-        if cq_empty && matches!(self.drain, Some(Some(_))) {
-            self.cq_empty_after_marker = true;
-        }
-        self.check_drained();
+        self.report_receives(cq_empty);
     }
 }
 

@@ -321,8 +321,8 @@ impl Poller {
                 }
             }
         }
-        for d in self.chans.iter_mut().filter(|d| d.drain_unreported()) {
-            d.check_drained();
+        for d in self.chans.iter_mut().filter(|d| d.drain_in_progress()) {
+            d.check_timeout();
             d.run_actions(&self.exec, &self.events);
             work += 1;
         }

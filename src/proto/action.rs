@@ -85,7 +85,9 @@ pub enum Action {
         cmd: CmdId,
     },
     /// End the connection: disconnect, move the queue pair to the error
-    /// state and drain it, then call `Channel::handle_drained`.
+    /// state and drain it, telling the channel what the drain sees
+    /// (`Channel::handle_send_queue_drained`, `handle_receives_flushed`,
+    /// `handle_timeout`).
     Disconnect,
     /// Nothing is outstanding any more; the channel's resources may be freed.
     Closed,

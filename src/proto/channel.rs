@@ -3,8 +3,9 @@
 //! The channel owns the memory its queue pair uses (receive ring, send ring,
 //! data pools) and the state of every command. It consumes events
 //! (`handle_recv`, `handle_completion`, `handle_exec_done`,
-//! `handle_disconnect`, `handle_drained`) and queues [`Action`]s for its
-//! driver (`poll_action`). It never blocks, allocates on the data path, or
+//! `handle_disconnect`, the drain events, `handle_timeout` with `now` passed
+//! in) and queues [`Action`]s for its driver (`poll_action`, and
+//! `poll_timeout` for when to call back). It never blocks, allocates on the data path, or
 //! touches hardware: the same code runs under the RDMA driver and under the
 //! in-memory test initiator.
 //!
@@ -20,6 +21,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::action::{Action, CmdId, Generation, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
 use super::command::{Command, CommandState, CommandTable, DataBuffer, DataTransfer, Resource, WaitQueues};
@@ -173,6 +175,24 @@ impl std::ops::AddAssign<&ChannelStats> for ChannelStats {
     }
 }
 
+/// How long a drain waits, once the send queue is drained, for the flush
+/// completions of receives still posted to the channel's own receive queue.
+/// A receive posted while the queue pair was moving to the error state may
+/// never be flushed (rxe, userspace queue pairs); after this the channel
+/// gives those slots up rather than never closing.
+pub const RECV_FLUSH_GRACE: Duration = Duration::from_millis(500);
+
+/// What a draining channel has heard from its driver. The queue pair is
+/// drained when the send queue is and no receive will complete any more,
+/// or [`RECV_FLUSH_GRACE`] after the send queue drained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct DrainProgress {
+    /// When the send queue's drain marker completed.
+    send_queue_drained_at: Option<Instant>,
+    /// No receive of this queue pair will complete any more.
+    receives_flushed: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ChannelState {
     Live,
@@ -180,8 +200,8 @@ pub(super) enum ChannelState {
     LoggingOut,
     /// SRP_T_LOGOUT posted; disconnect once it completes.
     LogoutSent,
-    /// Disconnect requested; waiting for the driver to drain the QP.
-    Draining,
+    /// Disconnect requested; the driver is draining the queue pair.
+    Draining(DrainProgress),
     /// Drained: waiting only for backstore work to finish.
     Drained,
     Closed,
@@ -482,9 +502,9 @@ impl Channel {
         }
         if matches!(
             self.state,
-            ChannelState::Draining | ChannelState::Drained | ChannelState::Closed
+            ChannelState::Draining(_) | ChannelState::Drained | ChannelState::Closed
         ) {
-            // Flushed work; everything is reclaimed in handle_drained.
+            // Flushed work; everything is reclaimed when the drain ends.
             return;
         }
         if !ok {
@@ -534,7 +554,7 @@ impl Channel {
             tracing::error!(cmd = id, state = ?c.state, "execution finished in the wrong state");
             return;
         }
-        if c.aborted || matches!(self.state, ChannelState::Draining | ChannelState::Drained) {
+        if c.aborted || matches!(self.state, ChannelState::Draining(_) | ChannelState::Drained) {
             self.finish_silently(id);
             self.after_event();
             return;
@@ -550,15 +570,75 @@ impl Channel {
     }
 
     /// The connection is gone (CM DISCONNECTED, TIMEWAIT_EXIT, device
-    /// removal...). The driver then drains the queue pair.
+    /// removal...). The driver then drains the queue pair
+    /// (`Action::Disconnect`).
     pub fn handle_disconnect(&mut self) {
         self.disconnect();
     }
 
+    /// Draining: the send queue's drain marker completed at `now` (or could
+    /// not be posted), so every send-queue request before it is done.
+    pub fn handle_send_queue_drained(&mut self, now: Instant) {
+        if let ChannelState::Draining(d) = &mut self.state {
+            d.send_queue_drained_at.get_or_insert(now);
+            self.check_drained();
+        }
+    }
+
+    /// Draining: no receive posted to this queue pair will complete any
+    /// more. With a receive queue of its own, every posted receive was
+    /// flushed; with a shared one (nothing is flushed per queue pair), the
+    /// completion queue was seen empty after the send-queue marker.
+    pub fn handle_receives_flushed(&mut self) {
+        if let ChannelState::Draining(d) = &mut self.state {
+            d.receives_flushed = true;
+            self.check_drained();
+        }
+    }
+
+    /// A drain was started and has not ended yet.
+    pub fn is_draining(&self) -> bool {
+        matches!(self.state, ChannelState::Draining(_))
+    }
+
+    /// When [`Channel::handle_timeout`] must next be called: only while a
+    /// drain waits for receive flushes after its send queue drained.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            ChannelState::Draining(DrainProgress {
+                send_queue_drained_at: Some(at),
+                receives_flushed: false,
+            }) => Some(at + RECV_FLUSH_GRACE),
+            _ => None,
+        }
+    }
+
+    /// Time has come to `now`: a drain whose receives did not all flush
+    /// within [`RECV_FLUSH_GRACE`] of the send queue ends without them.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|t| now >= t) {
+            tracing::debug!(
+                in_flight = self.in_flight(),
+                "receives not flushed within the grace period; the queue pair counts as drained"
+            );
+            self.finish_drain();
+        }
+    }
+
+    fn check_drained(&mut self) {
+        if let ChannelState::Draining(DrainProgress {
+            send_queue_drained_at: Some(_),
+            receives_flushed: true,
+        }) = self.state
+        {
+            self.finish_drain();
+        }
+    }
+
     /// The queue pair is drained: no work request is outstanding any more.
-    /// Frees every context that is not executing on a backstore.
-    pub fn handle_drained(&mut self) {
-        if self.state == ChannelState::Closed {
+    /// Frees every command that is not executing on a backstore.
+    fn finish_drain(&mut self) {
+        if !matches!(self.state, ChannelState::Draining(_)) {
             return;
         }
         self.state = ChannelState::Drained;
@@ -920,7 +1000,10 @@ impl Channel {
     fn send_t_logout(&mut self, reason: u32) {
         if matches!(
             self.state,
-            ChannelState::LogoutSent | ChannelState::Draining | ChannelState::Drained | ChannelState::Closed
+            ChannelState::LogoutSent
+                | ChannelState::Draining(_)
+                | ChannelState::Drained
+                | ChannelState::Closed
         ) {
             return;
         }
@@ -943,11 +1026,11 @@ impl Channel {
     fn disconnect(&mut self) {
         if matches!(
             self.state,
-            ChannelState::Draining | ChannelState::Drained | ChannelState::Closed
+            ChannelState::Draining(_) | ChannelState::Drained | ChannelState::Closed
         ) {
             return;
         }
-        self.state = ChannelState::Draining;
+        self.state = ChannelState::Draining(DrainProgress::default());
         self.actions.push_back(Action::Disconnect);
     }
 
@@ -1075,7 +1158,8 @@ mod tests {
         // goes straight back; executing commands give theirs back when the
         // backstore finishes.
         ch.handle_disconnect();
-        ch.handle_drained();
+        ch.handle_send_queue_drained(Instant::now());
+        ch.handle_receives_flushed();
         assert!(!ch.is_closed());
         tur(&mut ch, 50, 100);
         all.extend(drain_actions(&mut ch));
@@ -1129,10 +1213,83 @@ mod tests {
         tur(&mut ch, 0, 1);
         drain_actions(&mut ch);
         ch.handle_disconnect();
-        ch.handle_drained();
+        ch.handle_send_queue_drained(Instant::now());
+        ch.handle_receives_flushed();
         tur(&mut ch, 1, 2);
         let acts = drain_actions(&mut ch);
         assert!(posted(&acts).is_empty(), "{acts:?}");
+        assert!(ch.is_closed());
+    }
+
+    /// A drain ends when both the send queue drained and the receives were
+    /// flushed, in either order; not before.
+    #[test]
+    fn drain_needs_send_queue_and_receives() {
+        for receives_first in [false, true] {
+            let mut ch = Channel::new(ChannelConfig::new(8260, Some(68), 4), nexus()).unwrap();
+            drain_actions(&mut ch);
+            let t0 = Instant::now();
+            ch.handle_disconnect();
+            assert!(matches!(drain_actions(&mut ch).as_slice(), [Action::Disconnect]));
+            assert!(ch.is_draining());
+            assert_eq!(
+                ch.poll_timeout(),
+                None,
+                "no deadline before the send queue drained"
+            );
+            if receives_first {
+                ch.handle_receives_flushed();
+                assert!(ch.is_draining());
+                ch.handle_send_queue_drained(t0);
+            } else {
+                ch.handle_send_queue_drained(t0);
+                assert!(ch.is_draining());
+                ch.handle_receives_flushed();
+            }
+            assert!(!ch.is_draining());
+            assert!(ch.is_closed());
+            assert_eq!(ch.poll_timeout(), None);
+        }
+    }
+
+    /// Receives that are never flushed end the drain RECV_FLUSH_GRACE after
+    /// the send queue drained, and not a moment earlier; a command still on
+    /// the backstore keeps the channel open until it finishes.
+    #[test]
+    fn drain_grace_period_ends_a_drain_without_flushes() {
+        let mut ch = Channel::new(ChannelConfig::new(8260, Some(68), 4), nexus()).unwrap();
+        drain_actions(&mut ch);
+        // The first command reports the power-on unit attention; the second
+        // goes to the backstore.
+        tur(&mut ch, 0, 1);
+        for a in drain_actions(&mut ch) {
+            if let Action::PostSend(wr) = a {
+                ch.handle_completion(wr.wr_id, true, 0);
+            }
+        }
+        tur(&mut ch, 1, 2);
+        let running = executes(&drain_actions(&mut ch));
+        let t0 = Instant::now();
+        ch.handle_disconnect();
+        drain_actions(&mut ch);
+        ch.handle_timeout(t0 + RECV_FLUSH_GRACE * 10);
+        assert!(
+            ch.is_draining(),
+            "no grace period runs before the send queue drained"
+        );
+        ch.handle_send_queue_drained(t0);
+        assert_eq!(ch.poll_timeout(), Some(t0 + RECV_FLUSH_GRACE));
+        ch.handle_timeout(t0 + RECV_FLUSH_GRACE - Duration::from_millis(1));
+        assert!(ch.is_draining());
+        ch.handle_timeout(t0 + RECV_FLUSH_GRACE);
+        assert!(!ch.is_draining());
+        assert_eq!(ch.poll_timeout(), None);
+        let [cmd] = running.as_slice() else {
+            panic!("the TEST UNIT READY was not handed to the backstore: {running:?}");
+        };
+        assert!(!ch.is_closed(), "a command on the backstore keeps the channel");
+        ch.handle_exec_done(*cmd, Completion::good(0));
+        drain_actions(&mut ch);
         assert!(ch.is_closed());
     }
 }

@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use srptd::mem::DmaBuf;
 use srptd::proto::{
@@ -131,6 +132,12 @@ pub struct Sim {
     pub held: VecDeque<CmdId>,
     pub disconnect_requested: bool,
     pub closed: bool,
+    /// Simulated time, handed to the channel as `now`.
+    pub now: Instant,
+    /// When true, a drain never sees the receives flushed (as rxe may leave
+    /// receives posted during the error transition): only the grace
+    /// period ends it.
+    pub unflushed_recvs: bool,
     next_tag: u64,
     /// Descriptors of each command, to gather data-in.
     bufs: Vec<(Tag, Vec<DirectDesc>)>,
@@ -204,6 +211,8 @@ impl Sim {
             auto_exec: true,
             held: VecDeque::new(),
             disconnect_requested: false,
+            now: Instant::now(),
+            unflushed_recvs: false,
             closed: false,
             next_tag: 0x1000,
             bufs: Vec::new(),
@@ -294,7 +303,10 @@ impl Sim {
                         if !self.shared {
                             self.recv_posted.borrow_mut().clear();
                         }
-                        self.ch.handle_drained();
+                        self.ch.handle_send_queue_drained(self.now);
+                        if !self.unflushed_recvs {
+                            self.ch.handle_receives_flushed();
+                        }
                     }
                     Action::Closed => self.closed = true,
                 }
@@ -626,6 +638,14 @@ impl Sim {
         let mut b = [0u8; 16];
         ILogout { tag: self.new_tag() }.emit(&mut b).unwrap();
         self.send_request(&b);
+    }
+
+    /// Advances simulated time by `d` and lets the channel act on it.
+    pub fn advance(&mut self, d: std::time::Duration) {
+        self.now += d;
+        let now = self.now;
+        self.ch.handle_timeout(now);
+        self.pump();
     }
 
     /// Sends every held command to completion.
