@@ -13,7 +13,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use srptd::mem::DmaBuf;
-use srptd::proto::{Action, Channel, ChannelConfig, WrId};
+use srptd::proto::{Action, Channel, ChannelConfig, ChannelMemory, WrId};
 use srptd::scsi::backstore::BackstoreConfig;
 use srptd::scsi::lun::{LunConfig, Target, TargetConfig};
 use srptd::wire::{Cmd, DataDesc, DirectDesc, IndirectDesc, Rsp, Tag};
@@ -34,7 +34,8 @@ impl Bench {
         .unwrap();
         let nexus = target.nexus([0x11; 16]);
         let cfg = ChannelConfig::new(8260, Some(68), 32);
-        let ch = Channel::new(cfg, nexus).unwrap();
+        let mem = ChannelMemory::with(&cfg.memory_layout(), DmaBuf::new).unwrap();
+        let ch = Channel::new(cfg, nexus, mem).unwrap();
         // Every receive slot holds the same IU: a reposted slot keeps it.
         for slot in 0..ch.config().recv_slots() {
             let (off, _) = ch.recv_slot(slot);

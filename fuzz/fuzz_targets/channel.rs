@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use srptd::proto::{Action, Channel, ChannelConfig, WrId};
+use srptd::mem::DmaBuf;
+use srptd::proto::{Action, Channel, ChannelConfig, ChannelMemory, WrId};
 use srptd::scsi::backstore::BackstoreConfig;
 use srptd::scsi::lun::{LunConfig, Target, TargetConfig};
 
@@ -13,7 +14,8 @@ fuzz_target!(|input: &[u8]| {
     let mut cfg = ChannelConfig::new(1024, Some(68), 4);
     cfg.pool_size = 1 << 20;
     cfg.max_transfer = 256 << 10;
-    let mut ch = Channel::new(cfg, t.nexus([1; 16])).unwrap();
+    let mem = ChannelMemory::with(&cfg.memory_layout(), DmaBuf::new).unwrap();
+    let mut ch = Channel::new(cfg, t.nexus([1; 16]), mem).unwrap();
     let mut posted = std::collections::VecDeque::new();
     // Inputs: IUs separated by a length byte.
     let mut rest = input;

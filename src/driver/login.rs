@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use crate::mem::DmaBuf;
-use crate::proto::{negotiate, Accepted, Channel, ChannelConfig, LoginLimits, MultiChannel};
+use crate::proto::{negotiate, Accepted, Channel, ChannelConfig, ChannelMemory, LoginLimits, MultiChannel};
 use crate::rdma::{
     AccessFlags, CmEvent, CmId, CompletionQueue, ConnParam, DeviceAttr, MemoryRegion, QpCaps, QpInit,
     QueuePair, ReceivedConnParam,
@@ -349,7 +349,8 @@ impl Control {
         let rq = cfg.recv_slots();
         let srq = device.srq().filter(|_| cfg.shared_recv.is_some()).cloned();
         let nexus = self.target.nexus(*initiator);
-        let ch = Channel::new(cfg, nexus)?;
+        let mem = ChannelMemory::with(&cfg.memory_layout(), DmaBuf::new)?;
+        let ch = Channel::new(cfg, nexus, mem)?;
         let comp = self.pollers[poller].comp_channel(device)?;
         // With a shared queue an initiator that overdraws its credits finds
         // receives anyway: leave the CQ room for that too.

@@ -264,15 +264,95 @@ pub struct ExecRequest<'a> {
     pub len: u32,
 }
 
+/// Bytes of each buffer a channel works in, fixed by its [`ChannelConfig`]
+/// ([`ChannelConfig::memory_layout`]); the driver allocates them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelMemoryLayout {
+    /// The channel's own receive ring (0 with a shared ring).
+    pub recv: usize,
+    /// One send slot per command plus the target-initiated IU slots.
+    pub send: usize,
+    /// The data buffer pool.
+    pub pool: usize,
+    /// The pool of fetched external descriptor tables.
+    pub tables: usize,
+}
+
+/// The memory a channel works in, allocated by the driver (proto makes no
+/// system calls) and registered by it before it runs the channel's first
+/// actions.
+#[derive(Debug)]
+pub struct ChannelMemory {
+    /// Own receive ring; `None` with a shared ring.
+    pub recv: Option<Arc<DmaBuf>>,
+    pub send: Arc<DmaBuf>,
+    pub pool: Arc<DmaBuf>,
+    pub tables: Arc<DmaBuf>,
+}
+
+impl ChannelMemory {
+    /// Memory of `layout`, each buffer made by `alloc(bytes)`.
+    pub fn with<E>(
+        layout: &ChannelMemoryLayout,
+        mut alloc: impl FnMut(usize) -> Result<DmaBuf, E>,
+    ) -> Result<ChannelMemory, E> {
+        Ok(ChannelMemory {
+            recv: match layout.recv {
+                0 => None,
+                n => Some(Arc::new(alloc(n)?)),
+            },
+            send: Arc::new(alloc(layout.send)?),
+            pool: Arc::new(alloc(layout.pool)?),
+            tables: Arc::new(alloc(layout.tables)?),
+        })
+    }
+}
+
+impl ChannelConfig {
+    /// Send slots: one per command, plus the target-initiated IU slots.
+    fn send_slots(&self) -> (u32, u32) {
+        let max_commands = self.max_contexts().min(WrId::INDEXES);
+        let send_slot_size = self.max_ti_iu_len.max(64).next_multiple_of(64);
+        (send_slot_size, max_commands + TARGET_IU_SLOTS)
+    }
+
+    /// Bytes of each buffer the channel needs.
+    pub fn memory_layout(&self) -> ChannelMemoryLayout {
+        let (send_slot_size, n_send) = self.send_slots();
+        // Descriptor tables get their own pool so that waiting for data
+        // space can never be blocked by tables held by waiting commands.
+        let table_bytes = (self.max_desc as usize * DESC_LEN as usize).max(4096);
+        ChannelMemoryLayout {
+            recv: match self.shared_recv {
+                Some(_) => 0,
+                None => self.it_iu_len.next_multiple_of(64) as usize * self.recv_slots() as usize,
+            },
+            send: send_slot_size as usize * n_send as usize,
+            pool: DataPool::bytes_for(self.pool_size.max(self.max_transfer as usize)),
+            tables: DataPool::bytes_for(table_bytes * (self.queue_depth as usize).min(16)),
+        }
+    }
+}
+
+fn too_small(what: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, what)
+}
+
 impl Channel {
-    /// Creates the channel and its rings; with a ring of its own, queues a
-    /// `PostRecv` for every receive slot. The driver registers `recv_buf`
-    /// (unless shared), `send_buf`, `pool_buf` and `table_buf` before
-    /// executing the actions.
-    pub fn new(cfg: ChannelConfig, nexus: Arc<Nexus>) -> std::io::Result<Channel> {
+    /// Creates the channel in `mem` (of `cfg.memory_layout()` or larger);
+    /// with a ring of its own, queues a `PostRecv` for every receive slot.
+    /// The driver registers `recv_buf` (unless shared), `send_buf`,
+    /// `pool_buf` and `table_buf` before executing the actions.
+    pub fn new(cfg: ChannelConfig, nexus: Arc<Nexus>, mem: ChannelMemory) -> std::io::Result<Channel> {
+        let layout = cfg.memory_layout();
         let max_commands = cfg.max_contexts().min(WrId::INDEXES);
-        let send_slot_size = cfg.max_ti_iu_len.max(64).next_multiple_of(64);
-        let n_send = max_commands + TARGET_IU_SLOTS;
+        let (send_slot_size, _) = cfg.send_slots();
+        if mem.send.len() < layout.send {
+            return Err(too_small("send ring smaller than the channel's layout"));
+        }
+        if mem.pool.len() < layout.pool || mem.tables.len() < layout.tables {
+            return Err(too_small("data or table pool smaller than the channel's layout"));
+        }
         let (recv, recv_slot_size, recv_slots) = match &cfg.shared_recv {
             Some(s) => {
                 // A request IU must fit a slot whole (immediate data too).
@@ -288,19 +368,16 @@ impl Channel {
                 }
                 (s.buf.clone(), s.slot_size, s.slots)
             }
-            None => {
-                let slot = cfg.it_iu_len.next_multiple_of(64);
-                let n = cfg.recv_slots();
-                let buf = Arc::new(DmaBuf::new(slot as usize * n as usize)?);
-                (buf, slot, n)
-            }
+            None => match mem.recv {
+                Some(buf) if buf.len() >= layout.recv => {
+                    (buf, cfg.it_iu_len.next_multiple_of(64), cfg.recv_slots())
+                }
+                _ => return Err(too_small("receive ring smaller than the channel's layout")),
+            },
         };
-        let send = Arc::new(DmaBuf::new(send_slot_size as usize * n_send as usize)?);
-        let pool = DataPool::new(cfg.pool_size.max(cfg.max_transfer as usize))?;
-        // Descriptor tables get their own pool so that waiting for data
-        // space can never be blocked by tables held by waiting commands.
-        let table_bytes = (cfg.max_desc as usize * DESC_LEN as usize).max(4096);
-        let tables = DataPool::new(table_bytes * (cfg.queue_depth as usize).min(16))?;
+        let send = mem.send;
+        let pool = DataPool::new(mem.pool);
+        let tables = DataPool::new(mem.tables);
         let mut actions = VecDeque::with_capacity(4 * max_commands as usize + 64);
         if cfg.shared_recv.is_none() {
             for slot in 0..recv_slots {
@@ -1044,12 +1121,21 @@ impl Channel {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::VecDeque;
 
     use crate::scsi::backstore::BackstoreConfig;
     use crate::scsi::lun::{LunConfig, Target, TargetConfig};
+
+    pub(crate) fn memory(cfg: &ChannelConfig) -> ChannelMemory {
+        ChannelMemory::with(&cfg.memory_layout(), DmaBuf::new).unwrap()
+    }
+
+    pub(crate) fn test_channel(cfg: ChannelConfig) -> std::io::Result<Channel> {
+        let mem = memory(&cfg);
+        Channel::new(cfg, nexus(), mem)
+    }
 
     fn nexus() -> Arc<Nexus> {
         let bs = BackstoreConfig::parse("ram:1M", "lun").unwrap();
@@ -1096,18 +1182,18 @@ mod tests {
     fn shared_ring_posts_nothing_at_start_and_checks_its_geometry() {
         let mut cfg = ChannelConfig::new(8260, Some(68), 4);
         cfg.shared_recv = Some(shared(16, 8320));
-        let mut ch = Channel::new(cfg.clone(), nexus()).unwrap();
+        let mut ch = Channel::new(cfg.clone(), nexus(), memory(&cfg)).unwrap();
         assert!(ch.shares_recv());
         assert_eq!(ch.poll_action(), None, "the shared ring is posted by its owner");
         assert_eq!(ch.recv_slot(15), (15 * 8320, 8320));
         // A slot smaller than the granted IU length cannot work.
         cfg.shared_recv = Some(shared(16, 4096));
-        assert!(Channel::new(cfg.clone(), nexus()).is_err());
+        assert!(Channel::new(cfg.clone(), nexus(), memory(&cfg)).is_err());
         // A ring shorter than its geometry says.
         let mut bad = shared(16, 8320);
         bad.slots = 17;
         cfg.shared_recv = Some(bad);
-        assert!(Channel::new(cfg, nexus()).is_err());
+        assert!(test_channel(cfg).is_err());
     }
 
     fn executes(actions: &[Action]) -> Vec<CmdId> {
@@ -1131,7 +1217,7 @@ mod tests {
         cfg.shared_recv = Some(shared(64, 8320));
         // Room for two responses on the send queue.
         cfg.sq_depth = 2 + TARGET_IU_SLOTS;
-        let mut ch = Channel::new(cfg, nexus()).unwrap();
+        let mut ch = test_channel(cfg).unwrap();
         let mut all = Vec::new();
         // 1: unit attention, answered at once (response on the send queue);
         // 2-5: executing, holding the 4 credits; 6: TASK SET FULL, answered;
@@ -1184,7 +1270,7 @@ mod tests {
     /// run the channel out of contexts or send slots.
     #[test]
     fn credits_reused_before_send_completions() {
-        let mut ch = Channel::new(ChannelConfig::new(8260, Some(68), 4), nexus()).unwrap();
+        let mut ch = test_channel(ChannelConfig::new(8260, Some(68), 4)).unwrap();
         let mut free: VecDeque<u32> = posted(&drain_actions(&mut ch)).into();
         let mut tag = 0;
         // TEST UNIT READYs, executed at once; no send ever completes, and
@@ -1207,7 +1293,7 @@ mod tests {
 
     #[test]
     fn own_ring_keeps_its_slots_when_closing() {
-        let mut ch = Channel::new(ChannelConfig::new(8260, Some(68), 4), nexus()).unwrap();
+        let mut ch = test_channel(ChannelConfig::new(8260, Some(68), 4)).unwrap();
         let initial = posted(&drain_actions(&mut ch));
         assert_eq!(initial, (0..6).collect::<Vec<_>>());
         tur(&mut ch, 0, 1);
@@ -1226,7 +1312,7 @@ mod tests {
     #[test]
     fn drain_needs_send_queue_and_receives() {
         for receives_first in [false, true] {
-            let mut ch = Channel::new(ChannelConfig::new(8260, Some(68), 4), nexus()).unwrap();
+            let mut ch = test_channel(ChannelConfig::new(8260, Some(68), 4)).unwrap();
             drain_actions(&mut ch);
             let t0 = Instant::now();
             ch.handle_disconnect();
@@ -1257,7 +1343,7 @@ mod tests {
     /// the backstore keeps the channel open until it finishes.
     #[test]
     fn drain_grace_period_ends_a_drain_without_flushes() {
-        let mut ch = Channel::new(ChannelConfig::new(8260, Some(68), 4), nexus()).unwrap();
+        let mut ch = test_channel(ChannelConfig::new(8260, Some(68), 4)).unwrap();
         drain_actions(&mut ch);
         // The first command reports the power-on unit attention; the second
         // goes to the backstore.

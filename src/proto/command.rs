@@ -1275,7 +1275,8 @@ mod tests {
         assert!(nexus.plan([0; 8], &[0; 6]).is_err(), "the unit attention");
         let mut cfg = ChannelConfig::new(8260, Some(68), 8);
         edit(&mut cfg);
-        let mut ch = Channel::new(cfg, nexus).unwrap();
+        let mem = crate::proto::channel::tests::memory(&cfg);
+        let mut ch = Channel::new(cfg, nexus, mem).unwrap();
         actions(&mut ch);
         ch
     }

@@ -18,7 +18,10 @@ pub mod pool;
 mod request;
 
 pub use action::{Action, CmdId, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
-pub use channel::{Channel, ChannelConfig, ChannelStats, ExecRequest, SharedRecv, RECV_FLUSH_GRACE};
+pub use channel::{
+    Channel, ChannelConfig, ChannelMemory, ChannelMemoryLayout, ChannelStats, ExecRequest, SharedRecv,
+    RECV_FLUSH_GRACE,
+};
 pub use credits::Credits;
 pub use login::{negotiate, Accepted, LoginLimits, MultiChannel, TargetPortId};
 pub use request::MAX_CDB;

@@ -41,12 +41,19 @@ pub struct DataPool {
 }
 
 impl DataPool {
-    /// Creates a pool of at least `size` bytes, rounded up to a power of two
-    /// number of blocks.
-    pub fn new(size: usize) -> std::io::Result<DataPool> {
-        let blocks = size.div_ceil(BLOCK).max(1).next_power_of_two();
+    /// Bytes of the buffer a pool of at least `size` bytes needs: a power
+    /// of two number of blocks.
+    pub fn bytes_for(size: usize) -> usize {
+        size.div_ceil(BLOCK).max(1).next_power_of_two() * BLOCK
+    }
+
+    /// A pool over `buf` (the caller allocates it, with
+    /// [`DataPool::bytes_for`] bytes): the largest power of two number of
+    /// blocks that fits.
+    pub fn new(buf: Arc<DmaBuf>) -> DataPool {
+        let fit = (buf.len() / BLOCK).max(1);
+        let blocks = 1usize << fit.ilog2();
         let max_order = blocks.trailing_zeros() as u8;
-        let buf = Arc::new(DmaBuf::new(blocks * BLOCK)?);
         let mut p = DataPool {
             buf,
             max_order,
@@ -57,7 +64,7 @@ impl DataPool {
             free_bytes: 0,
         };
         p.push(0, max_order);
-        Ok(p)
+        p
     }
 
     /// The memory behind the pool (to register, and to read/write extents).
@@ -160,11 +167,16 @@ impl DataPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use proptest::prelude::*;
+
+    fn test_pool(size: usize) -> DataPool {
+        DataPool::new(Arc::new(DmaBuf::new(DataPool::bytes_for(size)).unwrap()))
+    }
 
     #[test]
     fn rounds_and_splits() {
-        let mut p = DataPool::new(1 << 20).unwrap();
+        let mut p = test_pool(1 << 20);
         assert_eq!(p.capacity(), 1 << 20);
         let a = p.alloc(1).unwrap();
         assert_eq!((a.offset, a.len), (0, 4096));
@@ -184,7 +196,7 @@ mod tests {
 
     #[test]
     fn too_large_never_fits() {
-        let mut p = DataPool::new(64 << 10).unwrap();
+        let mut p = test_pool(64 << 10);
         assert!(!p.fits(128 << 10));
         assert!(p.alloc(128 << 10).is_none());
         assert!(p.alloc(64 << 10).is_some());
@@ -195,7 +207,7 @@ mod tests {
         /// the pool, and freeing everything restores the whole pool.
         #[test]
         fn no_overlap(ops in proptest::collection::vec((any::<bool>(), 1u64..(300 << 10)), 1..200)) {
-            let mut p = DataPool::new(1 << 20).unwrap();
+            let mut p = test_pool(1 << 20);
             let mut live: Vec<Extent> = Vec::new();
             for (alloc, len) in ops {
                 if alloc || live.is_empty() {

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use srptd::mem::DmaBuf;
 use srptd::proto::{
-    negotiate, Action, Channel, ChannelConfig, CmdId, LoginLimits, Region, SharedRecv, TargetPortId,
-    WorkRequest, WrId, WrOpcode,
+    negotiate, Action, Channel, ChannelConfig, ChannelMemory, CmdId, LoginLimits, Region, SharedRecv,
+    TargetPortId, WorkRequest, WrId, WrOpcode,
 };
 use srptd::scsi::backstore::BackstoreConfig;
 use srptd::scsi::lun::{LunConfig, Nexus, Target, TargetConfig};
@@ -194,7 +194,8 @@ impl Sim {
         cfg_edit(&mut cfg);
         let nexus = target.nexus(INITIATOR);
         let rams = target.luns().into_iter().filter_map(|l| l.dma_buf).collect();
-        let ch = Channel::new(cfg, nexus.clone()).expect("channel");
+        let mem = ChannelMemory::with(&cfg.memory_layout(), DmaBuf::new).expect("channel memory");
+        let ch = Channel::new(cfg, nexus.clone(), mem).expect("channel");
         let mut sim = Sim {
             ch,
             nexus,
