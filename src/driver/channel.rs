@@ -187,7 +187,10 @@ impl ChannelDriver {
 
     fn execute(&mut self, cmd: CmdId, exec: &ExecQueue) {
         let Some(r) = self.ch.exec_request(cmd) else {
-            tracing::error!(cmd, "execute requested for a context that is not executing");
+            tracing::error!(
+                cmd = cmd.0,
+                "execute requested for a context that is not executing"
+            );
             return;
         };
         if r.nexus.runs_blocking(r.command) {

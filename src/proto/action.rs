@@ -1,9 +1,27 @@
 //! What the channel asks its driver to do, and how completions name the
 //! work they complete.
 
-/// Index of a command context in a channel (also its send slot). Its
-/// width is the index field of [`WrId`] ([`WrId::INDEXES`] values).
-pub type CmdId = u16;
+/// A command of a channel: the index of its entry in the channel's command
+/// table, which is also its send slot. Its width is the index field of
+/// [`WrId`] ([`WrId::INDEXES`] values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CmdId(pub u16);
+
+impl CmdId {
+    /// The largest id.
+    pub const MAX: CmdId = CmdId(u16::MAX);
+
+    /// The table index.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl std::fmt::Display for CmdId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Which registered memory a local scatter/gather entry refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,7 +238,7 @@ mod tests {
             gen: WrId::GEN_MASK,
         };
         assert_eq!(WrId::decode(max.encode()), Some(max));
-        assert_eq!(u32::from(CmdId::MAX) + 1, WrId::INDEXES);
+        assert_eq!(u32::from(CmdId::MAX.0) + 1, WrId::INDEXES);
     }
 
     #[test]

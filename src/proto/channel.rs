@@ -600,8 +600,8 @@ impl Channel {
             self.after_event();
             return;
         }
-        let id = w.index as CmdId;
-        match self.cmds.get(id as usize) {
+        let id = CmdId(w.index as u16);
+        match self.cmds.get(id) {
             Some(c) if c.gen.get() == w.gen => {}
             _ => {
                 tracing::error!(?w, "completion for a command that is not in flight");
@@ -623,12 +623,15 @@ impl Channel {
 
     /// The SCSI command of `cmd` finished.
     pub fn handle_exec_done(&mut self, id: CmdId, done: Completion) {
-        let Some(c) = self.cmds.get(id as usize) else {
-            tracing::error!(cmd = id, "execution finished for a command that is not in flight");
+        let Some(c) = self.cmds.get(id) else {
+            tracing::error!(
+                cmd = id.0,
+                "execution finished for a command that is not in flight"
+            );
             return;
         };
         if c.state != CommandState::Executing {
-            tracing::error!(cmd = id, state = ?c.state, "execution finished in the wrong state");
+            tracing::error!(cmd = id.0, state = ?c.state, "execution finished in the wrong state");
             return;
         }
         if c.aborted || matches!(self.state, ChannelState::Draining(_) | ChannelState::Drained) {
@@ -729,7 +732,7 @@ impl Channel {
             .cmds
             .iter()
             .filter(|(_, c)| c.state != CommandState::Executing)
-            .map(|(i, c)| (i as CmdId, c.is_task_mgmt))
+            .map(|(i, c)| (i, c.is_task_mgmt))
             .collect();
         for (id, is_task_mgmt) in ended {
             self.stats.aborted += u64::from(!is_task_mgmt);
@@ -805,7 +808,7 @@ impl Channel {
     /// Sets up command `id` from its SRP_CMD and the SCSI plan of its CDB:
     /// the first state of its data phase, or its response.
     fn accept_cmd(&mut self, id: CmdId, iu: &CmdIu) {
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return;
         };
         c.lun = iu.lun;
@@ -837,7 +840,7 @@ impl Channel {
         if plan.len > self.cfg.max_transfer {
             return self.check_condition(id, Sense::invalid_field_in_cdb());
         }
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return;
         };
         c.scsi = Some(scsi);
@@ -878,7 +881,7 @@ impl Channel {
     }
 
     fn set_status(&mut self, id: CmdId, status: ScsiStatus) {
-        if let Some(c) = self.cmds.get_mut(id as usize) {
+        if let Some(c) = self.cmds.get_mut(id) {
             c.response.status = status;
         }
     }
@@ -921,12 +924,12 @@ impl Channel {
         }
         let credit = self.credits.on_request().is_ok();
         let id = self.new_command(slot, tag, credit);
-        if let Some(c) = self.cmds.get_mut(id as usize) {
+        if let Some(c) = self.cmds.get_mut(id) {
             c.is_task_mgmt = true;
             c.lun = lun;
             c.state = CommandState::TaskMgmtWait { pending: 0 };
         }
-        let is_target = |i: usize, c: &Command| i != id as usize && !c.is_task_mgmt && c.lun == lun;
+        let is_target = |i: CmdId, c: &Command| i != id && !c.is_task_mgmt && c.lun == lun;
         let code = if !credit {
             self.stats.task_set_full += 1;
             Rsp::TM_FAILED
@@ -939,7 +942,7 @@ impl Channel {
                         .cmds
                         .iter()
                         .find(|(i, c)| is_target(*i, c) && c.tag == task_tag)
-                        .map(|(i, _)| i as CmdId);
+                        .map(|(i, _)| i);
                     if let Some(t) = target {
                         self.abort(t, id);
                     }
@@ -953,7 +956,7 @@ impl Channel {
                             .cmds
                             .iter()
                             .filter(|(i, c)| is_target(*i, c))
-                            .map(|(i, _)| i as CmdId)
+                            .map(|(i, _)| i)
                             .collect();
                         for t in targets {
                             self.abort(t, id);
@@ -967,7 +970,7 @@ impl Channel {
                 _ => Rsp::TM_NOT_SUPPORTED,
             }
         };
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return;
         };
         c.response.rsp_code = Some(code);

@@ -295,19 +295,20 @@ impl CommandTable {
     pub(super) fn insert(&mut self, gen: Generation, recv_slot: u32, tag: Tag, holds_credit: bool) -> CmdId {
         self.len += 1;
         if let Some(id) = self.free.pop() {
-            let (live, c) = &mut self.entries[id as usize];
+            let (live, c) = &mut self.entries[id.index()];
             *live = true;
             c.reset(gen, recv_slot, tag, holds_credit);
             return id;
         }
         self.entries
             .push((true, Command::new(gen, recv_slot, tag, holds_credit)));
-        (self.entries.len() - 1) as CmdId
+        // In range: the caller keeps the table within WrId::INDEXES.
+        CmdId((self.entries.len() - 1) as u16)
     }
 
     /// Frees the entry of `id` (its contents stay until it is reused).
     fn vacate(&mut self, id: CmdId) {
-        if let Some((live, _)) = self.entries.get_mut(id as usize).filter(|(live, _)| *live) {
+        if let Some((live, _)) = self.entries.get_mut(id.index()).filter(|(live, _)| *live) {
             *live = false;
             self.len -= 1;
             self.free.push(id);
@@ -315,33 +316,39 @@ impl CommandTable {
     }
 
     #[cfg(test)]
-    pub(super) fn contains(&self, id: usize) -> bool {
+    pub(super) fn contains(&self, id: CmdId) -> bool {
         self.get(id).is_some()
     }
 
-    pub(super) fn get(&self, id: usize) -> Option<&Command> {
-        self.entries.get(id).filter(|(live, _)| *live).map(|(_, c)| c)
+    pub(super) fn get(&self, id: CmdId) -> Option<&Command> {
+        self.entries
+            .get(id.index())
+            .filter(|(live, _)| *live)
+            .map(|(_, c)| c)
     }
 
-    pub(super) fn get_mut(&mut self, id: usize) -> Option<&mut Command> {
-        self.entries.get_mut(id).filter(|(live, _)| *live).map(|(_, c)| c)
+    pub(super) fn get_mut(&mut self, id: CmdId) -> Option<&mut Command> {
+        self.entries
+            .get_mut(id.index())
+            .filter(|(live, _)| *live)
+            .map(|(_, c)| c)
     }
 
     /// Live commands with their ids, in id order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Command)> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (CmdId, &Command)> {
         self.entries
             .iter()
             .enumerate()
             .filter(|(_, (live, _))| *live)
-            .map(|(i, (_, c))| (i, c))
+            .map(|(i, (_, c))| (CmdId(i as u16), c))
     }
 
-    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Command)> {
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (CmdId, &mut Command)> {
         self.entries
             .iter_mut()
             .enumerate()
             .filter(|(_, (live, _))| *live)
-            .map(|(i, (_, c))| (i, c))
+            .map(|(i, (_, c))| (CmdId(i as u16), c))
     }
 }
 
@@ -350,14 +357,15 @@ impl std::ops::Index<usize> for CommandTable {
     type Output = Command;
 
     fn index(&self, id: usize) -> &Command {
-        self.get(id).expect("command id not in the table")
+        self.get(CmdId(id as u16)).expect("command id not in the table")
     }
 }
 
 #[cfg(test)]
 impl std::ops::IndexMut<usize> for CommandTable {
     fn index_mut(&mut self, id: usize) -> &mut Command {
-        self.get_mut(id).expect("command id not in the table")
+        self.get_mut(CmdId(id as u16))
+            .expect("command id not in the table")
     }
 }
 
@@ -503,7 +511,7 @@ impl Channel {
         }
         let mut progressed = false;
         loop {
-            let Some(c) = self.cmds.get(id as usize) else {
+            let Some(c) = self.cmds.get(id) else {
                 return progressed;
             };
             if c.aborted {
@@ -543,13 +551,13 @@ impl Channel {
     }
 
     fn set_state(&mut self, id: CmdId, state: CommandState) {
-        if let Some(c) = self.cmds.get_mut(id as usize) {
+        if let Some(c) = self.cmds.get_mut(id) {
             c.state = state;
         }
     }
 
     fn park(&mut self, id: CmdId, r: Resource) {
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return;
         };
         match c.queued_for {
@@ -586,7 +594,7 @@ impl Channel {
                 let Some((seq, id)) = self.waiters.pop_front(r) else {
                     continue;
                 };
-                match self.cmds.get_mut(id as usize) {
+                match self.cmds.get_mut(id) {
                     Some(c) => c.queued_for = None,
                     None => continue,
                 }
@@ -595,11 +603,7 @@ impl Channel {
                 self.resuming = None;
                 if moved {
                     progressed = true;
-                } else if self
-                    .cmds
-                    .get(id as usize)
-                    .is_some_and(|c| c.queued_for == Some(r))
-                {
+                } else if self.cmds.get(id).is_some_and(|c| c.queued_for == Some(r)) {
                     // Back to the head: later waiters stay behind it.
                     self.waiters.back_to_head(r, seq);
                     budget[r as usize] = 0;
@@ -630,7 +634,7 @@ impl Channel {
         if !self.may_take(id, Resource::TableBuffer) {
             return Flow::Blocked(Resource::TableBuffer);
         }
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return Flow::Wait;
         };
         let Some(extent) = self.tables.alloc(table.len as u64) else {
@@ -638,7 +642,7 @@ impl Channel {
         };
         let wr = WorkRequest {
             wr_id: WrId {
-                index: id as u32,
+                index: u32::from(id.0),
                 kind: WrKind::TableRead,
                 count: 1,
                 gen: c.gen.get(),
@@ -662,7 +666,7 @@ impl Channel {
     }
 
     fn need_buffer(&mut self, id: CmdId) -> Flow {
-        let Some(need) = self.cmds.get(id as usize).map(|c| c.transfer.pool_bytes()) else {
+        let Some(need) = self.cmds.get(id).map(|c| c.transfer.pool_bytes()) else {
             return Flow::Wait;
         };
         if need > 0 {
@@ -676,11 +680,11 @@ impl Channel {
             let Some(extent) = self.pool.alloc(need) else {
                 return Flow::Blocked(Resource::DataBuffer);
             };
-            if let Some(c) = self.cmds.get_mut(id as usize) {
+            if let Some(c) = self.cmds.get_mut(id) {
                 c.transfer.buffer = DataBuffer::Pool(extent);
             }
         }
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return Flow::Wait;
         };
         let t = &c.transfer;
@@ -738,7 +742,7 @@ impl Channel {
     }
 
     fn ready_to_execute(&mut self, id: CmdId) -> Flow {
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return Flow::Wait;
         };
         if let DataBuffer::Backstore { .. } = c.transfer.buffer {
@@ -792,7 +796,7 @@ impl Channel {
         }
         // The receive buffer goes back before the credit it backs is
         // returned in this response.
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return Flow::Wait;
         };
         let slot = c.recv_slot;
@@ -803,13 +807,13 @@ impl Channel {
             self.credits.on_release();
         }
         let len = self.build_rsp(id);
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return Flow::Wait;
         };
         // A response chained behind data-in WRITEs retires them.
         let wr = WorkRequest {
             wr_id: WrId {
-                index: id as u32,
+                index: u32::from(id.0),
                 kind: WrKind::Response,
                 count: (1 + unsignaled_writes) as u16,
                 gen: c.gen.get(),
@@ -818,7 +822,7 @@ impl Channel {
             opcode: WrOpcode::Send,
             local: LocalSeg {
                 region: Region::Send,
-                offset: id as u64 * self.send_slot_size as u64,
+                offset: u64::from(id.0) * self.send_slot_size as u64,
                 len,
             },
             remote_addr: 0,
@@ -835,11 +839,11 @@ impl Channel {
 
     /// The RDMA READ of the external table of `id` completed.
     pub(super) fn on_table_fetched(&mut self, id: CmdId) {
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return;
         };
         let CommandState::FetchingTable { table, count } = c.state else {
-            tracing::error!(cmd = id, state = ?c.state, "table read completed for a command not fetching one");
+            tracing::error!(cmd = id.0, state = ?c.state, "table read completed for a command not fetching one");
             return;
         };
         c.transfer.descriptors = DataDescriptors::Fetched { table, count };
@@ -852,7 +856,7 @@ impl Channel {
             .filter_map(|i| self.descriptor(&descriptors, i))
             .map(|d| d.len as u64)
             .sum();
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return;
         };
         let t = &mut c.transfer;
@@ -871,11 +875,11 @@ impl Channel {
     /// `reads` RDMA READs.
     pub(super) fn on_reads_done(&mut self, id: CmdId, reads: u32) {
         self.reads_in_flight = self.reads_in_flight.saturating_sub(reads);
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return;
         };
         let CommandState::Reading { cursor, batches } = &mut c.state else {
-            tracing::error!(cmd = id, state = ?c.state, "data-out READs completed for a command not reading");
+            tracing::error!(cmd = id.0, state = ?c.state, "data-out READs completed for a command not reading");
             return;
         };
         *batches = batches.saturating_sub(1);
@@ -893,14 +897,14 @@ impl Channel {
 
     /// A signaled batch of data-in WRITEs of `id` completed.
     pub(super) fn on_writes_done(&mut self, id: CmdId) {
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return;
         };
         let (CommandState::Writing { batches, .. }
         | CommandState::Respond { batches, .. }
         | CommandState::Responding { batches }) = &mut c.state
         else {
-            tracing::error!(cmd = id, state = ?c.state, "data-in WRITEs completed for a command not writing");
+            tracing::error!(cmd = id.0, state = ?c.state, "data-in WRITEs completed for a command not writing");
             return;
         };
         *batches = batches.saturating_sub(1);
@@ -918,7 +922,7 @@ impl Channel {
         sense: Option<Sense>,
         produced: u32,
     ) {
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return;
         };
         let r = &mut c.response;
@@ -950,7 +954,7 @@ impl Channel {
 
     /// Ends the command with CHECK CONDITION and `sense`, moving no data.
     pub(super) fn check_condition(&mut self, id: CmdId, sense: Sense) {
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return;
         };
         c.response.status = ScsiStatus::CHECK_CONDITION;
@@ -963,7 +967,7 @@ impl Channel {
     /// the CDB's transfer length is refused rather than partly written (the
     /// kernel target does the same for WRITE-type commands).
     pub(super) fn reject_data_out_length(&mut self, id: CmdId) {
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return;
         };
         let have = c.transfer.descriptor_len;
@@ -983,7 +987,7 @@ impl Channel {
 
     /// Aborts command `t` on behalf of task management request `tmf`.
     pub(super) fn abort(&mut self, t: CmdId, tmf: CmdId) {
-        let Some(c) = self.cmds.get_mut(t as usize) else {
+        let Some(c) = self.cmds.get_mut(t) else {
             return;
         };
         if c.aborted || matches!(c.state, CommandState::Responding { .. }) {
@@ -994,8 +998,7 @@ impl Channel {
         c.aborted = true;
         if has_work_in_flight(&c.state) {
             c.abort_waiter = Some(tmf);
-            if let Some(CommandState::TaskMgmtWait { pending }) =
-                self.cmds.get_mut(tmf as usize).map(|c| &mut c.state)
+            if let Some(CommandState::TaskMgmtWait { pending }) = self.cmds.get_mut(tmf).map(|c| &mut c.state)
             {
                 *pending += 1;
             }
@@ -1007,10 +1010,10 @@ impl Channel {
     /// Ends an aborted (or orphaned) command without a response: its
     /// buffer returns to the ring and its credit is owed to the initiator.
     pub(super) fn finish_silently(&mut self, id: CmdId) {
-        let waiter = self.cmds.get_mut(id as usize).and_then(|c| c.abort_waiter.take());
+        let waiter = self.cmds.get_mut(id).and_then(|c| c.abort_waiter.take());
         self.release(id);
         if let Some(t) = waiter {
-            if let Some(c) = self.cmds.get_mut(t as usize) {
+            if let Some(c) = self.cmds.get_mut(t) {
                 if let CommandState::TaskMgmtWait { pending } = &mut c.state {
                     *pending = pending.saturating_sub(1);
                     if *pending == 0 {
@@ -1048,7 +1051,7 @@ impl Channel {
     /// Removes a command from the channel and its wait queue and returns
     /// its pool extents; says what else releasing it involves.
     pub(super) fn remove_command(&mut self, id: CmdId) -> Option<Removed> {
-        let c = self.cmds.get_mut(id as usize)?;
+        let c = self.cmds.get_mut(id)?;
         if let Some(r) = c.queued_for {
             self.waiters.remove(r, id);
         }
@@ -1087,7 +1090,7 @@ impl Channel {
 
     /// Number of RDMA work requests still to post from `cursor`.
     fn remaining_wrs(&self, id: CmdId, mut cursor: TransferCursor) -> u32 {
-        let Some(c) = self.cmds.get(id as usize) else {
+        let Some(c) = self.cmds.get(id) else {
             return 0;
         };
         let d = &c.transfer.descriptors;
@@ -1110,7 +1113,7 @@ impl Channel {
         max: u32,
         then_response: bool,
     ) -> (u32, TransferCursor) {
-        let Some(c) = self.cmds.get(id as usize) else {
+        let Some(c) = self.cmds.get(id) else {
             return (0, cursor);
         };
         let (region, base) = match &c.transfer.buffer {
@@ -1134,7 +1137,7 @@ impl Channel {
             };
             self.actions.push_back(Action::PostSend(WorkRequest {
                 wr_id: WrId {
-                    index: id as u32,
+                    index: u32::from(id.0),
                     kind,
                     count,
                     gen,
@@ -1159,7 +1162,7 @@ impl Channel {
 
     /// Emits the SRP_RSP of `id` into its send slot; returns its length.
     fn build_rsp(&mut self, id: CmdId) -> u32 {
-        let Some(c) = self.cmds.get_mut(id as usize) else {
+        let Some(c) = self.cmds.get_mut(id) else {
             return 0;
         };
         let (t, r) = (&c.transfer, &mut c.response);
@@ -1183,7 +1186,7 @@ impl Channel {
             }
         }
         let delta = self.credits.take_delta();
-        let Some(c) = self.cmds.get(id as usize) else {
+        let Some(c) = self.cmds.get(id) else {
             return 0;
         };
         let r = &c.response;
@@ -1208,7 +1211,7 @@ impl Channel {
             sense: &sense_buf[..sense_len],
             resp_data: rsp_data.as_ref().map_or(&[][..], |r| &r[..]),
         };
-        let off = id as usize * self.send_slot_size as usize;
+        let off = id.index() * self.send_slot_size as usize;
         let emitted = self
             .send
             .with_bytes_mut(off, self.send_slot_size as usize, |b| rsp.emit(b));
@@ -1224,7 +1227,7 @@ impl Channel {
 
     /// What the driver needs to execute command `id` (after `Action::Execute`).
     pub fn exec_request(&self, id: CmdId) -> Option<ExecRequest<'_>> {
-        let c = self.cmds.get(id as usize)?;
+        let c = self.cmds.get(id)?;
         if c.state != CommandState::Executing {
             return None;
         }
@@ -1379,11 +1382,11 @@ mod tests {
         })
     }
 
-    fn state(ch: &Channel, id: CmdId) -> CommandState {
+    fn state(ch: &Channel, id: u16) -> CommandState {
         ch.cmds[id as usize].state
     }
 
-    fn queued(ch: &Channel, id: CmdId) -> Option<Resource> {
+    fn queued(ch: &Channel, id: u16) -> Option<Resource> {
         ch.cmds[id as usize].queued_for
     }
 
@@ -1491,12 +1494,12 @@ mod tests {
         assert_eq!(queued(&ch, 3), Some(Resource::DataBuffer));
         // The first ends: 4 KiB free, not enough for the head of the queue;
         // the smaller request behind it does not overtake it.
-        ch.handle_exec_done(0, Completion::good(36));
+        ch.handle_exec_done(CmdId(0), Completion::good(36));
         let rsp = sends(&actions(&mut ch));
         complete(&mut ch, rsp.last().unwrap());
         assert_eq!(state(&ch, 3), CommandState::NeedBuffer);
-        assert_eq!(ch.waiters.ids(Resource::DataBuffer), [2, 3]);
-        ch.handle_exec_done(1, Completion::good(36));
+        assert_eq!(ch.waiters.ids(Resource::DataBuffer), [CmdId(2), CmdId(3)]);
+        ch.handle_exec_done(CmdId(1), Completion::good(36));
         let rsp = sends(&actions(&mut ch));
         complete(&mut ch, rsp.last().unwrap());
         assert_eq!(state(&ch, 2), CommandState::Executing);
@@ -1547,16 +1550,16 @@ mod tests {
         let mut ch = channel(|_| {});
         land(&mut ch, 0, &cmd(1, &inquiry(96), false, direct(96)));
         let acts = actions(&mut ch);
-        assert_eq!(acts, vec![Action::Execute { cmd: 0 }]);
+        assert_eq!(acts, vec![Action::Execute { cmd: CmdId(0) }]);
         assert_eq!(state(&ch, 0), CommandState::Executing);
-        let r = ch.exec_request(0).unwrap();
+        let r = ch.exec_request(CmdId(0)).unwrap();
         assert_eq!((&r.cdb[..6], r.len), (&inquiry(96)[..], 96));
         assert!(matches!(
             r.command.cmd(),
             crate::scsi::cdb::Cmd::Inquiry { alloc: 96, .. }
         ));
         let done = r.nexus.run(r.command, r.buf, r.offset, r.len);
-        ch.handle_exec_done(0, done);
+        ch.handle_exec_done(CmdId(0), done);
         // One unsignaled WRITE, retired by the response chained behind it.
         let w = sends(&actions(&mut ch));
         assert_eq!(
@@ -1567,8 +1570,8 @@ mod tests {
         assert_eq!(WrId::decode(w[1].wr_id).unwrap().count, 2);
         assert_eq!(state(&ch, 0), CommandState::Responding { batches: 0 });
         // A late report is ignored.
-        ch.handle_exec_done(0, Completion::good(0));
-        assert!(ch.exec_request(0).is_none());
+        ch.handle_exec_done(CmdId(0), Completion::good(0));
+        assert!(ch.exec_request(CmdId(0)).is_none());
     }
 
     #[test]
@@ -1603,8 +1606,8 @@ mod tests {
         let mut ch = channel(|c| c.sq_depth = TARGET_IU_SLOTS + 1);
         land(&mut ch, 0, &cmd(1, &[0; 6], false, DataDesc::None));
         land(&mut ch, 1, &cmd(2, &[0; 6], false, DataDesc::None));
-        ch.handle_exec_done(0, Completion::good(0));
-        ch.handle_exec_done(1, Completion::good(0));
+        ch.handle_exec_done(CmdId(0), Completion::good(0));
+        ch.handle_exec_done(CmdId(1), Completion::good(0));
         let first = sends(&actions(&mut ch));
         assert_eq!(first.len(), 1);
         assert_eq!(state(&ch, 1), CommandState::RESPOND);
@@ -1637,7 +1640,7 @@ mod tests {
         land(&mut ch, 1, &abort_task(2, 1));
         assert!(actions(&mut ch).is_empty());
         assert_eq!(state(&ch, 1), CommandState::TaskMgmtWait { pending: 1 });
-        ch.handle_exec_done(0, Completion::good(96));
+        ch.handle_exec_done(CmdId(0), Completion::good(96));
         let acts = actions(&mut ch);
         // The aborted command's slot goes back; only the TMF answers.
         assert!(acts.contains(&Action::PostRecv { slot: 0 }));
@@ -1657,7 +1660,7 @@ mod tests {
         land(&mut ch, 1, &abort_task(2, 1));
         assert_eq!(state(&ch, 1), CommandState::TaskMgmtWait { pending: 1 });
         complete(&mut ch, &reads[0]);
-        assert!(!ch.cmds.contains(0));
+        assert!(!ch.cmds.contains(CmdId(0)));
         assert_eq!(state(&ch, 1), CommandState::Responding { batches: 0 });
         assert_eq!(ch.reads_in_flight, 0);
     }
@@ -1667,14 +1670,14 @@ mod tests {
         let mut ch = channel(|c| c.sq_depth = TARGET_IU_SLOTS + 1);
         land(&mut ch, 0, &cmd(1, &[0; 6], false, DataDesc::None));
         land(&mut ch, 1, &cmd(2, &[0; 6], false, DataDesc::None));
-        ch.handle_exec_done(0, Completion::good(0));
-        ch.handle_exec_done(1, Completion::good(0));
+        ch.handle_exec_done(CmdId(0), Completion::good(0));
+        ch.handle_exec_done(CmdId(1), Completion::good(0));
         actions(&mut ch);
         assert_eq!(queued(&ch, 1), Some(Resource::SendSlot));
         // Aborting a queued command that has nothing in flight ends it.
         land(&mut ch, 2, &abort_task(3, 2));
-        assert!(!ch.cmds.contains(1));
-        assert_eq!(ch.waiters.ids(Resource::SendSlot), [2]);
+        assert!(!ch.cmds.contains(CmdId(1)));
+        assert_eq!(ch.waiters.ids(Resource::SendSlot), [CmdId(2)]);
     }
 
     #[test]
@@ -1690,15 +1693,15 @@ mod tests {
         actions(&mut ch);
         assert_eq!(queued(&ch, 1), Some(Resource::DataBuffer));
         // The first answers with no data; its response fills the send queue.
-        ch.handle_exec_done(0, Completion::good(0));
+        ch.handle_exec_done(CmdId(0), Completion::good(0));
         let rsp = sends(&actions(&mut ch));
-        ch.handle_exec_done(2, Completion::good(0));
+        ch.handle_exec_done(CmdId(2), Completion::good(0));
         assert_eq!(queued(&ch, 2), Some(Resource::SendSlot));
         // Its completion frees both a send slot and the pool: the earlier
         // waiter (for the pool) moves first.
         complete(&mut ch, &rsp[0]);
         let acts = actions(&mut ch);
-        let exec = acts.iter().position(|a| *a == Action::Execute { cmd: 1 });
+        let exec = acts.iter().position(|a| *a == Action::Execute { cmd: CmdId(1) });
         let send = acts.iter().position(|a| matches!(a, Action::PostSend(_)));
         assert!(exec.is_some() && exec < send, "{acts:?}");
         assert!(ch.waiters.is_empty());
