@@ -20,6 +20,17 @@ use crate::scsi::{Completion, Nexus, ScsiCommand, WorkerPool};
 use super::device::{with_recv_chain, Device, SrqRing, RECV_BATCH};
 use super::poller::PollerEvent;
 
+/// Names a channel across the driver's threads (control plane, pollers,
+/// worker pools) for its whole life; never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelKey(pub u64);
+
+impl std::fmt::Display for ChannelKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Work request id of the send-queue drain marker (never produced by a
 /// channel).
 const DRAIN_SQ: u64 = u64::MAX;
@@ -36,7 +47,7 @@ pub enum RecvSide {
 /// A channel as the poller runs it: protocol state plus verbs resources.
 #[derive(Debug)]
 pub struct ChannelDriver {
-    pub key: u64,
+    pub key: ChannelKey,
     pub ch: Channel,
     pub qp: QueuePair,
     pub cq: Arc<CompletionQueue>,
@@ -66,7 +77,7 @@ impl ChannelDriver {
     /// Wraps a channel whose resources are set up (QP not yet connected).
     /// `mrs` are the send ring, data pool and table pool regions.
     pub fn new(
-        key: u64,
+        key: ChannelKey,
         ch: Channel,
         qp: QueuePair,
         cq: Arc<CompletionQueue>,
@@ -318,7 +329,7 @@ impl ChannelDriver {
         }
         let _ = events.send(PollerEvent::Disconnect { key: self.key });
         tracing::debug!(
-            key = self.key,
+            key = self.key.0,
             recvs = self.recvs_posted,
             "draining the queue pair"
         );
@@ -349,7 +360,7 @@ impl ChannelDriver {
         };
         if flushed {
             tracing::debug!(
-                key = self.key,
+                key = self.key.0,
                 in_flight = self.ch.in_flight(),
                 "receives flushed"
             );
@@ -363,7 +374,7 @@ impl ChannelDriver {
     pub(super) fn on_completions(&mut self, wcs: &[WorkCompletion], cq_empty: bool) {
         for wc in wcs {
             if wc.wr_id == DRAIN_SQ {
-                tracing::debug!(key = self.key, status = wc.status.name(), "drain marker");
+                tracing::debug!(key = self.key.0, status = wc.status.name(), "drain marker");
                 if self.draining && !self.marker_done {
                     self.marker_done = true;
                     self.ch.handle_send_queue_drained(Instant::now());
@@ -393,7 +404,7 @@ impl ChannelDriver {
 /// A blocking SCSI command for the worker pool.
 #[derive(Debug)]
 pub struct ExecJob {
-    pub(super) key: u64,
+    pub(super) key: ChannelKey,
     pub(super) cmd: CmdId,
     nexus: Arc<Nexus>,
     /// The CDB as decoded when the command was planned.

@@ -2,6 +2,7 @@
 //! RDMA/CM id, the poller it runs on, its I_T nexus and its device,
 //! addressed by CM id handle (events) and by channel key (pollers).
 
+use crate::driver::channel::ChannelKey;
 use std::collections::HashMap;
 
 use crate::rdma::{CmId, CmIdHandle};
@@ -14,7 +15,7 @@ pub(super) type NexusId = (InitiatorPortId, [u8; 16]);
 #[derive(Debug)]
 pub(super) struct Conn {
     pub id: CmId,
-    pub key: u64,
+    pub key: ChannelKey,
     pub poller: usize,
     pub nexus: NexusId,
     pub device: String,
@@ -37,8 +38,8 @@ impl Conn {
 #[derive(Debug)]
 pub(super) struct Conns {
     by_id: HashMap<CmIdHandle, Conn>,
-    by_key: HashMap<u64, CmIdHandle>,
-    by_nexus: HashMap<NexusId, Vec<u64>>,
+    by_key: HashMap<ChannelKey, CmIdHandle>,
+    by_nexus: HashMap<NexusId, Vec<ChannelKey>>,
     next_key: u64,
 }
 
@@ -53,8 +54,8 @@ impl Conns {
     }
 
     /// A key for a new channel (never reused).
-    pub fn new_key(&mut self) -> u64 {
-        let key = self.next_key;
+    pub fn new_key(&mut self) -> ChannelKey {
+        let key = ChannelKey(self.next_key);
         self.next_key += 1;
         key
     }
@@ -85,13 +86,13 @@ impl Conns {
     }
 
     /// The connection of channel `key`.
-    pub fn by_key_mut(&mut self, key: u64) -> Option<&mut Conn> {
+    pub fn by_key_mut(&mut self, key: ChannelKey) -> Option<&mut Conn> {
         let h = self.by_key.get(&key)?;
         self.by_id.get_mut(h)
     }
 
     /// Channels of `nexus`.
-    pub fn nexus_channels(&self, nexus: &NexusId) -> &[u64] {
+    pub fn nexus_channels(&self, nexus: &NexusId) -> &[ChannelKey] {
         self.by_nexus.get(nexus).map_or(&[], |v| v.as_slice())
     }
 
@@ -104,7 +105,7 @@ impl Conns {
 
     /// Removes channel `key` (closed); dropping the returned connection
     /// destroys its RDMA/CM id.
-    pub fn remove(&mut self, key: u64) -> Option<Conn> {
+    pub fn remove(&mut self, key: ChannelKey) -> Option<Conn> {
         let h = self.by_key.remove(&key)?;
         let c = self.by_id.remove(&h)?;
         if let Some(v) = self.by_nexus.get_mut(&c.nexus) {

@@ -5,6 +5,7 @@
 //! It never touches a channel's data path: pollers do that, told by
 //! messages.
 
+use super::channel::ChannelKey;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,7 +151,7 @@ impl Control {
         );
         s.forced = true;
         s.deadline = Instant::now() + FORCED_GRACE;
-        let keys: Vec<u64> = self.conns.iter().map(|c| c.key).collect();
+        let keys: Vec<ChannelKey> = self.conns.iter().map(|c| c.key).collect();
         for key in keys {
             self.disconnect(key);
         }
@@ -201,7 +202,7 @@ impl Control {
             }
             CmEventKind::Established => {
                 if let Some(c) = self.conns.get(&ev.id) {
-                    tracing::debug!(key = c.key, "connection established");
+                    tracing::debug!(key = c.key.0, "connection established");
                 }
             }
             CmEventKind::DeviceRemoval => self.on_device_removal(ev.id),
@@ -211,7 +212,7 @@ impl Control {
             | CmEventKind::Unreachable
             | CmEventKind::ConnectError => {
                 if let Some(c) = self.conns.get_mut(&ev.id) {
-                    tracing::info!(key = c.key, event = ?ev.kind, "connection ending");
+                    tracing::info!(key = c.key.0, event = ?ev.kind, "connection ending");
                     // Answer the initiator's DREQ (or tell it we are gone).
                     c.send_disconnect();
                     self.pollers[c.poller].send(PollerMsg::Disconnect(c.key));
@@ -228,7 +229,7 @@ impl Control {
             PollerEvent::Closed { key, stats } => {
                 self.summary.stats += &stats;
                 if let Some(c) = self.conns.remove(key) {
-                    tracing::info!(key, ?stats, "channel closed");
+                    tracing::info!(key = key.0, ?stats, "channel closed");
                     // Dropping `c.id` destroys the RDMA/CM id.
                     if self.devices.is_removing(&c.device) {
                         self.maybe_release(&c.device);
@@ -240,7 +241,7 @@ impl Control {
 
     /// Ends channel `key`: disconnects its connection (once) and tells its
     /// poller to drain and free it.
-    pub fn disconnect(&mut self, key: u64) {
+    pub fn disconnect(&mut self, key: ChannelKey) {
         let Some(c) = self.conns.by_key_mut(key) else {
             return;
         };

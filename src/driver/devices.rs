@@ -5,6 +5,7 @@
 //! let go of it so that the kernel can finish removing it. Other devices
 //! keep serving; a device that comes back is opened again.
 
+use super::channel::ChannelKey;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,7 +137,7 @@ impl Control {
         let Some(dev) = self.devices.open.remove(name) else {
             return;
         };
-        let keys: Vec<u64> = self.conns.on_device(name).map(|c| c.key).collect();
+        let keys: Vec<ChannelKey> = self.conns.on_device(name).map(|c| c.key).collect();
         tracing::warn!(
             device = name,
             channels = keys.len(),

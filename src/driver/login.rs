@@ -19,6 +19,7 @@
 //! The decisions (steps 1, 2's "served", 4, 6's parameters) are pure
 //! functions tested below without hardware.
 
+use super::channel::ChannelKey;
 use std::sync::Arc;
 
 use crate::mem::DmaBuf;
@@ -199,7 +200,7 @@ pub(super) fn accept_param(rsp: &[u8], depths: ReadDepths, srq: bool, qp_num: u3
 /// What [`Control::build_channel`] builds a channel from.
 pub(super) struct ChannelParams<'a> {
     /// The channel's key (also the CQ's context).
-    pub key: u64,
+    pub key: ChannelKey,
     /// Index of the poller that will run it.
     pub poller: usize,
     pub cfg: ChannelConfig,
@@ -218,7 +219,7 @@ struct Prepared {
     /// Channels the nexus had before.
     existing: u32,
     device: Arc<Device>,
-    key: u64,
+    key: ChannelKey,
     poller: usize,
     depths: ReadDepths,
     driver: ChannelDriver,
@@ -355,7 +356,7 @@ impl Control {
         // With a shared queue an initiator that overdraws its credits finds
         // receives anyway: leave the CQ room for that too.
         let cqe = sq + rq + 4 + if srq.is_some() { rq } else { 0 };
-        let cq = CompletionQueue::new(device.context(), cqe, Some(&comp), 0, key)?;
+        let cq = CompletionQueue::new(device.context(), cqe, Some(&comp), 0, key.0)?;
         let caps = QpCaps {
             max_send_wr: sq + 1,
             max_recv_wr: if srq.is_some() { 0 } else { rq + 1 },
@@ -407,13 +408,13 @@ impl Control {
         if p.acc.multichannel == MultiChannel::TerminateOthers {
             let others = self.conns.nexus_channels(&p.nexus).to_vec();
             for k in others {
-                tracing::info!(key = k, "SINGLE multichannel login replaces channel");
+                tracing::info!(key = k.0, "SINGLE multichannel login replaces channel");
                 self.disconnect(k);
             }
         }
         self.summary.logins += 1;
         tracing::info!(
-            key = p.key,
+            key = p.key.0,
             initiator = %crate::wire::hex(&p.req.initiator_port_id),
             peer = ?id.peer_addr(),
             device = p.device.name(),

@@ -23,7 +23,7 @@ use crate::proto::{ChannelStats, CmdId};
 use crate::rdma::{self, CompletionChannel, WorkCompletion};
 use crate::scsi::{Completion, WorkerPool};
 
-use super::channel::{ChannelDriver, ExecJob, ExecQueue};
+use super::channel::{ChannelDriver, ChannelKey, ExecJob, ExecQueue};
 use super::device::Device;
 
 /// How long a poller keeps polling after its last work before it arms its
@@ -76,9 +76,9 @@ impl SpinPolicy {
 #[derive(Debug)]
 pub enum PollerEvent {
     /// The channel wants its connection ended (logout, fatal error).
-    Disconnect { key: u64 },
+    Disconnect { key: ChannelKey },
     /// The channel is gone; all its resources are freed.
-    Closed { key: u64, stats: ChannelStats },
+    Closed { key: ChannelKey, stats: ChannelStats },
 }
 
 /// What the control plane tells a poller.
@@ -86,9 +86,9 @@ pub enum PollerEvent {
 pub enum PollerMsg {
     Add(Box<ChannelDriver>),
     /// The connection is gone (CM event): drain and free.
-    Disconnect(u64),
+    Disconnect(ChannelKey),
     /// Target shutdown: log the initiator out.
-    Logout(u64),
+    Logout(ChannelKey),
     /// Stop once no channel is left.
     Stop,
 }
@@ -196,7 +196,8 @@ pub fn spawn(
     let (wake_tx, wake_rx) = UnixStream::pair()?;
     wake_tx.set_nonblocking(true)?;
     wake_rx.set_nonblocking(true)?;
-    let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<(u64, CmdId, Completion)>(cfg.io_queue.max(1));
+    let (done_tx, done_rx) =
+        std::sync::mpsc::sync_channel::<(ChannelKey, CmdId, Completion)>(cfg.io_queue.max(1));
     let waker = Mutex::new(wake_tx.try_clone()?);
     let handler_done = done_tx.clone();
     let pool = WorkerPool::new(
@@ -245,8 +246,8 @@ pub fn spawn(
 struct Poller {
     rx: Receiver<PollerMsg>,
     wake: UnixStream,
-    done: Receiver<(u64, CmdId, Completion)>,
-    _done_tx: SyncSender<(u64, CmdId, Completion)>,
+    done: Receiver<(ChannelKey, CmdId, Completion)>,
+    _done_tx: SyncSender<(ChannelKey, CmdId, Completion)>,
     exec: ExecQueue,
     events: UnboundedSender<PollerEvent>,
     comp_channels: Arc<Mutex<HashMap<String, Arc<CompletionChannel>>>>,
@@ -256,7 +257,7 @@ struct Poller {
 }
 
 impl Poller {
-    fn find(&mut self, key: u64) -> Option<&mut ChannelDriver> {
+    fn find(&mut self, key: ChannelKey) -> Option<&mut ChannelDriver> {
         self.chans.iter_mut().find(|c| c.key == key)
     }
 
@@ -417,7 +418,7 @@ impl Poller {
         tracing::debug!("poller stopped");
     }
 
-    fn run_key(&mut self, key: u64) {
+    fn run_key(&mut self, key: ChannelKey) {
         let (exec, events) = (&self.exec, &self.events);
         if let Some(d) = self.chans.iter_mut().find(|c| c.key == key) {
             d.run_actions(exec, events);
