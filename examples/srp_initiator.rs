@@ -15,7 +15,7 @@
 //! terminated N` and exits non-zero on any unexpected outcome.
 //!
 //!   srp_initiator --dest 169.254.77.1:5555 --id-ext <16 hex> --ioc-guid <16 hex>
-//!       [--port-id <32 hex>] [--multi] [--no-imm] [--io] [--count N] [--hold S]
+//!       [--port-id <32 hex>] [--multi] [--no-imm] [--io] [--lun N] [--count N] [--hold S]
 //!       [--expect-reject]
 
 use std::net::SocketAddr;
@@ -54,9 +54,12 @@ struct Args {
     /// Do not request immediate data.
     #[arg(long)]
     no_imm: bool,
-    /// Run INQUIRY, WRITE and READ-back on LUN 0 on every login.
+    /// Run INQUIRY, WRITE and READ-back on every login (on --lun).
     #[arg(long)]
     io: bool,
+    /// LUN of the --io commands.
+    #[arg(long, default_value_t = 0)]
+    lun: u16,
     /// Logins to perform, one after the other.
     #[arg(long, default_value_t = 1)]
     count: u32,
@@ -98,6 +101,7 @@ struct Channel {
     c: Box<Conn>,
     imm: bool,
     tag: u64,
+    lun: [u8; 8],
 }
 
 const DATA_OFF: usize = LAYOUT.data_off();
@@ -144,8 +148,7 @@ impl Channel {
 
     fn command_once(&mut self, cdb: &[u8], out: Option<&[u8]>, in_len: u32) -> Res<(u8, u32, u8)> {
         self.tag += 1;
-        let lun = [0u8; 8];
-        let cmd = Cmd::new(Tag(self.tag), lun, cdb);
+        let cmd = Cmd::new(Tag(self.tag), self.lun, cdb);
         let mut iu = vec![0u8; SEND_LEN];
         let len = match out {
             Some(data) if self.imm => {
@@ -264,7 +267,10 @@ fn login(args: &Args, port_id: Option<[u8; 16]>, target: [u8; 16]) -> Res<Login>
     }
     let imm =
         rsp.rsp_flags & srptd::wire::LoginResponse::IMMED_SUPPORTED != 0 && rsp.max_it_iu_len >= IT_IU_LEN;
-    Ok(Login::Accepted(Box::new(Channel { c, imm, tag: 0 })))
+    // SAM-5 4.7 peripheral device addressing, as ib_srp builds it.
+    let mut lun = [0u8; 8];
+    lun[..2].copy_from_slice(&args.lun.to_be_bytes());
+    Ok(Login::Accepted(Box::new(Channel { c, imm, tag: 0, lun })))
 }
 
 fn run(args: &Args) -> Res<()> {
