@@ -920,7 +920,8 @@ fn imm_not_negotiated(x: &mut Ctx) -> Res<String> {
 // ----- flow control, tags, task management --------------------------------
 
 /// REQUEST LIMIT + 1 requests without waiting for any response: 128 WRITEs
-/// of 64 KiB (their data still being fetched) then a TEST UNIT READY.
+/// of 1 MiB (their data still being fetched: 128 MiB of RDMA READs, at
+/// most 4 outstanding) then a TEST UNIT READY.
 /// SRP r16a 5.6 / SAM-5 5.3: the request beyond the limit is answered
 /// TASK SET FULL; the others GOOD; every credit comes back.
 fn credit_overrun(x: &mut Ctx) -> Res<String> {
@@ -933,9 +934,9 @@ fn credit_overrun(x: &mut Ctx) -> Res<String> {
     let (sent0, in0) = (h.sent, h.credits_in);
     let mut tags = Vec::new();
     for i in 0..limit {
-        let d = h.direct(OUT_OFF, 65536);
+        let d = h.direct(OUT_OFF, MIB as u32);
         tags.push(h.cmd(
-            &rw10(0x2a, (i as u32 % 64) * 128, 128),
+            &rw10(0x2a, (i as u32 % 64) * 2048, 2048),
             DataDesc::Direct(d),
             DataDesc::None,
         )?);
@@ -955,9 +956,10 @@ fn credit_overrun(x: &mut Ctx) -> Res<String> {
         );
     }
     h.alive()?;
+    // The request beyond the limit held no credit: all others come back.
     let (sent, back) = (h.sent - sent0, h.credits_in - in0);
-    if sent != back {
-        return Err(format!("{sent} requests, {back} credits returned").into());
+    if sent - 1 != back {
+        return Err(format!("{sent} requests (one over the limit), {back} credits returned").into());
     }
     h.close()?;
     Ok(format!(
@@ -1204,8 +1206,7 @@ fn login_limits(x: &mut Ctx) -> Res<String> {
     wrong[15] ^= 0x5a;
     o.target = Some(wrong);
     done.push(x.expect_reject(o, RejectReason::UNABLE_ASSOCIATE_CHANNEL, "wrong target port id")?);
-    // Not an SRP_LOGIN_REQ at all (opcode 2) and a 20-byte private data
-    // (RDMA/CM pads it with zeros: length 0).
+    // Not an SRP_LOGIN_REQ at all (opcode 2): unable to establish.
     let mut o = x.opts();
     let mut raw = vec![0u8; LoginRequest::RDMA_CM_LEN];
     LoginRequest {
@@ -1221,11 +1222,13 @@ fn login_limits(x: &mut Ctx) -> Res<String> {
     raw[11] = Opcode::CMD.0;
     o.raw = Some(raw.clone());
     done.push(x.expect_reject(o, RejectReason::UNABLE_ESTABLISH_CHANNEL, "opcode 2 in the login")?);
+    // 20 bytes: RDMA/CM pads the private data with zeros to 56, so the
+    // TARGET PORT IDENTIFIER reads as zero: unable to associate.
     let mut o = x.opts();
     raw[11] = Opcode::LOGIN_REQ.0;
     raw.truncate(20);
     o.raw = Some(raw);
-    done.push(x.expect_reject(o, RejectReason::UNABLE_ESTABLISH_CHANNEL, "20-byte private data")?);
+    done.push(x.expect_reject(o, RejectReason::UNABLE_ASSOCIATE_CHANNEL, "20-byte private data")?);
     // Accepted corners: the smallest IU length (64) works for a TUR;
     // immediate data offset past the IU length: no immediate data.
     let mut o = x.opts();
