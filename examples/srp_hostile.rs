@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use srptd::rdma::CmEventKind;
 use srptd::wire::{
-    Cmd, DataDesc, DirectDesc, ILogout, ImmediateDesc, LoginRequest, LoginResponse, Opcode, RejectReason,
-    Rsp, TLogout, Tag, TaskMgmt, TmFunction, BUF_FMT_DIRECT, BUF_FMT_INDIRECT,
+    AerRsp, Cmd, CredRsp, DataDesc, DirectDesc, ILogout, ImmediateDesc, LoginRequest, LoginResponse, Opcode,
+    RejectReason, Rsp, TLogout, Tag, TaskMgmt, TmFunction, BUF_FMT_DIRECT, BUF_FMT_INDIRECT,
 };
 
 mod common;
@@ -46,6 +46,9 @@ struct Args {
     /// Skip these cases (printed as SKIP).
     #[arg(long = "skip")]
     skip: Vec<String>,
+    /// Run each selected case this many times.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
     /// List the cases and exit.
     #[arg(long)]
     list: bool,
@@ -133,6 +136,8 @@ struct H {
     /// Requests sent.
     sent: u64,
     disconnected: bool,
+    /// Sends queued by `queue_iu`.
+    queued: Vec<(usize, usize)>,
 }
 
 fn lun_bytes(lun: u16) -> [u8; 8] {
@@ -159,6 +164,23 @@ impl H {
         self.c.buf.write(off, iu);
         self.c.send(off, iu.len())?;
         self.sent += 1;
+        Ok(())
+    }
+
+    /// Like `send_iu`, but only queued: `flush` posts the queue as one
+    /// chain.
+    fn queue_iu(&mut self, iu: &[u8]) -> Res<()> {
+        let off = LAYOUT.send_off() + self.slot * SEND_SLOT;
+        self.slot = (self.slot + 1) % SEND_SLOTS;
+        self.c.buf.write(off, iu);
+        self.queued.push((off, iu.len()));
+        self.sent += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Res<()> {
+        let q = std::mem::take(&mut self.queued);
+        self.c.send_chain(&q)?;
         Ok(())
     }
 
@@ -260,13 +282,22 @@ impl H {
     /// A command on the LUN; returns its tag. `data_out`/`data_in` are
     /// descriptors built by the caller.
     fn cmd(&mut self, cdb: &[u8], out: DataDesc<'_>, inp: DataDesc<'_>) -> Res<u64> {
+        self.cmd_q(cdb, out, inp, false)
+    }
+
+    /// `cmd`, queued for `flush` when `queue`.
+    fn cmd_q(&mut self, cdb: &[u8], out: DataDesc<'_>, inp: DataDesc<'_>, queue: bool) -> Res<u64> {
         let tag = self.next_tag();
         let cmd = Cmd::new(Tag(tag), self.lun, cdb)
             .with_data_out(out)
             .with_data_in(inp);
         let mut iu = vec![0u8; SEND_SLOT];
         let n = cmd.emit(&mut iu)?;
-        self.send_iu(&iu[..n])?;
+        if queue {
+            self.queue_iu(&iu[..n])?;
+        } else {
+            self.send_iu(&iu[..n])?;
+        }
         Ok(tag)
     }
 
@@ -429,6 +460,7 @@ impl Ctx {
                     credits_in,
                     sent: 0,
                     disconnected: false,
+                    queued: Vec::new(),
                 })
             }
         }
@@ -478,6 +510,9 @@ const CASES: &[(&str, CaseFn)] = &[
     ("tmf-unknown-tag", tmf_unknown_tag),
     ("after-logout", after_logout),
     ("login-limits", login_limits),
+    ("unknown-lun", unknown_lun),
+    ("bad-rkey-data", bad_rkey_data),
+    ("cred-rsp-flood", cred_rsp_flood),
     ("tmf-storm", tmf_storm),
     ("vanish", vanish),
 ];
@@ -935,13 +970,17 @@ fn credit_overrun(x: &mut Ctx) -> Res<String> {
     let mut tags = Vec::new();
     for i in 0..limit {
         let d = h.direct(OUT_OFF, MIB as u32);
-        tags.push(h.cmd(
+        tags.push(h.cmd_q(
             &rw10(0x2a, (i as u32 % 64) * 2048, 2048),
             DataDesc::Direct(d),
             DataDesc::None,
+            true,
         )?);
     }
-    let extra = h.cmd(&[0; 6], DataDesc::None, DataDesc::None)?;
+    let extra = h.cmd_q(&[0; 6], DataDesc::None, DataDesc::None, true)?;
+    // One chain: the requests leave back to back, long before 128 MiB of
+    // data can have been fetched.
+    h.flush()?;
     let (mut good, mut full) = (0, Vec::new());
     for _ in 0..=limit {
         match h.next(LONG)? {
@@ -1027,19 +1066,131 @@ fn tmf_unknown_tag(x: &mut Ctx) -> Res<String> {
     Ok("ABORT TASK unknown tag: 0 (complete); 0x33, CLEAR ACA: 4 (not supported)".into())
 }
 
-/// SRP_I_LOGOUT then, at once, a TEST UNIT READY and an ABORT TASK. SRP
-/// r16a 6.5: the channel is gone after SRP_I_LOGOUT; nothing is answered.
+/// Four WRITEs of 1 MiB in flight, SRP_I_LOGOUT, then at once a TEST UNIT
+/// READY and an ABORT TASK. SRP r16a 6.5: the channel is gone after
+/// SRP_I_LOGOUT; the requests after it are not answered (those before it
+/// may be, while the target winds the channel down).
 fn after_logout(x: &mut Ctx) -> Res<String> {
     let mut h = x.login()?;
     h.alive()?;
+    let mut before = Vec::new();
+    for i in 0..4u32 {
+        let d = h.direct(OUT_OFF, MIB as u32);
+        before.push(h.cmd(
+            &rw10(0x2a, 49152 + i * 2048, 2048),
+            DataDesc::Direct(d),
+            DataDesc::None,
+        )?);
+    }
     let mut iu = [0u8; ILogout::LEN];
     ILogout { tag: Tag(0x10) }.emit(&mut iu)?;
     h.send_iu(&iu)?;
     let _ = h.cmd(&[0; 6], DataDesc::None, DataDesc::None);
     let _ = h.tmf(TmFunction::ABORT_TASK.0, 1);
-    let how = h.expect_gone("IUs after SRP_I_LOGOUT")?;
+    let mut early = 0;
+    let how = loop {
+        match h.next(LONG)? {
+            Got::Rsp(r) if before.contains(&r.tag) => early += 1,
+            Got::Disconnected => break "disconnected".to_string(),
+            Got::SendFailed(s) => break format!("send failed ({s})"),
+            g => {
+                return Err(format!("IUs after SRP_I_LOGOUT: expected the channel to end, got {g:?}").into())
+            }
+        }
+    };
     h.close()?;
-    Ok(format!("no answer, {how}"))
+    Ok(format!(
+        "{early} of 4 earlier WRITEs answered, nothing after the logout, {how}"
+    ))
+}
+
+/// A LUN with no logical unit (LUN 7). SPC-4 6.6.2 / SAM-5 5.9.5: INQUIRY
+/// is GOOD with peripheral qualifier 011b, device type 1Fh (byte 0 7Fh);
+/// TEST UNIT READY is CHECK CONDITION, ILLEGAL REQUEST, LOGICAL UNIT NOT
+/// SUPPORTED (25h/00h).
+fn unknown_lun(x: &mut Ctx) -> Res<String> {
+    let mut h = x.login()?;
+    h.alive()?;
+    h.lun = lun_bytes(7);
+    h.c.buf.write(IN_OFF, &[0xee; 96]);
+    let d = h.direct(IN_OFF, 96);
+    let t = h.cmd(&[0x12, 0, 0, 0, 96, 0], DataDesc::None, DataDesc::Direct(d))?;
+    let r = h.rsp(t)?;
+    let mut b0 = [0u8; 1];
+    h.c.buf.read(IN_OFF, &mut b0);
+    if r.status != GOOD || b0[0] != 0x7f {
+        return Err(format!("INQUIRY on LUN 7: byte 0 {:#04x}, {r:?}", b0[0]).into());
+    }
+    let r = h.tur()?;
+    r.expect_check(ILLEGAL_REQUEST, (0x25, 0x00))?;
+    h.close()?;
+    Ok("INQUIRY byte 0 0x7f; TUR CHECK CONDITION 5/25/00".into())
+}
+
+/// WRITE whose data-out buffer and READ whose data-in buffer have a wrong
+/// R_Key: the target's RDMA READ / WRITE gets a remote access error, fatal
+/// to the RC connection (IB 9.7.5.2.4): no SRP_RSP, the channel ends.
+fn bad_rkey_data(x: &mut Ctx) -> Res<String> {
+    let mut how = Vec::new();
+    for write in [true, false] {
+        let mut h = x.login()?;
+        h.alive()?;
+        let mut d = h.direct(if write { OUT_OFF } else { IN_OFF }, 65536);
+        d.rkey ^= 0x0012_3400;
+        if write {
+            h.cmd(&rw10(0x2a, 53248, 128), DataDesc::Direct(d), DataDesc::None)?;
+        } else {
+            h.cmd(&rw10(0x28, 53248, 128), DataDesc::None, DataDesc::Direct(d))?;
+        }
+        how.push(format!(
+            "{}: {}",
+            if write { "WRITE" } else { "READ" },
+            h.expect_gone("data buffer with a bad R_Key")?
+        ));
+        h.close()?;
+    }
+    Ok(how.join(", "))
+}
+
+/// 500 SRP_CRED_RSP and SRP_AER_RSP the target never asked for (SRP r16a
+/// 6.11, 6.13: they answer target requests and use no credit). More than
+/// the target's receive ring: a slot lost per IU would stall the channel.
+/// srptd ignores them (SRP_T_LOGOUT reason 3, unexpected initiator
+/// response, would also be allowed); the channel must keep working.
+fn cred_rsp_flood(x: &mut Ctx) -> Res<String> {
+    let mut h = x.login()?;
+    h.alive()?;
+    for i in 0..500u64 {
+        let mut iu = [0u8; 16];
+        if i % 2 == 0 {
+            CredRsp { tag: Tag(0xc000 + i) }.emit(&mut iu)?;
+        } else {
+            AerRsp { tag: Tag(0xc000 + i) }.emit(&mut iu)?;
+        }
+        h.send_iu(&iu)?;
+        h.sent -= 1; // not requests: no credit
+        if i % 100 == 99 {
+            // Let the send queue drain.
+            h.alive()?;
+        }
+    }
+    match h.next(Duration::from_secs(1))? {
+        Got::Timeout => {}
+        Got::TLogout(r) if r == TLogout::UNEXPECTED_RESPONSE => {
+            h.expect_gone("after SRP_T_LOGOUT")?;
+            return Ok("SRP_T_LOGOUT reason 3".into());
+        }
+        g => return Err(format!("after 500 unsolicited responses: {g:?}").into()),
+    }
+    let (sent0, in0) = (h.sent, h.credits_in);
+    for _ in 0..200 {
+        h.alive()?;
+    }
+    if h.sent - sent0 != h.credits_in - in0 {
+        return Err("credits lost after the flood".into());
+    }
+    h.close()?;
+    Ok("500 unsolicited responses ignored; 200 commands after them GOOD".into())
 }
 
 /// 30 rounds on one channel: 8 WRITEs of 64 KiB, ABORT TASK of four of
@@ -1287,15 +1438,17 @@ fn main() -> ExitCode {
             skip += 1;
             continue;
         }
-        let start = Instant::now();
-        match f(&mut x) {
-            Ok(what) => {
-                pass += 1;
-                println!("case {name}: PASS ({what}) {:.1?}", start.elapsed());
-            }
-            Err(e) => {
-                fail += 1;
-                println!("case {name}: FAIL: {e} ({:.1?})", start.elapsed());
+        for _ in 0..args.repeat {
+            let start = Instant::now();
+            match f(&mut x) {
+                Ok(what) => {
+                    pass += 1;
+                    println!("case {name}: PASS ({what}) {:.1?}", start.elapsed());
+                }
+                Err(e) => {
+                    fail += 1;
+                    println!("case {name}: FAIL: {e} ({:.1?})", start.elapsed());
+                }
             }
         }
     }

@@ -16,9 +16,10 @@
 #
 # Usage (host): scripts/vm-run.sh tests/vm/srptd-hostile.sh [logins] [case...]
 #   logins  logins of part 2 (default 1000)
-#   case    run only these srp_hostile cases (default: all but known bugs)
-# HOSTILE_KNOWN_BUGS: cases skipped with a KNOWN BUG line (default below);
-# set it empty to run them all.
+#   case    run only these srp_hostile cases (default: all but known bugs);
+#           `--repeat=N` runs each N times
+# KNOWN_BUGS below: cases skipped with a KNOWN BUG line (the guest does
+# not see the host's environment: edit the list to run them).
 # vm-cpus: 2
 # vm-timeout: 1800
 set -euo pipefail
@@ -90,7 +91,12 @@ start=$(date +%s)
 ########################################################################
 vm_log "== 1. hostile IUs and logins"
 args=()
-for c in "${ONLY[@]}"; do args+=(--case "$c"); done
+for c in "${ONLY[@]}"; do
+    case $c in
+        --*) args+=("$c") ;;   # srp_hostile options, e.g. --repeat=5
+        *) args+=(--case "$c") ;;
+    esac
+done
 for c in $KNOWN_BUGS; do
     vm_log "KNOWN BUG: srp_hostile case '$c' skipped (srptd answers it wrong; see tests/vm/README.md)"
     args+=(--skip "$c")
