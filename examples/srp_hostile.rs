@@ -486,6 +486,7 @@ impl Ctx {
 type CaseFn = fn(&mut Ctx) -> Res<String>;
 
 const CASES: &[(&str, CaseFn)] = &[
+    ("empty-iu", empty_iu),
     ("short-cmd", short_cmd),
     ("short-iu-no-tag", short_iu_no_tag),
     ("short-tsk-mgmt", short_tsk_mgmt),
@@ -513,11 +514,23 @@ const CASES: &[(&str, CaseFn)] = &[
     ("unknown-lun", unknown_lun),
     ("bad-rkey-data", bad_rkey_data),
     ("cred-rsp-flood", cred_rsp_flood),
+    ("lun-reset-nexus", lun_reset_nexus),
+    ("single-takeover", single_takeover),
     ("tmf-storm", tmf_storm),
     ("vanish", vanish),
 ];
 
 // ----- IU length -------------------------------------------------------
+
+/// A zero-length SEND: no IU type at all. SRP r16a 6.6: SRP_T_LOGOUT
+/// reason 2 (invalid IU type), then the channel ends.
+fn empty_iu(x: &mut Ctx) -> Res<String> {
+    let mut h = x.login()?;
+    h.alive()?;
+    let off = LAYOUT.send_off();
+    h.c.send(off, 0)?;
+    h.expect_t_logout(TLogout::INVALID_IU_TYPE)
+}
 
 /// SRP_CMD of 20 bytes (has a tag, not the 48-byte header). SRP r16a 6.8 /
 /// SAM-5: a malformed command is answered CHECK CONDITION, ILLEGAL
@@ -1191,6 +1204,86 @@ fn cred_rsp_flood(x: &mut Ctx) -> Res<String> {
     }
     h.close()?;
     Ok("500 unsolicited responses ignored; 200 commands after them GOOD".into())
+}
+
+/// LOGICAL UNIT RESET from one I_T nexus. SAM-5 7.7 / 5.14: a unit
+/// attention (29h, BUS DEVICE RESET FUNCTION OCCURRED) for every I_T
+/// nexus: another nexus's next command on that LUN gets it, and only that
+/// command.
+fn lun_reset_nexus(x: &mut Ctx) -> Res<String> {
+    let mut a = x.login()?;
+    let mut b = x.login()?;
+    a.alive()?;
+    b.alive()?;
+    let t = b.tmf(TmFunction::LUN_RESET.0, 0)?;
+    let r = b.rsp(t)?;
+    if r.rsp_code != Some(Rsp::TM_COMPLETE) {
+        return Err(format!("LUN RESET: {r:?}").into());
+    }
+    let r = a.tur()?;
+    if r.status != CHECK_CONDITION || r.sense.map(|s| (s.0, s.1)) != Some((UNIT_ATTENTION, 0x29)) {
+        return Err(format!("other nexus after LUN RESET: {r:?}").into());
+    }
+    let asc = r.sense.map_or(0, |s| s.2);
+    let r = a.tur()?;
+    if r.status != GOOD {
+        return Err(format!("other nexus, second command after LUN RESET: {r:?}").into());
+    }
+    a.close()?;
+    b.close()?;
+    Ok(format!(
+        "other nexus: UNIT ATTENTION 6/29/{asc:02x} once, then GOOD"
+    ))
+}
+
+/// A SINGLE RDMA CHANNEL login from an initiator port whose existing
+/// channel has 4 WRITEs of 1 MiB in flight. SRP r16a 6.2/6.3: the new
+/// login is accepted with MULTI-CHANNEL RESULT 1 (existing channels
+/// terminated); the old channel ends (SRP_T_LOGOUT reason 4 first, or just
+/// the disconnect); the new one works.
+fn single_takeover(x: &mut Ctx) -> Res<String> {
+    let mut a = x.login()?;
+    a.alive()?;
+    for i in 0..4u32 {
+        let d = a.direct(OUT_OFF, MIB as u32);
+        a.cmd_q(
+            &rw10(0x2a, 57344 + i * 2048, 2048),
+            DataDesc::Direct(d),
+            DataDesc::None,
+            true,
+        )?;
+    }
+    a.flush()?;
+    // Same initiator port as `a`.
+    x.n -= 1;
+    let mut o = x.opts();
+    o.flags = LoginRequest::SINGLE;
+    let mut b = x.login_opts(o)?;
+    x.n += 1;
+    let result = b.c.rsp.multichannel_result();
+    if result != LoginResponse::TERMINATED {
+        return Err(format!("SINGLE login: MULTI-CHANNEL RESULT {result}, expected 1").into());
+    }
+    let mut how = String::new();
+    loop {
+        match a.next(LONG)? {
+            Got::Rsp(_) => how.push_str("an answer, "),
+            Got::TLogout(4) => how.push_str("SRP_T_LOGOUT 4, "),
+            Got::Disconnected => {
+                how.push_str("disconnected");
+                break;
+            }
+            Got::SendFailed(s) => {
+                how.push_str(&format!("send failed ({s})"));
+                break;
+            }
+            g => return Err(format!("old channel: {g:?}").into()),
+        }
+    }
+    b.alive()?;
+    a.close()?;
+    b.close()?;
+    Ok(format!("result 1; old channel: {how}; new channel works"))
 }
 
 /// 30 rounds on one channel: 8 WRITEs of 64 KiB, ABORT TASK of four of
