@@ -510,7 +510,9 @@ const CASES: &[(&str, CaseFn)] = &[
     ("dup-tags", dup_tags),
     ("tmf-unknown-tag", tmf_unknown_tag),
     ("after-logout", after_logout),
+    ("after-t-logout", after_t_logout),
     ("login-limits", login_limits),
+    ("channel-limit", channel_limit),
     ("unknown-lun", unknown_lun),
     ("bad-rkey-data", bad_rkey_data),
     ("cred-rsp-flood", cred_rsp_flood),
@@ -1286,6 +1288,28 @@ fn single_takeover(x: &mut Ctx) -> Res<String> {
     Ok(format!("result 1; old channel: {how}; new channel works"))
 }
 
+/// An unknown IU type and, right behind it in the same burst, a TEST UNIT
+/// READY. The target logs the channel out (SRP_T_LOGOUT reason 2,
+/// SRP r16a 6.6) at the unknown IU; after its SRP_T_LOGOUT the channel is
+/// logged out, so the request behind the bad IU must not be answered:
+/// nothing may follow the SRP_T_LOGOUT but the disconnect.
+fn after_t_logout(x: &mut Ctx) -> Res<String> {
+    let mut h = x.login()?;
+    h.alive()?;
+    let mut iu = [0u8; 64];
+    iu[0] = 0x7f;
+    h.queue_iu(&iu)?;
+    h.cmd_q(&[0; 6], DataDesc::None, DataDesc::None, true)?;
+    h.flush()?;
+    match h.next(LONG)? {
+        Got::TLogout(r) if r == TLogout::INVALID_IU_TYPE => {}
+        g => return Err(format!("expected SRP_T_LOGOUT reason 2, got {g:?}").into()),
+    }
+    let how = h.expect_gone("after SRP_T_LOGOUT")?;
+    h.close()?;
+    Ok(format!("SRP_T_LOGOUT 2, nothing after it, {how}"))
+}
+
 /// 30 rounds on one channel: 8 WRITEs of 64 KiB, ABORT TASK of four of
 /// them, ABORT TASK SET, 8 more WRITEs; then LUN RESET. Every TMF is
 /// FUNCTION COMPLETE; each command gets at most one answer (none when
@@ -1374,18 +1398,40 @@ fn tmf_storm(x: &mut Ctx) -> Res<String> {
 }
 
 /// The peer vanishes mid-transfer: WRITE(10)s of 1 MiB whose data the
-/// target is still fetching (RDMA READs outstanding) and a READ of 1 MiB
-/// (RDMA WRITEs), then the initiator's QP goes to error and everything is
+/// target is still fetching (RDMA READs outstanding), READs of 1 MiB
+/// (RDMA WRITEs), READs through external tables (table fetches), then the initiator's QP goes to error and everything is
 /// destroyed without a logout. srptd must free the channel (checked by
 /// the script through its resource counts) and keep serving.
 fn vanish(x: &mut Ctx) -> Res<String> {
     let mut n = 0;
     for delay_ms in [0u64, 2, 20] {
-        for write in [true, false] {
+        for kind in 0..3 {
+            let write = kind == 0;
             let mut h = x.login()?;
             h.alive()?;
+            if kind == 2 {
+                // READs through external tables of 16 x 64 KiB: the table
+                // fetch (RDMA READ) is outstanding when the peer goes.
+                for j in 0..16 {
+                    let e = h.direct(IN_OFF + j * 65536, 65536);
+                    h.c.buf.write(TABLE_OFF + 16 * j, &desc_bytes(&e));
+                }
+            }
             for i in 0..4u32 {
-                if write {
+                if kind == 2 {
+                    let tag = h.next_tag();
+                    let mut iu = raw_cmd(
+                        tag,
+                        h.lun,
+                        BUF_FMT_INDIRECT_NIBBLE,
+                        0,
+                        0,
+                        &rw10(0x28, 40960 + i * 2048, 2048),
+                    );
+                    iu.extend_from_slice(&desc_bytes(&h.direct(TABLE_OFF, 256)));
+                    iu.extend_from_slice(&(MIB as u32).to_be_bytes());
+                    h.send_iu(&iu)?;
+                } else if write {
                     let d = h.direct(OUT_OFF, MIB as u32);
                     h.cmd(
                         &rw10(0x2a, 40960 + i * 2048, 2048),
@@ -1492,6 +1538,67 @@ fn login_limits(x: &mut Ctx) -> Res<String> {
     h.close()?;
     done.push("it_iu_len 64 accepted and works; imm offset 2000: no immediate data".into());
     Ok(done.join("; "))
+}
+
+/// 65 MULTIPLE INDEPENDENT RDMA CHANNELS logins from one initiator port,
+/// all held. srptd allows 64 channels per I_T nexus: SRP r16a 6.4, the
+/// 65th is rejected with 0x00010006 (channel limit reached); a login that
+/// cannot get the memory it needs earlier must be rejected with
+/// 0x00010001 (insufficient resources), never accepted half-way or
+/// answered by srptd dying. All are then logged out and a new login works.
+fn channel_limit(x: &mut Ctx) -> Res<String> {
+    const SMALL: Layout = Layout {
+        recv_slots: 2,
+        recv_len: 512,
+        send_len: 512,
+        data_len: 0,
+        max_send_wr: 2,
+    };
+    let port = x.port_id();
+    let mut held = Vec::new();
+    let mut rejects = Vec::new();
+    for i in 0..65u32 {
+        let req = LoginRequest {
+            tag: Tag(u64::from(i)),
+            req_it_iu_len: IT_IU_LEN,
+            req_buf_fmt: BUF_FMT_DIRECT | BUF_FMT_INDIRECT,
+            req_flags: LoginRequest::MULTI,
+            imm_data_offset: 0,
+            initiator_port_id: port,
+            target_port_id: x.target,
+        };
+        let mut pdata = vec![0u8; LoginRequest::RDMA_CM_LEN];
+        req.emit_rdma_cm(&mut pdata)?;
+        match common::login(x.dest, SMALL, |_| pdata)? {
+            Login::Accepted(c) => {
+                if !rejects.is_empty() {
+                    return Err(format!("login {i} accepted after rejects {rejects:x?}").into());
+                }
+                held.push(c);
+            }
+            Login::Rejected(r) => rejects.push(r.reason.0),
+        }
+    }
+    let n = held.len();
+    for c in held {
+        let _ = c.id.disconnect();
+        let _ = c.ch.wait_event(Duration::from_secs(5));
+    }
+    let want = if n == 64 {
+        vec![RejectReason::CHANNEL_LIMIT_REACHED.0]
+    } else {
+        vec![RejectReason::INSUFFICIENT_RESOURCES.0; 65 - n]
+    };
+    if rejects != want {
+        return Err(format!("{n} accepted, then rejects {rejects:#010x?}, expected {want:#010x?}").into());
+    }
+    let mut h = x.login()?;
+    h.alive()?;
+    h.close()?;
+    Ok(format!(
+        "{n} channels accepted, then {:#010x}; a new login works",
+        rejects[0]
+    ))
 }
 
 fn main() -> ExitCode {

@@ -28,7 +28,7 @@ if [ "${SKIP_VM_TESTS:-0}" = 1 ]; then
     step "VM tests skipped (SKIP_VM_TESTS=1)"
 else
     step "build srptd for the VM tests"
-    cargo build --release --bin srptd --example srp_initiator
+    cargo build --release --bin srptd --example srp_initiator --example srp_hostile
     for t in ${VM_TESTS:-srptd-smoke srptd-e2e srptd-srq dm kernel-target-smoke bench-smoke}; do
         step "VM test: $t"
         case $t in
