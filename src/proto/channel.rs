@@ -495,7 +495,10 @@ impl Channel {
             tracing::error!(slot, "receive completion for a slot outside the ring");
             return;
         }
-        if !self.serves_commands() {
+        // SRP r16a 6.6: once SRP_T_LOGOUT is sent the channel carries no
+        // more requests; what arrives after it is not answered (the
+        // disconnect follows). Commands already in flight still finish.
+        if !self.serves_commands() || self.state == ChannelState::LogoutSent {
             // Too late to serve it. A shared slot still goes back to the
             // shared ring; an own slot dies with the channel.
             if self.shares_recv() {
@@ -1380,5 +1383,35 @@ pub(crate) mod tests {
         ch.handle_exec_done(*cmd, Completion::good(0));
         drain_actions(&mut ch);
         assert!(ch.is_closed());
+    }
+
+    /// SRP r16a 6.6: once SRP_T_LOGOUT is posted, a request that arrives
+    /// (here before its send completed) gets no answer.
+    #[test]
+    fn nothing_is_answered_after_t_logout() {
+        let mut ch = test_channel(ChannelConfig::new(8260, Some(68), 4)).unwrap();
+        drain_actions(&mut ch);
+        let mut iu = [0u8; 64];
+        iu[0] = 0x7f; // unknown IU type
+        let off = ch.recv_slot_offset(0);
+        ch.recv_buf().write(off as usize, &iu);
+        ch.handle_completion(WrId::recv(0), true, 64);
+        let acts = drain_actions(&mut ch);
+        let t_logout: Vec<_> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Action::PostSend(wr) => Some(*wr),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(t_logout.len(), 1, "one SRP_T_LOGOUT: {acts:?}");
+        tur(&mut ch, 1, 2);
+        let acts = drain_actions(&mut ch);
+        assert!(
+            !acts.iter().any(|a| matches!(a, Action::PostSend(_) | Action::Execute { .. })),
+            "a request after SRP_T_LOGOUT was served: {acts:?}"
+        );
+        ch.handle_completion(t_logout[0].wr_id, true, 0);
+        assert!(matches!(drain_actions(&mut ch).as_slice(), [Action::Disconnect]));
     }
 }
