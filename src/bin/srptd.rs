@@ -52,6 +52,11 @@ struct Cli {
     /// Data buffer pool per channel (e.g. 32M).
     #[arg(long, default_value = "32M")]
     pool_size: String,
+    /// Memory all channels together may take (rings and pools, e.g. 2G);
+    /// logins beyond it are rejected with INSUFFICIENT RESOURCES.
+    /// Default: half of the memory available at start.
+    #[arg(long)]
+    max_channel_memory: Option<String>,
     /// Poller threads (data path); each channel runs on the least loaded
     /// one. Default: one per CPU srptd may use, at most 8.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -241,6 +246,18 @@ fn setup(cli: &Cli) -> Result<(Options, TargetConfig), String> {
             cli.pool_size
         ));
     }
+    let channel_memory = match &cli.max_channel_memory {
+        None => None,
+        Some(s) => {
+            let b = size("max-channel-memory", s)?;
+            if b < pool_size {
+                return Err(format!(
+                    "--max-channel-memory {s}: must be at least --pool-size (one channel's pool)"
+                ));
+            }
+            Some(b)
+        }
+    };
     let access = parse_allow(&cli.allow)?;
     let tcfg = TargetConfig {
         luns,
@@ -266,6 +283,7 @@ fn setup(cli: &Cli) -> Result<(Options, TargetConfig), String> {
         dm: !cli.no_dm,
         srq: cli.srq,
         srq_size: cli.srq_size,
+        channel_memory,
         ..Options::default()
     };
     Ok((opts, tcfg))

@@ -19,6 +19,8 @@ pub(super) struct Conn {
     pub poller: usize,
     pub nexus: NexusId,
     pub device: String,
+    /// Bytes of the channel's memory (`ChannelMemoryLayout::total`).
+    pub memory: u64,
     pub disconnect_sent: bool,
 }
 
@@ -41,6 +43,8 @@ pub(super) struct Conns {
     by_key: HashMap<ChannelKey, CmIdHandle>,
     by_nexus: HashMap<NexusId, Vec<ChannelKey>>,
     next_key: u64,
+    /// Sum of the connections' `memory`.
+    memory: u64,
 }
 
 impl Conns {
@@ -50,6 +54,7 @@ impl Conns {
             by_key: HashMap::new(),
             by_nexus: HashMap::new(),
             next_key: 1,
+            memory: 0,
         }
     }
 
@@ -96,7 +101,13 @@ impl Conns {
         self.by_nexus.get(nexus).map_or(&[], |v| v.as_slice())
     }
 
+    /// Memory of all accepted channels that are not closed yet.
+    pub fn memory(&self) -> u64 {
+        self.memory
+    }
+
     pub fn insert(&mut self, c: Conn) {
+        self.memory += c.memory;
         self.by_nexus.entry(c.nexus).or_default().push(c.key);
         let handle = c.id.handle();
         self.by_key.insert(c.key, handle);
@@ -108,6 +119,7 @@ impl Conns {
     pub fn remove(&mut self, key: ChannelKey) -> Option<Conn> {
         let h = self.by_key.remove(&key)?;
         let c = self.by_id.remove(&h)?;
+        self.memory = self.memory.saturating_sub(c.memory);
         if let Some(v) = self.by_nexus.get_mut(&c.nexus) {
             v.retain(|&k| k != key);
             if v.is_empty() {

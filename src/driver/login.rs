@@ -173,6 +173,12 @@ pub(super) fn size_channel(
     (cfg, depths)
 }
 
+/// Whether a channel needing `need` bytes fits beside `in_use` within the
+/// channel memory budget `limit`.
+pub(super) fn fits_memory(in_use: u64, need: u64, limit: u64) -> bool {
+    in_use.saturating_add(need) <= limit
+}
+
 /// Credits of `channels` channels of `recv_slots` each, if they exceed the
 /// `srq_slots` of a shared receive queue. Credits are per channel; the
 /// slots are shared: beyond this the initiators may meet receiver-not-ready
@@ -222,6 +228,8 @@ struct Prepared {
     key: ChannelKey,
     poller: usize,
     depths: ReadDepths,
+    /// Bytes of the channel's memory.
+    memory: u64,
     driver: ChannelDriver,
 }
 
@@ -277,6 +285,27 @@ impl Control {
                 );
             }
         }
+        // SRP r16a 6.4: a login the target cannot afford is rejected with
+        // INSUFFICIENT RESOURCES, not accepted and paid for with the host.
+        let memory = cfg.memory_layout().total();
+        if !fits_memory(
+            self.conns.memory(),
+            memory,
+            self.opts.channel_memory.unwrap_or(u64::MAX),
+        ) {
+            tracing::warn!(
+                in_use = self.conns.memory(),
+                need = memory,
+                limit = self.opts.channel_memory.unwrap_or(u64::MAX),
+                channels = self.conns.len(),
+                "channel memory limit reached (--max-channel-memory)"
+            );
+            return Err(Refusal::new(
+                req.tag,
+                RejectReason::INSUFFICIENT_RESOURCES,
+                "channel memory limit",
+            ));
+        }
         let built = self.build_channel(ChannelParams {
             key,
             poller,
@@ -299,6 +328,7 @@ impl Control {
             key,
             poller,
             depths,
+            memory,
             driver,
         })
     }
@@ -435,6 +465,7 @@ impl Control {
             poller: p.poller,
             nexus: p.nexus,
             device: p.device.name().to_owned(),
+            memory: p.memory,
             disconnect_sent: false,
         });
     }
@@ -480,6 +511,16 @@ mod tests {
             initiator_depth: 4,
             ..ReceivedConnParam::default()
         }
+    }
+
+    #[test]
+    fn channel_memory_budget() {
+        let mib = 1u64 << 20;
+        assert!(fits_memory(0, 36 * mib, 36 * mib));
+        assert!(!fits_memory(1, 36 * mib, 36 * mib));
+        assert!(fits_memory(27 * 36 * mib, 36 * mib, 1024 * mib));
+        assert!(!fits_memory(28 * 36 * mib, 36 * mib, 1024 * mib));
+        assert!(!fits_memory(u64::MAX - 1, 2, u64::MAX - 1), "no overflow");
     }
 
     #[test]

@@ -77,6 +77,30 @@ pub struct Options {
     /// Receive slots of each device's SRQ (`None`: derived, see
     /// [`device::srq_slots`]).
     pub srq_size: Option<u32>,
+    /// Memory all channels together may take (receive and send rings,
+    /// data and table pools); a login beyond it is rejected with
+    /// INSUFFICIENT RESOURCES instead of running the host out of memory.
+    /// `None`: half of the memory available when srptd starts
+    /// ([`default_channel_memory`]).
+    pub channel_memory: Option<u64>,
+}
+
+/// Half of `MemAvailable` in `/proc/meminfo`, at least 256 MiB (256 MiB if
+/// it cannot be read): the default budget of all channels' memory.
+pub fn default_channel_memory() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    channel_memory_from(&meminfo)
+}
+
+/// [`default_channel_memory`] from the text of `/proc/meminfo`.
+fn channel_memory_from(meminfo: &str) -> u64 {
+    let available = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024);
+    available.map_or(256 << 20, |b| (b / 2).max(256 << 20))
 }
 
 impl Default for Options {
@@ -86,6 +110,7 @@ impl Default for Options {
             devices: Vec::new(),
             limits: LoginLimits::default(),
             pool_size: 32 << 20,
+            channel_memory: None,
             pollers: default_pollers(),
             io_threads: 4,
             spin: Duration::from_micros(50),
@@ -180,8 +205,14 @@ pub fn identity(devices: &[String]) -> Result<(TargetPortId, Vec<String>), Start
 
 /// Runs the target until SIGINT/SIGTERM; prints the `ready` line when it
 /// accepts logins.
-pub fn run(opts: Options, target: Arc<Target>) -> Result<Summary, StartError> {
+pub fn run(mut opts: Options, target: Arc<Target>) -> Result<Summary, StartError> {
     let (port_id, served) = identity(&opts.devices)?;
+    let budget = *opts.channel_memory.get_or_insert_with(default_channel_memory);
+    tracing::info!(
+        bytes = budget,
+        per_channel_pool = opts.pool_size,
+        "channel memory budget (--max-channel-memory)"
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -227,6 +258,16 @@ pub fn run(opts: Options, target: Arc<Target>) -> Result<Summary, StartError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_memory_is_half_of_what_is_available() {
+        let m = "MemTotal:        2014976 kB\nMemFree:          120000 kB\nMemAvailable:    1600000 kB\n";
+        assert_eq!(channel_memory_from(m), 800_000 * 1024);
+        // At least 256 MiB; 256 MiB when unreadable.
+        assert_eq!(channel_memory_from("MemAvailable: 1000 kB\n"), 256 << 20);
+        assert_eq!(channel_memory_from(""), 256 << 20);
+        assert_eq!(channel_memory_from("MemAvailable: lots\n"), 256 << 20);
+    }
 
     #[test]
     fn srq_is_off_by_default() {

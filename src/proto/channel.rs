@@ -278,6 +278,16 @@ pub struct ChannelMemoryLayout {
     pub tables: usize,
 }
 
+impl ChannelMemoryLayout {
+    /// Bytes of all the channel's buffers.
+    pub fn total(&self) -> u64 {
+        [self.recv, self.send, self.pool, self.tables]
+            .iter()
+            .map(|&b| b as u64)
+            .sum()
+    }
+}
+
 /// The memory a channel works in, allocated by the driver (proto makes no
 /// system calls) and registered by it before it runs the channel's first
 /// actions.
@@ -1408,7 +1418,9 @@ pub(crate) mod tests {
         tur(&mut ch, 1, 2);
         let acts = drain_actions(&mut ch);
         assert!(
-            !acts.iter().any(|a| matches!(a, Action::PostSend(_) | Action::Execute { .. })),
+            !acts
+                .iter()
+                .any(|a| matches!(a, Action::PostSend(_) | Action::Execute { .. })),
             "a request after SRP_T_LOGOUT was served: {acts:?}"
         );
         ch.handle_completion(t_logout[0].wr_id, true, 0);
