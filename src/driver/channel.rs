@@ -23,20 +23,6 @@ use super::poller::PollerEvent;
 /// Work request id of the send-queue drain marker (never produced by a
 /// channel).
 const DRAIN_SQ: u64 = u64::MAX;
-/// Largest RDMA READ posted as one work request. Longer READs of the
-/// channel are posted as several work requests of at most this length,
-/// only the last one carrying the channel's work request id and signal
-/// (the channel sees one READ). Like ib_srpt (whose READs on rxe are at most
-/// 32 pages), this keeps one READ from monopolising the initiator's queue
-/// pair: see docs/stalls.md.
-pub const MAX_READ_WR: u32 = 128 << 10;
-
-/// Send-queue entries a channel may need beyond what the channel counts:
-/// each of its `rdma_read_depth` READs of up to `max_transfer` bytes may be
-/// split into pieces of [`MAX_READ_WR`].
-pub fn read_split_extra(rdma_read_depth: u32, max_transfer: u32) -> u32 {
-    rdma_read_depth.saturating_mul(max_transfer.div_ceil(MAX_READ_WR).saturating_sub(1))
-}
 /// How long to wait for posted receives to be flushed after the send queue
 /// drained. Once the QP is in the error state and its send queue is empty
 /// nothing can write into our memory any more, so this is only tidiness.
@@ -66,8 +52,6 @@ pub struct ChannelDriver {
     send_scratch: SendScratch,
     recv_scratch: RecvScratch,
     sends: Vec<WorkRequest>,
-    /// `sends` with long READs split (see [`MAX_READ_WR`]).
-    split: Vec<WorkRequest>,
     recvs: Vec<u32>,
     /// Receives posted to the own receive queue and not yet completed.
     recvs_posted: u32,
@@ -109,7 +93,6 @@ impl ChannelDriver {
             send_scratch: SendScratch::with_capacity(sq, sq),
             recv_scratch: RecvScratch::with_capacity(rq, rq),
             sends: Vec::with_capacity(sq),
-            split: Vec::with_capacity(sq),
             recvs: Vec::with_capacity(rq),
             recvs_posted: 0,
             drain: None,
@@ -261,10 +244,7 @@ impl ChannelDriver {
         }
         self.recvs = recvs;
         self.recvs.clear();
-        let mut sends = std::mem::take(&mut self.sends);
-        split_reads(&sends, &mut self.split);
-        std::mem::swap(&mut sends, &mut self.split);
-        self.split.clear();
+        let sends = std::mem::take(&mut self.sends);
         for chunk in sends.chunks(SEND_BATCH) {
             let mut sges = [Sge::default(); SEND_BATCH];
             for (s, wr) in sges.iter_mut().zip(chunk) {
@@ -402,48 +382,6 @@ impl ChannelDriver {
             self.cq_empty_after_marker = true;
         }
         self.check_drained();
-    }
-}
-
-/// Copies `sends` into `out`, with every RDMA READ longer than
-/// [`MAX_READ_WR`] split into consecutive pieces of at most that length
-/// (remote address and local offset advancing together). The pieces before
-/// the last are unsignaled and carry an unsignaled id of the same command;
-/// the last one keeps the original id and signal, so its completion (which
-/// on an RC queue pair implies the earlier pieces completed) is the one the
-/// channel expects.
-fn split_reads(sends: &[WorkRequest], out: &mut Vec<WorkRequest>) {
-    out.clear();
-    for wr in sends {
-        if wr.opcode != WrOpcode::RdmaRead || wr.local.len <= MAX_READ_WR {
-            out.push(*wr);
-            continue;
-        }
-        let piece_id = crate::proto::WrId::decode(wr.wr_id)
-            .map(|w| {
-                crate::proto::WrId {
-                    kind: crate::proto::WrKind::Unsignaled,
-                    count: 0,
-                    ..w
-                }
-                .encode()
-            })
-            .unwrap_or(wr.wr_id);
-        let mut done = 0u32;
-        while done < wr.local.len {
-            let len = (wr.local.len - done).min(MAX_READ_WR);
-            let last = done + len == wr.local.len;
-            let mut p = *wr;
-            p.local.offset += u64::from(done);
-            p.local.len = len;
-            p.remote_addr = wr.remote_addr.wrapping_add(u64::from(done));
-            if !last {
-                p.wr_id = piece_id;
-                p.signaled = false;
-            }
-            out.push(p);
-            done += len;
-        }
     }
 }
 

@@ -347,19 +347,16 @@ impl Control {
         } = p;
         let sq = cfg.sq_depth;
         let rq = cfg.recv_slots();
-        // Long RDMA READs are posted in pieces (channel.rs, MAX_READ_WR):
-        // room for them on the send queue and for their flush completions.
-        let split = super::channel::read_split_extra(cfg.rdma_read_depth, cfg.max_transfer);
         let srq = device.srq().filter(|_| cfg.shared_recv.is_some()).cloned();
         let nexus = self.target.nexus(*initiator);
         let ch = Channel::new(cfg, nexus)?;
         let comp = self.pollers[poller].comp_channel(device)?;
         // With a shared queue an initiator that overdraws its credits finds
         // receives anyway: leave the CQ room for that too.
-        let cqe = sq + split + rq + 4 + if srq.is_some() { rq } else { 0 };
+        let cqe = sq + rq + 4 + if srq.is_some() { rq } else { 0 };
         let cq = CompletionQueue::new(device.context(), cqe, Some(&comp), 0, key)?;
         let caps = QpCaps {
-            max_send_wr: sq + split + 1,
+            max_send_wr: sq + 1,
             max_recv_wr: if srq.is_some() { 0 } else { rq + 1 },
             max_send_sge: 1,
             max_recv_sge: 1,

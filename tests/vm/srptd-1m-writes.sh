@@ -13,14 +13,12 @@
 # rdma_rxe's hardware counters (RNR NAKs, retries, ...) before and after are
 # saved as $VM_RESULTS/rxe-counters-*.txt.
 #
-# Usage (host): scripts/vm-run.sh tests/vm/srptd-1m-writes.sh [DURATION_S] [TARGET] [trace] [jobs=N]
+# Usage (host): scripts/vm-run.sh tests/vm/srptd-1m-writes.sh [DURATION_S] [TARGET]
 #   DURATION_S  seconds of writes (default 300)
 #   TARGET      srptd (default), lio (the kernel target, same checks except
 #               srptd's summary: for comparison), or both (srptd, then lio)
-#   trace       also record rdma_rxe retransmit / RNR-timer kprobes and
-#               failed memory registrations ($VM_RESULTS/trace-*.txt)
-#   jobs=N      fio jobs of QD4 each (1, the default, or 2)
-# (The host's environment does not reach the guest: options are arguments.)
+# Environment: SRPTD_EXTRA extra srptd options; STALL_TRACE=1 also records
+# rdma_rxe retransmit / RNR timer kprobes ($VM_RESULTS/trace-*.txt).
 #
 # Boot ~1 min, setup ~1 min, 5 min of writes, verify and teardown ~1 min:
 # vm-timeout: 1200
@@ -30,14 +28,6 @@ vm_trap_failures
 
 DURATION=${1:-300}
 TARGET=${2:-srptd}
-JOBS=1 STALL_TRACE=0
-for a in "${@:3}"; do
-    case $a in
-        trace) STALL_TRACE=1 ;;
-        jobs=[12]) JOBS=${a#jobs=} ;;
-        *) vm_die "unknown option '$a'" ;;
-    esac
-done
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || vm_die "duration '$DURATION': expected seconds"
 case $TARGET in srptd | lio | both) ;; *) vm_die "target '$TARGET': srptd, lio or both" ;; esac
 LAT_LIMIT_NS=1000000000
@@ -58,7 +48,7 @@ rxe_counters() {
 # The kprobes of STALL_TRACE=1: when rdma_rxe retransmits (ACK timeout) or
 # waits for an RNR NAK timer, and every memory registration that fails.
 trace_start() {
-    [ "$STALL_TRACE" = 1 ] && [ -w "$TR/kprobe_events" ] || return 0
+    [ "${STALL_TRACE:-0}" = 1 ] && [ -w "$TR/kprobe_events" ] || return 0
     echo > "$TR/kprobe_events"
     {
         echo 'p:rxe_retrans rdma_rxe:retransmit_timer'
@@ -74,7 +64,7 @@ trace_start() {
     echo 1 > "$TR/tracing_on"
 }
 trace_stop() { # trace_stop <tag>
-    [ "$STALL_TRACE" = 1 ] && [ -e "$TR/events/kprobes/enable" ] || return 0
+    [ "${STALL_TRACE:-0}" = 1 ] && [ -e "$TR/events/kprobes/enable" ] || return 0
     echo 0 > "$TR/events/kprobes/enable" || true
     cp "$TR/trace" "$VM_RESULTS/trace-$1.txt" || true
     echo > "$TR/kprobe_events" || true
@@ -95,10 +85,10 @@ run_writes() {
     before=$(srp_trouble_lines | wc -l)
     rxe_counters "$VM_RESULTS/rxe-counters-$tag-before.txt"
     trace_start
-    vm_log "$tag: fio 1M sequential writes, $JOBS job(s) x QD4, ${DURATION}s on $dev"
+    vm_log "$tag: fio 1M sequential writes, 2 jobs x QD4, ${DURATION}s on $dev"
     fio --name=w1m --filename="$dev" --direct=1 --ioengine=libaio --rw=write \
-        --bs=1M --iodepth=4 --numjobs="$JOBS" --size=$((100 / JOBS))% --offset_increment=$((100 / JOBS))% \
-        --time_based --runtime="$DURATION" \
+        --bs=1M --iodepth=4 --numjobs=2 --cpus_allowed=0-1 --cpus_allowed_policy=split \
+        --size=50% --offset_increment=50% --time_based --runtime="$DURATION" \
         --group_reporting --output-format=json --output="$json" >/dev/null ||
         { vm_log "$tag: fio failed"; FAILS=$((FAILS + 1)); }
     trace_stop "$tag"
@@ -125,7 +115,8 @@ run_writes() {
 rxe_setup
 
 if [ "$TARGET" != lio ]; then
-    srptd_start --lun "ram:$SIZE" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
+    # shellcheck disable=SC2086
+    srptd_start --lun "ram:$SIZE" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY ${SRPTD_EXTRA:-}
     dev=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
     [ "$(srp_ch_count)" = 2 ] || vm_die "ch_count $(srp_ch_count), expected 2"
     run_writes srptd "$dev"
