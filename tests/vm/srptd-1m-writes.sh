@@ -2,9 +2,10 @@
 # Guest script: sustained 1 MiB writes through the kernel initiator, the
 # regression test for the 10-second stalls of docs/stalls.md.
 #
-# srptd serves a RAM LUN; ib_srp logs in with ch_count=2; two fio jobs
-# (one per vCPU, so one per channel) write 1 MiB blocks sequentially at
-# queue depth 4 each for DURATION seconds. Then:
+# srptd serves a RAM LUN; ib_srp logs in with ch_count=2; one fio job (as
+# in the original report; the block layer spreads it over both channels)
+# writes 1 MiB blocks sequentially at queue depth 4 for DURATION seconds.
+# Then:
 #   - no ib_srp reconnect and no failed work request ("failed ... status"),
 #     no rdma_rxe memory-registration error, in the kernel log;
 #   - the largest completion latency (fio JSON write.lat_ns.max) < 1 s;
@@ -13,12 +14,14 @@
 # rdma_rxe's hardware counters (RNR NAKs, retries, ...) before and after are
 # saved as $VM_RESULTS/rxe-counters-*.txt.
 #
-# Usage (host): scripts/vm-run.sh tests/vm/srptd-1m-writes.sh [DURATION_S] [TARGET]
+# Usage (host): scripts/vm-run.sh tests/vm/srptd-1m-writes.sh [DURATION_S] [TARGET] [trace] [jobs=N]
 #   DURATION_S  seconds of writes (default 300)
 #   TARGET      srptd (default), lio (the kernel target, same checks except
 #               srptd's summary: for comparison), or both (srptd, then lio)
-# Environment: SRPTD_EXTRA extra srptd options; STALL_TRACE=1 also records
-# rdma_rxe retransmit / RNR timer kprobes ($VM_RESULTS/trace-*.txt).
+#   trace       also record rdma_rxe retransmit / RNR-timer kprobes and
+#               failed memory registrations ($VM_RESULTS/trace-*.txt)
+#   jobs=N      fio jobs of QD4 each (1, the default, or 2)
+# (The host's environment does not reach the guest: options are arguments.)
 #
 # Boot ~1 min, setup ~1 min, 5 min of writes, verify and teardown ~1 min:
 # vm-timeout: 1200
@@ -28,6 +31,14 @@ vm_trap_failures
 
 DURATION=${1:-300}
 TARGET=${2:-srptd}
+JOBS=1 STALL_TRACE=0
+for a in "${@:3}"; do
+    case $a in
+        trace) STALL_TRACE=1 ;;
+        jobs=[12]) JOBS=${a#jobs=} ;;
+        *) vm_die "unknown option '$a'" ;;
+    esac
+done
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || vm_die "duration '$DURATION': expected seconds"
 case $TARGET in srptd | lio | both) ;; *) vm_die "target '$TARGET': srptd, lio or both" ;; esac
 LAT_LIMIT_NS=1000000000
@@ -48,23 +59,30 @@ rxe_counters() {
 # The kprobes of STALL_TRACE=1: when rdma_rxe retransmits (ACK timeout) or
 # waits for an RNR NAK timer, and every memory registration that fails.
 trace_start() {
-    [ "${STALL_TRACE:-0}" = 1 ] && [ -w "$TR/kprobe_events" ] || return 0
+    [ "$STALL_TRACE" = 1 ] && [ -w "$TR/kprobe_events" ] || return 0
     echo > "$TR/kprobe_events"
+    # Timers get their timer_list pointer (inside struct rxe_qp), the
+    # other probes the rxe_qp pointer (first argument; struct ib_qp is its
+    # first member), so events can be told apart by queue pair.
     {
-        echo 'p:rxe_retrans rdma_rxe:retransmit_timer'
-        echo 'p:rxe_rnr_timer rdma_rxe:rnr_nak_timer'
+        echo 'p:rxe_retrans rdma_rxe:retransmit_timer t=%di:x64'
+        echo 'p:rxe_rnr_timer rdma_rxe:rnr_nak_timer t=%di:x64'
+        echo 'p:rxe_post rdma_rxe:rxe_post_send qp=%di:x64'
+        echo 'p:rxe_regmr_in rdma_rxe:rxe_reg_fast_mr qp=%di:x64'
         echo 'r:rxe_regmr rdma_rxe:rxe_reg_fast_mr ret=$retval:s32'
+        echo 'p:rxe_inval_in rdma_rxe:rxe_invalidate_mr qp=%di:x64 key=%si:x32'
         echo 'r:rxe_inval rdma_rxe:rxe_invalidate_mr ret=$retval:s32'
+        echo 'p:rxe_qperr rdma_rxe:rxe_qp_error qp=%di:x64'
     } >> "$TR/kprobe_events" || { vm_log "kprobes unavailable"; return 0; }
     echo 'ret != 0' > "$TR/events/kprobes/rxe_regmr/filter" || true
     echo 'ret != 0' > "$TR/events/kprobes/rxe_inval/filter" || true
-    echo 16384 > "$TR/buffer_size_kb" || true
+    echo 65536 > "$TR/buffer_size_kb" || true
     echo > "$TR/trace"
     echo 1 > "$TR/events/kprobes/enable"
     echo 1 > "$TR/tracing_on"
 }
 trace_stop() { # trace_stop <tag>
-    [ "${STALL_TRACE:-0}" = 1 ] && [ -e "$TR/events/kprobes/enable" ] || return 0
+    [ "$STALL_TRACE" = 1 ] && [ -e "$TR/events/kprobes/enable" ] || return 0
     echo 0 > "$TR/events/kprobes/enable" || true
     cp "$TR/trace" "$VM_RESULTS/trace-$1.txt" || true
     echo > "$TR/kprobe_events" || true
@@ -85,10 +103,10 @@ run_writes() {
     before=$(srp_trouble_lines | wc -l)
     rxe_counters "$VM_RESULTS/rxe-counters-$tag-before.txt"
     trace_start
-    vm_log "$tag: fio 1M sequential writes, 2 jobs x QD4, ${DURATION}s on $dev"
+    vm_log "$tag: fio 1M sequential writes, $JOBS job(s) x QD4, ${DURATION}s on $dev"
     fio --name=w1m --filename="$dev" --direct=1 --ioengine=libaio --rw=write \
-        --bs=1M --iodepth=4 --numjobs=2 --cpus_allowed=0-1 --cpus_allowed_policy=split \
-        --size=50% --offset_increment=50% --time_based --runtime="$DURATION" \
+        --bs=1M --iodepth=4 --numjobs="$JOBS" --size=$((100 / JOBS))% --offset_increment=$((100 / JOBS))% \
+        --time_based --runtime="$DURATION" \
         --group_reporting --output-format=json --output="$json" >/dev/null ||
         { vm_log "$tag: fio failed"; FAILS=$((FAILS + 1)); }
     trace_stop "$tag"
@@ -115,8 +133,7 @@ run_writes() {
 rxe_setup
 
 if [ "$TARGET" != lio ]; then
-    # shellcheck disable=SC2086
-    srptd_start --lun "ram:$SIZE" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY ${SRPTD_EXTRA:-}
+    srptd_start --lun "ram:$SIZE" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
     dev=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
     [ "$(srp_ch_count)" = 2 ] || vm_die "ch_count $(srp_ch_count), expected 2"
     run_writes srptd "$dev"
