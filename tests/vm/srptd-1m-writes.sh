@@ -21,6 +21,7 @@
 #   trace       also record rdma_rxe retransmit / RNR-timer kprobes and
 #               failed memory registrations ($VM_RESULTS/trace-*.txt)
 #   jobs=N      fio jobs of QD4 each (1, the default, or 2)
+#   --opt[=v]   passed on to srptd (e.g. --pollers=1)
 # (The host's environment does not reach the guest: options are arguments.)
 #
 # Boot ~1 min, setup ~1 min, 5 min of writes, verify and teardown ~1 min:
@@ -31,11 +32,12 @@ vm_trap_failures
 
 DURATION=${1:-300}
 TARGET=${2:-srptd}
-JOBS=1 STALL_TRACE=0
+JOBS=1 STALL_TRACE=0 SRPTD_EXTRA=()
 for a in "${@:3}"; do
     case $a in
         trace) STALL_TRACE=1 ;;
         jobs=[12]) JOBS=${a#jobs=} ;;
+        --*) SRPTD_EXTRA+=("$a") ;;
         *) vm_die "unknown option '$a'" ;;
     esac
 done
@@ -133,7 +135,7 @@ run_writes() {
 rxe_setup
 
 if [ "$TARGET" != lio ]; then
-    srptd_start --lun "ram:$SIZE" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
+    srptd_start --lun "ram:$SIZE" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY "${SRPTD_EXTRA[@]}"
     dev=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
     [ "$(srp_ch_count)" = 2 ] || vm_die "ch_count $(srp_ch_count), expected 2"
     run_writes srptd "$dev"
