@@ -178,43 +178,10 @@ pub fn identity(devices: &[String]) -> Result<(TargetPortId, Vec<String>), Start
     ))
 }
 
-/// `ibv_device_attr.vendor_id` of the software RDMA devices: rdma_rxe
-/// (soft-RoCE) and siw (soft-iWARP).
-const SOFTWARE_RDMA_VENDORS: [u32; 2] = [0x00ff_ffff, 0x0062_6d74];
-
-/// Whether `name` is a software RDMA device: its protocol processing (ACKs,
-/// retransmissions, READ responses) runs on this host's CPUs, partly in
-/// softirq context.
-fn is_software_device(name: &str) -> bool {
-    rdma::Context::open(name)
-        .and_then(|c| c.query_device())
-        .is_ok_and(|a| SOFTWARE_RDMA_VENDORS.contains(&a.vendor_id))
-}
-
-/// The pollers' spin window: none when a served device is a software one.
-/// There the "adapter" is the CPU: a poller spinning for completions takes it
-/// from the kernel's rxe tasks, which then ACK the initiator's requests late;
-/// on Linux 6.1 an initiator retransmission after such a delay makes rxe
-/// replay ib_srp's memory registrations and fail the queue pair
-/// (docs/stalls.md).
-fn spin_for(spin: Duration, served: &[String]) -> Duration {
-    if spin.is_zero() {
-        return spin;
-    }
-    match served.iter().find(|d| is_software_device(d)) {
-        Some(d) => {
-            tracing::info!(device = %d, "software RDMA device served: pollers do not spin");
-            Duration::ZERO
-        }
-        None => spin,
-    }
-}
-
 /// Runs the target until SIGINT/SIGTERM; prints the `ready` line when it
 /// accepts logins.
 pub fn run(opts: Options, target: Arc<Target>) -> Result<Summary, StartError> {
     let (port_id, served) = identity(&opts.devices)?;
-    let spin = spin_for(opts.spin, &served);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -222,7 +189,7 @@ pub fn run(opts: Options, target: Arc<Target>) -> Result<Summary, StartError> {
         let (ev_tx, ev_rx) = unbounded_channel();
         let io_queue = (opts.limits.queue_depth as usize + 8) * 64;
         let pcfg = PollerConfig {
-            spin,
+            spin: opts.spin,
             io_threads: opts.io_threads,
             io_queue,
         };
