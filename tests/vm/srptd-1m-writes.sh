@@ -14,12 +14,15 @@
 # rdma_rxe's hardware counters (RNR NAKs, retries, ...) before and after are
 # saved as $VM_RESULTS/rxe-counters-*.txt.
 #
-# Usage (host): scripts/vm-run.sh tests/vm/srptd-1m-writes.sh [DURATION_S] [TARGET] [trace] [jobs=N]
+# Usage (host): scripts/vm-run.sh tests/vm/srptd-1m-writes.sh [DURATION_S] [TARGET] [options...]
 #   DURATION_S  seconds of writes (default 300)
 #   TARGET      srptd (default), lio (the kernel target, same checks except
 #               srptd's summary: for comparison), or both (srptd, then lio)
-#   trace       also record rdma_rxe retransmit / RNR-timer kprobes and
-#               failed memory registrations ($VM_RESULTS/trace-*.txt)
+#   trace       also record rdma_rxe kprobes ($VM_RESULTS/trace-*.txt):
+#               retransmit / RNR timer fires (timer pointer = rxe_qp + 0x780
+#               on 6.1), rxe_post_send, rxe_reg_fast_mr, rxe_invalidate_mr and
+#               rxe_qp_error with their rxe_qp, failing registrations and
+#               invalidations with their return value
 #   jobs=N      fio jobs of QD4 each (1, the default, or 2)
 #   maxlat=MS   latency limit in ms (default 1000; the stall is ~11 s, but on
 #               a loaded 2-core host the kernel target itself reached 2.3 s)
@@ -39,7 +42,9 @@ for a in "${@:3}"; do
     case $a in
         trace) STALL_TRACE=1 ;;
         jobs=[12]) JOBS=${a#jobs=} ;;
-        maxlat=[1-9]*) LAT_LIMIT_NS=$(( ${a#maxlat=} * 1000000 )) ;;
+        maxlat=*)
+            [[ ${a#maxlat=} =~ ^[1-9][0-9]*$ ]] || vm_die "maxlat: milliseconds expected"
+            LAT_LIMIT_NS=$(( ${a#maxlat=} * 1000000 )) ;;
         --*) SRPTD_EXTRA+=("$a") ;;
         *) vm_die "unknown option '$a'" ;;
     esac
