@@ -95,9 +95,9 @@ impl Control {
             tokio::select! {
                 r = afd.readable() => {
                     let mut guard = r?;
-                    self.drain_cm_events();
+                    self.drain_cm_events(&mut ev_rx);
                     guard.clear_ready();
-                    self.drain_cm_events();
+                    self.drain_cm_events(&mut ev_rx);
                 }
                 Some(ev) = ev_rx.recv() => self.on_poller_event(ev),
                 _ = tokio::signal::ctrl_c(), if !shutting_down => self.begin_shutdown(),
@@ -180,8 +180,15 @@ impl Control {
         self.summary.clone()
     }
 
-    fn drain_cm_events(&mut self) {
+    /// Handles every pending RDMA/CM event. Channels that closed meanwhile
+    /// (`poller_events`) are taken in before each one, so that a login is
+    /// weighed against the memory of the channels still open, not of those
+    /// whose close is only queued behind a burst of logins.
+    fn drain_cm_events(&mut self, poller_events: &mut UnboundedReceiver<PollerEvent>) {
         loop {
+            while let Ok(ev) = poller_events.try_recv() {
+                self.on_poller_event(ev);
+            }
             match self.events.get_event() {
                 Ok(Some(ev)) => self.on_cm_event(ev),
                 Ok(None) => break,
