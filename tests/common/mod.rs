@@ -12,6 +12,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub mod chaos;
+
 use srptd::mem::DmaBuf;
 use srptd::proto::{
     negotiate, Action, Channel, ChannelConfig, ChannelMemory, CmdId, LoginLimits, Region, SharedRecv,
@@ -146,6 +148,9 @@ pub struct Sim {
     reads_outstanding: u32,
     /// Initiator responses (SRP_CRED_RSP) to send after the current pump.
     deliver_later: Vec<Vec<u8>>,
+    /// Fault injection: after this many more work requests execute, the
+    /// next one fails (as a remote access error or a broken link would).
+    pub fail_wr_after: Option<u32>,
 }
 
 pub fn linux_login(it_iu_len: u32) -> LoginRequest {
@@ -220,9 +225,15 @@ impl Sim {
             max_reads_outstanding: 0,
             reads_outstanding: 0,
             deliver_later: Vec::new(),
+            fail_wr_after: None,
         };
         sim.pump();
         sim
+    }
+
+    /// The tag the next `new_tag` returns.
+    pub fn peek_next_tag(&self) -> Tag {
+        Tag(self.next_tag + 1)
     }
 
     pub fn new_tag(&mut self) -> Tag {
@@ -338,6 +349,14 @@ impl Sim {
     }
 
     fn execute_wr(&mut self, wr: &WorkRequest) -> bool {
+        match self.fail_wr_after {
+            Some(0) => {
+                self.fail_wr_after = None;
+                return false;
+            }
+            Some(n) => self.fail_wr_after = Some(n - 1),
+            None => {}
+        }
         let local = self.region(wr.local.region);
         let lo = wr.local.offset as usize;
         let len = wr.local.len as usize;
@@ -414,6 +433,21 @@ impl Sim {
             r.nexus.run(r.command, r.buf, r.offset, r.len)
         };
         self.ch.handle_exec_done(cmd, done);
+    }
+
+    /// Receive slots posted that an incoming IU can land in.
+    pub fn recv_available(&self) -> usize {
+        self.recv_posted.borrow().len()
+    }
+
+    /// Releases the `i`-th held command (modulo the number held) and pumps.
+    pub fn release_nth(&mut self, i: usize) {
+        if self.held.is_empty() {
+            return;
+        }
+        let cmd = self.held.remove(i % self.held.len()).expect("in range");
+        self.exec(cmd);
+        self.pump();
     }
 
     /// Releases the oldest held command and pumps.
