@@ -721,10 +721,9 @@ impl Chaos {
                 let seq = self.tracked[i].seq;
                 let mut done = Vec::new();
                 for t in &mut self.tracked[..seq] {
-                    let in_scope = match *func {
-                        TmFunction::ABORT_TASK => t.tag == *task_tag,
-                        _ => !matches!(t.kind, Kind::Tmf { .. }),
-                    };
+                    // Task management requests are never aborted.
+                    let in_scope = !matches!(t.kind, Kind::Tmf { .. })
+                        && (*func != TmFunction::ABORT_TASK || t.tag == *task_tag);
                     if !(*lun0 && in_scope && code == 0 && t.responses == 0 && !t.aborted && t.live) {
                         continue;
                     }

@@ -151,6 +151,8 @@ pub struct Sim {
     /// Fault injection: after this many more work requests execute, the
     /// next one fails (as a remote access error or a broken link would).
     pub fail_wr_after: Option<u32>,
+    /// The negotiated immediate data offset (68 unless negotiated otherwise).
+    pub imm_offset: u16,
 }
 
 pub fn linux_login(it_iu_len: u32) -> LoginRequest {
@@ -185,19 +187,29 @@ impl Sim {
         ring: Option<&SharedRing>,
         cfg_edit: impl FnOnce(&mut ChannelConfig),
     ) -> Sim {
-        let req = linux_login(8260);
         let limits = LoginLimits {
             queue_depth: 32,
             ..LoginLimits::default()
         };
-        let acc = negotiate(&req, TARGET_PORT, &limits, target.login_allowed(&INITIATOR), 0)
-            .expect("login accepted");
+        Sim::login_req(target, ring, &linux_login(8260), &limits, cfg_edit).expect("login accepted")
+    }
+
+    /// Negotiates `req` against `limits` and, when accepted, builds the
+    /// channel with the negotiated IU length and immediate data offset.
+    pub fn login_req(
+        target: &Arc<Target>,
+        ring: Option<&SharedRing>,
+        req: &LoginRequest,
+        limits: &LoginLimits,
+        cfg_edit: impl FnOnce(&mut ChannelConfig),
+    ) -> Result<Sim, wire::LoginReject> {
+        let acc = negotiate(req, TARGET_PORT, limits, target.login_allowed(&req.initiator_port_id), 0)?;
         let mut cfg = ChannelConfig::new(acc.it_iu_len, acc.imm_data_offset, limits.queue_depth);
         cfg.pool_size = 4 << 20;
         cfg.max_transfer = target.max_transfer_bytes();
         cfg.shared_recv = ring.map(|r| r.recv.clone());
         cfg_edit(&mut cfg);
-        let nexus = target.nexus(INITIATOR);
+        let nexus = target.nexus(req.initiator_port_id);
         let rams = target.luns().into_iter().filter_map(|l| l.dma_buf).collect();
         let mem = ChannelMemory::with(&cfg.memory_layout(), DmaBuf::new).expect("channel memory");
         let ch = Channel::new(cfg, nexus.clone(), mem).expect("channel");
@@ -226,9 +238,10 @@ impl Sim {
             reads_outstanding: 0,
             deliver_later: Vec::new(),
             fail_wr_after: None,
+            imm_offset: acc.imm_data_offset.unwrap_or(IMM_OFFSET),
         };
         sim.pump();
-        sim
+        Ok(sim)
     }
 
     /// The tag the next `new_tag` returns.
@@ -494,13 +507,13 @@ impl Sim {
     ) -> Vec<u8> {
         let lun8 = lun_bytes(lun);
         let len = out.map_or(in_len, |d| d.len() as u32);
-        let mut iu = vec![0u8; 16384];
+        let mut iu = vec![0u8; (len as usize + 1024).max(16384)];
         if layout == Layout::Immediate {
             let data = out.expect("immediate data is data-out");
             let cmd = Cmd::new(tag, lun8, cdb)
                 .with_data_out(DataDesc::Immediate(ImmediateDesc { len, desc_end: 0 }));
             let n = cmd
-                .emit_with_immediate(&mut iu, IMM_OFFSET as usize, data)
+                .emit_with_immediate(&mut iu, self.imm_offset as usize, data)
                 .expect("emit immediate");
             iu.truncate(n);
             self.bufs.push((tag, Vec::new()));
