@@ -107,7 +107,7 @@ fuzz_target!(|input: &[u8]| {
     match acc.imm_data_offset {
         Some(off) => {
             assert!(limits.immediate_data && req.req_flags & LoginRequest::IMMED_REQUESTED != 0);
-            assert!(off == req.imm_data_offset && off >= 48 && u32::from(off) < acc.it_iu_len);
+            assert!(off == req.imm_data_offset && off >= 52 && u32::from(off) < acc.it_iu_len);
             assert_ne!(rsp.rsp_flags & LoginResponse::IMMED_SUPPORTED, 0);
         }
         None => assert_eq!(rsp.rsp_flags & LoginResponse::IMMED_SUPPORTED, 0),
