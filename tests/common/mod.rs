@@ -203,7 +203,13 @@ impl Sim {
         limits: &LoginLimits,
         cfg_edit: impl FnOnce(&mut ChannelConfig),
     ) -> Result<Sim, wire::LoginReject> {
-        let acc = negotiate(req, TARGET_PORT, limits, target.login_allowed(&req.initiator_port_id), 0)?;
+        let acc = negotiate(
+            req,
+            TARGET_PORT,
+            limits,
+            target.login_allowed(&req.initiator_port_id),
+            0,
+        )?;
         let mut cfg = ChannelConfig::new(acc.it_iu_len, acc.imm_data_offset, limits.queue_depth);
         cfg.pool_size = 4 << 20;
         cfg.max_transfer = target.max_transfer_bytes();
