@@ -513,7 +513,7 @@ impl Sim {
     ) -> Vec<u8> {
         let lun8 = lun_bytes(lun);
         let len = out.map_or(in_len, |d| d.len() as u32);
-        let mut iu = vec![0u8; (len as usize + 1024).max(16384)];
+        let mut iu = vec![0u8; (len as usize + self.imm_offset as usize + 1024).max(16384)];
         if layout == Layout::Immediate {
             let data = out.expect("immediate data is data-out");
             let cmd = Cmd::new(tag, lun8, cdb)
