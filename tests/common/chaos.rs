@@ -508,7 +508,7 @@ impl Chaos {
                 6 => {
                     let add = (pos % 64) + 1;
                     let room = slot.saturating_sub(iu.len());
-                    iu.extend(std::iter::repeat_n(v, add.min(room)));
+                    iu.resize(iu.len() + add.min(room), v);
                 }
                 _ if self.calm => {}
                 _ => {
