@@ -181,7 +181,7 @@ fuzz_target!(|input: &[u8]| {
             panic!("{op:#x} ended {:?} but changed the LUN at byte {at}", done.status);
         }
         if good {
-            if let Some((lba, n)) = lba_len(&cdb) {
+            if let Some((lba, n)) = lba_len(&cdb).filter(|&(_, n)| n > 0) {
                 let (lo, hi) = (lba as usize * bs, (lba + n) as usize * bs);
                 if matches!(op, 0x08 | 0x28 | 0xa8 | 0x88) {
                     let mut got = vec![0u8; hi - lo];
@@ -239,7 +239,7 @@ fuzz_target!(|input: &[u8]| {
                     continue;
                 }
                 let lo = (lba as usize).saturating_mul(bs).min(LUN0_BYTES);
-                let hi = ((lba + n) as usize).saturating_mul(bs).min(LUN0_BYTES);
+                let hi = (lba.saturating_add(n) as usize).saturating_mul(bs).min(LUN0_BYTES);
                 ranges.push((lo, hi));
             }
             for &(lo, hi) in &ranges {
