@@ -2,7 +2,9 @@
 # THE test command of srptd (CI runs exactly this, via .ci/run):
 #   1. install build + VM dependencies (fast no-op when present)
 #   2. scripts/lint-pipelines.py (no pipeline whose reader exits early),
-#      cargo test --workspace            (unit and integration tests)
+#      cargo test --workspace            (unit and integration tests),
+#      scripts/fuzz-smoke.sh             (every fuzz target ~15 s from its
+#                                         seeds, when nightly + cargo-fuzz exist)
 #   3. end-to-end tests in a throwaway QEMU VM with soft-RoCE and the real
 #      Linux SRP initiator (tests/vm/*.sh, listed below), and bench-smoke
 #      (bench/smoke.sh: the benchmarks run and produce figures; no timing)
@@ -23,6 +25,9 @@ scripts/lint-pipelines.py
 
 step "cargo test --workspace"
 cargo test --workspace
+
+step "fuzz smoke (each cargo-fuzz target briefly from its seeds; skipped without nightly/cargo-fuzz)"
+scripts/fuzz-smoke.sh
 
 if [ "${SKIP_VM_TESTS:-0}" = 1 ]; then
     step "VM tests skipped (SKIP_VM_TESTS=1)"

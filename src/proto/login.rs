@@ -3,7 +3,9 @@
 //! target's identity and limits, the access list verdict and how many
 //! channels the I_T nexus already has.
 
-use crate::wire::{LoginReject, LoginRequest, LoginResponse, RejectReason, BUF_FMT_DIRECT, BUF_FMT_INDIRECT};
+use crate::wire::{
+    ImmediateDesc, LoginReject, LoginRequest, LoginResponse, RejectReason, BUF_FMT_DIRECT, BUF_FMT_INDIRECT,
+};
 
 /// SRP_CMD without additional CDB or descriptors (SRP r16a 6.8).
 const SRP_CMD_MIN_LEN: u32 = 48;
@@ -133,10 +135,12 @@ pub fn negotiate(
     };
     // Immediate data (SRP-2, as the Linux initiator uses it): the data
     // starts at IMMEDIATE DATA OFFSET, which must lie past the SRP_CMD header
-    // and inside the IU.
+    // and the 4-byte immediate data descriptor (`struct srp_imm_buf`) that
+    // follows it, and inside the IU. At an offset below that no SRP_CMD can
+    // carry immediate data, so it is not offered.
     let imm_data_offset = (limits.immediate_data
         && req.req_flags & LoginRequest::IMMED_REQUESTED != 0
-        && u32::from(req.imm_data_offset) >= SRP_CMD_MIN_LEN
+        && u32::from(req.imm_data_offset) >= SRP_CMD_MIN_LEN + ImmediateDesc::LEN as u32
         && u32::from(req.imm_data_offset) < req.req_it_iu_len)
         .then_some(req.imm_data_offset);
 
@@ -270,6 +274,17 @@ mod tests {
         let a = negotiate(&r, TGT, &LoginLimits::default(), true, 0).unwrap();
         assert_eq!(a.imm_data_offset, None);
         assert_eq!(a.response.rsp_flags & LoginResponse::IMMED_SUPPORTED, 0);
+        // Found by the `login` fuzz target: offsets 48..52 were accepted, but
+        // the immediate data descriptor occupies bytes 48..52 of every
+        // SRP_CMD, so no command could use them.
+        for off in 48..52 {
+            r.imm_data_offset = off;
+            let a = negotiate(&r, TGT, &LoginLimits::default(), true, 0).unwrap();
+            assert_eq!(a.imm_data_offset, None, "offset {off}");
+        }
+        r.imm_data_offset = 52;
+        let a = negotiate(&r, TGT, &LoginLimits::default(), true, 0).unwrap();
+        assert_eq!(a.imm_data_offset, Some(52));
         let l = LoginLimits {
             immediate_data: false,
             ..LoginLimits::default()

@@ -12,6 +12,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub mod chaos;
+
 use srptd::mem::DmaBuf;
 use srptd::proto::{
     negotiate, Action, Channel, ChannelConfig, ChannelMemory, CmdId, LoginLimits, Region, SharedRecv,
@@ -146,6 +148,11 @@ pub struct Sim {
     reads_outstanding: u32,
     /// Initiator responses (SRP_CRED_RSP) to send after the current pump.
     deliver_later: Vec<Vec<u8>>,
+    /// Fault injection: after this many more work requests execute, the
+    /// next one fails (as a remote access error or a broken link would).
+    pub fail_wr_after: Option<u32>,
+    /// The negotiated immediate data offset (68 unless negotiated otherwise).
+    pub imm_offset: u16,
 }
 
 pub fn linux_login(it_iu_len: u32) -> LoginRequest {
@@ -180,19 +187,35 @@ impl Sim {
         ring: Option<&SharedRing>,
         cfg_edit: impl FnOnce(&mut ChannelConfig),
     ) -> Sim {
-        let req = linux_login(8260);
         let limits = LoginLimits {
             queue_depth: 32,
             ..LoginLimits::default()
         };
-        let acc = negotiate(&req, TARGET_PORT, &limits, target.login_allowed(&INITIATOR), 0)
-            .expect("login accepted");
+        Sim::login_req(target, ring, &linux_login(8260), &limits, cfg_edit).expect("login accepted")
+    }
+
+    /// Negotiates `req` against `limits` and, when accepted, builds the
+    /// channel with the negotiated IU length and immediate data offset.
+    pub fn login_req(
+        target: &Arc<Target>,
+        ring: Option<&SharedRing>,
+        req: &LoginRequest,
+        limits: &LoginLimits,
+        cfg_edit: impl FnOnce(&mut ChannelConfig),
+    ) -> Result<Sim, wire::LoginReject> {
+        let acc = negotiate(
+            req,
+            TARGET_PORT,
+            limits,
+            target.login_allowed(&req.initiator_port_id),
+            0,
+        )?;
         let mut cfg = ChannelConfig::new(acc.it_iu_len, acc.imm_data_offset, limits.queue_depth);
         cfg.pool_size = 4 << 20;
         cfg.max_transfer = target.max_transfer_bytes();
         cfg.shared_recv = ring.map(|r| r.recv.clone());
         cfg_edit(&mut cfg);
-        let nexus = target.nexus(INITIATOR);
+        let nexus = target.nexus(req.initiator_port_id);
         let rams = target.luns().into_iter().filter_map(|l| l.dma_buf).collect();
         let mem = ChannelMemory::with(&cfg.memory_layout(), DmaBuf::new).expect("channel memory");
         let ch = Channel::new(cfg, nexus.clone(), mem).expect("channel");
@@ -220,9 +243,16 @@ impl Sim {
             max_reads_outstanding: 0,
             reads_outstanding: 0,
             deliver_later: Vec::new(),
+            fail_wr_after: None,
+            imm_offset: acc.imm_data_offset.unwrap_or(IMM_OFFSET),
         };
         sim.pump();
-        sim
+        Ok(sim)
+    }
+
+    /// The tag the next `new_tag` returns.
+    pub fn peek_next_tag(&self) -> Tag {
+        Tag(self.next_tag + 1)
     }
 
     pub fn new_tag(&mut self) -> Tag {
@@ -338,6 +368,14 @@ impl Sim {
     }
 
     fn execute_wr(&mut self, wr: &WorkRequest) -> bool {
+        match self.fail_wr_after {
+            Some(0) => {
+                self.fail_wr_after = None;
+                return false;
+            }
+            Some(n) => self.fail_wr_after = Some(n - 1),
+            None => {}
+        }
         let local = self.region(wr.local.region);
         let lo = wr.local.offset as usize;
         let len = wr.local.len as usize;
@@ -416,6 +454,21 @@ impl Sim {
         self.ch.handle_exec_done(cmd, done);
     }
 
+    /// Receive slots posted that an incoming IU can land in.
+    pub fn recv_available(&self) -> usize {
+        self.recv_posted.borrow().len()
+    }
+
+    /// Releases the `i`-th held command (modulo the number held) and pumps.
+    pub fn release_nth(&mut self, i: usize) {
+        if self.held.is_empty() {
+            return;
+        }
+        let cmd = self.held.remove(i % self.held.len()).expect("in range");
+        self.exec(cmd);
+        self.pump();
+    }
+
     /// Releases the oldest held command and pumps.
     pub fn release_exec(&mut self) {
         let cmd = self.held.pop_front().expect("a held command");
@@ -460,13 +513,13 @@ impl Sim {
     ) -> Vec<u8> {
         let lun8 = lun_bytes(lun);
         let len = out.map_or(in_len, |d| d.len() as u32);
-        let mut iu = vec![0u8; 16384];
+        let mut iu = vec![0u8; (len as usize + self.imm_offset as usize + 1024).max(16384)];
         if layout == Layout::Immediate {
             let data = out.expect("immediate data is data-out");
             let cmd = Cmd::new(tag, lun8, cdb)
                 .with_data_out(DataDesc::Immediate(ImmediateDesc { len, desc_end: 0 }));
             let n = cmd
-                .emit_with_immediate(&mut iu, IMM_OFFSET as usize, data)
+                .emit_with_immediate(&mut iu, self.imm_offset as usize, data)
                 .expect("emit immediate");
             iu.truncate(n);
             self.bufs.push((tag, Vec::new()));

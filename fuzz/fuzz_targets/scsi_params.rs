@@ -1,0 +1,271 @@
+//! CDBs of every supported opcode, with data-out (write data and the
+//! parameter lists of MODE SELECT, UNMAP, WRITE SAME, VERIFY) under fuzzer
+//! control, on five LUNs: RAM 512-byte blocks (shadowed), RAM 4 KiB blocks,
+//! a read-only RAM LUN, a sparse file LUN beyond 2^32 blocks and a file LUN
+//! with 4 KiB blocks.
+//!
+//! Oracles: every outcome is GOOD or CHECK CONDITION with a valid fixed
+//! sense (a real key, a non-zero ASC); a read-only LUN never changes and
+//! never accepts a write; on the shadowed LUN a CHECK CONDITION changes
+//! nothing, a GOOD READ returns the shadow, a GOOD VERIFY with BYTCHK=1
+//! matched it, a GOOD WRITE stores exactly its data, WRITE SAME and UNMAP
+//! change only the blocks they name, and every other command changes
+//! nothing.
+#![no_main]
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use srptd::mem::DmaBuf;
+use srptd::scsi::backstore::BackstoreConfig;
+use srptd::scsi::lun::{encode_lun, LunConfig, Nexus, Target, TargetConfig};
+use srptd::scsi::{ScsiStatus, Sense};
+
+const BUF: usize = 1 << 20;
+const LUN0_BYTES: usize = 1 << 20;
+const RO_BYTES: usize = 512 << 10;
+
+struct World {
+    nexus: Arc<Nexus>,
+    buf: DmaBuf,
+    lun0: Arc<DmaBuf>,
+    ro: Arc<DmaBuf>,
+    shadow: Mutex<Vec<u8>>,
+}
+
+fn world() -> &'static World {
+    static W: OnceLock<World> = OnceLock::new();
+    W.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("srptd-fuzz-scsi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.img");
+        // 3 TiB sparse: 6.4 * 2^30 blocks of 512 bytes, beyond 2^32.
+        std::fs::File::create(&big).unwrap().set_len(3 << 40).unwrap();
+        let small = dir.join("small.img");
+        std::fs::File::create(&small).unwrap().set_len(4 << 20).unwrap();
+        let specs = [
+            "ram:1M,bs=512".to_owned(),
+            "ram:1M,bs=4096".to_owned(),
+            "ram:512K,bs=512,ro".to_owned(),
+            format!("file:{},bs=512", big.display()),
+            format!("file:{},bs=4096", small.display()),
+        ];
+        let luns = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| LunConfig::new(i as u16, BackstoreConfig::parse(s, "lun").unwrap()))
+            .collect();
+        let t = Target::new(TargetConfig { luns, ..TargetConfig::default() }).unwrap();
+        let info = t.luns();
+        assert!(info[3].num_blocks > 1 << 32);
+        assert!(info[2].read_only);
+        World {
+            nexus: t.nexus([1; 16]),
+            buf: DmaBuf::new(BUF).unwrap(),
+            lun0: info[0].dma_buf.clone().unwrap(),
+            ro: info[2].dma_buf.clone().unwrap(),
+            shadow: Mutex::new(vec![0; LUN0_BYTES]),
+        }
+    })
+}
+
+/// Opcodes the fuzzer's first CDB byte is mapped onto (plus any byte).
+const OPCODES: [u8; 27] = [
+    0x00, 0x03, 0x08, 0x0a, 0x12, 0x15, 0x1a, 0x1b, 0x25, 0x28, 0x2a, 0x2f, 0x35, 0x41, 0x42, 0x55, 0x5a,
+    0x88, 0x8a, 0x8f, 0x91, 0x93, 0x9e, 0xa0, 0xa3, 0xa8, 0xaa,
+];
+
+fn be(b: &[u8]) -> u64 {
+    b.iter().fold(0, |a, &x| a << 8 | u64::from(x))
+}
+
+/// LBA and block count of a READ/WRITE/VERIFY/WRITE SAME CDB.
+fn lba_len(cdb: &[u8]) -> Option<(u64, u64)> {
+    let g = |r: std::ops::Range<usize>| cdb.get(r).map(be);
+    Some(match cdb[0] {
+        0x08 | 0x0a => {
+            let n = g(4..5)?;
+            (g(1..4)? & 0x1f_ffff, if n == 0 { 256 } else { n })
+        }
+        0x28 | 0x2a | 0x2f | 0x41 => (g(2..6)?, g(7..9)?),
+        0xa8 | 0xaa => (g(2..6)?, g(6..10)?),
+        0x88 | 0x8a | 0x8f | 0x93 => (g(2..10)?, g(10..14)?),
+        _ => return None,
+    })
+}
+
+fn check_sense(s: &Sense) {
+    let mut b = [0u8; Sense::FIXED_LEN];
+    assert_eq!(s.emit_fixed(&mut b), Sense::FIXED_LEN);
+    assert_eq!(b[0] & 0x7f, 0x70, "fixed format");
+    let key = b[2] & 0xf;
+    assert!(
+        matches!(key, 0x2 | 0x3 | 0x4 | 0x5 | 0x6 | 0x7 | 0xb | 0xe),
+        "sense key {key:#x} for a CHECK CONDITION"
+    );
+    assert_ne!(b[12], 0, "CHECK CONDITION without an ASC");
+    assert!(usize::from(b[7]) + 8 <= Sense::FIXED_LEN, "additional sense length");
+}
+
+fn differs(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&sel, rest)) = input.split_first() else { return };
+    let Some((&cdb_len, rest)) = rest.split_first() else { return };
+    let cdb_len = (6 + usize::from(cdb_len % 27)).min(rest.len());
+    let (cdb, params) = rest.split_at(cdb_len);
+    let mut cdb = cdb.to_vec();
+    if cdb.is_empty() {
+        return;
+    }
+    if sel & 0x80 == 0 {
+        cdb[0] = OPCODES[usize::from(cdb[0]) % OPCODES.len()];
+    }
+    let lun_no = u16::from(sel % 6); // 5: no such LUN
+    let lun = encode_lun(lun_no);
+    let w = world();
+    let mut shadow = w.shadow.lock().unwrap();
+
+    let plan = match w.nexus.plan_command(lun, &cdb) {
+        Ok(p) => p,
+        Err(sense) => {
+            check_sense(&sense);
+            return;
+        }
+    };
+    let (cmd, plan) = plan;
+    let len = plan.len.min(BUF as u32);
+    // Keep the sparse 3 TiB file sparse: small writes, no WRITE SAME
+    // (which may write up to 256 MiB there).
+    if lun_no == 3 && (len > 64 << 10 || matches!(cdb[0], 0x41 | 0x93)) {
+        return;
+    }
+    // Data-out (and the parameter list) is the rest of the input, repeated.
+    if !params.is_empty() {
+        w.buf.with_bytes_mut(0, len as usize, |b| {
+            for (i, x) in b.iter_mut().enumerate() {
+                *x = params[i % params.len()];
+            }
+        });
+    }
+    let ro_before = (lun_no == 2).then(|| w.ro.with_bytes(0, RO_BYTES, |b| b.iter().any(|&x| x != 0)));
+    let done = w.nexus.run(&cmd, &w.buf, 0, len);
+
+    assert!(
+        done.status == ScsiStatus::GOOD || done.status == ScsiStatus::CHECK_CONDITION,
+        "status {:?}",
+        done.status
+    );
+    if done.status == ScsiStatus::CHECK_CONDITION {
+        check_sense(&done.sense.expect("CHECK CONDITION carries sense"));
+    }
+    let good = done.status == ScsiStatus::GOOD;
+    let op = cdb[0];
+    let writes = matches!(op, 0x0a | 0x2a | 0xaa | 0x8a | 0x41 | 0x93 | 0x42);
+    if lun_no == 2 {
+        assert!(!(good && writes), "read-only LUN accepted {op:#x}");
+        assert_eq!(ro_before, Some(false));
+        assert!(w.ro.with_bytes(0, RO_BYTES, |b| b.iter().all(|&x| x == 0)), "read-only LUN changed");
+    }
+    if lun_no != 0 {
+        return;
+    }
+    // The shadowed LUN.
+    let mut now = vec![0u8; LUN0_BYTES];
+    w.lun0.read(0, &mut now);
+    let bs = 512usize;
+    if !good || !writes {
+        if let Some(at) = differs(&now, &shadow) {
+            panic!("{op:#x} ended {:?} but changed the LUN at byte {at}", done.status);
+        }
+        if good {
+            if let Some((lba, n)) = lba_len(&cdb).filter(|&(_, n)| n > 0) {
+                let (lo, hi) = (lba as usize * bs, (lba + n) as usize * bs);
+                if matches!(op, 0x08 | 0x28 | 0xa8 | 0x88) {
+                    let mut got = vec![0u8; hi - lo];
+                    w.buf.read(0, &mut got);
+                    assert!(got == shadow[lo..hi], "GOOD READ returned other data than the LUN holds");
+                }
+                // VERIFY with BYTCHK = 01b compares the data-out.
+                if matches!(op, 0x2f | 0x8f) && (cdb[1] >> 1) & 3 == 1 && n > 0 {
+                    let mut got = vec![0u8; hi - lo];
+                    w.buf.read(0, &mut got);
+                    assert!(got == shadow[lo..hi], "GOOD VERIFY BYTCHK=1 of data that differs");
+                }
+            }
+        }
+        return;
+    }
+    // A GOOD write-class command.
+    let mut data = vec![0u8; len as usize];
+    w.buf.read(0, &mut data);
+    match op {
+        0x0a | 0x2a | 0xaa | 0x8a => {
+            let (lba, n) = lba_len(&cdb).unwrap();
+            let (lo, hi) = (lba as usize * bs, (lba + n) as usize * bs);
+            assert_eq!(data.len(), hi - lo, "WRITE transfer length");
+            shadow[lo..hi].copy_from_slice(&data);
+            if let Some(at) = differs(&now, &shadow) {
+                panic!("GOOD WRITE lba {lba} n {n}: LUN differs from what was written at byte {at}");
+            }
+        }
+        0x41 | 0x93 => {
+            let (lba, n) = lba_len(&cdb).unwrap();
+            let n = if n == 0 { (LUN0_BYTES / bs) as u64 - lba } else { n };
+            let (lo, hi) = (lba as usize * bs, (lba + n) as usize * bs);
+            let unmap = cdb[1] & 0x08 != 0;
+            let ndob = op == 0x93 && cdb[1] & 0x01 != 0;
+            let pattern = if ndob { vec![0u8; bs] } else { data[..bs].to_vec() };
+            for b in (lo..hi).step_by(bs) {
+                let blk = &now[b..b + bs];
+                assert!(
+                    blk == pattern || unmap && blk.iter().all(|&x| x == 0),
+                    "WRITE SAME lba {lba} n {n}: block {} holds neither the pattern nor zeros",
+                    b / bs
+                );
+            }
+            check_outside(&now, &shadow, &[(lo, hi)], "WRITE SAME");
+            shadow.copy_from_slice(&now);
+        }
+        0x42 => {
+            // UNMAP: blocks named by a descriptor read zero afterwards
+            // (LBPRZ = 1); nothing else changes.
+            let mut ranges = Vec::new();
+            for d in data.get(8..).unwrap_or(&[]).chunks_exact(16) {
+                let (lba, n) = (be(&d[..8]), be(&d[8..12]));
+                if n == 0 {
+                    continue;
+                }
+                let lo = (lba as usize).saturating_mul(bs).min(LUN0_BYTES);
+                let hi = (lba.saturating_add(n) as usize).saturating_mul(bs).min(LUN0_BYTES);
+                ranges.push((lo, hi));
+            }
+            for &(lo, hi) in &ranges {
+                // Only descriptors the list length covers are in force; a
+                // range left non-zero must then be unchanged.
+                for b in (lo..hi).step_by(bs) {
+                    let blk = &now[b..b + bs];
+                    assert!(
+                        blk.iter().all(|&x| x == 0) || blk == &shadow[b..b + bs],
+                        "UNMAP left block {} neither zero nor as it was",
+                        b / bs
+                    );
+                }
+            }
+            check_outside(&now, &shadow, &ranges, "UNMAP");
+            shadow.copy_from_slice(&now);
+        }
+        _ => unreachable!(),
+    }
+});
+
+/// Bytes outside every range of `ranges` are unchanged.
+fn check_outside(now: &[u8], shadow: &[u8], ranges: &[(usize, usize)], what: &str) {
+    for (i, (a, b)) in now.iter().zip(shadow).enumerate() {
+        if a != b && !ranges.iter().any(|&(lo, hi)| (lo..hi).contains(&i)) {
+            panic!("{what} changed byte {i}, outside the blocks it names");
+        }
+    }
+}
