@@ -2,15 +2,16 @@
 # Guest script (opt-in, not in scripts/test.sh): a soak. srptd serves a RAM
 # LUN and a file LUN (ext4 over a loop device); for <minutes> the kernel
 # initiator (ch_count=2) runs fio crc32c verify passes on both at once
-# (4 KiB random writes on LUN 0, 128 KiB sequential writes on LUN 1), logs
-# out and in again after every pass (about once a minute), and every
-# <tmf-every> minutes a second nexus (examples/srp_hostile, tmf-storm) fires
-# a task-management storm during the pass. Each minute srptd's RSS, file
-# descriptors and RDMA resources go to $VM_RESULTS/soak.tsv. Passes when
+# (4 KiB random writes on LUN 0, 128 KiB sequential writes on LUN 1, 32 MiB
+# each, 15-40 s under TCG), logs out and in again after every pass, and
+# every <tmf-every> passes a second nexus (examples/srp_hostile, tmf-storm,
+# on a third LUN of its own) fires a task-management storm during the pass.
+# Each minute srptd's RSS, file descriptors and RDMA resources go to
+# $VM_RESULTS/soak.tsv. Passes when
 # every fio pass is clean, srptd stays up, and from the second minute on
 # RSS grows by less than 16 MiB, descriptors and `rdma res` not at all.
 #
-# Usage (host): scripts/vm-run.sh tests/vm/srptd-soak.sh [minutes=30] [tmf-every=5]
+# Usage (host): scripts/vm-run.sh tests/vm/srptd-soak.sh [minutes=30] [tmf-every=5 passes]
 # vm-cpus: 2
 # vm-timeout: 3600
 set -euo pipefail
@@ -36,7 +37,8 @@ mkfs.ext4 -q -F "$W/fs.img"
 FSDEV=$(losetup -f --show "$W/fs.img")
 mount "$FSDEV" "$MNT"
 truncate -s 64M "$MNT/lun1.img"
-srptd_start --lun ram:64M --lun "file:$MNT/lun1.img" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
+# LUN 2 is the TMF storms' own: their WRITEs must not land on fio's data.
+srptd_start --lun ram:64M --lun "file:$MNT/lun1.img" --lun ram:64M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
 TGT=(--dest "$RXE_ADDR:$SRP_PORT" --id-ext "$SRPTD_ID_EXT" --ioc-guid "$SRPTD_IOC_GUID")
 
 res() { rdma resource show 2>/dev/null | awk '{ for (i = 1; i < NF; i++) if ($i ~ /^(pd|cq|qp|cm_id|mr|ctx)$/) printf "%s=%s ", $i, $(i+1) }'; }
@@ -57,9 +59,9 @@ fio_pass() {
         --runtime=20 --size=32M \
         --name=ram --filename="$D0" --rw=randwrite --bs=4k --iodepth=16 \
         --name=file --filename="$D1" --rw=write --bs=128k --iodepth=8 \
-        --output="$VM_RESULTS/fio-soak-$n.txt" >/dev/null 2>&1 || rc=$?
+        --output="$VM_RESULTS/fio-soak-$n.txt" >/dev/null 2>"$VM_RESULTS/fio-soak-$n.err" || rc=$?
     if [ "$rc" != 0 ] || [ "$(grep -c 'err= 0' "$VM_RESULTS/fio-soak-$n.txt" || true)" != 2 ]; then
-        cat "$VM_RESULTS/fio-soak-$n.txt" >&2 || true
+        cat "$VM_RESULTS/fio-soak-$n.txt" "$VM_RESULTS/fio-soak-$n.err" >&2 || true
         vm_die "soak pass $n: fio failed (rc $rc)"
     fi
 }
@@ -74,7 +76,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
     storm_pid=
     if [ $(( pass % (TMF_EVERY > 0 ? TMF_EVERY : 1) )) = 0 ]; then
         storms=$((storms + 1))
-        "$hostile" "${TGT[@]}" --lun 1 --case tmf-storm > "$VM_RESULTS/tmf-storm-$storms.txt" 2>&1 &
+        "$hostile" "${TGT[@]}" --lun 2 --case tmf-storm > "$VM_RESULTS/tmf-storm-$storms.txt" 2>&1 &
         storm_pid=$!
     fi
     fio_pass "$pass"
