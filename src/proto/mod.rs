@@ -16,6 +16,7 @@ pub mod credits;
 pub mod login;
 pub mod pool;
 mod request;
+mod table;
 
 pub use action::{Action, CmdId, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
 pub use channel::{
