@@ -178,30 +178,11 @@ impl DmaBuf {
         file_offset: u64,
     ) -> io::Result<usize> {
         self.check(offset, len);
-        let mut done = 0usize;
-        while done < len {
-            // SAFETY: destination range checked above.
-            let n = unsafe {
-                libc::pread(
-                    fd.as_raw_fd(),
-                    self.ptr.as_ptr().add(offset + done).cast(),
-                    len - done,
-                    (file_offset + done as u64) as libc::off_t,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                break;
-            }
-            done += n as usize;
-        }
-        Ok(done)
+        // SAFETY: the destination range was checked above; `io_loop` keeps
+        // every call inside it.
+        self.io_loop(offset, len, file_offset, |p, n, off| unsafe {
+            libc::pread(fd.as_raw_fd(), p.cast(), n, off)
+        })
     }
 
     /// `pwrite(2)` of `self[offset..offset+len]` to `fd` at `file_offset`,
@@ -215,17 +196,33 @@ impl DmaBuf {
         file_offset: u64,
     ) -> io::Result<()> {
         self.check(offset, len);
+        // SAFETY: the source range was checked above; `io_loop` keeps every
+        // call inside it.
+        let done = self.io_loop(offset, len, file_offset, |p, n, off| unsafe {
+            libc::pwrite(fd.as_raw_fd(), p.cast_const().cast(), n, off)
+        })?;
+        if done < len {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote nothing"));
+        }
+        Ok(())
+    }
+
+    /// Calls `op(ptr, len, file_offset)` (a `pread`/`pwrite`) over
+    /// `self[offset..offset+len]` until it is all moved or `op` moves
+    /// nothing, retrying on `EINTR`; returns the bytes moved. The caller
+    /// has checked the range.
+    fn io_loop(
+        &self,
+        offset: usize,
+        len: usize,
+        file_offset: u64,
+        op: impl Fn(*mut u8, usize, libc::off_t) -> isize,
+    ) -> io::Result<usize> {
         let mut done = 0usize;
         while done < len {
-            // SAFETY: source range checked above.
-            let n = unsafe {
-                libc::pwrite(
-                    fd.as_raw_fd(),
-                    self.ptr.as_ptr().add(offset + done).cast(),
-                    len - done,
-                    (file_offset + done as u64) as libc::off_t,
-                )
-            };
+            // SAFETY: `offset + done < offset + len`, inside the checked range.
+            let p = unsafe { self.ptr.as_ptr().add(offset + done) };
+            let n = op(p, len - done, (file_offset + done as u64) as libc::off_t);
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -234,11 +231,11 @@ impl DmaBuf {
                 return Err(e);
             }
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote nothing"));
+                break;
             }
             done += n as usize;
         }
-        Ok(())
+        Ok(done)
     }
 }
 
