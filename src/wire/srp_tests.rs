@@ -2,8 +2,8 @@ use super::*;
 use proptest::prelude::*;
 
 const TAG: [u8; 8] = [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
-const TAGV: Tag = Tag(0x1122_3344_5566_7788);
-const LUN1: Lun = [0x00, 0x01, 0, 0, 0, 0, 0, 0];
+pub(super) const TAGV: Tag = Tag(0x1122_3344_5566_7788);
+pub(super) const LUN1: Lun = [0x00, 0x01, 0, 0, 0, 0, 0, 0];
 
 /// Emit into a large buffer and return the written prefix.
 fn emitted(f: impl FnOnce(&mut [u8]) -> Result<usize, WireError>) -> Vec<u8> {
@@ -13,7 +13,7 @@ fn emitted(f: impl FnOnce(&mut [u8]) -> Result<usize, WireError>) -> Vec<u8> {
     buf
 }
 
-fn cat(parts: &[&[u8]]) -> Vec<u8> {
+pub(super) fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
@@ -856,13 +856,13 @@ fn peek_and_dispatch() {
 // -----------------------------------------------------------------
 
 /// The first `N` bytes of a test array.
-fn head<const N: usize>(b: &[u8]) -> &[u8; N] {
+pub(super) fn head<const N: usize>(b: &[u8]) -> &[u8; N] {
     b.first_chunk().unwrap()
 }
 
 /// Emit `f`'s IU into a buffer of 0xa5 bytes; returns the buffer and
 /// the length written.
-fn emit_over_junk(f: impl FnOnce(&mut [u8]) -> Result<usize, WireError>) -> (Vec<u8>, usize) {
+pub(super) fn emit_over_junk(f: impl FnOnce(&mut [u8]) -> Result<usize, WireError>) -> (Vec<u8>, usize) {
     let mut buf = vec![0xa5u8; 512];
     let n = f(&mut buf).unwrap();
     (buf, n)
@@ -1449,191 +1449,6 @@ mod rsp_layout {
     fn emit() {
         let (b, n) = emit_over_junk(|b| repr().emit(b));
         assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
-    }
-}
-
-/// SRP_CMD with a 32-byte CDB, a direct DATA-OUT descriptor and an
-/// indirect DATA-IN descriptor with one descriptor in the IU: the
-/// header, direct and indirect layouts together.
-mod cmd_layout {
-    use super::*;
-    use crate::wire::srp::{cmd as f, direct_desc as d, indirect_desc as ind};
-    use crate::wire::{get, get_be32, get_be64, get_u8, set, set_be32, set_be64, set_u8};
-
-    const CDB32: [u8; 32] = [
-        0x7f, 0, 0, 0, 0, 0, 0, 0x18, 0x00, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0,
-        0, 0, 0x08,
-    ];
-    const OUT: DirectDesc = DirectDesc {
-        va: 0x7f00_1234_5000,
-        rkey: 0xabcd,
-        len: 0x1000,
-    };
-    const TABLE: DirectDesc = DirectDesc {
-        va: 0x7f00_0000_8000,
-        rkey: 0x1234,
-        len: 32,
-    };
-    const IN0: DirectDesc = DirectDesc {
-        va: 0x7f00_0000_a000,
-        rkey: 0x5678,
-        len: 0x800,
-    };
-
-    #[rustfmt::skip]
-    const BYTES: [u8; 48 + 16 + 16 + 20 + 16] = [
-        0x02, 0x02, 0, 0, 0,                            // SCSOLNT
-        0x12,                                           // out direct, in indirect
-        0x01, 0x01,                                     // descriptor counts
-        0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
-        0, 0, 0, 0,
-        0x00, 0x01, 0, 0, 0, 0, 0, 0,                   // lun
-        0, 0x02, 0, 0x10,                               // ordered, 16 more CDB bytes
-        0x7f, 0, 0, 0, 0, 0, 0, 0x18, 0x00, 0x0b, 0, 0, 0, 0, 0, 0,
-        0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x08,
-        // DATA-OUT: direct
-        0x00, 0x00, 0x7f, 0x00, 0x12, 0x34, 0x50, 0x00, 0, 0, 0xab, 0xcd, 0, 0, 0x10, 0x00,
-        // DATA-IN: indirect; table descriptor, total length, 1 in IU
-        0x00, 0x00, 0x7f, 0x00, 0x00, 0x00, 0x80, 0x00, 0, 0, 0x12, 0x34, 0, 0, 0, 0x20,
-        0, 0, 0x10, 0x00,
-        0x00, 0x00, 0x7f, 0x00, 0x00, 0x00, 0xa0, 0x00, 0, 0, 0x56, 0x78, 0, 0, 0x08, 0x00,
-    ];
-
-    fn repr() -> Cmd<'static> {
-        let mut c = Cmd::new(TAGV, LUN1, &CDB32)
-            .with_data_out(DataDesc::Direct(OUT))
-            .with_data_in(DataDesc::Indirect(IndirectDesc {
-                table: TABLE,
-                total_len: 0x1000,
-                partial: &BYTES[100..116],
-            }));
-        c.sol_not = SCSOLNT;
-        c.task_attr = Cmd::TASK_ATTR_ORDERED;
-        c.data_out_desc_cnt = 1;
-        c
-    }
-
-    #[test]
-    fn deconstruct() {
-        let b = head::<{ f::LEN }>(&BYTES);
-        assert_eq!(get_u8(b, f::OPCODE), Opcode::CMD.0);
-        assert_eq!(get_u8(b, f::SOL_NOT), SCSOLNT);
-        assert_eq!(get_u8(b, f::BUF_FMT), 0x12);
-        assert_eq!(get_u8(b, f::DATA_OUT_DESC_CNT), 1);
-        assert_eq!(get_u8(b, f::DATA_IN_DESC_CNT), 1);
-        assert_eq!(get_be64(b, f::TAG), TAGV.0);
-        assert_eq!(get::<8, 48>(b, f::LUN), LUN1);
-        assert_eq!(get_u8(b, f::TASK_ATTR), Cmd::TASK_ATTR_ORDERED);
-        assert_eq!(get_u8(b, f::ADD_CDB_LEN), 16);
-        assert_eq!(get::<16, 48>(b, f::CDB), CDB32[..16]);
-        assert_eq!(BYTES[f::LEN..64], CDB32[16..]);
-        let out = head::<{ d::LEN }>(&BYTES[64..]);
-        assert_eq!(get_be64(out, d::VA), OUT.va);
-        assert_eq!(get_be32(out, d::RKEY), OUT.rkey);
-        assert_eq!(get_be32(out, d::DATA_LEN), OUT.len);
-        let h = head::<{ ind::LEN }>(&BYTES[80..]);
-        assert_eq!(DirectDesc::decode(&get(h, ind::TABLE_DESC)), TABLE);
-        assert_eq!(get_be32(h, ind::TOTAL_LEN), 0x1000);
-        assert_eq!(DirectDesc::decode(head(&BYTES[100..])), IN0);
-    }
-
-    #[test]
-    fn construct() {
-        let mut b = [0u8; f::LEN];
-        set_u8(&mut b, f::OPCODE, Opcode::CMD.0);
-        set_u8(&mut b, f::SOL_NOT, SCSOLNT);
-        set_u8(&mut b, f::BUF_FMT, 0x12);
-        set_u8(&mut b, f::DATA_OUT_DESC_CNT, 1);
-        set_u8(&mut b, f::DATA_IN_DESC_CNT, 1);
-        set_be64(&mut b, f::TAG, TAGV.0);
-        set(&mut b, f::LUN, &LUN1);
-        set_u8(&mut b, f::TASK_ATTR, Cmd::TASK_ATTR_ORDERED);
-        set_u8(&mut b, f::ADD_CDB_LEN, 16);
-        set(&mut b, f::CDB, &CDB32[..16]);
-        let mut out = [0u8; d::LEN];
-        set_be64(&mut out, d::VA, OUT.va);
-        set_be32(&mut out, d::RKEY, OUT.rkey);
-        set_be32(&mut out, d::DATA_LEN, OUT.len);
-        let mut h = [0u8; ind::LEN];
-        set(&mut h, ind::TABLE_DESC, &TABLE.encode());
-        set_be32(&mut h, ind::TOTAL_LEN, 0x1000);
-        assert_eq!(cat(&[&b, &CDB32[16..], &out, &h, &IN0.encode()]), BYTES);
-    }
-
-    #[test]
-    fn parse() {
-        let c = Cmd::parse(&BYTES).unwrap();
-        assert_eq!(c, repr());
-        assert_eq!(c.desc_offset(), 64);
-        assert_eq!(c.in_iu_table_offset(true), 100);
-        let DataDesc::Indirect(i) = c.data_in else {
-            panic!("{:?}", c.data_in)
-        };
-        assert_eq!(i.in_iu(0), Some(IN0));
-    }
-
-    #[test]
-    fn emit() {
-        let (b, n) = emit_over_junk(|b| repr().emit(b));
-        assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
-    }
-}
-
-mod direct_desc_layout {
-    use super::*;
-    use crate::wire::srp::direct_desc as f;
-    use crate::wire::{get_be32, get_be64, set_be32, set_be64};
-
-    #[rustfmt::skip]
-    const BYTES: [u8; 16] = [
-        0x00, 0x00, 0x7f, 0x00, 0x12, 0x34, 0x50, 0x00, // va
-        0x00, 0x00, 0xab, 0xcd,                         // rkey
-        0x00, 0x00, 0x10, 0x00,                         // len 4096
-    ];
-    const REPR: DirectDesc = DirectDesc {
-        va: 0x7f00_1234_5000,
-        rkey: 0xabcd,
-        len: 4096,
-    };
-
-    #[test]
-    fn deconstruct() {
-        assert_eq!(get_be64(&BYTES, f::VA), REPR.va);
-        assert_eq!(get_be32(&BYTES, f::RKEY), REPR.rkey);
-        assert_eq!(get_be32(&BYTES, f::DATA_LEN), REPR.len);
-    }
-
-    #[test]
-    fn construct() {
-        let mut b = [0u8; f::LEN];
-        set_be64(&mut b, f::VA, REPR.va);
-        set_be32(&mut b, f::RKEY, REPR.rkey);
-        set_be32(&mut b, f::DATA_LEN, REPR.len);
-        assert_eq!(b, BYTES);
-    }
-
-    #[test]
-    fn parse() {
-        assert_eq!(DirectDesc::parse(&BYTES), Ok(REPR));
-        assert_eq!(DirectDesc::decode(&BYTES), REPR);
-        assert_eq!(
-            DirectDesc::parse(&BYTES[..15]),
-            Err(WireError::TooShort {
-                what: "direct data buffer descriptor",
-                need: 16,
-                have: 15
-            })
-        );
-    }
-
-    #[test]
-    fn emit() {
-        let (b, n) = emit_over_junk(|b| REPR.emit(b));
-        assert_eq!((&b[..n], b[n]), (&BYTES[..], 0xa5));
-        assert_eq!(
-            REPR.emit(&mut [0; 15]),
-            Err(WireError::BufferTooSmall { need: 16, have: 15 })
-        );
     }
 }
 
