@@ -14,6 +14,11 @@ a selection that reads all of its input (`sed -n 1p`, `grep -c ... >/dev/null`,
     scripts/lint-pipelines.py --self-test
 
 A line may opt out with a trailing `# pipefail-ok: <why>` comment.
+
+It also fails on `wait_until N cmd "$(...)"`: wait_until re-runs its
+command, but the shell expands a command substitution in the arguments once,
+before the first try, so the condition can never change. Put the condition
+in a function.
 """
 
 import os
@@ -134,10 +139,21 @@ def logical_lines(text):
         yield start, buf
 
 
+WAIT_UNTIL = re.compile(r"\bwait_until\s+([^|&;]*)")
+
+
 def lint_text(text, name="<text>"):
     problems = []
     for n, line in logical_lines(text):
-        if "pipefail-ok" in line or line.lstrip().startswith("#"):
+        if line.lstrip().startswith("#"):
+            continue
+        for m in WAIT_UNTIL.finditer(line):
+            if "$(" in m.group(1) or "`" in m.group(1):
+                problems.append(
+                    f"{name}:{n}: wait_until's arguments are expanded once, a $(...) there "
+                    f"is never re-run (use a function): `{line.strip()}`"
+                )
+        if "pipefail-ok" in line:
             continue
         segs = segments(line)
         for seg in segs[1:]:
@@ -183,6 +199,8 @@ SELF_TEST_BAD = [
     "producer | while read -r a; do :; done | read x",
     "cmd \\\n  | head -1",
     'vm_log "says: $("$bin" --version 2>&1 | head -n1)"',
+    'wait_until 30 test -z "$(ls /sys/class/srp_remote_ports)" || vm_die x',
+    'if ! wait_until 10 test "$(cat f)" -gt 0; then :; fi',
 ]
 SELF_TEST_GOOD = [
     "dmesg | grep -c 'ib_srp' >/dev/null",
@@ -197,6 +215,8 @@ SELF_TEST_GOOD = [
     "cmd | head -n1  # pipefail-ok: cmd prints one line",
     "echo \"a | head\"",
     "echo \"$(a) | head\"",
+    'wait_until 30 _no_srp_ports || { vm_die "left: $(srp_ports)"; return 1; }',
+    'wait_until "$t" _srp_disk_with_vendor "$vendor"',
 ]
 
 
@@ -228,8 +248,8 @@ def main(argv):
         print(p)
     if problems:
         print(
-            f"lint-pipelines: {len(problems)} pipeline(s) whose consumer can exit early "
-            "(SIGPIPE under pipefail); collect first or read all input (see this script's header)"
+            f"lint-pipelines: {len(problems)} problem(s): pipelines whose consumer can exit early "
+            "(SIGPIPE under pipefail) or wait_until conditions that cannot change (see this script's header)"
         )
         return 1
     print(f"lint-pipelines: {n} shell files, no early-exit pipeline consumers")

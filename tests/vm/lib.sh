@@ -232,9 +232,11 @@ wait_for_disk() {
         { vm_die "no SRP disk with vendor '$vendor' after ${t}s (have: $(srp_disks | tr '\n' ' '))"; return 1; }
     sd=$(_srp_disk_with_vendor "$vendor")
     # size is known once the disk has been revalidated
-    wait_until 10 test "$(cat "/sys/block/$sd/size")" -gt 0 || true
+    wait_until 10 _disk_has_size "$sd" || true
     echo "/dev/$sd"
 }
+
+_disk_has_size() { [ "$(cat "/sys/block/$1/size" 2>/dev/null || echo 0)" -gt 0 ]; }
 
 # srp_load [ib_srp module params...]: (re)load ib_srp with these params.
 # SRP_DYNDBG=1 also enables its pr_debug/dev_dbg output (dyndbg=+p).
@@ -309,11 +311,16 @@ srp_logout_all() {
         vm_log "logout ${p##*/}"
         echo 1 > "$p/delete" || true
     done
-    wait_until 30 test -z "$(ls /sys/class/srp_remote_ports 2>/dev/null)" ||
-        { vm_die "SRP remote ports still present"; return 1; }
-    wait_until 30 test -z "$(srp_hosts)" || { vm_die "ib_srp SCSI hosts still present: $(srp_hosts)"; return 1; }
-    wait_until 30 test -z "$(srp_disks)" || { vm_die "SRP disks still present"; return 1; }
+    wait_until 30 _no_srp_ports ||
+        { vm_die "SRP remote ports still present: $(srp_ports | tr '\n' ' ')"; return 1; }
+    wait_until 30 _no_srp_hosts || { vm_die "ib_srp SCSI hosts still present: $(srp_hosts | tr '\n' ' ')"; return 1; }
+    wait_until 30 _no_srp_disks || { vm_die "SRP disks still present"; return 1; }
 }
+# The conditions are functions: wait_until re-runs its command, but a
+# $(...) in its arguments would be expanded once, before the first try.
+_no_srp_ports() { [ -z "$(srp_ports)" ]; }
+_no_srp_hosts() { [ -z "$(srp_hosts)" ]; }
+_no_srp_disks() { [ -z "$(srp_disks)" ]; }
 
 # srp_hosts: the SCSI hosts of ib_srp ("hostH"), one per line.
 srp_hosts() {
@@ -447,17 +454,20 @@ srp_ports() { ls /sys/class/srp_remote_ports 2>/dev/null | sort; }
 # "initiator_ext=0000000000000001" for a second I_T nexus. Prints the new
 # remote port's name (port-H:N); its SCSI host is hostH.
 srp_add_target() {
-    local before after line="id_ext=$1,ioc_guid=$2,dest=$RXE_ADDR:$SRP_PORT"
+    local before n after line="id_ext=$1,ioc_guid=$2,dest=$RXE_ADDR:$SRP_PORT"
     [ -n "${3:-}" ] && line="$line,$3"
     before=$(srp_ports)
+    n=$(echo "$before" | grep -c . || true)
     vm_log "add_target $line"
     srp_write_add_target "$line" ||
         { vm_die "add_target failed: $(dmesg | tail -n 3)"; return 1; }
-    wait_until 20 test "$(srp_ports | wc -l)" -gt "$(echo "$before" | grep -c . || true)" ||
+    wait_until 20 _srp_ports_more_than "$n" ||
         { vm_die "no new SRP remote port"; return 1; }
     after=$(srp_ports)
     comm -13 <(echo "$before") <(echo "$after") | sed -n 1p
 }
+
+_srp_ports_more_than() { [ "$(srp_ports | wc -l)" -gt "$1" ]; }
 
 # srp_port_delete <port-H:N>: log that remote port out, wait until it and
 # its SCSI host hostH are gone. (A re-login of the same nexus may still be
