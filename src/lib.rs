@@ -13,6 +13,8 @@
 //!   (registered buffers, backstore RAM, `O_DIRECT` I/O).
 //! - [`os`]: small wrappers over system calls std lacks (hole punching,
 //!   `poll(2)`, the TSC).
+//! - [`config`]: the config file and flags, checked into the driver's
+//!   options and the SCSI target's configuration.
 //! - [`driver`]: the running daemon: RDMA/CM connection management on a
 //!   small tokio runtime, channels on poller threads. (Not to be confused
 //!   with the SCSI target, `scsi::Target`.)
@@ -20,6 +22,7 @@
 //! `unsafe` code lives only in `rdma`, `mem` and `os` (and `ffi/`).
 #![deny(unsafe_code)]
 
+pub mod config;
 pub mod driver;
 pub mod mad;
 #[allow(unsafe_code)]

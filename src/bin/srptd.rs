@@ -2,16 +2,16 @@
 //! device-management agent.
 
 use std::net::Ipv6Addr;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use srptd::driver::{self, Options};
+use srptd::config::{self, Flags};
+use srptd::driver;
 use srptd::mad::query::standard_probes;
 use srptd::mad::render::probe_line;
 use srptd::mad::session::{probe, query_with, QueryError, QueryOptions};
-use srptd::proto::LoginLimits;
-use srptd::scsi::{Access, BackstoreConfig, LunConfig, Target, TargetConfig};
+use srptd::scsi::Target;
 use srptd::wire::parse_hex;
 
 /// A userspace SCSI RDMA Protocol (SRP) target.
@@ -22,51 +22,61 @@ use srptd::wire::parse_hex;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Config file (TOML; see contrib/srptd.toml). The flags below
+    /// override what it sets. With a file, access is explicit: only its
+    /// [[acl]] entries (or --allow) let initiators in.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// A LUN backstore, numbered in order from 0: `ram:<size>`,
     /// `file:<path>`, with options `,ro` and `,bs=512|4096`
-    /// (e.g. `ram:256M`, `file:/srv/disk.img,ro`). Default: one `ram:256M`.
+    /// (e.g. `ram:256M`, `file:/srv/disk.img,ro`). Replaces the config
+    /// file's LUNs. Default without a file: one `ram:256M`.
     #[arg(long = "lun", value_name = "SPEC")]
     luns: Vec<String>,
-    /// RDMA/CM port to listen on.
-    #[arg(long, default_value_t = 5555)]
-    port: u16,
+    /// RDMA/CM port to listen on [default: 5555].
+    #[arg(long)]
+    port: Option<u16>,
     /// RDMA device to serve (repeatable; default: all).
     #[arg(long = "device", value_name = "NAME")]
     devices: Vec<String>,
     /// Initiator allowed to log in: `ANY`, or a 32-hex-digit initiator port
-    /// id (repeatable).
-    #[arg(long = "allow", value_name = "ANY|ID", default_value = "ANY")]
+    /// id (repeatable). Replaces the config file's ACLs. Default without a
+    /// file: ANY.
+    #[arg(long = "allow", value_name = "ANY|ID")]
     allow: Vec<String>,
-    /// Credits (request limit) granted per channel.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    queue_depth: u32,
-    /// Largest request IU a login may ask for, in bytes.
-    #[arg(long, default_value_t = 65604, value_parser = clap::value_parser!(u32).range(64..=1048576))]
-    max_it_iu_len: u32,
+    /// Credits (request limit) granted per channel, 1-4096 [default: 128].
+    #[arg(long)]
+    queue_depth: Option<u32>,
+    /// Largest request IU a login may ask for, in bytes, 64-1048576
+    /// [default: 65604].
+    #[arg(long)]
+    max_it_iu_len: Option<u32>,
     /// Do not offer immediate data.
     #[arg(long)]
     no_immediate_data: bool,
-    /// Largest data transfer of one command (e.g. 1M).
-    #[arg(long, default_value = "1M")]
-    max_transfer: String,
-    /// Data buffer pool per channel (e.g. 32M).
-    #[arg(long, default_value = "32M")]
-    pool_size: String,
+    /// Largest data transfer of one command, a multiple of 4K up to 64M
+    /// [default: 1M].
+    #[arg(long)]
+    max_transfer: Option<String>,
+    /// Data buffer pool per channel [default: 32M].
+    #[arg(long)]
+    pool_size: Option<String>,
     /// Memory all channels together may take (rings and pools, e.g. 2G);
     /// logins beyond it are rejected with INSUFFICIENT RESOURCES.
     /// Default: half of the memory available at start.
     #[arg(long)]
     max_channel_memory: Option<String>,
-    /// Poller threads (data path); each channel runs on the least loaded
-    /// one. Default: one per CPU srptd may use, at most 8.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Poller threads (data path), 1-64; each channel runs on the least
+    /// loaded one. Default: one per CPU srptd may use, at most 8.
+    #[arg(long)]
     pollers: Option<u16>,
-    /// Worker threads per poller for file I/O.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    io_threads: u16,
-    /// Microseconds to keep polling after the last completion before sleeping.
-    #[arg(long, default_value_t = 50)]
-    spin_us: u64,
+    /// Worker threads per poller for file I/O, 1-256 [default: 4].
+    #[arg(long)]
+    io_threads: Option<u16>,
+    /// Microseconds to keep polling after the last completion before
+    /// sleeping [default: 50].
+    #[arg(long)]
+    spin_us: Option<u64>,
     /// Do not answer InfiniBand device-management MADs (IOUnitInfo,
     /// IOControllerProfile, ServiceEntries) on the served ports.
     #[arg(long)]
@@ -76,12 +86,34 @@ struct Cli {
     /// works in both modes.
     #[arg(long)]
     srq: bool,
-    /// Receive slots of each shared receive queue (with --srq). Default:
-    /// 4096, fewer if slots of --max-it-iu-len would take more than 64 MiB;
-    /// always at most the device's max_srq_wr.
-    #[arg(long, value_name = "SLOTS", requires = "srq",
-          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    /// Receive slots of each shared receive queue (with --srq), 1-65536.
+    /// Default: 4096, fewer if slots of --max-it-iu-len would take more
+    /// than 64 MiB; always at most the device's max_srq_wr.
+    #[arg(long, value_name = "SLOTS")]
     srq_size: Option<u32>,
+}
+
+impl Cli {
+    fn flags(&self) -> Flags {
+        Flags {
+            luns: self.luns.clone(),
+            port: self.port,
+            devices: self.devices.clone(),
+            allow: self.allow.clone(),
+            queue_depth: self.queue_depth,
+            max_it_iu_len: self.max_it_iu_len,
+            no_immediate_data: self.no_immediate_data,
+            max_transfer: self.max_transfer.clone(),
+            pool_size: self.pool_size.clone(),
+            max_channel_memory: self.max_channel_memory.clone(),
+            pollers: self.pollers,
+            io_threads: self.io_threads,
+            spin_us: self.spin_us,
+            no_dm: self.no_dm,
+            srq: self.srq,
+            srq_size: self.srq_size,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,91 +236,6 @@ fn dm_query_error(a: &DmQueryArgs, e: &QueryError) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn size(field: &str, v: &str) -> Result<u64, String> {
-    srptd::scsi::backstore::parse_size(v).ok_or_else(|| format!("--{field} {v}: not a size (e.g. 512K, 1M)"))
-}
-
-fn parse_allow(list: &[String]) -> Result<Access, String> {
-    if list.iter().any(|a| a.eq_ignore_ascii_case("any")) {
-        return Ok(Access::Any);
-    }
-    let mut set = std::collections::HashSet::new();
-    for a in list {
-        let id = parse_hex::<16>(a)
-            .ok_or_else(|| format!("--allow {a}: expected ANY or a 32-hex-digit initiator port id"))?;
-        set.insert(id);
-    }
-    Ok(Access::Only(set))
-}
-
-fn setup(cli: &Cli) -> Result<(Options, TargetConfig), String> {
-    let specs = if cli.luns.is_empty() {
-        vec!["ram:256M".to_owned()]
-    } else {
-        cli.luns.clone()
-    };
-    let mut luns = Vec::new();
-    for (i, spec) in specs.iter().enumerate() {
-        let bs = BackstoreConfig::parse(spec, "--lun").map_err(|e| e.to_string())?;
-        luns.push(LunConfig::new(i as u16, bs));
-    }
-    let max_transfer = size("max-transfer", &cli.max_transfer)?;
-    if max_transfer < 4096 || max_transfer % 4096 != 0 || max_transfer > 64 << 20 {
-        return Err(format!(
-            "--max-transfer {}: must be a multiple of 4K between 4K and 64M",
-            cli.max_transfer
-        ));
-    }
-    let pool_size = size("pool-size", &cli.pool_size)?;
-    if pool_size < max_transfer || pool_size > 4 << 30 {
-        return Err(format!(
-            "--pool-size {}: must be at least --max-transfer and at most 4G",
-            cli.pool_size
-        ));
-    }
-    let channel_memory = match &cli.max_channel_memory {
-        None => None,
-        Some(s) => {
-            let b = size("max-channel-memory", s)?;
-            if b < pool_size {
-                return Err(format!(
-                    "--max-channel-memory {s}: must be at least --pool-size (one channel's pool)"
-                ));
-            }
-            Some(b)
-        }
-    };
-    let access = parse_allow(&cli.allow)?;
-    let tcfg = TargetConfig {
-        luns,
-        access,
-        max_transfer_bytes: max_transfer as u32,
-        ..TargetConfig::default()
-    };
-    let opts = Options {
-        port: cli.port,
-        devices: cli.devices.clone(),
-        limits: LoginLimits {
-            max_it_iu_len: cli.max_it_iu_len,
-            queue_depth: cli.queue_depth,
-            immediate_data: !cli.no_immediate_data,
-            ..LoginLimits::default()
-        },
-        pool_size: pool_size as usize,
-        pollers: cli
-            .pollers
-            .map_or_else(srptd::driver::default_pollers, usize::from),
-        io_threads: cli.io_threads as usize,
-        spin: Duration::from_micros(cli.spin_us),
-        dm: !cli.no_dm,
-        srq: cli.srq,
-        srq_size: cli.srq_size,
-        channel_memory,
-        ..Options::default()
-    };
-    Ok((opts, tcfg))
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -300,14 +247,18 @@ fn main() -> ExitCode {
     if let Some(Command::DmQuery(a)) = &cli.command {
         return dm_query(a);
     }
-    let (opts, tcfg) = match setup(&cli) {
+    let loaded = match config::load(cli.config.as_deref(), &cli.flags()) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("srptd: {e}");
             return ExitCode::from(2);
         }
     };
-    let target = match Target::new(tcfg) {
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let opts = loaded.options;
+    let target = match Target::new(loaded.target) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("srptd: {e}");

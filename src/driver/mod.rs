@@ -57,6 +57,10 @@ pub struct Options {
     pub port: u16,
     /// Devices to serve (empty: all).
     pub devices: Vec<String>,
+    /// The identity initiators use (`None`: the node GUID of the first
+    /// device served, see [`identity`]). Set it to keep add_target strings
+    /// valid when an HCA is replaced.
+    pub identity: Option<TargetPortId>,
     /// Login limits offered to every channel.
     pub limits: LoginLimits,
     /// Data pool per channel, bytes.
@@ -108,6 +112,7 @@ impl Default for Options {
         Options {
             port: 5555,
             devices: Vec::new(),
+            identity: None,
             limits: LoginLimits::default(),
             pool_size: 32 << 20,
             channel_memory: None,
@@ -206,7 +211,8 @@ pub fn identity(devices: &[String]) -> Result<(TargetPortId, Vec<String>), Start
 /// Runs the target until SIGINT/SIGTERM; prints the `ready` line when it
 /// accepts logins.
 pub fn run(mut opts: Options, target: Arc<Target>) -> Result<Summary, StartError> {
-    let (port_id, served) = identity(&opts.devices)?;
+    let (found, served) = identity(&opts.devices)?;
+    let port_id = opts.identity.unwrap_or(found);
     let budget = *opts.channel_memory.get_or_insert_with(default_channel_memory);
     tracing::info!(
         bytes = budget,

@@ -28,7 +28,9 @@ use std::sync::Arc;
 use crate::mem::DmaBuf;
 
 pub use backstore::{Backstore, BackstoreConfig, BackstoreKind, ConfigError, FileBackstore, RamBackstore};
-pub use lun::{Access, InitiatorPortId, LunConfig, LunInfo, Nexus, ScsiCommand, Target, TargetConfig};
+pub use lun::{
+    Access, InitiatorPortId, LunConfig, LunInfo, Nexus, ScsiCommand, Target, TargetConfig, MAX_LUN,
+};
 pub use pool::WorkerPool;
 pub use sense::{Sense, SenseKey};
 

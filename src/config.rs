@@ -1,0 +1,808 @@
+//! srptd's settings: a TOML config file (`srptd --config FILE`), the
+//! command-line flags that override it, and the one place every value is
+//! checked and turned into the daemon's [`Options`] and the SCSI
+//! [`TargetConfig`].
+//!
+//! A value remembers where it came from ([`Origin`]), so an error names the
+//! file, line and key (`/etc/srptd.toml:12: limits.max_transfer = "3K": ...`)
+//! or the flag (`--max-transfer 3K: ...`). See `docs/configuration.md` for
+//! the file's keys and `contrib/srptd.toml` for a sample.
+//!
+//! Access: with a config file it is explicit. Initiators come from `[[acl]]`
+//! tables; a file without one lets nobody in, and letting everyone in must
+//! be written out (`initiator = "ANY"`), which [`Loaded::warnings`] reports.
+//! Without a file the quick-start default (`--allow ANY`) applies.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::driver::{default_pollers, Options};
+use crate::proto::{LoginLimits, TargetPortId};
+use crate::scsi::backstore::parse_size;
+use crate::scsi::{Access, BackstoreConfig, InitiatorPortId, LunConfig, TargetConfig, MAX_LUN};
+use crate::wire::parse_hex;
+
+/// Bounds of the numeric settings, each stated once (checked in
+/// [`Settings::build`] for flags and file alike).
+pub mod bounds {
+    /// Credits per channel.
+    pub const QUEUE_DEPTH: (u32, u32) = (1, 4096);
+    /// Largest request IU, bytes.
+    pub const MAX_IT_IU_LEN: (u32, u32) = (64, 1 << 20);
+    /// Largest transfer of one command, bytes (multiple of 4 KiB).
+    pub const MAX_TRANSFER: (u64, u64) = (4 << 10, 64 << 20);
+    /// Data pool per channel, bytes (at least the largest transfer).
+    pub const POOL_SIZE_MAX: u64 = 4 << 30;
+    /// Poller threads.
+    pub const POLLERS: (u16, u16) = (1, 64);
+    /// File I/O threads per poller.
+    pub const IO_THREADS: (u16, u16) = (1, 256);
+    /// Shared receive queue slots.
+    pub const SRQ_SIZE: (u32, u32) = (1, 65536);
+}
+
+/// Where a setting came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Built in.
+    Default,
+    /// A command-line flag (`--max-transfer`).
+    Flag(&'static str),
+    /// A key of the config file, on a line (1-based).
+    File { path: PathBuf, line: usize, key: String },
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+impl<T> Setting<T> {
+    fn new(value: T, origin: Origin) -> Self {
+        Setting { value, origin }
+    }
+
+    fn default(value: T) -> Self {
+        Setting::new(value, Origin::Default)
+    }
+}
+
+/// A setting that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: Origin,
+    /// The value as written (empty when not applicable).
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin {
+            Origin::Default => write!(f, "{}", self.reason),
+            Origin::Flag(flag) if self.value.is_empty() => write!(f, "{flag}: {}", self.reason),
+            Origin::Flag(flag) => write!(f, "{flag} {}: {}", self.value, self.reason),
+            Origin::File { path, line, key } if self.value.is_empty() => {
+                write!(f, "{}:{line}: {key}: {}", path.display(), self.reason)
+            }
+            Origin::File { path, line, key } => {
+                write!(
+                    f,
+                    "{}:{line}: {key} = {}: {}",
+                    path.display(),
+                    self.value,
+                    self.reason
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(origin: &Origin, value: impl fmt::Display, reason: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        origin: origin.clone(),
+        value: value.to_string(),
+        reason: reason.into(),
+    })
+}
+
+/// One LUN to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LunSetting {
+    pub number: Setting<u16>,
+    /// `ram:<size>` or `file:<path>`, with `,ro` / `,bs=` options.
+    pub backstore: Setting<String>,
+    pub read_only: Option<Setting<bool>>,
+    pub block_size: Option<Setting<u32>>,
+    pub serial: Option<Setting<String>>,
+}
+
+/// Who may log in, and which LUNs they see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclSetting {
+    /// `ANY` or a 32-hex-digit initiator port ID.
+    pub initiator: Setting<String>,
+    /// LUNs this initiator sees (`None`: all).
+    pub luns: Option<Setting<Vec<u16>>>,
+}
+
+/// Every setting, before checking. [`Settings::from_file`] reads a config
+/// file into it, [`Settings::apply`] lays flags over it, and
+/// [`Settings::build`] checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub name: Setting<String>,
+    pub id_ext: Option<Setting<String>>,
+    pub ioc_guid: Option<Setting<String>>,
+    pub port: Setting<u16>,
+    pub devices: Setting<Vec<String>>,
+    pub dm: Setting<bool>,
+    pub queue_depth: Setting<u32>,
+    pub max_it_iu_len: Setting<u32>,
+    pub immediate_data: Setting<bool>,
+    pub max_transfer: Setting<String>,
+    pub pool_size: Setting<String>,
+    pub max_channel_memory: Option<Setting<String>>,
+    pub pollers: Option<Setting<u16>>,
+    pub io_threads: Setting<u16>,
+    pub spin_us: Setting<u64>,
+    pub srq: Setting<bool>,
+    pub srq_size: Option<Setting<u32>>,
+    pub luns: Vec<LunSetting>,
+    pub acls: Vec<AclSetting>,
+    /// Whether a config file was read (access is then explicit).
+    pub from_file: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let o = Options::default();
+        let l = LoginLimits::default();
+        Settings {
+            name: Setting::default("srptd".into()),
+            id_ext: None,
+            ioc_guid: None,
+            port: Setting::default(o.port),
+            devices: Setting::default(Vec::new()),
+            dm: Setting::default(o.dm),
+            queue_depth: Setting::default(l.queue_depth),
+            max_it_iu_len: Setting::default(l.max_it_iu_len),
+            immediate_data: Setting::default(l.immediate_data),
+            max_transfer: Setting::default("1M".into()),
+            pool_size: Setting::default("32M".into()),
+            max_channel_memory: None,
+            pollers: None,
+            io_threads: Setting::default(o.io_threads as u16),
+            spin_us: Setting::default(o.spin.as_micros() as u64),
+            srq: Setting::default(o.srq),
+            srq_size: None,
+            luns: Vec::new(),
+            acls: Vec::new(),
+            from_file: None,
+        }
+    }
+}
+
+/// Command-line flags that override the file (`None` / empty: not given).
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub luns: Vec<String>,
+    pub port: Option<u16>,
+    pub devices: Vec<String>,
+    pub allow: Vec<String>,
+    pub queue_depth: Option<u32>,
+    pub max_it_iu_len: Option<u32>,
+    pub no_immediate_data: bool,
+    pub max_transfer: Option<String>,
+    pub pool_size: Option<String>,
+    pub max_channel_memory: Option<String>,
+    pub pollers: Option<u16>,
+    pub io_threads: Option<u16>,
+    pub spin_us: Option<u64>,
+    pub no_dm: bool,
+    pub srq: bool,
+    pub srq_size: Option<u32>,
+}
+
+/// What [`Settings::build`] makes: the daemon's options, the SCSI target's
+/// configuration, and warnings to log at start.
+#[derive(Debug)]
+pub struct Loaded {
+    pub options: Options,
+    pub target: TargetConfig,
+    pub warnings: Vec<String>,
+}
+
+// ------------------------------------------------------------ the file
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    #[serde(default)]
+    target: FileTarget,
+    #[serde(default)]
+    limits: FileLimits,
+    #[serde(default)]
+    data_path: FileDataPath,
+    #[serde(default, rename = "lun")]
+    luns: Vec<FileLun>,
+    #[serde(default, rename = "acl")]
+    acls: Vec<FileAcl>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTarget {
+    name: Option<Spanned<String>>,
+    id_ext: Option<Spanned<String>>,
+    ioc_guid: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    devices: Option<Spanned<Vec<String>>>,
+    device_management: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    queue_depth: Option<Spanned<u32>>,
+    max_it_iu_len: Option<Spanned<u32>>,
+    immediate_data: Option<Spanned<bool>>,
+    max_transfer: Option<Spanned<String>>,
+    pool_size: Option<Spanned<String>>,
+    max_channel_memory: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDataPath {
+    pollers: Option<Spanned<u16>>,
+    io_threads: Option<Spanned<u16>>,
+    spin_us: Option<Spanned<u64>>,
+    srq: Option<Spanned<bool>>,
+    srq_size: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLun {
+    number: Spanned<u16>,
+    backstore: Spanned<String>,
+    read_only: Option<Spanned<bool>>,
+    block_size: Option<Spanned<u32>>,
+    serial: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAcl {
+    initiator: Spanned<String>,
+    luns: Option<Spanned<Vec<u16>>>,
+}
+
+/// Reads spans of one file into origins.
+struct Lines<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Lines<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        1 + self.text.as_bytes()[..offset.min(self.text.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+    }
+
+    fn setting<T>(&self, key: &str, v: Spanned<T>) -> Setting<T> {
+        let line = self.line_of(v.span().start);
+        Setting::new(
+            v.into_inner(),
+            Origin::File {
+                path: self.path.to_owned(),
+                line,
+                key: key.to_owned(),
+            },
+        )
+    }
+
+    fn opt<T>(&self, key: &str, v: Option<Spanned<T>>) -> Option<Setting<T>> {
+        v.map(|v| self.setting(key, v))
+    }
+}
+
+impl Settings {
+    /// Reads a config file.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: Origin::Default,
+            value: String::new(),
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        Settings::from_toml(path, &text)
+    }
+
+    /// Parses the text of a config file (`path` only names it in errors).
+    pub fn from_toml(path: &Path, text: &str) -> Result<Settings, ConfigError> {
+        let doc: FileDoc = toml::from_str(text).map_err(|e| {
+            let lines = Lines { path, text };
+            let line = e.span().map_or(0, |s| lines.line_of(s.start));
+            let snippet = text.lines().nth(line.saturating_sub(1)).unwrap_or("").trim();
+            ConfigError {
+                origin: Origin::Default,
+                value: String::new(),
+                reason: format!(
+                    "{}:{line}: {} (`{snippet}`)",
+                    path.display(),
+                    e.message().trim_end()
+                ),
+            }
+        })?;
+        let l = Lines { path, text };
+        let mut s = Settings {
+            from_file: Some(path.to_owned()),
+            ..Settings::default()
+        };
+        let t = doc.target;
+        if let Some(v) = l.opt("target.name", t.name) {
+            s.name = v;
+        }
+        s.id_ext = l.opt("target.id_ext", t.id_ext);
+        s.ioc_guid = l.opt("target.ioc_guid", t.ioc_guid);
+        if let Some(v) = l.opt("target.port", t.port) {
+            s.port = v;
+        }
+        if let Some(v) = l.opt("target.devices", t.devices) {
+            s.devices = v;
+        }
+        if let Some(v) = l.opt("target.device_management", t.device_management) {
+            s.dm = v;
+        }
+        let m = doc.limits;
+        if let Some(v) = l.opt("limits.queue_depth", m.queue_depth) {
+            s.queue_depth = v;
+        }
+        if let Some(v) = l.opt("limits.max_it_iu_len", m.max_it_iu_len) {
+            s.max_it_iu_len = v;
+        }
+        if let Some(v) = l.opt("limits.immediate_data", m.immediate_data) {
+            s.immediate_data = v;
+        }
+        if let Some(v) = l.opt("limits.max_transfer", m.max_transfer) {
+            s.max_transfer = v;
+        }
+        if let Some(v) = l.opt("limits.pool_size", m.pool_size) {
+            s.pool_size = v;
+        }
+        s.max_channel_memory = l.opt("limits.max_channel_memory", m.max_channel_memory);
+        let d = doc.data_path;
+        s.pollers = l.opt("data_path.pollers", d.pollers);
+        if let Some(v) = l.opt("data_path.io_threads", d.io_threads) {
+            s.io_threads = v;
+        }
+        if let Some(v) = l.opt("data_path.spin_us", d.spin_us) {
+            s.spin_us = v;
+        }
+        if let Some(v) = l.opt("data_path.srq", d.srq) {
+            s.srq = v;
+        }
+        s.srq_size = l.opt("data_path.srq_size", d.srq_size);
+        s.luns = doc
+            .luns
+            .into_iter()
+            .map(|u| LunSetting {
+                number: l.setting("lun.number", u.number),
+                backstore: l.setting("lun.backstore", u.backstore),
+                read_only: l.opt("lun.read_only", u.read_only),
+                block_size: l.opt("lun.block_size", u.block_size),
+                serial: l.opt("lun.serial", u.serial),
+            })
+            .collect();
+        s.acls = doc
+            .acls
+            .into_iter()
+            .map(|a| AclSetting {
+                initiator: l.setting("acl.initiator", a.initiator),
+                luns: l.opt("acl.luns", a.luns),
+            })
+            .collect();
+        Ok(s)
+    }
+
+    /// Lays command-line flags over these settings: a flag given wins;
+    /// `--lun` flags replace the file's LUNs and `--allow` its ACLs.
+    pub fn apply(&mut self, f: &Flags) {
+        fn set<T: Clone>(dst: &mut Setting<T>, v: &Option<T>, flag: &'static str) {
+            if let Some(v) = v {
+                *dst = Setting::new(v.clone(), Origin::Flag(flag));
+            }
+        }
+        fn set_opt<T: Clone>(dst: &mut Option<Setting<T>>, v: &Option<T>, flag: &'static str) {
+            if let Some(v) = v {
+                *dst = Some(Setting::new(v.clone(), Origin::Flag(flag)));
+            }
+        }
+        if !f.luns.is_empty() {
+            self.luns = f
+                .luns
+                .iter()
+                .enumerate()
+                .map(|(i, spec)| LunSetting {
+                    number: Setting::new(i as u16, Origin::Flag("--lun")),
+                    backstore: Setting::new(spec.clone(), Origin::Flag("--lun")),
+                    read_only: None,
+                    block_size: None,
+                    serial: None,
+                })
+                .collect();
+        }
+        if !f.allow.is_empty() {
+            self.acls = f
+                .allow
+                .iter()
+                .map(|a| AclSetting {
+                    initiator: Setting::new(a.clone(), Origin::Flag("--allow")),
+                    luns: None,
+                })
+                .collect();
+        }
+        set(&mut self.port, &f.port, "--port");
+        if !f.devices.is_empty() {
+            self.devices = Setting::new(f.devices.clone(), Origin::Flag("--device"));
+        }
+        set(&mut self.queue_depth, &f.queue_depth, "--queue-depth");
+        set(&mut self.max_it_iu_len, &f.max_it_iu_len, "--max-it-iu-len");
+        if f.no_immediate_data {
+            self.immediate_data = Setting::new(false, Origin::Flag("--no-immediate-data"));
+        }
+        set(&mut self.max_transfer, &f.max_transfer, "--max-transfer");
+        set(&mut self.pool_size, &f.pool_size, "--pool-size");
+        set_opt(
+            &mut self.max_channel_memory,
+            &f.max_channel_memory,
+            "--max-channel-memory",
+        );
+        set_opt(&mut self.pollers, &f.pollers, "--pollers");
+        set(&mut self.io_threads, &f.io_threads, "--io-threads");
+        set(&mut self.spin_us, &f.spin_us, "--spin-us");
+        if f.no_dm {
+            self.dm = Setting::new(false, Origin::Flag("--no-dm"));
+        }
+        if f.srq {
+            self.srq = Setting::new(true, Origin::Flag("--srq"));
+        }
+        set_opt(&mut self.srq_size, &f.srq_size, "--srq-size");
+    }
+
+    /// Checks every setting and builds the daemon's options and the SCSI
+    /// target's configuration.
+    pub fn build(&self) -> Result<Loaded, ConfigError> {
+        let mut warnings = Vec::new();
+        let in_range = |s: &Setting<u32>, (lo, hi): (u32, u32)| -> Result<u32, ConfigError> {
+            if s.value < lo || s.value > hi {
+                return err(&s.origin, s.value, format!("must be between {lo} and {hi}"));
+            }
+            Ok(s.value)
+        };
+        let queue_depth = in_range(&self.queue_depth, bounds::QUEUE_DEPTH)?;
+        let max_it_iu_len = in_range(&self.max_it_iu_len, bounds::MAX_IT_IU_LEN)?;
+        let max_transfer = size(&self.max_transfer)?;
+        let (lo, hi) = bounds::MAX_TRANSFER;
+        if max_transfer < lo || max_transfer % 4096 != 0 || max_transfer > hi {
+            return err(
+                &self.max_transfer.origin,
+                &self.max_transfer.value,
+                "must be a multiple of 4K between 4K and 64M",
+            );
+        }
+        let pool_size = size(&self.pool_size)?;
+        if pool_size < max_transfer || pool_size > bounds::POOL_SIZE_MAX {
+            return err(
+                &self.pool_size.origin,
+                &self.pool_size.value,
+                "must be at least the largest transfer (max_transfer) and at most 4G",
+            );
+        }
+        let channel_memory = match &self.max_channel_memory {
+            None => None,
+            Some(s) => {
+                let b = size(s)?;
+                if b < pool_size {
+                    return err(
+                        &s.origin,
+                        &s.value,
+                        "must be at least one channel's pool (pool_size)",
+                    );
+                }
+                Some(b)
+            }
+        };
+        let pollers = match &self.pollers {
+            None => default_pollers(),
+            Some(p) => usize::from(in_range16(p, bounds::POLLERS)?),
+        };
+        let io_threads = in_range16(&self.io_threads, bounds::IO_THREADS)?;
+        if let Some(s) = &self.srq_size {
+            in_range(s, bounds::SRQ_SIZE)?;
+            if !self.srq.value {
+                return err(
+                    &s.origin,
+                    s.value,
+                    "needs the shared receive queue (srq = true / --srq)",
+                );
+            }
+        }
+        let identity = match (&self.id_ext, &self.ioc_guid) {
+            (None, None) => None,
+            (Some(i), None) => {
+                let v = guid(i)?;
+                Some(TargetPortId {
+                    id_ext: v,
+                    ioc_guid: v,
+                })
+            }
+            (None, Some(g)) => {
+                let v = guid(g)?;
+                Some(TargetPortId {
+                    id_ext: v,
+                    ioc_guid: v,
+                })
+            }
+            (Some(i), Some(g)) => Some(TargetPortId {
+                id_ext: guid(i)?,
+                ioc_guid: guid(g)?,
+            }),
+        };
+        let luns = self.lun_configs()?;
+        let (access, lun_access) = self.access(&luns, &mut warnings)?;
+        let luns = luns
+            .into_iter()
+            .map(|mut l| {
+                l.access = lun_access.get(&l.lun).cloned();
+                l
+            })
+            .collect();
+        let target = TargetConfig {
+            name: self.name.value.clone(),
+            luns,
+            access,
+            max_transfer_bytes: max_transfer as u32,
+            ..TargetConfig::default()
+        };
+        let options = Options {
+            port: self.port.value,
+            devices: self.devices.value.clone(),
+            identity,
+            limits: LoginLimits {
+                max_it_iu_len,
+                queue_depth,
+                immediate_data: self.immediate_data.value,
+                ..LoginLimits::default()
+            },
+            pool_size: pool_size as usize,
+            pollers,
+            io_threads: usize::from(io_threads),
+            spin: Duration::from_micros(self.spin_us.value),
+            dm: self.dm.value,
+            srq: self.srq.value,
+            srq_size: self.srq_size.as_ref().map(|s| s.value),
+            channel_memory,
+            ..Options::default()
+        };
+        Ok(Loaded {
+            options,
+            target,
+            warnings,
+        })
+    }
+
+    /// The LUNs (default: one `ram:256M`), numbers unique and in range.
+    fn lun_configs(&self) -> Result<Vec<LunConfig>, ConfigError> {
+        if self.luns.is_empty() {
+            if self.from_file.is_some() {
+                return Ok(Vec::new());
+            }
+            let bs = BackstoreConfig::parse("ram:256M", "--lun").map_err(|e| ConfigError {
+                origin: Origin::Default,
+                value: String::new(),
+                reason: e.to_string(),
+            })?;
+            return Ok(vec![LunConfig::new(0, bs)]);
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(self.luns.len());
+        for u in &self.luns {
+            let n = &u.number;
+            if n.value > MAX_LUN {
+                return err(&n.origin, n.value, format!("LUN numbers go from 0 to {MAX_LUN}"));
+            }
+            if !seen.insert(n.value) {
+                return err(&n.origin, n.value, "this LUN number is already used");
+            }
+            let b = &u.backstore;
+            let mut bs = BackstoreConfig::parse(&b.value, "backstore").map_err(|e| ConfigError {
+                origin: b.origin.clone(),
+                value: format!("{:?}", b.value),
+                reason: e.to_string(),
+            })?;
+            if let Some(ro) = &u.read_only {
+                bs.read_only = ro.value;
+            }
+            if let Some(s) = &u.block_size {
+                if s.value != 512 && s.value != 4096 {
+                    return err(&s.origin, s.value, "must be 512 or 4096");
+                }
+                bs.block_size = s.value;
+            }
+            let mut l = LunConfig::new(n.value, bs);
+            if let Some(s) = &u.serial {
+                if s.value.is_empty()
+                    || s.value.len() > 64
+                    || !s.value.bytes().all(|c| (0x21..0x7f).contains(&c))
+                {
+                    return err(
+                        &s.origin,
+                        format!("{:?}", s.value),
+                        "must be 1 to 64 printable ASCII characters without spaces",
+                    );
+                }
+                l.serial = Some(s.value.clone());
+            }
+            out.push(l);
+        }
+        Ok(out)
+    }
+
+    /// The target's access list and each LUN's, from the ACLs. Without a
+    /// config file and without `--allow`, anyone may log in.
+    fn access(
+        &self,
+        luns: &[LunConfig],
+        warnings: &mut Vec<String>,
+    ) -> Result<(Access, BTreeMap<u16, Access>), ConfigError> {
+        let mut per_lun = BTreeMap::new();
+        if self.acls.is_empty() {
+            if self.from_file.is_some() {
+                warnings.push(
+                    "the config file has no [[acl]]: no initiator may log in (add one, e.g. initiator = \"ANY\")"
+                        .into(),
+                );
+                return Ok((Access::Only(HashSet::new()), per_lun));
+            }
+            return Ok((Access::Any, per_lun));
+        }
+        let numbers: HashSet<u16> = luns.iter().map(|l| l.lun).collect();
+        let mut ids: HashSet<InitiatorPortId> = HashSet::new();
+        let mut any = false;
+        // LUN -> initiators mapping it; None: everyone allowed sees it.
+        let mut mapped: BTreeMap<u16, HashSet<InitiatorPortId>> = BTreeMap::new();
+        let mut restricted = false;
+        for a in &self.acls {
+            let i = &a.initiator;
+            let id = if i.value.eq_ignore_ascii_case("any") {
+                any = true;
+                None
+            } else {
+                let id = parse_hex::<16>(&i.value).ok_or(ConfigError {
+                    origin: i.origin.clone(),
+                    value: format!("{:?}", i.value),
+                    reason: "expected ANY or a 32-hex-digit initiator port ID".into(),
+                })?;
+                if !ids.insert(id) {
+                    return err(
+                        &i.origin,
+                        format!("{:?}", i.value),
+                        "this initiator has another ACL already",
+                    );
+                }
+                Some(id)
+            };
+            if let Some(ls) = &a.luns {
+                for n in &ls.value {
+                    if !numbers.contains(n) {
+                        return err(&ls.origin, n, "no such LUN");
+                    }
+                }
+                let Some(id) = id else {
+                    return err(
+                        &ls.origin,
+                        format!("{:?}", ls.value),
+                        "the ANY ACL maps every LUN",
+                    );
+                };
+                restricted = true;
+                for n in &ls.value {
+                    mapped.entry(*n).or_default().insert(id);
+                }
+            } else if let Some(id) = id {
+                for n in &numbers {
+                    mapped.entry(*n).or_default().insert(id);
+                }
+            }
+        }
+        if any {
+            let from = match &self
+                .acls
+                .iter()
+                .find(|a| a.initiator.value.eq_ignore_ascii_case("any"))
+            {
+                Some(a) => a.initiator.origin.clone(),
+                None => Origin::Default,
+            };
+            if self.from_file.is_some() {
+                let at = match from {
+                    Origin::File { path, line, .. } => format!("{}:{line}", path.display()),
+                    Origin::Flag(f) => f.to_owned(),
+                    Origin::Default => String::new(),
+                };
+                warnings.push(format!(
+                    "{at}: every initiator may log in and see every LUN (initiator = \"ANY\")"
+                ));
+            }
+            if restricted {
+                return err(
+                    &self.acls[0].initiator.origin,
+                    "",
+                    "an ANY ACL lets everyone see every LUN: per-initiator LUN lists would have no effect",
+                );
+            }
+            return Ok((Access::Any, per_lun));
+        }
+        for n in numbers {
+            per_lun.insert(n, Access::Only(mapped.remove(&n).unwrap_or_default()));
+        }
+        Ok((Access::Only(ids), per_lun))
+    }
+}
+
+fn in_range16(s: &Setting<u16>, (lo, hi): (u16, u16)) -> Result<u16, ConfigError> {
+    if s.value < lo || s.value > hi {
+        return err(&s.origin, s.value, format!("must be between {lo} and {hi}"));
+    }
+    Ok(s.value)
+}
+
+fn size(s: &Setting<String>) -> Result<u64, ConfigError> {
+    parse_size(&s.value).map_or_else(|| err(&s.origin, &s.value, "not a size (e.g. 512K, 1M, 2G)"), Ok)
+}
+
+/// A 64-bit identifier: 16 hex digits, with an optional `0x` and colons
+/// (`0002:c903:0001:0001`, the sysfs GUID form).
+fn guid(s: &Setting<String>) -> Result<u64, ConfigError> {
+    let hex: String = s
+        .value
+        .trim_start_matches("0x")
+        .chars()
+        .filter(|&c| c != ':')
+        .collect();
+    match parse_hex::<8>(&hex) {
+        Some(b) => Ok(u64::from_be_bytes(b)),
+        None => err(
+            &s.origin,
+            format!("{:?}", s.value),
+            "expected 16 hex digits (e.g. 0002c90300010001)",
+        ),
+    }
+}
+
+/// Reads the config file (if any), lays the flags over it and checks the
+/// result.
+pub fn load(path: Option<&Path>, flags: &Flags) -> Result<Loaded, ConfigError> {
+    let mut s = match path {
+        Some(p) => Settings::from_file(p)?,
+        None => Settings::default(),
+    };
+    s.apply(flags);
+    s.build()
+}
+
+#[cfg(test)]
+mod tests;

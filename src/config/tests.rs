@@ -1,0 +1,285 @@
+use super::*;
+use crate::scsi::BackstoreKind;
+
+fn parse(text: &str) -> Result<Loaded, ConfigError> {
+    Settings::from_toml(Path::new("t.toml"), text)?.build()
+}
+
+fn error(text: &str) -> String {
+    match parse(text) {
+        Ok(l) => panic!("accepted: {l:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn id(hex: &str) -> InitiatorPortId {
+    parse_hex::<16>(hex).unwrap()
+}
+
+const A: &str = "0000000000000001000000fffe007701";
+const B: &str = "0000000000000002000000fffe007701";
+
+#[test]
+fn sample_config_builds() {
+    let text = include_str!("../../contrib/srptd.toml");
+    let l = parse(text).unwrap();
+    assert_eq!(l.options.port, 5555);
+    assert_eq!(l.options.limits.queue_depth, 128);
+    assert_eq!(l.target.luns.len(), 1);
+    assert_eq!(l.target.access, Access::Any);
+    assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+    assert!(l.warnings[0].starts_with("t.toml:"), "{}", l.warnings[0]);
+}
+
+#[test]
+fn every_section_is_read() {
+    let l = parse(
+        r#"
+[target]
+name = "lab"
+id_ext = "0002:c903:0001:0001"
+ioc_guid = "0x0002c90300010002"
+port = 6000
+devices = ["rxe0", "mlx5_0"]
+device_management = false
+[limits]
+queue_depth = 64
+max_it_iu_len = 8260
+immediate_data = false
+max_transfer = "512K"
+pool_size = "16M"
+max_channel_memory = "1G"
+[data_path]
+pollers = 3
+io_threads = 2
+spin_us = 0
+srq = true
+srq_size = 1024
+[[lun]]
+number = 3
+backstore = "file:/srv/a.img"
+read_only = true
+block_size = 4096
+serial = "disk-a"
+[[acl]]
+initiator = "0000000000000001000000fffe007701"
+"#,
+    )
+    .unwrap();
+    let o = &l.options;
+    assert_eq!(
+        o.identity,
+        Some(TargetPortId {
+            id_ext: 0x0002_c903_0001_0001,
+            ioc_guid: 0x0002_c903_0001_0002
+        })
+    );
+    assert_eq!((o.port, o.dm, o.srq, o.srq_size), (6000, false, true, Some(1024)));
+    assert_eq!(o.devices, ["rxe0", "mlx5_0"]);
+    assert_eq!(
+        (
+            o.limits.queue_depth,
+            o.limits.max_it_iu_len,
+            o.limits.immediate_data
+        ),
+        (64, 8260, false)
+    );
+    assert_eq!((o.pool_size, o.channel_memory), (16 << 20, Some(1 << 30)));
+    assert_eq!((o.pollers, o.io_threads, o.spin), (3, 2, Duration::ZERO));
+    let t = &l.target;
+    assert_eq!((t.name.as_str(), t.max_transfer_bytes), ("lab", 512 << 10));
+    let lun = &t.luns[0];
+    assert_eq!(
+        (lun.lun, lun.backstore.block_size, lun.backstore.read_only),
+        (3, 4096, true)
+    );
+    assert_eq!(lun.serial.as_deref(), Some("disk-a"));
+    assert_eq!(t.access, Access::Only([id(A)].into()));
+    assert!(l.warnings.is_empty());
+}
+
+#[test]
+fn no_file_means_the_quick_start_defaults() {
+    let l = load(None, &Flags::default()).unwrap();
+    assert_eq!(l.target.access, Access::Any);
+    assert_eq!(l.target.luns.len(), 1);
+    assert_eq!(
+        l.target.luns[0].backstore.kind,
+        BackstoreKind::Ram { size: 256 << 20 }
+    );
+    assert_eq!(l.options.identity, None);
+    assert!(l.warnings.is_empty());
+}
+
+#[test]
+fn a_file_without_acl_lets_nobody_in() {
+    let l = parse("[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\n").unwrap();
+    assert_eq!(l.target.access, Access::Only(HashSet::new()));
+    assert!(
+        l.warnings[0].contains("no initiator may log in"),
+        "{:?}",
+        l.warnings
+    );
+}
+
+#[test]
+fn acls_map_luns_per_initiator() {
+    let l = parse(&format!(
+        r#"
+[[lun]]
+number = 0
+backstore = "ram:1M"
+[[lun]]
+number = 1
+backstore = "ram:1M"
+[[acl]]
+initiator = "{A}"
+luns = [1]
+[[acl]]
+initiator = "{B}"
+"#
+    ))
+    .unwrap();
+    assert_eq!(l.target.access, Access::Only([id(A), id(B)].into()));
+    let by_lun: BTreeMap<u16, Option<Access>> =
+        l.target.luns.iter().map(|l| (l.lun, l.access.clone())).collect();
+    assert_eq!(by_lun[&0], Some(Access::Only([id(B)].into())));
+    assert_eq!(by_lun[&1], Some(Access::Only([id(A), id(B)].into())));
+}
+
+#[test]
+fn flags_override_the_file() {
+    let mut s = Settings::from_toml(
+        Path::new("t.toml"),
+        "[limits]\nqueue_depth = 64\n[[lun]]\nnumber = 5\nbackstore = \"ram:1M\"\n[[acl]]\ninitiator = \"ANY\"\n",
+    )
+    .unwrap();
+    s.apply(&Flags {
+        queue_depth: Some(32),
+        luns: vec!["ram:2M".into(), "ram:4M".into()],
+        allow: vec![A.into()],
+        ..Flags::default()
+    });
+    let l = s.build().unwrap();
+    assert_eq!(l.options.limits.queue_depth, 32);
+    let numbers: Vec<u16> = l.target.luns.iter().map(|l| l.lun).collect();
+    assert_eq!(numbers, [0, 1]);
+    assert_eq!(l.target.access, Access::Only([id(A)].into()));
+}
+
+#[test]
+fn flag_errors_name_the_flag() {
+    let e = load(
+        None,
+        &Flags {
+            max_transfer: Some("3K".into()),
+            ..Flags::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--max-transfer 3K: must be a multiple of 4K between 4K and 64M"
+    );
+    let e = load(
+        None,
+        &Flags {
+            allow: vec!["nobody".into()],
+            ..Flags::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--allow \"nobody\": expected ANY or a 32-hex-digit initiator port ID"
+    );
+}
+
+/// Every bad value is refused with the file, the line and the key.
+#[test]
+fn file_errors_name_file_line_and_key() {
+    let lun = "[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\n";
+    let cases: &[(&str, &str)] = &[
+        ("[limits]\nqueue_depth = 0\n", "t.toml:2: limits.queue_depth = 0: must be between 1 and 4096"),
+        ("[limits]\n\nmax_it_iu_len = 10\n", "t.toml:3: limits.max_it_iu_len = 10: must be between 64 and 1048576"),
+        ("[limits]\nmax_transfer = \"1X\"\n", "t.toml:2: limits.max_transfer = 1X: not a size (e.g. 512K, 1M, 2G)"),
+        (
+            "[limits]\nmax_transfer = \"1M\"\npool_size = \"512K\"\n",
+            "t.toml:3: limits.pool_size = 512K: must be at least the largest transfer (max_transfer) and at most 4G",
+        ),
+        (
+            "[limits]\nmax_channel_memory = \"1M\"\n",
+            "t.toml:2: limits.max_channel_memory = 1M: must be at least one channel's pool (pool_size)",
+        ),
+        ("[data_path]\npollers = 0\n", "t.toml:2: data_path.pollers = 0: must be between 1 and 64"),
+        ("[data_path]\nio_threads = 300\n", "t.toml:2: data_path.io_threads = 300: must be between 1 and 256"),
+        (
+            "[data_path]\nsrq_size = 64\n",
+            "t.toml:2: data_path.srq_size = 64: needs the shared receive queue (srq = true / --srq)",
+        ),
+        (
+            "[target]\nid_ext = \"xyz\"\n",
+            "t.toml:2: target.id_ext = \"xyz\": expected 16 hex digits (e.g. 0002c90300010001)",
+        ),
+        ("[[lun]]\nnumber = 16384\nbackstore = \"ram:1M\"\n", "t.toml:2: lun.number = 16384: LUN numbers go from 0 to 16383"),
+        (
+            "[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\n[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\n",
+            "t.toml:5: lun.number = 0: this LUN number is already used",
+        ),
+        ("[[lun]]\nnumber = 0\nbackstore = \"disk:1M\"\n", "t.toml:3: lun.backstore = \"disk:1M\":"),
+        (
+            "[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\nblock_size = 1024\n",
+            "t.toml:4: lun.block_size = 1024: must be 512 or 4096",
+        ),
+        (
+            "[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\nserial = \"a b\"\n",
+            "t.toml:4: lun.serial = \"a b\": must be 1 to 64 printable ASCII characters without spaces",
+        ),
+        (
+            "[[acl]]\ninitiator = \"12\"\n",
+            "t.toml:2: acl.initiator = \"12\": expected ANY or a 32-hex-digit initiator port ID",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = error(text);
+        assert!(got.starts_with(want), "for {text:?}\n got: {got}\nwant: {want}");
+    }
+    // ACL cases need a LUN.
+    let acl_cases: &[(String, &str)] = &[
+        (
+            format!("{lun}[[acl]]\ninitiator = \"{A}\"\nluns = [7]\n"),
+            "t.toml:6: acl.luns = 7: no such LUN",
+        ),
+        (
+            format!("{lun}[[acl]]\ninitiator = \"{A}\"\n[[acl]]\ninitiator = \"{A}\"\n"),
+            "t.toml:7: acl.initiator = \"0000000000000001000000fffe007701\": this initiator has another ACL already",
+        ),
+        (
+            format!("{lun}[[acl]]\ninitiator = \"ANY\"\nluns = [0]\n"),
+            "t.toml:6: acl.luns = [0]: the ANY ACL maps every LUN",
+        ),
+    ];
+    for (text, want) in acl_cases {
+        let got = error(text);
+        assert!(got.starts_with(want), "for {text:?}\n got: {got}\nwant: {want}");
+    }
+}
+
+#[test]
+fn syntax_and_type_errors_give_the_line() {
+    let got = error("[limits]\nqueue_depth = \"many\"\n");
+    assert!(got.starts_with("t.toml:2: "), "{got}");
+    assert!(got.contains("queue_depth = \"many\""), "{got}");
+    let got = error("[limits]\nqueue_deep = 3\n");
+    assert!(got.starts_with("t.toml:2: unknown field `queue_deep`"), "{got}");
+    let got = error("[target\n");
+    assert!(got.starts_with("t.toml:1: "), "{got}");
+    let got = error("[[lun]]\nnumber = 1\n");
+    assert!(got.contains("missing field `backstore`"), "{got}");
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let e = Settings::from_file(Path::new("/nonexistent/srptd.toml")).unwrap_err();
+    assert!(e.to_string().starts_with("/nonexistent/srptd.toml: "), "{e}");
+}
