@@ -3,6 +3,7 @@
 #   1. install build + VM dependencies (fast no-op when present)
 #   2. scripts/lint-pipelines.py (no pipeline whose reader exits early),
 #      cargo test --workspace            (unit and integration tests),
+#      scripts/check-unit.sh             (systemd-analyze verify of the unit),
 #      scripts/fuzz-smoke.sh             (every fuzz target ~15 s from its
 #                                         seeds, when nightly + cargo-fuzz exist)
 #   3. end-to-end tests in a throwaway QEMU VM with soft-RoCE and the real
@@ -25,6 +26,9 @@ scripts/lint-pipelines.py
 
 step "cargo test --workspace"
 cargo test --workspace
+
+step "systemd unit: systemd-analyze verify contrib/srptd.service"
+scripts/check-unit.sh
 
 step "fuzz smoke (each cargo-fuzz target briefly from its seeds; skipped without nightly/cargo-fuzz)"
 scripts/fuzz-smoke.sh

@@ -102,6 +102,11 @@ impl Conns {
     }
 
     /// Memory of all accepted channels that are not closed yet.
+    /// I_T nexuses with at least one channel (sessions).
+    pub fn nexus_count(&self) -> usize {
+        self.by_nexus.len()
+    }
+
     pub fn memory(&self) -> u64 {
         self.memory
     }

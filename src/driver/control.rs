@@ -20,6 +20,7 @@ use crate::scsi::Target;
 use super::conns::Conns;
 use super::devices::{lost_srq_slots, Devices};
 use super::listen::Listeners;
+use super::notify::{status_line, ServiceNotifier};
 use super::poller::{PollerEvent, PollerHandle, PollerMsg};
 use super::{Options, StartError, Summary};
 
@@ -50,6 +51,8 @@ pub(super) struct Control {
     /// When the periodic tick runs next (None: nothing pending).
     tick_at: Option<Instant>,
     shutdown: Option<Shutdown>,
+    /// The service manager (systemd), if srptd runs under one.
+    notifier: ServiceNotifier,
 }
 
 impl Control {
@@ -73,7 +76,23 @@ impl Control {
             summary: Summary::default(),
             tick_at: None,
             shutdown: None,
+            notifier: ServiceNotifier::from_env(),
         }
+    }
+
+    /// Tells the service manager that srptd accepts logins.
+    pub fn notify_ready(&mut self) {
+        let status = self.status_line();
+        self.notifier.ready(status);
+    }
+
+    fn status_line(&self) -> String {
+        status_line(
+            self.conns.nexus_count(),
+            self.conns.len(),
+            self.target.luns().len(),
+            &self.opts.devices,
+        )
     }
 
     /// Runs until shut down and every channel closed (or the shutdown
@@ -84,6 +103,8 @@ impl Control {
     ) -> Result<Summary, StartError> {
         let afd = self.events.to_async()?;
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let watchdog = self.notifier.watchdog_interval();
+        let mut watchdog_at = Instant::now();
         loop {
             if self.shutdown.is_some() && self.conns.is_empty() {
                 break;
@@ -103,11 +124,19 @@ impl Control {
                 _ = tokio::signal::ctrl_c(), if !shutting_down => self.begin_shutdown(),
                 _ = sigterm.recv(), if !shutting_down => self.begin_shutdown(),
                 _ = tokio::time::sleep_until(tick_at.unwrap_or(far)), if tick_at.is_some() => self.tick(),
+                _ = tokio::time::sleep_until(watchdog_at), if watchdog.is_some() => {
+                    self.notifier.watchdog();
+                    watchdog_at = Instant::now() + watchdog.unwrap_or(TICK);
+                }
                 _ = tokio::time::sleep_until(wake_at), if shutting_down => {
                     if !self.force_logouts() {
                         break;
                     }
                 }
+            }
+            if self.notifier.is_active() && !self.shutting_down() {
+                let status = self.status_line();
+                self.notifier.status(status);
             }
         }
         Ok(self.finish())
@@ -121,6 +150,7 @@ impl Control {
     /// Stops accepting logins and logs every initiator out (SRP_T_LOGOUT
     /// once its commands finish), with a deadline for that.
     fn begin_shutdown(&mut self) {
+        self.notifier.stopping();
         tracing::info!(
             channels = self.conns.len(),
             "shutting down: logging initiators out"

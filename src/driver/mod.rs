@@ -32,6 +32,7 @@ mod devices;
 pub mod dm;
 mod listen;
 mod login;
+mod notify;
 pub mod poller;
 
 use std::sync::Arc;
@@ -255,6 +256,7 @@ pub fn run(mut opts: Options, target: Arc<Target>) -> Result<Summary, StartError
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
+        c.notify_ready();
         let result = c.main_loop(ev_rx).await;
         dm.stop().await;
         result

@@ -10,9 +10,25 @@ set -euo pipefail
 vm_trap_failures
 
 rxe_setup
-SRPTD_LOG=srptd=debug srptd_start --lun ram:64M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
+# Run as systemd would (Type=notify, WatchdogSec=2): a stand-in socket
+# records what srptd tells the service manager.
+NOTES=$VM_RESULTS/notify.txt
+"$REPO/tests/vm/tools/notify-sink.py" /tmp/notify.sock "$NOTES" &
+SINK_PID=$!
+wait_until 10 test -S /tmp/notify.sock || vm_die "notify sink did not start"
+# systemd names the watched process in WATCHDOG_PID: exec keeps the pid.
+printf '#!/bin/sh\nexport WATCHDOG_PID=$$\nexec %s "$@"\n' "$(srptd_bin)" > /tmp/srptd-watched
+chmod +x /tmp/srptd-watched
+SRPTD=/tmp/srptd-watched NOTIFY_SOCKET=/tmp/notify.sock WATCHDOG_USEC=2000000 \
+    SRPTD_LOG=srptd=debug srptd_start --lun ram:64M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
 dev=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
 vm_log "logged in: $dev"
+_notified() { grep -c -- "$1" "$NOTES" >/dev/null; }
+wait_until 5 _notified "STATUS=serving 1 LUN(s) on $RXE_DEV: 1 session(s), 2 channel(s)" ||
+    vm_die "no STATUS with the session: $(cat "$NOTES")"
+sed -n 1p "$NOTES" | grep -c '^READY=1 STATUS=serving 1 LUN(s)' >/dev/null ||
+    vm_die "the first notification is not READY=1 with a status: $(cat "$NOTES")"
+wait_until 5 _notified '^WATCHDOG=1$' || vm_die "no WATCHDOG=1 within 5 s (WatchdogSec=2)"
 size=$(blockdev --getsize64 "$dev")
 [ "$size" = $((64 << 20)) ] || vm_die "$dev is $size bytes, expected $((64 << 20))"
 dmesg | grep -E 'ib_srp|srp' | tail -n 8 >&2 || true
@@ -20,6 +36,9 @@ fio_verify "$dev" 3 randwrite 4k
 fio_verify "$dev" 2 write 128k 8 32M
 srp_logout_all
 srptd_stop || vm_die "srptd exited non-zero"
+_notified '^STOPPING=1' || vm_die "no STOPPING=1 on SIGTERM: $(cat "$NOTES")"
+kill "$SINK_PID" 2>/dev/null || true
+vm_log "service manager notifications: $(grep -c . "$NOTES") ($(cut -d' ' -f1 "$NOTES" | sort | uniq -c | tr -s ' \n' ' '))"
 grep -E 'stopped|login|error|WARN' "$VM_RESULTS/srptd.log" | tail -n 20 >&2 || true
 grep -q 'leaked-channels 0' "$VM_RESULTS/srptd.log" || vm_die "srptd reported leaked channels"
 cp "$VM_RESULTS/srptd.log" "$VM_RESULTS/srptd-1.log"
