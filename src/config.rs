@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::driver::{default_pollers, Options};
+use crate::driver::{default_pollers, AdminSocket, Options};
 use crate::proto::{LoginLimits, TargetPortId};
 use crate::scsi::backstore::parse_size;
 use crate::scsi::{Access, BackstoreConfig, InitiatorPortId, LunConfig, TargetConfig, MAX_LUN};
@@ -157,6 +157,9 @@ pub struct Settings {
     pub spin_us: Setting<u64>,
     pub srq: Setting<bool>,
     pub srq_size: Option<Setting<u32>>,
+    /// The admin socket's path (`""` or `"none"`: no socket; unset: the
+    /// default, which only warns when it cannot be opened).
+    pub admin_socket: Option<Setting<String>>,
     pub luns: Vec<LunSetting>,
     pub acls: Vec<AclSetting>,
     /// Whether a config file was read (access is then explicit).
@@ -185,6 +188,7 @@ impl Default for Settings {
             spin_us: Setting::default(o.spin.as_micros() as u64),
             srq: Setting::default(o.srq),
             srq_size: None,
+            admin_socket: None,
             luns: Vec::new(),
             acls: Vec::new(),
             from_file: None,
@@ -211,6 +215,7 @@ pub struct Flags {
     pub no_dm: bool,
     pub srq: bool,
     pub srq_size: Option<u32>,
+    pub admin_socket: Option<String>,
 }
 
 /// What [`Settings::build`] makes: the daemon's options, the SCSI target's
@@ -233,6 +238,8 @@ struct FileDoc {
     limits: FileLimits,
     #[serde(default)]
     data_path: FileDataPath,
+    #[serde(default)]
+    admin: FileAdmin,
     #[serde(default, rename = "lun")]
     luns: Vec<FileLun>,
     #[serde(default, rename = "acl")]
@@ -269,6 +276,12 @@ struct FileDataPath {
     spin_us: Option<Spanned<u64>>,
     srq: Option<Spanned<bool>>,
     srq_size: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    socket: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -395,6 +408,7 @@ impl Settings {
             s.srq = v;
         }
         s.srq_size = l.opt("data_path.srq_size", d.srq_size);
+        s.admin_socket = l.opt("admin.socket", doc.admin.socket);
         s.luns = doc
             .luns
             .into_iter()
@@ -480,6 +494,7 @@ impl Settings {
             self.srq = Setting::new(true, Origin::Flag("--srq"));
         }
         set_opt(&mut self.srq_size, &f.srq_size, "--srq-size");
+        set_opt(&mut self.admin_socket, &f.admin_socket, "--admin-socket");
     }
 
     /// Checks every setting and builds the daemon's options and the SCSI
@@ -561,6 +576,21 @@ impl Settings {
                 ioc_guid: guid(g)?,
             }),
         };
+        let admin_socket = match &self.admin_socket {
+            None => Some(AdminSocket::default()),
+            Some(a) if a.value.is_empty() || a.value == "none" => None,
+            Some(a) if !a.value.starts_with('/') => {
+                return err(
+                    &a.origin,
+                    format!("{:?}", a.value),
+                    "must be an absolute path, or \"none\"",
+                )
+            }
+            Some(a) => Some(AdminSocket {
+                path: a.value.clone().into(),
+                explicit: true,
+            }),
+        };
         let luns = self.lun_configs()?;
         let (access, lun_access) = self.access(&luns, &mut warnings)?;
         let luns = luns
@@ -595,6 +625,7 @@ impl Settings {
             srq: self.srq.value,
             srq_size: self.srq_size.as_ref().map(|s| s.value),
             channel_memory,
+            admin_socket,
             ..Options::default()
         };
         Ok(Loaded {

@@ -13,6 +13,7 @@
 //!   (registered buffers, backstore RAM, `O_DIRECT` I/O).
 //! - [`os`]: small wrappers over system calls std lacks (hole punching,
 //!   `poll(2)`, the TSC).
+//! - [`admin`]: the admin socket's JSON-RPC (`srptd ctl`).
 //! - [`config`]: the config file and flags, checked into the driver's
 //!   options and the SCSI target's configuration.
 //! - [`driver`]: the running daemon: RDMA/CM connection management on a
@@ -22,6 +23,7 @@
 //! `unsafe` code lives only in `rdma`, `mem` and `os` (and `ffi/`).
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod driver;
 pub mod mad;

@@ -91,6 +91,10 @@ struct Cli {
     /// than 64 MiB; always at most the device's max_srq_wr.
     #[arg(long, value_name = "SLOTS")]
     srq_size: Option<u32>,
+    /// The admin socket for `srptd ctl` (JSON-RPC), or `none`
+    /// [default: /run/srptd/srptd.sock].
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<String>,
 }
 
 impl Cli {
@@ -112,16 +116,83 @@ impl Cli {
             no_dm: self.no_dm,
             srq: self.srq,
             srq_size: self.srq_size,
+            admin_socket: self.admin_socket.clone(),
         }
     }
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Ask a running srptd through its admin socket (JSON-RPC): status,
+    /// sessions, LUNs, counters; log a session out.
+    Ctl(CtlArgs),
     /// Ask the device-management agent of a port (srptd's or the kernel's
     /// ib_srpt) what it advertises, like srp_daemon does, and print the
     /// decoded answers and the add_target string(s) they make.
     DmQuery(DmQueryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CtlArgs {
+    /// The admin socket.
+    #[arg(long, global = true, default_value = srptd::driver::DEFAULT_ADMIN_SOCKET)]
+    socket: PathBuf,
+    /// Print the JSON result instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    what: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// Identity, devices, LUN and session counts, memory, logins.
+    Status,
+    /// Every I_T nexus and its channels: peer, commands in flight,
+    /// credits, counters.
+    Sessions,
+    /// Every LUN: backstore, size, block size, read-only, serial.
+    Luns,
+    /// Target-wide counters.
+    Stats,
+    /// Log an initiator's session out (SRP_T_LOGOUT on each channel).
+    Logout {
+        /// The initiator port ID (32 hex digits, as `sessions` shows it).
+        initiator: String,
+    },
+}
+
+fn ctl(a: &CtlArgs) -> ExitCode {
+    use srptd::admin::{client, render};
+    let (method, params, show): (&str, _, fn(&serde_json::Value) -> String) = match &a.what {
+        CtlCommand::Status => ("status", None, render::status),
+        CtlCommand::Sessions => ("sessions", None, render::sessions),
+        CtlCommand::Luns => ("luns", None, render::luns),
+        CtlCommand::Stats => ("stats", None, render::stats),
+        CtlCommand::Logout { initiator } => (
+            "session_logout",
+            Some(serde_json::json!({ "initiator": initiator })),
+            |v| format!("logging out {} channel(s)\n", v["channels"]),
+        ),
+    };
+    match client::call(&a.socket, method, params) {
+        Ok(v) => {
+            if a.json {
+                println!("{v:#}");
+            } else {
+                print!("{}", show(&v));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ client::CallError::Rpc { .. }) => {
+            eprintln!("srptd ctl {method}: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("srptd ctl {method}: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -244,8 +315,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Some(Command::DmQuery(a)) = &cli.command {
-        return dm_query(a);
+    match &cli.command {
+        Some(Command::DmQuery(a)) => return dm_query(a),
+        Some(Command::Ctl(a)) => return ctl(a),
+        None => {}
     }
     let loaded = match config::load(cli.config.as_deref(), &cli.flags()) {
         Ok(v) => v,

@@ -49,6 +49,8 @@ immediate_data = false
 max_transfer = "512K"
 pool_size = "16M"
 max_channel_memory = "1G"
+[admin]
+socket = "/run/x/admin.sock"
 [data_path]
 pollers = 3
 io_threads = 2
@@ -86,6 +88,13 @@ initiator = "0000000000000001000000fffe007701"
     );
     assert_eq!((o.pool_size, o.channel_memory), (16 << 20, Some(1 << 30)));
     assert_eq!((o.pollers, o.io_threads, o.spin), (3, 2, Duration::ZERO));
+    assert_eq!(
+        o.admin_socket,
+        Some(AdminSocket {
+            path: "/run/x/admin.sock".into(),
+            explicit: true
+        })
+    );
     let t = &l.target;
     assert_eq!((t.name.as_str(), t.max_transfer_bytes), ("lab", 512 << 10));
     let lun = &t.luns[0];
@@ -108,7 +117,17 @@ fn no_file_means_the_quick_start_defaults() {
         BackstoreKind::Ram { size: 256 << 20 }
     );
     assert_eq!(l.options.identity, None);
+    assert_eq!(l.options.admin_socket, Some(AdminSocket::default()));
     assert!(l.warnings.is_empty());
+    let l = load(
+        None,
+        &Flags {
+            admin_socket: Some("none".into()),
+            ..Flags::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(l.options.admin_socket, None);
 }
 
 #[test]
@@ -221,6 +240,7 @@ fn file_errors_name_file_line_and_key() {
             "[target]\nid_ext = \"xyz\"\n",
             "t.toml:2: target.id_ext = \"xyz\": expected 16 hex digits (e.g. 0002c90300010001)",
         ),
+        ("[admin]\nsocket = \"rel.sock\"\n", "t.toml:2: admin.socket = \"rel.sock\": must be an absolute path, or \"none\""),
         ("[[lun]]\nnumber = 16384\nbackstore = \"ram:1M\"\n", "t.toml:2: lun.number = 16384: LUN numbers go from 0 to 16383"),
         (
             "[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\n[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\n",

@@ -17,6 +17,7 @@ use crate::proto::TargetPortId;
 use crate::rdma::{CmEvent, CmEventKind, EventChannel};
 use crate::scsi::Target;
 
+use super::admin::AdminRequest;
 use super::conns::Conns;
 use super::devices::{lost_srq_slots, Devices};
 use super::listen::Listeners;
@@ -53,6 +54,8 @@ pub(super) struct Control {
     shutdown: Option<Shutdown>,
     /// The service manager (systemd), if srptd runs under one.
     notifier: ServiceNotifier,
+    /// When the control loop started (uptime).
+    pub started: Instant,
 }
 
 impl Control {
@@ -77,6 +80,7 @@ impl Control {
             tick_at: None,
             shutdown: None,
             notifier: ServiceNotifier::from_env(),
+            started: Instant::now(),
         }
     }
 
@@ -100,6 +104,7 @@ impl Control {
     pub async fn main_loop(
         &mut self,
         mut ev_rx: UnboundedReceiver<PollerEvent>,
+        mut admin_rx: tokio::sync::mpsc::Receiver<AdminRequest>,
     ) -> Result<Summary, StartError> {
         let afd = self.events.to_async()?;
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -121,6 +126,7 @@ impl Control {
                     self.drain_cm_events(&mut ev_rx);
                 }
                 Some(ev) = ev_rx.recv() => self.on_poller_event(ev),
+                Some(r) = admin_rx.recv() => self.on_admin(r),
                 _ = tokio::signal::ctrl_c(), if !shutting_down => self.begin_shutdown(),
                 _ = sigterm.recv(), if !shutting_down => self.begin_shutdown(),
                 _ = tokio::time::sleep_until(tick_at.unwrap_or(far)), if tick_at.is_some() => self.tick(),

@@ -24,6 +24,7 @@
 //! - [`device`]: one device's resources and its shared receive queue ring;
 //! - [`dm`]: the device-management (DevMgt MAD) service.
 
+mod admin;
 pub mod channel;
 mod conns;
 mod control;
@@ -48,6 +49,7 @@ use control::Control;
 use listen::{listen_ip, Listeners};
 use poller::PollerConfig;
 
+pub use admin::{AdminSocket, DEFAULT_SOCKET as DEFAULT_ADMIN_SOCKET};
 pub use listen::{ib_listen_addr, ib_service_id};
 pub use login::rdma_read_depth;
 
@@ -88,6 +90,8 @@ pub struct Options {
     /// `None`: half of the memory available when srptd starts
     /// ([`default_channel_memory`]).
     pub channel_memory: Option<u64>,
+    /// The admin socket (JSON-RPC, `srptd ctl`); `None`: no socket.
+    pub admin_socket: Option<AdminSocket>,
 }
 
 /// Half of `MemAvailable` in `/proc/meminfo`, at least 256 MiB (256 MiB if
@@ -124,6 +128,7 @@ impl Default for Options {
             dm: true,
             srq: false,
             srq_size: None,
+            admin_socket: Some(AdminSocket::default()),
         }
     }
 }
@@ -149,6 +154,8 @@ pub enum StartError {
     UnknownDevice(String, String),
     #[error("cannot listen on RDMA/CM port {port}: {source}")]
     Listen { port: u16, source: rdma::Error },
+    #[error("admin socket {path}: {source}")]
+    AdminSocket { path: String, source: std::io::Error },
     #[error("{0}")]
     Rdma(#[from] rdma::Error),
     #[error("{0}")]
@@ -241,6 +248,27 @@ pub fn run(mut opts: Options, target: Arc<Target>) -> Result<Summary, StartError
         })?;
         let port = opts.port;
         let dm = dm::DmService::for_target(&opts, &target, port_id, &served);
+        let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(16);
+        let admin_path = match opts.admin_socket.clone() {
+            None => None,
+            Some(a) => match admin::bind(&a.path) {
+                Ok(l) => {
+                    tracing::info!(path = %a.path.display(), "admin socket");
+                    tokio::spawn(admin::serve(l, a.path.clone(), admin_tx));
+                    Some(a.path)
+                }
+                Err(source) if a.explicit => {
+                    return Err(StartError::AdminSocket {
+                        path: a.path.display().to_string(),
+                        source,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(path = %a.path.display(), error = %e, "no admin socket (srptd ctl will not reach this srptd)");
+                    None
+                }
+            },
+        };
         let mut c = Control::new(opts, target, port_id, events, pollers, Listeners::new(listener));
         c.scan_ib_ports(&served);
         tracing::info!(
@@ -257,7 +285,10 @@ pub fn run(mut opts: Options, target: Arc<Target>) -> Result<Summary, StartError
         use std::io::Write;
         let _ = std::io::stdout().flush();
         c.notify_ready();
-        let result = c.main_loop(ev_rx).await;
+        let result = c.main_loop(ev_rx, admin_rx).await;
+        if let Some(p) = admin_path {
+            let _ = std::fs::remove_file(p);
+        }
         dm.stop().await;
         result
     })

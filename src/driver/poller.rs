@@ -91,6 +91,21 @@ pub enum PollerMsg {
     Logout(ChannelKey),
     /// Stop once no channel is left.
     Stop,
+    /// Report every channel's counters and queue state (admin socket).
+    Snapshot(tokio::sync::oneshot::Sender<Vec<ChannelSnapshot>>),
+}
+
+/// One channel's counters and queue state at a moment.
+#[derive(Debug, Clone)]
+pub struct ChannelSnapshot {
+    pub key: ChannelKey,
+    pub stats: ChannelStats,
+    /// Commands received and not yet answered.
+    pub in_flight: usize,
+    /// Credits granted at login, and how many the initiator holds in
+    /// outstanding requests.
+    pub credits_granted: u32,
+    pub credits_in_use: u32,
 }
 
 /// What a poller counts about itself (read by the control plane at exit).
@@ -292,6 +307,20 @@ impl Poller {
                     self.run_key(key);
                 }
                 PollerMsg::Stop => *stop = true,
+                PollerMsg::Snapshot(reply) => {
+                    let snap = self
+                        .chans
+                        .iter()
+                        .map(|d| ChannelSnapshot {
+                            key: d.key,
+                            stats: d.ch.stats().clone(),
+                            in_flight: d.ch.in_flight(),
+                            credits_granted: d.ch.credits().granted(),
+                            credits_in_use: d.ch.credits().in_use(),
+                        })
+                        .collect();
+                    let _ = reply.send(snap);
+                }
             }
         }
         while let Ok((key, cmd, done)) = self.done.try_recv() {

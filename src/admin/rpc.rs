@@ -1,0 +1,344 @@
+//! JSON-RPC 2.0 requests and responses (https://www.jsonrpc.org/specification),
+//! one JSON object per line. Parsing is strict: unknown methods, missing or
+//! mistyped parameters and unexpected parameters are answered with the
+//! specification's error codes and a message naming the field; nothing is
+//! done for such a request.
+
+use serde_json::{json, Map, Value};
+
+use crate::scsi::InitiatorPortId;
+use crate::wire::parse_hex;
+
+/// Longest request line the server reads (bytes, without the newline).
+pub const MAX_REQUEST_LEN: usize = 64 * 1024;
+
+/// JSON-RPC 2.0 error codes (specification section 5.1) and srptd's own.
+pub mod code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// Implementation-defined server errors: -32000 to -32099.
+    /// The caller may not administer srptd (not root, not srptd's user).
+    pub const PERMISSION_DENIED: i64 = -32001;
+    /// The request names something that does not exist (a session, a LUN).
+    pub const NOT_FOUND: i64 = -32002;
+    /// srptd is shutting down.
+    pub const SHUTTING_DOWN: i64 = -32003;
+}
+
+/// A call the server carries out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// Identity, listeners, counts, uptime.
+    Status,
+    /// Every I_T nexus with its channels.
+    Sessions,
+    /// Every LUN.
+    Luns,
+    /// Target-wide counters (totals of closed and open channels).
+    Stats,
+    /// Log one initiator's channels out (SRP_T_LOGOUT, then disconnect).
+    SessionLogout { initiator: InitiatorPortId },
+}
+
+impl Call {
+    /// The method names, for errors and `srptd ctl --help`.
+    pub const METHODS: &'static [&'static str] = &["status", "sessions", "luns", "stats", "session_logout"];
+}
+
+/// A parsed request. `id` is `None` for a notification (no response is
+/// sent, as the specification requires).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: Option<Value>,
+    pub call: Call,
+}
+
+/// A request that cannot be carried out, as a JSON-RPC error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    /// The request's id when it could be read (`null` otherwise).
+    pub id: Value,
+    pub code: i64,
+    pub message: String,
+}
+
+impl RpcError {
+    pub fn new(id: Value, code: i64, message: impl Into<String>) -> RpcError {
+        RpcError {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The response line (without the newline).
+    pub fn to_line(&self) -> String {
+        json!({
+            "jsonrpc": "2.0",
+            "error": { "code": self.code, "message": self.message },
+            "id": self.id,
+        })
+        .to_string()
+    }
+}
+
+/// The response line for a result.
+pub fn result_line(id: &Value, result: Value) -> String {
+    json!({ "jsonrpc": "2.0", "result": result, "id": id }).to_string()
+}
+
+/// The request line for a call (the client's side), with this id.
+pub fn request_line(method: &str, params: Option<Value>, id: u64) -> String {
+    let mut m = Map::new();
+    m.insert("jsonrpc".into(), "2.0".into());
+    m.insert("method".into(), method.into());
+    if let Some(p) = params {
+        m.insert("params".into(), p);
+    }
+    m.insert("id".into(), id.into());
+    Value::Object(m).to_string()
+}
+
+/// Parses one request line.
+pub fn parse_request(line: &[u8]) -> Result<Request, RpcError> {
+    let v: Value = serde_json::from_slice(line)
+        .map_err(|e| RpcError::new(Value::Null, code::PARSE_ERROR, format!("parse error: {e}")))?;
+    let Value::Object(mut o) = v else {
+        return Err(RpcError::new(
+            Value::Null,
+            code::INVALID_REQUEST,
+            "invalid request: expected a JSON object (batches are not supported)",
+        ));
+    };
+    // Section 4: id is a string, a number or null; absent: a notification.
+    let id = match o.remove("id") {
+        None => None,
+        Some(v @ (Value::String(_) | Value::Number(_) | Value::Null)) => Some(v),
+        Some(_) => {
+            return Err(RpcError::new(
+                Value::Null,
+                code::INVALID_REQUEST,
+                "invalid request: id must be a string, a number or null",
+            ))
+        }
+    };
+    let eid = id.clone().unwrap_or(Value::Null);
+    let invalid = |msg: &str| {
+        RpcError::new(
+            eid.clone(),
+            code::INVALID_REQUEST,
+            format!("invalid request: {msg}"),
+        )
+    };
+    match o.remove("jsonrpc") {
+        Some(Value::String(s)) if s == "2.0" => {}
+        _ => return Err(invalid("jsonrpc must be \"2.0\"")),
+    }
+    let method = match o.remove("method") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(invalid("method must be a string")),
+        None => return Err(invalid("method is missing")),
+    };
+    let params = match o.remove("params") {
+        None => Map::new(),
+        Some(Value::Object(p)) => p,
+        Some(_) => {
+            return Err(RpcError::new(
+                eid,
+                code::INVALID_PARAMS,
+                "invalid params: params must be an object (by-name parameters)",
+            ))
+        }
+    };
+    if let Some(k) = o.keys().next() {
+        return Err(invalid(&format!("unexpected member \"{k}\"")));
+    }
+    let mut p = Params {
+        id: &eid,
+        method: &method,
+        map: params,
+    };
+    let call = match method.as_str() {
+        "status" => Call::Status,
+        "sessions" => Call::Sessions,
+        "luns" => Call::Luns,
+        "stats" => Call::Stats,
+        "session_logout" => Call::SessionLogout {
+            initiator: p.initiator("initiator")?,
+        },
+        _ => {
+            return Err(RpcError::new(
+                eid,
+                code::METHOD_NOT_FOUND,
+                format!(
+                    "method not found: \"{method}\" (methods: {})",
+                    Call::METHODS.join(", ")
+                ),
+            ))
+        }
+    };
+    p.done()?;
+    Ok(Request { id, call })
+}
+
+/// A method's parameters, taken one by one; what is left over is an error.
+struct Params<'a> {
+    id: &'a Value,
+    method: &'a str,
+    map: Map<String, Value>,
+}
+
+impl Params<'_> {
+    fn error(&self, msg: String) -> RpcError {
+        RpcError::new(
+            self.id.clone(),
+            code::INVALID_PARAMS,
+            format!("invalid params: {msg}"),
+        )
+    }
+
+    fn string(&mut self, name: &str) -> Result<String, RpcError> {
+        match self.map.remove(name) {
+            Some(Value::String(s)) => Ok(s),
+            Some(v) => Err(self.error(format!("{name}: expected a string, got {v}"))),
+            None => Err(self.error(format!("{name} is missing ({} needs it)", self.method))),
+        }
+    }
+
+    fn initiator(&mut self, name: &str) -> Result<InitiatorPortId, RpcError> {
+        let s = self.string(name)?;
+        parse_hex::<16>(&s)
+            .ok_or_else(|| self.error(format!("{name}: \"{s}\" is not a 32-hex-digit initiator port ID")))
+    }
+
+    fn done(self) -> Result<(), RpcError> {
+        match self.map.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(self.error(format!("{}: unknown parameter \"{k}\"", self.method))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(line: &str) -> RpcError {
+        parse_request(line.as_bytes()).unwrap_err()
+    }
+
+    const INI: &str = "0000000000000001000000fffe007701";
+
+    #[test]
+    fn calls_parse() {
+        let r = parse_request(br#"{"jsonrpc":"2.0","method":"status","id":1}"#).unwrap();
+        assert_eq!((r.id, r.call), (Some(json!(1)), Call::Status));
+        let r = parse_request(br#"{"jsonrpc":"2.0","method":"sessions","params":{},"id":"a"}"#).unwrap();
+        assert_eq!((r.id, r.call), (Some(json!("a")), Call::Sessions));
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","method":"session_logout","params":{{"initiator":"{INI}"}},"id":7}}"#
+        );
+        let r = parse_request(line.as_bytes()).unwrap();
+        assert_eq!(
+            r.call,
+            Call::SessionLogout {
+                initiator: parse_hex::<16>(INI).unwrap()
+            }
+        );
+        // A notification: no id.
+        let r = parse_request(br#"{"jsonrpc":"2.0","method":"luns"}"#).unwrap();
+        assert_eq!(r.id, None);
+    }
+
+    /// Each bad request gets the specification's code and a message that
+    /// names what is wrong.
+    #[test]
+    fn bad_requests_name_the_problem() {
+        let cases: &[(&str, i64, &str)] = &[
+            ("{", code::PARSE_ERROR, "parse error"),
+            ("[]", code::INVALID_REQUEST, "expected a JSON object"),
+            (
+                r#"{"method":"status","id":1}"#,
+                code::INVALID_REQUEST,
+                "jsonrpc must be \"2.0\"",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1}"#,
+                code::INVALID_REQUEST,
+                "method is missing",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":5,"id":1}"#,
+                code::INVALID_REQUEST,
+                "method must be a string",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"status","id":[1]}"#,
+                code::INVALID_REQUEST,
+                "id must be",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"status","id":1,"x":2}"#,
+                code::INVALID_REQUEST,
+                "unexpected member \"x\"",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"reboot","id":1}"#,
+                code::METHOD_NOT_FOUND,
+                "method not found: \"reboot\"",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"status","params":[1],"id":1}"#,
+                code::INVALID_PARAMS,
+                "params must be an object",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"status","params":{"verbose":true},"id":1}"#,
+                code::INVALID_PARAMS,
+                "status: unknown parameter \"verbose\"",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"session_logout","id":1}"#,
+                code::INVALID_PARAMS,
+                "initiator is missing",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"session_logout","params":{"initiator":5},"id":1}"#,
+                code::INVALID_PARAMS,
+                "initiator: expected a string, got 5",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"session_logout","params":{"initiator":"12"},"id":1}"#,
+                code::INVALID_PARAMS,
+                "initiator: \"12\" is not a 32-hex-digit initiator port ID",
+            ),
+        ];
+        for (line, want_code, want_msg) in cases {
+            let e = err(line);
+            assert_eq!(e.code, *want_code, "{line}: {e:?}");
+            assert!(e.message.contains(want_msg), "{line}: {}", e.message);
+        }
+        // The id is echoed once it could be read.
+        assert_eq!(err(r#"{"jsonrpc":"2.0","method":"reboot","id":9}"#).id, json!(9));
+        assert_eq!(err("{").id, Value::Null);
+    }
+
+    #[test]
+    fn responses_are_json_rpc() {
+        let ok: Value = serde_json::from_str(&result_line(&json!(3), json!({"a": 1}))).unwrap();
+        assert_eq!(ok, json!({"jsonrpc": "2.0", "result": {"a": 1}, "id": 3}));
+        let e: Value =
+            serde_json::from_str(&RpcError::new(json!("x"), code::NOT_FOUND, "no such session").to_line())
+                .unwrap();
+        assert_eq!(
+            e,
+            json!({"jsonrpc": "2.0", "error": {"code": -32002, "message": "no such session"}, "id": "x"})
+        );
+        let req: Value = serde_json::from_str(&request_line("luns", None, 4)).unwrap();
+        assert_eq!(req, json!({"jsonrpc": "2.0", "method": "luns", "id": 4}));
+        assert!(parse_request(request_line("stats", Some(json!({})), 1).as_bytes()).is_ok());
+    }
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Guest script: the admin socket (JSON-RPC 2.0, `srptd ctl`) on a live
+# target, while the kernel initiator runs fio crc32c verify on LUN 0:
+#  1. status, luns, sessions and stats answer; sessions shows both I_T
+#     nexuses (the second from initiator_ext=1) with their channels; the
+#     counters move with the I/O.
+#  2. `srptd ctl logout` of the second nexus logs its channels out
+#     (SRP_T_LOGOUT, then DREQ): ib_srp reports the target logout and, as
+#     its transport does after any disconnect, logs in again after its
+#     reconnect delay, on new channels; the first nexus's fio stays clean.
+#  3. Bad input gets the JSON-RPC error that names it, and changes nothing:
+#     malformed JSON, an unknown method, a wrong parameter type, an unknown
+#     parameter, a session that does not exist; the socket is mode 0600 and
+#     a non-root user cannot connect.
+#  4. SIGTERM: srptd exits 0 and removes its socket.
+set -euo pipefail
+. "$REPO/tests/vm/lib.sh"
+vm_trap_failures
+
+SOCK=/run/srptd-test/admin.sock
+BIN=$(srptd_bin)
+ctl() { "$BIN" ctl --socket "$SOCK" "$@"; }
+# rpc <json line>: the raw response line.
+rpc() {
+    python3 - "$SOCK" "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+buf = b""
+while not buf.endswith(b"\n"):
+    c = s.recv(4096)
+    if not c:
+        break
+    buf += c
+print(buf.decode().strip())
+PY
+}
+
+rxe_setup
+srptd_start --lun ram:64M --lun ram:32M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY --admin-socket "$SOCK"
+[ "$(stat -c %a "$SOCK")" = 600 ] || vm_die "admin socket mode $(stat -c %a "$SOCK"), expected 600"
+[ "$(stat -c %a "$(dirname "$SOCK")")" = 700 ] || vm_die "admin socket directory not 0700"
+
+a0=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
+fio_verify "$a0" 40 randwrite 4k 16 32M &
+fio_pid=$!
+port_b=$(srp_add_target "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" initiator_ext=0000000000000001)
+vm_log "second nexus: $port_b"
+
+# 1. read-only calls
+ctl status >&2
+ctl status --json | jq -e '.sessions == 2 and .luns == 2 and .channels == 4' >/dev/null ||
+    vm_die "status: $(ctl status --json)"
+ctl luns >&2
+ctl luns --json | jq -e 'length == 2 and .[1].bytes == 33554432 and .[0].backstore == "ram"' >/dev/null ||
+    vm_die "luns: $(ctl luns --json)"
+ctl sessions >&2
+S=$(ctl sessions --json)
+echo "$S" | jq -e 'length == 2 and all(.[]; (.channels | length) == 2)' >/dev/null || vm_die "sessions: $S"
+ini_b=$(echo "$S" | jq -r '.[] | select(.initiator | startswith("0000000000000001")) | .initiator')
+[ -n "$ini_b" ] || vm_die "no session of initiator_ext 1 in: $S"
+echo "$S" | jq -e 'all(.[].channels[]; .credits_granted > 0 and (.peer | type) == "string")' >/dev/null ||
+    vm_die "channel fields missing: $S"
+c1=$(ctl stats --json | jq '.total.commands')
+sleep 3
+c2=$(ctl stats --json | jq '.total.commands')
+[ "$c2" -gt "$c1" ] || vm_die "stats did not move with the I/O: $c1 -> $c2"
+ctl stats >&2
+vm_log "status, luns, sessions, stats: OK (commands $c1 -> $c2)"
+
+# 3. bad input (while both sessions are up)
+expect_error() {
+    local line=$1 code=$2 text=$3 r
+    r=$(rpc "$line")
+    echo "$r" | jq -e --argjson c "$code" --arg t "$text" '.error.code == $c and (.error.message | contains($t))' >/dev/null ||
+        vm_die "for $line expected error $code '$text', got: $r"
+    vm_log "error $code for $line"
+}
+expect_error '{"jsonrpc":"2.0","method":"status","id":1' -32700 "parse error"
+expect_error '{"jsonrpc":"2.0","method":"format_disk","id":2}' -32601 'method not found: "format_disk"'
+expect_error '{"jsonrpc":"2.0","method":"session_logout","params":{"initiator":7},"id":3}' -32602 "initiator: expected a string"
+expect_error '{"jsonrpc":"2.0","method":"luns","params":{"all":true},"id":4}' -32602 'unknown parameter "all"'
+expect_error '{"jsonrpc":"2.0","method":"session_logout","params":{"initiator":"ffffffffffffffffffffffffffffffff"},"id":5}' \
+    -32002 "no session of initiator"
+rc=0; ctl logout 12 2>/dev/null || rc=$?
+[ "$rc" = 1 ] || vm_die "ctl logout of a malformed ID: exit $rc, expected 1"
+ctl status --json | jq -e '.sessions == 2' >/dev/null || vm_die "bad requests changed the sessions"
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$BIN" ctl --socket "$SOCK" status 2>&1) &&
+    vm_die "a non-root user reached the admin socket: $out"
+case $out in
+    *"cannot connect to $SOCK: Permission denied"*) ;;
+    *) vm_die "non-root ctl failed for another reason: $out" ;;
+esac
+vm_log "bad input refused, nothing changed; non-root user kept out"
+
+# 2. log the second nexus out
+h_b=${port_b#port-}; h_b=${h_b%%:*}
+old_keys=$(ctl sessions --json | jq -c --arg i "$ini_b" '[.[] | select(.initiator == $i) | .channels[].key] | sort')
+ctl logout "$ini_b" >&2
+_b_logged_out() { dmesg | grep -c "host$h_b: ib_srp: Got target logout request" >/dev/null; }
+wait_until 10 _b_logged_out || vm_die "ib_srp (host$h_b) got no target logout"
+# srptd frees the old channels; ib_srp logs in again on new ones.
+_b_on_new_channels() {
+    local k
+    k=$(ctl sessions --json | jq -c --arg i "$ini_b" '[.[] | select(.initiator == $i) | .channels[].key] | sort')
+    [ "$k" != "[]" ] && [ "$(echo "$k $old_keys" | jq -s '.[0] - .[1] | length')" = "$(echo "$k" | jq length)" ]
+}
+wait_until 60 _b_on_new_channels ||
+    vm_die "the second nexus is not on new channels after ctl logout: before $old_keys, now $(ctl sessions --json)"
+ctl status --json | jq -e '.sessions == 2' >/dev/null || vm_die "after logout and re-login: $(ctl status --json)"
+wait "$fio_pid" || vm_die "fio on the first nexus failed"
+vm_log "ctl logout: second nexus logged out (old channels $old_keys freed, logged in again), first nexus's fio clean"
+
+srp_logout_all
+srptd_stop || vm_die "srptd exited non-zero"
+[ ! -e "$SOCK" ] || vm_die "the admin socket is left behind"
+grep -q 'leaked-channels 0' "$VM_RESULTS/srptd.log" || vm_die "srptd reported leaked channels"
+vm_log "PASS srptd-admin"
