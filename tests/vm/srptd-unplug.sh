@@ -12,6 +12,8 @@
 #  3. Both devices added again: the initiator logs in again through both,
 #     the multipath tables are reloaded with the new paths, the queued I/O
 #     goes on, and fio's verify pass finds no error.
+#     The device-management agents end with their devices and come back
+#     with them.
 #  4. SIGTERM with the initiator logged in: exit 0, no leaked channel.
 # vm-timeout: 600
 set -euo pipefail
@@ -110,16 +112,16 @@ for l in 0 1; do
 done
 dmsetup status >&2
 
-# About 15 s of writes at the rate limit, plus however long the paths are
+# About 10 s of writes at the rate limit, plus however long the paths are
 # gone; then fio reads everything back and checks it.
 FIO_OUT=$VM_RESULTS/fio-unplug.txt
-fio --direct=1 --ioengine=libaio --bs=4k --iodepth=8 --rw=randwrite --size=24M \
+fio --direct=1 --ioengine=libaio --bs=4k --iodepth=8 --rw=randwrite --size=16M \
     --rate_iops=400 --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 \
     --name=ram --filename="/dev/mapper/${MP[0]}" \
     --name=file --filename="/dev/mapper/${MP[1]}" \
     --output="$FIO_OUT" &
 FIO_PID=$!
-sleep 4
+sleep 3
 _pid_gone "$FIO_PID" && vm_die "fio ended early: $(cat "$FIO_OUT")"
 
 ########################################################################
@@ -153,13 +155,19 @@ for l in 0 1; do
     dmsetup resume "${MP[$l]}" || vm_die "dmsetup resume ${MP[$l]}"
 done
 dmsetup status >&2
-wait_until 120 _pid_gone "$FIO_PID" || vm_die "fio did not finish within 120 s of the reload"
+wait_until 150 _pid_gone "$FIO_PID" || vm_die "fio did not finish within 150 s of the reload"
 fio_rc=0
 wait "$FIO_PID" || fio_rc=$?
 grep -E 'IOPS=|err=|verify' "$FIO_OUT" >&2 || true
 [ "$fio_rc" = 0 ] || { cat "$FIO_OUT" >&2; vm_die "fio failed ($fio_rc)"; }
 [ "$(grep -c 'err= 0' "$FIO_OUT")" = 2 ] || { cat "$FIO_OUT" >&2; vm_die "fio reported errors"; }
 vm_log "fio: both jobs finished, verify clean"
+# The device-management agents ended with their devices and serve the
+# devices added again.
+[ "$(strip "$LOG" | grep -c 'device management: the device went away')" = 2 ] ||
+    vm_die "the device-management agents did not end with their devices"
+wait_until 10 test "$(strip "$LOG" | grep -c 'device management: the device is back')" = 2 ||
+    vm_die "the device-management agents do not serve the devices added again"
 
 ########################################################################
 vm_log "== 4. SIGTERM with the initiator logged in"
@@ -168,5 +176,6 @@ srptd_stop || vm_die "srptd exited non-zero"
 vm_log "summary: $(strip "$LOG" | grep -o 'srptd: stopped: .*' | tail -n1)"
 [ "$(srptd_counter leaked-channels "$LOG")" = 0 ] || vm_die "leaked channels"
 srp_logout_all
+dmesg > "$VM_RESULTS/dmesg.txt"
 vm_log "rdma link delete times: ${DEL_TIMES[*]}"
 vm_log "PASS srptd-unplug"
