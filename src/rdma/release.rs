@@ -122,15 +122,13 @@ impl Context {
             if fd < 0 {
                 continue;
             }
-            // SAFETY: the context is open (`self` holds it), so its
-            // descriptors are open for the duration of this borrow.
-            let dup = unsafe { BorrowedFd::borrow_raw(fd) }
-                .try_clone_to_owned()
-                .map_err(|source| super::Error::Os {
-                    op: "fcntl(F_DUPFD_CLOEXEC)",
-                    source,
-                })?;
-            files.push(File { what, fd, dup });
+            // SAFETY: the context is open (`self` holds it), so are its
+            // descriptors.
+            let f = unsafe { File::note(what, fd) }.map_err(|source| super::Error::Os {
+                op: "fcntl(F_DUPFD_CLOEXEC)",
+                source,
+            })?;
+            files.push(f);
         }
         Ok(RetiredContext {
             device: self.name(),
@@ -167,27 +165,45 @@ impl RetiredContext {
                 }
             }
         }
-        let mut revoked = false;
-        let mut kept = Vec::new();
-        for f in self.files.drain(..) {
-            match same_file(f.fd, f.dup.as_raw_fd()) {
-                Ok(false) => {}
-                Ok(true) => match point_at_dev_null(f.fd) {
-                    Ok(()) => revoked = true,
-                    Err(e) => kept.push(format!("{} {}: {e}", f.what, f.fd)),
-                },
-                Err(e) => kept.push(format!("kcmp({} {}): {e}", f.what, f.fd)),
-            }
-            // `f.dup` closes here: the file is released once librdmacm's
-            // number no longer refers to it.
+        release_files(std::mem::take(&mut self.files))
+    }
+}
+
+impl File {
+    /// Notes descriptor `fd` and pins the file it refers to now.
+    ///
+    /// # Safety
+    /// `fd` must be open.
+    unsafe fn note(what: &'static str, fd: RawFd) -> io::Result<File> {
+        // SAFETY: open, as the caller promises, for this short borrow.
+        let dup = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+        Ok(File { what, fd, dup })
+    }
+}
+
+/// Points every noted number that still refers to its noted file at
+/// `/dev/null`, then closes the duplicates (releasing the files).
+fn release_files(files: Vec<File>) -> Release {
+    let mut revoked = false;
+    let mut kept = Vec::new();
+    for f in files {
+        match same_file(f.fd, f.dup.as_raw_fd()) {
+            Ok(false) => {}
+            Ok(true) => match point_at_dev_null(f.fd) {
+                Ok(()) => revoked = true,
+                Err(e) => kept.push(format!("{} {}: {e}", f.what, f.fd)),
+            },
+            Err(e) => kept.push(format!("kcmp({} {}): {e}", f.what, f.fd)),
         }
-        if !kept.is_empty() {
-            Release::Kept(kept.join("; "))
-        } else if revoked {
-            Release::Revoked
-        } else {
-            Release::Closed
-        }
+        // `f.dup` closes here: the file is released once the number no
+        // longer refers to it.
+    }
+    if !kept.is_empty() {
+        Release::Kept(kept.join("; "))
+    } else if revoked {
+        Release::Revoked
+    } else {
+        Release::Closed
     }
 }
 
@@ -257,6 +273,37 @@ mod tests {
         // SAFETY: closing our own descriptor.
         unsafe { libc::close(n) };
         assert!(!same_file(n, dup.as_raw_fd()).unwrap());
+    }
+
+    #[test]
+    fn a_noted_file_still_held_is_revoked_and_released() {
+        let (mut r, w) = pipe();
+        let n = w.into_raw_fd();
+        // SAFETY: `n` is open.
+        let f = unsafe { File::note("w", n) }.unwrap();
+        assert_eq!(release_files(vec![f]), Release::Revoked);
+        let mut buf = [0u8; 1];
+        assert_eq!(r.read(&mut buf).unwrap(), 0, "the pipe's writer was released");
+        // SAFETY: the number is ours (now /dev/null); closed once.
+        drop(unsafe { std::fs::File::from_raw_fd(n) });
+    }
+
+    #[test]
+    fn a_number_closed_and_taken_by_another_file_is_left_alone() {
+        let (_r, w) = pipe();
+        let n = w.as_raw_fd();
+        // SAFETY: `n` is open.
+        let f = unsafe { File::note("w", n) }.unwrap();
+        drop(w);
+        // The lowest free number: most likely `n` again.
+        let (mut r2, mut w2) = pipe();
+        let reused = w2.as_raw_fd() == n || r2.as_raw_fd() == n;
+        assert_eq!(release_files(vec![f]), Release::Closed);
+        // The new pipe still works end to end, whichever number it got.
+        w2.write_all(b"x").unwrap();
+        let mut buf = [0u8; 1];
+        r2.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"x", "reused={reused}");
     }
 
     #[test]
