@@ -108,7 +108,7 @@ vm_log "logged in: host$H0 through rxe0, host$H1 through rxe1"
 for l in 0 1; do
     t=$(mp_table "$l" "$H0" "$H1")
     vm_log "dmsetup create ${MP[$l]}: $t"
-    dmsetup create "${MP[$l]}" --table "$t" || vm_die "dmsetup create ${MP[$l]}"
+    dmsetup --noudevsync create "${MP[$l]}" --table "$t" || vm_die "dmsetup create ${MP[$l]}"
 done
 dmsetup status >&2
 
@@ -150,9 +150,11 @@ vm_log "logged in again: host$H0 through rxe0, host$H1 through rxe1"
 for l in 0 1; do
     t=$(mp_table "$l" "$H0" "$H1")
     vm_log "reload ${MP[$l]}: $t"
-    dmsetup suspend --noflush "${MP[$l]}" || vm_die "dmsetup suspend ${MP[$l]}"
-    dmsetup load "${MP[$l]}" --table "$t" || vm_die "dmsetup load ${MP[$l]}"
-    dmsetup resume "${MP[$l]}" || vm_die "dmsetup resume ${MP[$l]}"
+    t0=$(date +%s.%N)
+    dmsetup --noudevsync suspend --noflush "${MP[$l]}" || vm_die "dmsetup suspend ${MP[$l]}"
+    dmsetup --noudevsync load "${MP[$l]}" --table "$t" || vm_die "dmsetup load ${MP[$l]}"
+    dmsetup --noudevsync resume "${MP[$l]}" || vm_die "dmsetup resume ${MP[$l]}"
+    vm_log "reloaded ${MP[$l]} in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }') s"
 done
 dmsetup status >&2
 wait_until 150 _pid_gone "$FIO_PID" || vm_die "fio did not finish within 150 s of the reload"
@@ -171,7 +173,7 @@ wait_until 10 test "$(strip "$LOG" | grep -c 'device management: the device is b
 
 ########################################################################
 vm_log "== 4. SIGTERM with the initiator logged in"
-for l in 0 1; do dmsetup remove "${MP[$l]}" || vm_die "dmsetup remove ${MP[$l]}"; done
+for l in 0 1; do dmsetup --noudevsync remove "${MP[$l]}" || vm_die "dmsetup remove ${MP[$l]}"; done
 srptd_stop || vm_die "srptd exited non-zero"
 vm_log "summary: $(strip "$LOG" | grep -o 'srptd: stopped: .*' | tail -n1)"
 [ "$(srptd_counter leaked-channels "$LOG")" = 0 ] || vm_die "leaked channels"
