@@ -1,8 +1,9 @@
 //! The devices in use and their lifecycle: a device is opened at the first
 //! login on it ([`Device`] holds its resources), dropped when it goes away
 //! (DEVICE_REMOVAL, or its context replaced without one): its channels are
-//! drained and freed, then its PD, MRs and SRQ, and librdmacm is asked to
-//! let go of it so that the kernel can finish removing it. Other devices
+//! drained and freed, then its PD, MRs and SRQ, and finally librdmacm's
+//! context of it is released ([`rdma::RetiredContext`]) so that the kernel
+//! can finish removing it, even when it was the last device. Other devices
 //! keep serving; a device that comes back is opened again.
 
 use super::channel::ChannelKey;
@@ -12,13 +13,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::rdma::{self, CmId, CmIdHandle};
+use crate::rdma::{self, CmId, CmIdHandle, Release, RetiredContext};
 
 use super::control::Control;
 use super::device::{Device, SrqSettings};
 
-/// How long the control plane keeps asking librdmacm to let go of a removed
-/// device.
+/// How long the control plane waits for the last handles of a removed
+/// device's context to go (the pollers drop theirs when they wake) before
+/// it leaves the context to librdmacm.
 const DEVICE_RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Devices by name: in use, being removed, being released.
@@ -28,8 +30,8 @@ pub(super) struct Devices {
     open: HashMap<String, Arc<Device>>,
     /// Removed devices whose channels are still closing.
     removing: HashMap<String, Arc<Device>>,
-    /// Removed and freed devices librdmacm still has to let go of.
-    releasing: Vec<(String, Instant)>,
+    /// librdmacm's contexts of removed and freed devices, to be released.
+    releasing: Vec<(RetiredContext, Instant)>,
 }
 
 impl Devices {
@@ -43,7 +45,7 @@ impl Devices {
         self.removing.contains_key(name)
     }
 
-    /// Whether removed devices wait for librdmacm to let go of them.
+    /// Whether contexts of removed devices wait to be released.
     pub fn releasing(&self) -> bool {
         !self.releasing.is_empty()
     }
@@ -160,59 +162,67 @@ impl Control {
             return;
         };
         self.summary.leaked_srq_slots += lost_srq_slots(&dev, "when its device went away");
+        // Taken while the device state still holds the context open.
+        let retired = dev.context().retire();
         for p in &self.pollers {
             p.forget_device(&dev);
         }
         drop(dev);
         tracing::info!(device = name, "removed device: channels closed, resources freed");
-        // librdmacm keeps its own context of the device open (for the
-        // process) until it re-reads its device list and finds the device
-        // gone; ask it to (now and on later ticks). It never does so when no
-        // device is left at all (rdma-core's sync_devices_list gives up on
-        // an empty list), and the kernel's removal then waits for srptd to
-        // exit.
-        let others = rdma::devices().is_ok_and(|v| v.iter().any(|d| d.name != name));
-        if others {
-            self.devices
-                .releasing
-                .push((name.to_owned(), Instant::now() + DEVICE_RELEASE_TIMEOUT));
-            let _ = rdma::resync_cm_devices();
-            self.schedule_tick();
-        } else {
-            tracing::warn!(
+        match retired {
+            Ok(r) => {
+                let now = Instant::now();
+                self.devices.releasing.push((r, now + DEVICE_RELEASE_TIMEOUT));
+                if self.release_devices(now) {
+                    self.listeners.rescan_from(now);
+                }
+                self.schedule_tick();
+            }
+            Err(e) => tracing::warn!(
                 device = name,
-                "no other RDMA device: librdmacm keeps its context of the removed device open, \
-                 so the kernel cannot finish removing it until srptd exits"
-            );
+                error = %e,
+                "cannot release librdmacm's context of the removed device: the kernel's removal waits for srptd to exit"
+            ),
         }
     }
 
-    /// On a tick: asks librdmacm again to let go of the removed devices;
-    /// stops asking at their timeout. True if it let go of one (its ports
-    /// may come back: look for IB ports again).
+    /// Releases librdmacm's contexts of removed devices whose last handles
+    /// are gone (now and on later ticks); gives up on one at its timeout.
+    /// True if one was released (its ports may come back: look for IB ports
+    /// again).
     pub(super) fn release_devices(&mut self, now: Instant) -> bool {
-        if self.devices.releasing.is_empty() {
-            return false;
-        }
-        // Err: librdmacm could not read a device list (none left).
-        let known = rdma::resync_cm_devices().ok();
-        let mut ib_again = false;
-        self.devices.releasing.retain(|(name, until)| {
-            if known.as_ref().is_some_and(|k| !k.contains(name)) {
-                tracing::info!(device = %name, "librdmacm let go of the removed device");
-                ib_again = true;
-                false
-            } else if now >= *until {
-                tracing::warn!(
-                    device = %name,
-                    "librdmacm still holds the removed device; its removal waits for srptd to exit"
-                );
-                false
-            } else {
-                true
+        let mut released = false;
+        self.devices.releasing.retain_mut(|(r, until)| {
+            let device = r.device().to_owned();
+            match r.try_release() {
+                Release::Busy if now < *until => return true,
+                Release::Busy => tracing::warn!(
+                    device,
+                    "the removed device's context is still in use after {DEVICE_RELEASE_TIMEOUT:?}; \
+                     the kernel's removal waits for srptd to exit"
+                ),
+                Release::Closed => {
+                    released = true;
+                    tracing::info!(device, "librdmacm closed its context of the removed device");
+                }
+                Release::Revoked => {
+                    released = true;
+                    tracing::info!(
+                        device,
+                        "released librdmacm's context of the removed device (its descriptors now \
+                         refer to /dev/null): the kernel can finish removing it"
+                    );
+                }
+                Release::Kept(e) => tracing::warn!(
+                    device,
+                    error = %e,
+                    "cannot release librdmacm's context of the removed device: the kernel's removal \
+                     waits for srptd to exit"
+                ),
             }
+            false
         });
-        ib_again
+        released
     }
 }
 

@@ -15,8 +15,10 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -198,12 +200,27 @@ const BATCH: usize = 32;
 /// Consecutive receive errors after which a port's agent gives up.
 const MAX_RECV_ERRORS: u32 = 64;
 
+/// How often the service looks whether ports whose agent ended (their
+/// device went away) can be served again.
+const RESTART_CHECK: Duration = Duration::from_secs(2);
+
 /// The running device-management agents; [`DmService::stop`] unregisters
-/// them.
+/// them. A port's agent ends when its device goes away (the kernel marks the
+/// umad file dead); it is started again when a device of that name is back.
 #[derive(Debug)]
 pub struct DmService {
     settings: watch::Sender<DmSettings>,
-    tasks: Vec<JoinHandle<()>>,
+    supervisor: Option<JoinHandle<()>>,
+}
+
+/// One port's agent.
+#[derive(Debug)]
+struct PortTask {
+    dev: String,
+    port: u8,
+    task: Option<JoinHandle<()>>,
+    /// Starting it again failed since it ended (logged once).
+    restart_failed: bool,
 }
 
 impl DmService {
@@ -223,13 +240,15 @@ impl DmService {
     fn idle(settings: DmSettings) -> Self {
         Self {
             settings: watch::Sender::new(settings),
-            tasks: Vec::new(),
+            supervisor: None,
         }
     }
 
     /// Start an agent on every port of every device in `devices`.
     pub fn start(settings: DmSettings, devices: &[String]) -> Self {
         let mut svc = Self::idle(settings);
+        let rx = svc.settings.subscribe();
+        let mut ports = Vec::new();
         for dev in devices {
             let attr = match Context::open(dev).and_then(|c| c.query_device()) {
                 Ok(a) => a,
@@ -240,8 +259,13 @@ impl DmService {
             };
             let facts = DeviceFacts::from_attr(&attr);
             for port in 1..=attr.phys_port_cnt {
-                match svc.start_port(dev, port, facts) {
-                    Ok(task) => svc.tasks.push(task),
+                match start_port(&rx, dev, port, facts) {
+                    Ok(task) => ports.push(PortTask {
+                        dev: dev.clone(),
+                        port,
+                        task: Some(task),
+                        restart_failed: false,
+                    }),
                     Err(e) => tracing::warn!(
                         device = %dev,
                         port,
@@ -250,39 +274,10 @@ impl DmService {
                 }
             }
         }
+        if !ports.is_empty() {
+            svc.supervisor = Some(tokio::spawn(supervise(rx, ports)));
+        }
         svc
-    }
-
-    fn start_port(&self, dev: &str, port: u8, facts: DeviceFacts) -> io::Result<JoinHandle<()>> {
-        let umad = UmadPort::open(dev, port)?;
-        let agent = umad
-            .register_agent(
-                MgmtClass::DEVICE_MGMT.0,
-                DmMad::CLASS_VERSION,
-                &[Method::GET.0, Method::SET.0],
-            )
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::PermissionDenied {
-                    io::Error::new(
-                        e.kind(),
-                        "the DevMgt class (0x06 v1, Get/Set) is already registered on this port by another agent: \
-                         the kernel's ib_srpt, or another srptd",
-                    )
-                } else {
-                    e
-                }
-            })?;
-        let info = umad.port_info();
-        let rx = self.settings.subscribe();
-        let state = PortState::new(&rx.borrow(), facts);
-        log_started(dev, port, &state, &rx.borrow(), info.as_ref().ok());
-        let afd = umad.to_async()?;
-        Ok(tokio::spawn(serve(afd, agent, state, rx)))
-    }
-
-    /// Number of ports being served.
-    pub fn ports(&self) -> usize {
-        self.tasks.len()
     }
 
     /// The settings advertised now.
@@ -298,12 +293,111 @@ impl DmService {
 
     /// Stop answering and unregister every agent.
     pub async fn stop(self) {
-        let Self { settings, tasks } = self;
-        // Dropping the sender ends every port's loop.
+        let Self { settings, supervisor } = self;
+        // Dropping the sender ends every port's loop and the supervisor.
         drop(settings);
-        for t in tasks {
-            if let Err(e) = t.await {
+        if let Some(s) = supervisor {
+            if let Err(e) = s.await {
                 tracing::error!(error = %e, "device management task failed");
+            }
+        }
+    }
+}
+
+/// Starts the agent of one port: opens its umad file, registers the DevMgt
+/// class and spawns its loop.
+fn start_port(
+    rx: &watch::Receiver<DmSettings>,
+    dev: &str,
+    port: u8,
+    facts: DeviceFacts,
+) -> io::Result<JoinHandle<()>> {
+    let umad = UmadPort::open(dev, port)?;
+    let agent = umad
+        .register_agent(
+            MgmtClass::DEVICE_MGMT.0,
+            DmMad::CLASS_VERSION,
+            &[Method::GET.0, Method::SET.0],
+        )
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                io::Error::new(
+                    e.kind(),
+                    "the DevMgt class (0x06 v1, Get/Set) is already registered on this port by another agent: \
+                     the kernel's ib_srpt, or another srptd",
+                )
+            } else {
+                e
+            }
+        })?;
+    let info = umad.port_info();
+    let rx = rx.clone();
+    let state = PortState::new(&rx.borrow(), facts);
+    log_started(dev, port, &state, &rx.borrow(), info.as_ref().ok());
+    let afd = umad.to_async()?;
+    Ok(tokio::spawn(serve(afd, agent, state, rx)))
+}
+
+/// Watches the port agents: one whose loop ended (its device went away) is
+/// started again once a device of that name is present, checked every
+/// [`RESTART_CHECK`] (and only while some agent has ended). Ends, after
+/// every agent, when the service is stopped.
+async fn supervise(mut rx: watch::Receiver<DmSettings>, mut ports: Vec<PortTask>) {
+    let mut check = tokio::time::interval(RESTART_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            _ = check.tick() => restart_ended(&rx, &mut ports).await,
+        }
+    }
+    for p in &mut ports {
+        if let Some(t) = p.task.take() {
+            if let Err(e) = t.await {
+                tracing::error!(device = %p.dev, port = p.port, error = %e, "device management task failed");
+            }
+        }
+    }
+}
+
+async fn restart_ended(rx: &watch::Receiver<DmSettings>, ports: &mut [PortTask]) {
+    let mut ended = false;
+    for p in ports.iter_mut() {
+        if let Some(t) = p.task.take_if(|t| t.is_finished()) {
+            if let Err(e) = t.await {
+                tracing::error!(device = %p.dev, port = p.port, error = %e, "device management task failed");
+            }
+        }
+        ended |= p.task.is_none();
+    }
+    if !ended {
+        return;
+    }
+    let present = crate::rdma::devices().unwrap_or_default();
+    for p in ports.iter_mut().filter(|p| p.task.is_none()) {
+        if !present.iter().any(|d| d.name == p.dev) {
+            continue;
+        }
+        let started = Context::open(&p.dev)
+            .and_then(|c| c.query_device())
+            .map_err(io::Error::from)
+            .and_then(|attr| start_port(rx, &p.dev, p.port, DeviceFacts::from_attr(&attr)));
+        match started {
+            Ok(t) => {
+                tracing::info!(device = %p.dev, port = p.port, "device management: the device is back; serving it again");
+                p.task = Some(t);
+                p.restart_failed = false;
+            }
+            Err(e) if !p.restart_failed => {
+                p.restart_failed = true;
+                tracing::warn!(device = %p.dev, port = p.port, error = %e, "device management: cannot serve the port again yet; retrying");
+            }
+            Err(e) => {
+                tracing::debug!(device = %p.dev, port = p.port, error = %e, "device management: still cannot serve the port")
             }
         }
     }
@@ -366,7 +460,7 @@ fn ipv4_mapped(gid: &[u8; 16]) -> Option<Ipv4Addr> {
 /// end when the service is stopped.
 async fn serve(
     afd: AsyncFd<UmadPort>,
-    agent: Agent,
+    mut agent: Agent,
     mut st: PortState,
     mut settings: watch::Receiver<DmSettings>,
 ) {
@@ -394,7 +488,7 @@ async fn serve(
                     );
                 }
             }
-            ready = afd.readable() => {
+            ready = afd.ready(Interest::READABLE | Interest::ERROR) => {
                 let mut guard = match ready {
                     Ok(g) => g,
                     Err(e) => {
@@ -402,6 +496,14 @@ async fn serve(
                         break;
                     }
                 };
+                // The kernel marks a port's umad files dead (EPOLLERR, reads
+                // fail with EIO) when its device goes away, and unregisters
+                // their agents itself.
+                if guard.ready().is_error() {
+                    tracing::info!(device = %dev, port = pnum, "device management: the device went away");
+                    agent.forget();
+                    break;
+                }
                 for _ in 0..BATCH {
                     match port.recv(None) {
                         Ok(None) => {

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use rdma_sys as sys;
 
-use super::device::{device_name, Context, Gid, LinkLayer};
+use super::device::{Context, Gid, LinkLayer};
 use super::qp::{QpAttr, QpState, QueuePair};
 use super::{check, set_nonblocking, Error, Ptr, Result};
 
@@ -232,38 +232,6 @@ impl IbAddr {
             sib_scope_id: 0,
         }
     }
-}
-
-/// Names of the devices librdmacm knows now. Calling this also makes
-/// librdmacm re-read the device list: a device that is gone is dropped from
-/// its cache and, once no id uses it, its verbs context (which librdmacm
-/// keeps open for the process) is closed, which the kernel waits for before
-/// a device removal can finish.
-///
-/// Limits (rdma-core 44): with no device left at all librdmacm gives up
-/// before looking (an error here) and keeps the last device's context; and
-/// `rdma_get_devices` opens a context of every device present, which stays
-/// open until the next re-read finds it gone.
-pub fn resync_cm_devices() -> Result<Vec<String>> {
-    let mut n = 0i32;
-    // SAFETY: out-parameter on the stack; the list is freed below.
-    let list = unsafe { sys::rdma_get_devices(&mut n) };
-    if list.is_null() {
-        return Err(Error::last("rdma_get_devices"));
-    }
-    let mut names = Vec::with_capacity(n.max(0) as usize);
-    for i in 0..n.max(0) as usize {
-        // SAFETY: `n` valid entries, NULL-terminated.
-        let ctx = unsafe { *list.add(i) };
-        if ctx.is_null() {
-            break;
-        }
-        // SAFETY: valid contexts held open by the list until it is freed.
-        names.push(unsafe { device_name((*ctx).device) });
-    }
-    // SAFETY: from rdma_get_devices, freed once.
-    unsafe { sys::rdma_free_devices(list) };
-    Ok(names)
 }
 
 /// An RDMA/CM connection identifier (reliable connections) in the TCP port

@@ -66,7 +66,7 @@ enum Owner {
     Opened,
     /// Borrowed from librdmacm (`cm_id->verbs`): kept open by the CM id,
     /// which this `Arc` keeps alive.
-    CmId(#[allow(dead_code)] Arc<CmIdInner>),
+    CmId(Arc<CmIdInner>),
 }
 
 /// An open device context (`ibv_context`).
@@ -140,6 +140,21 @@ impl Context {
 
     pub(crate) fn as_ptr(&self) -> *mut sys::ibv_context {
         self.ctx.as_ptr()
+    }
+
+    /// The CM id of a context borrowed from librdmacm.
+    pub(crate) fn cm_id(&self) -> Option<&Arc<CmIdInner>> {
+        match &self.owner {
+            Owner::CmId(id) => Some(id),
+            Owner::Opened => None,
+        }
+    }
+
+    /// The context's command and async event descriptors (`cmd_fd`,
+    /// `async_fd`; -1 if it has none).
+    pub(crate) fn fds(&self) -> (std::os::fd::RawFd, std::os::fd::RawFd) {
+        // SAFETY: plain field reads of a valid context.
+        unsafe { ((*self.ctx.as_ptr()).cmd_fd, (*self.ctx.as_ptr()).async_fd) }
     }
 
     /// Whether `self` and `other` are the same `ibv_context` (e.g. two CM

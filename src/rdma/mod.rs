@@ -61,7 +61,10 @@
 //! - `rdma_init_qp_attr` needs `qp_state` set on input.
 //! - The REQ private data arrives padded to 56 bytes.
 //! - librdmacm keeps the device context it opened cached for the process
-//!   (`rdma resource show` keeps `ctx 1` after every id is gone).
+//!   (`rdma resource show` keeps `ctx 1` after every id is gone), and a
+//!   driver without `disassociate_ucontext` (rxe) cannot finish removing the
+//!   device while it is open: [`Context::retire`] and [`RetiredContext`]
+//!   (`release.rs`) let go of it.
 
 use std::fmt;
 use std::io;
@@ -73,12 +76,12 @@ pub mod device;
 pub mod mr;
 pub mod pd;
 pub mod qp;
+pub mod release;
 pub mod srq;
 pub mod umad;
 
 pub use cm::{
-    resync_cm_devices, CmEvent, CmEventKind, CmId, CmIdHandle, ConnParam, EventChannel, IbAddr, PortSpace,
-    ReceivedConnParam,
+    CmEvent, CmEventKind, CmId, CmIdHandle, ConnParam, EventChannel, IbAddr, PortSpace, ReceivedConnParam,
 };
 pub use cq::{CompletionChannel, CompletionQueue, CqEvent, WcOpcode, WcStatus, WorkCompletion};
 pub use device::{devices, Context, DeviceAttr, DeviceInfo, Gid, LinkLayer, PortAttr, PortState};
@@ -88,6 +91,7 @@ pub use qp::{
     PostError, QpAttr, QpCaps, QpInit, QpState, QueuePair, RecvRequest, RecvScratch, Remote, SendOp,
     SendRequest, SendScratch,
 };
+pub use release::{Release, RetiredContext};
 pub use srq::SharedReceiveQueue;
 
 /// An error from a verbs or RDMA/CM call: which call, and the OS error.

@@ -307,6 +307,7 @@ impl UmadPort {
             port: self.inner.clone(),
             id: id as u32,
             mgmt_class,
+            registered: true,
         })
     }
 
@@ -395,7 +396,10 @@ impl UmadPort {
         // for the AsyncFd's whole life, and `as_raw_fd` always returns that
         // same descriptor.
         unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(self.clone(), tokio::io::Interest::READABLE)
+            tokio::io::unix::AsyncFd::register_with_interest(
+                self.clone(),
+                tokio::io::Interest::READABLE | tokio::io::Interest::ERROR,
+            )
         }
         .map_err(|e| e.into())
     }
@@ -420,6 +424,8 @@ pub struct Agent {
     port: Arc<PortInner>,
     id: u32,
     mgmt_class: u8,
+    /// False once the kernel has unregistered it (its port went away).
+    registered: bool,
 }
 
 impl fmt::Debug for Agent {
@@ -438,10 +444,19 @@ impl Agent {
     pub fn id(&self) -> u32 {
         self.id
     }
+
+    /// The port went away (its umad file reports an error): the kernel has
+    /// unregistered the agent itself, so dropping it does not try to.
+    pub fn forget(&mut self) {
+        self.registered = false;
+    }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if !self.registered {
+            return;
+        }
         // SAFETY: the fd is still open (we hold its Arc) and id was
         // returned by umad_register on it.
         let rc = unsafe { sys::umad_unregister(self.port.fd, self.id as c_int) };

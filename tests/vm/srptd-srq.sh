@@ -4,10 +4,12 @@
 #     data; fio verifies 4k and 128k random writes at QD 32.
 #  2. Logout / login a few times; SIGTERM: exit 0, no leaked channels, no
 #     SRQ slot lost.
-#  3. Device removal: `rdma link delete rxe0` while logged in. srptd must
-#     neither crash nor hang, must free the device so that the delete can
-#     finish, and must serve the device again once it is added back.
-#     SIGTERM with the initiator logged in: exit 0, nothing leaked.
+#  3. Device removal: `rdma link delete rxe0` while logged in, with a
+#     second idle device present (3a) and as the only device (3b). srptd
+#     must neither crash nor hang, must free the device (and librdmacm's
+#     context of it) so that the delete finishes while srptd runs, and must
+#     serve the device again once it is added back. SIGTERM with the
+#     initiator logged in: exit 0, nothing leaked.
 # Argument `removal`: part 3 only (quicker when working on it).
 # vm-timeout: 1800
 set -euo pipefail
@@ -75,10 +77,11 @@ fi
 ########################################################################
 # Device removal. The kernel finishes removing an rxe device only once every
 # process has closed its verbs contexts of it (rxe cannot disassociate
-# them). srptd frees its own on DEVICE_REMOVAL; librdmacm's cached context
-# goes only when librdmacm re-reads a device list that still has some
-# device in it (rdma-core's sync_devices_list gives up on an empty list).
-# So: 3a with a second, idle device (rxe1) present, 3b with rxe0 alone.
+# them). srptd frees its own on DEVICE_REMOVAL, then releases librdmacm's
+# cached context of it, which librdmacm itself would close only on
+# re-reading a non-empty device list (docs/architecture.md, "Devices going
+# away"). 3a with a second, idle device (rxe1) present, 3b with rxe0 alone:
+# the last device.
 
 # rdma link delete in the background; sets DEL_DONE_FILE when it returns.
 DEL_DONE_FILE=/tmp/rxe-del.rc
@@ -152,21 +155,36 @@ vm_log "== 3b. device removal while logged in (the only device)"
 SRPTD_LOG=srptd=debug srptd_start "${SRPTD_ARGS[@]}"
 dev=$(srp_add)
 dd if="$dev" of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null
+"$(srp_initiator_bin)" --dest "$RXE_ADDR:$SRP_PORT" --id-ext "$SRPTD_ID_EXT" --ioc-guid "$SRPTD_IOC_GUID" \
+    --port-id 5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5b --multi --hold 300 > "$VM_RESULTS/srp-hold-3b.log" 2>&1 &
+HOLD_PID=$!
+wait_until 30 grep -q 'accepted' "$VM_RESULTS/srp-hold-3b.log" ||
+    vm_die "srp_initiator did not log in: $(cat "$VM_RESULTS/srp-hold-3b.log")"
 start_delete "$RXE_DEV"
-wait_until 60 grep -q 'removed device: channels closed, resources freed' "$LOG" ||
-    vm_die "srptd did not free the removed device"
-if wait_until 10 test -e "$DEL_DONE_FILE"; then
-    vm_log "rdma link delete finished while srptd runs"
-else
+if ! wait_until 30 test -e "$DEL_DONE_FILE"; then
     delete_diag 3b
-    vm_log "rdma link delete waits (librdmacm holds its context of the last device): $(grep -c 'uverbs[0-9]' "$VM_RESULTS/removal-3b.txt") uverbs fd(s) open"
-    strip "$LOG" | grep 'no other RDMA device' | sed -n 1p | cut -c1-220 >&2 ||
-        vm_die "srptd did not say why the removal waits"
+    strip "$LOG" | tail -n 20 | cut -c1-220 >&2
+    cat "$VM_RESULTS/removal-3b.txt" >&2
+    vm_die "rdma link delete of the only device did not finish within 30 s"
 fi
+[ "$(cat "$DEL_DONE_FILE")" = 0 ] || vm_die "rdma link delete failed"
 _pid_gone "$SRPTD_PID" && vm_die "srptd exited on device removal"
+vm_log "the only device removed; srptd still running"
+strip "$LOG" | grep -E 'device removed|removed device|librdmacm' | cut -c1-220 >&2 || true
+strip "$LOG" | grep -c "released librdmacm's context of the removed device" >/dev/null ||
+    vm_die "srptd did not release librdmacm's context of the last device"
+strip "$LOG" | grep 'RDMA device removed' | tail -n1 | grep -c 'channels=[1-9]' >/dev/null ||
+    vm_die "no channel was live when srptd saw the removal of the last device"
+wait "$HOLD_PID" || vm_die "srp_initiator failed: $(cat "$VM_RESULTS/srp-hold-3b.log")"
+rdma link add "$RXE_DEV" type rxe netdev "$RXE_NETDEV"
+wait_until 20 _rxe_active || vm_die "$RXE_DEV not active again"
+wait_until 20 test -e "/sys/class/infiniband_srp/srp-$RXE_DEV-1/add_target" ||
+    vm_die "ib_srp did not come back on $RXE_DEV"
+dev=$(srp_add)
+vm_log "logged in again after re-adding the only device: $dev"
+fio_verify "$dev" 2 randwrite 4k 32 16M
 srptd_stop || vm_die "srptd exited non-zero after the removal of its only device"
 check_summary "after removing the only device"
-wait_until 30 test -e "$DEL_DONE_FILE" || vm_die "rdma link delete still blocked after srptd exited"
-[ "$(cat "$DEL_DONE_FILE")" = 0 ] || vm_die "rdma link delete failed"
-vm_log "rdma link delete finished"
+cp "$LOG" "$VM_RESULTS/srptd-3b.log"
+srp_logout_all
 vm_log "PASS srptd-srq"
