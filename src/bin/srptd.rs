@@ -27,6 +27,14 @@ struct Cli {
     /// (e.g. `ram:256M`, `file:/srv/disk.img,ro`). Default: one `ram:256M`.
     #[arg(long = "lun", value_name = "SPEC")]
     luns: Vec<String>,
+    /// Directory for persistent reservations kept across restarts (APTPL):
+    /// one file per LUN, `pr-<NAA id>.state`, created on first use.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/srptd")]
+    state_dir: std::path::PathBuf,
+    /// Do not keep persistent reservations across restarts: APTPL is then
+    /// refused (PTPL_C = 0) and the state directory is not used.
+    #[arg(long, conflicts_with = "state_dir")]
+    no_state_dir: bool,
     /// RDMA/CM port to listen on.
     #[arg(long, default_value_t = 5555)]
     port: u16,
@@ -263,6 +271,7 @@ fn setup(cli: &Cli) -> Result<(Options, TargetConfig), String> {
         luns,
         access,
         max_transfer_bytes: max_transfer as u32,
+        state_dir: (!cli.no_state_dir).then(|| cli.state_dir.clone()),
         ..TargetConfig::default()
     };
     let opts = Options {
