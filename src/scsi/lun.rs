@@ -148,6 +148,10 @@ struct LunReservations {
     /// Fast path: false while no reservation is held, so nothing conflicts
     /// and commands need not take the lock.
     restricted: AtomicBool,
+    /// Some registration or reservation exists: commands do not use the
+    /// zero-copy path (which would move data before the command runs, past
+    /// the run-time conflict and abort checks).
+    in_use: AtomicBool,
     file: Option<AptplFile>,
 }
 
@@ -155,6 +159,7 @@ impl LunReservations {
     fn new(state: Reservations, file: Option<AptplFile>) -> LunReservations {
         LunReservations {
             restricted: AtomicBool::new(state.restricts()),
+            in_use: AtomicBool::new(state.restricts() || !state.registrations.is_empty()),
             state: Mutex::new(state),
             file,
         }
@@ -183,6 +188,8 @@ impl LunReservations {
         let mut st = self.lock();
         let r = f(&mut st);
         self.restricted.store(st.restricts(), Ordering::Release);
+        self.in_use
+            .store(st.restricts() || !st.registrations.is_empty(), Ordering::Release);
         r
     }
 }
@@ -667,7 +674,10 @@ impl Nexus {
                     };
                     return Ok((c, Plan::none()));
                 }
-                let plan = e.disk.plan(&cmd, opcode)?;
+                let mut plan = e.disk.plan(&cmd, opcode)?;
+                if e.pr.in_use.load(Ordering::Acquire) {
+                    plan.direct = None;
+                }
                 Ok((decoded(cmd), plan))
             }
         }
