@@ -464,13 +464,16 @@ fn unwritable_state_changes_nothing() {
     std::fs::remove_file(&dir).unwrap();
 }
 
+/// A name, the CDB, its parameter list, the expected sense key/ASC/ASCQ.
+type BadCase = (&'static str, [u8; 10], Vec<u8>, (u8, u8, u8));
+
 #[test]
 fn malformed_input_gets_its_sense_and_changes_nothing() {
     let t = target(None);
     let mut a = login(&t, A);
     ok(pr_out(&mut a, REGISTER, 0, &params(0, 0xa, 0)));
     let state = t.reservations(0).unwrap();
-    let mut cases: Vec<(&str, [u8; 10], Vec<u8>, (u8, u8, u8))> = Vec::new();
+    let mut cases: Vec<BadCase> = Vec::new();
     // PARAMETER LIST LENGTH 23 (refused before any data moves) and 25.
     cases.push((
         "short list",
