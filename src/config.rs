@@ -160,6 +160,9 @@ pub struct Settings {
     /// The admin socket's path (`""` or `"none"`: no socket; unset: the
     /// default, which only warns when it cannot be opened).
     pub admin_socket: Option<Setting<String>>,
+    /// Where persistent reservations are kept across restarts (APTPL);
+    /// `"none"`: not kept. Unset: [`DEFAULT_STATE_DIR`].
+    pub state_dir: Option<Setting<String>>,
     pub luns: Vec<LunSetting>,
     pub acls: Vec<AclSetting>,
     /// Whether a config file was read (access is then explicit).
@@ -189,6 +192,7 @@ impl Default for Settings {
             srq: Setting::default(o.srq),
             srq_size: None,
             admin_socket: None,
+            state_dir: None,
             luns: Vec::new(),
             acls: Vec::new(),
             from_file: None,
@@ -216,7 +220,12 @@ pub struct Flags {
     pub srq: bool,
     pub srq_size: Option<u32>,
     pub admin_socket: Option<String>,
+    /// `--state-dir DIR`, or `"none"` for `--no-state-dir`.
+    pub state_dir: Option<String>,
 }
+
+/// Where persistent reservation state lives by default.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/srptd";
 
 /// What [`Settings::build`] makes: the daemon's options, the SCSI target's
 /// configuration, and warnings to log at start.
@@ -255,6 +264,7 @@ struct FileTarget {
     port: Option<Spanned<u16>>,
     devices: Option<Spanned<Vec<String>>>,
     device_management: Option<Spanned<bool>>,
+    state_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -379,6 +389,7 @@ impl Settings {
         if let Some(v) = l.opt("target.device_management", t.device_management) {
             s.dm = v;
         }
+        s.state_dir = l.opt("target.state_dir", t.state_dir);
         let m = doc.limits;
         if let Some(v) = l.opt("limits.queue_depth", m.queue_depth) {
             s.queue_depth = v;
@@ -495,6 +506,12 @@ impl Settings {
         }
         set_opt(&mut self.srq_size, &f.srq_size, "--srq-size");
         set_opt(&mut self.admin_socket, &f.admin_socket, "--admin-socket");
+        let flag = if f.state_dir.as_deref() == Some("none") {
+            "--no-state-dir"
+        } else {
+            "--state-dir"
+        };
+        set_opt(&mut self.state_dir, &f.state_dir, flag);
     }
 
     /// Checks every setting and builds the daemon's options and the SCSI
@@ -591,6 +608,18 @@ impl Settings {
                 explicit: true,
             }),
         };
+        let state_dir = match &self.state_dir {
+            None => Some(DEFAULT_STATE_DIR.into()),
+            Some(d) if d.value == "none" => None,
+            Some(d) if !d.value.starts_with('/') => {
+                return err(
+                    &d.origin,
+                    format!("{:?}", d.value),
+                    "must be an absolute path, or \"none\"",
+                )
+            }
+            Some(d) => Some(d.value.clone().into()),
+        };
         let luns = self.lun_configs()?;
         let (access, lun_access) = self.access(&luns, &mut warnings)?;
         let luns = luns
@@ -605,6 +634,7 @@ impl Settings {
             luns,
             access,
             max_transfer_bytes: max_transfer as u32,
+            state_dir,
             ..TargetConfig::default()
         };
         let options = Options {

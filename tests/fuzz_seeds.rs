@@ -216,6 +216,94 @@ fn chaos_seeds(s: &mut Seeds) {
     );
 }
 
+/// pr operation bytes (tests/common/pr_model.rs decodes them): the first
+/// byte turns PTPL_C on (bit 0); then per step an op byte (kind << 4 |
+/// raw list << 2 | nexus) and its arguments.
+fn pr_seeds(s: &mut Seeds) {
+    const REGISTER: u8 = 0x00;
+    const RESERVE: u8 = 0x10;
+    const RELEASE: u8 = 0x20;
+    const CLEAR: u8 = 0x30;
+    const PREEMPT_AND_ABORT: u8 = 0x50;
+    const REGISTER_AND_MOVE: u8 = 0x70;
+    const PR_IN: u8 = 0x80;
+    const RAW: u8 = 0x04;
+    // Key selectors: 0 zero, 1 0x11, 2 0x22, 3 | n << 2 nexus n's key.
+    let own = |n: u8| 3 | n << 2;
+    let mut each_type = vec![0x01];
+    each_type.extend([REGISTER, 0, 0, 1, 0x01, REGISTER | 1, 0, 0, 2, 0]);
+    for t in [1u8, 3, 5, 6, 7, 8] {
+        each_type.extend([RESERVE, t, own(0), 0, 0, PR_IN, 1, PR_IN | 1, 3]);
+        each_type.extend([RESERVE | 1, t, own(1), 0, 0, RELEASE, t, own(0), 0, 0]);
+    }
+    each_type.extend([CLEAR | 1, 0, own(1), 0, 0, PR_IN, 0]);
+    s.insert("pr/register_reserve_each_type".into(), each_type);
+    s.insert(
+        "pr/preempt_and_abort".into(),
+        vec![
+            0x00,
+            REGISTER,
+            0,
+            0,
+            1,
+            0,
+            REGISTER | 1,
+            0,
+            0,
+            2,
+            0,
+            RESERVE | 1,
+            1,
+            own(1),
+            0,
+            0,
+            PREEMPT_AND_ABORT,
+            3,
+            own(0),
+            own(1),
+            0,
+            PR_IN,
+            3,
+        ],
+    );
+    s.insert(
+        "pr/spec_i_pt_and_move".into(),
+        vec![
+            0x01,
+            REGISTER,
+            0,
+            0,
+            1,
+            0x1d,
+            RESERVE,
+            1,
+            own(0),
+            0,
+            0,
+            REGISTER_AND_MOVE,
+            0,
+            own(0),
+            2,
+            0x06,
+            PR_IN | 2,
+            3,
+        ],
+    );
+    let mut raw = vec![0x00, REGISTER | RAW, 0, 23];
+    raw.extend([0u8; 23]);
+    raw.extend([RESERVE | RAW, 1, 25]);
+    raw.extend([0u8; 25]);
+    let mut tid = vec![REGISTER | RAW | 2, 0, 52];
+    tid.extend([
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x33, 0, 0, 0, 0, 0x08, 0, 0, 0, 0, 0, 0, 24, 0x05,
+    ]);
+    tid.extend([0u8; 23]);
+    raw.extend(tid);
+    // SPC-2 RESERVE, RELEASE, nexus loss, LUN reset.
+    raw.extend([0x90, 0x91, PR_IN, 0, 0xa1, 0xa0, 0x92, 0xb2, 0x93, 0xc0]);
+    s.insert("pr/raw_malformed".into(), raw);
+}
+
 fn generate() -> Seeds {
     let mut s = Seeds::new();
     let cmds = commands();
@@ -326,6 +414,7 @@ fn generate() -> Seeds {
         );
     }
     chaos_seeds(&mut s);
+    pr_seeds(&mut s);
     s
 }
 
@@ -359,5 +448,15 @@ fn chaos_seeds_pass() {
     chaos_seeds(&mut s);
     for bytes in s.values() {
         common::chaos::run(bytes);
+    }
+}
+
+/// The pr seeds run clean through the harness.
+#[test]
+fn pr_seeds_pass() {
+    let mut s = Seeds::new();
+    pr_seeds(&mut s);
+    for bytes in s.values() {
+        common::pr_model::run(bytes);
     }
 }

@@ -33,6 +33,15 @@ struct Cli {
     /// file's LUNs. Default without a file: one `ram:256M`.
     #[arg(long = "lun", value_name = "SPEC")]
     luns: Vec<String>,
+    /// Directory for persistent reservations kept across restarts (APTPL):
+    /// one file per LUN, `pr-<NAA id>.state`, created on first use
+    /// [default: /var/lib/srptd].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<String>,
+    /// Do not keep persistent reservations across restarts: APTPL is then
+    /// refused (PTPL_C = 0) and the state directory is not used.
+    #[arg(long, conflicts_with = "state_dir")]
+    no_state_dir: bool,
     /// RDMA/CM port to listen on [default: 5555].
     #[arg(long)]
     port: Option<u16>,
@@ -117,6 +126,11 @@ impl Cli {
             srq: self.srq,
             srq_size: self.srq_size,
             admin_socket: self.admin_socket.clone(),
+            state_dir: if self.no_state_dir {
+                Some("none".into())
+            } else {
+                self.state_dir.clone()
+            },
         }
     }
 }

@@ -42,6 +42,7 @@ ioc_guid = "0x0002c90300010002"
 port = 6000
 devices = ["rxe0", "mlx5_0"]
 device_management = false
+state_dir = "/srv/srptd-state"
 [limits]
 queue_depth = 64
 max_it_iu_len = 8260
@@ -97,6 +98,7 @@ initiator = "0000000000000001000000fffe007701"
     );
     let t = &l.target;
     assert_eq!((t.name.as_str(), t.max_transfer_bytes), ("lab", 512 << 10));
+    assert_eq!(t.state_dir.as_deref(), Some(Path::new("/srv/srptd-state")));
     let lun = &t.luns[0];
     assert_eq!(
         (lun.lun, lun.backstore.block_size, lun.backstore.read_only),
@@ -128,6 +130,17 @@ fn no_file_means_the_quick_start_defaults() {
     )
     .unwrap();
     assert_eq!(l.options.admin_socket, None);
+    let l = load(
+        None,
+        &Flags {
+            state_dir: Some("none".into()),
+            ..Flags::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(l.target.state_dir, None);
+    let l = load(None, &Flags::default()).unwrap();
+    assert_eq!(l.target.state_dir.as_deref(), Some(Path::new(DEFAULT_STATE_DIR)));
 }
 
 #[test]
@@ -240,6 +253,7 @@ fn file_errors_name_file_line_and_key() {
             "[target]\nid_ext = \"xyz\"\n",
             "t.toml:2: target.id_ext = \"xyz\": expected 16 hex digits (e.g. 0002c90300010001)",
         ),
+        ("[target]\nstate_dir = \"var/x\"\n", "t.toml:2: target.state_dir = \"var/x\": must be an absolute path, or \"none\""),
         ("[admin]\nsocket = \"rel.sock\"\n", "t.toml:2: admin.socket = \"rel.sock\": must be an absolute path, or \"none\""),
         ("[[lun]]\nnumber = 16384\nbackstore = \"ram:1M\"\n", "t.toml:2: lun.number = 16384: LUN numbers go from 0 to 16383"),
         (

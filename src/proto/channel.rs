@@ -647,7 +647,16 @@ impl Channel {
             tracing::error!(cmd = id.0, state = ?c.state, "execution finished in the wrong state");
             return;
         }
-        if c.aborted || matches!(self.state, ChannelState::Draining(_) | ChannelState::Drained) {
+        // Another I_T nexus's PREEMPT AND ABORT aborted the command (SPC-4
+        // 5.13.11.5): before it ran (TASK ABORTED) or while it ran on a
+        // backstore. With TAS = 0 an aborted task gets no response (SAM-5
+        // 5.6).
+        let preempted =
+            done.status == ScsiStatus::TASK_ABORTED || c.scsi.is_some_and(|s| self.nexus.is_aborted(&s));
+        if preempted && !c.aborted {
+            self.stats.aborted += 1;
+        }
+        if c.aborted || preempted || matches!(self.state, ChannelState::Draining(_) | ChannelState::Drained) {
             self.finish_silently(id);
             self.after_event();
             return;

@@ -531,7 +531,14 @@ impl Channel {
         };
         if let DataBuffer::Backstore { .. } = c.transfer.buffer {
             // Zero copy: the data already sits in (or is read straight
-            // from) the backstore.
+            // from) the backstore. Another I_T nexus's PREEMPT AND ABORT
+            // since the command was planned still takes its response away
+            // (SPC-4 5.13.11.5; TAS = 0).
+            if c.scsi.is_some_and(|s| self.nexus.is_aborted(&s)) {
+                self.stats.aborted += 1;
+                self.finish_silently(id);
+                return Flow::Done;
+            }
             let len = c.transfer.expected_len;
             self.complete_scsi(id, ScsiStatus::GOOD, None, len);
             return Flow::Continue;

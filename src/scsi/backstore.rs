@@ -77,6 +77,12 @@ pub enum BackstoreKind {
 /// A configuration error, naming the offending field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("{field}: persistent reservation state {source}")]
+    ReservationState {
+        field: String,
+        #[source]
+        source: super::aptpl::LoadError,
+    },
     #[error("{field}: cannot parse {value:?}: {reason}")]
     Parse {
         field: String,

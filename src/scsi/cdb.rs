@@ -2,6 +2,7 @@
 //! their CDB usage maps (SPC-4 6.35.3, also used to reject reserved bits),
 //! and typed commands.
 
+use super::reservations::{PrInCdb, PrOutCdb};
 use super::sense::Sense;
 
 /// Operation codes (SPC-4 Annex E / SBC-3 table 12).
@@ -12,6 +13,8 @@ pub mod op {
     pub const WRITE_6: u8 = 0x0a;
     pub const INQUIRY: u8 = 0x12;
     pub const MODE_SELECT_6: u8 = 0x15;
+    pub const RESERVE_6: u8 = 0x16;
+    pub const RELEASE_6: u8 = 0x17;
     pub const MODE_SENSE_6: u8 = 0x1a;
     pub const START_STOP_UNIT: u8 = 0x1b;
     pub const READ_CAPACITY_10: u8 = 0x25;
@@ -22,7 +25,11 @@ pub mod op {
     pub const WRITE_SAME_10: u8 = 0x41;
     pub const UNMAP: u8 = 0x42;
     pub const MODE_SELECT_10: u8 = 0x55;
+    pub const RESERVE_10: u8 = 0x56;
+    pub const RELEASE_10: u8 = 0x57;
     pub const MODE_SENSE_10: u8 = 0x5a;
+    pub const PERSISTENT_RESERVE_IN: u8 = 0x5e;
+    pub const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
     pub const READ_16: u8 = 0x88;
     pub const WRITE_16: u8 = 0x8a;
     pub const VERIFY_16: u8 = 0x8f;
@@ -72,6 +79,24 @@ const fn c(opcode: u8, usage: &'static [u8]) -> CmdInfo {
     }
 }
 
+const fn pr_in(sa: u16, usage: &'static [u8]) -> CmdInfo {
+    CmdInfo {
+        opcode: op::PERSISTENT_RESERVE_IN,
+        sa: Some(sa),
+        usage,
+        thin_only: false,
+    }
+}
+
+const fn pr_out(sa: u16, usage: &'static [u8]) -> CmdInfo {
+    CmdInfo {
+        opcode: op::PERSISTENT_RESERVE_OUT,
+        sa: Some(sa),
+        usage,
+        thin_only: false,
+    }
+}
+
 /// Bits of the CONTROL byte (last byte) that are not checked: the vendor
 /// specific bits 7:6 (SAM-5 5.2, table 11).
 const CONTROL_IGNORED: u8 = 0xc0;
@@ -86,6 +111,10 @@ pub static COMMANDS: &[CmdInfo] = &[
     // CMDDT (bit 1) is obsolete (SPC-4 6.6.1) and therefore rejected.
     c(op::INQUIRY, &[0x12, 0x01, 0xff, 0xff, 0xff, 0]),
     c(op::MODE_SELECT_6, &[0x15, 0x11, 0, 0, 0xff, 0]),
+    // SPC-2 7.21 / 7.11: the obsolete 3RDPTY and extent fields are not
+    // supported (every bit but the opcode and CONTROL must be zero).
+    c(op::RESERVE_6, &[0x16, 0, 0, 0, 0, 0]),
+    c(op::RELEASE_6, &[0x17, 0, 0, 0, 0, 0]),
     c(op::MODE_SENSE_6, &[0x1a, 0x08, 0xff, 0xff, 0xff, 0]),
     c(op::START_STOP_UNIT, &[0x1b, 0x01, 0, 0x0f, 0xf7, 0]),
     // LBA and PMI are obsolete in SBC-3 5.23 and ignored.
@@ -124,10 +153,30 @@ pub static COMMANDS: &[CmdInfo] = &[
         thin_only: true,
     },
     c(op::MODE_SELECT_10, &[0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    // SPC-2 7.22 / 7.12: 3RDPTY, LONGID and the parameter list are not
+    // supported.
+    c(op::RESERVE_10, &[0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    c(op::RELEASE_10, &[0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
     c(
         op::MODE_SENSE_10,
         &[0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0],
     ),
+    // SPC-4 6.15.1, table 204: READ KEYS, READ RESERVATION, REPORT
+    // CAPABILITIES, READ FULL STATUS.
+    pr_in(0x00, &[0x5e, 0x00, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    pr_in(0x01, &[0x5e, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    pr_in(0x02, &[0x5e, 0x02, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    pr_in(0x03, &[0x5e, 0x03, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    // SPC-4 6.16.1, table 213: every service action but REPLACE LOST
+    // RESERVATION; SCOPE and TYPE in byte 2, PARAMETER LIST LENGTH 5-8.
+    pr_out(0x00, &[0x5f, 0x00, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0]),
+    pr_out(0x01, &[0x5f, 0x01, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0]),
+    pr_out(0x02, &[0x5f, 0x02, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0]),
+    pr_out(0x03, &[0x5f, 0x03, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0]),
+    pr_out(0x04, &[0x5f, 0x04, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0]),
+    pr_out(0x05, &[0x5f, 0x05, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0]),
+    pr_out(0x06, &[0x5f, 0x06, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0]),
+    pr_out(0x07, &[0x5f, 0x07, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0]),
     c(
         op::READ_16,
         &[
@@ -194,7 +243,13 @@ pub static COMMANDS: &[CmdInfo] = &[
 
 /// Whether `opcode` has a service action field (byte 1, bits 4:0).
 pub fn has_service_action(opcode: u8) -> bool {
-    matches!(opcode, op::SERVICE_ACTION_IN_16 | op::MAINTENANCE_IN)
+    matches!(
+        opcode,
+        op::SERVICE_ACTION_IN_16
+            | op::MAINTENANCE_IN
+            | op::PERSISTENT_RESERVE_IN
+            | op::PERSISTENT_RESERVE_OUT
+    )
 }
 
 /// The table entry for `opcode` (and `sa` when it has service actions).
@@ -321,6 +376,12 @@ pub enum Cmd {
         sa: u16,
         alloc: u32,
     },
+    PersistentReserveIn(PrInCdb),
+    PersistentReserveOut(PrOutCdb),
+    /// RESERVE(6) or RESERVE(10).
+    Reserve,
+    /// RELEASE(6) or RELEASE(10).
+    Release,
 }
 
 impl Cmd {
@@ -439,6 +500,10 @@ impl Cmd {
                 sa: be16(&b[4..]),
                 alloc: be32(&b[6..]),
             },
+            (op::PERSISTENT_RESERVE_IN, _) => Cmd::PersistentReserveIn(PrInCdb::parse(b)?),
+            (op::PERSISTENT_RESERVE_OUT, _) => Cmd::PersistentReserveOut(PrOutCdb::parse(b)?),
+            (op::RESERVE_6 | op::RESERVE_10, _) => Cmd::Reserve,
+            (op::RELEASE_6 | op::RELEASE_10, _) => Cmd::Release,
             _ => return Err(Sense::invalid_opcode()),
         })
     }

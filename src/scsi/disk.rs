@@ -283,6 +283,12 @@ impl Disk {
                 }
                 Plan::new(DataDir::Out, len)
             }
+            Cmd::PersistentReserveIn(pr) => Plan::new(DataDir::In, pr.alloc),
+            Cmd::PersistentReserveOut(pr) => {
+                pr.check_length()?;
+                Plan::new(DataDir::Out, pr.len)
+            }
+            Cmd::Reserve | Cmd::Release => Plan::none(),
             Cmd::ReportOpcodes { options, alloc, .. } => {
                 // SPC-4 6.35.1 table 250: reporting options above 011b are
                 // reserved.
@@ -311,6 +317,11 @@ impl Disk {
         match *cmd {
             Cmd::TestUnitReady | Cmd::StartStopUnit => Ok(0),
             Cmd::RequestSense { .. } | Cmd::ReportLuns { .. } => Ok(0),
+            // Reservations are the nexus's business (they need the I_T
+            // nexus and the LUN's shared state); never sent here.
+            Cmd::PersistentReserveIn(_) | Cmd::PersistentReserveOut(_) | Cmd::Reserve | Cmd::Release => {
+                Err(Sense::internal_target_failure())
+            }
             Cmd::Inquiry { evpd, page, .. } => {
                 let d = if evpd {
                     self.vpd(page)

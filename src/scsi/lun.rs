@@ -1,16 +1,21 @@
-//! The LUN table of a target, per-initiator access lists, and I_T nexus
-//! state (unit attentions).
+//! The LUN table of a target, per-initiator access lists, I_T nexus
+//! state (unit attentions, aborted task sets) and each LUN's reservations.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use super::aptpl::AptplFile;
 use super::backstore::BackstoreConfig;
 pub use super::backstore::ConfigError;
 use super::cdb::{op, Cmd};
 use super::disk::{self, Disk};
+use super::reservations::{
+    insufficient_registration_resources, Capabilities, CommandClass, Persist, PrOutCdb, Refusal, Reservations,
+};
 use super::sense::Sense;
-use super::{Completion, DataDir, Plan};
+use super::{Completion, DataDir, Plan, ScsiStatus};
 use crate::mem::DmaBuf;
 
 /// An SRP initiator port identifier (SRP r16a 4.7): the 16-byte initiator
@@ -77,6 +82,10 @@ pub struct TargetConfig {
     pub max_transfer_bytes: u32,
     /// IEEE company identifier (24 bits) in the NAA 6 designators.
     pub naa_company_id: u32,
+    /// Where persistent reservations with APTPL = 1 are saved, one file
+    /// per LUN (see [`aptpl`](super::aptpl)); `None`: APTPL is not
+    /// supported (PTPL_C = 0).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for TargetConfig {
@@ -89,6 +98,7 @@ impl Default for TargetConfig {
             // The OUI used by the Linux SCSI target (LIO), so identifiers
             // look familiar to tools that special-case it; configurable.
             naa_company_id: 0x001405,
+            state_dir: None,
         }
     }
 }
@@ -127,6 +137,61 @@ pub fn encode_lun(lun: u16) -> [u8; 8] {
 struct LunEntry {
     disk: Disk,
     access: Option<Access>,
+    pr: LunReservations,
+}
+
+/// The reservations of one LUN, shared by every I_T nexus, and where they
+/// are saved.
+#[derive(Debug)]
+struct LunReservations {
+    state: Mutex<Reservations>,
+    /// Fast path: false while no reservation is held, so nothing conflicts
+    /// and commands need not take the lock.
+    restricted: AtomicBool,
+    /// Some registration or reservation exists: commands do not use the
+    /// zero-copy path (which would move data before the command runs, past
+    /// the run-time conflict and abort checks).
+    in_use: AtomicBool,
+    file: Option<AptplFile>,
+}
+
+impl LunReservations {
+    fn new(state: Reservations, file: Option<AptplFile>) -> LunReservations {
+        LunReservations {
+            restricted: AtomicBool::new(state.restricts()),
+            in_use: AtomicBool::new(state.restricts() || !state.registrations.is_empty()),
+            state: Mutex::new(state),
+            file,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Reservations> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn caps(&self) -> Capabilities {
+        Capabilities {
+            ptpl: self.file.is_some(),
+        }
+    }
+
+    /// Whether a command of `class` from `ini` may run now.
+    fn allows(&self, ini: &InitiatorPortId, class: CommandClass) -> bool {
+        if !self.restricted.load(Ordering::Acquire) {
+            return true;
+        }
+        self.lock().allows(ini, class)
+    }
+
+    /// Changes the state under the lock and refreshes the fast-path flag.
+    fn update<R>(&self, f: impl FnOnce(&mut Reservations) -> R) -> R {
+        let mut st = self.lock();
+        let r = f(&mut st);
+        self.restricted.store(st.restricts(), Ordering::Release);
+        self.in_use
+            .store(st.restricts() || !st.registrations.is_empty(), Ordering::Release);
+        r
+    }
 }
 
 /// Facts about one LUN, for the transport and management.
@@ -156,7 +221,7 @@ pub struct Target {
 }
 
 /// 64-bit FNV-1a with a chosen offset basis.
-fn fnv1a(seed: u64, data: &[u8]) -> u64 {
+pub(crate) fn fnv1a(seed: u64, data: &[u8]) -> u64 {
     let mut h = seed;
     for &b in data {
         h ^= u64::from(b);
@@ -198,7 +263,7 @@ impl Target {
                 reason: "must fit in 24 bits",
             });
         }
-        let mut luns = BTreeMap::new();
+        let mut luns: BTreeMap<u16, LunEntry> = BTreeMap::new();
         for (i, l) in cfg.luns.iter().enumerate() {
             let field = format!("luns[{i}]");
             if l.lun > MAX_LUN {
@@ -229,12 +294,38 @@ impl Target {
                 format!("{:016x}", fnv1a(0xcbf2_9ce4_8422_2325, seed.as_bytes()))
             });
             let naa = naa_from(cfg.naa_company_id, &serial);
+            // The saved reservations are found by the NAA designator: two
+            // LUNs with one serial would share a file.
+            if cfg.state_dir.is_some() && luns.values().any(|e| e.disk.naa() == naa) {
+                return Err(ConfigError::Invalid {
+                    field: format!("{field}.serial"),
+                    reason: "two LUNs have the same serial number, so their reservation state would collide",
+                });
+            }
+            let file = cfg.state_dir.as_deref().map(|d| AptplFile::new(d, naa));
+            let saved = match &file {
+                Some(f) => f.load().map_err(|source| ConfigError::ReservationState {
+                    field: field.clone(),
+                    source,
+                })?,
+                None => None,
+            };
+            if let (Some(r), Some(f)) = (&saved, &file) {
+                tracing::info!(
+                    lun = l.lun,
+                    file = %f.path().display(),
+                    registrations = r.registrations.len(),
+                    reservation = ?r.reservation.map(|x| x.rtype.0),
+                    "persistent reservations restored (APTPL)"
+                );
+            }
             let disk = Disk::new(store, serial, naa, cfg.max_transfer_bytes);
             luns.insert(
                 l.lun,
                 LunEntry {
                     disk,
                     access: l.access.clone(),
+                    pr: LunReservations::new(saved.unwrap_or_default(), file),
                 },
             );
         }
@@ -322,6 +413,8 @@ impl Target {
             ini,
             ua_pending: AtomicBool::new(true),
             ua: Mutex::new(ua),
+            abort_gen: AtomicU64::new(0),
+            aborted: Mutex::new(HashMap::new()),
         });
         map.insert(ini, Arc::downgrade(&n));
         n
@@ -331,6 +424,17 @@ impl Target {
     fn live_nexuses(&self) -> Vec<Arc<Nexus>> {
         let map = self.nexuses.lock().unwrap_or_else(|p| p.into_inner());
         map.values().filter_map(Weak::upgrade).collect()
+    }
+
+    /// The live I_T nexus of `ini`, if it is logged in.
+    fn live_nexus(&self, ini: &InitiatorPortId) -> Option<Arc<Nexus>> {
+        let map = self.nexuses.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(ini).and_then(Weak::upgrade)
+    }
+
+    /// The persistent reservation state of `lun` (for management and tests).
+    pub fn reservations(&self, lun: u16) -> Option<Reservations> {
+        self.luns.get(&lun).map(|e| e.pr.lock().clone())
     }
 
     /// Establishes unit attention `ua` on `lun` for every nexus that sees it.
@@ -351,6 +455,11 @@ pub struct ScsiCommand {
     /// Operation code (its group gives the CDB length, SPC-4 4.2.5.1).
     opcode: u8,
     cmd: Cmd,
+    /// The nexus's abort generation when the command entered the task
+    /// set: a later PREEMPT AND ABORT of this LUN aborts it.
+    epoch: u64,
+    /// Planned as a RESERVATION CONFLICT: moves no data and runs as one.
+    conflict: bool,
 }
 
 impl ScsiCommand {
@@ -365,7 +474,8 @@ impl ScsiCommand {
     }
 }
 
-/// Per I_T nexus state: pending unit attentions per LUN.
+/// Per I_T nexus state: pending unit attentions per LUN, task sets
+/// aborted by another I_T nexus.
 #[derive(Debug)]
 pub struct Nexus {
     target: Arc<Target>,
@@ -373,6 +483,83 @@ pub struct Nexus {
     /// Fast path: false when no unit attention is queued anywhere.
     ua_pending: AtomicBool,
     ua: Mutex<HashMap<u16, VecDeque<Sense>>>,
+    /// Bumped by each PREEMPT AND ABORT that aborts this nexus's tasks.
+    abort_gen: AtomicU64,
+    /// Per LUN, the abort generation of its last abort: commands that
+    /// entered the task set before it are aborted.
+    aborted: Mutex<HashMap<u16, u64>>,
+}
+
+/// Why a command did not complete with GOOD.
+enum Stop {
+    Check(Sense),
+    Conflict,
+    Aborted,
+}
+
+impl From<Sense> for Stop {
+    fn from(s: Sense) -> Stop {
+        Stop::Check(s)
+    }
+}
+
+impl From<Refusal> for Stop {
+    fn from(r: Refusal) -> Stop {
+        match r {
+            Refusal::Conflict => Stop::Conflict,
+            Refusal::Check(s) => Stop::Check(s),
+        }
+    }
+}
+
+fn completion(r: Result<u32, Stop>) -> Completion {
+    match r {
+        Ok(n) => Completion::good(n),
+        Err(Stop::Check(s)) => Completion::check(s),
+        Err(Stop::Conflict) => Completion {
+            status: ScsiStatus::RESERVATION_CONFLICT,
+            sense: None,
+            data_in_len: 0,
+        },
+        Err(Stop::Aborted) => Completion {
+            status: ScsiStatus::TASK_ABORTED,
+            sense: None,
+            data_in_len: 0,
+        },
+    }
+}
+
+/// How `cmd` fares under a reservation (SPC-4 table 62, SBC-3 table 13).
+pub fn reservation_class(cmd: &Cmd) -> CommandClass {
+    match cmd {
+        Cmd::Inquiry { .. }
+        | Cmd::ReportLuns { .. }
+        | Cmd::RequestSense { .. }
+        | Cmd::ReportOpcodes { .. } => CommandClass::Unrestricted,
+        Cmd::TestUnitReady | Cmd::ReadCapacity10 | Cmd::ReadCapacity16 { .. } => CommandClass::Status,
+        Cmd::Read { .. } | Cmd::Verify { .. } | Cmd::ModeSense { .. } => CommandClass::Read,
+        // START STOP UNIT is treated as the conflicting form (SBC-3 table
+        // 13 allows only START = 1 with POWER CONDITION 0h).
+        Cmd::Write { .. }
+        | Cmd::WriteSame { .. }
+        | Cmd::Unmap { .. }
+        | Cmd::SyncCache { .. }
+        | Cmd::ModeSelect { .. }
+        | Cmd::StartStopUnit => CommandClass::Write,
+        Cmd::PersistentReserveIn(_) | Cmd::PersistentReserveOut(_) => CommandClass::PersistentReserve,
+        Cmd::Reserve => CommandClass::Reserve,
+        Cmd::Release => CommandClass::Release,
+    }
+}
+
+impl Drop for Nexus {
+    /// I_T nexus loss: SPC-2 reservations end (SPC-2 5.5.1); registrations
+    /// and persistent reservations stay (SPC-4 5.13.1).
+    fn drop(&mut self) {
+        for e in self.target.luns.values() {
+            e.pr.update(|r| r.nexus_lost(&self.ini));
+        }
+    }
 }
 
 impl Nexus {
@@ -443,7 +630,14 @@ impl Nexus {
     pub fn plan_command(&self, lun: [u8; 8], cdb: &[u8]) -> Result<(ScsiCommand, Plan), Sense> {
         let &opcode = cdb.first().ok_or_else(Sense::invalid_opcode)?;
         let entry = self.entry(lun);
-        let decoded = |cmd| ScsiCommand { lun, opcode, cmd };
+        let epoch = self.abort_gen.load(Ordering::Acquire);
+        let decoded = |cmd| ScsiCommand {
+            lun,
+            opcode,
+            cmd,
+            epoch,
+            conflict: false,
+        };
         match opcode {
             op::INQUIRY => {
                 let cmd = Cmd::parse(cdb)?;
@@ -469,7 +663,21 @@ impl Nexus {
                     return Err(ua);
                 }
                 let cmd = Cmd::parse(cdb)?;
-                let plan = e.disk.plan(&cmd, opcode)?;
+                // The reservation check, before the command's own checks
+                // and before any data moves (SPC-4 5.13.1): a conflicting
+                // command transfers nothing and ends in RESERVATION
+                // CONFLICT when it runs.
+                if !e.pr.allows(&self.ini, reservation_class(&cmd)) {
+                    let c = ScsiCommand {
+                        conflict: true,
+                        ..decoded(cmd)
+                    };
+                    return Ok((c, Plan::none()));
+                }
+                let mut plan = e.disk.plan(&cmd, opcode)?;
+                if e.pr.in_use.load(Ordering::Acquire) {
+                    plan.direct = None;
+                }
                 Ok((decoded(cmd), plan))
             }
         }
@@ -484,15 +692,41 @@ impl Nexus {
     /// READ/WRITE with a [`DirectIo`](super::DirectIo) plan, passing the
     /// plan's buffer and offset copies nothing.
     pub fn execute(&self, lun: [u8; 8], cdb: &[u8], data: &DmaBuf, offset: usize, len: u32) -> Completion {
-        self.decode_unplanned(lun, cdb)
-            .and_then(|cmd| self.run_inner(&cmd, data, offset, len))
-            .into()
+        completion(
+            self.decode_unplanned(lun, cdb)
+                .map_err(Stop::from)
+                .and_then(|cmd| self.run_inner(&cmd, data, offset, len)),
+        )
     }
 
     /// Runs a command decoded by [`plan_command`](Self::plan_command), as
-    /// [`execute`](Self::execute) runs a CDB.
+    /// [`execute`](Self::execute) runs a CDB. A command whose task set a
+    /// PREEMPT AND ABORT aborted since it was planned completes with
+    /// TASK ABORTED status and does nothing; the transport must not answer
+    /// it (TAS = 0, SAM-5 5.6).
     pub fn run(&self, cmd: &ScsiCommand, data: &DmaBuf, offset: usize, len: u32) -> Completion {
-        self.run_inner(cmd, data, offset, len).into()
+        completion(self.run_inner(cmd, data, offset, len))
+    }
+
+    /// Whether another I_T nexus's PREEMPT AND ABORT aborted `c` after it
+    /// was planned (SPC-4 5.13.11.5).
+    pub fn is_aborted(&self, c: &ScsiCommand) -> bool {
+        if c.epoch == self.abort_gen.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(id) = decode_lun(c.lun) else {
+            return false;
+        };
+        let m = self.aborted.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&id).is_some_and(|&g| g > c.epoch)
+    }
+
+    /// Aborts every task of this nexus on `lun` that is not yet running
+    /// (PREEMPT AND ABORT from another I_T nexus).
+    fn abort_task_set(&self, lun: u16) {
+        let mut m = self.aborted.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.abort_gen.fetch_add(1, Ordering::AcqRel) + 1;
+        m.insert(lun, g);
     }
 
     /// The checks `execute` makes before running: an empty CDB is an
@@ -507,10 +741,15 @@ impl Nexus {
             lun,
             opcode,
             cmd: Cmd::parse(cdb)?,
+            epoch: self.abort_gen.load(Ordering::Acquire),
+            conflict: false,
         })
     }
 
-    fn run_inner(&self, c: &ScsiCommand, data: &DmaBuf, off: usize, len: u32) -> Result<u32, Sense> {
+    fn run_inner(&self, c: &ScsiCommand, data: &DmaBuf, off: usize, len: u32) -> Result<u32, Stop> {
+        if self.is_aborted(c) {
+            return Err(Stop::Aborted);
+        }
         let entry = self.entry(c.lun);
         let put = |bytes: &[u8]| -> Result<u32, Sense> {
             let n = bytes.len().min(len as usize);
@@ -521,10 +760,10 @@ impl Nexus {
             Ok(n as u32)
         };
         match c.cmd {
-            Cmd::Inquiry { .. } if entry.is_none() => put(&unmapped_inquiry(&c.cmd)?),
+            Cmd::Inquiry { .. } if entry.is_none() => Ok(put(&unmapped_inquiry(&c.cmd)?)?),
             Cmd::ReportLuns { .. } => {
                 check_report_luns(&c.cmd)?;
-                put(&self.report_luns(&c.cmd))
+                Ok(put(&self.report_luns(&c.cmd))?)
             }
             Cmd::RequestSense { .. } => {
                 check_request_sense(&c.cmd)?;
@@ -536,13 +775,90 @@ impl Nexus {
                     None => Sense::lun_not_supported(),
                     Some((id, _)) => self.take_ua(id).unwrap_or_else(Sense::no_sense),
                 };
-                put(&s.to_fixed())
+                Ok(put(&s.to_fixed())?)
             }
             _ => {
-                let (_, e) = entry.ok_or_else(Sense::lun_not_supported)?;
-                e.disk.execute(&c.cmd, c.opcode, data, off, len)
+                let (id, e) = entry.ok_or_else(Sense::lun_not_supported)?;
+                // Checked again when the command runs: a reservation made
+                // since it was planned applies to it too.
+                if c.conflict || !e.pr.allows(&self.ini, reservation_class(&c.cmd)) {
+                    return Err(Stop::Conflict);
+                }
+                match c.cmd {
+                    Cmd::PersistentReserveIn(pr) => {
+                        let d = e.pr.lock().persistent_reserve_in(pr.action, e.pr.caps());
+                        Ok(put(&d)?)
+                    }
+                    Cmd::PersistentReserveOut(pr) => self.persistent_reserve_out(id, e, &pr, data, off, len),
+                    Cmd::Reserve => Ok(e.pr.update(|r| r.reserve_scsi2(&self.ini)).map(|()| 0)?),
+                    Cmd::Release => {
+                        e.pr.update(|r| r.release_scsi2(&self.ini));
+                        Ok(0)
+                    }
+                    _ => Ok(e.disk.execute(&c.cmd, c.opcode, data, off, len)?),
+                }
             }
         }
+    }
+
+    /// PERSISTENT RESERVE OUT: the next state is computed, saved when
+    /// APTPL is in effect (file written, fsync'ed, renamed, directory
+    /// fsync'ed), and only then committed; a failed save is INSUFFICIENT
+    /// REGISTRATION RESOURCES and changes nothing. Then the unit
+    /// attentions and aborts it causes reach the other I_T nexuses.
+    fn persistent_reserve_out(
+        &self,
+        lun: u16,
+        e: &LunEntry,
+        cdb: &PrOutCdb,
+        data: &DmaBuf,
+        off: usize,
+        len: u32,
+    ) -> Result<u32, Stop> {
+        cdb.check_length()?;
+        if len < cdb.len {
+            return Err(Sense::invalid_field_in_command_iu().into());
+        }
+        if !data.contains(off as u64, u64::from(cdb.len)) {
+            return Err(Sense::internal_target_failure().into());
+        }
+        let target = &self.target;
+        let allowed = |ini: &InitiatorPortId| target.visible(lun, ini).is_some();
+        let caps = e.pr.caps();
+        let fx = e.pr.update(|st| {
+            let (next, fx) = data.with_bytes(off, cdb.len as usize, |p| {
+                st.persistent_reserve_out(&self.ini, cdb, p, caps, &allowed)
+            })?;
+            if let Some(f) = &e.pr.file {
+                let saved = match fx.persist {
+                    Persist::Save => f.save(&next),
+                    Persist::Remove => f.remove(),
+                    Persist::Unchanged => Ok(()),
+                };
+                if let Err(err) = saved {
+                    tracing::error!(
+                        lun,
+                        file = %f.path().display(),
+                        error = %err,
+                        "cannot save persistent reservations; PERSISTENT RESERVE OUT refused"
+                    );
+                    return Err(Refusal::Check(insufficient_registration_resources()));
+                }
+            }
+            *st = next;
+            Ok(fx)
+        })?;
+        for (ini, ua) in fx.unit_attentions {
+            if let Some(n) = target.live_nexus(&ini) {
+                n.add_ua(lun, ua);
+            }
+        }
+        for ini in fx.aborts {
+            if let Some(n) = target.live_nexus(&ini) {
+                n.abort_task_set(lun);
+            }
+        }
+        Ok(0)
     }
 
     /// Whether [`run`](Self::run) would do (blocking) backstore I/O for
@@ -551,6 +867,10 @@ impl Nexus {
         let Some((_, e)) = self.entry(c.lun) else {
             return false;
         };
+        // A PERSISTENT RESERVE OUT may write and fsync the APTPL state.
+        if matches!(c.cmd, Cmd::PersistentReserveOut(_)) && e.pr.file.is_some() {
+            return true;
+        }
         e.disk.store().is_blocking()
             && matches!(
                 c.cmd,
@@ -568,6 +888,9 @@ impl Nexus {
         let Some((_, e)) = self.entry(lun) else {
             return false;
         };
+        if cdb.first() == Some(&op::PERSISTENT_RESERVE_OUT) && e.pr.file.is_some() {
+            return true;
+        }
         e.disk.store().is_blocking()
             && cdb.first().is_some_and(|&o| {
                 matches!(
@@ -593,13 +916,15 @@ impl Nexus {
 
     /// LOGICAL UNIT RESET task management function: establishes a unit
     /// attention BUS DEVICE RESET FUNCTION OCCURRED (29h/03h, SAM-5 7.7)
-    /// for every I_T nexus that sees the LUN. Aborting the LUN's tasks is
-    /// the transport's part. False if the LUN is not mapped for this
-    /// initiator.
+    /// for every I_T nexus that sees the LUN and releases its SPC-2
+    /// reservation (persistent reservations stay, SPC-4 5.13.1). Aborting
+    /// the LUN's tasks is the transport's part. False if the LUN is not
+    /// mapped for this initiator.
     pub fn lun_reset(&self, lun: [u8; 8]) -> bool {
-        let Some((id, _)) = self.entry(lun) else {
+        let Some((id, e)) = self.entry(lun) else {
             return false;
         };
+        e.pr.update(Reservations::lun_reset);
         self.target.unit_attention_all(id, Sense::bus_device_reset());
         true
     }

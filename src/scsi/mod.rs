@@ -16,11 +16,13 @@
 //! [`Nexus::execute`](lun::Nexus::execute) decodes and runs a CDB in one
 //! call (for callers that did not plan it).
 
+pub mod aptpl;
 pub mod backstore;
 pub mod cdb;
 pub mod disk;
 pub mod lun;
 pub mod pool;
+pub mod reservations;
 pub mod sense;
 
 use std::sync::Arc;

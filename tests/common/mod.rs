@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub mod chaos;
+pub mod pr_model;
 
 use srptd::mem::DmaBuf;
 use srptd::proto::{
