@@ -63,9 +63,9 @@ ini_b=$(echo "$S" | jq -r '.[] | select(.initiator | startswith("000000000000000
 echo "$S" | jq -e 'all(.[].channels[]; .credits_granted > 0 and (.peer | type) == "string")' >/dev/null ||
     vm_die "channel fields missing: $S"
 c1=$(ctl stats --json | jq '.total.commands')
-sleep 3
+dd if="$a0" of=/dev/null bs=64k count=64 iflag=direct 2>/dev/null
 c2=$(ctl stats --json | jq '.total.commands')
-[ "$c2" -gt "$c1" ] || vm_die "stats did not move with the I/O: $c1 -> $c2"
+[ "$c2" -ge $((c1 + 64)) ] || vm_die "stats did not move with the I/O (64 reads): $c1 -> $c2"
 ctl stats >&2
 vm_log "status, luns, sessions, stats: OK (commands $c1 -> $c2)"
 
