@@ -23,9 +23,19 @@ pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 const MAX_WRITE_SAME_BYTES_FILE: u64 = 256 << 20;
 
 /// Mode pages (SPC-4 7.5 / SBC-3 6.4).
+const PAGE_RW_ERROR_RECOVERY: u8 = 0x01;
 const PAGE_CACHING: u8 = 0x08;
 const PAGE_CONTROL: u8 = 0x0a;
+const PAGE_INFORMATIONAL_EXCEPTIONS: u8 = 0x1c;
 const PAGE_ALL: u8 = 0x3f;
+/// The pages served, in ascending page code order (the order of "all
+/// pages", SPC-4 6.11).
+const MODE_PAGES: [u8; 4] = [
+    PAGE_RW_ERROR_RECOVERY,
+    PAGE_CACHING,
+    PAGE_CONTROL,
+    PAGE_INFORMATIONAL_EXCEPTIONS,
+];
 
 /// VPD pages supported, in ascending order (SPC-4 7.8.13).
 const VPD_PAGES: [u8; 6] = [0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2];
@@ -190,7 +200,7 @@ impl Disk {
                 if pc == 3 {
                     return Err(Sense::saving_parameters_not_supported().with_field(true, 2, Some(7)));
                 }
-                if !matches!(page, PAGE_CACHING | PAGE_CONTROL | PAGE_ALL) {
+                if page != PAGE_ALL && !MODE_PAGES.contains(&page) {
                     return Err(Sense::invalid_field_in_cdb_at(2, Some(5)));
                 }
                 // No subpages: only 00h, or FFh with "all pages" (SPC-4 6.11).
@@ -528,6 +538,15 @@ impl Disk {
     fn mode_page(&self, page: u8, pc: u8) -> Vec<u8> {
         let changeable = pc == 1;
         match page {
+            PAGE_RW_ERROR_RECOVERY => {
+                // SBC-3 6.4.7: no automatic reallocation (AWRE = ARRE = 0),
+                // errors are reported (no TB/PER/DTE/DCR), no retry or
+                // recovery time limits to state. Nothing is changeable.
+                let mut p = vec![0u8; 12];
+                p[0] = PAGE_RW_ERROR_RECOVERY;
+                p[1] = 0x0a;
+                p
+            }
             PAGE_CACHING => {
                 // SBC-3 6.4.5: WCE when writes may sit in a volatile cache.
                 let mut p = vec![0u8; 20];
@@ -548,6 +567,20 @@ impl Disk {
                 if !changeable {
                     p[2] = 0x02;
                     p[3] = 0x10;
+                }
+                p
+            }
+            PAGE_INFORMATIONAL_EXCEPTIONS => {
+                // SPC-4 7.5.11 (Informational Exceptions Control): the
+                // device server has no failure prediction, so informational
+                // exception operations are disabled (DEXCPT = 1) and never
+                // reported (MRIE 0h, INTERVAL TIMER and REPORT COUNT 0).
+                // Nothing is changeable.
+                let mut p = vec![0u8; 12];
+                p[0] = PAGE_INFORMATIONAL_EXCEPTIONS;
+                p[1] = 0x0a;
+                if !changeable {
+                    p[2] = 0x08;
                 }
                 p
             }
@@ -579,9 +612,9 @@ impl Disk {
         }
         let mut pages = Vec::new();
         if page == PAGE_ALL {
-            // Ascending page code order (SPC-4 6.11).
-            pages.extend(self.mode_page(PAGE_CACHING, pc));
-            pages.extend(self.mode_page(PAGE_CONTROL, pc));
+            for p in MODE_PAGES {
+                pages.extend(self.mode_page(p, pc));
+            }
         } else {
             pages.extend(self.mode_page(page, pc));
         }

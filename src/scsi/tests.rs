@@ -906,11 +906,22 @@ fn mode_sense() {
         assert_eq!(d[3], 8);
         assert_eq!(&d[4..8], &64u32.to_be_bytes());
         assert_eq!(&d[9..12], &bs.to_be_bytes()[1..]);
+        // All pages in ascending order: 01h, 08h, 0Ah, 1Ch.
         let pages = &d[12..];
+        assert_eq!(&pages[..12], &[0x01, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], "read-write error recovery");
+        let pages = &pages[12..];
         assert_eq!(&pages[..2], &[0x08, 0x12]);
         assert_eq!(pages[2] & 0x04 != 0, kind == "file", "WCE");
         assert_eq!(&pages[20..22], &[0x0a, 0x0a]);
-        assert_eq!(pages.len(), 32);
+        assert_eq!(&pages[32..], &[0x1c, 0x0a, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0], "DEXCPT = 1, MRIE 0");
+        assert_eq!(d.len(), 12 + 12 + 20 + 12 + 12);
+        // Each new page alone.
+        let d = good(n, 0, &[0x1a, 0x08, 0x01, 0, 255, 0], &[]);
+        assert_eq!(&d[4..6], &[0x01, 0x0a]);
+        let d = good(n, 0, &[0x1a, 0x08, 0x1c, 0, 255, 0], &[]);
+        assert_eq!(&d[4..7], &[0x1c, 0x0a, 0x08]);
+        let d = good(n, 0, &[0x1a, 0x08, 0x5c, 0, 255, 0], &[]);
+        assert!(d[6..].iter().all(|&x| x == 0), "1Ch: nothing changeable");
         // DBD: no block descriptor.
         let d = good(n, 0, &[0x1a, 0x08, 0x08, 0, 255, 0], &[]);
         assert_eq!(d[3], 0);
@@ -937,7 +948,7 @@ fn mode_sense() {
         // Truncation keeps the full mode data length.
         let d = good(n, 0, &[0x1a, 0, 0x3f, 0, 4, 0], &[]);
         assert_eq!(d.len(), 4);
-        assert_eq!(usize::from(d[0]), 4 + 8 + 32 - 1);
+        assert_eq!(usize::from(d[0]), 4 + 8 + 56 - 1);
         // Errors.
         illegal(n, &[0x1a, 0, 0xc8, 0, 255, 0], &[], 0x39);
         illegal(n, &[0x1a, 0, 0x19, 0, 255, 0], &[], 0x24);
@@ -980,6 +991,15 @@ fn mode_select() {
         p[2] = 0;
         p[10] ^= 0x02;
         illegal(n, &[0x15, 0x10, 0, 0, p.len() as u8, 0], &p, 0x26);
+        // The informational exceptions page as it is: accepted; turning
+        // DEXCPT off: rejected at that byte.
+        let mut p = good(n, 0, &[0x1a, 0x08, 0x1c, 0, 255, 0], &[]);
+        p[0] = 0;
+        p[2] = 0;
+        good(n, 0, &[0x15, 0x10, 0, 0, p.len() as u8, 0], &p);
+        p[6] = 0;
+        let s = illegal(n, &[0x15, 0x10, 0, 0, p.len() as u8, 0], &p, 0x26);
+        assert_eq!(s.field.unwrap().byte, 6);
         // Unsupported page.
         illegal(n, &[0x15, 0x10, 0, 0, 8, 0], &[0, 0, 0, 0, 0x19, 2, 0, 0], 0x26);
         // SP = 1, truncated list, zero length.
