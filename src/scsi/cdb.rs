@@ -20,6 +20,7 @@ pub mod op {
     pub const READ_CAPACITY_10: u8 = 0x25;
     pub const READ_10: u8 = 0x28;
     pub const WRITE_10: u8 = 0x2a;
+    pub const WRITE_AND_VERIFY_10: u8 = 0x2e;
     pub const VERIFY_10: u8 = 0x2f;
     pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
     pub const WRITE_SAME_10: u8 = 0x41;
@@ -32,6 +33,7 @@ pub mod op {
     pub const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
     pub const READ_16: u8 = 0x88;
     pub const WRITE_16: u8 = 0x8a;
+    pub const WRITE_AND_VERIFY_16: u8 = 0x8e;
     pub const VERIFY_16: u8 = 0x8f;
     pub const SYNCHRONIZE_CACHE_16: u8 = 0x91;
     pub const WRITE_SAME_16: u8 = 0x93;
@@ -40,6 +42,7 @@ pub mod op {
     pub const MAINTENANCE_IN: u8 = 0xa3;
     pub const READ_12: u8 = 0xa8;
     pub const WRITE_12: u8 = 0xaa;
+    pub const WRITE_AND_VERIFY_12: u8 = 0xae;
     /// SERVICE ACTION IN(16) service action: READ CAPACITY(16).
     pub const SAI_READ_CAPACITY_16: u16 = 0x10;
     /// MAINTENANCE IN service action: REPORT SUPPORTED OPERATION CODES.
@@ -132,6 +135,12 @@ pub static COMMANDS: &[CmdInfo] = &[
         op::WRITE_10,
         &[0x2a, 0x1a, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0],
     ),
+    // WRITE AND VERIFY: WRPROTECT must be zero; DPO and BYTCHK (bits 2:1)
+    // used (SBC-3 5.43-5.45).
+    c(
+        op::WRITE_AND_VERIFY_10,
+        &[0x2e, 0x16, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0],
+    ),
     c(
         op::VERIFY_10,
         &[0x2f, 0x16, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0],
@@ -190,6 +199,12 @@ pub static COMMANDS: &[CmdInfo] = &[
         ],
     ),
     c(
+        op::WRITE_AND_VERIFY_16,
+        &[
+            0x8e, 0x16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0,
+        ],
+    ),
+    c(
         op::VERIFY_16,
         &[
             0x8f, 0x16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0,
@@ -237,6 +252,12 @@ pub static COMMANDS: &[CmdInfo] = &[
         op::WRITE_12,
         &[
             0xaa, 0x1a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0,
+        ],
+    ),
+    c(
+        op::WRITE_AND_VERIFY_12,
+        &[
+            0xae, 0x16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0,
         ],
     ),
 ];
@@ -348,6 +369,13 @@ pub enum Cmd {
         fua: bool,
     },
     Verify {
+        lba: u64,
+        blocks: u32,
+        bytchk: u8,
+    },
+    /// WRITE AND VERIFY (10/12/16): the write reaches the medium, then is
+    /// verified (BYTCHK 0) or compared with the data sent (BYTCHK 1).
+    WriteAndVerify {
         lba: u64,
         blocks: u32,
         bytchk: u8,
@@ -468,6 +496,14 @@ impl Cmd {
             (op::VERIFY_10 | op::VERIFY_16, _) => {
                 let (lba, blocks) = lba_len(info.opcode, b);
                 Cmd::Verify {
+                    lba,
+                    blocks,
+                    bytchk: (b[1] >> 1) & 3,
+                }
+            }
+            (op::WRITE_AND_VERIFY_10 | op::WRITE_AND_VERIFY_12 | op::WRITE_AND_VERIFY_16, _) => {
+                let (lba, blocks) = lba_len(info.opcode, b);
+                Cmd::WriteAndVerify {
                     lba,
                     blocks,
                     bytchk: (b[1] >> 1) & 3,

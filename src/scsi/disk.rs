@@ -235,6 +235,19 @@ impl Disk {
                     ..Plan::new(DataDir::Out, len)
                 }
             }
+            Cmd::WriteAndVerify { lba, blocks, bytchk } => {
+                // SBC-3 5.43 table 91: BYTCHK 00b write then verify the
+                // medium, 01b write then compare with the data sent; 10b is
+                // reserved and 11b not supported: INVALID FIELD IN CDB.
+                if bytchk > 1 {
+                    return Err(Sense::invalid_field_in_cdb_at(1, Some(2)));
+                }
+                self.writable()?;
+                self.range(lba, u64::from(blocks))?;
+                // Not zero-copy: the compare needs the data apart from the
+                // medium.
+                Plan::new(DataDir::Out, self.xfer(blocks, len_byte(7, 10))?)
+            }
             Cmd::Verify { lba, blocks, bytchk } => {
                 // SBC-3 5.33 table 75: BYTCHK 00b medium verify, 01b compare;
                 // 10b is reserved, 11b (single-block compare) is not
@@ -394,24 +407,26 @@ impl Disk {
                     .map_err(|e| io_sense(&e, true, lba))?;
                 Ok(0)
             }
+            Cmd::WriteAndVerify { lba, bytchk, .. } => {
+                let n = plan.len as usize;
+                if n == 0 {
+                    return Ok(0);
+                }
+                // Written through to the medium (FUA) before it is verified.
+                self.store
+                    .write(lba, data, off, n, true)
+                    .map_err(|e| io_sense(&e, true, lba))?;
+                if bytchk == 1 {
+                    self.compare(lba, data, off, n)?;
+                }
+                Ok(0)
+            }
             Cmd::Verify { lba, blocks, bytchk } => {
                 if bytchk == 0 || blocks == 0 {
                     return Ok(0);
                 }
-                let n = plan.len as usize;
-                let tmp = DmaBuf::new(n).map_err(|_| Sense::internal_target_failure())?;
-                self.store
-                    .read(lba, &tmp, 0, n)
-                    .map_err(|e| io_sense(&e, false, lba))?;
-                let mismatch = tmp.with_bytes(0, n, |m| {
-                    data.with_bytes(off, n, |d| m.iter().zip(d).position(|(a, b)| a != b))
-                });
-                match mismatch {
-                    // SBC-3 5.33: MISCOMPARE, INFORMATION = offset of the
-                    // first byte that differs.
-                    Some(i) => Err(Sense::miscompare(i as u64)),
-                    None => Ok(0),
-                }
+                self.compare(lba, data, off, plan.len as usize)?;
+                Ok(0)
             }
             Cmd::SyncCache { lba, .. } => {
                 self.store.flush().map_err(|e| io_sense(&e, true, lba))?;
@@ -529,6 +544,23 @@ impl Disk {
         let n = (d.len() - 4) as u16;
         d[2..4].copy_from_slice(&n.to_be_bytes());
         d
+    }
+
+    /// Compares `n` bytes of the medium at `lba` with `data[off..]`:
+    /// MISCOMPARE with INFORMATION = the offset of the first byte that
+    /// differs (SBC-3 5.33, 5.43).
+    fn compare(&self, lba: u64, data: &DmaBuf, off: usize, n: usize) -> Result<(), Sense> {
+        let tmp = DmaBuf::new(n).map_err(|_| Sense::internal_target_failure())?;
+        self.store
+            .read(lba, &tmp, 0, n)
+            .map_err(|e| io_sense(&e, false, lba))?;
+        let mismatch = tmp.with_bytes(0, n, |m| {
+            data.with_bytes(off, n, |d| m.iter().zip(d).position(|(a, b)| a != b))
+        });
+        match mismatch {
+            Some(i) => Err(Sense::miscompare(i as u64)),
+            None => Ok(()),
+        }
     }
 
     // ------------------------------------------------------------ mode pages

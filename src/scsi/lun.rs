@@ -541,6 +541,7 @@ pub fn reservation_class(cmd: &Cmd) -> CommandClass {
         // START STOP UNIT is treated as the conflicting form (SBC-3 table
         // 13 allows only START = 1 with POWER CONDITION 0h).
         Cmd::Write { .. }
+        | Cmd::WriteAndVerify { .. }
         | Cmd::WriteSame { .. }
         | Cmd::Unmap { .. }
         | Cmd::SyncCache { .. }
@@ -876,6 +877,7 @@ impl Nexus {
                 c.cmd,
                 Cmd::Read { .. }
                     | Cmd::Write { .. }
+                    | Cmd::WriteAndVerify { .. }
                     | Cmd::Verify { .. }
                     | Cmd::SyncCache { .. }
                     | Cmd::WriteSame { .. }

@@ -895,6 +895,49 @@ fn verify() {
     });
 }
 
+#[test]
+fn write_and_verify() {
+    each_lun(64, |_, bs, n| {
+        let b = bs as usize;
+        // (10) BYTCHK 0, (12) BYTCHK 1, (16) BYTCHK 1: each lands and reads back.
+        let cases: [(Vec<u8>, u64); 3] = [
+            (vec![0x2e, 0, 0, 0, 0, 4, 0, 0, 2, 0], 4),
+            (vec![0xae, 0x02, 0, 0, 0, 10, 0, 0, 0, 2, 0, 0], 10),
+            (rw16(0x8e, 0x02, 20, 2).to_vec(), 20),
+        ];
+        for (i, (cdb, lba)) in cases.iter().enumerate() {
+            let data = pattern(2 * b, 40 + i as u64);
+            good(n, 0, cdb, &data);
+            assert_eq!(
+                good(n, 0, &rw10(0x28, *lba as u32, 2, false), &[]),
+                data,
+                "{cdb:02x?}"
+            );
+        }
+        // No blocks: nothing written, GOOD.
+        good(n, 0, &[0x2e, 0x02, 0, 0, 0, 4, 0, 0, 0, 0], &[]);
+        // BYTCHK 10b / 11b, WRPROTECT set, past the end.
+        illegal(n, &[0x2e, 0x04, 0, 0, 0, 4, 0, 0, 1, 0], &[], 0x24);
+        illegal(n, &[0x2e, 0x06, 0, 0, 0, 4, 0, 0, 1, 0], &[], 0x24);
+        illegal(n, &[0x2e, 0x20, 0, 0, 0, 4, 0, 0, 1, 0], &[], 0x24);
+        illegal(n, &rw16(0x8e, 0, 63, 2), &[], 0x21);
+    });
+    // A read-only LUN refuses it with DATA PROTECT / WRITE PROTECTED.
+    let n = one(BackstoreConfig {
+        read_only: true,
+        ..ram(1 << 20, 512)
+    });
+    fails(
+        &n,
+        0,
+        &[0x2e, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+        &[0; 512],
+        SenseKey::DataProtect,
+        0x27,
+        0,
+    );
+}
+
 // ---------------------------------------------------------------- MODE SENSE / SELECT
 
 #[test]
@@ -908,12 +951,20 @@ fn mode_sense() {
         assert_eq!(&d[9..12], &bs.to_be_bytes()[1..]);
         // All pages in ascending order: 01h, 08h, 0Ah, 1Ch.
         let pages = &d[12..];
-        assert_eq!(&pages[..12], &[0x01, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], "read-write error recovery");
+        assert_eq!(
+            &pages[..12],
+            &[0x01, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            "read-write error recovery"
+        );
         let pages = &pages[12..];
         assert_eq!(&pages[..2], &[0x08, 0x12]);
         assert_eq!(pages[2] & 0x04 != 0, kind == "file", "WCE");
         assert_eq!(&pages[20..22], &[0x0a, 0x0a]);
-        assert_eq!(&pages[32..], &[0x1c, 0x0a, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0], "DEXCPT = 1, MRIE 0");
+        assert_eq!(
+            &pages[32..],
+            &[0x1c, 0x0a, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            "DEXCPT = 1, MRIE 0"
+        );
         assert_eq!(d.len(), 12 + 12 + 20 + 12 + 12);
         // Each new page alone.
         let d = good(n, 0, &[0x1a, 0x08, 0x01, 0, 255, 0], &[]);
@@ -1039,7 +1090,7 @@ fn request_sense_start_stop_and_unknown() {
         0xc0,
         0xff,
         0x89,
-        0xa0 + 0x0e,
+        0xa0 + 0x0f,
     ] {
         let mut cdb = [0u8; 16];
         cdb[0] = op;
