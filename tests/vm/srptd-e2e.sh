@@ -115,6 +115,20 @@ for l in 0 1 2 3; do
         { echo "$out" >&2; vm_die "sg_luns on LUN $l does not list LUNs 0-3"; }
 done
 [ "$(printf '%s\n' "${SERIAL[@]}" | sort -u | wc -l)" = 4 ] || vm_die "serial numbers not unique: ${SERIAL[*]}"
+# Mode pages and WRITE AND VERIFY (SBC-3 5.43/5.45) on a RAM and a file LUN.
+out=$(sg_modes -a "${DEV[0]}")
+for p in '>> read-write error recovery,' '>> caching,' '>> control,' '>> informational exceptions control,'; do
+    expect_in "$out" "$p" "sg_modes -a LUN 0"
+done
+head -c 4096 /dev/urandom > "$W/wv.bin"
+for l in 0 1; do
+    sg_write_verify --bytchk=1 --lba=64 --num=8 --in="$W/wv.bin" "${DEV[l]}" ||
+        vm_die "WRITE AND VERIFY(10) BYTCHK=1 on LUN $l"
+    sg_write_verify --16 --lba=72 --num=8 --in="$W/wv.bin" "${DEV[l]}" || vm_die "WRITE AND VERIFY(16) on LUN $l"
+    dd if="${DEV[l]}" of="$W/wv.back" bs=512 skip=64 count=16 iflag=direct 2>/dev/null
+    cmp "$W/wv.back" <(cat "$W/wv.bin" "$W/wv.bin") || vm_die "LUN $l: WRITE AND VERIFY data does not read back"
+done
+vm_log "mode pages 01h 08h 0Ah 1Ch; WRITE AND VERIFY (10, 16) on the RAM and a file LUN"
 # Thin provisioning on the file LUN: UNMAP supported, and the kernel uses it.
 out=$(sg_vpd -p lbpv "${DEV[1]}")
 expect_in "$out" 'Unmap command supported \(LBPU\): 1' "sg_vpd -p lbpv LUN 1"
