@@ -173,7 +173,7 @@ thread_local! {
 
 /// A zero buffer of `len` bytes for a channel: a spare one of that size, or
 /// a fresh mapping.
-fn channel_buf(len: usize) -> std::io::Result<DmaBuf> {
+pub fn channel_buf(len: usize) -> std::io::Result<DmaBuf> {
     let want = len.max(1).next_multiple_of(srptd::mem::PAGE_SIZE);
     let spare = SPARE_CHANNEL_BUFS.with(|s| {
         let mut s = s.borrow_mut();
@@ -184,7 +184,9 @@ fn channel_buf(len: usize) -> std::io::Result<DmaBuf> {
         Some(b) => {
             // cargo test (the proptest over this harness) checks that the
             // bookkeeping below missed no write: a spare must be all zero.
-            if cfg!(debug_assertions) {
+            // (Not the fuzz targets: cfg(test) is off there, debug
+            // assertions are on.)
+            if cfg!(test) {
                 static ZERO: [u8; 4096] = [0; 4096];
                 let zero = b.with_bytes(0, b.len(), |x| x.chunks(4096).all(|c| c == &ZERO[..c.len()]));
                 assert!(zero, "spare channel buffer not zero");
@@ -201,13 +203,36 @@ fn channel_buf(len: usize) -> std::io::Result<DmaBuf> {
 /// munmap. Every write into them is recorded: by the simulated hardware
 /// (receives, RDMA READs), by executions (data-in) and, for the send ring
 /// that the channel itself writes, the whole buffer.
-struct ChannelBufs {
+///
+/// Made from a `ChannelMemory` of [`channel_buf`]s before the channel is;
+/// must be dropped after it (declared before it).
+pub struct ChannelBufs {
     bufs: Vec<Arc<DmaBuf>>,
     dirty: Vec<(u64, usize, usize)>,
 }
 
 impl ChannelBufs {
-    fn touch(&mut self, buf: &DmaBuf, off: usize, len: usize) {
+    pub fn new(mem: &ChannelMemory) -> ChannelBufs {
+        let mut b = ChannelBufs {
+            bufs: [
+                Some(&mem.send),
+                mem.recv.as_ref(),
+                Some(&mem.pool),
+                Some(&mem.tables),
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+            dirty: Vec::new(),
+        };
+        // The channel writes its IUs there itself.
+        b.touch(&mem.send, 0, mem.send.len());
+        b
+    }
+
+    /// Records a write of `len` bytes at `off` into `buf`.
+    pub fn touch(&mut self, buf: &DmaBuf, off: usize, len: usize) {
         self.dirty.push((buf.addr(), off, len));
     }
 }
@@ -334,22 +359,7 @@ impl Sim {
         let nexus = target.nexus(req.initiator_port_id);
         let rams = target.luns().into_iter().filter_map(|l| l.dma_buf).collect();
         let mem = ChannelMemory::with(&cfg.memory_layout(), channel_buf).expect("channel memory");
-        let send = mem.send.clone();
-        let mut chan_bufs = ChannelBufs {
-            bufs: [
-                Some(&mem.send),
-                mem.recv.as_ref(),
-                Some(&mem.pool),
-                Some(&mem.tables),
-            ]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect(),
-            dirty: Vec::new(),
-        };
-        // The channel writes its IUs there itself.
-        chan_bufs.touch(&send, 0, send.len());
+        let chan_bufs = ChannelBufs::new(&mem);
         let ch = Channel::new(cfg, nexus.clone(), mem).expect("channel");
         let mut sim = Sim {
             ch,
