@@ -171,6 +171,9 @@ thread_local! {
     static SPARE_CHANNEL_BUFS: RefCell<Vec<DmaBuf>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Spare channel buffers kept at most (four per channel).
+const MAX_SPARE_CHANNEL_BUFS: usize = 16;
+
 /// A zero buffer of `len` bytes for a channel: a spare one of that size, or
 /// a fresh mapping.
 pub fn channel_buf(len: usize) -> std::io::Result<DmaBuf> {
@@ -248,7 +251,14 @@ impl Drop for ChannelBufs {
             for &(_, off, len) in self.dirty.iter().filter(|d| d.0 == buf.addr()) {
                 buf.fill(off, len, 0);
             }
-            SPARE_CHANNEL_BUFS.with(|s| s.borrow_mut().push(buf));
+            SPARE_CHANNEL_BUFS.with(|s| {
+                let mut s = s.borrow_mut();
+                // Bounded: the login target's sizes vary per input.
+                if s.len() >= MAX_SPARE_CHANNEL_BUFS {
+                    s.remove(0);
+                }
+                s.push(buf);
+            });
         }
     }
 }
