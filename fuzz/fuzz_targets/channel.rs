@@ -2,8 +2,10 @@
 //! request: no input may panic it or unbalance its credits.
 #![no_main]
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use libfuzzer_sys::fuzz_target;
-use srptd::mem::DmaBuf;
 use srptd::proto::{Action, Channel, ChannelConfig, ChannelMemory, WrId};
 use srptd::scsi::backstore::BackstoreConfig;
 use srptd::scsi::lun::{LunConfig, Target, TargetConfig};
@@ -14,7 +16,10 @@ fuzz_target!(|input: &[u8]| {
     let mut cfg = ChannelConfig::new(1024, Some(68), 4);
     cfg.pool_size = 1 << 20;
     cfg.max_transfer = 256 << 10;
-    let mem = ChannelMemory::with(&cfg.memory_layout(), DmaBuf::new).unwrap();
+    // Buffers reused from earlier inputs, zero again (the writes below are
+    // recorded); `bufs` is dropped after `ch`.
+    let mem = ChannelMemory::with(&cfg.memory_layout(), common::channel_buf).unwrap();
+    let mut bufs = common::ChannelBufs::new(&mem);
     let mut ch = Channel::new(cfg, t.nexus([1; 16]), mem).unwrap();
     let mut posted = std::collections::VecDeque::new();
     // Inputs: IUs separated by a length byte.
@@ -29,6 +34,7 @@ fuzz_target!(|input: &[u8]| {
                 Action::Execute { cmd } => {
                     let done = {
                         let r = ch.exec_request(cmd).unwrap();
+                        bufs.touch(r.buf, r.offset, r.len as usize);
                         r.nexus.run(r.command, r.buf, r.offset, r.len)
                     };
                     ch.handle_exec_done(cmd, done);
@@ -51,6 +57,7 @@ fuzz_target!(|input: &[u8]| {
         let (off, size) = ch.recv_slot(slot);
         let iu = &iu[..iu.len().min(size as usize)];
         ch.recv_buf().write(off as usize, iu);
+        bufs.touch(ch.recv_buf(), off as usize, iu.len());
         ch.handle_completion(WrId::recv(slot), true, iu.len() as u32);
     }
 });

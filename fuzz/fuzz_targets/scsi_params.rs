@@ -1,14 +1,16 @@
 //! CDBs of every supported opcode, with data-out (write data and the
-//! parameter lists of MODE SELECT, UNMAP, WRITE SAME, VERIFY) under fuzzer
+//! parameter lists of MODE SELECT, UNMAP, WRITE SAME, VERIFY, WRITE AND
+//! VERIFY, PERSISTENT RESERVE OUT) under fuzzer
 //! control, on five LUNs: RAM 512-byte blocks (shadowed), RAM 4 KiB blocks,
 //! a read-only RAM LUN, a sparse file LUN beyond 2^32 blocks and a file LUN
 //! with 4 KiB blocks.
 //!
 //! Oracles: every outcome is GOOD or CHECK CONDITION with a valid fixed
-//! sense (a real key, a non-zero ASC); a read-only LUN never changes and
+//! sense (a real key, a non-zero ASC), or RESERVATION CONFLICT for a
+//! reservation command; a read-only LUN never changes and
 //! never accepts a write; on the shadowed LUN a CHECK CONDITION changes
 //! nothing, a GOOD READ returns the shadow, a GOOD VERIFY with BYTCHK=1
-//! matched it, a GOOD WRITE stores exactly its data, WRITE SAME and UNMAP
+//! matched it, a GOOD WRITE or WRITE AND VERIFY stores exactly its data, WRITE SAME and UNMAP
 //! change only the blocks they name, and every other command changes
 //! nothing.
 #![no_main]
@@ -25,24 +27,44 @@ const BUF: usize = 1 << 20;
 const LUN0_BYTES: usize = 1 << 20;
 const RO_BYTES: usize = 512 << 10;
 
+const BIG_BYTES: u64 = 3 << 40;
+const SMALL_BYTES: u64 = 4 << 20;
+
 struct World {
     nexus: Arc<Nexus>,
     buf: DmaBuf,
     lun0: Arc<DmaBuf>,
     ro: Arc<DmaBuf>,
-    shadow: Mutex<Vec<u8>>,
+    /// The file LUNs' files (unlinked once open), emptied after each
+    /// input that addressed them.
+    files: [(std::fs::File, u64); 2],
+    state: Mutex<State>,
+}
+
+struct State {
+    shadow: Vec<u8>,
+    /// LUN 0 after the command (kept to spare a 1 MiB allocation per input).
+    now: Vec<u8>,
 }
 
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("srptd-fuzz-scsi-{}", std::process::id()));
+        // On tmpfs when there is one: syncs (FUA, SYNCHRONIZE CACHE) cost
+        // nothing there, and O_DIRECT works on tmpfs since Linux 6.6.
+        let base = match std::path::Path::new("/dev/shm") {
+            p if p.is_dir() => p.to_owned(),
+            _ => std::env::temp_dir(),
+        };
+        let dir = base.join(format!("srptd-fuzz-scsi-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let big = dir.join("big.img");
         // 3 TiB sparse: 6.4 * 2^30 blocks of 512 bytes, beyond 2^32.
-        std::fs::File::create(&big).unwrap().set_len(3 << 40).unwrap();
+        let big_file = std::fs::File::create(&big).unwrap();
+        big_file.set_len(BIG_BYTES).unwrap();
         let small = dir.join("small.img");
-        std::fs::File::create(&small).unwrap().set_len(4 << 20).unwrap();
+        let small_file = std::fs::File::create(&small).unwrap();
+        small_file.set_len(SMALL_BYTES).unwrap();
         let specs = [
             "ram:1M,bs=512".to_owned(),
             "ram:1M,bs=4096".to_owned(),
@@ -59,21 +81,32 @@ fn world() -> &'static World {
         let info = t.luns();
         assert!(info[3].num_blocks > 1 << 32);
         assert!(info[2].read_only);
+        // The LUNs hold their files open: nothing is left behind on exit.
+        std::fs::remove_dir_all(&dir).unwrap();
         World {
             nexus: t.nexus([1; 16]),
             buf: DmaBuf::new(BUF).unwrap(),
             lun0: info[0].dma_buf.clone().unwrap(),
             ro: info[2].dma_buf.clone().unwrap(),
-            shadow: Mutex::new(vec![0; LUN0_BYTES]),
+            files: [(big_file, BIG_BYTES), (small_file, SMALL_BYTES)],
+            state: Mutex::new(State {
+                shadow: vec![0; LUN0_BYTES],
+                now: vec![0; LUN0_BYTES],
+            }),
         }
     })
 }
 
 /// Opcodes the fuzzer's first CDB byte is mapped onto (plus any byte).
-const OPCODES: [u8; 27] = [
+const OPCODES: [u8; 36] = [
     0x00, 0x03, 0x08, 0x0a, 0x12, 0x15, 0x1a, 0x1b, 0x25, 0x28, 0x2a, 0x2f, 0x35, 0x41, 0x42, 0x55, 0x5a,
-    0x88, 0x8a, 0x8f, 0x91, 0x93, 0x9e, 0xa0, 0xa3, 0xa8, 0xaa,
+    0x88, 0x8a, 0x8f, 0x91, 0x93, 0x9e, 0xa0, 0xa3, 0xa8, 0xaa, 0x2e, 0x8e, 0xae, 0x16, 0x17, 0x56, 0x57,
+    0x5e, 0x5f,
 ];
+
+/// Reservation commands: the only ones that may meet RESERVATION CONFLICT
+/// here (one I_T nexus, so it holds whatever reservation there is).
+const RESERVATION_OPS: [u8; 6] = [0x16, 0x17, 0x56, 0x57, 0x5e, 0x5f];
 
 fn be(b: &[u8]) -> u64 {
     b.iter().fold(0, |a, &x| a << 8 | u64::from(x))
@@ -87,9 +120,9 @@ fn lba_len(cdb: &[u8]) -> Option<(u64, u64)> {
             let n = g(4..5)?;
             (g(1..4)? & 0x1f_ffff, if n == 0 { 256 } else { n })
         }
-        0x28 | 0x2a | 0x2f | 0x41 => (g(2..6)?, g(7..9)?),
-        0xa8 | 0xaa => (g(2..6)?, g(6..10)?),
-        0x88 | 0x8a | 0x8f | 0x93 => (g(2..10)?, g(10..14)?),
+        0x28 | 0x2a | 0x2e | 0x2f | 0x41 => (g(2..6)?, g(7..9)?),
+        0xa8 | 0xaa | 0xae => (g(2..6)?, g(6..10)?),
+        0x88 | 0x8a | 0x8e | 0x8f | 0x93 => (g(2..10)?, g(10..14)?),
         _ => return None,
     })
 }
@@ -107,8 +140,26 @@ fn check_sense(s: &Sense) {
     assert!(usize::from(b[7]) + 8 <= Sense::FIXED_LEN, "additional sense length");
 }
 
+/// The first byte where `a` and `b` differ (compared with `==`, a
+/// memcmp, before any byte loop: the shadow checks run on 1 MiB per input).
 fn differs(a: &[u8], b: &[u8]) -> Option<usize> {
+    if a == b {
+        return None;
+    }
     a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    static ZERO: [u8; 64 << 10] = [0; 64 << 10];
+    b.chunks(ZERO.len()).all(|c| c == &ZERO[..c.len()])
+}
+
+/// Empties a file LUN's file (it reads zeros again and frees what earlier
+/// writes allocated), so that an input sees the same LUN whatever ran
+/// before it and the sparse file stays sparse.
+fn reset_file((f, len): &(std::fs::File, u64)) {
+    f.set_len(0).unwrap();
+    f.set_len(*len).unwrap();
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -126,7 +177,11 @@ fuzz_target!(|input: &[u8]| {
     let lun_no = u16::from(sel % 6); // 5: no such LUN
     let lun = encode_lun(lun_no);
     let w = world();
-    let mut shadow = w.shadow.lock().unwrap();
+    let mut state = w.state.lock().unwrap();
+    let State { shadow, now } = &mut *state;
+    if let Some(f) = lun_no.checked_sub(3).and_then(|i| w.files.get(usize::from(i))) {
+        reset_file(f);
+    }
 
     let plan = match w.nexus.plan_command(lun, &cdb) {
         Ok(p) => p,
@@ -145,39 +200,48 @@ fuzz_target!(|input: &[u8]| {
     // Data-out (and the parameter list) is the rest of the input, repeated.
     if !params.is_empty() {
         w.buf.with_bytes_mut(0, len as usize, |b| {
-            for (i, x) in b.iter_mut().enumerate() {
-                *x = params[i % params.len()];
+            // Copies of what is filled already, doubling: a few memcpys,
+            // not a loop over up to 1 MiB of bytes.
+            let first = b.len().min(params.len());
+            b[..first].copy_from_slice(&params[..first]);
+            let mut done = first;
+            while done < b.len() {
+                let n = done.min(b.len() - done);
+                b.copy_within(..n, done);
+                done += n;
             }
         });
     }
-    let ro_before = (lun_no == 2).then(|| w.ro.with_bytes(0, RO_BYTES, |b| b.iter().any(|&x| x != 0)));
+    let ro_before = (lun_no == 2).then(|| w.ro.with_bytes(0, RO_BYTES, |b| !is_zero(b)));
     let done = w.nexus.run(&cmd, &w.buf, 0, len);
 
     assert!(
-        done.status == ScsiStatus::GOOD || done.status == ScsiStatus::CHECK_CONDITION,
-        "status {:?}",
-        done.status
+        done.status == ScsiStatus::GOOD
+            || done.status == ScsiStatus::CHECK_CONDITION
+            || (done.status == ScsiStatus::RESERVATION_CONFLICT && RESERVATION_OPS.contains(&cdb[0])),
+        "status {:?} for {:#x}",
+        done.status,
+        cdb[0]
     );
     if done.status == ScsiStatus::CHECK_CONDITION {
         check_sense(&done.sense.expect("CHECK CONDITION carries sense"));
     }
     let good = done.status == ScsiStatus::GOOD;
     let op = cdb[0];
-    let writes = matches!(op, 0x0a | 0x2a | 0xaa | 0x8a | 0x41 | 0x93 | 0x42);
+    let writes = matches!(op, 0x0a | 0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e | 0x41 | 0x93 | 0x42);
     if lun_no == 2 {
         assert!(!(good && writes), "read-only LUN accepted {op:#x}");
         assert_eq!(ro_before, Some(false));
-        assert!(w.ro.with_bytes(0, RO_BYTES, |b| b.iter().all(|&x| x == 0)), "read-only LUN changed");
+        assert!(w.ro.with_bytes(0, RO_BYTES, is_zero), "read-only LUN changed");
     }
     if lun_no != 0 {
         return;
     }
     // The shadowed LUN.
-    let mut now = vec![0u8; LUN0_BYTES];
-    w.lun0.read(0, &mut now);
+    w.lun0.read(0, now);
     let bs = 512usize;
     if !good || !writes {
-        if let Some(at) = differs(&now, &shadow) {
+        if let Some(at) = differs(now, shadow) {
             panic!("{op:#x} ended {:?} but changed the LUN at byte {at}", done.status);
         }
         if good {
@@ -202,12 +266,13 @@ fuzz_target!(|input: &[u8]| {
     let mut data = vec![0u8; len as usize];
     w.buf.read(0, &mut data);
     match op {
-        0x0a | 0x2a | 0xaa | 0x8a => {
+        // WRITE and WRITE AND VERIFY.
+        0x0a | 0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e => {
             let (lba, n) = lba_len(&cdb).unwrap();
             let (lo, hi) = (lba as usize * bs, (lba + n) as usize * bs);
             assert_eq!(data.len(), hi - lo, "WRITE transfer length");
             shadow[lo..hi].copy_from_slice(&data);
-            if let Some(at) = differs(&now, &shadow) {
+            if let Some(at) = differs(now, shadow) {
                 panic!("GOOD WRITE lba {lba} n {n}: LUN differs from what was written at byte {at}");
             }
         }
@@ -221,13 +286,13 @@ fuzz_target!(|input: &[u8]| {
             for b in (lo..hi).step_by(bs) {
                 let blk = &now[b..b + bs];
                 assert!(
-                    blk == pattern || unmap && blk.iter().all(|&x| x == 0),
+                    blk == pattern || unmap && is_zero(blk),
                     "WRITE SAME lba {lba} n {n}: block {} holds neither the pattern nor zeros",
                     b / bs
                 );
             }
-            check_outside(&now, &shadow, &[(lo, hi)], "WRITE SAME");
-            shadow.copy_from_slice(&now);
+            check_outside(now, shadow, &[(lo, hi)], "WRITE SAME");
+            shadow.copy_from_slice(now);
         }
         0x42 => {
             // UNMAP: blocks named by a descriptor read zero afterwards
@@ -240,32 +305,60 @@ fuzz_target!(|input: &[u8]| {
                 }
                 let lo = (lba as usize).saturating_mul(bs).min(LUN0_BYTES);
                 let hi = (lba.saturating_add(n) as usize).saturating_mul(bs).min(LUN0_BYTES);
-                ranges.push((lo, hi));
+                if lo < hi {
+                    ranges.push((lo, hi));
+                }
             }
+            // Each block once, however many descriptors name it.
+            let ranges = merged(&ranges);
             for &(lo, hi) in &ranges {
                 // Only descriptors the list length covers are in force; a
-                // range left non-zero must then be unchanged.
+                // range left non-zero must then be unchanged. (Whole
+                // ranges first: one memcmp instead of one per block.)
+                if now[lo..hi] == shadow[lo..hi] || is_zero(&now[lo..hi]) {
+                    continue;
+                }
                 for b in (lo..hi).step_by(bs) {
                     let blk = &now[b..b + bs];
                     assert!(
-                        blk.iter().all(|&x| x == 0) || blk == &shadow[b..b + bs],
+                        is_zero(blk) || blk == &shadow[b..b + bs],
                         "UNMAP left block {} neither zero nor as it was",
                         b / bs
                     );
                 }
             }
-            check_outside(&now, &shadow, &ranges, "UNMAP");
-            shadow.copy_from_slice(&now);
+            check_outside(now, shadow, &ranges, "UNMAP");
+            shadow.copy_from_slice(now);
         }
         _ => unreachable!(),
     }
 });
 
-/// Bytes outside every range of `ranges` are unchanged.
+/// Bytes outside every range of `ranges` are unchanged. The gaps between
+/// the ranges are compared whole (memcmp), not byte by byte.
 fn check_outside(now: &[u8], shadow: &[u8], ranges: &[(usize, usize)], what: &str) {
-    for (i, (a, b)) in now.iter().zip(shadow).enumerate() {
-        if a != b && !ranges.iter().any(|&(lo, hi)| (lo..hi).contains(&i)) {
-            panic!("{what} changed byte {i}, outside the blocks it names");
+    let mut at = 0;
+    for (lo, hi) in merged(ranges).into_iter().chain([(now.len(), now.len())]) {
+        let lo = lo.min(now.len());
+        if at < lo {
+            if let Some(i) = differs(&now[at..lo], &shadow[at..lo]) {
+                panic!("{what} changed byte {}, outside the blocks it names", at + i);
+            }
+        }
+        at = at.max(hi);
+    }
+}
+
+/// The union of the byte ranges `ranges`, as sorted disjoint ranges.
+fn merged(ranges: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut v: Vec<(usize, usize)> = ranges.iter().copied().filter(|&(lo, hi)| lo < hi).collect();
+    v.sort_unstable();
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(v.len());
+    for (lo, hi) in v {
+        match out.last_mut() {
+            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
         }
     }
+    out
 }

@@ -45,7 +45,18 @@ struct Hex<const W: usize>(u64);
 
 impl<const W: usize> Serialize for Hex<W> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("{:0w$x}", self.0, w = W))
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        if W > 16 {
+            return s.collect_str(&format_args!("{:0w$x}", self.0, w = W));
+        }
+        // What `format!("{:0W$x}")` gives, without the formatting machinery
+        // (a report holds thousands of these).
+        let mut b = [b'0'; 16];
+        let n = (16 - self.0.leading_zeros() as usize / 4).max(W).max(1);
+        for (i, d) in b[16 - n..].iter_mut().rev().enumerate() {
+            *d = DIGITS[(self.0 >> (4 * i) & 0xf) as usize];
+        }
+        s.serialize_str(std::str::from_utf8(&b[16 - n..]).expect("hex digits are ASCII"))
     }
 }
 
@@ -487,6 +498,20 @@ mod tests {
 
     #[test]
     fn hex_width_is_a_minimum() {
+        for v in [0, 1, 0xb, 0xff, 0x100, 0x1234, 0xdead_beef, 1 << 63, u64::MAX] {
+            assert_eq!(
+                serde_json::to_string(&Hex::<2>(v)).unwrap(),
+                format!("\"{v:02x}\"")
+            );
+            assert_eq!(
+                serde_json::to_string(&Hex::<6>(v)).unwrap(),
+                format!("\"{v:06x}\"")
+            );
+            assert_eq!(
+                serde_json::to_string(&Hex::<16>(v)).unwrap(),
+                format!("\"{v:016x}\"")
+            );
+        }
         assert_eq!(serde_json::to_string(&Hex::<4>(0xb)).unwrap(), "\"000b\"");
         assert_eq!(serde_json::to_string(&Hex::<2>(0x1234)).unwrap(), "\"1234\"");
         assert_eq!(

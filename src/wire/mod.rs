@@ -228,7 +228,13 @@ pub use srp::*;
 /// Lower-case hex digits of `b`, as identifiers (port IDs, GUIDs, GIDs)
 /// are written in logs, add_target strings and on the command line.
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = vec![0u8; 2 * b.len()];
+    for (d, &x) in s.chunks_exact_mut(2).zip(b) {
+        d[0] = DIGITS[usize::from(x >> 4)];
+        d[1] = DIGITS[usize::from(x & 0xf)];
+    }
+    String::from_utf8(s).expect("hex digits are ASCII")
 }
 
 /// The bytes of an identifier written as exactly `2 * N` hex digits;

@@ -25,6 +25,13 @@ use srptd::wire::{Opcode, Rsp, Tag, TmFunction};
 
 use super::*;
 
+/// Whether `CHAOS_TRACE` is set (looked up once: the fuzz target runs
+/// millions of inputs).
+fn tracing() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("CHAOS_TRACE").is_some())
+}
+
 /// Credits the simulated login grants.
 const GRANTED: i64 = 32;
 /// Most operations one input runs.
@@ -112,7 +119,7 @@ struct Chaos {
     ring: Option<SharedRing>,
     block: u32,
     nblocks: u64,
-    shadow: Vec<u8>,
+    shadow: Shadow,
     known: Vec<bool>,
     ver: Vec<u64>,
     writers: Vec<u32>,
@@ -131,6 +138,55 @@ struct Chaos {
     /// stays up to the end, where quiescence is checked.
     calm: bool,
     out: Outcome,
+}
+
+thread_local! {
+    /// Shadows of finished runs, zero again. A fresh 1 MiB vector per input
+    /// costs more than the run under AddressSanitizer (it maps, poisons and
+    /// unpoisons the whole of it).
+    static SPARE_SHADOWS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The shadow of the LUN's bytes: zero at the start of a run, like the LUN.
+/// It remembers what was written and zeroes only that when the run ends,
+/// keeping the vector for the next run.
+struct Shadow {
+    bytes: Vec<u8>,
+    dirty: Vec<(usize, usize)>,
+}
+
+impl Shadow {
+    fn zeroed(len: usize) -> Shadow {
+        let bytes = SPARE_SHADOWS
+            .with(|s| {
+                let mut s = s.borrow_mut();
+                let i = s.iter().position(|v| v.len() == len)?;
+                Some(s.swap_remove(i))
+            })
+            .unwrap_or_else(|| vec![0; len]);
+        Shadow {
+            bytes,
+            dirty: Vec::new(),
+        }
+    }
+
+    fn write(&mut self, off: usize, data: &[u8]) {
+        self.bytes[off..off + data.len()].copy_from_slice(data);
+        self.dirty.push((off, data.len()));
+    }
+}
+
+impl Drop for Shadow {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        for &(off, len) in &self.dirty {
+            self.bytes[off..off + len].fill(0);
+        }
+        let bytes = std::mem::take(&mut self.bytes);
+        SPARE_SHADOWS.with(|s| s.borrow_mut().push(bytes));
+    }
 }
 
 /// Runs the operations `data` decodes to, panicking on any oracle failure.
@@ -170,7 +226,7 @@ pub fn run(data: &[u8]) -> Outcome {
         ring,
         block,
         nblocks,
-        shadow: vec![0; (nblocks * u64::from(block)) as usize],
+        shadow: Shadow::zeroed((nblocks * u64::from(block)) as usize),
         known: vec![true; nblocks as usize],
         ver: vec![0; nblocks as usize],
         writers: vec![0; nblocks as usize],
@@ -204,7 +260,7 @@ impl Chaos {
 
     fn step(&mut self, input: &mut Input<'_>) {
         let op = input.u8();
-        if std::env::var_os("CHAOS_TRACE").is_some() {
+        if tracing() {
             eprintln!(
                 "op {op:3} req_lim {} held {} serving {} responses so far {}",
                 self.sim.req_lim,
@@ -303,7 +359,7 @@ impl Chaos {
     }
 
     fn track_lun(&mut self, tag: Tag, kind: Kind, lun0: Option<bool>) {
-        if std::env::var_os("CHAOS_TRACE").is_some() {
+        if tracing() {
             eprintln!("  send {tag:?} {kind:?}", kind = DebugKind(&kind));
         }
         let live = self.serving() && !self.shutting_down;
@@ -344,7 +400,7 @@ impl Chaos {
         };
         let tag = self.sim.new_tag();
         if write {
-            let data = pattern(len as usize, u64::from(sel) << 16 | raw);
+            let data = pattern_fast(len as usize, u64::from(sel) << 16 | raw);
             let iu = self.sim.build_cmd(tag, 0, &cdb, Some(&data), 0, layout);
             if in_range {
                 for b in lba..lba + u64::from(blocks) {
@@ -451,7 +507,7 @@ impl Chaos {
                 let write = base & 4 != 0;
                 let layout = self.layout(input, len, write);
                 if write {
-                    let data = pattern(len as usize, u64::from(base));
+                    let data = pattern_fast(len as usize, u64::from(base));
                     self.sim
                         .build_cmd(tag, 0, &rw16(0x8a, lba, blocks), Some(&data), 0, layout)
                 } else {
@@ -581,7 +637,7 @@ impl Chaos {
             } else if std::mem::take(&mut self.contended[b]) || self.wild_pending > 0 {
                 self.known[b] = false;
             } else if let Some(d) = data {
-                self.shadow[b * bs..][..bs].copy_from_slice(&d[i * bs..][..bs]);
+                self.shadow.write(b * bs, &d[i * bs..][..bs]);
                 self.known[b] = true;
             } else {
                 self.known[b] = false;
@@ -596,7 +652,7 @@ impl Chaos {
                 .by_tag
                 .get(&r.tag.0)
                 .unwrap_or_else(|| panic!("response for a tag never sent: {r:?}"));
-            if std::env::var_os("CHAOS_TRACE").is_some() {
+            if tracing() {
                 eprintln!(
                     "  rsp {:?} status {:#x} sense {:?} resp {:?}",
                     r.tag,
@@ -613,8 +669,12 @@ impl Chaos {
                 "response after its abort was reported: {:?} {r:?}",
                 t.kind
             );
-            let (kind, shutting_down) = (t.kind.clone(), t.shutting_down);
+            // Lent out rather than cloned (a WRITE's kind holds its data);
+            // on_response only looks at the commands sent before this one.
+            let kind = std::mem::replace(&mut t.kind, Kind::Other);
+            let shutting_down = t.shutting_down;
             self.on_response(i, &kind, shutting_down, &r);
+            self.tracked[i].kind = kind;
         }
     }
 
@@ -692,7 +752,7 @@ impl Chaos {
                 {
                     let bs = self.block as usize;
                     let got = self.sim.data_in(r.tag, *blocks as usize * bs);
-                    let want = &self.shadow[r0.start * bs..r0.end * bs];
+                    let want = &self.shadow.bytes[r0.start * bs..r0.end * bs];
                     if got != want {
                         let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap();
                         panic!(

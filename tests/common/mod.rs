@@ -115,11 +115,162 @@ impl SharedRing {
     }
 }
 
+/// Bytes of initiator memory a `Sim` has.
+const INITIATOR_MEM: usize = 64 << 20;
+
+thread_local! {
+    /// Initiator memory of dropped `Sim`s, all zero again, for the next
+    /// one: the fuzz targets build a `Sim` per input, and a fresh 64 MiB
+    /// mapping costs an mmap, a page fault per page touched and a munmap.
+    static SPARE_MEM: RefCell<Vec<DmaBuf>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The initiator's memory: zero when a `Sim` gets it, as a fresh mapping
+/// is. It remembers the ranges written and zeroes just those when the
+/// `Sim` is dropped, then keeps the buffer for the next `Sim`.
+struct InitiatorMem {
+    buf: Option<DmaBuf>,
+    dirty: Vec<(usize, usize)>,
+}
+
+impl InitiatorMem {
+    fn new() -> InitiatorMem {
+        let buf = SPARE_MEM
+            .with(|s| s.borrow_mut().pop())
+            .unwrap_or_else(|| DmaBuf::new(INITIATOR_MEM).unwrap());
+        InitiatorMem {
+            buf: Some(buf),
+            dirty: Vec::new(),
+        }
+    }
+
+    fn buf(&self) -> &DmaBuf {
+        self.buf.as_ref().expect("initiator memory")
+    }
+
+    fn write(&mut self, off: usize, data: &[u8]) {
+        self.buf().write(off, data);
+        self.dirty.push((off, data.len()));
+    }
+}
+
+impl Drop for InitiatorMem {
+    fn drop(&mut self) {
+        let Some(buf) = self.buf.take() else { return };
+        if std::thread::panicking() {
+            return;
+        }
+        for &(off, len) in &self.dirty {
+            buf.fill(off, len, 0);
+        }
+        SPARE_MEM.with(|s| s.borrow_mut().push(buf));
+    }
+}
+
+thread_local! {
+    /// Channel memory of dropped `Sim`s, all zero again.
+    static SPARE_CHANNEL_BUFS: RefCell<Vec<DmaBuf>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare channel buffers kept at most (four per channel).
+const MAX_SPARE_CHANNEL_BUFS: usize = 16;
+
+/// A zero buffer of `len` bytes for a channel: a spare one of that size, or
+/// a fresh mapping.
+pub fn channel_buf(len: usize) -> std::io::Result<DmaBuf> {
+    let want = len.max(1).next_multiple_of(srptd::mem::PAGE_SIZE);
+    let spare = SPARE_CHANNEL_BUFS.with(|s| {
+        let mut s = s.borrow_mut();
+        let i = s.iter().position(|b| b.len() == want)?;
+        Some(s.swap_remove(i))
+    });
+    match spare {
+        Some(b) => {
+            // cargo test (the proptest over this harness) checks that the
+            // bookkeeping below missed no write: a spare must be all zero.
+            // (Not the fuzz targets: cfg(test) is off there, debug
+            // assertions are on.)
+            if cfg!(test) {
+                static ZERO: [u8; 4096] = [0; 4096];
+                let zero = b.with_bytes(0, b.len(), |x| x.chunks(4096).all(|c| c == &ZERO[..c.len()]));
+                assert!(zero, "spare channel buffer not zero");
+            }
+            Ok(b)
+        }
+        None => DmaBuf::new(len),
+    }
+}
+
+/// The channel's own buffers (not a shared ring, not the LUNs), kept by the
+/// `Sim` to zero and reuse once the channel is gone: a fresh mapping per
+/// input costs the fuzz targets an mmap, a fault per page touched and a
+/// munmap. Every write into them is recorded: by the simulated hardware
+/// (receives, RDMA READs), by executions (data-in) and, for the send ring
+/// that the channel itself writes, the whole buffer.
+///
+/// Made from a `ChannelMemory` of [`channel_buf`]s before the channel is;
+/// must be dropped after it (declared before it).
+pub struct ChannelBufs {
+    bufs: Vec<Arc<DmaBuf>>,
+    dirty: Vec<(u64, usize, usize)>,
+}
+
+impl ChannelBufs {
+    pub fn new(mem: &ChannelMemory) -> ChannelBufs {
+        let mut b = ChannelBufs {
+            bufs: [
+                Some(&mem.send),
+                mem.recv.as_ref(),
+                Some(&mem.pool),
+                Some(&mem.tables),
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+            dirty: Vec::new(),
+        };
+        // The channel writes its IUs there itself.
+        b.touch(&mem.send, 0, mem.send.len());
+        b
+    }
+
+    /// Records a write of `len` bytes at `off` into `buf`.
+    pub fn touch(&mut self, buf: &DmaBuf, off: usize, len: usize) {
+        self.dirty.push((buf.addr(), off, len));
+    }
+}
+
+impl Drop for ChannelBufs {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        for arc in self.bufs.drain(..) {
+            // Still shared (the channel outlived its Sim): leave it be.
+            let Ok(buf) = Arc::try_unwrap(arc) else { continue };
+            for &(_, off, len) in self.dirty.iter().filter(|d| d.0 == buf.addr()) {
+                buf.fill(off, len, 0);
+            }
+            SPARE_CHANNEL_BUFS.with(|s| {
+                let mut s = s.borrow_mut();
+                // Bounded: the login target's sizes vary per input.
+                if s.len() >= MAX_SPARE_CHANNEL_BUFS {
+                    s.remove(0);
+                }
+                s.push(buf);
+            });
+        }
+    }
+}
+
 /// The simulated initiator plus its view of the channel.
 pub struct Sim {
     pub ch: Channel,
+    /// After `ch`: dropped after it, when the buffers are no longer shared.
+    chan_bufs: ChannelBufs,
     pub nexus: Arc<Nexus>,
-    mem: DmaBuf,
+    mem: InitiatorMem,
     next_va: u64,
     rams: Vec<Arc<DmaBuf>>,
     /// Posted receive slots: the channel's own, or a shared ring's.
@@ -218,12 +369,14 @@ impl Sim {
         cfg_edit(&mut cfg);
         let nexus = target.nexus(req.initiator_port_id);
         let rams = target.luns().into_iter().filter_map(|l| l.dma_buf).collect();
-        let mem = ChannelMemory::with(&cfg.memory_layout(), DmaBuf::new).expect("channel memory");
+        let mem = ChannelMemory::with(&cfg.memory_layout(), channel_buf).expect("channel memory");
+        let chan_bufs = ChannelBufs::new(&mem);
         let ch = Channel::new(cfg, nexus.clone(), mem).expect("channel");
         let mut sim = Sim {
             ch,
+            chan_bufs,
             nexus,
-            mem: DmaBuf::new(64 << 20).unwrap(),
+            mem: InitiatorMem::new(),
             next_va: 0,
             rams,
             recv_posted: ring.map_or_else(|| Rc::new(RefCell::new(VecDeque::new())), |r| r.posted.clone()),
@@ -266,7 +419,7 @@ impl Sim {
     pub fn alloc(&mut self, len: u64) -> u64 {
         let off = self.next_va;
         self.next_va = (off + len + 4096).next_multiple_of(4096);
-        if self.next_va > self.mem.len() as u64 {
+        if self.next_va > self.mem.buf().len() as u64 {
             self.next_va = 0;
             return self.alloc(len);
         }
@@ -278,16 +431,16 @@ impl Sim {
             return None;
         }
         let off = va - REMOTE_BASE;
-        self.mem.contains(off, len as u64).then_some(off as usize)
+        self.mem.buf().contains(off, len as u64).then_some(off as usize)
     }
 
-    pub fn write_remote(&self, va: u64, data: &[u8]) {
+    pub fn write_remote(&mut self, va: u64, data: &[u8]) {
         self.mem.write((va - REMOTE_BASE) as usize, data);
     }
 
     pub fn read_remote(&self, va: u64, len: usize) -> Vec<u8> {
         let mut v = vec![0u8; len];
-        self.mem.read((va - REMOTE_BASE) as usize, &mut v);
+        self.mem.buf().read((va - REMOTE_BASE) as usize, &mut v);
         v
     }
 
@@ -388,18 +541,17 @@ impl Sim {
                 let Some(ro) = self.remote_off(wr.remote_addr, wr.local.len, wr.rkey) else {
                     return false;
                 };
-                let mut tmp = vec![0u8; len];
-                self.mem.read(ro, &mut tmp);
-                self.region(wr.local.region).write(lo, &tmp);
+                self.mem.buf().copy_to(ro, local, lo, len);
+                let addr = local.addr();
+                self.chan_bufs.dirty.push((addr, lo, len));
                 true
             }
             WrOpcode::RdmaWrite => {
                 let Some(ro) = self.remote_off(wr.remote_addr, wr.local.len, wr.rkey) else {
                     return false;
                 };
-                let mut tmp = vec![0u8; len];
-                local.read(lo, &mut tmp);
-                self.mem.write(ro, &tmp);
+                local.copy_to(lo, self.mem.buf(), ro, len);
+                self.mem.dirty.push((ro, len));
                 true
             }
             WrOpcode::Send => {
@@ -450,6 +602,7 @@ impl Sim {
                 .ch
                 .exec_request(cmd)
                 .expect("exec request for a held command");
+            self.chan_bufs.touch(r.buf, r.offset, r.len as usize);
             r.nexus.run(r.command, r.buf, r.offset, r.len)
         };
         self.ch.handle_exec_done(cmd, done);
@@ -488,6 +641,7 @@ impl Sim {
         let (off, size) = self.ch.recv_slot(slot);
         assert!(iu.len() <= size as usize, "IU larger than the receive slot");
         self.ch.recv_buf().write(off as usize, iu);
+        self.chan_bufs.touch(self.ch.recv_buf(), off as usize, iu.len());
         self.ch.handle_completion(WrId::recv(slot), true, iu.len() as u32);
         self.pump();
         for iu in std::mem::take(&mut self.deliver_later) {
@@ -514,8 +668,8 @@ impl Sim {
     ) -> Vec<u8> {
         let lun8 = lun_bytes(lun);
         let len = out.map_or(in_len, |d| d.len() as u32);
-        let mut iu = vec![0u8; (len as usize + self.imm_offset as usize + 1024).max(16384)];
         if layout == Layout::Immediate {
+            let mut iu = vec![0u8; len as usize + self.imm_offset as usize + 1024];
             let data = out.expect("immediate data is data-out");
             let cmd = Cmd::new(tag, lun8, cdb)
                 .with_data_out(DataDesc::Immediate(ImmediateDesc { len, desc_end: 0 }));
@@ -577,6 +731,7 @@ impl Sim {
         } else {
             cmd.with_data_in(desc)
         };
+        let mut iu = vec![0u8; cmd.emitted_len()];
         let n = cmd.emit(&mut iu).expect("emit SRP_CMD");
         iu.truncate(n);
         self.bufs.push((tag, descs));
@@ -732,6 +887,29 @@ pub fn rw10(op: u8, lba: u32, blocks: u16) -> [u8; 10] {
     c[2..6].copy_from_slice(&lba.to_be_bytes());
     c[7..9].copy_from_slice(&blocks.to_be_bytes());
     c
+}
+
+/// Deterministic test pattern, cheaper than [`pattern`] (a step of the
+/// generator gives 8 bytes, not 1) for the fuzz targets, which write up to
+/// 64 KiB per command.
+pub fn pattern_fast(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut v = vec![0u8; len];
+    let mut words = v.chunks_exact_mut(8);
+    let mut step = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x.to_le_bytes()
+    };
+    for w in &mut words {
+        // An 8-byte store, not a memcpy call per word.
+        *<&mut [u8; 8]>::try_from(w).expect("8 bytes") = step();
+    }
+    let tail = words.into_remainder();
+    let n = tail.len();
+    tail.copy_from_slice(&step()[..n]);
+    v
 }
 
 /// Deterministic test pattern.
