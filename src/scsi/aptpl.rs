@@ -141,7 +141,15 @@ pub fn decode(naa: &[u8; 16], text: &str) -> Result<Reservations, (usize, &'stat
                     .map(ReservationType)
                     .filter(|t| t.is_valid())
                     .ok_or((n, "malformed reservation type"))?;
-                if !r.registrations.contains_key(&holder) {
+                // SPC-4 5.13.11: every registrant holds an all registrants
+                // reservation (the holder saved is whoever reserved, who
+                // may have unregistered since); other types are held by one
+                // registered I_T nexus.
+                if rtype.all_registrants() {
+                    if r.registrations.is_empty() {
+                        return Err((n, "an all registrants reservation without registrants"));
+                    }
+                } else if !r.registrations.contains_key(&holder) {
                     return Err((n, "the reservation holder is not registered"));
                 }
                 r.reservation = Some(Reservation { holder, rtype });
@@ -265,6 +273,24 @@ mod tests {
         assert_eq!(
             decode(&NAA, &encode(&NAA, &Reservations::default())).map(|r| r.registrations.len()),
             Ok(0)
+        );
+    }
+
+    /// An all registrants reservation outlives the registration of whoever
+    /// reserved (every registrant holds it): it is saved and loaded so
+    /// (found by the `pr` fuzz target).
+    #[test]
+    fn all_registrants_reservation_of_an_unregistered_reserver_round_trips() {
+        let mut r = sample();
+        r.reservation = Some(Reservation {
+            holder: [9; 16],
+            rtype: ReservationType::EXCLUSIVE_ACCESS_ALL_REGISTRANTS,
+        });
+        assert_eq!(decode(&NAA, &encode(&NAA, &r)), Ok(r.clone()));
+        r.registrations.clear();
+        assert_eq!(
+            decode(&NAA, &encode(&NAA, &r)).map(|_| ()),
+            Err((4, "an all registrants reservation without registrants"))
         );
     }
 
