@@ -300,6 +300,23 @@ impl Control {
         least_loaded(self.pollers.len(), self.conns.iter().map(|c| c.poller))
     }
 
+    /// The poller for a new channel on `device`: the least loaded one,
+    /// except that all channels of a software RDMA device (rxe, siw) share
+    /// one. On soft-RoCE each `ibv_post_send` runs rxe's protocol work in
+    /// the calling thread; with the device's channels on several pollers the
+    /// Linux initiator's requests were sometimes acknowledged late, its
+    /// retransmission made rxe 6.1 replay a memory registration and fail
+    /// the queue pair (10 s stalls); with one poller per device no such
+    /// retry was seen (docs/stalls.md).
+    pub fn poller_for(&self, device: &super::device::Device) -> usize {
+        if device.attr().is_software() {
+            if let Some(c) = self.conns.on_device(device.name()).next() {
+                return c.poller;
+            }
+        }
+        self.least_loaded_poller()
+    }
+
     pub fn schedule_tick(&mut self) {
         if self.tick_at.is_none() {
             self.tick_at = Some(Instant::now() + TICK);

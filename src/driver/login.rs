@@ -257,7 +257,7 @@ impl Control {
         let existing = self.conns.nexus_channels(&nexus).len() as u32;
         let acc = self.negotiate(&req, existing)?;
         let key = self.conns.new_key();
-        let poller = self.least_loaded_poller();
+        let poller = self.poller_for(&device);
         let attr = device.attr();
         tracing::debug!(
             responder_resources = offer.responder_resources,

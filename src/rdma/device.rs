@@ -326,6 +326,19 @@ pub struct DeviceAttr {
     pub phys_port_cnt: u8,
 }
 
+/// `vendor_id` of the software RDMA devices: rdma_rxe (soft-RoCE) and siw
+/// (soft-iWARP).
+const SOFTWARE_VENDOR_IDS: [u32; 2] = [0x00ff_ffff, 0x0062_6d74];
+
+impl DeviceAttr {
+    /// Whether this is a software RDMA device, whose protocol processing
+    /// (ACKs, retransmissions, READ responses) runs on the host's CPUs,
+    /// partly inside the posting thread's system calls.
+    pub fn is_software(&self) -> bool {
+        SOFTWARE_VENDOR_IDS.contains(&self.vendor_id)
+    }
+}
+
 /// Port state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
