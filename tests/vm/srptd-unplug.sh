@@ -168,7 +168,8 @@ vm_log "fio: both jobs finished, verify clean"
 # devices added again.
 [ "$(strip "$LOG" | grep -c 'device management: the device went away')" = 2 ] ||
     vm_die "the device-management agents did not end with their devices"
-wait_until 10 test "$(strip "$LOG" | grep -c 'device management: the device is back')" = 2 ||
+_agents_back() { [ "$(strip "$LOG" | grep -c 'device management: the device is back')" = 2 ]; }
+wait_until 10 _agents_back ||
     vm_die "the device-management agents do not serve the devices added again"
 
 ########################################################################
