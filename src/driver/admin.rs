@@ -184,20 +184,7 @@ struct SessionRows {
 }
 
 fn stats_json(s: &ChannelStats) -> Value {
-    json!({
-        "commands": s.commands,
-        "immediate": s.immediate,
-        "indirect": s.indirect,
-        "external_tables": s.external_tables,
-        "task_set_full": s.task_set_full,
-        "task_mgmt": s.task_mgmt,
-        "aborted": s.aborted,
-        "bytes_out": s.bytes_out,
-        "bytes_in": s.bytes_in,
-        "zero_copy": s.zero_copy,
-        "cred_reqs": s.cred_reqs,
-        "protocol_errors": s.protocol_errors,
-    })
+    serde_json::to_value(s).unwrap_or(Value::Null)
 }
 
 impl Control {
@@ -271,7 +258,6 @@ impl Control {
     }
 
     fn status_json(&self) -> Value {
-        let nexuses: std::collections::HashSet<_> = self.conns.iter().map(|c| c.nexus).collect();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs(),
@@ -280,7 +266,7 @@ impl Control {
             "port": self.opts.port,
             "devices": self.opts.devices,
             "luns": self.target.luns().len(),
-            "sessions": nexuses.len(),
+            "sessions": self.conns.nexus_count(),
             "channels": self.conns.len(),
             "channel_memory": self.conns.memory(),
             "channel_memory_budget": self.opts.channel_memory,

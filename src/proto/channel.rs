@@ -115,8 +115,8 @@ impl ChannelConfig {
     }
 }
 
-/// Counters, logged when the channel closes.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// Counters, logged when the channel closes and served by the admin socket.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ChannelStats {
     /// SRP_CMDs received.
     pub commands: u64,
