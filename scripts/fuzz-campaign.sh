@@ -6,6 +6,10 @@
 # docs/fuzzing.md records. Needs a nightly toolchain and cargo-fuzz.
 #
 #   scripts/fuzz-campaign.sh [SECONDS] [TARGET ...]
+#
+# FUZZ_SANITIZER=none builds without AddressSanitizer: the targets drive
+# safe Rust only (no FFI, no src/rdma), so ASan finds nothing there that
+# a panic would not, and without it they run 5-50 times faster.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,7 +23,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 cd fuzz
-nice -n 19 cargo +nightly fuzz build
+san=${FUZZ_SANITIZER:-address}
+nice -n 19 cargo +nightly fuzz build -s "$san"
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
@@ -33,7 +38,7 @@ for t in "${targets[@]}"; do
     seeds=()
     [ -d "seeds/$t" ] && seeds=("seeds/$t")
     rc=0
-    TMPDIR="$work/tmp" nice -n 19 cargo +nightly fuzz run "$t" "corpus/$t" "${seeds[@]}" -- \
+    TMPDIR="$work/tmp" nice -n 19 cargo +nightly fuzz run -s "$san" "$t" "corpus/$t" "${seeds[@]}" -- \
         -max_total_time="$secs" -rss_limit_mb=3072 -print_final_stats=1 >"$log" 2>&1 || rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     crashes=0
