@@ -11,6 +11,7 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::mem::DmaBuf;
@@ -27,6 +28,14 @@ pub trait Backstore: Send + Sync + fmt::Debug {
     fn num_blocks(&self) -> u64;
     /// Whether writes are refused (DATA PROTECT).
     fn read_only(&self) -> bool;
+    /// Turns write protection on or off while the LUN is served; an error
+    /// says why it cannot (a file opened read-only stays so).
+    fn set_read_only(&self, read_only: bool) -> Result<(), ResizeError>;
+    /// Changes the capacity while the LUN is served and returns the new
+    /// number of blocks: a regular file is truncated or extended to
+    /// `bytes`; a block device's size is read again (`bytes`, if given,
+    /// must match it); RAM keeps the size it was created with.
+    fn resize(&self, bytes: Option<u64>) -> Result<u64, ResizeError>;
     /// Reads `len` bytes (a multiple of the block size) at `lba` into
     /// `buf[off..off+len]`.
     fn read(&self, lba: u64, buf: &DmaBuf, off: usize, len: usize) -> io::Result<()>;
@@ -56,6 +65,19 @@ pub trait Backstore: Send + Sync + fmt::Debug {
     fn identity(&self) -> Option<String>;
 }
 
+/// Why a live change of a backstore was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ResizeError {
+    #[error("{0}")]
+    Refused(&'static str),
+    #[error("size {size} is not a nonzero multiple of the block size {block_size}")]
+    BadSize { size: u64, block_size: u32 },
+    #[error("the block device has {actual} bytes, not {asked}")]
+    DeviceSize { actual: u64, asked: u64 },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
 /// How a LUN's backstore is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackstoreConfig {
@@ -72,6 +94,23 @@ pub enum BackstoreKind {
     Ram { size: u64 },
     /// A regular file or block device.
     File { path: PathBuf },
+}
+
+/// The spec form (`ram:256M`, `file:/srv/disk.img`) that
+/// [`BackstoreConfig::parse`] reads.
+impl fmt::Display for BackstoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackstoreKind::Ram { size } => {
+                let (n, unit) = [(40, "T"), (30, "G"), (20, "M"), (10, "K")]
+                    .into_iter()
+                    .find(|&(sh, _)| size % (1u64 << sh) == 0)
+                    .map_or((*size, ""), |(sh, u)| (size >> sh, u));
+                write!(f, "ram:{n}{unit}")
+            }
+            BackstoreKind::File { path } => write!(f, "file:{}", path.display()),
+        }
+    }
 }
 
 /// A configuration error, naming the offending field.
@@ -250,7 +289,7 @@ pub struct RamBackstore {
     buf: Arc<DmaBuf>,
     block_size: u32,
     num_blocks: u64,
-    read_only: bool,
+    read_only: AtomicBool,
 }
 
 impl fmt::Debug for RamBackstore {
@@ -304,7 +343,7 @@ impl RamBackstore {
             buf,
             block_size,
             num_blocks,
-            read_only,
+            read_only: AtomicBool::new(read_only),
         }
     }
 
@@ -325,7 +364,16 @@ impl Backstore for RamBackstore {
         self.num_blocks
     }
     fn read_only(&self) -> bool {
-        self.read_only
+        self.read_only.load(Ordering::Relaxed)
+    }
+    fn set_read_only(&self, read_only: bool) -> Result<(), ResizeError> {
+        self.read_only.store(read_only, Ordering::Relaxed);
+        Ok(())
+    }
+    fn resize(&self, _bytes: Option<u64>) -> Result<u64, ResizeError> {
+        Err(ResizeError::Refused(
+            "a RAM LUN keeps the size it was created with (remove it and add it again)",
+        ))
     }
     fn read(&self, lba: u64, buf: &DmaBuf, off: usize, len: usize) -> io::Result<()> {
         let src = self.byte_range(lba, len as u64)?;
@@ -404,8 +452,11 @@ pub struct FileBackstore {
     buffered: File,
     buffered_sync: Option<File>,
     block_size: u32,
-    num_blocks: u64,
-    read_only: bool,
+    num_blocks: AtomicU64,
+    read_only: AtomicBool,
+    /// Opened without write access: write protection cannot be lifted.
+    opened_read_only: bool,
+    is_device: bool,
 }
 
 impl fmt::Debug for FileBackstore {
@@ -510,8 +561,10 @@ impl FileBackstore {
             buffered,
             buffered_sync,
             block_size,
-            num_blocks: size / u64::from(block_size),
-            read_only,
+            num_blocks: AtomicU64::new(size / u64::from(block_size)),
+            read_only: AtomicBool::new(read_only),
+            opened_read_only: read_only,
+            is_device: ft.is_block_device(),
         })
     }
 
@@ -527,7 +580,7 @@ impl FileBackstore {
     }
 
     fn check_writable(&self) -> io::Result<()> {
-        if self.read_only {
+        if self.read_only.load(Ordering::Relaxed) {
             Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 "read-only backstore",
@@ -582,10 +635,52 @@ impl Backstore for FileBackstore {
         self.block_size
     }
     fn num_blocks(&self) -> u64 {
-        self.num_blocks
+        self.num_blocks.load(Ordering::Relaxed)
     }
     fn read_only(&self) -> bool {
-        self.read_only
+        self.read_only.load(Ordering::Relaxed)
+    }
+    fn set_read_only(&self, read_only: bool) -> Result<(), ResizeError> {
+        if !read_only && self.opened_read_only {
+            return Err(ResizeError::Refused(
+                "the file was opened read-only (read_only at start): remove the LUN and add it writable",
+            ));
+        }
+        self.read_only.store(read_only, Ordering::Relaxed);
+        Ok(())
+    }
+    fn resize(&self, bytes: Option<u64>) -> Result<u64, ResizeError> {
+        let bs = u64::from(self.block_size);
+        let size = if self.is_device {
+            let actual = (&self.buffered).seek(SeekFrom::End(0))?;
+            if let Some(asked) = bytes.filter(|&b| b != actual) {
+                return Err(ResizeError::DeviceSize { actual, asked });
+            }
+            actual
+        } else {
+            let Some(size) = bytes else {
+                return Err(ResizeError::Refused("a regular file needs the new size"));
+            };
+            if size == 0 || size % bs != 0 {
+                return Err(ResizeError::BadSize {
+                    size,
+                    block_size: self.block_size,
+                });
+            }
+            if self.opened_read_only {
+                return Err(ResizeError::Refused("the file was opened read-only"));
+            }
+            self.buffered.set_len(size)?;
+            size
+        };
+        if size < bs {
+            return Err(ResizeError::BadSize {
+                size,
+                block_size: self.block_size,
+            });
+        }
+        self.num_blocks.store(size / bs, Ordering::Relaxed);
+        Ok(size / bs)
     }
     fn read(&self, lba: u64, buf: &DmaBuf, off: usize, len: usize) -> io::Result<()> {
         let file_off = self.file_offset(lba)?;
@@ -616,7 +711,7 @@ impl Backstore for FileBackstore {
         self.write_at(buf, off, len, self.file_offset(lba)?, fua)
     }
     fn flush(&self) -> io::Result<()> {
-        if self.read_only {
+        if self.opened_read_only {
             return Ok(());
         }
         self.buffered.sync_data()

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use arc_swap::ArcSwap;
+
 use super::aptpl::AptplFile;
 use super::backstore::BackstoreConfig;
 pub use super::backstore::ConfigError;
@@ -55,6 +57,9 @@ pub struct LunConfig {
     /// stably from the backing file's path, or the target name and LUN
     /// number for RAM, when `None`.
     pub serial: Option<String>,
+    /// Initiators that see this LUN write-protected (an ACL's read-only
+    /// mapping): their writes get DATA PROTECT, WRITE PROTECTED.
+    pub read_only_for: HashSet<InitiatorPortId>,
 }
 
 impl LunConfig {
@@ -65,6 +70,7 @@ impl LunConfig {
             backstore,
             access: None,
             serial: None,
+            read_only_for: HashSet::new(),
         }
     }
 }
@@ -132,18 +138,62 @@ pub fn encode_lun(lun: u16) -> [u8; 8] {
     l
 }
 
-/// A configured LUN.
+/// A LUN's storage and reservations; kept (shared) across table changes
+/// that do not replace the LUN.
 #[derive(Debug)]
-struct LunEntry {
-    disk: Disk,
-    access: Option<Access>,
-    pr: LunReservations,
+pub(super) struct LunEntry {
+    pub(super) disk: Disk,
+    pub(super) pr: LunReservations,
+    /// Unique among every LUN the target ever had: a command planned for
+    /// a LUN that was removed (and maybe added again) does not run.
+    pub(super) uid: u64,
+    /// The memory of a RAM LUN present at start is registered with each
+    /// RDMA device: RDMA may move its data directly. LUNs added while
+    /// running go through the channel's buffers.
+    pub(super) zero_copy: bool,
+}
+
+/// A LUN in the table: its storage and who sees it how.
+#[derive(Clone, Debug)]
+pub(super) struct Mapped {
+    pub(super) entry: Arc<LunEntry>,
+    /// Further restricts the target's access list for this LUN.
+    pub(super) access: Option<Access>,
+    pub(super) read_only_for: HashSet<InitiatorPortId>,
+    /// The configuration it was made from (what a change is compared to).
+    pub(super) config: LunConfig,
+}
+
+/// The LUN table and access lists at one moment. Commands read it
+/// without locks ([`ArcSwap`]); a change builds a new table and swaps it in.
+#[derive(Clone, Debug)]
+pub(super) struct LunTable {
+    pub(super) luns: BTreeMap<u16, Mapped>,
+    pub(super) access: Access,
+}
+
+impl LunTable {
+    /// The LUN if `ini` may see it.
+    pub(super) fn visible(&self, lun: u16, ini: &InitiatorPortId) -> Option<&Mapped> {
+        let m = self.luns.get(&lun)?;
+        let lun_ok = m.access.as_ref().is_none_or(|a| a.allows(ini));
+        (self.access.allows(ini) && lun_ok).then_some(m)
+    }
+
+    /// LUN numbers `ini` may see, ascending.
+    pub(super) fn luns_for(&self, ini: &InitiatorPortId) -> Vec<u16> {
+        self.luns
+            .keys()
+            .copied()
+            .filter(|&l| self.visible(l, ini).is_some())
+            .collect()
+    }
 }
 
 /// The reservations of one LUN, shared by every I_T nexus, and where they
 /// are saved.
 #[derive(Debug)]
-struct LunReservations {
+pub(super) struct LunReservations {
     state: Mutex<Reservations>,
     /// Fast path: false while no reservation is held, so nothing conflicts
     /// and commands need not take the lock.
@@ -156,7 +206,7 @@ struct LunReservations {
 }
 
 impl LunReservations {
-    fn new(state: Reservations, file: Option<AptplFile>) -> LunReservations {
+    pub(super) fn new(state: Reservations, file: Option<AptplFile>) -> LunReservations {
         LunReservations {
             restricted: AtomicBool::new(state.restricts()),
             in_use: AtomicBool::new(state.restricts() || !state.registrations.is_empty()),
@@ -208,16 +258,23 @@ pub struct LunInfo {
     /// The whole LUN's memory, for RAM LUNs (register it once for RDMA).
     pub dma_buf: Option<Arc<DmaBuf>>,
     pub access: Option<Access>,
+    /// The backstore as configured (`ram:256M`, `file:/path`).
+    pub backstore: String,
+    /// Initiators that see it write-protected.
+    pub read_only_for: Vec<InitiatorPortId>,
 }
 
 /// The LUN table, shared by all channels of the target.
 #[derive(Debug)]
 pub struct Target {
-    name: String,
-    luns: BTreeMap<u16, LunEntry>,
-    access: Access,
-    max_transfer_bytes: u32,
-    nexuses: Mutex<HashMap<InitiatorPortId, Weak<Nexus>>>,
+    pub(super) name: String,
+    pub(super) table: ArcSwap<LunTable>,
+    /// Serialises changes of the table (one builds from the last).
+    pub(super) change: Mutex<()>,
+    pub(super) max_transfer_bytes: u32,
+    pub(super) naa_company_id: u32,
+    pub(super) state_dir: Option<PathBuf>,
+    pub(super) nexuses: Mutex<HashMap<InitiatorPortId, Weak<Nexus>>>,
 }
 
 /// 64-bit FNV-1a with a chosen offset basis.
@@ -233,7 +290,7 @@ pub(crate) fn fnv1a(seed: u64, data: &[u8]) -> u64 {
 /// NAA IEEE Registered Extended designator (SPC-4 7.8.6.6.5): NAA 6h,
 /// 24-bit company id, 36-bit vendor id and 64-bit extension, the last two
 /// hashed from the serial number so they are stable.
-fn naa_from(company_id: u32, serial: &str) -> [u8; 16] {
+pub(super) fn naa_from(company_id: u32, serial: &str) -> [u8; 16] {
     let a = fnv1a(0xcbf2_9ce4_8422_2325, serial.as_bytes());
     let b = fnv1a(0x8422_2325_cbf2_9ce4, serial.as_bytes());
     let vsid = a & 0xf_ffff_ffff;
@@ -263,79 +320,32 @@ impl Target {
                 reason: "must fit in 24 bits",
             });
         }
-        let mut luns: BTreeMap<u16, LunEntry> = BTreeMap::new();
+        let mut target = Target {
+            name: cfg.name,
+            table: ArcSwap::from_pointee(LunTable {
+                luns: BTreeMap::new(),
+                access: cfg.access,
+            }),
+            change: Mutex::new(()),
+            max_transfer_bytes: cfg.max_transfer_bytes,
+            naa_company_id: cfg.naa_company_id,
+            state_dir: cfg.state_dir,
+            nexuses: Mutex::new(HashMap::new()),
+        };
+        let mut table = LunTable::clone(&target.table.load());
         for (i, l) in cfg.luns.iter().enumerate() {
             let field = format!("luns[{i}]");
-            if l.lun > MAX_LUN {
-                return Err(ConfigError::LunTooLarge {
-                    field: format!("{field}.lun"),
-                    lun: l.lun,
-                });
-            }
-            if luns.contains_key(&l.lun) {
+            if table.luns.contains_key(&l.lun) {
                 return Err(ConfigError::DuplicateLun {
                     field: format!("{field}.lun"),
                     lun: l.lun,
                 });
             }
-            if let Some(s) = &l.serial {
-                if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(ConfigError::Invalid {
-                        field: format!("{field}.serial"),
-                        reason: "must be 1 to 64 printable ASCII characters without spaces",
-                    });
-                }
-            }
-            let store = l.backstore.open(&format!("{field}.backstore"))?;
-            let serial = l.serial.clone().unwrap_or_else(|| {
-                let seed = store
-                    .identity()
-                    .unwrap_or_else(|| format!("ram:{}/{}", cfg.name, l.lun));
-                format!("{:016x}", fnv1a(0xcbf2_9ce4_8422_2325, seed.as_bytes()))
-            });
-            let naa = naa_from(cfg.naa_company_id, &serial);
-            // The saved reservations are found by the NAA designator: two
-            // LUNs with one serial would share a file.
-            if cfg.state_dir.is_some() && luns.values().any(|e| e.disk.naa() == naa) {
-                return Err(ConfigError::Invalid {
-                    field: format!("{field}.serial"),
-                    reason: "two LUNs have the same serial number, so their reservation state would collide",
-                });
-            }
-            let file = cfg.state_dir.as_deref().map(|d| AptplFile::new(d, naa));
-            let saved = match &file {
-                Some(f) => f.load().map_err(|source| ConfigError::ReservationState {
-                    field: field.clone(),
-                    source,
-                })?,
-                None => None,
-            };
-            if let (Some(r), Some(f)) = (&saved, &file) {
-                tracing::info!(
-                    lun = l.lun,
-                    file = %f.path().display(),
-                    registrations = r.registrations.len(),
-                    reservation = ?r.reservation.map(|x| x.rtype.0),
-                    "persistent reservations restored (APTPL)"
-                );
-            }
-            let disk = Disk::new(store, serial, naa, cfg.max_transfer_bytes);
-            luns.insert(
-                l.lun,
-                LunEntry {
-                    disk,
-                    access: l.access.clone(),
-                    pr: LunReservations::new(saved.unwrap_or_default(), file),
-                },
-            );
+            let m = target.open_lun(&field, l, &table, true)?;
+            table.luns.insert(l.lun, m);
         }
-        Ok(Arc::new(Target {
-            name: cfg.name,
-            luns,
-            access: cfg.access,
-            max_transfer_bytes: cfg.max_transfer_bytes,
-            nexuses: Mutex::new(HashMap::new()),
-        }))
+        target.table = ArcSwap::from_pointee(table);
+        Ok(Arc::new(target))
     }
 
     /// The target name.
@@ -350,32 +360,22 @@ impl Target {
 
     /// Whether `ini` may log in (the target access list).
     pub fn login_allowed(&self, ini: &InitiatorPortId) -> bool {
-        self.access.allows(ini)
-    }
-
-    fn visible(&self, lun: u16, ini: &InitiatorPortId) -> Option<&LunEntry> {
-        let e = self.luns.get(&lun)?;
-        let lun_ok = match &e.access {
-            None => true,
-            Some(a) => a.allows(ini),
-        };
-        (self.access.allows(ini) && lun_ok).then_some(e)
+        self.table.load().access.allows(ini)
     }
 
     /// LUN numbers `ini` may see, ascending.
     pub fn luns_for(&self, ini: &InitiatorPortId) -> Vec<u16> {
-        self.luns
-            .keys()
-            .copied()
-            .filter(|&l| self.visible(l, ini).is_some())
-            .collect()
+        self.table.load().luns_for(ini)
     }
 
     /// Every configured LUN.
     pub fn luns(&self) -> Vec<LunInfo> {
-        self.luns
+        self.table
+            .load()
+            .luns
             .iter()
-            .map(|(&lun, e)| {
+            .map(|(&lun, m)| {
+                let e = &m.entry;
                 let s = e.disk.store();
                 LunInfo {
                     lun,
@@ -385,8 +385,10 @@ impl Target {
                     blocking: s.is_blocking(),
                     serial: e.disk.serial().to_owned(),
                     naa: e.disk.naa(),
-                    dma_buf: s.dma_buf().cloned(),
-                    access: e.access.clone(),
+                    dma_buf: s.dma_buf().filter(|_| e.zero_copy).cloned(),
+                    access: m.access.clone(),
+                    backstore: m.config.backstore.kind.to_string(),
+                    read_only_for: m.read_only_for.iter().copied().collect(),
                 }
             })
             .collect()
@@ -421,7 +423,7 @@ impl Target {
     }
 
     /// Live nexuses.
-    fn live_nexuses(&self) -> Vec<Arc<Nexus>> {
+    pub(super) fn live_nexuses(&self) -> Vec<Arc<Nexus>> {
         let map = self.nexuses.lock().unwrap_or_else(|p| p.into_inner());
         map.values().filter_map(Weak::upgrade).collect()
     }
@@ -434,13 +436,18 @@ impl Target {
 
     /// The persistent reservation state of `lun` (for management and tests).
     pub fn reservations(&self, lun: u16) -> Option<Reservations> {
-        self.luns.get(&lun).map(|e| e.pr.lock().clone())
+        self.table
+            .load()
+            .luns
+            .get(&lun)
+            .map(|m| m.entry.pr.lock().clone())
     }
 
     /// Establishes unit attention `ua` on `lun` for every nexus that sees it.
     pub fn unit_attention_all(&self, lun: u16, ua: Sense) {
+        let t = self.table.load();
         for n in self.live_nexuses() {
-            if self.visible(lun, &n.ini).is_some() {
+            if t.visible(lun, &n.ini).is_some() {
                 n.add_ua(lun, ua);
             }
         }
@@ -460,6 +467,8 @@ pub struct ScsiCommand {
     epoch: u64,
     /// Planned as a RESERVATION CONFLICT: moves no data and runs as one.
     conflict: bool,
+    /// The [`LunEntry::uid`] it was planned for (0: no LUN there).
+    uid: u64,
 }
 
 impl ScsiCommand {
@@ -557,8 +566,8 @@ impl Drop for Nexus {
     /// I_T nexus loss: SPC-2 reservations end (SPC-2 5.5.1); registrations
     /// and persistent reservations stay (SPC-4 5.13.1).
     fn drop(&mut self) {
-        for e in self.target.luns.values() {
-            e.pr.update(|r| r.nexus_lost(&self.ini));
+        for m in self.target.table.load().luns.values() {
+            m.entry.pr.update(|r| r.nexus_lost(&self.ini));
         }
     }
 }
@@ -574,9 +583,24 @@ impl Nexus {
         &self.ini
     }
 
-    fn entry(&self, lun: [u8; 8]) -> Option<(u16, &LunEntry)> {
+    /// The LUN a SAM LUN addresses in table `t`, if this nexus sees it.
+    fn entry<'t>(&self, t: &'t LunTable, lun: [u8; 8]) -> Option<(u16, &'t Mapped)> {
         let id = decode_lun(lun)?;
-        Some((id, self.target.visible(id, &self.ini)?))
+        Some((id, t.visible(id, &self.ini)?))
+    }
+
+    /// Whether this nexus sees LUN `m` write-protected (an ACL's read-only
+    /// mapping) and `cmd` would write the medium: DATA PROTECT, WRITE
+    /// PROTECTED (SBC-3 4.11).
+    fn check_write_protect(&self, m: &Mapped, cmd: &Cmd) -> Result<(), Sense> {
+        let writes = matches!(
+            cmd,
+            Cmd::Write { .. } | Cmd::WriteAndVerify { .. } | Cmd::WriteSame { .. } | Cmd::Unmap { .. }
+        );
+        if writes && !m.read_only_for.is_empty() && m.read_only_for.contains(&self.ini) {
+            return Err(Sense::write_protected());
+        }
+        Ok(())
     }
 
     /// Queues a unit attention for `lun`. A 29h (reset) condition has the
@@ -592,6 +616,12 @@ impl Nexus {
             q.push_back(ua);
         }
         self.ua_pending.store(true, Ordering::Release);
+    }
+
+    /// Drops the unit attentions pending for `lun` (it was removed).
+    pub(super) fn clear_ua(&self, lun: u16) {
+        let mut m = self.ua.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(&lun);
     }
 
     /// Removes and returns the oldest unit attention pending for `lun`.
@@ -630,20 +660,23 @@ impl Nexus {
     /// [`run`](Self::run) executes without decoding the CDB again.
     pub fn plan_command(&self, lun: [u8; 8], cdb: &[u8]) -> Result<(ScsiCommand, Plan), Sense> {
         let &opcode = cdb.first().ok_or_else(Sense::invalid_opcode)?;
-        let entry = self.entry(lun);
+        let t = self.target.table.load();
+        let entry = self.entry(&t, lun);
         let epoch = self.abort_gen.load(Ordering::Acquire);
+        let uid = entry.map_or(0, |(_, m)| m.entry.uid);
         let decoded = |cmd| ScsiCommand {
             lun,
             opcode,
             cmd,
             epoch,
             conflict: false,
+            uid,
         };
         match opcode {
             op::INQUIRY => {
                 let cmd = Cmd::parse(cdb)?;
                 let plan = match entry {
-                    Some((_, e)) => e.disk.plan(&cmd, opcode)?,
+                    Some((_, m)) => m.entry.disk.plan(&cmd, opcode)?,
                     None => unmapped_inquiry(&cmd).map(|_| Plan::new(DataDir::In, alloc_of(&cmd)))?,
                 };
                 Ok((decoded(cmd), plan))
@@ -659,7 +692,8 @@ impl Nexus {
                 Ok((decoded(cmd), Plan::new(DataDir::In, alloc_of(&cmd))))
             }
             _ => {
-                let (id, e) = entry.ok_or_else(Sense::lun_not_supported)?;
+                let (id, m) = entry.ok_or_else(Sense::lun_not_supported)?;
+                let e = &m.entry;
                 if let Some(ua) = self.take_ua(id) {
                     return Err(ua);
                 }
@@ -675,8 +709,9 @@ impl Nexus {
                     };
                     return Ok((c, Plan::none()));
                 }
+                self.check_write_protect(m, &cmd)?;
                 let mut plan = e.disk.plan(&cmd, opcode)?;
-                if e.pr.in_use.load(Ordering::Acquire) {
+                if !e.zero_copy || e.pr.in_use.load(Ordering::Acquire) {
                     plan.direct = None;
                 }
                 Ok((decoded(cmd), plan))
@@ -735,7 +770,9 @@ impl Nexus {
     /// REPORT LUNS and REQUEST SENSE.
     fn decode_unplanned(&self, lun: [u8; 8], cdb: &[u8]) -> Result<ScsiCommand, Sense> {
         let &opcode = cdb.first().ok_or_else(Sense::invalid_opcode)?;
-        if !matches!(opcode, op::INQUIRY | op::REPORT_LUNS | op::REQUEST_SENSE) && self.entry(lun).is_none() {
+        let t = self.target.table.load();
+        let entry = self.entry(&t, lun);
+        if !matches!(opcode, op::INQUIRY | op::REPORT_LUNS | op::REQUEST_SENSE) && entry.is_none() {
             return Err(Sense::lun_not_supported());
         }
         Ok(ScsiCommand {
@@ -744,6 +781,7 @@ impl Nexus {
             cmd: Cmd::parse(cdb)?,
             epoch: self.abort_gen.load(Ordering::Acquire),
             conflict: false,
+            uid: entry.map_or(0, |(_, m)| m.entry.uid),
         })
     }
 
@@ -751,7 +789,11 @@ impl Nexus {
         if self.is_aborted(c) {
             return Err(Stop::Aborted);
         }
-        let entry = self.entry(c.lun);
+        let t = self.target.table.load();
+        // A LUN removed (or replaced) since the command was planned.
+        let entry = self
+            .entry(&t, c.lun)
+            .filter(|(_, m)| c.uid == 0 || m.entry.uid == c.uid);
         let put = |bytes: &[u8]| -> Result<u32, Sense> {
             let n = bytes.len().min(len as usize);
             if !data.contains(off as u64, n as u64) {
@@ -779,18 +821,22 @@ impl Nexus {
                 Ok(put(&s.to_fixed())?)
             }
             _ => {
-                let (id, e) = entry.ok_or_else(Sense::lun_not_supported)?;
+                let (id, m) = entry.ok_or_else(Sense::lun_not_supported)?;
+                let e = &m.entry;
                 // Checked again when the command runs: a reservation made
                 // since it was planned applies to it too.
                 if c.conflict || !e.pr.allows(&self.ini, reservation_class(&c.cmd)) {
                     return Err(Stop::Conflict);
                 }
+                self.check_write_protect(m, &c.cmd)?;
                 match c.cmd {
                     Cmd::PersistentReserveIn(pr) => {
                         let d = e.pr.lock().persistent_reserve_in(pr.action, e.pr.caps());
                         Ok(put(&d)?)
                     }
-                    Cmd::PersistentReserveOut(pr) => self.persistent_reserve_out(id, e, &pr, data, off, len),
+                    Cmd::PersistentReserveOut(pr) => {
+                        self.persistent_reserve_out(id, e, &t, &pr, data, off, len)
+                    }
                     Cmd::Reserve => Ok(e.pr.update(|r| r.reserve_scsi2(&self.ini)).map(|()| 0)?),
                     Cmd::Release => {
                         e.pr.update(|r| r.release_scsi2(&self.ini));
@@ -807,10 +853,12 @@ impl Nexus {
     /// fsync'ed), and only then committed; a failed save is INSUFFICIENT
     /// REGISTRATION RESOURCES and changes nothing. Then the unit
     /// attentions and aborts it causes reach the other I_T nexuses.
+    #[allow(clippy::too_many_arguments)]
     fn persistent_reserve_out(
         &self,
         lun: u16,
         e: &LunEntry,
+        table: &LunTable,
         cdb: &PrOutCdb,
         data: &DmaBuf,
         off: usize,
@@ -824,7 +872,7 @@ impl Nexus {
             return Err(Sense::internal_target_failure().into());
         }
         let target = &self.target;
-        let allowed = |ini: &InitiatorPortId| target.visible(lun, ini).is_some();
+        let allowed = |ini: &InitiatorPortId| table.visible(lun, ini).is_some();
         let caps = e.pr.caps();
         let fx = e.pr.update(|st| {
             let (next, fx) = data.with_bytes(off, cdb.len as usize, |p| {
@@ -865,9 +913,11 @@ impl Nexus {
     /// Whether [`run`](Self::run) would do (blocking) backstore I/O for
     /// this command.
     pub fn runs_blocking(&self, c: &ScsiCommand) -> bool {
-        let Some((_, e)) = self.entry(c.lun) else {
+        let t = self.target.table.load();
+        let Some((_, m)) = self.entry(&t, c.lun) else {
             return false;
         };
+        let e = &m.entry;
         // A PERSISTENT RESERVE OUT may write and fsync the APTPL state.
         if matches!(c.cmd, Cmd::PersistentReserveOut(_)) && e.pr.file.is_some() {
             return true;
@@ -887,9 +937,11 @@ impl Nexus {
 
     /// Whether `execute` would do (blocking) backstore I/O for this command.
     pub fn is_blocking(&self, lun: [u8; 8], cdb: &[u8]) -> bool {
-        let Some((_, e)) = self.entry(lun) else {
+        let t = self.target.table.load();
+        let Some((_, m)) = self.entry(&t, lun) else {
             return false;
         };
+        let e = &m.entry;
         if cdb.first() == Some(&op::PERSISTENT_RESERVE_OUT) && e.pr.file.is_some() {
             return true;
         }
@@ -923,10 +975,11 @@ impl Nexus {
     /// the LUN's tasks is the transport's part. False if the LUN is not
     /// mapped for this initiator.
     pub fn lun_reset(&self, lun: [u8; 8]) -> bool {
-        let Some((id, e)) = self.entry(lun) else {
+        let t = self.target.table.load();
+        let Some((id, m)) = self.entry(&t, lun) else {
             return false;
         };
-        e.pr.update(Reservations::lun_reset);
+        m.entry.pr.update(Reservations::lun_reset);
         self.target.unit_attention_all(id, Sense::bus_device_reset());
         true
     }

@@ -20,6 +20,7 @@ pub mod aptpl;
 pub mod backstore;
 pub mod cdb;
 pub mod disk;
+pub mod live;
 pub mod lun;
 pub mod pool;
 pub mod reservations;
@@ -29,7 +30,10 @@ use std::sync::Arc;
 
 use crate::mem::DmaBuf;
 
-pub use backstore::{Backstore, BackstoreConfig, BackstoreKind, ConfigError, FileBackstore, RamBackstore};
+pub use backstore::{
+    Backstore, BackstoreConfig, BackstoreKind, ConfigError, FileBackstore, RamBackstore, ResizeError,
+};
+pub use live::{Applied, ChangeError};
 pub use lun::{
     Access, InitiatorPortId, LunConfig, LunInfo, Nexus, ScsiCommand, Target, TargetConfig, MAX_LUN,
 };

@@ -226,6 +226,10 @@ impl Sense {
     pub const fn reported_luns_changed() -> Sense {
         Sense::new(SenseKey::UnitAttention, 0x3f, 0x0e)
     }
+    /// UNIT ATTENTION, CAPACITY DATA HAS CHANGED (2Ah/09h).
+    pub const fn capacity_changed() -> Sense {
+        Sense::new(SenseKey::UnitAttention, 0x2a, 0x09)
+    }
     /// MEDIUM ERROR, UNRECOVERED READ ERROR (11h/00h).
     pub const fn medium_error_read() -> Sense {
         Sense::new(SenseKey::MediumError, 0x11, 0x00)

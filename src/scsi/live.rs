@@ -1,0 +1,274 @@
+//! Changes to a served target: LUNs added, removed, resized or
+//! write-protected and access lists changed while initiators stay logged
+//! in, with the unit attentions each change owes them (SPC-4 5.14, SAM-5
+//! 5.14): REPORTED LUNS DATA HAS CHANGED to every I_T nexus whose LUN
+//! inventory changed, CAPACITY DATA HAS CHANGED to every nexus that sees a
+//! resized LUN.
+//!
+//! A change builds a new [`LunTable`] and swaps it in; commands read the
+//! table without locks. A command already running on a removed LUN
+//! finishes on it; one planned but not yet run ends in CHECK CONDITION,
+//! LOGICAL UNIT NOT SUPPORTED (nothing was acknowledged, so nothing is
+//! lost). A removed file LUN is flushed before the change returns.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::aptpl::AptplFile;
+use super::backstore::{ConfigError, ResizeError};
+use super::disk::Disk;
+use super::lun::{
+    fnv1a, naa_from, LunConfig, LunEntry, LunReservations, LunTable, Mapped, Target, TargetConfig,
+};
+use super::sense::Sense;
+
+/// Source of [`LunEntry::uid`]s (0 means "no LUN").
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+/// What a change did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Applied {
+    pub added: Vec<u16>,
+    pub removed: Vec<u16>,
+    /// LUNs whose write protection was turned on or off.
+    pub read_only: Vec<u16>,
+    /// Whether who sees which LUN (or sees it read-only) changed.
+    pub access_changed: bool,
+    /// I_T nexuses given REPORTED LUNS DATA HAS CHANGED.
+    pub nexuses_notified: usize,
+}
+
+impl Applied {
+    /// Whether the change changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.read_only.is_empty() && !self.access_changed
+    }
+}
+
+/// Why a change was refused; the target is as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("LUN {lun}: its {what} cannot change while it is served (remove the LUN and add it again)")]
+    NotLive { lun: u16, what: &'static str },
+    #[error("LUN {lun}: {source}")]
+    Backstore {
+        lun: u16,
+        #[source]
+        source: ResizeError,
+    },
+    #[error("LUN {0} does not exist")]
+    NoSuchLun(u16),
+}
+
+/// What of a LUN's configuration cannot change live, if anything differs.
+fn fixed_difference(old: &LunConfig, new: &LunConfig) -> Option<&'static str> {
+    if old.backstore.kind != new.backstore.kind {
+        Some("backstore")
+    } else if old.backstore.block_size != new.backstore.block_size {
+        Some("block size")
+    } else if old.serial != new.serial {
+        Some("serial number")
+    } else {
+        None
+    }
+}
+
+impl Target {
+    /// Opens `l`'s backstore and reservation state into a table entry.
+    /// `table` holds the LUNs it must not collide with; `at_start`: its
+    /// memory will be registered with every RDMA device (zero-copy).
+    pub(super) fn open_lun(
+        &self,
+        field: &str,
+        l: &LunConfig,
+        table: &LunTable,
+        at_start: bool,
+    ) -> Result<Mapped, ConfigError> {
+        if l.lun > super::MAX_LUN {
+            return Err(ConfigError::LunTooLarge {
+                field: format!("{field}.lun"),
+                lun: l.lun,
+            });
+        }
+        if let Some(s) = &l.serial {
+            if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::Invalid {
+                    field: format!("{field}.serial"),
+                    reason: "must be 1 to 64 printable ASCII characters without spaces",
+                });
+            }
+        }
+        let store = l.backstore.open(&format!("{field}.backstore"))?;
+        let serial = l.serial.clone().unwrap_or_else(|| {
+            let seed = store
+                .identity()
+                .unwrap_or_else(|| format!("ram:{}/{}", self.name, l.lun));
+            format!("{:016x}", fnv1a(0xcbf2_9ce4_8422_2325, seed.as_bytes()))
+        });
+        let naa = naa_from(self.naa_company_id, &serial);
+        // The saved reservations are found by the NAA designator: two LUNs
+        // with one serial would share a file.
+        if self.state_dir.is_some() && table.luns.values().any(|m| m.entry.disk.naa() == naa) {
+            return Err(ConfigError::Invalid {
+                field: format!("{field}.serial"),
+                reason: "two LUNs have the same serial number, so their reservation state would collide",
+            });
+        }
+        let file = self.state_dir.as_deref().map(|d| AptplFile::new(d, naa));
+        let saved = match &file {
+            Some(f) => f.load().map_err(|source| ConfigError::ReservationState {
+                field: field.to_owned(),
+                source,
+            })?,
+            None => None,
+        };
+        if let (Some(r), Some(f)) = (&saved, &file) {
+            tracing::info!(
+                lun = l.lun,
+                file = %f.path().display(),
+                registrations = r.registrations.len(),
+                reservation = ?r.reservation.map(|x| x.rtype.0),
+                "persistent reservations restored (APTPL)"
+            );
+        }
+        let disk = Disk::new(store, serial, naa, self.max_transfer_bytes);
+        Ok(Mapped {
+            entry: Arc::new(LunEntry {
+                disk,
+                pr: LunReservations::new(saved.unwrap_or_default(), file),
+                uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+                zero_copy: at_start,
+            }),
+            access: l.access.clone(),
+            read_only_for: l.read_only_for.clone(),
+            config: l.clone(),
+        })
+    }
+
+    /// Makes the LUN table and access lists those of `cfg` (its LUNs,
+    /// their read-only flags and access, the target's access list; the
+    /// name and limits are not live and are ignored). LUNs not in `cfg`
+    /// are removed, new ones opened; a LUN whose backstore, block size or
+    /// serial differs is refused. All or nothing.
+    pub fn apply(&self, cfg: &TargetConfig) -> Result<Applied, ChangeError> {
+        let _one_at_a_time = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.table.load_full();
+        let mut next = LunTable {
+            luns: BTreeMap::new(),
+            access: cfg.access.clone(),
+        };
+        let mut applied = Applied::default();
+        // Kept LUNs first, so new ones are checked against all of them.
+        for (i, l) in cfg.luns.iter().enumerate() {
+            let Some(m) = old.luns.get(&l.lun) else { continue };
+            if next.luns.contains_key(&l.lun) {
+                return Err(ConfigError::DuplicateLun {
+                    field: format!("luns[{i}].lun"),
+                    lun: l.lun,
+                }
+                .into());
+            }
+            if let Some(what) = fixed_difference(&m.config, l) {
+                return Err(ChangeError::NotLive { lun: l.lun, what });
+            }
+            let mut kept = m.clone();
+            kept.access = l.access.clone();
+            kept.read_only_for = l.read_only_for.clone();
+            kept.config = l.clone();
+            next.luns.insert(l.lun, kept);
+        }
+        for (i, l) in cfg.luns.iter().enumerate() {
+            if old.luns.contains_key(&l.lun) {
+                continue;
+            }
+            if next.luns.contains_key(&l.lun) {
+                return Err(ConfigError::DuplicateLun {
+                    field: format!("luns[{i}].lun"),
+                    lun: l.lun,
+                }
+                .into());
+            }
+            let m = self.open_lun(&format!("luns[{i}]"), l, &next, false)?;
+            next.luns.insert(l.lun, m);
+            applied.added.push(l.lun);
+        }
+        applied.removed = old
+            .luns
+            .keys()
+            .filter(|n| !next.luns.contains_key(n))
+            .copied()
+            .collect();
+        // Write protection, undone if a later LUN refuses.
+        let mut flipped: Vec<&Mapped> = Vec::new();
+        for m in next
+            .luns
+            .values()
+            .filter(|m| old.luns.contains_key(&m.config.lun))
+        {
+            let store = m.entry.disk.store();
+            let want = m.config.backstore.read_only;
+            if store.read_only() == want {
+                continue;
+            }
+            if let Err(source) = store.set_read_only(want) {
+                for f in &flipped {
+                    let _ = f.entry.disk.store().set_read_only(!f.config.backstore.read_only);
+                }
+                return Err(ChangeError::Backstore {
+                    lun: m.config.lun,
+                    source,
+                });
+            }
+            flipped.push(m);
+            applied.read_only.push(m.config.lun);
+        }
+        applied.access_changed = old.access != next.access
+            || next.luns.iter().any(|(n, m)| {
+                old.luns
+                    .get(n)
+                    .is_some_and(|o| o.access != m.access || o.read_only_for != m.read_only_for)
+            });
+        let next = Arc::new(next);
+        self.table.store(Arc::clone(&next));
+        for n in self.live_nexuses() {
+            let (before, after) = (old.luns_for(n.initiator()), next.luns_for(n.initiator()));
+            for l in &applied.removed {
+                n.clear_ua(*l);
+            }
+            if before != after {
+                for &l in &after {
+                    n.add_ua(l, Sense::reported_luns_changed());
+                }
+                applied.nexuses_notified += 1;
+            }
+        }
+        for l in &applied.removed {
+            let m = &old.luns[l];
+            if let Err(e) = m.entry.disk.store().flush() {
+                tracing::error!(lun = l, error = %e, "flushing a removed LUN failed");
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Resizes LUN `lun` (`bytes`: the new size; for a block device, the
+    /// size it has now) and raises CAPACITY DATA HAS CHANGED (2Ah/09h,
+    /// SBC-3 4.6) on every nexus that sees it. Returns the new number of
+    /// logical blocks.
+    pub fn resize(&self, lun: u16, bytes: Option<u64>) -> Result<u64, ChangeError> {
+        let _one_at_a_time = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        let t = self.table.load();
+        let m = t.luns.get(&lun).ok_or(ChangeError::NoSuchLun(lun))?;
+        let blocks = m
+            .entry
+            .disk
+            .store()
+            .resize(bytes)
+            .map_err(|source| ChangeError::Backstore { lun, source })?;
+        self.unit_attention_all(lun, Sense::capacity_changed());
+        Ok(blocks)
+    }
+}
