@@ -55,6 +55,8 @@ pub enum Origin {
     Flag(&'static str),
     /// A key of the config file, on a line (1-based).
     File { path: PathBuf, line: usize, key: String },
+    /// A parameter of an admin call (`lun_add`'s `backstore`).
+    Param(&'static str),
 }
 
 /// A value and where it came from.
@@ -89,6 +91,8 @@ impl fmt::Display for ConfigError {
             Origin::Default => write!(f, "{}", self.reason),
             Origin::Flag(flag) if self.value.is_empty() => write!(f, "{flag}: {}", self.reason),
             Origin::Flag(flag) => write!(f, "{flag} {}: {}", self.value, self.reason),
+            Origin::Param(p) if self.value.is_empty() => write!(f, "{p}: {}", self.reason),
+            Origin::Param(p) => write!(f, "{p} = {}: {}", self.value, self.reason),
             Origin::File { path, line, key } if self.value.is_empty() => {
                 write!(f, "{}:{line}: {key}: {}", path.display(), self.reason)
             }
@@ -133,6 +137,8 @@ pub struct AclSetting {
     pub initiator: Setting<String>,
     /// LUNs this initiator sees (`None`: all).
     pub luns: Option<Setting<Vec<u16>>>,
+    /// It sees its LUNs write-protected.
+    pub read_only: Option<Setting<bool>>,
 }
 
 /// Every setting, before checking. [`Settings::from_file`] reads a config
@@ -167,6 +173,9 @@ pub struct Settings {
     pub acls: Vec<AclSetting>,
     /// Whether a config file was read (access is then explicit).
     pub from_file: Option<PathBuf>,
+    /// The ACLs were changed through the admin socket: access is explicit
+    /// (no ACL: nobody) even without a config file.
+    pub explicit_access: bool,
 }
 
 impl Default for Settings {
@@ -196,6 +205,7 @@ impl Default for Settings {
             luns: Vec::new(),
             acls: Vec::new(),
             from_file: None,
+            explicit_access: false,
         }
     }
 }
@@ -309,6 +319,7 @@ struct FileLun {
 struct FileAcl {
     initiator: Spanned<String>,
     luns: Option<Spanned<Vec<u16>>>,
+    read_only: Option<Spanned<bool>>,
 }
 
 /// Reads spans of one file into origins.
@@ -437,6 +448,7 @@ impl Settings {
             .map(|a| AclSetting {
                 initiator: l.setting("acl.initiator", a.initiator),
                 luns: l.opt("acl.luns", a.luns),
+                read_only: l.opt("acl.read_only", a.read_only),
             })
             .collect();
         Ok(s)
@@ -476,6 +488,7 @@ impl Settings {
                 .map(|a| AclSetting {
                     initiator: Setting::new(a.clone(), Origin::Flag("--allow")),
                     luns: None,
+                    read_only: None,
                 })
                 .collect();
         }
@@ -621,11 +634,14 @@ impl Settings {
             Some(d) => Some(d.value.clone().into()),
         };
         let luns = self.lun_configs()?;
-        let (access, lun_access) = self.access(&luns, &mut warnings)?;
+        let (access, mut lun_access) = self.access(&luns, &mut warnings)?;
         let luns = luns
             .into_iter()
             .map(|mut l| {
-                l.access = lun_access.get(&l.lun).cloned();
+                if let Some((a, ro)) = lun_access.remove(&l.lun) {
+                    l.access = Some(a);
+                    l.read_only_for = ro;
+                }
                 l
             })
             .collect();
@@ -722,16 +738,18 @@ impl Settings {
         Ok(out)
     }
 
-    /// The target's access list and each LUN's, from the ACLs. Without a
-    /// config file and without `--allow`, anyone may log in.
+    /// The target's access list and each LUN's (with the initiators that
+    /// see it read-only), from the ACLs. Without a config file and without
+    /// `--allow`, anyone may log in.
+    #[allow(clippy::type_complexity)]
     fn access(
         &self,
         luns: &[LunConfig],
         warnings: &mut Vec<String>,
-    ) -> Result<(Access, BTreeMap<u16, Access>), ConfigError> {
+    ) -> Result<(Access, BTreeMap<u16, (Access, HashSet<InitiatorPortId>)>), ConfigError> {
         let mut per_lun = BTreeMap::new();
         if self.acls.is_empty() {
-            if self.from_file.is_some() {
+            if self.from_file.is_some() || self.explicit_access {
                 warnings.push(
                     "the config file has no [[acl]]: no initiator may log in (add one, e.g. initiator = \"ANY\")"
                         .into(),
@@ -745,6 +763,7 @@ impl Settings {
         let mut any = false;
         // LUN -> initiators mapping it; None: everyone allowed sees it.
         let mut mapped: BTreeMap<u16, HashSet<InitiatorPortId>> = BTreeMap::new();
+        let mut read_only: HashSet<InitiatorPortId> = HashSet::new();
         let mut restricted = false;
         for a in &self.acls {
             let i = &a.initiator;
@@ -766,6 +785,20 @@ impl Settings {
                 }
                 Some(id)
             };
+            if let Some(ro) = a.read_only.as_ref().filter(|r| r.value) {
+                match id {
+                    Some(id) => {
+                        read_only.insert(id);
+                    }
+                    None => {
+                        return err(
+                            &ro.origin,
+                            ro.value,
+                            "the ANY ACL cannot be read-only (set read_only on the LUNs instead)",
+                        )
+                    }
+                }
+            }
             if let Some(ls) = &a.luns {
                 for n in &ls.value {
                     if !numbers.contains(n) {
@@ -801,7 +834,7 @@ impl Settings {
             if self.from_file.is_some() {
                 let at = match from {
                     Origin::File { path, line, .. } => format!("{}:{line}", path.display()),
-                    Origin::Flag(f) => f.to_owned(),
+                    Origin::Flag(f) | Origin::Param(f) => f.to_owned(),
                     Origin::Default => String::new(),
                 };
                 warnings.push(format!(
@@ -818,7 +851,9 @@ impl Settings {
             return Ok((Access::Any, per_lun));
         }
         for n in numbers {
-            per_lun.insert(n, Access::Only(mapped.remove(&n).unwrap_or_default()));
+            let who = mapped.remove(&n).unwrap_or_default();
+            let ro = who.intersection(&read_only).copied().collect();
+            per_lun.insert(n, (Access::Only(who), ro));
         }
         Ok((Access::Only(ids), per_lun))
     }
@@ -857,13 +892,22 @@ fn guid(s: &Setting<String>) -> Result<u64, ConfigError> {
 /// Reads the config file (if any), lays the flags over it and checks the
 /// result.
 pub fn load(path: Option<&Path>, flags: &Flags) -> Result<Loaded, ConfigError> {
+    read(path, flags)?.build()
+}
+
+/// Reads the config file (if any) and lays the flags over it, unchecked.
+pub fn read(path: Option<&Path>, flags: &Flags) -> Result<Settings, ConfigError> {
     let mut s = match path {
         Some(p) => Settings::from_file(p)?,
         None => Settings::default(),
     };
     s.apply(flags);
-    s.build()
+    Ok(s)
 }
+
+mod live;
+mod save;
+pub use live::{Change, LiveConfig, Reloaded};
 
 #[cfg(test)]
 mod tests;

@@ -163,6 +163,51 @@ pub fn luns(v: &Value) -> String {
     table(&["LUN", "BACKSTORE", "SIZE", "BLOCK", "MODE", "SERIAL"], &rows)
 }
 
+/// The answer to a LUN or ACL change.
+pub fn applied(v: &Value) -> String {
+    let list = |k: &str| {
+        v[k].as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    let mut parts = Vec::new();
+    for (k, what) in [
+        ("added", "added LUN"),
+        ("removed", "removed LUN"),
+        ("read_only", "write protection changed on LUN"),
+    ] {
+        let l = list(k);
+        if !l.is_empty() {
+            parts.push(format!("{what} {l}"));
+        }
+    }
+    if v["access_changed"] == Value::Bool(true) {
+        parts.push("access changed".into());
+    }
+    if parts.is_empty() {
+        parts.push("nothing changed".into());
+    }
+    format!(
+        "{}; {} session(s) told REPORTED LUNS DATA HAS CHANGED\n",
+        parts.join("; "),
+        u(&v["nexuses_notified"])
+    )
+}
+
+/// `srptd ctl reload`.
+pub fn reloaded(v: &Value) -> String {
+    let mut out = format!("reloaded: {}", applied(&v["applied"]));
+    if let Some(r) = v["restart_needed"].as_array().filter(|a| !a.is_empty()) {
+        let keys: Vec<String> = r.iter().map(s).collect();
+        let _ = writeln!(
+            out,
+            "changed settings that take effect at the next start: {}",
+            keys.join(", ")
+        );
+    }
+    out
+}
+
 /// `srptd ctl stats`.
 pub fn stats(v: &Value) -> String {
     let mut out = String::new();

@@ -6,6 +6,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::config::Change;
+use crate::scsi::backstore::parse_size;
 use crate::scsi::InitiatorPortId;
 use crate::wire::parse_hex;
 
@@ -26,6 +28,9 @@ pub mod code {
     pub const NOT_FOUND: i64 = -32002;
     /// srptd is shutting down.
     pub const SHUTTING_DOWN: i64 = -32003;
+    /// The change was refused (invalid value, LUN in use, backstore
+    /// error); nothing changed.
+    pub const REFUSED: i64 = -32004;
 }
 
 /// A call the server carries out.
@@ -41,11 +46,37 @@ pub enum Call {
     Stats,
     /// Log one initiator's channels out (SRP_T_LOGOUT, then disconnect).
     SessionLogout { initiator: InitiatorPortId },
+    /// A change of the LUNs or ACLs (`lun_add`, `lun_remove`,
+    /// `lun_set_read_only`, `acl_add`, `acl_remove`, `acl_map`,
+    /// `acl_unmap`).
+    Change(Change),
+    /// A LUN's new size in bytes (for a block device: none, read it again).
+    LunResize { number: u16, size: Option<u64> },
+    /// Write the effective configuration (default: the `--config` file).
+    SaveConfig { path: Option<String> },
+    /// Read the config file again and apply the difference.
+    Reload,
 }
 
 impl Call {
     /// The method names, for errors and `srptd ctl --help`.
-    pub const METHODS: &'static [&'static str] = &["status", "sessions", "luns", "stats", "session_logout"];
+    pub const METHODS: &'static [&'static str] = &[
+        "status",
+        "sessions",
+        "luns",
+        "stats",
+        "session_logout",
+        "lun_add",
+        "lun_remove",
+        "lun_resize",
+        "lun_set_read_only",
+        "acl_add",
+        "acl_remove",
+        "acl_map",
+        "acl_unmap",
+        "save_config",
+        "reload",
+    ];
 }
 
 /// A parsed request. `id` is `None` for a notification (no response is
@@ -169,6 +200,44 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RpcError> {
         "session_logout" => Call::SessionLogout {
             initiator: p.initiator("initiator")?,
         },
+        "lun_add" => Call::Change(Change::LunAdd {
+            number: p.lun("number")?,
+            backstore: p.string("backstore")?,
+            read_only: p.opt_bool("read_only")?,
+            block_size: p.opt_u32("block_size")?,
+            serial: p.opt_string("serial")?,
+        }),
+        "lun_remove" => Call::Change(Change::LunRemove {
+            number: p.lun("number")?,
+        }),
+        "lun_set_read_only" => Call::Change(Change::LunReadOnly {
+            number: p.lun("number")?,
+            read_only: p.bool("read_only")?,
+        }),
+        "lun_resize" => Call::LunResize {
+            number: p.lun("number")?,
+            size: p.opt_size("size")?,
+        },
+        "acl_add" => Call::Change(Change::AclAdd {
+            initiator: p.acl_initiator("initiator")?,
+            luns: p.opt_luns("luns")?,
+            read_only: p.opt_bool("read_only")?,
+        }),
+        "acl_remove" => Call::Change(Change::AclRemove {
+            initiator: p.acl_initiator("initiator")?,
+        }),
+        "acl_map" => Call::Change(Change::AclMap {
+            initiator: p.acl_initiator("initiator")?,
+            lun: p.lun("lun")?,
+        }),
+        "acl_unmap" => Call::Change(Change::AclUnmap {
+            initiator: p.acl_initiator("initiator")?,
+            lun: p.lun("lun")?,
+        }),
+        "save_config" => Call::SaveConfig {
+            path: p.opt_string("path")?,
+        },
+        "reload" => Call::Reload,
         _ => {
             return Err(RpcError::new(
                 eid,
@@ -205,6 +274,92 @@ impl Params<'_> {
             Some(Value::String(s)) => Ok(s),
             Some(v) => Err(self.error(format!("{name}: expected a string, got {v}"))),
             None => Err(self.error(format!("{name} is missing ({} needs it)", self.method))),
+        }
+    }
+
+    fn opt_string(&mut self, name: &str) -> Result<Option<String>, RpcError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(self.error(format!("{name}: expected a string, got {v}"))),
+        }
+    }
+
+    fn opt_bool(&mut self, name: &str) -> Result<Option<bool>, RpcError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(v) => Err(self.error(format!("{name}: expected true or false, got {v}"))),
+        }
+    }
+
+    fn bool(&mut self, name: &str) -> Result<bool, RpcError> {
+        self.opt_bool(name)?
+            .ok_or_else(|| self.error(format!("{name} is missing ({} needs it)", self.method)))
+    }
+
+    fn opt_u64(&mut self, name: &str, max: u64) -> Result<Option<u64>, RpcError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64().filter(|&v| v <= max) {
+                Some(v) => Ok(Some(v)),
+                None => Err(self.error(format!("{name}: {n} is not an integer from 0 to {max}"))),
+            },
+            Some(v) => Err(self.error(format!("{name}: expected an integer, got {v}"))),
+        }
+    }
+
+    fn opt_u32(&mut self, name: &str) -> Result<Option<u32>, RpcError> {
+        Ok(self.opt_u64(name, u64::from(u32::MAX))?.map(|v| v as u32))
+    }
+
+    /// A LUN number (checked against the maximum where it is used).
+    fn lun(&mut self, name: &str) -> Result<u16, RpcError> {
+        self.opt_u64(name, u64::from(u16::MAX))?
+            .map(|v| v as u16)
+            .ok_or_else(|| self.error(format!("{name} is missing ({} needs it)", self.method)))
+    }
+
+    fn opt_luns(&mut self, name: &str) -> Result<Option<Vec<u16>>, RpcError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_u64()
+                        .and_then(|n| u16::try_from(n).ok())
+                        .ok_or_else(|| self.error(format!("{name}: {v} is not a LUN number")))
+                })
+                .collect::<Result<Vec<u16>, _>>()
+                .map(Some),
+            Some(v) => Err(self.error(format!("{name}: expected an array of LUN numbers, got {v}"))),
+        }
+    }
+
+    /// A size: bytes as an integer, or a string with a K/M/G/T suffix.
+    fn opt_size(&mut self, name: &str) -> Result<Option<u64>, RpcError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.error(format!("{name}: {n} is not a byte count"))),
+            Some(Value::String(s)) => parse_size(&s)
+                .map(Some)
+                .ok_or_else(|| self.error(format!("{name}: \"{s}\" is not a size (e.g. 512M, 2G)"))),
+            Some(v) => Err(self.error(format!("{name}: expected a size, got {v}"))),
+        }
+    }
+
+    /// An ACL's initiator: `ANY` or a port ID (kept as written).
+    fn acl_initiator(&mut self, name: &str) -> Result<String, RpcError> {
+        let s = self.string(name)?;
+        if s.eq_ignore_ascii_case("any") || parse_hex::<16>(&s).is_some() {
+            Ok(s)
+        } else {
+            Err(self.error(format!(
+                "{name}: \"{s}\" is not ANY or a 32-hex-digit initiator port ID"
+            )))
         }
     }
 

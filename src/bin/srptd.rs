@@ -174,6 +174,71 @@ enum CtlCommand {
         /// The initiator port ID (32 hex digits, as `sessions` shows it).
         initiator: String,
     },
+    /// Add, remove, resize or write-protect a LUN while it is served.
+    #[command(subcommand)]
+    Lun(LunCommand),
+    /// Change who may log in and which LUNs each initiator sees.
+    #[command(subcommand)]
+    Acl(AclCommand),
+    /// Write the configuration in effect as a config file (atomically).
+    SaveConfig {
+        /// Where (default: the file srptd was started with).
+        path: Option<PathBuf>,
+    },
+    /// Read the config file again and apply the difference (as SIGHUP).
+    Reload,
+}
+
+#[derive(Debug, Subcommand)]
+enum LunCommand {
+    /// Add a LUN; initiators get REPORTED LUNS DATA HAS CHANGED.
+    Add {
+        number: u16,
+        /// `ram:<size>` or `file:<path>`.
+        backstore: String,
+        #[arg(long)]
+        read_only: bool,
+        #[arg(long)]
+        block_size: Option<u32>,
+        #[arg(long)]
+        serial: Option<String>,
+    },
+    /// Remove a LUN (its file is flushed first).
+    Remove { number: u16 },
+    /// Set a file LUN's size (a block device's: read it again);
+    /// initiators get CAPACITY DATA HAS CHANGED.
+    Resize {
+        number: u16,
+        /// New size, e.g. 2G (not for block devices).
+        size: Option<String>,
+    },
+    /// Turn write protection on or off.
+    ReadOnly {
+        number: u16,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AclCommand {
+    /// Let an initiator log in (ANY: everyone).
+    Add {
+        /// `ANY` or the 32-hex-digit initiator port ID.
+        initiator: String,
+        /// The LUNs it sees (default: all), e.g. 0,2.
+        #[arg(long, value_delimiter = ',')]
+        luns: Option<Vec<u16>>,
+        /// It sees its LUNs write-protected.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Remove an initiator's ACL (its session stays until it logs out).
+    Remove { initiator: String },
+    /// Let an initiator see one more LUN.
+    Map { initiator: String, lun: u16 },
+    /// Hide a LUN from an initiator.
+    Unmap { initiator: String, lun: u16 },
 }
 
 fn ctl(a: &CtlArgs) -> ExitCode {
@@ -188,6 +253,12 @@ fn ctl(a: &CtlArgs) -> ExitCode {
             Some(serde_json::json!({ "initiator": initiator })),
             |v| format!("logging out {} channel(s)\n", v["channels"]),
         ),
+        CtlCommand::Lun(c) => ctl_lun(c),
+        CtlCommand::Acl(c) => ctl_acl(c),
+        CtlCommand::SaveConfig { path } => ("save_config", Some(serde_json::json!({ "path": path })), |v| {
+            format!("saved to {}\n", v["path"].as_str().unwrap_or("?"))
+        }),
+        CtlCommand::Reload => ("reload", None, render::reloaded),
     };
     match client::call(&a.socket, method, params) {
         Ok(v) => {
@@ -207,6 +278,63 @@ fn ctl(a: &CtlArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+type CtlCall = (
+    &'static str,
+    Option<serde_json::Value>,
+    fn(&serde_json::Value) -> String,
+);
+
+fn ctl_lun(c: &LunCommand) -> CtlCall {
+    use serde_json::json;
+    use srptd::admin::render;
+    match c {
+        LunCommand::Add {
+            number,
+            backstore,
+            read_only,
+            block_size,
+            serial,
+        } => (
+            "lun_add",
+            Some(
+                json!({ "number": number, "backstore": backstore, "read_only": read_only,
+                         "block_size": block_size, "serial": serial }),
+            ),
+            render::applied,
+        ),
+        LunCommand::Remove { number } => ("lun_remove", Some(json!({ "number": number })), render::applied),
+        LunCommand::Resize { number, size } => (
+            "lun_resize",
+            Some(json!({ "number": number, "size": size })),
+            |v| format!("LUN {}: {} blocks\n", v["lun"], v["blocks"]),
+        ),
+        LunCommand::ReadOnly { number, state } => (
+            "lun_set_read_only",
+            Some(json!({ "number": number, "read_only": state == "on" })),
+            render::applied,
+        ),
+    }
+}
+
+fn ctl_acl(c: &AclCommand) -> CtlCall {
+    use serde_json::json;
+    use srptd::admin::render;
+    let (method, params) = match c {
+        AclCommand::Add {
+            initiator,
+            luns,
+            read_only,
+        } => (
+            "acl_add",
+            json!({ "initiator": initiator, "luns": luns, "read_only": read_only }),
+        ),
+        AclCommand::Remove { initiator } => ("acl_remove", json!({ "initiator": initiator })),
+        AclCommand::Map { initiator, lun } => ("acl_map", json!({ "initiator": initiator, "lun": lun })),
+        AclCommand::Unmap { initiator, lun } => ("acl_unmap", json!({ "initiator": initiator, "lun": lun })),
+    };
+    (method, Some(params), render::applied)
 }
 
 #[derive(Debug, clap::Args)]
@@ -334,12 +462,25 @@ fn main() -> ExitCode {
         Some(Command::Ctl(a)) => return ctl(a),
         None => {}
     }
-    let loaded = match config::load(cli.config.as_deref(), &cli.flags()) {
+    let flags = cli.flags();
+    let settings = match config::read(cli.config.as_deref(), &flags) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("srptd: {e}");
             return ExitCode::from(2);
         }
+    };
+    let loaded = match settings.build() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("srptd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let live = config::LiveConfig {
+        settings,
+        path: cli.config.clone(),
+        flags,
     };
     for w in &loaded.warnings {
         tracing::warn!("{w}");
@@ -355,7 +496,7 @@ fn main() -> ExitCode {
     for l in target.luns() {
         tracing::info!(lun = l.lun, blocks = l.num_blocks, block_size = l.block_size, read_only = l.read_only, serial = %l.serial, "LUN");
     }
-    match driver::run(opts, target) {
+    match driver::run(opts, target, live) {
         Ok(s) => {
             let st = &s.stats;
             eprintln!(

@@ -228,6 +228,9 @@ impl Control {
                     })));
                 });
             }
+            call @ (Call::Change(_) | Call::LunResize { .. } | Call::SaveConfig { .. } | Call::Reload) => {
+                self.on_change(call, r.reply);
+            }
             Call::SessionLogout { initiator } => {
                 if self.shutting_down() {
                     let _ = r
@@ -290,7 +293,9 @@ impl Control {
                     "read_only": l.read_only,
                     "serial": l.serial,
                     "naa": hex(&l.naa),
-                    "backstore": if l.dma_buf.is_some() { "ram" } else { "file" },
+                    "backstore": l.backstore,
+                    "zero_copy": l.dma_buf.is_some(),
+                    "read_only_for": l.read_only_for.iter().map(|i| hex(i)).collect::<Vec<_>>(),
                 })
             })
             .collect();

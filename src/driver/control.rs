@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
+use crate::config::LiveConfig;
 use crate::proto::TargetPortId;
 use crate::rdma::{CmEvent, CmEventKind, EventChannel};
 use crate::scsi::Target;
@@ -56,6 +57,8 @@ pub(super) struct Control {
     notifier: ServiceNotifier,
     /// When the control loop started (uptime).
     pub started: Instant,
+    /// The effective settings, which admin calls change.
+    pub live: Arc<std::sync::Mutex<LiveConfig>>,
 }
 
 impl Control {
@@ -66,6 +69,7 @@ impl Control {
         events: Arc<EventChannel>,
         pollers: Vec<Arc<PollerHandle>>,
         listeners: Listeners,
+        live: LiveConfig,
     ) -> Control {
         Control {
             opts,
@@ -81,6 +85,7 @@ impl Control {
             shutdown: None,
             notifier: ServiceNotifier::from_env(),
             started: Instant::now(),
+            live: Arc::new(std::sync::Mutex::new(live)),
         }
     }
 
@@ -108,6 +113,7 @@ impl Control {
     ) -> Result<Summary, StartError> {
         let afd = self.events.to_async()?;
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let watchdog = self.notifier.watchdog_interval();
         let mut watchdog_at = Instant::now();
         loop {
@@ -129,6 +135,7 @@ impl Control {
                 Some(r) = admin_rx.recv() => self.on_admin(r),
                 _ = tokio::signal::ctrl_c(), if !shutting_down => self.begin_shutdown(),
                 _ = sigterm.recv(), if !shutting_down => self.begin_shutdown(),
+                _ = sighup.recv() => self.on_sighup(),
                 _ = tokio::time::sleep_until(tick_at.unwrap_or(far)), if tick_at.is_some() => self.tick(),
                 _ = tokio::time::sleep_until(watchdog_at), if watchdog.is_some() => {
                     self.notifier.watchdog();

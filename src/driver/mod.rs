@@ -25,6 +25,7 @@
 //! - [`dm`]: the device-management (DevMgt MAD) service.
 
 mod admin;
+mod admin_change;
 pub mod channel;
 mod conns;
 mod control;
@@ -218,7 +219,14 @@ pub fn identity(devices: &[String]) -> Result<(TargetPortId, Vec<String>), Start
 
 /// Runs the target until SIGINT/SIGTERM; prints the `ready` line when it
 /// accepts logins.
-pub fn run(mut opts: Options, target: Arc<Target>) -> Result<Summary, StartError> {
+///
+/// `live` holds the settings `opts` and `target` came from; admin calls
+/// change them.
+pub fn run(
+    mut opts: Options,
+    target: Arc<Target>,
+    live: crate::config::LiveConfig,
+) -> Result<Summary, StartError> {
     let (found, served) = identity(&opts.devices)?;
     let port_id = opts.identity.unwrap_or(found);
     let budget = *opts.channel_memory.get_or_insert_with(default_channel_memory);
@@ -269,7 +277,7 @@ pub fn run(mut opts: Options, target: Arc<Target>) -> Result<Summary, StartError
                 }
             },
         };
-        let mut c = Control::new(opts, target, port_id, events, pollers, Listeners::new(listener));
+        let mut c = Control::new(opts, target, port_id, events, pollers, Listeners::new(listener), live);
         c.scan_ib_ports(&served);
         tracing::info!(
             port,

@@ -158,4 +158,6 @@ impl From<Result<u32, Sense>> for Completion {
 }
 
 #[cfg(test)]
+mod live_tests;
+#[cfg(test)]
 mod tests;

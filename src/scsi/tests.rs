@@ -11,10 +11,10 @@ use super::sense::{Sense, SenseKey};
 use super::{Completion, DataDir, ScsiStatus};
 use crate::mem::DmaBuf;
 
-const INI_A: [u8; 16] = [0xa; 16];
-const INI_B: [u8; 16] = [0xb; 16];
+pub(super) const INI_A: [u8; 16] = [0xa; 16];
+pub(super) const INI_B: [u8; 16] = [0xb; 16];
 
-fn ram(size: u64, bs: u32) -> BackstoreConfig {
+pub(super) fn ram(size: u64, bs: u32) -> BackstoreConfig {
     BackstoreConfig {
         kind: BackstoreKind::Ram { size },
         block_size: bs,
@@ -22,7 +22,7 @@ fn ram(size: u64, bs: u32) -> BackstoreConfig {
     }
 }
 
-fn file(t: &TempFile, bs: u32) -> BackstoreConfig {
+pub(super) fn file(t: &TempFile, bs: u32) -> BackstoreConfig {
     BackstoreConfig {
         kind: BackstoreKind::File { path: t.0.clone() },
         block_size: bs,
@@ -30,7 +30,7 @@ fn file(t: &TempFile, bs: u32) -> BackstoreConfig {
     }
 }
 
-fn target(luns: Vec<LunConfig>) -> Arc<Target> {
+pub(super) fn target(luns: Vec<LunConfig>) -> Arc<Target> {
     Target::new(TargetConfig {
         luns,
         ..TargetConfig::default()
@@ -50,7 +50,7 @@ fn one(bs: BackstoreConfig) -> Arc<Nexus> {
 
 /// Drives one command like the transport: plan, move data-out (through the
 /// zero-copy range when offered), execute, collect data-in.
-fn run(n: &Nexus, lun: u16, cdb: &[u8], out: &[u8]) -> (Completion, Vec<u8>) {
+pub(super) fn run(n: &Nexus, lun: u16, cdb: &[u8], out: &[u8]) -> (Completion, Vec<u8>) {
     let l = encode_lun(lun);
     let plan = match n.plan(l, cdb) {
         Ok(p) => p,
@@ -80,13 +80,13 @@ fn run(n: &Nexus, lun: u16, cdb: &[u8], out: &[u8]) -> (Completion, Vec<u8>) {
     (c, v)
 }
 
-fn good(n: &Nexus, lun: u16, cdb: &[u8], out: &[u8]) -> Vec<u8> {
+pub(super) fn good(n: &Nexus, lun: u16, cdb: &[u8], out: &[u8]) -> Vec<u8> {
     let (c, v) = run(n, lun, cdb, out);
     assert_eq!(c.status, ScsiStatus::GOOD, "cdb {cdb:02x?}: {:?}", c.sense);
     v
 }
 
-fn fails(n: &Nexus, lun: u16, cdb: &[u8], out: &[u8], key: SenseKey, asc: u8, ascq: u8) -> Sense {
+pub(super) fn fails(n: &Nexus, lun: u16, cdb: &[u8], out: &[u8], key: SenseKey, asc: u8, ascq: u8) -> Sense {
     let (c, _) = run(n, lun, cdb, out);
     assert_eq!(c.status, ScsiStatus::CHECK_CONDITION, "cdb {cdb:02x?}");
     let s = c.sense.unwrap();
@@ -98,14 +98,14 @@ fn illegal(n: &Nexus, cdb: &[u8], out: &[u8], asc: u8) -> Sense {
     fails(n, 0, cdb, out, SenseKey::IllegalRequest, asc, 0)
 }
 
-fn tur() -> [u8; 6] {
+pub(super) fn tur() -> [u8; 6] {
     [0; 6]
 }
 fn inquiry(evpd: bool, page: u8, alloc: u16) -> [u8; 6] {
     let a = alloc.to_be_bytes();
     [0x12, u8::from(evpd), page, a[0], a[1], 0]
 }
-fn rw10(op: u8, lba: u32, blocks: u16, fua: bool) -> [u8; 10] {
+pub(super) fn rw10(op: u8, lba: u32, blocks: u16, fua: bool) -> [u8; 10] {
     let l = lba.to_be_bytes();
     let b = blocks.to_be_bytes();
     [
@@ -151,12 +151,12 @@ fn rw6(op: u8, lba: u32, blocks: u8) -> [u8; 6] {
     let l = lba.to_be_bytes();
     [op, l[1] & 0x1f, l[2], l[3], blocks, 0]
 }
-fn read_cap16(alloc: u32) -> [u8; 16] {
+pub(super) fn read_cap16(alloc: u32) -> [u8; 16] {
     let mut c = rw16(0x9e, 0x10, 0, alloc);
     c[10..14].copy_from_slice(&alloc.to_be_bytes());
     c
 }
-fn report_luns(select: u8, alloc: u32) -> [u8; 12] {
+pub(super) fn report_luns(select: u8, alloc: u32) -> [u8; 12] {
     let a = alloc.to_be_bytes();
     [0xa0, 0, select, 0, 0, 0, a[0], a[1], a[2], a[3], 0, 0]
 }
@@ -172,7 +172,7 @@ fn mode_sense10(byte1: u8, pc_page: u8, sub: u8, alloc: u16) -> [u8; 10] {
     [0x5a, byte1, pc_page, sub, 0, 0, 0, a[0], a[1], 0]
 }
 
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
+pub(super) fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {

@@ -1,0 +1,218 @@
+//! Live changes of a served target ([`Target::apply`], [`Target::resize`]):
+//! what each initiator sees, the unit attentions they get, and what
+//! happens to commands of a LUN that goes away.
+
+use std::collections::HashSet;
+
+use super::backstore::tests::TempFile;
+use super::lun::{encode_lun, Access, LunConfig, TargetConfig};
+use super::sense::{Sense, SenseKey};
+use super::tests::{
+    fails, file, good, pattern, ram, read_cap16, report_luns, run, rw10, target, tur, INI_A, INI_B,
+};
+use super::{ChangeError, ScsiStatus};
+use crate::mem::DmaBuf;
+
+fn config(luns: Vec<LunConfig>) -> TargetConfig {
+    TargetConfig {
+        luns,
+        ..TargetConfig::default()
+    }
+}
+
+fn reported(n: &super::Nexus) -> Vec<u16> {
+    let d = good(n, 0, &report_luns(0, 1024), &[]);
+    d[8..]
+        .chunks(8)
+        .map(|c| super::lun::decode_lun(c.try_into().unwrap()).unwrap())
+        .collect()
+}
+
+/// Consumes the creation unit attention.
+fn settle(n: &super::Nexus, lun: u16) {
+    fails(n, lun, &tur(), &[], SenseKey::UnitAttention, 0x29, 0);
+}
+
+#[test]
+fn add_and_remove_raise_reported_luns_changed() {
+    let l0 = LunConfig::new(0, ram(1 << 20, 512));
+    let t = target(vec![l0.clone()]);
+    let a = t.nexus(INI_A);
+    settle(&a, 0);
+    let l1 = LunConfig::new(1, ram(2 << 20, 512));
+    let applied = t.apply(&config(vec![l0.clone(), l1.clone()])).unwrap();
+    assert_eq!(applied.added, vec![1]);
+    assert_eq!(applied.nexuses_notified, 1);
+    // SPC-4 6.33 / SAM-5 5.14: the next command on any LUN reports it once.
+    fails(&a, 0, &tur(), &[], SenseKey::UnitAttention, 0x3f, 0x0e);
+    good(&a, 0, &tur(), &[]);
+    fails(&a, 1, &tur(), &[], SenseKey::UnitAttention, 0x3f, 0x0e);
+    assert_eq!(reported(&a), vec![0, 1]);
+    let data = pattern(1024, 7);
+    good(&a, 1, &rw10(0x2a, 3, 2, false), &data);
+    assert_eq!(good(&a, 1, &rw10(0x28, 3, 2, false), &[]), data);
+    // A nexus formed after the change sees the new table with its reset UA.
+    let b = t.nexus(INI_B);
+    settle(&b, 1);
+
+    let applied = t.apply(&config(vec![l1.clone()])).unwrap();
+    assert_eq!(applied.removed, vec![0]);
+    assert_eq!(applied.nexuses_notified, 2);
+    fails(&a, 0, &tur(), &[], SenseKey::IllegalRequest, 0x25, 0);
+    fails(&a, 1, &tur(), &[], SenseKey::UnitAttention, 0x3f, 0x0e);
+    assert_eq!(reported(&a), vec![1]);
+    // LUN 1 kept its data across both changes.
+    assert_eq!(good(&a, 1, &rw10(0x28, 3, 2, false), &[]), data);
+    // Applying the same configuration again changes nothing.
+    let applied = t.apply(&config(vec![l1])).unwrap();
+    assert!(applied.is_empty());
+    assert_eq!(applied.nexuses_notified, 0);
+    fails(&b, 1, &tur(), &[], SenseKey::UnitAttention, 0x3f, 0x0e);
+    good(&b, 1, &tur(), &[]);
+}
+
+#[test]
+fn a_command_planned_before_its_lun_went_away_does_not_run() {
+    let tf = TempFile::new("live-rm", 1 << 20);
+    let l0 = LunConfig::new(0, ram(1 << 20, 512));
+    let l1 = LunConfig::new(1, file(&tf, 512));
+    let t = target(vec![l0.clone(), l1.clone()]);
+    let a = t.nexus(INI_A);
+    settle(&a, 1);
+    let cdb = rw10(0x2a, 0, 1, false);
+    let (cmd, plan) = a.plan_command(encode_lun(1), &cdb).unwrap();
+    t.apply(&config(vec![l0.clone()])).unwrap();
+    let buf = DmaBuf::new(plan.len as usize).unwrap();
+    buf.write(0, &[0x5a; 512]);
+    let c = a.run(&cmd, &buf, 0, plan.len);
+    assert_eq!(c.status, ScsiStatus::CHECK_CONDITION);
+    assert_eq!(c.sense.unwrap(), Sense::lun_not_supported());
+    // Added again (same file): the old command still does not run on it,
+    // and nothing was written.
+    t.apply(&config(vec![l0, l1])).unwrap();
+    let c = a.run(&cmd, &buf, 0, plan.len);
+    assert_eq!(c.sense.unwrap(), Sense::lun_not_supported());
+    assert_eq!(std::fs::read(&tf.0).unwrap()[..512], [0u8; 512]);
+}
+
+#[test]
+fn resize_raises_capacity_changed_and_read_capacity_follows() {
+    let tf = TempFile::new("live-resize", 1 << 20);
+    let t = target(vec![LunConfig::new(0, file(&tf, 512))]);
+    let a = t.nexus(INI_A);
+    settle(&a, 0);
+    let blocks = |n: &super::Nexus| {
+        let d = good(n, 0, &read_cap16(32), &[]);
+        u64::from_be_bytes(d[..8].try_into().unwrap()) + 1
+    };
+    assert_eq!(blocks(&a), 2048);
+    assert_eq!(t.resize(0, Some(4 << 20)).unwrap(), 8192);
+    // SBC-3 4.6: CAPACITY DATA HAS CHANGED, then the new size.
+    fails(&a, 0, &read_cap16(32), &[], SenseKey::UnitAttention, 0x2a, 0x09);
+    assert_eq!(blocks(&a), 8192);
+    assert_eq!(std::fs::metadata(&tf.0).unwrap().len(), 4 << 20);
+    good(&a, 0, &rw10(0x2a, 8000, 8, false), &pattern(4096, 1));
+    // Bad sizes and RAM are refused, nothing changes.
+    assert!(matches!(
+        t.resize(0, Some(1000)),
+        Err(ChangeError::Backstore { lun: 0, .. })
+    ));
+    assert!(matches!(t.resize(0, None), Err(ChangeError::Backstore { .. })));
+    assert!(matches!(
+        t.resize(7, Some(1 << 20)),
+        Err(ChangeError::NoSuchLun(7))
+    ));
+    assert_eq!(blocks(&a), 8192);
+    let r = target(vec![LunConfig::new(0, ram(1 << 20, 512))]);
+    let e = r.resize(0, Some(2 << 20)).unwrap_err();
+    assert!(e.to_string().contains("RAM LUN keeps the size"), "{e}");
+}
+
+#[test]
+fn read_only_live_and_per_initiator() {
+    let l0 = LunConfig::new(0, ram(1 << 20, 512));
+    let t = target(vec![l0.clone()]);
+    let (a, b) = (t.nexus(INI_A), t.nexus(INI_B));
+    settle(&a, 0);
+    settle(&b, 0);
+    let w = rw10(0x2a, 0, 1, false);
+    good(&a, 0, &w, &[1; 512]);
+    let mut ro = l0.clone();
+    ro.backstore.read_only = true;
+    assert_eq!(t.apply(&config(vec![ro])).unwrap().read_only, vec![0]);
+    fails(&a, 0, &w, &[2; 512], SenseKey::DataProtect, 0x27, 0);
+    assert_eq!(good(&a, 0, &rw10(0x28, 0, 1, false), &[]), vec![1; 512]);
+    t.apply(&config(vec![l0.clone()])).unwrap();
+    good(&a, 0, &w, &[3; 512]);
+    // An ACL's read-only mapping: B sees the LUN write-protected, A does not.
+    let mut per = l0.clone();
+    per.access = Some(Access::Only(HashSet::from([INI_A, INI_B])));
+    per.read_only_for = HashSet::from([INI_B]);
+    let applied = t.apply(&config(vec![per])).unwrap();
+    assert!(applied.access_changed);
+    assert_eq!(applied.nexuses_notified, 0, "the inventory did not change");
+    fails(&b, 0, &w, &[4; 512], SenseKey::DataProtect, 0x27, 0);
+    good(&a, 0, &w, &[5; 512]);
+    assert_eq!(good(&b, 0, &rw10(0x28, 0, 1, false), &[]), vec![5; 512]);
+    // A file opened read-only cannot be made writable live.
+    let tf = TempFile::new("live-ro", 1 << 20);
+    let mut f = LunConfig::new(0, file(&tf, 512));
+    f.backstore.read_only = true;
+    let t = target(vec![f.clone()]);
+    f.backstore.read_only = false;
+    let e = t.apply(&config(vec![f])).unwrap_err();
+    assert!(e.to_string().contains("opened read-only"), "{e}");
+}
+
+#[test]
+fn access_changes_notify_only_affected_nexuses() {
+    let l0 = LunConfig::new(0, ram(1 << 20, 512));
+    let mut l1 = LunConfig::new(1, ram(1 << 20, 512));
+    l1.access = Some(Access::Only(HashSet::from([INI_A])));
+    let t = target(vec![l0.clone(), l1.clone()]);
+    let (a, b) = (t.nexus(INI_A), t.nexus(INI_B));
+    settle(&a, 0);
+    settle(&b, 0);
+    // Map LUN 1 for B as well: only B's inventory changes.
+    l1.access = Some(Access::Only(HashSet::from([INI_A, INI_B])));
+    let applied = t.apply(&config(vec![l0, l1])).unwrap();
+    assert_eq!(applied.nexuses_notified, 1);
+    good(&a, 0, &tur(), &[]);
+    fails(&b, 0, &tur(), &[], SenseKey::UnitAttention, 0x3f, 0x0e);
+    assert_eq!(reported(&b), vec![0, 1]);
+}
+
+#[test]
+fn refused_changes_change_nothing() {
+    let tf = TempFile::new("live-refuse", 1 << 20);
+    let l0 = LunConfig::new(0, ram(1 << 20, 512));
+    let t = target(vec![l0.clone()]);
+    let a = t.nexus(INI_A);
+    settle(&a, 0);
+    // The backstore of a served LUN cannot change.
+    let other = LunConfig::new(0, file(&tf, 512));
+    let e = t.apply(&config(vec![other])).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ChangeError::NotLive {
+                lun: 0,
+                what: "backstore"
+            }
+        ),
+        "{e}"
+    );
+    // A new LUN that cannot open: the whole change is refused.
+    let missing = LunConfig::new(
+        2,
+        super::BackstoreConfig::parse("file:/nonexistent/srptd-x", "x").unwrap(),
+    );
+    let e = t
+        .apply(&config(vec![LunConfig::new(1, ram(1 << 20, 512)), missing]))
+        .unwrap_err();
+    assert!(e.to_string().contains("no such file"), "{e}");
+    assert_eq!(t.luns_for(&INI_A), vec![0]);
+    good(&a, 0, &tur(), &[]);
+    let (c, _) = run(&a, 1, &tur(), &[]);
+    assert_eq!(c.sense.unwrap(), Sense::lun_not_supported());
+}
