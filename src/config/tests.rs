@@ -317,3 +317,217 @@ fn a_missing_file_is_named() {
     let e = Settings::from_file(Path::new("/nonexistent/srptd.toml")).unwrap_err();
     assert!(e.to_string().starts_with("/nonexistent/srptd.toml: "), "{e}");
 }
+
+// ------------------------------------------------------------ live changes
+
+fn live(text: &str) -> LiveConfig {
+    LiveConfig {
+        settings: Settings::from_toml(Path::new("t.toml"), text).unwrap(),
+        path: None,
+        flags: Flags::default(),
+    }
+}
+
+const TWO_ACLS: &str = r#"
+[[lun]]
+number = 0
+backstore = "ram:1M"
+
+[[acl]]
+initiator = "0000000000000001000000fffe007701"
+
+[[acl]]
+initiator = "0000000000000002000000fffe007701"
+luns = [0]
+read_only = true
+"#;
+
+fn change_error(l: &LiveConfig, c: Change) -> String {
+    match l.change(&c) {
+        Ok((_, loaded)) => panic!("accepted {c:?}: {:?}", loaded.target),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn live_changes_build_the_new_target() {
+    let mut l = live(TWO_ACLS);
+    let (s, loaded) = l
+        .change(&Change::LunAdd {
+            number: 1,
+            backstore: "ram:2M".into(),
+            read_only: None,
+            block_size: Some(4096),
+            serial: Some("disk1".into()),
+        })
+        .unwrap();
+    let lun1 = &loaded.target.luns[1];
+    assert_eq!((lun1.lun, lun1.backstore.block_size), (1, 4096));
+    // A sees every LUN (no list), B only LUN 0, read-only.
+    assert_eq!(lun1.access, Some(Access::Only(HashSet::from([id(A)]))));
+    assert_eq!(loaded.target.luns[0].read_only_for, HashSet::from([id(B)]));
+    l.commit(s);
+    let (s, loaded) = l.change(&Change::AclMap { initiator: B.into(), lun: 1 }).unwrap();
+    assert_eq!(loaded.target.luns[1].access, Some(Access::Only(HashSet::from([id(A), id(B)]))));
+    assert_eq!(loaded.target.luns[1].read_only_for, HashSet::from([id(B)]));
+    l.commit(s);
+    // Unmapping from an ACL without a list turns it into the others.
+    let (s, loaded) = l.change(&Change::AclUnmap { initiator: A.into(), lun: 0 }).unwrap();
+    assert_eq!(loaded.target.luns[0].access, Some(Access::Only(HashSet::from([id(B)]))));
+    assert_eq!(s.acls[0].luns.as_ref().unwrap().value, vec![1]);
+    l.commit(s);
+    // Removing a LUN drops it from the lists too.
+    let (s, loaded) = l.change(&Change::LunRemove { number: 1 }).unwrap();
+    assert_eq!(loaded.target.luns.len(), 1);
+    assert_eq!(s.acls[0].luns.as_ref().unwrap().value, Vec::<u16>::new());
+    let (_, loaded) = l.change(&Change::LunReadOnly { number: 0, read_only: true }).unwrap();
+    assert!(loaded.target.luns[0].backstore.read_only);
+    let (_, loaded) = l.change(&Change::AclRemove { initiator: B.to_lowercase() }).unwrap();
+    assert_eq!(loaded.target.access, Access::Only(HashSet::from([id(A)])));
+}
+
+#[test]
+fn live_change_errors_name_the_parameter() {
+    let l = live(TWO_ACLS);
+    let add = |number, backstore: &str| Change::LunAdd {
+        number,
+        backstore: backstore.into(),
+        read_only: None,
+        block_size: None,
+        serial: None,
+    };
+    assert_eq!(change_error(&l, add(0, "ram:1M")), "number = 0: this LUN number is already used");
+    assert!(change_error(&l, add(1, "disk:1M")).starts_with("backstore = \"disk:1M\": "));
+    assert_eq!(change_error(&l, add(16384, "ram:1M")), "number = 16384: LUN numbers go from 0 to 16383");
+    let e = change_error(
+        &l,
+        Change::LunAdd {
+            number: 1,
+            backstore: "ram:1M".into(),
+            read_only: None,
+            block_size: Some(1024),
+            serial: None,
+        },
+    );
+    assert_eq!(e, "block_size = 1024: must be 512 or 4096");
+    assert_eq!(change_error(&l, Change::LunRemove { number: 5 }), "number = 5: no such LUN");
+    assert_eq!(
+        change_error(&l, Change::LunReadOnly { number: 5, read_only: true }),
+        "number = 5: no such LUN"
+    );
+    assert_eq!(
+        change_error(
+            &l,
+            Change::AclAdd {
+                initiator: A.to_uppercase(),
+                luns: None,
+                read_only: None
+            }
+        ),
+        format!("initiator = \"{}\": this initiator has an ACL already", A.to_uppercase())
+    );
+    let e = change_error(
+        &l,
+        Change::AclAdd {
+            initiator: "0000000000000003000000fffe007701".into(),
+            luns: Some(vec![9]),
+            read_only: None,
+        },
+    );
+    assert_eq!(e, "luns = 9: no such LUN");
+    let e = change_error(
+        &l,
+        Change::AclAdd {
+            initiator: "ANY".into(),
+            luns: None,
+            read_only: Some(true),
+        },
+    );
+    assert!(e.starts_with("read_only = true: the ANY ACL cannot be read-only"), "{e}");
+    assert_eq!(
+        change_error(&l, Change::AclRemove { initiator: "0000000000000003000000fffe007701".into() }),
+        "initiator = \"0000000000000003000000fffe007701\": no ACL for this initiator"
+    );
+    assert_eq!(
+        change_error(&l, Change::AclMap { initiator: B.into(), lun: 0 }),
+        "lun = 0: already mapped for this initiator"
+    );
+    assert_eq!(change_error(&l, Change::AclMap { initiator: B.into(), lun: 3 }), "lun = 3: no such LUN");
+    assert_eq!(
+        change_error(&l, Change::AclUnmap { initiator: A.into(), lun: 3 }),
+        "lun = 3: no such LUN"
+    );
+}
+
+#[test]
+fn acl_changes_without_a_file_make_access_explicit() {
+    // Quick start: everyone may log in until an ACL is managed.
+    let l = LiveConfig {
+        settings: Settings::default(),
+        path: None,
+        flags: Flags::default(),
+    };
+    assert_eq!(l.settings.build().unwrap().target.access, Access::Any);
+    let (s, loaded) = l
+        .change(&Change::AclAdd {
+            initiator: A.into(),
+            luns: None,
+            read_only: None,
+        })
+        .unwrap();
+    assert_eq!(loaded.target.access, Access::Only(HashSet::from([id(A)])));
+    let l = LiveConfig { settings: s, ..l };
+    let (_, loaded) = l.change(&Change::AclRemove { initiator: A.into() }).unwrap();
+    assert_eq!(loaded.target.access, Access::Only(HashSet::new()), "no ACL: nobody");
+}
+
+#[test]
+fn save_config_writes_what_reload_reads() {
+    let dir = std::env::temp_dir().join(format!("srptd-save-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("srptd.toml");
+    std::fs::write(&path, TWO_ACLS).unwrap();
+    let flags = Flags {
+        queue_depth: Some(64),
+        ..Flags::default()
+    };
+    let mut l = LiveConfig {
+        settings: read(Some(&path), &flags).unwrap(),
+        path: Some(path.clone()),
+        flags,
+    };
+    let (s, _) = l
+        .change(&Change::LunAdd {
+            number: 7,
+            backstore: "ram:3M".into(),
+            read_only: Some(true),
+            block_size: None,
+            serial: Some("seven".into()),
+        })
+        .unwrap();
+    l.commit(s);
+    let before = l.settings.build().unwrap();
+    assert_eq!(l.save(None).unwrap(), path);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("queue_depth = 64"), "{text}");
+    let after = Settings::from_toml(&path, &text).unwrap().build().unwrap();
+    assert_eq!(after.target, before.target);
+    assert_eq!(after.options.limits, before.options.limits);
+    // Nothing differs, so a reload needs no restart and keeps the LUNs.
+    let r = l.reload().unwrap();
+    assert!(r.restart_needed.is_empty(), "{:?}", r.restart_needed);
+    assert_eq!(r.loaded.target, before.target);
+    // A changed port is reported as needing a restart; a broken file is refused.
+    std::fs::write(&path, text.replacen("[[lun]]", "[target]\nport = 6000\n\n[[lun]]", 1)).unwrap();
+    assert_eq!(l.reload().unwrap().restart_needed, vec!["target.port"]);
+    std::fs::write(&path, "[[lun]]\nnumber = \"x\"\n").unwrap();
+    assert!(l.reload().unwrap_err().to_string().contains("srptd.toml:2"));
+    assert!(l.save(Some(Path::new("relative.toml"))).is_err());
+    let no_file = LiveConfig {
+        path: None,
+        ..l.clone()
+    };
+    assert!(no_file.reload().unwrap_err().to_string().contains("without --config"));
+    assert!(no_file.save(None).unwrap_err().to_string().contains("say where"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

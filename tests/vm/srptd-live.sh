@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Guest script: live changes through the admin socket while the kernel
+# initiator runs fio crc32c verify on LUN 0 throughout (srptd started from a
+# config file):
+#  1. `ctl lun add` of LUN 1 (a file): seen after a SCSI rescan, written and
+#     verified; `ctl lun resize`: CAPACITY DATA HAS CHANGED, the new size
+#     after a rescan of the disk; `ctl lun read-only on`: writes fail with
+#     DATA PROTECT / WRITE PROTECTED, reads work; off again; `ctl lun
+#     remove`: gone from REPORT LUNS.
+#  2. ACLs: the ANY ACL is replaced by one for the first initiator (its
+#     I/O goes on), and a second nexus (initiator_ext=1) gets an ACL that
+#     maps only LUN 1, read-only: it sees LUN 1 and not LUN 0, and cannot
+#     write it; `ctl sessions` shows both nexuses.
+#  3. save-config writes the configuration in effect; a reload of it
+#     changes nothing; a broken file is refused by `ctl reload` and by
+#     SIGHUP, and srptd keeps serving; a valid edit applied by SIGHUP
+#     (LUN 2 added) shows up.
+#  4. Bad input: a LUN number in use, removing a LUN that does not exist,
+#     a backstore that does not open: each a JSON-RPC error, nothing
+#     changed.
+#  5. `ctl logout` of the second session leaves the first one's fio clean;
+#     zero fio errors; SIGTERM exits 0.
+set -euo pipefail
+. "$REPO/tests/vm/lib.sh"
+vm_trap_failures
+
+DIR=/run/srptd-live
+SOCK=$DIR/admin.sock
+CFG=$DIR/srptd.toml
+STOP=$DIR/stop-fio
+BIN=$(srptd_bin)
+ctl() { "$BIN" ctl --socket "$SOCK" "$@"; }
+mkdir -p "$DIR"
+rm -f "$STOP"
+
+rxe_setup
+cat >"$CFG" <<EOF
+[target]
+port = $SRP_PORT
+devices = ["$RXE_DEV"]
+state_dir = "none"
+
+[admin]
+socket = "$SOCK"
+
+[[lun]]
+number = 0
+backstore = "ram:64M"
+
+[[acl]]
+initiator = "ANY"
+EOF
+srptd_start --config "$CFG"
+
+a0=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
+sd_host() { local a; a=$(basename "$(readlink -f "/sys/block/${1#/dev/}/device")"); echo "${a%%:*}"; }
+HA=$(sd_host "$a0")
+ini_a=$(ctl sessions --json | jq -r '.[0].initiator')
+vm_log "first nexus: $ini_a on host$HA, LUN 0 is $a0"
+
+# fio crc32c verify on LUN 0 for the whole test.
+(
+    n=0
+    while [ ! -e "$STOP" ]; do
+        fio_verify "$a0" 20 randwrite 4k 16 16M || exit 1
+        n=$((n + 1))
+    done
+    vm_log "fio on LUN 0: $n clean rounds"
+) &
+fio_a=$!
+
+rescan() { echo "- - -" > "/sys/class/scsi_host/host$1/scan"; }
+_no_lun_dev() { ! _srp_lun_dev "$@"; }
+
+# 1. add, write, resize, read-only, remove
+truncate -s 32M "$DIR/lun1.img"
+ctl lun add 1 "file:$DIR/lun1.img" >&2
+ctl luns --json | jq -e 'length == 2 and .[1].lun == 1 and .[1].bytes == 33554432' >/dev/null ||
+    vm_die "luns after add: $(ctl luns --json)"
+rescan "$HA"
+a1=$(srp_lun_dev 1 "$HA")
+vm_log "LUN 1 appeared as $a1"
+fio_verify "$a1" 10 randwrite 4k 16 8M
+ctl lun resize 1 64M >&2
+# SBC-3 4.6: the next command gets CAPACITY DATA HAS CHANGED; the disk's
+# size follows after a rescan of it.
+echo 1 > "/sys/block/${a1#/dev/}/device/rescan"
+_size_is() { [ "$(cat "/sys/block/${1#/dev/}/size")" = "$2" ]; }
+wait_until 10 _size_is "$a1" 131072 || vm_die "LUN 1 size after resize: $(cat "/sys/block/${a1#/dev/}/size") sectors"
+dd if=/dev/urandom of="$DIR/blk" bs=4k count=1 2>/dev/null
+dd if="$DIR/blk" of="$a1" bs=4k seek=16000 oflag=direct conv=notrunc 2>/dev/null ||
+    vm_die "write beyond the old end of LUN 1 failed"
+vm_log "resize: LUN 1 is 64 MiB and writable beyond its old end"
+
+ctl lun read-only 1 on >&2
+ctl luns --json | jq -e '.[1].read_only == true' >/dev/null || vm_die "luns: LUN 1 not read-only"
+if dd if="$DIR/blk" of="$a1" bs=4k count=1 oflag=direct conv=notrunc 2>/dev/null; then
+    vm_die "a write to the write-protected LUN 1 succeeded"
+fi
+_write_protected_logged() { dmesg | grep -c 'Write protected' >/dev/null; }
+wait_until 5 _write_protected_logged || vm_die "no DATA PROTECT / Write protected sense in the kernel log"
+dd if="$a1" of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null || vm_die "read of the read-only LUN 1 failed"
+ctl lun read-only 1 off >&2
+# sd took the WP bit of MODE SENSE and made the disk read-only on its side:
+# a rescan reads it again.
+echo 1 > "/sys/block/${a1#/dev/}/device/rescan"
+_writable() { [ "$(cat "/sys/block/${1#/dev/}/ro")" = 0 ]; }
+wait_until 10 _writable "$a1" || vm_die "$a1 still read-only for the kernel after read-only off and a rescan"
+dd if="$DIR/blk" of="$a1" bs=4k count=1 oflag=direct conv=notrunc 2>/dev/null || vm_die "write after read-only off failed"
+vm_log "read-only: writes refused with WRITE PROTECTED, reads served; writable again"
+
+ctl lun remove 1 >&2
+echo 1 > "/sys/block/${a1#/dev/}/device/delete"
+rescan "$HA"
+sleep 1
+_no_lun_dev 1 "$HA" || vm_die "LUN 1 is back after remove and rescan"
+ctl luns --json | jq -e 'length == 1' >/dev/null || vm_die "luns after remove: $(ctl luns --json)"
+vm_log "remove: LUN 1 gone"
+
+# 4. bad input changes nothing
+expect_fail() {
+    local want=$1 out rc=0
+    shift
+    out=$(ctl "$@" 2>&1) || rc=$?
+    [ "$rc" = 1 ] || vm_die "ctl $* exited $rc (expected a refusal): $out"
+    case $out in *"$want"*) ;; *) vm_die "ctl $*: expected '$want', got: $out" ;; esac
+    vm_log "refused as expected: ctl $* -> $out"
+}
+expect_fail "number = 0: this LUN number is already used" lun add 0 ram:1M
+expect_fail "number = 9: no such LUN" lun remove 9
+expect_fail "no such file or device" lun add 3 file:/nonexistent/disk.img
+expect_fail "RAM LUN keeps the size" lun resize 0 128M
+ctl luns --json | jq -e 'length == 1 and .[0].bytes == 67108864' >/dev/null || vm_die "bad input changed the LUNs"
+
+# 2. ACLs: narrow ANY to the first initiator, then a read-only second nexus on LUN 1 only
+ctl lun add 1 ram:32M >&2
+ctl acl add "$ini_a" >&2
+ctl acl remove ANY >&2
+ini_b=0000000000000001${ini_a:16}
+ctl acl add "$ini_b" --luns 1 --read-only >&2
+port_b=$(srp_add_target "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" initiator_ext=0000000000000001)
+HB=${port_b#port-}; HB=${HB%%:*}
+b1=$(srp_lun_dev 1 "$HB")
+vm_log "second nexus $ini_b on host$HB sees LUN 1 as $b1"
+# LUN 0 is not reported to it (ib_srp may still probe LUN 0: it answers
+# with no device there, peripheral qualifier 011b).
+_srp_lun_dev 0 "$HB" && vm_die "the second nexus sees LUN 0"
+dd if="$b1" of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null || vm_die "read by the second nexus failed"
+if dd if="$DIR/blk" of="$b1" bs=4k count=1 oflag=direct conv=notrunc 2>/dev/null; then
+    vm_die "the read-only ACL let the second nexus write"
+fi
+S=$(ctl sessions --json)
+echo "$S" | jq -e --arg a "$ini_a" --arg b "$ini_b" 'length == 2 and ([.[].initiator] | sort) == ([$a, $b] | sort)' >/dev/null ||
+    vm_die "sessions: $S"
+ctl sessions >&2
+vm_log "ACLs: first initiator kept its I/O, second sees only LUN 1, read-only"
+
+# 3. save-config, reload, broken files, SIGHUP
+ctl save-config >&2
+grep -q "initiator = \"$ini_b\"" "$CFG" || vm_die "saved config lacks the second ACL: $(cat "$CFG")"
+grep -q 'backstore = "ram:32M"' "$CFG" || vm_die "saved config lacks LUN 1: $(cat "$CFG")"
+r=$(ctl reload --json)
+echo "$r" | jq -e '.applied.added == [] and .applied.removed == [] and (.applied.access_changed | not)' >/dev/null ||
+    vm_die "reload of the saved file changed something: $r"
+cp "$CFG" "$DIR/good.toml"
+printf '\n[[lun]]\nnumber = "two"\n' >> "$CFG"
+expect_fail "srptd.toml:" reload
+kill -HUP "$SRPTD_PID"
+_hup_refused() { grep -c 'reload refused' "$VM_RESULTS/srptd.log" >/dev/null; }
+wait_until 10 _hup_refused || vm_die "SIGHUP with a broken file: no refusal logged"
+ctl status --json | jq -e '.luns == 2 and .sessions == 2' >/dev/null || vm_die "after the broken reload: $(ctl status --json)"
+cp "$DIR/good.toml" "$CFG"
+printf '\n[[lun]]\nnumber = 2\nbackstore = "ram:16M"\n' >> "$CFG"
+kill -HUP "$SRPTD_PID"
+_three_luns() { ctl luns --json | jq -e 'length == 3' >/dev/null; }
+wait_until 10 _three_luns || vm_die "SIGHUP did not add LUN 2: $(ctl luns --json)"
+rescan "$HA"
+srp_lun_dev 2 "$HA" >/dev/null
+vm_log "save-config, reload, broken reloads refused (ctl and SIGHUP), SIGHUP added LUN 2"
+
+# 5. log the second session out; the first one's fio stays clean
+ctl logout "$ini_b" >&2
+srp_port_delete "$port_b"
+touch "$STOP"
+wait "$fio_a" || vm_die "fio on LUN 0 failed"
+ctl stats >&2
+srp_logout_all
+srptd_stop || vm_die "srptd exited non-zero"
+grep -q 'leaked-channels 0' "$VM_RESULTS/srptd.log" || vm_die "srptd reported leaked channels"
+vm_log "PASS srptd-live"
