@@ -128,6 +128,9 @@ pub struct LunSetting {
     pub read_only: Option<Setting<bool>>,
     pub block_size: Option<Setting<u32>>,
     pub serial: Option<Setting<String>>,
+    /// NAA identifier, 32 hex digits (NAA 6).
+    pub naa: Option<Setting<String>>,
+    pub thin: Option<Setting<bool>>,
 }
 
 /// Who may log in, and which LUNs they see.
@@ -312,6 +315,8 @@ struct FileLun {
     read_only: Option<Spanned<bool>>,
     block_size: Option<Spanned<u32>>,
     serial: Option<Spanned<String>>,
+    naa: Option<Spanned<String>>,
+    thin: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -440,6 +445,8 @@ impl Settings {
                 read_only: l.opt("lun.read_only", u.read_only),
                 block_size: l.opt("lun.block_size", u.block_size),
                 serial: l.opt("lun.serial", u.serial),
+                naa: l.opt("lun.naa", u.naa),
+                thin: l.opt("lun.thin", u.thin),
             })
             .collect();
         s.acls = doc
@@ -478,6 +485,8 @@ impl Settings {
                     read_only: None,
                     block_size: None,
                     serial: None,
+                    naa: None,
+                    thin: None,
                 })
                 .collect();
         }
@@ -732,6 +741,27 @@ impl Settings {
                     );
                 }
                 l.serial = Some(s.value.clone());
+            }
+            if let Some(n) = &u.naa {
+                let v = parse_hex::<16>(n.value.trim_start_matches("0x")).filter(|b| b[0] >> 4 == 6);
+                let Some(v) = v else {
+                    return err(
+                        &n.origin,
+                        format!("{:?}", n.value),
+                        "expected an NAA IEEE Registered Extended identifier: 32 hex digits starting with 6",
+                    );
+                };
+                if out.iter().any(|o: &LunConfig| o.naa == Some(v)) {
+                    return err(
+                        &n.origin,
+                        format!("{:?}", n.value),
+                        "another LUN has this NAA identifier",
+                    );
+                }
+                l.naa = Some(v);
+            }
+            if let Some(t) = &u.thin {
+                l.thin = t.value;
             }
             out.push(l);
         }

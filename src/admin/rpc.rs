@@ -206,6 +206,8 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RpcError> {
             read_only: p.opt_bool("read_only")?,
             block_size: p.opt_u32("block_size")?,
             serial: p.opt_string("serial")?,
+            naa: p.opt_string("naa")?,
+            thin: p.opt_bool("thin")?,
         }),
         "lun_remove" => Call::Change(Change::LunRemove {
             number: p.lun("number")?,
@@ -416,26 +418,46 @@ mod tests {
     #[test]
     fn change_calls_parse() {
         assert_eq!(
-            call("lun_add", r#"{"number":1,"backstore":"ram:1G","read_only":false,"block_size":4096}"#),
+            call(
+                "lun_add",
+                r#"{"number":1,"backstore":"ram:1G","read_only":false,"block_size":4096}"#
+            ),
             Ok(Call::Change(Change::LunAdd {
                 number: 1,
                 backstore: "ram:1G".into(),
                 read_only: Some(false),
                 block_size: Some(4096),
                 serial: None,
+                naa: None,
+                thin: None,
             }))
         );
         assert_eq!(
             call("lun_resize", r#"{"number":1,"size":"2G"}"#),
-            Ok(Call::LunResize { number: 1, size: Some(2 << 30) })
+            Ok(Call::LunResize {
+                number: 1,
+                size: Some(2 << 30)
+            })
         );
         assert_eq!(
             call("lun_resize", r#"{"number":1,"size":1048576}"#),
-            Ok(Call::LunResize { number: 1, size: Some(1 << 20) })
+            Ok(Call::LunResize {
+                number: 1,
+                size: Some(1 << 20)
+            })
         );
-        assert_eq!(call("lun_resize", r#"{"number":1}"#), Ok(Call::LunResize { number: 1, size: None }));
         assert_eq!(
-            call("acl_add", &format!(r#"{{"initiator":"{INI}","luns":[1,2],"read_only":true}}"#)),
+            call("lun_resize", r#"{"number":1}"#),
+            Ok(Call::LunResize {
+                number: 1,
+                size: None
+            })
+        );
+        assert_eq!(
+            call(
+                "acl_add",
+                &format!(r#"{{"initiator":"{INI}","luns":[1,2],"read_only":true}}"#)
+            ),
             Ok(Call::Change(Change::AclAdd {
                 initiator: INI.into(),
                 luns: Some(vec![1, 2]),
@@ -444,7 +466,10 @@ mod tests {
         );
         assert_eq!(
             call("acl_unmap", r#"{"initiator":"ANY","lun":0}"#),
-            Ok(Call::Change(Change::AclUnmap { initiator: "ANY".into(), lun: 0 }))
+            Ok(Call::Change(Change::AclUnmap {
+                initiator: "ANY".into(),
+                lun: 0
+            }))
         );
         assert_eq!(call("save_config", "{}"), Ok(Call::SaveConfig { path: None }));
         assert_eq!(call("reload", "{}"), Ok(Call::Reload));
@@ -453,20 +478,72 @@ mod tests {
     #[test]
     fn change_params_are_checked_by_name() {
         let cases: &[(&str, &str, &str)] = &[
-            ("lun_add", r#"{"backstore":"ram:1G"}"#, "number is missing (lun_add needs it)"),
-            ("lun_add", r#"{"number":"1","backstore":"ram:1G"}"#, "number: expected an integer, got \"1\""),
-            ("lun_add", r#"{"number":70000,"backstore":"ram:1G"}"#, "number: 70000 is not an integer from 0 to 65535"),
-            ("lun_add", r#"{"number":-1,"backstore":"ram:1G"}"#, "number: -1 is not an integer"),
-            ("lun_add", r#"{"number":1,"backstore":5}"#, "backstore: expected a string, got 5"),
-            ("lun_add", r#"{"number":1,"backstore":"ram:1G","read_only":"yes"}"#, "read_only: expected true or false"),
-            ("lun_add", r#"{"number":1,"backstore":"ram:1G","size":1}"#, "lun_add: unknown parameter \"size\""),
+            (
+                "lun_add",
+                r#"{"backstore":"ram:1G"}"#,
+                "number is missing (lun_add needs it)",
+            ),
+            (
+                "lun_add",
+                r#"{"number":"1","backstore":"ram:1G"}"#,
+                "number: expected an integer, got \"1\"",
+            ),
+            (
+                "lun_add",
+                r#"{"number":70000,"backstore":"ram:1G"}"#,
+                "number: 70000 is not an integer from 0 to 65535",
+            ),
+            (
+                "lun_add",
+                r#"{"number":-1,"backstore":"ram:1G"}"#,
+                "number: -1 is not an integer",
+            ),
+            (
+                "lun_add",
+                r#"{"number":1,"backstore":5}"#,
+                "backstore: expected a string, got 5",
+            ),
+            (
+                "lun_add",
+                r#"{"number":1,"backstore":"ram:1G","read_only":"yes"}"#,
+                "read_only: expected true or false",
+            ),
+            (
+                "lun_add",
+                r#"{"number":1,"backstore":"ram:1G","size":1}"#,
+                "lun_add: unknown parameter \"size\"",
+            ),
             ("lun_set_read_only", r#"{"number":1}"#, "read_only is missing"),
-            ("lun_resize", r#"{"number":1,"size":"big"}"#, "size: \"big\" is not a size"),
-            ("lun_resize", r#"{"number":1,"size":[1]}"#, "size: expected a size"),
-            ("acl_add", r#"{"initiator":"xyz"}"#, "initiator: \"xyz\" is not ANY or a 32-hex-digit"),
-            ("acl_add", &format!(r#"{{"initiator":"{INI}","luns":[1,"a"]}}"#), "luns: \"a\" is not a LUN number"),
-            ("acl_add", &format!(r#"{{"initiator":"{INI}","luns":7}}"#), "luns: expected an array of LUN numbers"),
-            ("acl_map", &format!(r#"{{"initiator":"{INI}"}}"#), "lun is missing (acl_map needs it)"),
+            (
+                "lun_resize",
+                r#"{"number":1,"size":"big"}"#,
+                "size: \"big\" is not a size",
+            ),
+            (
+                "lun_resize",
+                r#"{"number":1,"size":[1]}"#,
+                "size: expected a size",
+            ),
+            (
+                "acl_add",
+                r#"{"initiator":"xyz"}"#,
+                "initiator: \"xyz\" is not ANY or a 32-hex-digit",
+            ),
+            (
+                "acl_add",
+                &format!(r#"{{"initiator":"{INI}","luns":[1,"a"]}}"#),
+                "luns: \"a\" is not a LUN number",
+            ),
+            (
+                "acl_add",
+                &format!(r#"{{"initiator":"{INI}","luns":7}}"#),
+                "luns: expected an array of LUN numbers",
+            ),
+            (
+                "acl_map",
+                &format!(r#"{{"initiator":"{INI}"}}"#),
+                "lun is missing (acl_map needs it)",
+            ),
             ("save_config", r#"{"path":1}"#, "path: expected a string"),
             ("reload", r#"{"now":true}"#, "reload: unknown parameter \"now\""),
         ];

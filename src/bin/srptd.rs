@@ -202,6 +202,12 @@ enum LunCommand {
         block_size: Option<u32>,
         #[arg(long)]
         serial: Option<String>,
+        /// NAA identifier (32 hex digits starting with 6).
+        #[arg(long)]
+        naa: Option<String>,
+        /// No logical block provisioning (UNMAP refused, LBPME = 0).
+        #[arg(long)]
+        thick: bool,
     },
     /// Remove a LUN (its file is flushed first).
     Remove { number: u16 },
@@ -296,12 +302,14 @@ fn ctl_lun(c: &LunCommand) -> CtlCall {
             read_only,
             block_size,
             serial,
+            naa,
+            thick,
         } => (
             "lun_add",
-            Some(
-                json!({ "number": number, "backstore": backstore, "read_only": read_only,
-                         "block_size": block_size, "serial": serial }),
-            ),
+            Some(json!({
+                "number": number, "backstore": backstore, "read_only": read_only,
+                "block_size": block_size, "serial": serial, "naa": naa, "thin": !thick,
+            })),
             render::applied,
         ),
         LunCommand::Remove { number } => ("lun_remove", Some(json!({ "number": number })), render::applied),

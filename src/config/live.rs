@@ -22,6 +22,8 @@ pub enum Change {
         read_only: Option<bool>,
         block_size: Option<u32>,
         serial: Option<String>,
+        naa: Option<String>,
+        thin: Option<bool>,
     },
     LunRemove {
         number: u16,
@@ -95,6 +97,8 @@ impl LiveConfig {
                 read_only,
                 block_size,
                 serial,
+                naa,
+                thin,
             } => {
                 if s.luns.iter().any(|l| l.number.value == *number) {
                     return err(&p("number"), number, "this LUN number is already used");
@@ -105,6 +109,8 @@ impl LiveConfig {
                     read_only: read_only.map(|v| Setting::new(v, p("read_only"))),
                     block_size: block_size.map(|v| Setting::new(v, p("block_size"))),
                     serial: serial.clone().map(|v| Setting::new(v, p("serial"))),
+                    naa: naa.clone().map(|v| Setting::new(v, p("naa"))),
+                    thin: thin.map(|v| Setting::new(v, p("thin"))),
                 });
             }
             Change::LunRemove { number } => {

@@ -94,6 +94,8 @@ impl Settings {
                 put_opt(&mut t, "read_only", &l.read_only);
                 put_int_opt(&mut t, "block_size", &l.block_size);
                 put_opt(&mut t, "serial", &l.serial);
+                put_opt(&mut t, "naa", &l.naa);
+                put_opt(&mut t, "thin", &l.thin);
                 Value::Table(t)
             })
             .collect();

@@ -359,6 +359,8 @@ fn live_changes_build_the_new_target() {
             read_only: None,
             block_size: Some(4096),
             serial: Some("disk1".into()),
+            naa: None,
+            thin: None,
         })
         .unwrap();
     let lun1 = &loaded.target.luns[1];
@@ -367,22 +369,47 @@ fn live_changes_build_the_new_target() {
     assert_eq!(lun1.access, Some(Access::Only(HashSet::from([id(A)]))));
     assert_eq!(loaded.target.luns[0].read_only_for, HashSet::from([id(B)]));
     l.commit(s);
-    let (s, loaded) = l.change(&Change::AclMap { initiator: B.into(), lun: 1 }).unwrap();
-    assert_eq!(loaded.target.luns[1].access, Some(Access::Only(HashSet::from([id(A), id(B)]))));
+    let (s, loaded) = l
+        .change(&Change::AclMap {
+            initiator: B.into(),
+            lun: 1,
+        })
+        .unwrap();
+    assert_eq!(
+        loaded.target.luns[1].access,
+        Some(Access::Only(HashSet::from([id(A), id(B)])))
+    );
     assert_eq!(loaded.target.luns[1].read_only_for, HashSet::from([id(B)]));
     l.commit(s);
     // Unmapping from an ACL without a list turns it into the others.
-    let (s, loaded) = l.change(&Change::AclUnmap { initiator: A.into(), lun: 0 }).unwrap();
-    assert_eq!(loaded.target.luns[0].access, Some(Access::Only(HashSet::from([id(B)]))));
+    let (s, loaded) = l
+        .change(&Change::AclUnmap {
+            initiator: A.into(),
+            lun: 0,
+        })
+        .unwrap();
+    assert_eq!(
+        loaded.target.luns[0].access,
+        Some(Access::Only(HashSet::from([id(B)])))
+    );
     assert_eq!(s.acls[0].luns.as_ref().unwrap().value, vec![1]);
     l.commit(s);
     // Removing a LUN drops it from the lists too.
     let (s, loaded) = l.change(&Change::LunRemove { number: 1 }).unwrap();
     assert_eq!(loaded.target.luns.len(), 1);
     assert_eq!(s.acls[0].luns.as_ref().unwrap().value, Vec::<u16>::new());
-    let (_, loaded) = l.change(&Change::LunReadOnly { number: 0, read_only: true }).unwrap();
+    let (_, loaded) = l
+        .change(&Change::LunReadOnly {
+            number: 0,
+            read_only: true,
+        })
+        .unwrap();
     assert!(loaded.target.luns[0].backstore.read_only);
-    let (_, loaded) = l.change(&Change::AclRemove { initiator: B.to_lowercase() }).unwrap();
+    let (_, loaded) = l
+        .change(&Change::AclRemove {
+            initiator: B.to_lowercase(),
+        })
+        .unwrap();
     assert_eq!(loaded.target.access, Access::Only(HashSet::from([id(A)])));
 }
 
@@ -395,10 +422,18 @@ fn live_change_errors_name_the_parameter() {
         read_only: None,
         block_size: None,
         serial: None,
+        naa: None,
+        thin: None,
     };
-    assert_eq!(change_error(&l, add(0, "ram:1M")), "number = 0: this LUN number is already used");
+    assert_eq!(
+        change_error(&l, add(0, "ram:1M")),
+        "number = 0: this LUN number is already used"
+    );
     assert!(change_error(&l, add(1, "disk:1M")).starts_with("backstore = \"disk:1M\": "));
-    assert_eq!(change_error(&l, add(16384, "ram:1M")), "number = 16384: LUN numbers go from 0 to 16383");
+    assert_eq!(
+        change_error(&l, add(16384, "ram:1M")),
+        "number = 16384: LUN numbers go from 0 to 16383"
+    );
     let e = change_error(
         &l,
         Change::LunAdd {
@@ -407,12 +442,23 @@ fn live_change_errors_name_the_parameter() {
             read_only: None,
             block_size: Some(1024),
             serial: None,
+            naa: None,
+            thin: None,
         },
     );
     assert_eq!(e, "block_size = 1024: must be 512 or 4096");
-    assert_eq!(change_error(&l, Change::LunRemove { number: 5 }), "number = 5: no such LUN");
     assert_eq!(
-        change_error(&l, Change::LunReadOnly { number: 5, read_only: true }),
+        change_error(&l, Change::LunRemove { number: 5 }),
+        "number = 5: no such LUN"
+    );
+    assert_eq!(
+        change_error(
+            &l,
+            Change::LunReadOnly {
+                number: 5,
+                read_only: true
+            }
+        ),
         "number = 5: no such LUN"
     );
     assert_eq!(
@@ -424,7 +470,10 @@ fn live_change_errors_name_the_parameter() {
                 read_only: None
             }
         ),
-        format!("initiator = \"{}\": this initiator has an ACL already", A.to_uppercase())
+        format!(
+            "initiator = \"{}\": this initiator has an ACL already",
+            A.to_uppercase()
+        )
     );
     let e = change_error(
         &l,
@@ -443,18 +492,47 @@ fn live_change_errors_name_the_parameter() {
             read_only: Some(true),
         },
     );
-    assert!(e.starts_with("read_only = true: the ANY ACL cannot be read-only"), "{e}");
+    assert!(
+        e.starts_with("read_only = true: the ANY ACL cannot be read-only"),
+        "{e}"
+    );
     assert_eq!(
-        change_error(&l, Change::AclRemove { initiator: "0000000000000003000000fffe007701".into() }),
+        change_error(
+            &l,
+            Change::AclRemove {
+                initiator: "0000000000000003000000fffe007701".into()
+            }
+        ),
         "initiator = \"0000000000000003000000fffe007701\": no ACL for this initiator"
     );
     assert_eq!(
-        change_error(&l, Change::AclMap { initiator: B.into(), lun: 0 }),
+        change_error(
+            &l,
+            Change::AclMap {
+                initiator: B.into(),
+                lun: 0
+            }
+        ),
         "lun = 0: already mapped for this initiator"
     );
-    assert_eq!(change_error(&l, Change::AclMap { initiator: B.into(), lun: 3 }), "lun = 3: no such LUN");
     assert_eq!(
-        change_error(&l, Change::AclUnmap { initiator: A.into(), lun: 3 }),
+        change_error(
+            &l,
+            Change::AclMap {
+                initiator: B.into(),
+                lun: 3
+            }
+        ),
+        "lun = 3: no such LUN"
+    );
+    assert_eq!(
+        change_error(
+            &l,
+            Change::AclUnmap {
+                initiator: A.into(),
+                lun: 3
+            }
+        ),
         "lun = 3: no such LUN"
     );
 }
@@ -478,7 +556,11 @@ fn acl_changes_without_a_file_make_access_explicit() {
     assert_eq!(loaded.target.access, Access::Only(HashSet::from([id(A)])));
     let l = LiveConfig { settings: s, ..l };
     let (_, loaded) = l.change(&Change::AclRemove { initiator: A.into() }).unwrap();
-    assert_eq!(loaded.target.access, Access::Only(HashSet::new()), "no ACL: nobody");
+    assert_eq!(
+        loaded.target.access,
+        Access::Only(HashSet::new()),
+        "no ACL: nobody"
+    );
 }
 
 #[test]
@@ -503,6 +585,8 @@ fn save_config_writes_what_reload_reads() {
             read_only: Some(true),
             block_size: None,
             serial: Some("seven".into()),
+            naa: None,
+            thin: None,
         })
         .unwrap();
     l.commit(s);
@@ -518,7 +602,11 @@ fn save_config_writes_what_reload_reads() {
     assert!(r.restart_needed.is_empty(), "{:?}", r.restart_needed);
     assert_eq!(r.loaded.target, before.target);
     // A changed port is reported as needing a restart; a broken file is refused.
-    std::fs::write(&path, text.replacen("[[lun]]", "[target]\nport = 6000\n\n[[lun]]", 1)).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("[[lun]]", "[target]\nport = 6000\n\n[[lun]]", 1),
+    )
+    .unwrap();
     assert_eq!(l.reload().unwrap().restart_needed, vec!["target.port"]);
     std::fs::write(&path, "[[lun]]\nnumber = \"x\"\n").unwrap();
     assert!(l.reload().unwrap_err().to_string().contains("srptd.toml:2"));
@@ -527,7 +615,43 @@ fn save_config_writes_what_reload_reads() {
         path: None,
         ..l.clone()
     };
-    assert!(no_file.reload().unwrap_err().to_string().contains("without --config"));
+    assert!(no_file
+        .reload()
+        .unwrap_err()
+        .to_string()
+        .contains("without --config"));
     assert!(no_file.save(None).unwrap_err().to_string().contains("say where"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn lun_identity_and_provisioning() {
+    let l = parse(
+        r#"
+[[lun]]
+number = 0
+backstore = "ram:1M"
+naa = "6001405aabbccdd00112233445566778"
+thin = false
+serial = "disk0"
+[[acl]]
+initiator = "ANY"
+"#,
+    )
+    .unwrap();
+    let lun = &l.target.luns[0];
+    assert_eq!(lun.naa.unwrap()[..4], [0x60, 0x01, 0x40, 0x5a]);
+    assert!(!lun.thin);
+    let e =
+        error("[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\nnaa = \"5001405aabbccdd00112233445566778\"\n");
+    assert!(
+        e.starts_with("t.toml:4: lun.naa = \"5001405aabbccdd00112233445566778\": expected an NAA"),
+        "{e}"
+    );
+    let e = error(
+        "[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\nnaa = \"6001405aabbccdd00112233445566778\"\n\
+         [[lun]]\nnumber = 1\nbackstore = \"ram:1M\"\nnaa = \"6001405AABBCCDD00112233445566778\"\n",
+    );
+    assert!(e.starts_with("t.toml:8: lun.naa = "), "{e}");
+    assert!(e.ends_with("another LUN has this NAA identifier"), "{e}");
 }

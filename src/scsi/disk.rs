@@ -48,6 +48,8 @@ pub struct Disk {
     naa: [u8; 16],
     max_xfer_blocks: u32,
     max_ws_blocks: u32,
+    /// Logical block provisioning is offered (LBPME, UNMAP; SBC-3 4.7).
+    thin: bool,
 }
 
 /// Copies as much of `bytes` as fits in `len` into `data[off..]`; returns
@@ -96,6 +98,7 @@ impl Disk {
         };
         let max_ws_blocks = ws_limit.min(store.num_blocks()).min(u64::from(u32::MAX)) as u32;
         Disk {
+            thin: store.thin_provisioned(),
             store,
             serial,
             naa,
@@ -129,7 +132,15 @@ impl Disk {
     }
 
     fn thin(&self) -> bool {
-        self.store.thin_provisioned()
+        self.thin
+    }
+
+    /// Offers logical block provisioning only if `on` (and the backstore
+    /// can deallocate): a fully provisioned LUN reports LBPME = 0 and does
+    /// not take UNMAP.
+    pub fn with_thin_provisioning(mut self, on: bool) -> Disk {
+        self.thin = on && self.store.thin_provisioned();
+        self
     }
 
     /// LBA range check: SBC-3 4.5 — a command whose LBA plus length exceeds

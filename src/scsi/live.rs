@@ -71,6 +71,10 @@ fn fixed_difference(old: &LunConfig, new: &LunConfig) -> Option<&'static str> {
         Some("block size")
     } else if old.serial != new.serial {
         Some("serial number")
+    } else if old.naa != new.naa {
+        Some("NAA identifier")
+    } else if old.thin != new.thin {
+        Some("provisioning (thin)")
     } else {
         None
     }
@@ -108,13 +112,24 @@ impl Target {
                 .unwrap_or_else(|| format!("ram:{}/{}", self.name, l.lun));
             format!("{:016x}", fnv1a(0xcbf2_9ce4_8422_2325, seed.as_bytes()))
         });
-        let naa = naa_from(self.naa_company_id, &serial);
-        // The saved reservations are found by the NAA designator: two LUNs
-        // with one serial would share a file.
-        if self.state_dir.is_some() && table.luns.values().any(|m| m.entry.disk.naa() == naa) {
+        let naa =
+            match l.naa {
+                Some(n) if n[0] >> 4 == 6 => n,
+                Some(_) => return Err(ConfigError::Invalid {
+                    field: format!("{field}.naa"),
+                    reason:
+                        "must be an NAA IEEE Registered Extended identifier (32 hex digits starting with 6)",
+                }),
+                None => naa_from(self.naa_company_id, &serial),
+            };
+        // The designator names the logical unit (SPC-4 7.8.6): multipath
+        // takes two LUNs with one NAA for paths to the same device, and the
+        // saved reservations are found by it.
+        if table.luns.values().any(|m| m.entry.disk.naa() == naa) {
             return Err(ConfigError::Invalid {
                 field: format!("{field}.serial"),
-                reason: "two LUNs have the same serial number, so their reservation state would collide",
+                reason:
+                    "two LUNs would have the same serial number or NAA identifier (one device to multipath)",
             });
         }
         let file = self.state_dir.as_deref().map(|d| AptplFile::new(d, naa));
@@ -134,7 +149,7 @@ impl Target {
                 "persistent reservations restored (APTPL)"
             );
         }
-        let disk = Disk::new(store, serial, naa, self.max_transfer_bytes);
+        let disk = Disk::new(store, serial, naa, self.max_transfer_bytes).with_thin_provisioning(l.thin);
         Ok(Mapped {
             entry: Arc::new(LunEntry {
                 disk,

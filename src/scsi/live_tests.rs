@@ -8,7 +8,7 @@ use super::backstore::tests::TempFile;
 use super::lun::{encode_lun, Access, LunConfig, TargetConfig};
 use super::sense::{Sense, SenseKey};
 use super::tests::{
-    fails, file, good, pattern, ram, read_cap16, report_luns, run, rw10, target, tur, INI_A, INI_B,
+    fails, file, good, inquiry, pattern, ram, read_cap16, report_luns, run, rw10, target, tur, INI_A, INI_B,
 };
 use super::{ChangeError, ScsiStatus};
 use crate::mem::DmaBuf;
@@ -215,4 +215,41 @@ fn refused_changes_change_nothing() {
     good(&a, 0, &tur(), &[]);
     let (c, _) = run(&a, 1, &tur(), &[]);
     assert_eq!(c.sense.unwrap(), Sense::lun_not_supported());
+}
+
+#[test]
+fn configured_naa_and_full_provisioning() {
+    let naa = [
+        0x60, 1, 0x40, 0x5a, 0xaa, 0xbb, 0xcc, 0xdd, 0, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+    ];
+    let mut l0 = LunConfig::new(0, ram(1 << 20, 512));
+    l0.naa = Some(naa);
+    l0.thin = false;
+    let t = target(vec![l0.clone()]);
+    let a = t.nexus(INI_A);
+    settle(&a, 0);
+    assert_eq!(t.luns()[0].naa, naa);
+    let d = good(&a, 0, &inquiry(true, 0x83, 255), &[]);
+    assert!(
+        d.windows(16).any(|w| w == naa),
+        "VPD 83h lacks the configured NAA: {d:02x?}"
+    );
+    // Fully provisioned: READ CAPACITY(16) LBPME = 0, UNMAP not supported.
+    let d = good(&a, 0, &read_cap16(32), &[]);
+    assert_eq!(d[14] & 0x80, 0);
+    fails(
+        &a,
+        0,
+        &[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0],
+        &[0; 24],
+        SenseKey::IllegalRequest,
+        0x20,
+        0,
+    );
+    // A second LUN with the same designator is refused (multipath would
+    // take both for one device).
+    let mut l1 = LunConfig::new(1, ram(1 << 20, 512));
+    l1.naa = Some(naa);
+    let e = t.apply(&config(vec![l0, l1])).unwrap_err();
+    assert!(e.to_string().contains("same serial number or NAA"), "{e}");
 }

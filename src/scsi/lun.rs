@@ -60,6 +60,12 @@ pub struct LunConfig {
     /// Initiators that see this LUN write-protected (an ACL's read-only
     /// mapping): their writes get DATA PROTECT, WRITE PROTECTED.
     pub read_only_for: HashSet<InitiatorPortId>,
+    /// The NAA IEEE Registered Extended designator (SPC-4 7.8.6.6.5) of
+    /// VPD page 83h; derived from the serial number when `None`.
+    pub naa: Option<[u8; 16]>,
+    /// Offer logical block provisioning (UNMAP, LBPME) where the backstore
+    /// can deallocate.
+    pub thin: bool,
 }
 
 impl LunConfig {
@@ -71,6 +77,8 @@ impl LunConfig {
             access: None,
             serial: None,
             read_only_for: HashSet::new(),
+            naa: None,
+            thin: true,
         }
     }
 }
@@ -176,7 +184,7 @@ impl LunTable {
     /// The LUN if `ini` may see it.
     pub(super) fn visible(&self, lun: u16, ini: &InitiatorPortId) -> Option<&Mapped> {
         let m = self.luns.get(&lun)?;
-        let lun_ok = m.access.as_ref().is_none_or(|a| a.allows(ini));
+        let lun_ok = m.access.as_ref().map_or(true, |a| a.allows(ini));
         (self.access.allows(ini) && lun_ok).then_some(m)
     }
 

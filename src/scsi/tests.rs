@@ -101,7 +101,7 @@ fn illegal(n: &Nexus, cdb: &[u8], out: &[u8], asc: u8) -> Sense {
 pub(super) fn tur() -> [u8; 6] {
     [0; 6]
 }
-fn inquiry(evpd: bool, page: u8, alloc: u16) -> [u8; 6] {
+pub(super) fn inquiry(evpd: bool, page: u8, alloc: u16) -> [u8; 6] {
     let a = alloc.to_be_bytes();
     [0x12, u8::from(evpd), page, a[0], a[1], 0]
 }
