@@ -384,6 +384,86 @@ fn abort_task_of_a_held_command() {
     assert_eq!(sim.ch.stats().aborted, 1);
 }
 
+/// A second task management function over a command that an earlier one
+/// already aborted and that still executes: it too waits for the command to
+/// end. Answered at once, it told the initiator the task was gone while its
+/// WRITE was still to land, and that WRITE then overwrote data written after
+/// the answer (found by the `channel_sim` fuzz target).
+#[test]
+fn second_task_management_waits_for_a_command_already_aborted() {
+    for second in [
+        TmFunction::ABORT_TASK,
+        TmFunction::ABORT_TASK_SET,
+        TmFunction::LUN_RESET,
+    ] {
+        let t = ram_target(512, 1 << 20);
+        let mut sim = Sim::login(&t, |_| {});
+        clear_ua(&mut sim);
+        sim.auto_exec = false;
+        // Immediate data goes through a pool buffer and an execution.
+        let old = pattern(1024, 1);
+        let victim = sim.submit(0, &rw16(0x8a, 8, 2), Some(&old), 0, Layout::Immediate);
+        assert_eq!(sim.held.len(), 1, "the WRITE is executing");
+        let first = sim.task_mgmt(0, TmFunction::ABORT_TASK_SET, Tag(0));
+        let tmf = sim.task_mgmt(0, second, victim);
+        // Like an initiator: wait for the answer, then write anew.
+        while !sim.has_response(tmf) {
+            sim.release_exec();
+        }
+        sim.auto_exec = true;
+        let new = pattern(1024, 2);
+        let mut r = sim.write(0, 8, &new, 512, Layout::Direct);
+        if r.status == CHECK_CONDITION && r.sense_key_asc().map(|s| s.0) == Some(6) {
+            r = sim.write(0, 8, &new, 512, Layout::Direct);
+        }
+        assert_eq!(r.status, GOOD);
+        sim.release_all();
+        let got = sim.read(0, 8, 1024, 512, Layout::Direct).1;
+        assert!(
+            got == new,
+            "{second:?}: the aborted WRITE landed after the answer (old data: {})",
+            got == old
+        );
+        assert_eq!(sim.take_response(first).resp_data, vec![0, 0, 0, 0]);
+        assert_eq!(sim.take_response(tmf).resp_data, vec![0, 0, 0, 0]);
+        assert!(!sim.has_response(victim), "aborted commands send no response");
+        assert_eq!(sim.req_lim, 32);
+        assert_eq!(sim.ch.in_flight(), 0);
+    }
+}
+
+/// A function over commands that two earlier functions aborted waits for
+/// both; each earlier one answers when its own command ends.
+#[test]
+fn task_management_waits_for_commands_of_two_earlier_functions() {
+    let t = ram_target(512, 1 << 20);
+    let mut sim = Sim::login(&t, |_| {});
+    clear_ua(&mut sim);
+    sim.auto_exec = false;
+    let inquiry = [0x12, 0, 0, 0, 36, 0];
+    let a = sim.submit(0, &inquiry, None, 36, Layout::Direct);
+    let b = sim.submit(0, &inquiry, None, 36, Layout::Direct);
+    let ta = sim.task_mgmt(0, TmFunction::ABORT_TASK, a);
+    let tb = sim.task_mgmt(0, TmFunction::ABORT_TASK, b);
+    let set = sim.task_mgmt(0, TmFunction::ABORT_TASK_SET, Tag(0));
+    let again = sim.task_mgmt(0, TmFunction::ABORT_TASK, a);
+    assert!(![ta, tb, set, again].iter().any(|&t| sim.has_response(t)));
+    sim.release_exec(); // a
+    assert_eq!(sim.take_response(ta).resp_data, vec![0, 0, 0, 0]);
+    assert!(
+        ![tb, set].iter().any(|&t| sim.has_response(t)),
+        "b still executes"
+    );
+    sim.release_exec(); // b
+    for t in [tb, set, again] {
+        assert_eq!(sim.take_response(t).resp_data, vec![0, 0, 0, 0]);
+    }
+    assert!(!sim.has_response(a) && !sim.has_response(b));
+    assert_eq!(sim.req_lim, 32);
+    assert_eq!(sim.ch.in_flight(), 0);
+    assert_eq!(sim.ch.stats().aborted, 2);
+}
+
 #[test]
 fn abort_task_racing_its_completion() {
     let t = ram_target(512, 1 << 20);

@@ -55,7 +55,8 @@ pub(super) enum CommandState {
     Respond { batches: u32, unsignaled_writes: u32 },
     /// The response SEND is posted; its completion frees the command.
     Responding { batches: u32 },
-    /// Task management waiting for `pending` aborted commands to end: its
+    /// Task management waiting for `pending` aborted commands to end (or
+    /// earlier functions to answer, see `Channel::wait_for_aborted`): its
     /// response follows theirs.
     TaskMgmtWait { pending: u32 },
 }
@@ -781,20 +782,83 @@ impl Channel {
         let Some(c) = self.cmds.get_mut(t) else {
             return;
         };
-        if c.aborted || matches!(c.state, CommandState::Responding { .. }) {
-            // Already going, or the response is on the wire ahead of ours.
+        if matches!(c.state, CommandState::Responding { .. }) {
+            // The response is on the wire ahead of ours.
+            return;
+        }
+        if c.aborted {
+            // An earlier function aborted it and waits for its work in
+            // flight: this one must not answer before that work is done
+            // either (a late WRITE would land after our answer).
+            self.wait_for_aborted(t, tmf);
             return;
         }
         self.stats.aborted += 1;
         c.aborted = true;
         if has_work_in_flight(&c.state) {
             c.abort_waiter = Some(tmf);
-            if let Some(CommandState::TaskMgmtWait { pending }) = self.cmds.get_mut(tmf).map(|c| &mut c.state)
-            {
-                *pending += 1;
-            }
+            self.add_pending(tmf);
         } else {
             self.finish_silently(t);
+        }
+    }
+
+    /// Makes task management request `tmf` wait for command `t`, aborted
+    /// earlier and still in flight. A command names one waiter and so does a
+    /// waiting function (the task management request it holds back): `tmf`
+    /// waits for the last function of the chain that starts at `t`'s
+    /// waiter, which answers only after `t` has ended. Waiting that long
+    /// may be longer than needed, never shorter.
+    fn wait_for_aborted(&mut self, t: CmdId, tmf: CmdId) {
+        let Some(mut w) = self.cmds.get(t).and_then(|c| c.abort_waiter) else {
+            if let Some(c) = self.cmds.get_mut(t) {
+                c.abort_waiter = Some(tmf);
+                self.add_pending(tmf);
+            }
+            return;
+        };
+        loop {
+            if w == tmf {
+                return; // already waiting for this chain
+            }
+            match self.cmds.get(w).and_then(|c| c.abort_waiter) {
+                Some(next) => w = next,
+                None => break,
+            }
+        }
+        if let Some(c) = self.cmds.get_mut(w) {
+            // Every function of a chain still waits: each leaves it when it
+            // answers, and a command when it ends.
+            debug_assert!(matches!(c.state, CommandState::TaskMgmtWait { .. }));
+            c.abort_waiter = Some(tmf);
+            self.add_pending(tmf);
+        }
+    }
+
+    fn add_pending(&mut self, tmf: CmdId) {
+        if let Some(CommandState::TaskMgmtWait { pending }) = self.cmds.get_mut(tmf).map(|c| &mut c.state) {
+            *pending += 1;
+        }
+    }
+
+    /// One of the commands (or earlier functions) task management request
+    /// `tmf` waits for ended; when it was the last, `tmf` answers and the
+    /// function waiting for it, if any, is told.
+    fn waited_ended(&mut self, tmf: CmdId) {
+        let mut next = Some(tmf);
+        while let Some(t) = next.take() {
+            let Some(c) = self.cmds.get_mut(t) else {
+                return;
+            };
+            let CommandState::TaskMgmtWait { pending } = &mut c.state else {
+                return;
+            };
+            *pending = pending.saturating_sub(1);
+            if *pending == 0 {
+                c.state = CommandState::RESPOND;
+                next = c.abort_waiter.take();
+                self.step(t);
+            }
         }
     }
 
@@ -804,15 +868,7 @@ impl Channel {
         let waiter = self.cmds.get_mut(id).and_then(|c| c.abort_waiter.take());
         self.release(id);
         if let Some(t) = waiter {
-            if let Some(c) = self.cmds.get_mut(t) {
-                if let CommandState::TaskMgmtWait { pending } = &mut c.state {
-                    *pending = pending.saturating_sub(1);
-                    if *pending == 0 {
-                        c.state = CommandState::RESPOND;
-                        self.step(t);
-                    }
-                }
-            }
+            self.waited_ended(t);
         }
         self.maybe_cred_req();
         self.maybe_closed();
