@@ -381,7 +381,7 @@ fn abort_task_of_a_held_command() {
     sim.release_exec();
     assert_eq!(sim.take_response(other).status, GOOD);
     assert_eq!(sim.req_lim, 32, "the aborted command's credit came back");
-    assert_eq!(sim.ch.stats().aborted, 1);
+    assert_eq!(sim.ch.stats().io.aborted, 1);
 }
 
 #[test]

@@ -193,6 +193,10 @@ pub(super) struct Command {
     pub(super) recv_slot: u32,
     pub(super) tag: Tag,
     pub(super) lun: [u8; 8],
+    /// The clock when the request arrived (`Channel::set_clock`).
+    pub(super) arrived: u64,
+    /// Its LUN's slot in the channel's `LunStats`, once known.
+    pub(super) stats_slot: Option<u16>,
     pub(super) cdb: Cdb,
     /// The CDB decoded by the SCSI layer, once planned.
     pub(super) scsi: Option<ScsiCommand>,
@@ -229,6 +233,8 @@ impl Command {
             recv_slot,
             tag,
             lun: [0; 8],
+            arrived: 0,
+            stats_slot: None,
             cdb: Cdb::EMPTY,
             scsi: None,
             is_task_mgmt: false,
@@ -249,6 +255,8 @@ impl Command {
         self.recv_slot = recv_slot;
         self.tag = tag;
         self.lun = [0; 8];
+        self.arrived = 0;
+        self.stats_slot = None;
         self.scsi = None;
         self.is_task_mgmt = false;
         self.holds_credit = holds_credit;
@@ -535,7 +543,7 @@ impl Channel {
             // since the command was planned still takes its response away
             // (SPC-4 5.13.11.5; TAS = 0).
             if c.scsi.is_some_and(|s| self.nexus.is_aborted(&s)) {
-                self.stats.aborted += 1;
+                self.count(id, |s| s.aborted += 1);
                 self.finish_silently(id);
                 return Flow::Done;
             }
@@ -560,7 +568,8 @@ impl Channel {
         if remaining < free {
             // All remaining WRITEs plus the response in one chain.
             let (n, cursor) = self.post_rdma(id, WrOpcode::RdmaWrite, cursor, remaining, true);
-            self.stats.bytes_in += cursor.total;
+            let total = cursor.total;
+            self.count(id, |s| s.bytes_in += total);
             self.set_state(
                 id,
                 CommandState::Respond {
@@ -597,6 +606,7 @@ impl Channel {
         if credit {
             self.credits.on_release();
         }
+        self.count_response(id);
         let len = self.build_rsp(id);
         let Some(c) = self.cmds.get_mut(id) else {
             return Flow::Wait;
@@ -680,8 +690,9 @@ impl Channel {
                 self.finish_silently(id);
             }
         } else if batches == 0 && cursor.is_done() {
-            self.stats.bytes_out += cursor.total;
             c.state = CommandState::ReadyToExecute;
+            let total = cursor.total;
+            self.count(id, |s| s.bytes_out += total);
             self.step(id);
         }
     }
@@ -785,8 +796,11 @@ impl Channel {
             // Already going, or the response is on the wire ahead of ours.
             return;
         }
-        self.stats.aborted += 1;
         c.aborted = true;
+        self.count(t, |s| s.aborted += 1);
+        let Some(c) = self.cmds.get_mut(t) else {
+            return;
+        };
         if has_work_in_flight(&c.state) {
             c.abort_waiter = Some(tmf);
             if let Some(CommandState::TaskMgmtWait { pending }) = self.cmds.get_mut(tmf).map(|c| &mut c.state)
@@ -842,6 +856,8 @@ impl Channel {
     /// Removes a command from the channel and its wait queue and returns
     /// its pool extents; says what else releasing it involves.
     pub(super) fn remove_command(&mut self, id: CmdId) -> Option<Removed> {
+        self.cmds.get(id)?;
+        self.count_left(id);
         let c = self.cmds.get_mut(id)?;
         if let Some(r) = c.queued_for {
             self.waiters.remove(r, id);
