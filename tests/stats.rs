@@ -20,6 +20,7 @@ fn reads_writes_and_errors_count_per_channel_and_lun() {
     let data = pattern(4096, 1);
     assert_eq!(sim.write(0, 0, &data, 512, Layout::Direct).status, 0);
     assert_eq!(sim.write(0, 8, &data, 512, Layout::Indirect(2)).status, 0);
+    assert_eq!(sim.write(0, 16, &data[..1024], 512, Layout::Immediate).status, 0);
     let (r, _) = sim.read(0, 0, 4096, 512, Layout::Direct);
     assert_eq!(r.status, 0);
     // An unmapped LUN: CHECK CONDITION, ILLEGAL REQUEST, counted for the
@@ -31,24 +32,24 @@ fn reads_writes_and_errors_count_per_channel_and_lun() {
     let (r, _) = sim.read(0, 1 << 20, 512, 512, Layout::Direct);
     assert_eq!(r.status, 2);
     let st = sim.ch.stats().io.clone();
-    assert_eq!((st.commands, st.reads, st.writes), (6, 1, 2));
-    assert_eq!((st.bytes_out, st.bytes_in), (8192, 4096));
+    assert_eq!((st.commands, st.reads, st.writes), (7, 1, 3));
+    assert_eq!((st.bytes_out, st.bytes_in), (9216, 4096));
     assert_eq!(st.errors.check_condition[5], 2);
     assert_eq!(st.errors.check_condition[6], 1);
     assert_eq!(st.errors.total(), 3);
     assert_eq!(st.queue_depth, 0);
     assert_eq!(st.max_queue_depth, 1);
-    assert_eq!(st.latency.count(), 6, "every answered command has a latency");
+    assert_eq!(st.latency.count(), 7, "every answered command has a latency");
     let luns: Vec<u16> = sim.ch.lun_stats().iter().map(|(l, _)| l).collect();
     assert_eq!(luns, [0], "no figures for an unmapped LUN");
     let l0 = sim.ch.lun_stats().get(0).unwrap();
-    assert_eq!((l0.commands, l0.reads, l0.writes), (5, 1, 2));
-    assert_eq!((l0.bytes_out, l0.bytes_in), (8192, 4096));
+    assert_eq!((l0.commands, l0.reads, l0.writes), (6, 1, 3));
+    assert_eq!((l0.bytes_out, l0.bytes_in), (9216, 4096));
     assert_eq!(
         (l0.errors.check_condition[5], l0.errors.check_condition[6]),
         (1, 1)
     );
-    assert_eq!(l0.latency.count(), 5);
+    assert_eq!(l0.latency.count(), 6);
 }
 
 #[test]

@@ -36,7 +36,7 @@ const IO_COUNTERS: &[(&str, &str, &str)] = &[
     (
         "bytes_out",
         "written_bytes",
-        "Bytes fetched from the initiator (data-out, RDMA READ).",
+        "Data bytes received from the initiator (data-out: RDMA READ or immediate data).",
     ),
     ("task_mgmt", "task_mgmt", "Task management requests."),
     (

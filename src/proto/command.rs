@@ -480,14 +480,20 @@ impl Channel {
             return Flow::Wait;
         };
         let t = &c.transfer;
-        c.state = if t.dir == DataDir::Out && !t.descriptors.is_immediate() && t.expected_len > 0 {
+        let immediate = t.dir == DataDir::Out && t.descriptors.is_immediate();
+        let len = u64::from(t.expected_len);
+        c.state = if t.dir == DataDir::Out && !immediate && len > 0 {
             CommandState::Reading {
-                cursor: TransferCursor::new(t.expected_len as u64),
+                cursor: TransferCursor::new(len),
                 batches: 0,
             }
         } else {
             CommandState::ReadyToExecute
         };
+        if immediate {
+            // The data came in the IU.
+            self.count(id, |s| s.bytes_out += len);
+        }
         Flow::Continue
     }
 

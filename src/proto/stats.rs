@@ -219,7 +219,8 @@ pub struct IoStats {
     /// Commands that moved data from the initiator (data-out: WRITE and
     /// the like).
     pub writes: u64,
-    /// Bytes fetched from the initiator (RDMA READ, data only).
+    /// Data bytes received from the initiator (RDMA READ, and immediate
+    /// data in the SRP_CMD).
     pub bytes_out: u64,
     /// Bytes sent to the initiator (RDMA WRITE).
     pub bytes_in: u64,
