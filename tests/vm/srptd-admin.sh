@@ -5,8 +5,8 @@
 #     nexuses (the second from initiator_ext=1) with their channels; the
 #     counters move with the I/O.
 #  1b. Statistics: per LUN and per channel, and the Prometheus text of
-#     the metrics listener (--metrics), move with the I/O (fio on LUN 0,
-#     dd writes and reads on LUN 1) between two reads; each latency
+#     the metrics listener (--metrics), move with the I/O (fio on one LUN,
+#     dd writes and reads on the other) between two reads; each latency
 #     histogram counts the commands answered; other paths get 404, other
 #     methods 405.
 #  2. `srptd ctl logout` of the second nexus logs its channels out
@@ -85,29 +85,33 @@ metric() {
 # Answered commands of a set of figures: the histogram counts each once;
 # the rest are in progress, aborted or refused before they had a context.
 consistent='(.latency.count <= .commands) and (.commands - .latency.count <= .queue_depth + .aborted + (.protocol_errors // 0))'
-lun1=$(srp_lun_dev 1)
+# fio runs on whichever LUN ib_srp's first disk is; dd takes the other.
+fio_lun=$(basename "$(readlink -f "/sys/block/${a0#/dev/}/device")")
+L=$((1 - ${fio_lun##*:}))
+lun_dev=$(srp_lun_dev "$L")
+vm_log "fio on $a0 (LUN ${fio_lun##*:}), dd on $lun_dev (LUN $L)"
 s1=$(ctl stats --json)
-m1=$(metric srptd_lun_commands_total '{lun="1"}') || vm_die "no srptd_lun_commands_total for LUN 1"
-h1=$(metric srptd_lun_latency_seconds_count '{lun="1"}') || vm_die "no latency histogram for LUN 1"
+m1=$(metric srptd_lun_commands_total "{lun=\"$L\"}") || vm_die "no srptd_lun_commands_total for LUN $L"
+h1=$(metric srptd_lun_latency_seconds_count "{lun=\"$L\"}") || vm_die "no latency histogram for LUN $L"
 t1=$(metric srptd_target_commands_total '')
-dd if=/dev/zero of="$lun1" bs=64k count=32 seek=64 oflag=direct 2>/dev/null || vm_die "dd write to $lun1"
-dd if=/dev/zero of="$lun1" bs=4k count=64 seek=2048 oflag=direct 2>/dev/null || vm_die "dd write to $lun1"
-dd if="$lun1" of=/dev/null bs=64k count=32 skip=64 iflag=direct 2>/dev/null || vm_die "dd read of $lun1"
+dd if=/dev/zero of="$lun_dev" bs=64k count=32 seek=64 oflag=direct 2>/dev/null || vm_die "dd write to $lun_dev"
+dd if=/dev/zero of="$lun_dev" bs=4k count=64 seek=2048 oflag=direct 2>/dev/null || vm_die "dd write to $lun_dev"
+dd if="$lun_dev" of=/dev/null bs=64k count=32 skip=64 iflag=direct 2>/dev/null || vm_die "dd read of $lun_dev"
 s2=$(ctl stats --json)
-m2=$(metric srptd_lun_commands_total '{lun="1"}')
-h2=$(metric srptd_lun_latency_seconds_count '{lun="1"}')
+m2=$(metric srptd_lun_commands_total "{lun=\"$L\"}")
+h2=$(metric srptd_lun_latency_seconds_count "{lun=\"$L\"}")
 t2=$(metric srptd_target_commands_total '')
-inf=$(metric srptd_lun_latency_seconds_bucket '{lun="1",le="+Inf"}')
+inf=$(metric srptd_lun_latency_seconds_bucket "{lun=\"$L\",le=\"+Inf\"}")
 for f in commands writes reads bytes_out bytes_in latency.count; do
-    a=$(echo "$s1" | jq ".luns[] | select(.lun == 1) | .$f")
-    b=$(echo "$s2" | jq ".luns[] | select(.lun == 1) | .$f")
-    [ "$b" -gt "$a" ] || vm_die "LUN 1 $f did not move with dd: $a -> $b"
+    a=$(echo "$s1" | jq ".luns[] | select(.lun == $L) | .$f")
+    b=$(echo "$s2" | jq ".luns[] | select(.lun == $L) | .$f")
+    [ "$b" -gt "$a" ] || vm_die "LUN $L $f did not move with dd: $a -> $b"
 done
 # 2 MiB written by RDMA READ, 256 KiB as immediate data; 2 MiB read.
-d_out=$(jq -n --argjson a "$s1" --argjson b "$s2" '[$a, $b] | map(.luns[] | select(.lun == 1) | .bytes_out) | .[1] - .[0]')
-d_in=$(jq -n --argjson a "$s1" --argjson b "$s2" '[$a, $b] | map(.luns[] | select(.lun == 1) | .bytes_in) | .[1] - .[0]')
-[ "$d_out" -ge $((2048 * 1024 + 256 * 1024)) ] || vm_die "LUN 1 bytes_out moved by $d_out, expected at least 2.25 MiB"
-[ "$d_in" -ge $((2048 * 1024)) ] || vm_die "LUN 1 bytes_in moved by $d_in, expected at least 2 MiB"
+d_out=$(jq -n --argjson L "$L" --argjson a "$s1" --argjson b "$s2" '[$a, $b] | map(.luns[] | select(.lun == $L) | .bytes_out) | .[1] - .[0]')
+d_in=$(jq -n --argjson L "$L" --argjson a "$s1" --argjson b "$s2" '[$a, $b] | map(.luns[] | select(.lun == $L) | .bytes_in) | .[1] - .[0]')
+[ "$d_out" -ge $((2048 * 1024 + 256 * 1024)) ] || vm_die "LUN $L bytes_out moved by $d_out, expected at least 2.25 MiB"
+[ "$d_in" -ge $((2048 * 1024)) ] || vm_die "LUN $L bytes_in moved by $d_in, expected at least 2 MiB"
 [ "${t2%.*}" -gt "${t1%.*}" ] || vm_die "srptd_target_commands_total did not move: $t1 -> $t2"
 echo "$s2" | jq -e ".total | $consistent" >/dev/null || vm_die "target latency count vs commands: $(echo "$s2" | jq -c .total)"
 echo "$s2" | jq -e ".luns | all(.[]; $consistent)" >/dev/null ||
@@ -118,13 +122,15 @@ echo "$s2" | jq -e '.luns | map(.lun) == [0, 1]' >/dev/null || vm_die "LUNs with
 [ "${m2%.*}" -gt "${m1%.*}" ] || vm_die "srptd_lun_commands_total did not move: $m1 -> $m2"
 [ "${h2%.*}" -gt "${h1%.*}" ] || vm_die "srptd_lun_latency_seconds_count did not move: $h1 -> $h2"
 [ "$inf" = "$h2" ] || vm_die "the +Inf bucket ($inf) is not the histogram count ($h2)"
-curl -sf "http://$METRICS/metrics" | grep -q '^srptd_channel_commands_total{channel="[0-9]*",initiator="[0-9a-f]\{32\}"' ||
+text=$(curl -sf "http://$METRICS/metrics") || vm_die "GET /metrics failed"
+grep -q '^srptd_channel_commands_total{channel="[0-9]*",initiator="[0-9a-f]\{32\}"' <<<"$text" ||
     vm_die "no per-channel series with an initiator label"
-curl -s -o /dev/null -w '%{content_type}' "http://$METRICS/metrics" | grep -q 'version=0.0.4' || vm_die "content type"
+ctype=$(curl -s -o /dev/null -w '%{content_type}' "http://$METRICS/metrics")
+[[ $ctype == *version=0.0.4* ]] || vm_die "content type: $ctype"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$METRICS/other")" = 404 ] || vm_die "no 404 for another path"
 [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$METRICS/metrics")" = 405 ] || vm_die "no 405 for POST"
 ctl stats >&2
-vm_log "stats per LUN and channel and Prometheus text move with the I/O (LUN 1 commands $m1 -> $m2, histogram $h1 -> $h2)"
+vm_log "stats per LUN and channel and Prometheus text move with the I/O (LUN $L commands $m1 -> $m2, histogram $h1 -> $h2)"
 
 # 3. bad input (while both sessions are up)
 expect_error() {
