@@ -169,6 +169,8 @@ pub struct Settings {
     /// The admin socket's path (`""` or `"none"`: no socket; unset: the
     /// default, which only warns when it cannot be opened).
     pub admin_socket: Option<Setting<String>>,
+    /// The Prometheus listener's address (unset, `""`, `"none"`: none).
+    pub metrics: Option<Setting<String>>,
     /// Where persistent reservations are kept across restarts (APTPL);
     /// `"none"`: not kept. Unset: [`DEFAULT_STATE_DIR`].
     pub state_dir: Option<Setting<String>>,
@@ -204,6 +206,7 @@ impl Default for Settings {
             srq: Setting::default(o.srq),
             srq_size: None,
             admin_socket: None,
+            metrics: None,
             state_dir: None,
             luns: Vec::new(),
             acls: Vec::new(),
@@ -233,6 +236,7 @@ pub struct Flags {
     pub srq: bool,
     pub srq_size: Option<u32>,
     pub admin_socket: Option<String>,
+    pub metrics: Option<String>,
     /// `--state-dir DIR`, or `"none"` for `--no-state-dir`.
     pub state_dir: Option<String>,
 }
@@ -305,6 +309,7 @@ struct FileDataPath {
 #[serde(deny_unknown_fields)]
 struct FileAdmin {
     socket: Option<Spanned<String>>,
+    metrics: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -436,6 +441,7 @@ impl Settings {
         }
         s.srq_size = l.opt("data_path.srq_size", d.srq_size);
         s.admin_socket = l.opt("admin.socket", doc.admin.socket);
+        s.metrics = l.opt("admin.metrics", doc.admin.metrics);
         s.luns = doc
             .luns
             .into_iter()
@@ -528,6 +534,7 @@ impl Settings {
         }
         set_opt(&mut self.srq_size, &f.srq_size, "--srq-size");
         set_opt(&mut self.admin_socket, &f.admin_socket, "--admin-socket");
+        set_opt(&mut self.metrics, &f.metrics, "--metrics");
         let flag = if f.state_dir.as_deref() == Some("none") {
             "--no-state-dir"
         } else {
@@ -681,6 +688,7 @@ impl Settings {
             srq_size: self.srq_size.as_ref().map(|s| s.value),
             channel_memory,
             admin_socket,
+            metrics: metrics_addr(&self.metrics)?,
             ..Options::default()
         };
         Ok(Loaded {
@@ -938,6 +946,27 @@ pub fn read(path: Option<&Path>, flags: &Flags) -> Result<Settings, ConfigError>
 mod live;
 mod save;
 pub use live::{Change, LiveConfig, Reloaded};
+
+/// The metrics listener's address: `HOST:PORT` (`[::1]:9469` for IPv6),
+/// or a bare port, which listens on 127.0.0.1.
+fn metrics_addr(m: &Option<Setting<String>>) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let Some(m) = m else { return Ok(None) };
+    let v = m.value.trim();
+    if v.is_empty() || v == "none" {
+        return Ok(None);
+    }
+    if let Ok(port) = v.parse::<u16>() {
+        return Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))));
+    }
+    match v.parse() {
+        Ok(a) => Ok(Some(a)),
+        Err(_) => err(
+            &m.origin,
+            format!("{:?}", m.value),
+            "must be an IP address and port such as 127.0.0.1:9469 (or a port, on 127.0.0.1), or \"none\"",
+        ),
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -344,7 +344,7 @@ fn preempt_and_abort_with_tasks_in_flight() {
             "an aborted task gets no response (TAS = 0)"
         );
     }
-    assert_eq!(b.ch.stats().aborted, 3);
+    assert_eq!(b.ch.stats().io.aborted, 3);
     let (_, d) = a.read(0, 16, 3 * 512, 512, Layout::Direct);
     assert_eq!(d, vec![0; 3 * 512], "no aborted write landed");
     // B learns what happened, then meets the new reservation.

@@ -381,7 +381,7 @@ fn abort_task_of_a_held_command() {
     sim.release_exec();
     assert_eq!(sim.take_response(other).status, GOOD);
     assert_eq!(sim.req_lim, 32, "the aborted command's credit came back");
-    assert_eq!(sim.ch.stats().aborted, 1);
+    assert_eq!(sim.ch.stats().io.aborted, 1);
 }
 
 /// A second task management function over a command that an earlier one
@@ -461,7 +461,7 @@ fn task_management_waits_for_commands_of_two_earlier_functions() {
     assert!(!sim.has_response(a) && !sim.has_response(b));
     assert_eq!(sim.req_lim, 32);
     assert_eq!(sim.ch.in_flight(), 0);
-    assert_eq!(sim.ch.stats().aborted, 2);
+    assert_eq!(sim.ch.stats().io.aborted, 2);
 }
 
 #[test]

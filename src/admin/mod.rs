@@ -5,6 +5,7 @@
 //!   [`rpc::Call`] (or a JSON-RPC error naming the bad field); results and
 //!   errors build into response lines.
 //! - [`render`]: the tables `srptd ctl` prints from results.
+//! - [`prometheus`]: the `stats` result as Prometheus text (`--metrics`).
 //! - The server lives in the daemon (`driver::admin`), the client in the
 //!   `srptd ctl` subcommand ([`client`]).
 //!
@@ -12,5 +13,6 @@
 //! (`docs/administration.md`).
 
 pub mod client;
+pub mod prometheus;
 pub mod render;
 pub mod rpc;

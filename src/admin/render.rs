@@ -4,6 +4,8 @@
 use serde_json::Value;
 use std::fmt::Write;
 
+use crate::proto::stats::LatencyHistogram;
+
 fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -208,9 +210,84 @@ pub fn reloaded(v: &Value) -> String {
     out
 }
 
-/// `srptd ctl stats`.
+/// Latency bounds of a histogram as JSON (`{"buckets": [..]}`): the upper
+/// bound of the bucket holding quantile `q`, `≤2ms`-style (`-`: none).
+fn latency_bound(h: &Value, q: f64) -> String {
+    let counts: Vec<u64> = h["buckets"].as_array().into_iter().flatten().map(u).collect();
+    let n: u64 = counts.iter().sum();
+    if n == 0 {
+        return "-".into();
+    }
+    let rank = ((n as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return match LatencyHistogram::upper_bound_us(i).filter(|_| i + 1 < counts.len()) {
+                Some(us) if us >= 1_000_000 => format!("<{}s", us / 1_000_000),
+                Some(us) if us >= 1000 => format!("<{}ms", us / 1000),
+                Some(us) => format!("<{us}us"),
+                None => format!(">={}s", (1u64 << i) / 1_000_000),
+            };
+        }
+    }
+    "-".into()
+}
+
+/// Mean latency in microseconds (`-`: none).
+fn latency_mean(h: &Value) -> String {
+    match u(&h["count"]) {
+        0 => "-".into(),
+        n => format!("{:.0}us", u(&h["sum_ns"]) as f64 / n as f64 / 1000.0),
+    }
+}
+
+/// Non-GOOD responses: `illegal_request=2 busy=1` (`-`: none).
+fn errors(e: &Value) -> String {
+    let mut parts: Vec<String> = e["check_condition"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, n)| format!("{k}={}", u(n)))
+        .collect();
+    for k in ["reservation_conflict", "busy", "task_set_full", "other"] {
+        if u(&e[k]) > 0 {
+            parts.push(format!("{k}={}", u(&e[k])));
+        }
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+const IO_HEADER: [&str; 11] = [
+    "COMMANDS", "READS", "WRITES", "READ", "WRITTEN", "QD", "MAX QD", "MEAN", "P50", "P99", "ERRORS",
+];
+
+/// The I/O columns of one row of figures.
+fn io_cells(v: &Value) -> Vec<String> {
+    vec![
+        u(&v["commands"]).to_string(),
+        u(&v["reads"]).to_string(),
+        u(&v["writes"]).to_string(),
+        bytes(u(&v["bytes_in"])),
+        bytes(u(&v["bytes_out"])),
+        u(&v["queue_depth"]).to_string(),
+        u(&v["max_queue_depth"]).to_string(),
+        latency_mean(&v["latency"]),
+        latency_bound(&v["latency"], 0.5),
+        latency_bound(&v["latency"], 0.99),
+        errors(&v["errors"]),
+    ]
+}
+
+/// `srptd ctl stats`: target totals, then a table per LUN and per open
+/// channel.
 pub fn stats(v: &Value) -> String {
     let mut out = String::new();
+    let t = &v["total"];
     let _ = writeln!(
         out,
         "logins {} rejects {} open channels {}",
@@ -218,15 +295,43 @@ pub fn stats(v: &Value) -> String {
         u(&v["rejects"]),
         u(&v["open_channels"])
     );
-    if let Some(t) = v["total"].as_object() {
-        for (k, x) in t {
-            let shown = if k.starts_with("bytes") {
-                bytes(x.as_u64().unwrap_or(0))
-            } else {
-                s(x)
-            };
-            let _ = writeln!(out, "{k:<16} {shown}");
-        }
+    let _ = writeln!(
+        out,
+        "task-mgmt {} aborted {} immediate {} indirect {} external-tables {} zero-copy {} protocol-errors {}\n",
+        u(&t["task_mgmt"]),
+        u(&t["aborted"]),
+        u(&t["immediate"]),
+        u(&t["indirect"]),
+        u(&t["external_tables"]),
+        u(&t["zero_copy"]),
+        u(&t["protocol_errors"]),
+    );
+    let mut header = vec!["SCOPE"];
+    header.extend(IO_HEADER);
+    let mut rows = vec![];
+    let mut row = vec!["target".to_string()];
+    row.extend(io_cells(t));
+    rows.push(row);
+    for l in v["luns"].as_array().into_iter().flatten() {
+        let mut row = vec![format!("lun {}", s(&l["lun"]))];
+        row.extend(io_cells(l));
+        rows.push(row);
+    }
+    out.push_str(&table(&header, &rows));
+    let channels: Vec<&Value> = v["channels"].as_array().into_iter().flatten().collect();
+    if !channels.is_empty() {
+        out.push('\n');
+        let mut header = vec!["CHANNEL", "INITIATOR"];
+        header.extend(IO_HEADER);
+        let rows: Vec<Vec<String>> = channels
+            .iter()
+            .map(|c| {
+                let mut row = vec![s(&c["key"]), s(&c["initiator"])];
+                row.extend(io_cells(&c["stats"]));
+                row
+            })
+            .collect();
+        out.push_str(&table(&header, &rows));
     }
     out
 }
@@ -291,5 +396,47 @@ mod tests {
             t.contains("devices    all") && t.contains("sessions   1 (2 channels)"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn stats_tables_show_luns_channels_and_latency() {
+        let mut buckets = vec![0u64; 24];
+        buckets[3] = 99; // [8, 16) µs
+        buckets[10] = 1; // [1024, 2048) µs
+        let io = json!({"commands": 100, "reads": 60, "writes": 40, "bytes_in": 1048576,
+                        "bytes_out": 2048, "queue_depth": 2, "max_queue_depth": 16,
+                        "latency": {"count": 100, "sum_ns": 2_000_000, "buckets": buckets},
+                        "errors": {"check_condition": {"unit_attention": 1}, "busy": 0}});
+        let v = json!({"logins": 1, "rejects": 0, "open_channels": 1, "total": io,
+                       "luns": [{"lun": 0, "commands": 100}],
+                       "channels": [{"key": 4, "initiator": "ab", "stats": io}]});
+        let t = stats(&v);
+        let target = t.lines().find(|l| l.starts_with("target")).expect(&t);
+        assert!(
+            target.split_whitespace().eq([
+                "target",
+                "100",
+                "60",
+                "40",
+                "1.0",
+                "MiB",
+                "2.0",
+                "KiB",
+                "2",
+                "16",
+                "20us",
+                "<16us",
+                "<16us",
+                "unit_attention=1"
+            ]),
+            "{t}"
+        );
+        assert!(
+            t.lines().any(|l| l.starts_with("lun 0") && l.contains(" - ")),
+            "{t}"
+        );
+        assert!(t.lines().any(|l| l.starts_with("4 ") && l.contains("ab")), "{t}");
+        buckets[10] = 10;
+        assert_eq!(latency_bound(&json!({"buckets": buckets}), 0.99), "<2ms");
     }
 }

@@ -104,6 +104,10 @@ struct Cli {
     /// [default: /run/srptd/srptd.sock].
     #[arg(long, value_name = "PATH")]
     admin_socket: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics, e.g.
+    /// 127.0.0.1:9469 (a bare port listens on 127.0.0.1) [default: none].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 impl Cli {
@@ -126,6 +130,7 @@ impl Cli {
             srq: self.srq,
             srq_size: self.srq_size,
             admin_socket: self.admin_socket.clone(),
+            metrics: self.metrics.clone(),
             state_dir: if self.no_state_dir {
                 Some("none".into())
             } else {
@@ -509,8 +514,8 @@ fn main() -> ExitCode {
             let st = &s.stats;
             eprintln!(
                 "srptd: stopped: logins {} rejects {} commands {} immediate {} indirect {} external-tables {} zero-copy {} task-mgmt {} aborted {} protocol-errors {} leaked-channels {} leaked-srq-slots {} poller-sleeps {} doorbells {}",
-                s.logins, s.rejects, st.commands, st.immediate, st.indirect, st.external_tables, st.zero_copy,
-                st.task_mgmt, st.aborted, st.protocol_errors, s.leaked_channels, s.leaked_srq_slots,
+                s.logins, s.rejects, st.io.commands, st.immediate, st.indirect, st.external_tables, st.zero_copy,
+                st.io.task_mgmt, st.io.aborted, st.protocol_errors, s.leaked_channels, s.leaked_srq_slots,
                 s.poller_sleeps, s.doorbells
             );
             if s.leaked_channels == 0 && s.leaked_srq_slots == 0 {

@@ -655,3 +655,43 @@ initiator = "ANY"
     assert!(e.starts_with("t.toml:8: lun.naa = "), "{e}");
     assert!(e.ends_with("another LUN has this NAA identifier"), "{e}");
 }
+
+#[test]
+fn metrics_listener_address() {
+    let l = parse("[admin]\nmetrics = \"127.0.0.1:9469\"\n").unwrap();
+    assert_eq!(l.options.metrics, Some("127.0.0.1:9469".parse().unwrap()));
+    let l = parse("[admin]\nmetrics = \"[::1]:9000\"\n").unwrap();
+    assert_eq!(l.options.metrics, Some("[::1]:9000".parse().unwrap()));
+    let l = parse("[admin]\nmetrics = \"none\"\n").unwrap();
+    assert_eq!(l.options.metrics, None);
+    assert_eq!(
+        load(None, &Flags::default()).unwrap().options.metrics,
+        None,
+        "off by default"
+    );
+    // A bare port listens on localhost; the flag overrides the file.
+    let l = load(
+        None,
+        &Flags {
+            metrics: Some("9470".into()),
+            ..Flags::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(l.options.metrics, Some("127.0.0.1:9470".parse().unwrap()));
+    let e = error("[admin]\nmetrics = \"localhost\"\n");
+    assert!(e.contains("admin.metrics") && e.contains("\"localhost\""), "{e}");
+    let e = load(
+        None,
+        &Flags {
+            metrics: Some("1.2.3.4".into()),
+            ..Flags::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("--metrics \"1.2.3.4\": must be an IP address and port"),
+        "{e}"
+    );
+}

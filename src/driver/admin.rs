@@ -16,12 +16,12 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::rpc::{self, code, Call, RpcError};
-use crate::proto::ChannelStats;
+use crate::proto::{ChannelStats, LunStats};
 use crate::wire::hex;
 
 use super::channel::ChannelKey;
 use super::control::Control;
-use super::poller::{ChannelSnapshot, PollerMsg};
+use super::poller::{ChannelSnapshot, PollerMsg, PollerSnapshot};
 
 /// Where the admin socket is by default.
 pub const DEFAULT_SOCKET: &str = "/run/srptd/srptd.sock";
@@ -177,13 +177,13 @@ async fn write_line(stream: &mut UnixStream, line: &str) -> io::Result<()> {
 
 /// A session (I_T nexus) before the pollers' figures: initiator and target
 /// port IDs (hex) and each channel's key and connection facts.
-struct SessionRows {
-    initiator: String,
-    target_port: String,
-    channels: Vec<(ChannelKey, Value)>,
+pub(super) struct SessionRows {
+    pub initiator: String,
+    pub target_port: String,
+    pub channels: Vec<(ChannelKey, Value)>,
 }
 
-fn stats_json(s: &ChannelStats) -> Value {
+pub(super) fn stats_json(s: &ChannelStats) -> Value {
     serde_json::to_value(s).unwrap_or(Value::Null)
 }
 
@@ -202,30 +202,19 @@ impl Control {
                 let sessions = self.sessions_skeleton();
                 let snaps = self.snapshots();
                 tokio::spawn(async move {
-                    let snaps = collect(snaps).await;
-                    let _ = r.reply.send(Ok(fill_sessions(sessions, &snaps)));
+                    let g = collect(snaps).await;
+                    let _ = r.reply.send(Ok(fill_sessions(sessions, &g.channels)));
                 });
             }
             Call::Stats => {
-                let closed = self.summary.stats.clone();
                 let (logins, rejects) = (self.summary.logins, self.summary.rejects);
+                let sessions = self.sessions_skeleton();
                 let snaps = self.snapshots();
                 tokio::spawn(async move {
-                    let snaps = collect(snaps).await;
-                    let mut open = ChannelStats::default();
-                    for s in snaps.values() {
-                        open += &s.stats;
-                    }
-                    let mut total = closed.clone();
-                    total += &open;
-                    let _ = r.reply.send(Ok(json!({
-                        "logins": logins,
-                        "rejects": rejects,
-                        "open_channels": snaps.len(),
-                        "total": stats_json(&total),
-                        "closed_channels": stats_json(&closed),
-                        "open": stats_json(&open),
-                    })));
+                    let g = collect(snaps).await;
+                    let _ = r
+                        .reply
+                        .send(Ok(super::metrics::stats_result(logins, rejects, sessions, &g)));
                 });
             }
             call @ (Call::Change(_) | Call::LunResize { .. } | Call::SaveConfig { .. } | Call::Reload) => {
@@ -330,7 +319,7 @@ impl Control {
     }
 
     /// Asks every poller for a snapshot of its channels.
-    fn snapshots(&self) -> Vec<oneshot::Receiver<Vec<ChannelSnapshot>>> {
+    fn snapshots(&self) -> Vec<oneshot::Receiver<PollerSnapshot>> {
         self.pollers
             .iter()
             .map(|p| {
@@ -342,12 +331,24 @@ impl Control {
     }
 }
 
-/// The pollers' snapshots by channel (a poller that stopped answers none).
-async fn collect(rxs: Vec<oneshot::Receiver<Vec<ChannelSnapshot>>>) -> BTreeMap<ChannelKey, ChannelSnapshot> {
-    let mut all = BTreeMap::new();
+/// The pollers' snapshots together.
+#[derive(Debug, Default)]
+pub(super) struct Gathered {
+    /// By channel.
+    pub channels: BTreeMap<ChannelKey, ChannelSnapshot>,
+    /// Channels that have closed, summed.
+    pub closed: ChannelStats,
+    pub closed_luns: LunStats,
+}
+
+/// The pollers' snapshots (a poller that stopped answers none).
+async fn collect(rxs: Vec<oneshot::Receiver<PollerSnapshot>>) -> Gathered {
+    let mut all = Gathered::default();
     for rx in rxs {
-        if let Ok(v) = rx.await {
-            all.extend(v.into_iter().map(|s| (s.key, s)));
+        if let Ok(p) = rx.await {
+            all.channels.extend(p.channels.into_iter().map(|s| (s.key, s)));
+            all.closed += &p.closed;
+            all.closed_luns.merge(&p.closed_luns);
         }
     }
     all

@@ -10,7 +10,8 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::mem::DmaBuf;
-use crate::proto::{Action, Channel, CmdId, Region, WorkRequest, WrOpcode};
+use crate::os;
+use crate::proto::{Action, Channel, CmdId, Region, TickScale, WorkRequest, WrOpcode};
 use crate::rdma::{
     CompletionQueue, MemoryRegion, QueuePair, RecvScratch, Remote, SendOp, SendRequest, SendScratch, Sge,
     WorkCompletion,
@@ -86,6 +87,9 @@ impl ChannelDriver {
         device: Arc<Device>,
     ) -> ChannelDriver {
         let [send_mr, pool_mr, table_mr] = mrs;
+        let mut ch = ch;
+        // Latencies are timed with the TSC (no system call per completion).
+        ch.set_tick_scale(TickScale::per_ms(os::ticks_per_ms()));
         let sq = ch.config().sq_depth as usize;
         let rq = ch.config().max_contexts() as usize;
         ChannelDriver {
@@ -188,7 +192,7 @@ impl ChannelDriver {
                     self.closed = true;
                     let _ = events.send(PollerEvent::Closed {
                         key: self.key,
-                        stats: self.ch.stats().clone(),
+                        stats: Box::new(self.ch.stats().clone()),
                     });
                 }
             }
@@ -372,6 +376,11 @@ impl ChannelDriver {
     /// Feeds completions to the channel. `cq_empty`: the poll that
     /// returned them found no more.
     pub(super) fn on_completions(&mut self, wcs: &[WorkCompletion], cq_empty: bool) {
+        if !wcs.is_empty() {
+            // One clock read per batch: requests are stamped with it, and
+            // response send completions end their latency.
+            self.ch.set_clock(os::ticks());
+        }
         for wc in wcs {
             if wc.wr_id == DRAIN_SQ {
                 tracing::debug!(key = self.key.0, status = wc.status.name(), "drain marker");

@@ -277,7 +277,7 @@ impl Control {
         match ev {
             PollerEvent::Disconnect { key } => self.disconnect(key),
             PollerEvent::Closed { key, stats } => {
-                self.summary.stats += &stats;
+                self.summary.stats += &*stats;
                 if let Some(c) = self.conns.remove(key) {
                     tracing::info!(key = key.0, ?stats, "channel closed");
                     // Dropping `c.id` destroys the RDMA/CM id.

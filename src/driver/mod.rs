@@ -34,6 +34,7 @@ mod devices;
 pub mod dm;
 mod listen;
 mod login;
+mod metrics;
 mod notify;
 pub mod poller;
 
@@ -93,6 +94,8 @@ pub struct Options {
     pub channel_memory: Option<u64>,
     /// The admin socket (JSON-RPC, `srptd ctl`); `None`: no socket.
     pub admin_socket: Option<AdminSocket>,
+    /// The Prometheus listener (`GET /metrics`); `None`: none (default).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Half of `MemAvailable` in `/proc/meminfo`, at least 256 MiB (256 MiB if
@@ -130,6 +133,7 @@ impl Default for Options {
             srq: false,
             srq_size: None,
             admin_socket: Some(AdminSocket::default()),
+            metrics: None,
         }
     }
 }
@@ -155,6 +159,11 @@ pub enum StartError {
     UnknownDevice(String, String),
     #[error("cannot listen on RDMA/CM port {port}: {source}")]
     Listen { port: u16, source: rdma::Error },
+    #[error("metrics listener {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("admin socket {path}: {source}")]
     AdminSocket { path: String, source: std::io::Error },
     #[error("{0}")]
@@ -257,6 +266,13 @@ pub fn run(
         let port = opts.port;
         let dm = dm::DmService::for_target(&opts, &target, port_id, &served);
         let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(16);
+        if let Some(addr) = opts.metrics {
+            let l = metrics::bind(addr)
+                .await
+                .map_err(|source| StartError::Metrics { addr, source })?;
+            tracing::info!(%addr, "metrics listener (GET /metrics)");
+            tokio::spawn(metrics::serve(l, admin_tx.clone()));
+        }
         let admin_path = match opts.admin_socket.clone() {
             None => None,
             Some(a) => match admin::bind(&a.path) {

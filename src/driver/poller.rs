@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::os;
-use crate::proto::{ChannelStats, CmdId};
+use crate::proto::{ChannelStats, CmdId, LunStats};
 use crate::rdma::{self, CompletionChannel, WorkCompletion};
 use crate::scsi::{Completion, WorkerPool};
 
@@ -78,7 +78,10 @@ pub enum PollerEvent {
     /// The channel wants its connection ended (logout, fatal error).
     Disconnect { key: ChannelKey },
     /// The channel is gone; all its resources are freed.
-    Closed { key: ChannelKey, stats: ChannelStats },
+    Closed {
+        key: ChannelKey,
+        stats: Box<ChannelStats>,
+    },
 }
 
 /// What the control plane tells a poller.
@@ -91,8 +94,19 @@ pub enum PollerMsg {
     Logout(ChannelKey),
     /// Stop once no channel is left.
     Stop,
-    /// Report every channel's counters and queue state (admin socket).
-    Snapshot(tokio::sync::oneshot::Sender<Vec<ChannelSnapshot>>),
+    /// Report every channel's counters and queue state, and the totals of
+    /// the channels closed on this poller (admin socket, metrics).
+    Snapshot(tokio::sync::oneshot::Sender<PollerSnapshot>),
+}
+
+/// A poller's figures at a moment: its channels, and what the channels it
+/// has closed counted (folded in as each closes, so a figure never goes
+/// missing between the two).
+#[derive(Debug, Clone, Default)]
+pub struct PollerSnapshot {
+    pub channels: Vec<ChannelSnapshot>,
+    pub closed: ChannelStats,
+    pub closed_luns: LunStats,
 }
 
 /// One channel's counters and queue state at a moment.
@@ -100,6 +114,8 @@ pub enum PollerMsg {
 pub struct ChannelSnapshot {
     pub key: ChannelKey,
     pub stats: ChannelStats,
+    /// Its figures per LUN.
+    pub luns: LunStats,
     /// Commands received and not yet answered.
     pub in_flight: usize,
     /// Credits granted at login, and how many the initiator holds in
@@ -251,6 +267,8 @@ pub fn spawn(
                 chans: Vec::new(),
                 cfg,
                 counters,
+                closed: ChannelStats::default(),
+                closed_luns: LunStats::default(),
             };
             p.run();
         })?;
@@ -269,6 +287,9 @@ struct Poller {
     chans: Vec<ChannelDriver>,
     cfg: PollerConfig,
     counters: Arc<PollerCounters>,
+    /// Totals of the channels closed on this poller.
+    closed: ChannelStats,
+    closed_luns: LunStats,
 }
 
 impl Poller {
@@ -308,18 +329,23 @@ impl Poller {
                 }
                 PollerMsg::Stop => *stop = true,
                 PollerMsg::Snapshot(reply) => {
-                    let snap = self
+                    let channels = self
                         .chans
                         .iter()
                         .map(|d| ChannelSnapshot {
                             key: d.key,
                             stats: d.ch.stats().clone(),
+                            luns: d.ch.lun_stats().clone(),
                             in_flight: d.ch.in_flight(),
                             credits_granted: d.ch.credits().granted(),
                             credits_in_use: d.ch.credits().in_use(),
                         })
                         .collect();
-                    let _ = reply.send(snap);
+                    let _ = reply.send(PollerSnapshot {
+                        channels,
+                        closed: self.closed.clone(),
+                        closed_luns: self.closed_luns.clone(),
+                    });
                 }
             }
         }
@@ -356,10 +382,12 @@ impl Poller {
             d.run_actions(&self.exec, &self.events);
             work += 1;
         }
-        let counters = &self.counters;
+        let (counters, closed, closed_luns) = (&self.counters, &mut self.closed, &mut self.closed_luns);
         self.chans.retain(|d| {
             if d.is_finished() {
                 counters.doorbells.fetch_add(d.doorbells(), Ordering::Relaxed);
+                *closed += d.ch.stats();
+                closed_luns.merge(d.ch.lun_stats());
             }
             !d.is_finished()
         });

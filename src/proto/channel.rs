@@ -28,6 +28,7 @@ use super::command::{Command, CommandState, CommandTable, DataBuffer, DataTransf
 use super::credits::{Credits, RESERVED_RECVS};
 use super::pool::DataPool;
 use super::request::{self, CmdError, CmdIu, DataDescriptors, DESC_LEN};
+use super::stats::{LunStats, TickScale};
 use crate::mem::DmaBuf;
 use crate::scsi::{Completion, DataDir, Nexus, ScsiCommand, ScsiStatus, Sense};
 use crate::wire::{self, AerRsp, CredReq, CredRsp, ILogout, Opcode, Rsp, TLogout, Tag, TaskMgmt, TmFunction};
@@ -115,65 +116,7 @@ impl ChannelConfig {
     }
 }
 
-/// Counters, logged when the channel closes and served by the admin socket.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ChannelStats {
-    /// SRP_CMDs received.
-    pub commands: u64,
-    /// Commands that carried immediate data.
-    pub immediate: u64,
-    /// Commands with an indirect descriptor table.
-    pub indirect: u64,
-    /// Indirect tables that did not fit in the IU and were fetched by RDMA READ.
-    pub external_tables: u64,
-    /// Commands answered TASK SET FULL (initiator exceeded its credits).
-    pub task_set_full: u64,
-    /// Task management requests.
-    pub task_mgmt: u64,
-    /// Commands aborted by task management or disconnect.
-    pub aborted: u64,
-    /// Bytes fetched from the initiator (RDMA READ, data only).
-    pub bytes_out: u64,
-    /// Bytes sent to the initiator (RDMA WRITE).
-    pub bytes_in: u64,
-    /// Commands that moved data with zero copies to a RAM backstore.
-    pub zero_copy: u64,
-    /// SRP_CRED_REQs sent.
-    pub cred_reqs: u64,
-    /// IUs rejected as malformed or of an unexpected type.
-    pub protocol_errors: u64,
-}
-
-impl std::ops::AddAssign<&ChannelStats> for ChannelStats {
-    fn add_assign(&mut self, o: &ChannelStats) {
-        let ChannelStats {
-            commands,
-            immediate,
-            indirect,
-            external_tables,
-            task_set_full,
-            task_mgmt,
-            aborted,
-            bytes_out,
-            bytes_in,
-            zero_copy,
-            cred_reqs,
-            protocol_errors,
-        } = o;
-        self.commands += commands;
-        self.immediate += immediate;
-        self.indirect += indirect;
-        self.external_tables += external_tables;
-        self.task_set_full += task_set_full;
-        self.task_mgmt += task_mgmt;
-        self.aborted += aborted;
-        self.bytes_out += bytes_out;
-        self.bytes_in += bytes_in;
-        self.zero_copy += zero_copy;
-        self.cred_reqs += cred_reqs;
-        self.protocol_errors += protocol_errors;
-    }
-}
+pub use super::accounting::ChannelStats;
 
 /// How long a drain waits, once the send queue is drained, for the flush
 /// completions of receives still posted to the channel's own receive queue.
@@ -242,6 +185,11 @@ pub struct Channel {
     pub(super) target_iu_busy: u8,
     pub(super) cred_req_outstanding: bool,
     pub(super) stats: ChannelStats,
+    /// Figures per LUN addressed (`proto::accounting`).
+    pub(super) luns: LunStats,
+    /// The driver's clock, in ticks of `tick_scale`.
+    pub(super) clock: u64,
+    pub(super) tick_scale: TickScale,
 }
 
 /// What the driver needs to run a SCSI command.
@@ -418,6 +366,9 @@ impl Channel {
             cred_req_outstanding: false,
             resuming: None,
             stats: ChannelStats::default(),
+            luns: LunStats::default(),
+            clock: 0,
+            tick_scale: TickScale::default(),
         })
     }
 
@@ -653,19 +604,21 @@ impl Channel {
         // 5.6).
         let preempted =
             done.status == ScsiStatus::TASK_ABORTED || c.scsi.is_some_and(|s| self.nexus.is_aborted(&s));
-        if preempted && !c.aborted {
-            self.stats.aborted += 1;
-        }
-        if c.aborted || preempted || matches!(self.state, ChannelState::Draining(_) | ChannelState::Drained) {
-            self.finish_silently(id);
-            self.after_event();
-            return;
-        }
+        let aborted = c.aborted;
         let t = &c.transfer;
         let produced = match t.buffer {
             DataBuffer::Backstore { .. } => t.expected_len,
             _ => done.data_in_len.min(t.expected_len),
         };
+        let draining = matches!(self.state, ChannelState::Draining(_) | ChannelState::Drained);
+        if (preempted || draining) && !aborted {
+            self.count(id, |s| s.aborted += 1);
+        }
+        if aborted || preempted || draining {
+            self.finish_silently(id);
+            self.after_event();
+            return;
+        }
         self.complete_scsi(id, done.status, done.sense, produced);
         self.step(id);
         self.after_event();
@@ -757,7 +710,9 @@ impl Channel {
             .map(|(i, c)| (i, c.is_task_mgmt))
             .collect();
         for (id, is_task_mgmt) in ended {
-            self.stats.aborted += u64::from(!is_task_mgmt);
+            if !is_task_mgmt {
+                self.count(id, |s| s.aborted += 1);
+            }
             self.release(id);
         }
         self.maybe_closed();
@@ -777,11 +732,13 @@ impl Channel {
     fn new_command(&mut self, slot: u32, tag: Tag, credit: bool) -> CmdId {
         self.gen = self.gen.next();
         self.slots_held += 1;
-        self.cmds.insert(self.gen, slot, tag, credit)
+        let id = self.cmds.insert(self.gen, slot, tag, credit);
+        self.count_entered(id);
+        id
     }
 
     fn on_cmd(&mut self, slot: u32, len: u32) {
-        self.stats.commands += 1;
+        self.stats.io.commands += 1;
         let off = self.recv_slot_offset(slot);
         let imm_data_offset = self.cfg.imm_data_offset;
         // Parse inside the borrow and keep only plain values.
@@ -857,8 +814,13 @@ impl Channel {
         // opcode, LBA out of range, unit attention) end the command here.
         let (scsi, plan) = match self.nexus.plan_command(iu.lun, iu.cdb.as_bytes()) {
             Ok(p) => p,
-            Err(sense) => return self.check_condition(id, sense),
+            Err(sense) => {
+                self.count_command_lun(id, iu.lun, Some(&sense));
+                return self.check_condition(id, sense);
+            }
         };
+        self.count_command_lun(id, iu.lun, None);
+        self.count_direction(id, plan.dir);
         if plan.len > self.cfg.max_transfer {
             return self.check_condition(id, Sense::invalid_field_in_cdb());
         }
@@ -930,7 +892,7 @@ impl Channel {
     }
 
     fn on_tsk_mgmt(&mut self, slot: u32, len: u32) {
-        self.stats.task_mgmt += 1;
+        self.stats.io.task_mgmt += 1;
         let off = self.recv_slot_offset(slot);
         let parsed = self.recv.with_bytes(off as usize, len as usize, |b| {
             TaskMgmt::parse(b).map(|t| (t.tag, t.lun, t.function, t.task_tag))
@@ -951,6 +913,7 @@ impl Channel {
             c.lun = lun;
             c.state = CommandState::TaskMgmtWait { pending: 0 };
         }
+        self.count_task_mgmt_lun(id, lun);
         let is_target = |i: CmdId, c: &Command| i != id && !c.is_task_mgmt && c.lun == lun;
         let code = if !credit {
             self.stats.task_set_full += 1;
@@ -1021,6 +984,7 @@ impl Channel {
     /// Frees a command whose response send completed (its receive slot was
     /// reposted when the response was posted).
     fn free_command(&mut self, id: CmdId) {
+        self.count_answered(id);
         self.remove_command(id);
         self.maybe_closed();
     }

@@ -194,6 +194,10 @@ pub(super) struct Command {
     pub(super) recv_slot: u32,
     pub(super) tag: Tag,
     pub(super) lun: [u8; 8],
+    /// The clock when the request arrived (`Channel::set_clock`).
+    pub(super) arrived: u64,
+    /// Its LUN's slot in the channel's `LunStats`, once known.
+    pub(super) stats_slot: Option<u16>,
     pub(super) cdb: Cdb,
     /// The CDB decoded by the SCSI layer, once planned.
     pub(super) scsi: Option<ScsiCommand>,
@@ -230,6 +234,8 @@ impl Command {
             recv_slot,
             tag,
             lun: [0; 8],
+            arrived: 0,
+            stats_slot: None,
             cdb: Cdb::EMPTY,
             scsi: None,
             is_task_mgmt: false,
@@ -250,6 +256,8 @@ impl Command {
         self.recv_slot = recv_slot;
         self.tag = tag;
         self.lun = [0; 8];
+        self.arrived = 0;
+        self.stats_slot = None;
         self.scsi = None;
         self.is_task_mgmt = false;
         self.holds_credit = holds_credit;
@@ -473,14 +481,20 @@ impl Channel {
             return Flow::Wait;
         };
         let t = &c.transfer;
-        c.state = if t.dir == DataDir::Out && !t.descriptors.is_immediate() && t.expected_len > 0 {
+        let immediate = t.dir == DataDir::Out && t.descriptors.is_immediate();
+        let len = u64::from(t.expected_len);
+        c.state = if t.dir == DataDir::Out && !immediate && len > 0 {
             CommandState::Reading {
-                cursor: TransferCursor::new(t.expected_len as u64),
+                cursor: TransferCursor::new(len),
                 batches: 0,
             }
         } else {
             CommandState::ReadyToExecute
         };
+        if immediate {
+            // The data came in the IU.
+            self.count(id, |s| s.bytes_out += len);
+        }
         Flow::Continue
     }
 
@@ -536,7 +550,7 @@ impl Channel {
             // since the command was planned still takes its response away
             // (SPC-4 5.13.11.5; TAS = 0).
             if c.scsi.is_some_and(|s| self.nexus.is_aborted(&s)) {
-                self.stats.aborted += 1;
+                self.count(id, |s| s.aborted += 1);
                 self.finish_silently(id);
                 return Flow::Done;
             }
@@ -561,7 +575,8 @@ impl Channel {
         if remaining < free {
             // All remaining WRITEs plus the response in one chain.
             let (n, cursor) = self.post_rdma(id, WrOpcode::RdmaWrite, cursor, remaining, true);
-            self.stats.bytes_in += cursor.total;
+            let total = cursor.total;
+            self.count(id, |s| s.bytes_in += total);
             self.set_state(
                 id,
                 CommandState::Respond {
@@ -598,6 +613,7 @@ impl Channel {
         if credit {
             self.credits.on_release();
         }
+        self.count_response(id);
         let len = self.build_rsp(id);
         let Some(c) = self.cmds.get_mut(id) else {
             return Flow::Wait;
@@ -681,8 +697,9 @@ impl Channel {
                 self.finish_silently(id);
             }
         } else if batches == 0 && cursor.is_done() {
-            self.stats.bytes_out += cursor.total;
             c.state = CommandState::ReadyToExecute;
+            let total = cursor.total;
+            self.count(id, |s| s.bytes_out += total);
             self.step(id);
         }
     }
@@ -793,8 +810,11 @@ impl Channel {
             self.wait_for_aborted(t, tmf);
             return;
         }
-        self.stats.aborted += 1;
         c.aborted = true;
+        self.count(t, |s| s.aborted += 1);
+        let Some(c) = self.cmds.get_mut(t) else {
+            return;
+        };
         if has_work_in_flight(&c.state) {
             c.abort_waiter = Some(tmf);
             self.add_pending(tmf);
@@ -898,6 +918,8 @@ impl Channel {
     /// Removes a command from the channel and its wait queue and returns
     /// its pool extents; says what else releasing it involves.
     pub(super) fn remove_command(&mut self, id: CmdId) -> Option<Removed> {
+        self.cmds.get(id)?;
+        self.count_left(id);
         let c = self.cmds.get_mut(id)?;
         if let Some(r) = c.queued_for {
             self.waiters.remove(r, id);

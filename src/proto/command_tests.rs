@@ -278,7 +278,7 @@ fn reading_posts_batches_within_the_read_depth() {
     assert!(matches!(state(&ch, 0), CommandState::Reading { batches: 1, cursor } if cursor.is_done()));
     assert_eq!(queued(&ch, 0), None);
     complete(&mut ch, &b2[1]);
-    assert_eq!(ch.stats().bytes_out, 2048);
+    assert_eq!(ch.stats().io.bytes_out, 2048);
     assert_eq!(
         sends(&actions(&mut ch)).iter().map(kind).collect::<Vec<_>>(),
         vec![WrKind::Response]
@@ -338,7 +338,7 @@ fn writing_waits_for_send_slots() {
     let rsp = sends(&actions(&mut ch));
     assert_eq!(rsp.iter().map(kind).collect::<Vec<_>>(), vec![WrKind::Response]);
     assert_eq!(WrId::decode(rsp[0].wr_id).unwrap().count, 1);
-    assert_eq!(ch.stats().bytes_in, 2048);
+    assert_eq!(ch.stats().io.bytes_in, 2048);
 }
 
 #[test]
@@ -388,7 +388,7 @@ fn task_mgmt_waits_for_an_executing_command() {
     assert_eq!(rsp.len(), 1);
     assert_eq!(WrId::decode(rsp[0].wr_id).unwrap().index, 1);
     assert_eq!(ch.cmds[1].response.rsp_code, Some(Rsp::TM_COMPLETE));
-    assert_eq!(ch.stats().aborted, 1);
+    assert_eq!(ch.stats().io.aborted, 1);
 }
 
 #[test]

@@ -8,7 +8,9 @@
 //! - `command`: the per-command state machine and its wait queues.
 //! - `request`: what the channel keeps of an SRP_CMD.
 //! - [`credits`], [`login`], [`pool`]: flow control, login, buffer pools.
+//! - [`stats`], `accounting`: what channels count, per channel and per LUN.
 
+mod accounting;
 pub mod action;
 pub mod channel;
 mod command;
@@ -16,6 +18,7 @@ pub mod credits;
 pub mod login;
 pub mod pool;
 mod request;
+pub mod stats;
 mod table;
 
 pub use action::{Action, CmdId, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
@@ -26,3 +29,4 @@ pub use channel::{
 pub use credits::Credits;
 pub use login::{negotiate, Accepted, LoginLimits, MultiChannel, TargetPortId};
 pub use request::MAX_CDB;
+pub use stats::{IoStats, LatencyHistogram, LunStats, StatusCounts, TickScale};

@@ -4,6 +4,11 @@
 #  1. status, luns, sessions and stats answer; sessions shows both I_T
 #     nexuses (the second from initiator_ext=1) with their channels; the
 #     counters move with the I/O.
+#  1b. Statistics: per LUN and per channel, and the Prometheus text of
+#     the metrics listener (--metrics), move with the I/O (fio on one LUN,
+#     dd writes and reads on the other) between two reads; each latency
+#     histogram counts the commands answered; other paths get 404, other
+#     methods 405.
 #  2. `srptd ctl logout` of the second nexus logs its channels out
 #     (SRP_T_LOGOUT, then DREQ): ib_srp reports the target logout and, as
 #     its transport does after any disconnect, logs in again after its
@@ -12,6 +17,7 @@
 #     malformed JSON, an unknown method, a wrong parameter type, an unknown
 #     parameter, a session that does not exist; the socket is mode 0600 and
 #     a non-root user cannot connect.
+#     The target's totals do not go back when those channels close.
 #  4. SIGTERM: srptd exits 0 and removes its socket.
 set -euo pipefail
 . "$REPO/tests/vm/lib.sh"
@@ -38,7 +44,9 @@ PY
 }
 
 rxe_setup
-srptd_start --lun ram:64M --lun ram:32M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY --admin-socket "$SOCK"
+METRICS=127.0.0.1:9469
+srptd_start --lun ram:64M --lun ram:32M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY --admin-socket "$SOCK" \
+    --metrics "$METRICS"
 [ "$(stat -c %a "$SOCK")" = 600 ] || vm_die "admin socket mode $(stat -c %a "$SOCK"), expected 600"
 [ "$(stat -c %a "$(dirname "$SOCK")")" = 700 ] || vm_die "admin socket directory not 0700"
 
@@ -69,6 +77,61 @@ c2=$(ctl stats --json | jq '.total.commands')
 ctl stats >&2
 vm_log "status, luns, sessions, stats: OK (commands $c1 -> $c2)"
 
+# 1b. statistics per LUN and channel, and the Prometheus text, under fio
+# metric NAME LABELS: one sample's value from the exposition text.
+metric() {
+    curl -sf "http://$METRICS/metrics" | awk -v n="$1$2" '$1 == n { print $2; found = 1 } END { exit !found }'
+}
+# Answered commands of a set of figures: the histogram counts each once;
+# the rest are in progress, aborted or refused before they had a context.
+consistent='(.latency.count <= .commands) and (.commands - .latency.count <= .queue_depth + .aborted + (.protocol_errors // 0))'
+# fio runs on whichever LUN ib_srp's first disk is; dd takes the other.
+fio_lun=$(basename "$(readlink -f "/sys/block/${a0#/dev/}/device")")
+L=$((1 - ${fio_lun##*:}))
+lun_dev=$(srp_lun_dev "$L")
+vm_log "fio on $a0 (LUN ${fio_lun##*:}), dd on $lun_dev (LUN $L)"
+s1=$(ctl stats --json)
+m1=$(metric srptd_lun_commands_total "{lun=\"$L\"}") || vm_die "no srptd_lun_commands_total for LUN $L"
+h1=$(metric srptd_lun_latency_seconds_count "{lun=\"$L\"}") || vm_die "no latency histogram for LUN $L"
+t1=$(metric srptd_target_commands_total '')
+dd if=/dev/zero of="$lun_dev" bs=64k count=32 seek=64 oflag=direct 2>/dev/null || vm_die "dd write to $lun_dev"
+dd if=/dev/zero of="$lun_dev" bs=4k count=64 seek=2048 oflag=direct 2>/dev/null || vm_die "dd write to $lun_dev"
+dd if="$lun_dev" of=/dev/null bs=64k count=32 skip=64 iflag=direct 2>/dev/null || vm_die "dd read of $lun_dev"
+s2=$(ctl stats --json)
+m2=$(metric srptd_lun_commands_total "{lun=\"$L\"}")
+h2=$(metric srptd_lun_latency_seconds_count "{lun=\"$L\"}")
+t2=$(metric srptd_target_commands_total '')
+inf=$(metric srptd_lun_latency_seconds_bucket "{lun=\"$L\",le=\"+Inf\"}")
+for f in commands writes reads bytes_out bytes_in latency.count; do
+    a=$(echo "$s1" | jq ".luns[] | select(.lun == $L) | .$f")
+    b=$(echo "$s2" | jq ".luns[] | select(.lun == $L) | .$f")
+    [ "$b" -gt "$a" ] || vm_die "LUN $L $f did not move with dd: $a -> $b"
+done
+# 2 MiB written by RDMA READ, 256 KiB as immediate data; 2 MiB read.
+d_out=$(jq -n --argjson L "$L" --argjson a "$s1" --argjson b "$s2" '[$a, $b] | map(.luns[] | select(.lun == $L) | .bytes_out) | .[1] - .[0]')
+d_in=$(jq -n --argjson L "$L" --argjson a "$s1" --argjson b "$s2" '[$a, $b] | map(.luns[] | select(.lun == $L) | .bytes_in) | .[1] - .[0]')
+[ "$d_out" -ge $((2048 * 1024 + 256 * 1024)) ] || vm_die "LUN $L bytes_out moved by $d_out, expected at least 2.25 MiB"
+[ "$d_in" -ge $((2048 * 1024)) ] || vm_die "LUN $L bytes_in moved by $d_in, expected at least 2 MiB"
+[ "${t2%.*}" -gt "${t1%.*}" ] || vm_die "srptd_target_commands_total did not move: $t1 -> $t2"
+echo "$s2" | jq -e ".total | $consistent" >/dev/null || vm_die "target latency count vs commands: $(echo "$s2" | jq -c .total)"
+echo "$s2" | jq -e ".luns | all(.[]; $consistent)" >/dev/null ||
+    vm_die "LUN latency counts vs commands: $(echo "$s2" | jq -c '.luns')"
+echo "$s2" | jq -e '(.channels | length) == 4 and all(.channels[]; (.initiator | length) == 32 and (.stats.latency.buckets | length) == 24)' >/dev/null ||
+    vm_die "per-channel figures: $(echo "$s2" | jq -c '.channels')"
+echo "$s2" | jq -e '.luns | map(.lun) == [0, 1]' >/dev/null || vm_die "LUNs with figures: $(echo "$s2" | jq -c '.luns | map(.lun)')"
+[ "${m2%.*}" -gt "${m1%.*}" ] || vm_die "srptd_lun_commands_total did not move: $m1 -> $m2"
+[ "${h2%.*}" -gt "${h1%.*}" ] || vm_die "srptd_lun_latency_seconds_count did not move: $h1 -> $h2"
+[ "$inf" = "$h2" ] || vm_die "the +Inf bucket ($inf) is not the histogram count ($h2)"
+text=$(curl -sf "http://$METRICS/metrics") || vm_die "GET /metrics failed"
+grep -q '^srptd_channel_commands_total{channel="[0-9]*",initiator="[0-9a-f]\{32\}"' <<<"$text" ||
+    vm_die "no per-channel series with an initiator label"
+ctype=$(curl -s -o /dev/null -w '%{content_type}' "http://$METRICS/metrics")
+[[ $ctype == *version=0.0.4* ]] || vm_die "content type: $ctype"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$METRICS/other")" = 404 ] || vm_die "no 404 for another path"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$METRICS/metrics")" = 405 ] || vm_die "no 405 for POST"
+ctl stats >&2
+vm_log "stats per LUN and channel and Prometheus text move with the I/O (LUN $L commands $m1 -> $m2, histogram $h1 -> $h2)"
+
 # 3. bad input (while both sessions are up)
 expect_error() {
     local line=$1 code=$2 text=$3 r
@@ -95,6 +158,7 @@ esac
 vm_log "bad input refused, nothing changed; non-root user kept out"
 
 # 2. log the second nexus out
+before_logout=$(ctl stats --json | jq '.total.commands')
 h_b=${port_b#port-}; h_b=${h_b%%:*}
 old_keys=$(ctl sessions --json | jq -c --arg i "$ini_b" '[.[] | select(.initiator == $i) | .channels[].key] | sort')
 ctl logout "$ini_b" >&2
@@ -109,6 +173,10 @@ _b_on_new_channels() {
 wait_until 60 _b_on_new_channels ||
     vm_die "the second nexus is not on new channels after ctl logout: before $old_keys, now $(ctl sessions --json)"
 ctl status --json | jq -e '.sessions == 2' >/dev/null || vm_die "after logout and re-login: $(ctl status --json)"
+after_logout=$(ctl stats --json | jq '.total.commands')
+[ "$after_logout" -ge "$before_logout" ] ||
+    vm_die "closed channels' commands vanished from the totals: $before_logout -> $after_logout"
+ctl stats --json | jq -e '.closed_channels.commands > 0' >/dev/null || vm_die "no closed channels' totals after the logout"
 wait "$fio_pid" || vm_die "fio on the first nexus failed"
 vm_log "ctl logout: second nexus logged out (old channels $old_keys freed, logged in again), first nexus's fio clean"
 
