@@ -542,6 +542,7 @@ pub fn reservation_class(cmd: &Cmd) -> CommandClass {
         // 13 allows only START = 1 with POWER CONDITION 0h).
         Cmd::Write { .. }
         | Cmd::WriteAndVerify { .. }
+        | Cmd::CompareAndWrite { .. }
         | Cmd::WriteSame { .. }
         | Cmd::Unmap { .. }
         | Cmd::SyncCache { .. }
@@ -878,6 +879,7 @@ impl Nexus {
                 Cmd::Read { .. }
                     | Cmd::Write { .. }
                     | Cmd::WriteAndVerify { .. }
+                    | Cmd::CompareAndWrite { .. }
                     | Cmd::Verify { .. }
                     | Cmd::SyncCache { .. }
                     | Cmd::WriteSame { .. }
@@ -905,6 +907,7 @@ impl Nexus {
                         | op::WRITE_10
                         | op::WRITE_12
                         | op::WRITE_16
+                        | op::COMPARE_AND_WRITE
                         | op::VERIFY_10
                         | op::VERIFY_16
                         | op::SYNCHRONIZE_CACHE_10

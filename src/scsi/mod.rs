@@ -18,6 +18,7 @@
 
 pub mod aptpl;
 pub mod backstore;
+pub mod caw;
 pub mod cdb;
 pub mod disk;
 pub mod lun;
@@ -155,3 +156,6 @@ impl From<Result<u32, Sense>> for Completion {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod caw_tests;
