@@ -304,6 +304,14 @@ fn pr_seeds(s: &mut Seeds) {
     s.insert("pr/raw_malformed".into(), raw);
 }
 
+/// COMPARE AND WRITE (SBC-3 5.2) of `nlb` blocks at `lba`.
+fn caw16(lba: u64, nlb: u8) -> Vec<u8> {
+    let mut c = vec![0x89, 0];
+    c.extend(lba.to_be_bytes());
+    c.extend([0, 0, 0, nlb, 0, 0]);
+    c
+}
+
 fn generate() -> Seeds {
     let mut s = Seeds::new();
     let cmds = commands();
@@ -350,6 +358,7 @@ fn generate() -> Seeds {
         ("mode_sense10", vec![0x5a, 0, 0x3f, 0, 0, 0, 0, 0x10, 0, 0]),
         ("report_luns", vec![0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]),
         ("read16", rw16(0x88, 8, 8).to_vec()),
+        ("compare_and_write", caw16(8, 1)),
     ] {
         let mut b = vec![0];
         b.extend(cdb);
@@ -393,6 +402,21 @@ fn generate() -> Seeds {
             vec![],
         ),
         ("write16_4k", 1, rw16(0x8a, 3, 1).to_vec(), pattern(16, 5)),
+        // Verify data zeros (what an untouched LUN holds), write data a
+        // pattern. The target takes the LUN as the selector byte modulo 6:
+        // 4 | 0x80 is LUN 0 (RAM, 512), 0x80 LUN 4 (file, 4096).
+        (
+            "compare_and_write_lun0",
+            4,
+            caw16(40, 1),
+            [vec![0; 512], pattern(512, 6)].concat(),
+        ),
+        (
+            "compare_and_write_file4k",
+            0,
+            caw16(2, 1),
+            [vec![0; 4096], pattern(4096, 7)].concat(),
+        ),
     ] {
         let mut b = vec![lun | 0x80, (cdb.len() - 6) as u8];
         b.extend(cdb);

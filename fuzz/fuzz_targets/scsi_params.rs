@@ -1,6 +1,6 @@
 //! CDBs of every supported opcode, with data-out (write data and the
 //! parameter lists of MODE SELECT, UNMAP, WRITE SAME, VERIFY, WRITE AND
-//! VERIFY, PERSISTENT RESERVE OUT) under fuzzer
+//! VERIFY, COMPARE AND WRITE, PERSISTENT RESERVE OUT) under fuzzer
 //! control, on five LUNs: RAM 512-byte blocks (shadowed), RAM 4 KiB blocks,
 //! a read-only RAM LUN, a sparse file LUN beyond 2^32 blocks and a file LUN
 //! with 4 KiB blocks.
@@ -10,7 +10,9 @@
 //! reservation command; a read-only LUN never changes and
 //! never accepts a write; on the shadowed LUN a CHECK CONDITION changes
 //! nothing, a GOOD READ returns the shadow, a GOOD VERIFY with BYTCHK=1
-//! matched it, a GOOD WRITE or WRITE AND VERIFY stores exactly its data, WRITE SAME and UNMAP
+//! matched it, a GOOD WRITE or WRITE AND VERIFY stores exactly its data, a
+//! GOOD COMPARE AND WRITE matched its verify half and stores its write
+//! half (a miscompare is a CHECK CONDITION: nothing changes), WRITE SAME and UNMAP
 //! change only the blocks they name, and every other command changes
 //! nothing.
 #![no_main]
@@ -98,10 +100,10 @@ fn world() -> &'static World {
 }
 
 /// Opcodes the fuzzer's first CDB byte is mapped onto (plus any byte).
-const OPCODES: [u8; 36] = [
+const OPCODES: [u8; 37] = [
     0x00, 0x03, 0x08, 0x0a, 0x12, 0x15, 0x1a, 0x1b, 0x25, 0x28, 0x2a, 0x2f, 0x35, 0x41, 0x42, 0x55, 0x5a,
     0x88, 0x8a, 0x8f, 0x91, 0x93, 0x9e, 0xa0, 0xa3, 0xa8, 0xaa, 0x2e, 0x8e, 0xae, 0x16, 0x17, 0x56, 0x57,
-    0x5e, 0x5f,
+    0x5e, 0x5f, 0x89,
 ];
 
 /// Reservation commands: the only ones that may meet RESERVATION CONFLICT
@@ -123,6 +125,7 @@ fn lba_len(cdb: &[u8]) -> Option<(u64, u64)> {
         0x28 | 0x2a | 0x2e | 0x2f | 0x41 => (g(2..6)?, g(7..9)?),
         0xa8 | 0xaa | 0xae => (g(2..6)?, g(6..10)?),
         0x88 | 0x8a | 0x8e | 0x8f | 0x93 => (g(2..10)?, g(10..14)?),
+        0x89 => (g(2..10)?, g(13..14)?),
         _ => return None,
     })
 }
@@ -228,7 +231,7 @@ fuzz_target!(|input: &[u8]| {
     }
     let good = done.status == ScsiStatus::GOOD;
     let op = cdb[0];
-    let writes = matches!(op, 0x0a | 0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e | 0x41 | 0x93 | 0x42);
+    let writes = matches!(op, 0x0a | 0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e | 0x41 | 0x93 | 0x42 | 0x89);
     if lun_no == 2 {
         assert!(!(good && writes), "read-only LUN accepted {op:#x}");
         assert_eq!(ro_before, Some(false));
@@ -274,6 +277,18 @@ fuzz_target!(|input: &[u8]| {
             shadow[lo..hi].copy_from_slice(&data);
             if let Some(at) = differs(now, shadow) {
                 panic!("GOOD WRITE lba {lba} n {n}: LUN differs from what was written at byte {at}");
+            }
+        }
+        // COMPARE AND WRITE: the verify half matched what was there.
+        0x89 => {
+            let (lba, n) = lba_len(&cdb).unwrap();
+            let (lo, hi) = (lba as usize * bs, (lba + n) as usize * bs);
+            assert_eq!(data.len(), 2 * (hi - lo), "COMPARE AND WRITE transfer length");
+            let (verify, write) = data.split_at(hi - lo);
+            assert!(verify == &shadow[lo..hi], "GOOD COMPARE AND WRITE of verify data that differs");
+            shadow[lo..hi].copy_from_slice(write);
+            if let Some(at) = differs(now, shadow) {
+                panic!("GOOD COMPARE AND WRITE lba {lba} n {n}: LUN differs from the write data at byte {at}");
             }
         }
         0x41 | 0x93 => {

@@ -32,6 +32,7 @@ pub mod op {
     pub const PERSISTENT_RESERVE_IN: u8 = 0x5e;
     pub const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
     pub const READ_16: u8 = 0x88;
+    pub const COMPARE_AND_WRITE: u8 = 0x89;
     pub const WRITE_16: u8 = 0x8a;
     pub const WRITE_AND_VERIFY_16: u8 = 0x8e;
     pub const VERIFY_16: u8 = 0x8f;
@@ -190,6 +191,15 @@ pub static COMMANDS: &[CmdInfo] = &[
         op::READ_16,
         &[
             0x88, 0x1a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0,
+        ],
+    ),
+    // SBC-3 5.2 table 13: WRPROTECT must be zero (no protection
+    // information); DPO, FUA, FUA_NV accepted; NUMBER OF LOGICAL BLOCKS in
+    // byte 13, GROUP NUMBER in byte 14.
+    c(
+        op::COMPARE_AND_WRITE,
+        &[
+            0x89, 0x1a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0xff, 0x1f, 0,
         ],
     ),
     c(
@@ -380,6 +390,13 @@ pub enum Cmd {
         blocks: u32,
         bytchk: u8,
     },
+    /// COMPARE AND WRITE (SBC-3 5.2): data-out is `blocks` blocks of
+    /// verify data, then `blocks` blocks of write data.
+    CompareAndWrite {
+        lba: u64,
+        blocks: u32,
+        fua: bool,
+    },
     SyncCache {
         lba: u64,
         blocks: u32,
@@ -509,6 +526,11 @@ impl Cmd {
                     bytchk: (b[1] >> 1) & 3,
                 }
             }
+            (op::COMPARE_AND_WRITE, _) => Cmd::CompareAndWrite {
+                lba: be64(&b[2..]),
+                blocks: u32::from(b[13]),
+                fua: b[1] & 0x08 != 0,
+            },
             (op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16, _) => {
                 let (lba, blocks) = lba_len(info.opcode, b);
                 Cmd::SyncCache { lba, blocks }

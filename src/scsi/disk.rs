@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::backstore::Backstore;
+use super::caw::CawLock;
 use super::cdb::{self, be16, be32, be64, Cmd};
 use super::sense::Sense;
 use super::{DataDir, DirectIo, Plan};
@@ -50,6 +51,7 @@ pub struct Disk {
     max_ws_blocks: u32,
     /// Logical block provisioning is offered (LBPME, UNMAP; SBC-3 4.7).
     thin: bool,
+    caw: CawLock,
 }
 
 /// Copies as much of `bytes` as fits in `len` into `data[off..]`; returns
@@ -99,6 +101,7 @@ impl Disk {
         let max_ws_blocks = ws_limit.min(store.num_blocks()).min(u64::from(u32::MAX)) as u32;
         Disk {
             thin: store.thin_provisioned(),
+            caw: CawLock::new(bs, max_xfer_blocks),
             store,
             serial,
             naa,
@@ -242,9 +245,14 @@ impl Disk {
                 self.range(lba, u64::from(blocks))?;
                 let len = self.xfer(blocks, len_byte(7, 10))?;
                 Plan {
-                    direct: self.direct(lba, len),
+                    direct: self.direct(lba, len).filter(|_| self.caw.zero_copy_writes()),
                     ..Plan::new(DataDir::Out, len)
                 }
+            }
+            Cmd::CompareAndWrite { lba, blocks, .. } => {
+                self.writable()?;
+                self.range(lba, u64::from(blocks))?;
+                self.caw.plan(blocks)?
             }
             Cmd::WriteAndVerify { lba, blocks, bytchk } => {
                 // SBC-3 5.43 table 91: BYTCHK 00b write then verify the
@@ -348,6 +356,8 @@ impl Disk {
             return Err(Sense::invalid_field_in_command_iu());
         }
         let bs = self.bs() as usize;
+        // Kept apart from a running COMPARE AND WRITE (caw.rs).
+        let _held = self.caw.hold_for(cmd);
         match *cmd {
             Cmd::TestUnitReady | Cmd::StartStopUnit => Ok(0),
             Cmd::RequestSense { .. } | Cmd::ReportLuns { .. } => Ok(0),
@@ -430,6 +440,10 @@ impl Disk {
                 if bytchk == 1 {
                     self.compare(lba, data, off, n)?;
                 }
+                Ok(0)
+            }
+            Cmd::CompareAndWrite { lba, blocks, fua } => {
+                self.caw.execute(&*self.store, lba, blocks, fua, data, off)?;
                 Ok(0)
             }
             Cmd::Verify { lba, blocks, bytchk } => {
@@ -526,6 +540,7 @@ impl Disk {
             0xb0 => {
                 d.resize(64, 0);
                 d[4] = 0x01; // WSNZ
+                d[5] = self.caw.max_blocks() as u8; // MAXIMUM COMPARE AND WRITE LENGTH
                 let gran = (4096 / self.bs()).max(1);
                 d[6..8].copy_from_slice(&(gran as u16).to_be_bytes()); // OPTIMAL TRANSFER LENGTH GRANULARITY
                 d[8..12].copy_from_slice(&self.max_xfer_blocks.to_be_bytes());
@@ -864,7 +879,7 @@ impl Disk {
 /// Sense for a failed backstore I/O (SBC-3 4.15: MEDIUM ERROR with the LBA
 /// in INFORMATION). A full file system is SPACE ALLOCATION FAILED WRITE
 /// PROTECT (SBC-3 4.7.3.6).
-fn io_sense(e: &std::io::Error, write: bool, lba: u64) -> Sense {
+pub(super) fn io_sense(e: &std::io::Error, write: bool, lba: u64) -> Sense {
     tracing::warn!(
         "backstore {} error at LBA {lba}: {e}",
         if write { "write" } else { "read" }

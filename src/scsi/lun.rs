@@ -559,6 +559,7 @@ pub fn reservation_class(cmd: &Cmd) -> CommandClass {
         // 13 allows only START = 1 with POWER CONDITION 0h).
         Cmd::Write { .. }
         | Cmd::WriteAndVerify { .. }
+        | Cmd::CompareAndWrite { .. }
         | Cmd::WriteSame { .. }
         | Cmd::Unmap { .. }
         | Cmd::SyncCache { .. }
@@ -603,7 +604,11 @@ impl Nexus {
     fn check_write_protect(&self, m: &Mapped, cmd: &Cmd) -> Result<(), Sense> {
         let writes = matches!(
             cmd,
-            Cmd::Write { .. } | Cmd::WriteAndVerify { .. } | Cmd::WriteSame { .. } | Cmd::Unmap { .. }
+            Cmd::Write { .. }
+                | Cmd::WriteAndVerify { .. }
+                | Cmd::WriteSame { .. }
+                | Cmd::Unmap { .. }
+                | Cmd::CompareAndWrite { .. }
         );
         if writes && !m.read_only_for.is_empty() && m.read_only_for.contains(&self.ini) {
             return Err(Sense::write_protected());
@@ -936,6 +941,7 @@ impl Nexus {
                 Cmd::Read { .. }
                     | Cmd::Write { .. }
                     | Cmd::WriteAndVerify { .. }
+                    | Cmd::CompareAndWrite { .. }
                     | Cmd::Verify { .. }
                     | Cmd::SyncCache { .. }
                     | Cmd::WriteSame { .. }
@@ -965,6 +971,7 @@ impl Nexus {
                         | op::WRITE_10
                         | op::WRITE_12
                         | op::WRITE_16
+                        | op::COMPARE_AND_WRITE
                         | op::VERIFY_10
                         | op::VERIFY_16
                         | op::SYNCHRONIZE_CACHE_10

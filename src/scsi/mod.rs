@@ -18,6 +18,7 @@
 
 pub mod aptpl;
 pub mod backstore;
+pub mod caw;
 pub mod cdb;
 pub mod disk;
 pub mod live;
@@ -161,3 +162,6 @@ impl From<Result<u32, Sense>> for Completion {
 mod live_tests;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod caw_tests;

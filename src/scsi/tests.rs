@@ -1089,7 +1089,7 @@ fn request_sense_start_stop_and_unknown() {
         0x7f,
         0xc0,
         0xff,
-        0x89,
+        0x8c,
         0xa0 + 0x0f,
     ] {
         let mut cdb = [0u8; 16];

@@ -14,7 +14,11 @@
 #      a bad TYPE and SCOPE) gets its sense and leaves PRgeneration alone;
 #   5. APTPL: registrations and a reservation, srptd killed (SIGKILL) and
 #      started again: the state is back and still enforced;
-#   6. a corrupted state file: srptd refuses to start and names the file.
+#   6. a corrupted state file: srptd refuses to start and names the file;
+#   7. COMPARE AND WRITE (sg_compare_and_write): the block limits VPD's
+#      maximum length, a match writes (seen from the other nexus), a
+#      miscompare (exit status 14) reports MISCOMPARE with the offset of
+#      the first differing byte and writes nothing.
 #
 # Usage (host): scripts/vm-run.sh tests/vm/srptd-pr.sh
 # vm-timeout: 600
@@ -200,5 +204,33 @@ grep -q 'checksum mismatch' "$W/corrupt.log" && grep -qF "${files[0]}" "$W/corru
     vm_die "the error does not name the file and the problem"
 rm -f "${files[0]}"
 srptd_start "${ARGS[@]}"
+login_both
+
+vm_log "7. COMPARE AND WRITE"
+bl=$(ok sg_vpd -p bl "$D1")
+grep -qi 'maximum compare and write length: *255' <<<"$bl" || { echo "$bl" >&2; vm_die "MAXIMUM COMPARE AND WRITE LENGTH"; }
+read64() { sg_raw -r 512 -o "$2" "$1" 28 00 00 00 00 40 00 00 01 00; }
+ok sg_raw -s 512 -i "$W/block" "$D1" 2a 00 00 00 00 40 00 00 01 00 >/dev/null
+head -c 512 /dev/urandom > "$W/new"
+cat "$W/block" "$W/new" > "$W/caw_ok"
+ok sg_compare_and_write --in="$W/caw_ok" --lba=0x40 --num=1 "$D1" >/dev/null
+ok read64 "$D2" "$W/got" >/dev/null
+cmp "$W/got" "$W/new" || vm_die "COMPARE AND WRITE match: block 0x40 does not hold the write data"
+# The verify data differs first at byte 188 (and again at 300).
+cp "$W/new" "$W/verify_bad"
+for at in 188 300; do
+    v=$(od -An -tu1 -j"$at" -N1 "$W/new")
+    printf "\\x$(printf %02x $(((v + 1) % 256)))" | dd of="$W/verify_bad" bs=1 seek="$at" conv=notrunc status=none
+done
+cat "$W/verify_bad" "$W/block" > "$W/caw_bad"
+rc=0
+out=$(sg_compare_and_write -v --in="$W/caw_bad" --lba=0x40 --num=1 "$D1" 2>&1) || rc=$?
+printf '%s\n' "$out"
+[ "$rc" = 14 ] || vm_die "COMPARE AND WRITE miscompare: exit $rc, expected 14"
+grep -qi 'miscompare' <<<"$out" || vm_die "no MISCOMPARE in the output"
+sense 'info fld=0xbc' sg_raw -s 1024 -i "$W/caw_bad" "$D1" 89 00 00 00 00 00 00 00 00 40 00 00 00 01 00 00
+ok read64 "$D1" "$W/got" >/dev/null
+cmp "$W/got" "$W/new" || vm_die "a COMPARE AND WRITE that miscompared wrote"
+srp_logout_all
 srptd_stop
-vm_log "PASS: persistent reservations"
+vm_log "PASS: persistent reservations, COMPARE AND WRITE"
