@@ -24,6 +24,7 @@ use toml::Spanned;
 use crate::driver::{default_pollers, AdminSocket, Options};
 use crate::proto::{LoginLimits, TargetPortId};
 use crate::scsi::backstore::parse_size;
+use crate::scsi::lun::PeerFilter;
 use crate::scsi::{Access, BackstoreConfig, InitiatorPortId, LunConfig, TargetConfig, MAX_LUN};
 use crate::wire::parse_hex;
 
@@ -142,6 +143,9 @@ pub struct AclSetting {
     pub luns: Option<Setting<Vec<u16>>>,
     /// It sees its LUNs write-protected.
     pub read_only: Option<Setting<bool>>,
+    /// RDMA/CM logins only from this address or network (`10.0.0.5`,
+    /// `10.0.0.0/24`).
+    pub address: Option<Setting<String>>,
 }
 
 /// Every setting, before checking. [`Settings::from_file`] reads a config
@@ -330,6 +334,7 @@ struct FileAcl {
     initiator: Spanned<String>,
     luns: Option<Spanned<Vec<u16>>>,
     read_only: Option<Spanned<bool>>,
+    address: Option<Spanned<String>>,
 }
 
 /// Reads spans of one file into origins.
@@ -462,6 +467,7 @@ impl Settings {
                 initiator: l.setting("acl.initiator", a.initiator),
                 luns: l.opt("acl.luns", a.luns),
                 read_only: l.opt("acl.read_only", a.read_only),
+                address: l.opt("acl.address", a.address),
             })
             .collect();
         Ok(s)
@@ -504,6 +510,7 @@ impl Settings {
                     initiator: Setting::new(a.clone(), Origin::Flag("--allow")),
                     luns: None,
                     read_only: None,
+                    address: None,
                 })
                 .collect();
         }
@@ -661,10 +668,12 @@ impl Settings {
                 l
             })
             .collect();
+        let peers = self.peer_filter()?;
         let target = TargetConfig {
             name: self.name.value.clone(),
             luns,
             access,
+            peers,
             max_transfer_bytes: max_transfer as u32,
             state_dir,
             ..TargetConfig::default()
@@ -894,6 +903,41 @@ impl Settings {
             per_lun.insert(n, (Access::Only(who), ro));
         }
         Ok((Access::Only(ids), per_lun))
+    }
+}
+
+impl Settings {
+    /// The addresses each ACL accepts RDMA/CM logins from.
+    fn peer_filter(&self) -> Result<PeerFilter, ConfigError> {
+        let mut f = PeerFilter::default();
+        for a in &self.acls {
+            let nets = match &a.address {
+                None => Vec::new(),
+                Some(s) => {
+                    let v = s.value.trim();
+                    let net = v
+                        .parse::<ipnet::IpNet>()
+                        .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                    match net {
+                        Ok(n) => vec![n.trunc()],
+                        Err(_) => {
+                            return err(
+                                &s.origin,
+                                format!("{:?}", s.value),
+                                "expected an IP address or network (10.0.0.5, 10.0.0.0/24, fe80::/64)",
+                            )
+                        }
+                    }
+                }
+            };
+            let id = if a.initiator.value.eq_ignore_ascii_case("any") {
+                None
+            } else {
+                parse_hex::<16>(&a.initiator.value)
+            };
+            f.set(id, nets);
+        }
+        Ok(f)
     }
 }
 

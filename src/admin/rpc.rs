@@ -224,6 +224,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RpcError> {
             initiator: p.acl_initiator("initiator")?,
             luns: p.opt_luns("luns")?,
             read_only: p.opt_bool("read_only")?,
+            address: p.opt_string("address")?,
         }),
         "acl_remove" => Call::Change(Change::AclRemove {
             initiator: p.acl_initiator("initiator")?,
@@ -462,6 +463,7 @@ mod tests {
                 initiator: INI.into(),
                 luns: Some(vec![1, 2]),
                 read_only: Some(true),
+                address: None,
             }))
         );
         assert_eq!(

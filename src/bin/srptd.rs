@@ -243,6 +243,9 @@ enum AclCommand {
         /// It sees its LUNs write-protected.
         #[arg(long)]
         read_only: bool,
+        /// RDMA/CM logins only from this address or network (10.0.0.0/24).
+        #[arg(long)]
+        address: Option<String>,
     },
     /// Remove an initiator's ACL (its session stays until it logs out).
     Remove { initiator: String },
@@ -339,9 +342,10 @@ fn ctl_acl(c: &AclCommand) -> CtlCall {
             initiator,
             luns,
             read_only,
+            address,
         } => (
             "acl_add",
-            json!({ "initiator": initiator, "luns": luns, "read_only": read_only }),
+            json!({ "initiator": initiator, "luns": luns, "read_only": read_only, "address": address }),
         ),
         AclCommand::Remove { initiator } => ("acl_remove", json!({ "initiator": initiator })),
         AclCommand::Map { initiator, lun } => ("acl_map", json!({ "initiator": initiator, "lun": lun })),

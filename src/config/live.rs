@@ -36,6 +36,7 @@ pub enum Change {
         initiator: String,
         luns: Option<Vec<u16>>,
         read_only: Option<bool>,
+        address: Option<String>,
     },
     AclRemove {
         initiator: String,
@@ -136,6 +137,7 @@ impl LiveConfig {
                 initiator,
                 luns,
                 read_only,
+                address,
             } => {
                 s.explicit_access = true;
                 if s.acls
@@ -152,6 +154,7 @@ impl LiveConfig {
                     initiator: Setting::new(initiator.clone(), p("initiator")),
                     luns: luns.clone().map(|v| Setting::new(v, p("luns"))),
                     read_only: read_only.map(|v| Setting::new(v, p("read_only"))),
+                    address: address.clone().map(|v| Setting::new(v, p("address"))),
                 });
             }
             Change::AclRemove { initiator } => {

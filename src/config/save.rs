@@ -112,6 +112,7 @@ impl Settings {
                     t.insert("luns".into(), ints(&l.value));
                 }
                 put_opt(&mut t, "read_only", &a.read_only);
+                put_opt(&mut t, "address", &a.address);
                 Value::Table(t)
             })
             .collect();

@@ -467,7 +467,8 @@ fn live_change_errors_name_the_parameter() {
             Change::AclAdd {
                 initiator: A.to_uppercase(),
                 luns: None,
-                read_only: None
+                read_only: None,
+                address: None,
             }
         ),
         format!(
@@ -481,6 +482,7 @@ fn live_change_errors_name_the_parameter() {
             initiator: "0000000000000003000000fffe007701".into(),
             luns: Some(vec![9]),
             read_only: None,
+            address: None,
         },
     );
     assert_eq!(e, "luns = 9: no such LUN");
@@ -490,6 +492,7 @@ fn live_change_errors_name_the_parameter() {
             initiator: "ANY".into(),
             luns: None,
             read_only: Some(true),
+            address: None,
         },
     );
     assert!(
@@ -551,6 +554,7 @@ fn acl_changes_without_a_file_make_access_explicit() {
             initiator: A.into(),
             luns: None,
             read_only: None,
+            address: None,
         })
         .unwrap();
     assert_eq!(loaded.target.access, Access::Only(HashSet::from([id(A)])));
@@ -692,6 +696,39 @@ fn metrics_listener_address() {
     .to_string();
     assert!(
         e.starts_with("--metrics \"1.2.3.4\": must be an IP address and port"),
+        "{e}"
+    );
+}
+
+#[test]
+fn acl_addresses_limit_where_logins_come_from() {
+    let l = parse(&format!(
+        r#"
+[[lun]]
+number = 0
+backstore = "ram:1M"
+[[acl]]
+initiator = "{A}"
+address = "169.254.77.0/24"
+[[acl]]
+initiator = "{B}"
+"#
+    ))
+    .unwrap();
+    let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+    let p = &l.target.peers;
+    assert!(p.allows(&id(A), ip("169.254.77.9")));
+    assert!(p.allows(&id(A), ip("::ffff:169.254.77.9")), "IPv4-mapped");
+    assert!(!p.allows(&id(A), ip("169.254.78.1")));
+    assert!(!p.allows(&id(A), None), "InfiniBand CM logins carry no address");
+    assert!(p.allows(&id(B), ip("10.1.2.3")), "no address: from anywhere");
+    // ANY with an address: everyone, from there only.
+    let l = parse("[[acl]]\ninitiator = \"ANY\"\naddress = \"fe80::1\"\n").unwrap();
+    assert!(l.target.peers.allows(&id(B), ip("fe80::1")));
+    assert!(!l.target.peers.allows(&id(B), ip("fe80::2")));
+    let e = error("[[acl]]\ninitiator = \"ANY\"\naddress = \"10.0.0.0/33\"\n");
+    assert!(
+        e.starts_with("t.toml:3: acl.address = \"10.0.0.0/33\": expected an IP address or network"),
         "{e}"
     );
 }

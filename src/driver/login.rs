@@ -255,7 +255,12 @@ impl Control {
         let device = self.login_device(id, &req)?;
         let nexus = (req.initiator_port_id, req.target_port_id);
         let existing = self.conns.nexus_channels(&nexus).len() as u32;
-        let acc = self.negotiate(&req, existing)?;
+        let peer = if ib_cm {
+            None
+        } else {
+            id.peer_addr().map(|a| a.ip())
+        };
+        let acc = self.negotiate(&req, existing, peer)?;
         let key = self.conns.new_key();
         let poller = self.poller_for(&device);
         let attr = device.attr();
@@ -356,8 +361,13 @@ impl Control {
 
     /// Step 3: SRP negotiation against the target's identity, limits and
     /// access list; the nexus has `existing` channels.
-    fn negotiate(&self, req: &LoginRequest, existing: u32) -> Result<Accepted, Refusal> {
-        let allowed = self.target.login_allowed(&req.initiator_port_id);
+    fn negotiate(
+        &self,
+        req: &LoginRequest,
+        existing: u32,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Accepted, Refusal> {
+        let allowed = self.target.login_allowed(&req.initiator_port_id, peer);
         negotiate(req, self.port_id, &self.opts.limits, allowed, existing).map_err(|reject| Refusal {
             reject,
             why: "negotiation",

@@ -44,6 +44,42 @@ impl Access {
     }
 }
 
+/// Where initiators may log in from over RDMA/CM: the addresses of ACLs
+/// that name some. An initiator's own ACL decides for it; an initiator
+/// without one falls under the `ANY` ACL's addresses. No address: from
+/// anywhere. A login without an IP peer (InfiniBand CM) never matches an
+/// address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerFilter {
+    /// `None`: the ANY ACL. An empty list: no restriction.
+    rules: BTreeMap<Option<InitiatorPortId>, Vec<ipnet::IpNet>>,
+}
+
+impl PeerFilter {
+    /// The ACL of `ini` (`None`: ANY) accepts logins only from `nets`
+    /// (empty: from anywhere).
+    pub fn set(&mut self, ini: Option<InitiatorPortId>, nets: Vec<ipnet::IpNet>) {
+        self.rules.insert(ini, nets);
+    }
+
+    /// Whether `ini` may log in from `peer`.
+    pub fn allows(&self, ini: &InitiatorPortId, peer: Option<std::net::IpAddr>) -> bool {
+        let rule = self.rules.get(&Some(*ini)).or_else(|| self.rules.get(&None));
+        match rule {
+            None => true,
+            Some(nets) if nets.is_empty() => true,
+            Some(nets) => peer.is_some_and(|p| {
+                // An IPv4 peer may come as an IPv4-mapped IPv6 address.
+                let p = match p {
+                    std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(p, std::net::IpAddr::V4),
+                    v4 => v4,
+                };
+                nets.iter().any(|n| n.contains(&p))
+            }),
+        }
+    }
+}
+
 /// One LUN of a [`TargetConfig`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LunConfig {
@@ -100,6 +136,8 @@ pub struct TargetConfig {
     /// per LUN (see [`aptpl`](super::aptpl)); `None`: APTPL is not
     /// supported (PTPL_C = 0).
     pub state_dir: Option<PathBuf>,
+    /// Addresses RDMA/CM logins must come from, per ACL.
+    pub peers: PeerFilter,
 }
 
 impl Default for TargetConfig {
@@ -113,6 +151,7 @@ impl Default for TargetConfig {
             // look familiar to tools that special-case it; configurable.
             naa_company_id: 0x001405,
             state_dir: None,
+            peers: PeerFilter::default(),
         }
     }
 }
@@ -178,6 +217,7 @@ pub(super) struct Mapped {
 pub(super) struct LunTable {
     pub(super) luns: BTreeMap<u16, Mapped>,
     pub(super) access: Access,
+    pub(super) peers: PeerFilter,
 }
 
 impl LunTable {
@@ -333,6 +373,7 @@ impl Target {
             table: ArcSwap::from_pointee(LunTable {
                 luns: BTreeMap::new(),
                 access: cfg.access,
+                peers: cfg.peers,
             }),
             change: Mutex::new(()),
             max_transfer_bytes: cfg.max_transfer_bytes,
@@ -366,9 +407,11 @@ impl Target {
         self.max_transfer_bytes
     }
 
-    /// Whether `ini` may log in (the target access list).
-    pub fn login_allowed(&self, ini: &InitiatorPortId) -> bool {
-        self.table.load().access.allows(ini)
+    /// Whether `ini` may log in (the target access list), from `peer`
+    /// (the RDMA/CM peer address, if any).
+    pub fn login_allowed(&self, ini: &InitiatorPortId, peer: Option<std::net::IpAddr>) -> bool {
+        let t = self.table.load();
+        t.access.allows(ini) && t.peers.allows(ini, peer)
     }
 
     /// LUN numbers `ini` may see, ascending.

@@ -309,8 +309,8 @@ fn target_access_list_and_config_errors() {
         ..TargetConfig::default()
     };
     let t = Target::new(cfg).unwrap();
-    assert!(t.login_allowed(&INI_A));
-    assert!(!t.login_allowed(&INI_B));
+    assert!(t.login_allowed(&INI_A, None));
+    assert!(!t.login_allowed(&INI_B, None));
     assert!(t.luns_for(&INI_B).is_empty());
     // An initiator with no LUNs still finds LUN 0 in REPORT LUNS.
     let b = t.nexus(INI_B);
