@@ -161,6 +161,8 @@ impl From<Result<u32, Sense>> for Completion {
 #[cfg(test)]
 mod live_tests;
 #[cfg(test)]
+mod lun_table_tests;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]
