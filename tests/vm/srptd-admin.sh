@@ -61,7 +61,7 @@ ctl status >&2
 ctl status --json | jq -e '.sessions == 2 and .luns == 2 and .channels == 4' >/dev/null ||
     vm_die "status: $(ctl status --json)"
 ctl luns >&2
-ctl luns --json | jq -e 'length == 2 and .[1].bytes == 33554432 and .[0].backstore == "ram"' >/dev/null ||
+ctl luns --json | jq -e 'length == 2 and .[1].bytes == 33554432 and .[0].backstore == "ram:64M"' >/dev/null ||
     vm_die "luns: $(ctl luns --json)"
 ctl sessions >&2
 S=$(ctl sessions --json)
