@@ -198,13 +198,18 @@ enum CtlCommand {
 enum LunCommand {
     /// Add a LUN; initiators get REPORTED LUNS DATA HAS CHANGED.
     Add {
+        /// LUN number (0-16383).
         number: u16,
         /// `ram:<size>` or `file:<path>`.
         backstore: String,
+        /// Write-protected (DATA PROTECT on writes).
         #[arg(long)]
         read_only: bool,
+        /// Logical block size: 512 (default) or 4096.
         #[arg(long)]
         block_size: Option<u32>,
+        /// Unit serial number (default derived from the path, or the target
+        /// name and LUN number for RAM).
         #[arg(long)]
         serial: Option<String>,
         /// NAA identifier (32 hex digits starting with 6).
