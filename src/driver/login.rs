@@ -7,6 +7,7 @@
 //!
 //! 1. [`parse_login`]: the request in the private data;
 //! 2. [`Control::login_device`]: the device it arrived on, opened and served;
+//!    [`Control::target_port`]: its RDMA port as an SCSI target port (ALUA);
 //! 3. [`Control::negotiate`]: SRP negotiation ([`crate::proto::negotiate`]);
 //! 4. [`size_channel`]: RDMA READ depths and queue sizes from the offer and
 //!    the device's limits (and [`srq_overcommit`], a warning only);

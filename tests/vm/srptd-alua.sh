@@ -14,7 +14,7 @@
 #     through that path TEST UNIT READY gets the state's NOT READY, sg_rtpg
 #     through the other path shows the state, multipathd sees the path
 #     ghost / faulty and then ready again; I/O goes on.
-#  4. (b) The path through rxe1 is logged out and in again, three times.
+#  4. (b) The path through rxe1 is logged out and in again, twice.
 #  5. fio stops: every round's verify clean. SIGTERM clean.
 # vm-timeout: 420
 set -euo pipefail
@@ -79,7 +79,7 @@ check_fio() {
 vm_log "== 1. two ports, srptd on both, both paths logged in"
 port_add 0
 port_add 1
-SRPTD_LOG=srptd=debug srptd_start --lun ram:64M --port "$SRP_PORT" --allow ANY --admin-socket "$SOCK"
+srptd_start --lun ram:64M --port "$SRP_PORT" --allow ANY --admin-socket "$SOCK"
 srp_load ch_count=1
 P0=$(port_login 0)
 P1=$(port_login 1)
@@ -109,8 +109,9 @@ sg_rtpg -d "$D0" > "$OUT/sg_rtpg.txt"
 cat "$OUT/sg_rtpg.txt" >&2
 grep -qi 'target port group id : 0x1' "$OUT/sg_rtpg.txt" &&
     grep -qi 'target port group id : 0x2' "$OUT/sg_rtpg.txt" &&
-    grep -qi 'active/non-optimized' "$OUT/sg_rtpg.txt" ||
+    grep -qi 'active/non.optimized' "$OUT/sg_rtpg.txt" ||
     vm_die "sg_rtpg does not show both groups"
+vm_log "sg_inq, sg_vpd -p di, sg_rtpg and srptd ctl alua show the ports and groups"
 
 ########################################################################
 vm_log "== 2. multipathd over both paths, fio verify in a loop"
@@ -191,18 +192,17 @@ for st in standby:ghost:0b unavailable:faulty:0c; do
     sg_rtpg -d "$D1" > "$OUT/sg_rtpg-$state.txt"
     grep -A1 -i 'target port group id : 0x1' "$OUT/sg_rtpg-$state.txt" | grep -qi "$state" ||
         { cat "$OUT/sg_rtpg-$state.txt" >&2; vm_die "sg_rtpg does not show group 1 $state"; }
-    sleep 4
+    sleep 2
     check_fio
     ctl alua set 1 active/optimized >&2
     wait_path "$D0" "active ready 50"
     vm_log "group 1 was $state (path: $prio) and is back; fio rounds $(cat /tmp/fio-rounds 2>/dev/null || echo 0)"
-    sleep 2
     check_fio
 done
 
 ########################################################################
-vm_log "== 4. (b) the path through rxe1 logged out and in again, 3 times"
-for i in 1 2 3; do
+vm_log "== 4. (b) the path through rxe1 logged out and in again, twice"
+for i in 1 2; do
     multipathd del path "${D1#/dev/}" >&2 || true
     srp_port_delete "$P1"
     sleep 1
@@ -212,7 +212,6 @@ for i in 1 2 3; do
     multipathd add path "${D1#/dev/}" >&2 || true
     wait_path "$D1" "active ready 10"
     vm_log "round $i: $P1 ($D1) back in the map"
-    sleep 2
     check_fio
 done
 
@@ -223,7 +222,7 @@ wait_until 90 _pid_gone "$FIO_LOOP" || vm_die "the fio loop did not end"
 wait "$FIO_LOOP" || true
 fio_failed && { cat /tmp/fio-failed >&2; vm_die "fio failed"; }
 rounds=$(cat /tmp/fio-rounds 2>/dev/null || echo 0)
-[ "$rounds" -ge 3 ] || vm_die "only $rounds fio rounds finished"
+[ "$rounds" -ge 2 ] || vm_die "only $rounds fio rounds finished"
 vm_log "fio: $rounds rounds of write + crc32c verify, all clean"
 strip "$LOG" | grep -c 'admin: ALUA state set' >&2 || true
 multipathd shutdown >&2 || kill "$MPD" 2>/dev/null || true
