@@ -192,6 +192,23 @@ enum CtlCommand {
     },
     /// Read the config file again and apply the difference (as SIGHUP).
     Reload,
+    /// Target port groups (ALUA): list them, or set one's state.
+    Alua {
+        #[command(subcommand)]
+        action: Option<AluaCommand>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AluaCommand {
+    /// Put a target port group in a state; every session gets ASYMMETRIC
+    /// ACCESS STATE CHANGED.
+    Set {
+        group: u16,
+        /// active/optimized, active/non-optimized, standby, unavailable or
+        /// transitioning.
+        state: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,6 +295,14 @@ fn ctl(a: &CtlArgs) -> ExitCode {
             format!("saved to {}\n", v["path"].as_str().unwrap_or("?"))
         }),
         CtlCommand::Reload => ("reload", None, render::reloaded),
+        CtlCommand::Alua { action: None } => ("alua", None, render::alua),
+        CtlCommand::Alua {
+            action: Some(AluaCommand::Set { group, state }),
+        } => (
+            "alua_set_state",
+            Some(serde_json::json!({ "group": group, "state": state })),
+            render::alua_set,
+        ),
     };
     match client::call(&a.socket, method, params) {
         Ok(v) => {

@@ -287,6 +287,21 @@ impl Settings {
             srq_size => "data_path.srq_size",
             admin_socket => "admin.socket",
         );
+        let groups = |s: &Settings| -> Vec<(u16, Vec<String>, Option<String>)> {
+            s.port_groups
+                .iter()
+                .map(|g| {
+                    (
+                        g.id.value,
+                        g.ports.value.clone(),
+                        g.state.as_ref().map(|v| v.value.clone()),
+                    )
+                })
+                .collect()
+        };
+        if groups(self) != groups(new) {
+            out.push("target_port_group");
+        }
         out
     }
 }

@@ -732,3 +732,45 @@ initiator = "{B}"
         "{e}"
     );
 }
+
+#[test]
+fn target_port_groups_are_read_and_checked() {
+    let l = parse(
+        r#"
+[[target_port_group]]
+id = 1
+ports = ["rxe0/1"]
+
+[[target_port_group]]
+id = 2
+ports = ["rxe1/1", "mlx5_0/2"]
+state = "active/non-optimized"
+"#,
+    )
+    .unwrap();
+    let g = &l.target.port_groups;
+    assert_eq!(g.len(), 2);
+    assert_eq!(
+        (g[0].id, g[0].state),
+        (1, crate::scsi::AccessState::ActiveOptimized)
+    );
+    assert_eq!(g[1].ports, vec!["rxe1/1".to_owned(), "mlx5_0/2".to_owned()]);
+    assert_eq!(g[1].state, crate::scsi::AccessState::ActiveNonOptimized);
+    let e = error("[[target_port_group]]\nid = 1\nports = [\"rxe0/1\"]\nstate = \"asleep\"\n");
+    assert!(e.contains("t.toml:4: target_port_group.state"), "{e}");
+    assert!(e.contains("must be one of active/optimized"), "{e}");
+    let e = error("[[target_port_group]]\nid = 1\nports = [\"rxe0\"]\n");
+    assert!(e.contains("t.toml:3: target_port_group.ports"), "{e}");
+    assert!(e.contains("device/port"), "{e}");
+    let e = error("[[target_port_group]]\nid = 1\nports = [\"rxe0/1\"]\n[[target_port_group]]\nid = 1\nports = [\"rxe1/1\"]\n");
+    assert!(e.contains("t.toml:5: target_port_group.id"), "{e}");
+    let e = error("[[target_port_group]]\nid = 3\nports = [\"rxe0/1\"]\n[[target_port_group]]\nid = 4\nports = [\"rxe0/1\"]\n");
+    assert!(
+        e.contains("t.toml:6: target_port_group.ports") && e.contains("another group"),
+        "{e}"
+    );
+    let e = error("[[target_port_group]]\nid = 0\nports = [\"rxe0/1\"]\n");
+    assert!(e.contains("t.toml:2: target_port_group.id"), "{e}");
+    let e = error("[[target_port_group]]\nid = 1\nports = [\"rxe0/1\"]\nport = 2\n");
+    assert!(e.contains("unknown field"), "{e}");
+}

@@ -222,8 +222,8 @@ fn inquiry_standard_and_vpd() {
         assert_eq!(d[8] >> 4, 6, "NAA 6");
         assert_eq!(&d[24..26], &[0x02, 0x01], "T10 vendor id designator");
         assert_eq!(&d[28..36], b"SRPTD   ");
-        assert_eq!(&d[36..], serial);
-        // Stable: the same again.
+        assert_eq!(&d[36..36 + serial.len()], serial); // then the port's
+                                                       // Stable: the same again.
         assert_eq!(d, good(n, 0, &inquiry(true, 0x83, 255), &[]));
 
         let d = good(n, 0, &inquiry(true, 0xb0, 255), &[]);
