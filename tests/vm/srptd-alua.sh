@@ -190,7 +190,7 @@ for st in standby:ghost:0b unavailable:faulty:0c; do
     grep -qiE "04/$ascq|0x4,0x$ascq|asc=0x4, ascq=0x$ascq|$state" "$OUT/sg_turs-$state.txt" ||
         { echo "$sense" >&2; vm_die "TEST UNIT READY through a $state port: not the state's sense"; }
     sg_rtpg -d "$D1" > "$OUT/sg_rtpg-$state.txt"
-    grep -A1 -i 'target port group id : 0x1' "$OUT/sg_rtpg-$state.txt" | grep -qi "$state" ||
+    grep -A1 -i 'target port group id : 0x1' "$OUT/sg_rtpg-$state.txt" | grep -ci "$state" >/dev/null ||
         { cat "$OUT/sg_rtpg-$state.txt" >&2; vm_die "sg_rtpg does not show group 1 $state"; }
     sleep 2
     check_fio
