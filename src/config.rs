@@ -25,7 +25,7 @@ use crate::driver::{default_pollers, AdminSocket, Options};
 use crate::proto::{LoginLimits, TargetPortId};
 use crate::scsi::alua::{check_groups, GroupField};
 use crate::scsi::backstore::parse_size;
-use crate::scsi::lun::PeerFilter;
+use crate::scsi::lun::{self, PeerFilter};
 use crate::scsi::{
     Access, AccessState, BackstoreConfig, InitiatorPortId, LunConfig, PortGroupConfig, TargetConfig, MAX_LUN,
 };
@@ -817,26 +817,15 @@ impl Settings {
             }
             let mut l = LunConfig::new(n.value, bs);
             if let Some(s) = &u.serial {
-                if s.value.is_empty()
-                    || s.value.len() > 64
-                    || !s.value.bytes().all(|c| (0x21..0x7f).contains(&c))
-                {
-                    return err(
-                        &s.origin,
-                        format!("{:?}", s.value),
-                        "must be 1 to 64 printable ASCII characters without spaces",
-                    );
+                if !lun::valid_serial(&s.value) {
+                    return err(&s.origin, format!("{:?}", s.value), lun::SERIAL_RULE);
                 }
                 l.serial = Some(s.value.clone());
             }
             if let Some(n) = &u.naa {
-                let v = parse_hex::<16>(n.value.trim_start_matches("0x")).filter(|b| b[0] >> 4 == 6);
+                let v = parse_hex::<16>(n.value.trim_start_matches("0x")).filter(lun::valid_naa);
                 let Some(v) = v else {
-                    return err(
-                        &n.origin,
-                        format!("{:?}", n.value),
-                        "expected an NAA IEEE Registered Extended identifier: 32 hex digits starting with 6",
-                    );
+                    return err(&n.origin, format!("{:?}", n.value), lun::NAA_RULE);
                 };
                 if out.iter().any(|o: &LunConfig| o.naa == Some(v)) {
                     return err(

@@ -19,7 +19,8 @@ use super::aptpl::AptplFile;
 use super::backstore::{ConfigError, ResizeError};
 use super::disk::Disk;
 use super::lun::{
-    fnv1a, naa_from, LunConfig, LunEntry, LunReservations, LunTable, Mapped, Target, TargetConfig,
+    fnv1a, naa_from, valid_naa, valid_serial, LunConfig, LunEntry, LunReservations, LunTable, Mapped, Target,
+    TargetConfig, NAA_RULE, SERIAL_RULE,
 };
 use super::sense::Sense;
 
@@ -98,10 +99,10 @@ impl Target {
             });
         }
         if let Some(s) = &l.serial {
-            if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            if !valid_serial(s) {
                 return Err(ConfigError::Invalid {
                     field: format!("{field}.serial"),
-                    reason: "must be 1 to 64 printable ASCII characters without spaces",
+                    reason: SERIAL_RULE,
                 });
             }
         }
@@ -112,16 +113,16 @@ impl Target {
                 .unwrap_or_else(|| format!("ram:{}/{}", self.name, l.lun));
             format!("{:016x}", fnv1a(0xcbf2_9ce4_8422_2325, seed.as_bytes()))
         });
-        let naa =
-            match l.naa {
-                Some(n) if n[0] >> 4 == 6 => n,
-                Some(_) => return Err(ConfigError::Invalid {
+        let naa = match l.naa {
+            Some(n) if valid_naa(&n) => n,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
                     field: format!("{field}.naa"),
-                    reason:
-                        "must be an NAA IEEE Registered Extended identifier (32 hex digits starting with 6)",
-                }),
-                None => naa_from(self.naa_company_id, &serial),
-            };
+                    reason: NAA_RULE,
+                })
+            }
+            None => naa_from(self.naa_company_id, &serial),
+        };
         // The designator names the logical unit (SPC-4 7.8.6): multipath
         // takes two LUNs with one NAA for paths to the same device, and the
         // saved reservations are found by it.

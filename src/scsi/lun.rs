@@ -161,6 +161,25 @@ impl Default for TargetConfig {
     }
 }
 
+/// A unit serial number srptd accepts (VPD page 80h, SPC-4 7.8.15): 1 to
+/// 64 printable ASCII characters without spaces.
+pub fn valid_serial(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Why [`valid_serial`] refuses a serial number.
+pub const SERIAL_RULE: &str = "must be 1 to 64 printable ASCII characters without spaces";
+
+/// A configurable NAA designator: NAA IEEE Registered Extended (NAA 6h,
+/// SPC-4 7.8.6.6.5), the only 16-byte NAA format.
+pub fn valid_naa(n: &[u8; 16]) -> bool {
+    n[0] >> 4 == 6
+}
+
+/// Why [`valid_naa`] refuses a designator.
+pub const NAA_RULE: &str =
+    "expected an NAA IEEE Registered Extended identifier: 32 hex digits starting with 6";
+
 /// Highest LUN number (flat space addressing, SAM-5 4.7.7).
 pub const MAX_LUN: u16 = 0x3fff;
 
