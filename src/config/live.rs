@@ -257,35 +257,43 @@ impl Settings {
     /// restart applies (named as the file's keys).
     pub fn restart_needed(&self, new: &Settings) -> Vec<&'static str> {
         let mut out = Vec::new();
+        // A setting's value, whatever its origin; `opt`: of an optional one.
         macro_rules! cmp {
-            ($($field:ident => $key:literal),* $(,)?) => {
+            ($($field:ident => $key:literal),* ; opt $($ofield:ident => $okey:literal),* $(,)?) => {
                 $(
-                    if value_of(&self.$field) != value_of(&new.$field) {
+                    if self.$field.value != new.$field.value {
                         out.push($key);
+                    }
+                )*
+                $(
+                    if self.$ofield.as_ref().map(|s| &s.value) != new.$ofield.as_ref().map(|s| &s.value) {
+                        out.push($okey);
                     }
                 )*
             };
         }
         cmp!(
             name => "target.name",
-            id_ext => "target.id_ext",
-            ioc_guid => "target.ioc_guid",
             port => "target.port",
             devices => "target.devices",
             dm => "target.device_management",
-            state_dir => "target.state_dir",
             queue_depth => "limits.queue_depth",
             max_it_iu_len => "limits.max_it_iu_len",
             immediate_data => "limits.immediate_data",
             max_transfer => "limits.max_transfer",
             pool_size => "limits.pool_size",
-            max_channel_memory => "limits.max_channel_memory",
-            pollers => "data_path.pollers",
             io_threads => "data_path.io_threads",
             spin_us => "data_path.spin_us",
-            srq => "data_path.srq",
+            srq => "data_path.srq";
+            opt
+            id_ext => "target.id_ext",
+            ioc_guid => "target.ioc_guid",
+            state_dir => "target.state_dir",
+            max_channel_memory => "limits.max_channel_memory",
+            pollers => "data_path.pollers",
             srq_size => "data_path.srq_size",
             admin_socket => "admin.socket",
+            metrics => "admin.metrics",
         );
         let groups = |s: &Settings| -> Vec<(u16, Vec<String>, Option<String>)> {
             s.port_groups
@@ -304,28 +312,4 @@ impl Settings {
         }
         out
     }
-}
-
-/// A setting's value, whatever its origin (for comparisons).
-trait ValueOf {
-    type V: PartialEq;
-    fn value_ref(&self) -> Option<&Self::V>;
-}
-
-impl<T: PartialEq> ValueOf for Setting<T> {
-    type V = T;
-    fn value_ref(&self) -> Option<&T> {
-        Some(&self.value)
-    }
-}
-
-impl<T: PartialEq> ValueOf for Option<Setting<T>> {
-    type V = T;
-    fn value_ref(&self) -> Option<&T> {
-        self.as_ref().map(|s| &s.value)
-    }
-}
-
-fn value_of<S: ValueOf>(s: &S) -> Option<&S::V> {
-    s.value_ref()
 }
