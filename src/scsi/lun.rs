@@ -560,6 +560,30 @@ pub struct ScsiCommand {
     conflict: bool,
     /// The [`LunEntry::uid`] it was planned for (0: no LUN there).
     uid: u64,
+    /// Running it does backstore I/O that may block (file I/O, or saving
+    /// the APTPL state): the transport runs it on the worker pool.
+    blocking: bool,
+}
+
+/// Whether running `cmd` on LUN `e` may block the thread: backstore I/O of
+/// a file LUN, or a PERSISTENT RESERVE OUT that writes and fsyncs the
+/// APTPL state.
+fn blocks_on(e: &LunEntry, cmd: &Cmd) -> bool {
+    if matches!(cmd, Cmd::PersistentReserveOut(_)) {
+        return e.pr.file.is_some();
+    }
+    e.disk.store().is_blocking()
+        && matches!(
+            cmd,
+            Cmd::Read { .. }
+                | Cmd::Write { .. }
+                | Cmd::WriteAndVerify { .. }
+                | Cmd::CompareAndWrite { .. }
+                | Cmd::Verify { .. }
+                | Cmd::SyncCache { .. }
+                | Cmd::WriteSame { .. }
+                | Cmd::Unmap { .. }
+        )
 }
 
 impl ScsiCommand {
@@ -772,9 +796,10 @@ impl Nexus {
         let entry = self.entry(&t, lun);
         let epoch = self.abort_gen.load(Ordering::Acquire);
         let uid = entry.map_or(0, |(_, m)| m.entry.uid);
-        let decoded = |cmd| ScsiCommand {
+        let decoded = |cmd: Cmd| ScsiCommand {
             lun,
             opcode,
+            blocking: entry.is_some_and(|(_, m)| blocks_on(&m.entry, &cmd)),
             cmd,
             epoch,
             conflict: false,
@@ -884,10 +909,12 @@ impl Nexus {
         if !matches!(opcode, op::INQUIRY | op::REPORT_LUNS | op::REQUEST_SENSE) && entry.is_none() {
             return Err(Sense::lun_not_supported());
         }
+        let cmd = Cmd::parse(cdb)?;
         Ok(ScsiCommand {
             lun,
             opcode,
-            cmd: Cmd::parse(cdb)?,
+            blocking: entry.is_some_and(|(_, m)| blocks_on(&m.entry, &cmd)),
+            cmd,
             epoch: self.abort_gen.load(Ordering::Acquire),
             conflict: false,
             uid: entry.map_or(0, |(_, m)| m.entry.uid),
@@ -1032,63 +1059,14 @@ impl Nexus {
     }
 
     /// Whether [`run`](Self::run) would do (blocking) backstore I/O for
-    /// this command.
+    /// this command (decided when it was planned).
     pub fn runs_blocking(&self, c: &ScsiCommand) -> bool {
-        let t = self.target.table.load();
-        let Some((_, m)) = self.entry(&t, c.lun) else {
-            return false;
-        };
-        let e = &m.entry;
-        // A PERSISTENT RESERVE OUT may write and fsync the APTPL state.
-        if matches!(c.cmd, Cmd::PersistentReserveOut(_)) && e.pr.file.is_some() {
-            return true;
-        }
-        e.disk.store().is_blocking()
-            && matches!(
-                c.cmd,
-                Cmd::Read { .. }
-                    | Cmd::Write { .. }
-                    | Cmd::WriteAndVerify { .. }
-                    | Cmd::CompareAndWrite { .. }
-                    | Cmd::Verify { .. }
-                    | Cmd::SyncCache { .. }
-                    | Cmd::WriteSame { .. }
-                    | Cmd::Unmap { .. }
-            )
+        c.blocking
     }
 
     /// Whether `execute` would do (blocking) backstore I/O for this command.
     pub fn is_blocking(&self, lun: [u8; 8], cdb: &[u8]) -> bool {
-        let t = self.target.table.load();
-        let Some((_, m)) = self.entry(&t, lun) else {
-            return false;
-        };
-        let e = &m.entry;
-        if cdb.first() == Some(&op::PERSISTENT_RESERVE_OUT) && e.pr.file.is_some() {
-            return true;
-        }
-        e.disk.store().is_blocking()
-            && cdb.first().is_some_and(|&o| {
-                matches!(
-                    o,
-                    op::READ_6
-                        | op::READ_10
-                        | op::READ_12
-                        | op::READ_16
-                        | op::WRITE_6
-                        | op::WRITE_10
-                        | op::WRITE_12
-                        | op::WRITE_16
-                        | op::COMPARE_AND_WRITE
-                        | op::VERIFY_10
-                        | op::VERIFY_16
-                        | op::SYNCHRONIZE_CACHE_10
-                        | op::SYNCHRONIZE_CACHE_16
-                        | op::WRITE_SAME_10
-                        | op::WRITE_SAME_16
-                        | op::UNMAP
-                )
-            })
+        self.decode_unplanned(lun, cdb).is_ok_and(|c| c.blocking)
     }
 
     /// LOGICAL UNIT RESET task management function: establishes a unit
