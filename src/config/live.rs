@@ -72,15 +72,18 @@ pub struct LiveConfig {
     pub flags: Flags,
 }
 
+/// Whether two ACL initiators name the same ACL: `ANY` in any case, or
+/// the same port ID however its hex digits are written.
 fn same_initiator(a: &str, b: &str) -> bool {
-    let norm = |s: &str| {
+    // `Some(None)`: ANY; `Some(Some(id))`: a port ID; `None`: neither.
+    let key = |s: &str| {
         if s.eq_ignore_ascii_case("any") {
-            Some([0xffu8; 16])
+            Some(None)
         } else {
-            parse_hex::<16>(s)
+            parse_hex::<16>(s).map(Some)
         }
     };
-    match (norm(a), norm(b)) {
+    match (key(a), key(b)) {
         (Some(x), Some(y)) => x == y,
         _ => a.eq_ignore_ascii_case(b),
     }
