@@ -30,6 +30,7 @@ use super::pool::DataPool;
 use super::request::{self, CmdError, CmdIu, DataDescriptors, DESC_LEN};
 use super::stats::{LunStats, TickScale};
 use crate::mem::DmaBuf;
+use crate::scsi::task_set::Member;
 use crate::scsi::{Completion, DataDir, Nexus, ScsiCommand, ScsiStatus, Sense};
 use crate::wire::{self, AerRsp, CredReq, CredRsp, ILogout, Opcode, Rsp, TLogout, Tag, TaskMgmt, TmFunction};
 
@@ -190,6 +191,12 @@ pub struct Channel {
     /// The driver's clock, in ticks of `tick_scale`.
     pub(super) clock: u64,
     pub(super) tick_scale: TickScale,
+    /// This channel's part in the target's task sets (`proto::task_set`).
+    pub(super) task_set: Member,
+    /// Commands another channel's abort waits for.
+    pub(super) remote_pending: u32,
+    /// Commands in `CommandState::TaskSetWait`.
+    pub(super) task_set_waiters: u32,
 }
 
 /// What the driver needs to run a SCSI command.
@@ -342,7 +349,11 @@ impl Channel {
                 actions.push_back(Action::PostRecv { slot });
             }
         }
+        let task_set = nexus.target().task_sets().join();
         Ok(Channel {
+            task_set,
+            remote_pending: 0,
+            task_set_waiters: 0,
             credits: Credits::new(cfg.queue_depth),
             cmds: CommandTable::with_capacity(max_commands as usize),
             waiters: WaitQueues::with_capacity(max_commands as usize),
@@ -587,6 +598,7 @@ impl Channel {
 
     /// The SCSI command of `cmd` finished.
     pub fn handle_exec_done(&mut self, id: CmdId, done: Completion) {
+        self.sync_task_sets();
         let Some(c) = self.cmds.get(id) else {
             tracing::error!(
                 cmd = id.0,
@@ -620,6 +632,7 @@ impl Channel {
             return;
         }
         self.complete_scsi(id, done.status, done.sense, produced);
+        self.wait_after_preempt_and_abort(id);
         self.step(id);
         self.after_event();
     }
@@ -670,7 +683,10 @@ impl Channel {
 
     /// Time has come to `now`: a drain whose receives did not all flush
     /// within [`RECV_FLUSH_GRACE`] of the send queue ends without them.
+    /// Also looks again at aborts of other channels this channel waits for
+    /// ([`waits_for_task_sets`](Self::waits_for_task_sets)).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.after_event();
         if self.poll_timeout().is_some_and(|t| now >= t) {
             tracing::debug!(
                 in_flight = self.in_flight(),
@@ -734,6 +750,9 @@ impl Channel {
         self.slots_held += 1;
         let id = self.cmds.insert(self.gen, slot, tag, credit);
         self.count_entered(id);
+        // Counted before the abort generation is looked at (task_set.rs).
+        self.task_set.entered();
+        self.sync_task_sets();
         id
     }
 
@@ -937,6 +956,9 @@ impl Channel {
                     if func == TmFunction::LUN_RESET && !self.nexus.lun_reset(lun) {
                         Rsp::TM_FAILED
                     } else {
+                        // The same tasks on the other channels (this
+                        // nexus's, or every nexus's: task_set.rs).
+                        self.publish_task_set_abort(id, lun, func);
                         let targets: Vec<CmdId> = self
                             .cmds
                             .iter()
@@ -960,8 +982,7 @@ impl Channel {
         };
         c.response.rsp_code = Some(code);
         if c.state == (CommandState::TaskMgmtWait { pending: 0 }) {
-            c.state = CommandState::RESPOND;
-            self.step(id);
+            self.local_aborts_ended(id);
         }
     }
 
@@ -992,6 +1013,8 @@ impl Channel {
     /// After each event: resumes waiting commands, sends SRP_T_LOGOUT once a
     /// logging-out channel is idle, returns owed credits.
     fn after_event(&mut self) {
+        self.sync_task_sets();
+        self.check_task_set_waits();
         self.resume_waiters();
         if self.state == ChannelState::LoggingOut && self.cmds.is_empty() {
             self.send_t_logout(TLogout::NO_REASON);

@@ -59,6 +59,9 @@ pub(super) enum CommandState {
     /// earlier functions to answer, see `Channel::wait_for_aborted`): its
     /// response follows theirs.
     TaskMgmtWait { pending: u32 },
+    /// Waiting for the other channels to end the tasks of the abort
+    /// published as generation `gen` (`proto::task_set`).
+    TaskSetWait { gen: u64 },
 }
 
 impl CommandState {
@@ -209,6 +212,11 @@ pub(super) struct Command {
     pub(super) aborted: bool,
     /// Task management request waiting for this aborted command to end.
     pub(super) abort_waiter: Option<CmdId>,
+    /// Another channel's abort waits for this command to end.
+    pub(super) remote_abort: bool,
+    /// Task management whose abort reaches other channels: the
+    /// generation it published, waited for after its own channel's.
+    pub(super) task_set_gen: Option<u64>,
     pub(super) transfer: DataTransfer,
     pub(super) response: Response,
     pub(super) state: CommandState,
@@ -243,6 +251,8 @@ impl Command {
             queued_for: None,
             aborted: false,
             abort_waiter: None,
+            remote_abort: false,
+            task_set_gen: None,
             transfer: DataTransfer::NONE,
             response: Response::GOOD,
             state: CommandState::RESPOND,
@@ -264,6 +274,8 @@ impl Command {
         self.queued_for = None;
         self.aborted = false;
         self.abort_waiter = None;
+        self.remote_abort = false;
+        self.task_set_gen = None;
         self.transfer = DataTransfer::NONE;
         self.response = Response::GOOD;
         self.state = CommandState::RESPOND;
@@ -285,7 +297,7 @@ enum Flow {
 /// Whether a command in state `s` has work on the queue pair or the
 /// backstore: aborted, it ends (and the task management function that
 /// aborted it answers) only when that work is done.
-fn has_work_in_flight(s: &CommandState) -> bool {
+pub(super) fn has_work_in_flight(s: &CommandState) -> bool {
     match *s {
         CommandState::FetchingTable { .. } | CommandState::Executing => true,
         CommandState::Reading { batches, .. } | CommandState::Writing { batches, .. } => batches > 0,
@@ -323,7 +335,8 @@ impl Channel {
                 CommandState::FetchingTable { .. }
                 | CommandState::Executing
                 | CommandState::Responding { .. }
-                | CommandState::TaskMgmtWait { .. } => Flow::Wait,
+                | CommandState::TaskMgmtWait { .. }
+                | CommandState::TaskSetWait { .. } => Flow::Wait,
             };
             match flow {
                 Flow::Continue => progressed = true,
@@ -875,9 +888,8 @@ impl Channel {
             };
             *pending = pending.saturating_sub(1);
             if *pending == 0 {
-                c.state = CommandState::RESPOND;
                 next = c.abort_waiter.take();
-                self.step(t);
+                self.local_aborts_ended(t);
             }
         }
     }
@@ -920,7 +932,14 @@ impl Channel {
     pub(super) fn remove_command(&mut self, id: CmdId) -> Option<Removed> {
         self.cmds.get(id)?;
         self.count_left(id);
+        self.task_set.left();
         let c = self.cmds.get_mut(id)?;
+        if std::mem::take(&mut c.remote_abort) {
+            self.remote_pending = self.remote_pending.saturating_sub(1);
+        }
+        if let CommandState::TaskSetWait { .. } = c.state {
+            self.task_set_waiters = self.task_set_waiters.saturating_sub(1);
+        }
         if let Some(r) = c.queued_for {
             self.waiters.remove(r, id);
         }

@@ -9,6 +9,7 @@
 //! - `request`: what the channel keeps of an SRP_CMD.
 //! - [`credits`], [`login`], [`pool`]: flow control, login, buffer pools.
 //! - [`stats`], `accounting`: what channels count, per channel and per LUN.
+//! - `task_set`: task management across channels (LUN RESET, PREEMPT AND ABORT).
 
 mod accounting;
 pub mod action;
@@ -20,6 +21,7 @@ pub mod pool;
 mod request;
 pub mod stats;
 mod table;
+mod task_set;
 
 pub use action::{Action, CmdId, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
 pub use channel::{
@@ -30,3 +32,4 @@ pub use credits::Credits;
 pub use login::{negotiate, Accepted, LoginLimits, MultiChannel, TargetPortId};
 pub use request::MAX_CDB;
 pub use stats::{IoStats, LatencyHistogram, LunStats, StatusCounts, TickScale};
+pub use task_set::TASK_SET_POLL;

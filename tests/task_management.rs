@@ -1,0 +1,274 @@
+//! Task management across channels and I_T nexuses (SAM-5 7,
+//! `docs/task-management.md`): simulated initiators on one target, with
+//! tasks held on the backstore while a function from another channel
+//! aborts them.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use srptd::proto::{LoginLimits, TASK_SET_POLL};
+use srptd::scsi::backstore::BackstoreConfig;
+use srptd::scsi::lun::{LunConfig, Target, TargetConfig};
+use srptd::wire::{Rsp, Tag, TmFunction};
+
+const GOOD: u8 = 0x00;
+const A: [u8; 16] = [0xa1; 16];
+const B: [u8; 16] = [0xb2; 16];
+const TUR: [u8; 6] = [0; 6];
+
+/// One target with RAM LUNs 0 and 1 (512-byte blocks).
+fn target() -> Arc<Target> {
+    let lun = |n| LunConfig::new(n, BackstoreConfig::parse("ram:1M,bs=512", "lun").unwrap());
+    Target::new(TargetConfig {
+        luns: vec![lun(0), lun(1)],
+        ..TargetConfig::default()
+    })
+    .unwrap()
+}
+
+/// A channel of initiator port `ini` (a second one of the same port is the
+/// same I_T nexus); its pending unit attentions are consumed.
+fn login(t: &Arc<Target>, ini: [u8; 16]) -> Sim {
+    let mut req = linux_login(8260);
+    req.initiator_port_id = ini;
+    let limits = LoginLimits {
+        queue_depth: 32,
+        ..LoginLimits::default()
+    };
+    let mut s = Sim::login_req(t, None, &req, &limits, |_| {}).expect("login");
+    clear_ua(&mut s);
+    s
+}
+
+fn clear_ua(s: &mut Sim) {
+    for lun in [0, 1] {
+        while s.command(lun, &TUR, None, 0, Layout::Direct).0.status != GOOD {}
+    }
+}
+
+/// A WRITE of one block that fetches its data and then waits, held, to
+/// run on the backstore (immediate data goes through an execution).
+fn held_write(s: &mut Sim, lun: u16, lba: u64, seed: u64) -> Tag {
+    s.auto_exec = false;
+    let before = s.held.len();
+    let tag = s.submit(
+        lun,
+        &rw16(0x8a, lba, 1),
+        Some(&pattern(512, seed)),
+        0,
+        Layout::Immediate,
+    );
+    assert_eq!(s.held.len(), before + 1, "the WRITE waits on the backstore");
+    tag
+}
+
+fn function_complete(s: &mut Sim, tmf: Tag) {
+    let r = s.take_response(tmf);
+    assert_eq!(r.flags & Rsp::RSPVALID, Rsp::RSPVALID);
+    assert_eq!(r.resp_data, vec![0, 0, 0, 0], "TASK MANAGEMENT FUNCTION COMPLETE");
+}
+
+fn read_block(s: &mut Sim, lun: u16, lba: u64) -> Vec<u8> {
+    let (r, d) = s.read(lun, lba, 512, 512, Layout::Direct);
+    assert_eq!(r.status, GOOD, "{:?}", r.sense_key_asc());
+    d
+}
+
+#[test]
+fn lun_reset_waits_for_the_tasks_of_every_channel_and_nexus() {
+    let t = target();
+    let mut a1 = login(&t, A);
+    let mut a2 = login(&t, A); // the same I_T nexus on a second channel
+    let mut b = login(&t, B);
+    let wa = held_write(&mut a2, 0, 8, 1);
+    let wb = held_write(&mut b, 0, 16, 2);
+    let other_lun = held_write(&mut b, 1, 16, 3);
+
+    let tmf = a1.task_mgmt(0, TmFunction::LUN_RESET, Tag(0));
+    assert!(!a1.has_response(tmf), "A's second channel and B still hold tasks");
+    a1.advance(TASK_SET_POLL);
+    assert!(!a1.has_response(tmf));
+    // B's held tasks reach the backstore: the one on LUN 0 is aborted and
+    // writes nothing; the one on LUN 1 is not covered and completes.
+    b.release_all();
+    assert!(!b.has_response(wb), "an aborted task gets no response (TAS = 0)");
+    assert_eq!(b.take_response(other_lun).status, GOOD);
+    a1.advance(TASK_SET_POLL);
+    assert!(!a1.has_response(tmf), "A's second channel still holds one");
+    a2.release_all();
+    assert!(!a2.has_response(wa));
+    a1.advance(TASK_SET_POLL);
+    function_complete(&mut a1, tmf);
+
+    // Nothing aborted landed; the task on the other LUN did.
+    a1.auto_exec = true;
+    let (r, _) = a1.command(0, &TUR, None, 0, Layout::Direct);
+    assert_eq!(
+        r.sense_key_asc(),
+        Some((0x6, 0x29, 0x03)),
+        "BUS DEVICE RESET FUNCTION OCCURRED"
+    );
+    assert_eq!(read_block(&mut a1, 0, 8), vec![0; 512]);
+    assert_eq!(read_block(&mut a1, 0, 16), vec![0; 512]);
+    assert_eq!(read_block(&mut a1, 1, 16), pattern(512, 3));
+    b.auto_exec = true;
+    let (r, _) = b.command(0, &TUR, None, 0, Layout::Direct);
+    assert_eq!(
+        r.sense_key_asc(),
+        Some((0x6, 0x29, 0x03)),
+        "B is told of the reset"
+    );
+    assert_eq!(b.ch.stats().io.aborted, 1);
+    assert_eq!(a2.ch.stats().io.aborted, 1);
+    // The aborted tasks' credits came back (SRP_CRED_REQ).
+    assert_eq!(b.req_lim, 32);
+    assert_eq!(a2.req_lim, 32);
+    // New tasks run normally.
+    assert_eq!(b.write(0, 16, &pattern(512, 9), 512, Layout::Direct).status, GOOD);
+    assert_eq!(read_block(&mut a1, 0, 16), pattern(512, 9));
+}
+
+#[test]
+fn lun_reset_with_idle_channels_answers_at_once() {
+    let t = target();
+    let mut a = login(&t, A);
+    let _b = login(&t, B);
+    let _a2 = login(&t, A);
+    a.auto_exec = false;
+    let tmf = a.task_mgmt(0, TmFunction::LUN_RESET, Tag(0));
+    function_complete(&mut a, tmf);
+}
+
+#[test]
+fn a_task_after_the_reset_is_a_new_task() {
+    let t = target();
+    let mut a = login(&t, A);
+    let mut b = login(&t, B);
+    b.auto_exec = false;
+    let mut iu = Vec::new();
+    let tag = b.new_tag();
+    iu.extend(b.build_cmd(
+        tag,
+        0,
+        &rw16(0x8a, 4, 1),
+        Some(&pattern(512, 5)),
+        0,
+        Layout::Direct,
+    ));
+    let tmf = a.task_mgmt(0, TmFunction::LUN_RESET, Tag(0));
+    function_complete(&mut a, tmf); // B held nothing yet
+    b.send_request(&iu);
+    b.release_all();
+    // Planned after the reset: it is a new task and runs.
+    assert_eq!(
+        b.take_response(tag).status,
+        0x02,
+        "the reset's unit attention comes first"
+    );
+}
+
+#[test]
+fn abort_task_set_reaches_the_nexus_s_other_channels_only() {
+    let t = target();
+    let mut a1 = login(&t, A);
+    let mut a2 = login(&t, A);
+    let mut b = login(&t, B);
+    let wa = held_write(&mut a2, 0, 8, 1);
+    let wb = held_write(&mut b, 0, 16, 2);
+    let tmf = a1.task_mgmt(0, TmFunction::ABORT_TASK_SET, Tag(0));
+    assert!(!a1.has_response(tmf));
+    a2.release_all();
+    assert!(!a2.has_response(wa));
+    a1.advance(TASK_SET_POLL);
+    // B's task is another nexus's (SAM-5 7.3): not aborted, not waited
+    // for once B's channel has looked.
+    b.release_all();
+    assert_eq!(b.take_response(wb).status, GOOD);
+    a1.advance(TASK_SET_POLL);
+    function_complete(&mut a1, tmf);
+    assert_eq!(read_block(&mut b, 0, 16), pattern(512, 2));
+    assert_eq!(read_block(&mut b, 0, 8), vec![0; 512]);
+}
+
+#[test]
+fn clear_task_set_clears_every_nexus_s_tasks_with_tst_000b() {
+    let t = target();
+    let mut a = login(&t, A);
+    let mut b = login(&t, B);
+    let wb = held_write(&mut b, 0, 16, 2);
+    let tmf = a.task_mgmt(0, TmFunction::CLEAR_TASK_SET, Tag(0));
+    assert!(!a.has_response(tmf));
+    b.release_all();
+    assert!(!b.has_response(wb));
+    a.advance(TASK_SET_POLL);
+    function_complete(&mut a, tmf);
+    b.auto_exec = true;
+    let (r, _) = b.command(0, &TUR, None, 0, Layout::Direct);
+    assert_eq!(
+        r.sense_key_asc(),
+        Some((0x6, 0x2f, 0x00)),
+        "COMMANDS CLEARED BY ANOTHER INITIATOR"
+    );
+    let (r, _) = a.command(0, &TUR, None, 0, Layout::Direct);
+    assert_eq!(r.status, GOOD, "no unit attention for the nexus that cleared");
+    assert_eq!(read_block(&mut a, 0, 16), vec![0; 512]);
+}
+
+#[test]
+fn preempt_and_abort_waits_for_the_preempted_tasks_on_every_channel() {
+    let t = target();
+    let mut a = login(&t, A);
+    let mut b1 = login(&t, B);
+    let mut b2 = login(&t, B);
+    let pr_out = |s: &mut Sim, sa: u8, rtype: u8, key: u64, sa_key: u64| {
+        let mut p = vec![0u8; 24];
+        p[..8].copy_from_slice(&key.to_be_bytes());
+        p[8..16].copy_from_slice(&sa_key.to_be_bytes());
+        let mut c = [0u8; 10];
+        c[0] = 0x5f;
+        c[1] = sa;
+        c[2] = rtype;
+        c[8] = 24;
+        s.submit(0, &c, Some(&p), 0, Layout::Direct)
+    };
+    for (s, key) in [(&mut a, 0xa), (&mut b1, 0xb)] {
+        let tag = pr_out(s, 0, 0, 0, key);
+        assert_eq!(s.take_response(tag).status, GOOD);
+    }
+    let w1 = held_write(&mut b1, 0, 8, 1);
+    let w2 = held_write(&mut b2, 0, 16, 2);
+    // PREEMPT AND ABORT, Exclusive Access.
+    let tag = pr_out(&mut a, 5, 3, 0xa, 0xb);
+    assert!(!a.has_response(tag), "B's tasks are still on the backstore");
+    b1.release_all();
+    a.advance(TASK_SET_POLL);
+    assert!(!a.has_response(tag), "B's second channel still holds one");
+    b2.release_all();
+    a.advance(TASK_SET_POLL);
+    assert_eq!(a.take_response(tag).status, GOOD);
+    assert!(!b1.has_response(w1) && !b2.has_response(w2));
+    assert_eq!(read_block(&mut a, 0, 8), vec![0; 512]);
+    assert_eq!(read_block(&mut a, 0, 16), vec![0; 512]);
+}
+
+#[test]
+fn a_reset_on_each_of_two_channels_does_not_deadlock() {
+    let t = target();
+    let mut a = login(&t, A);
+    let mut b = login(&t, B);
+    let wa = held_write(&mut a, 0, 8, 1);
+    let wb = held_write(&mut b, 0, 16, 2);
+    let ta = a.task_mgmt(0, TmFunction::LUN_RESET, Tag(0));
+    let tb = b.task_mgmt(0, TmFunction::LUN_RESET, Tag(0));
+    a.release_all();
+    b.release_all();
+    for _ in 0..3 {
+        a.advance(TASK_SET_POLL);
+        b.advance(TASK_SET_POLL);
+    }
+    function_complete(&mut a, ta);
+    function_complete(&mut b, tb);
+    assert!(!a.has_response(wa) && !b.has_response(wb));
+}
