@@ -272,3 +272,70 @@ fn a_reset_on_each_of_two_channels_does_not_deadlock() {
     function_complete(&mut b, tb);
     assert!(!a.has_response(wa) && !b.has_response(wb));
 }
+
+/// Sends a one-block WRITE with task attribute `attr` (SRP_CMD byte 29).
+fn write_with_attr(s: &mut Sim, lba: u64, seed: u64, attr: u8) -> Tag {
+    let tag = s.new_tag();
+    let mut iu = s.build_cmd(
+        tag,
+        0,
+        &rw16(0x8a, lba, 1),
+        Some(&pattern(512, seed)),
+        0,
+        Layout::Immediate,
+    );
+    iu[29] = attr;
+    s.send_request(&iu);
+    tag
+}
+
+#[test]
+fn ordered_tasks_wait_for_earlier_ones_and_hold_later_simple_ones() {
+    const SIMPLE: u8 = 0;
+    const HEAD_OF_QUEUE: u8 = 1;
+    const ORDERED: u8 = 2;
+    let t = target();
+    let mut s = login(&t, A);
+    s.auto_exec = false;
+    let w1 = write_with_attr(&mut s, 1, 1, SIMPLE);
+    let w2 = write_with_attr(&mut s, 1, 2, ORDERED);
+    let w3 = write_with_attr(&mut s, 1, 3, SIMPLE);
+    assert_eq!(
+        s.held.len(),
+        1,
+        "the ORDERED task and the one after it are dormant"
+    );
+    let hq = write_with_attr(&mut s, 2, 4, HEAD_OF_QUEUE);
+    assert_eq!(s.held.len(), 2, "HEAD OF QUEUE is enabled at once");
+    s.release_nth(1);
+    assert_eq!(s.take_response(hq).status, GOOD);
+    assert_eq!(s.held.len(), 1, "the ORDERED task still waits for the first");
+    s.release_exec();
+    assert_eq!(s.take_response(w1).status, GOOD);
+    assert_eq!(s.held.len(), 1, "now the ORDERED one runs, alone");
+    assert!(!s.has_response(w3));
+    s.release_exec();
+    assert_eq!(s.take_response(w2).status, GOOD);
+    assert_eq!(s.held.len(), 1, "and then the SIMPLE one after it");
+    s.release_exec();
+    assert_eq!(s.take_response(w3).status, GOOD);
+    assert_eq!(
+        read_block_held(&mut s, 1),
+        pattern(512, 3),
+        "writes landed in order"
+    );
+    // ACA (NACA is not supported) and reserved attributes.
+    for attr in [4, 3, 7] {
+        let tag = write_with_attr(&mut s, 5, 5, attr);
+        let r = s.take_response(tag);
+        assert_eq!(r.sense_key_asc(), Some((0x5, 0x0e, 0x03)), "attribute {attr}");
+    }
+    assert_eq!(read_block_held(&mut s, 5), vec![0; 512]);
+}
+
+fn read_block_held(s: &mut Sim, lba: u64) -> Vec<u8> {
+    s.auto_exec = true;
+    let d = read_block(s, 0, lba);
+    s.auto_exec = false;
+    d
+}

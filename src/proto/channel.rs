@@ -197,6 +197,11 @@ pub struct Channel {
     pub(super) remote_pending: u32,
     /// Commands in `CommandState::TaskSetWait`.
     pub(super) task_set_waiters: u32,
+    /// Task ordering (`proto::ordering`): arrivals so far, ORDERED tasks
+    /// in the task set, dormant tasks.
+    pub(super) arrivals: u64,
+    pub(super) ordered: u32,
+    pub(super) dormant: u32,
 }
 
 /// What the driver needs to run a SCSI command.
@@ -354,6 +359,9 @@ impl Channel {
             task_set,
             remote_pending: 0,
             task_set_waiters: 0,
+            arrivals: 0,
+            ordered: 0,
+            dormant: 0,
             credits: Credits::new(cfg.queue_depth),
             cmds: CommandTable::with_capacity(max_commands as usize),
             waiters: WaitQueues::with_capacity(max_commands as usize),
@@ -811,6 +819,9 @@ impl Channel {
         };
         c.lun = iu.lun;
         c.cdb = iu.cdb;
+        if !super::ordering::supported(iu.task_attr) {
+            return self.check_condition(id, Sense::invalid_field_in_command_iu());
+        }
         c.transfer = DataTransfer {
             descriptor_dir: iu.descriptor_dir,
             dir: iu.descriptor_dir,
@@ -877,10 +888,7 @@ impl Channel {
             };
             self.stats.zero_copy += 1;
         }
-        c.state = match iu.external {
-            Some(table) => CommandState::NeedTable(table),
-            None => CommandState::NeedBuffer,
-        };
+        self.enter_task_set(id, iu.task_attr, iu.external);
     }
 
     fn set_status(&mut self, id: CmdId, status: ScsiStatus) {
@@ -933,6 +941,7 @@ impl Channel {
             c.state = CommandState::TaskMgmtWait { pending: 0 };
         }
         self.count_task_mgmt_lun(id, lun);
+        tracing::info!(function = func.0, lun = ?lun, tag = ?tag, "task management");
         let is_target = |i: CmdId, c: &Command| i != id && !c.is_task_mgmt && c.lun == lun;
         let code = if !credit {
             self.stats.task_set_full += 1;
@@ -1015,6 +1024,7 @@ impl Channel {
     fn after_event(&mut self) {
         self.sync_task_sets();
         self.check_task_set_waits();
+        self.wake_dormant();
         self.resume_waiters();
         if self.state == ChannelState::LoggingOut && self.cmds.is_empty() {
             self.send_t_logout(TLogout::NO_REASON);

@@ -62,6 +62,10 @@ pub(super) enum CommandState {
     /// Waiting for the other channels to end the tasks of the abort
     /// published as generation `gen` (`proto::task_set`).
     TaskSetWait { gen: u64 },
+    /// Dormant (SAM-5 8.6): an ORDERED task waits for the tasks before it,
+    /// a SIMPLE one for the ORDERED tasks before it; then `NeedTable` with
+    /// the table, or `NeedBuffer` (`proto::ordering`).
+    Dormant(Option<ExternalTable>),
 }
 
 impl CommandState {
@@ -217,6 +221,10 @@ pub(super) struct Command {
     /// Task management whose abort reaches other channels: the
     /// generation it published, waited for after its own channel's.
     pub(super) task_set_gen: Option<u64>,
+    /// Task attribute once the command entered the task set (SIMPLE before).
+    pub(super) attr: u8,
+    /// Arrival order on the channel.
+    pub(super) seq: u64,
     pub(super) transfer: DataTransfer,
     pub(super) response: Response,
     pub(super) state: CommandState,
@@ -253,6 +261,8 @@ impl Command {
             abort_waiter: None,
             remote_abort: false,
             task_set_gen: None,
+            attr: 0,
+            seq: 0,
             transfer: DataTransfer::NONE,
             response: Response::GOOD,
             state: CommandState::RESPOND,
@@ -276,6 +286,8 @@ impl Command {
         self.abort_waiter = None;
         self.remote_abort = false;
         self.task_set_gen = None;
+        self.attr = 0;
+        self.seq = 0;
         self.transfer = DataTransfer::NONE;
         self.response = Response::GOOD;
         self.state = CommandState::RESPOND;
@@ -336,7 +348,8 @@ impl Channel {
                 | CommandState::Executing
                 | CommandState::Responding { .. }
                 | CommandState::TaskMgmtWait { .. }
-                | CommandState::TaskSetWait { .. } => Flow::Wait,
+                | CommandState::TaskSetWait { .. }
+                | CommandState::Dormant(_) => Flow::Wait,
             };
             match flow {
                 Flow::Continue => progressed = true,
@@ -933,6 +946,7 @@ impl Channel {
         self.cmds.get(id)?;
         self.count_left(id);
         self.task_set.left();
+        self.left_task_set(id);
         let c = self.cmds.get_mut(id)?;
         if std::mem::take(&mut c.remote_abort) {
             self.remote_pending = self.remote_pending.saturating_sub(1);

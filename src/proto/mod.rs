@@ -9,6 +9,7 @@
 //! - `request`: what the channel keeps of an SRP_CMD.
 //! - [`credits`], [`login`], [`pool`]: flow control, login, buffer pools.
 //! - [`stats`], `accounting`: what channels count, per channel and per LUN.
+//! - `ordering`: task attributes (ORDERED, HEAD OF QUEUE).
 //! - `task_set`: task management across channels (LUN RESET, PREEMPT AND ABORT).
 
 mod accounting;
@@ -17,6 +18,7 @@ pub mod channel;
 mod command;
 pub mod credits;
 pub mod login;
+mod ordering;
 pub mod pool;
 mod request;
 pub mod stats;
