@@ -34,7 +34,7 @@ for r in -d -t -d; do
     sleep 4
 done
 wait "$FIO" || vm_die "fio saw errors across the resets"
-resets=$(grep -c 'task management.*function=8' "$VM_RESULTS/srptd.log" || true)
+resets=$(sed 's/\x1b\[[0-9;]*m//g' "$VM_RESULTS/srptd.log" | grep -c 'task management function=8' || true)
 vm_log "srptd logged $resets LUN RESETs"
 [ "$resets" -ge 2 ] || vm_die "srptd logged $resets LUN RESETs, expected at least 2"
 dmesg | grep -iE 'srp|reset' | tail -n 20 >&2 || true
