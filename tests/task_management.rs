@@ -14,6 +14,7 @@ use srptd::scsi::lun::{LunConfig, Target, TargetConfig};
 use srptd::wire::{Rsp, Tag, TmFunction};
 
 const GOOD: u8 = 0x00;
+const TASK_ABORTED: u8 = 0x40;
 const A: [u8; 16] = [0xa1; 16];
 const B: [u8; 16] = [0xb2; 16];
 const TUR: [u8; 6] = [0; 6];
@@ -98,7 +99,11 @@ fn lun_reset_waits_for_the_tasks_of_every_channel_and_nexus() {
     a1.advance(TASK_SET_POLL);
     assert!(!a1.has_response(tmf), "A's second channel still holds one");
     a2.release_all();
-    assert!(!a2.has_response(wa));
+    assert_eq!(
+        a2.take_response(wa).status,
+        TASK_ABORTED,
+        "A's own task: answered, so the initiator retries it"
+    );
     a1.advance(TASK_SET_POLL);
     function_complete(&mut a1, tmf);
 
@@ -180,7 +185,7 @@ fn abort_task_set_reaches_the_nexus_s_other_channels_only() {
     let tmf = a1.task_mgmt(0, TmFunction::ABORT_TASK_SET, Tag(0));
     assert!(!a1.has_response(tmf));
     a2.release_all();
-    assert!(!a2.has_response(wa));
+    assert_eq!(a2.take_response(wa).status, TASK_ABORTED);
     a1.advance(TASK_SET_POLL);
     // B's task is another nexus's (SAM-5 7.3): not aborted, not waited
     // for once B's channel has looked.
@@ -270,7 +275,82 @@ fn a_reset_on_each_of_two_channels_does_not_deadlock() {
     }
     function_complete(&mut a, ta);
     function_complete(&mut b, tb);
-    assert!(!a.has_response(wa) && !b.has_response(wb));
+    // Each nexus's task is aborted by its own reset (answered) and by the
+    // other's (no response): answered once.
+    assert_eq!(a.take_response(wa).status, TASK_ABORTED);
+    assert_eq!(b.take_response(wb).status, TASK_ABORTED);
+}
+
+/// What `sg_reset -d` under fio showed (Linux 6.1, ib_srp): after a
+/// successful LOGICAL UNIT RESET the initiator does not complete the LUN's
+/// outstanding requests itself (outside SCSI error recovery), so tasks
+/// aborted without a response waited for the 30 s SCSI timeout and ABORT
+/// TASK. The issuing nexus's aborted tasks, on every channel, in every
+/// state, are answered TASK ABORTED before the function; another nexus's
+/// get none (TAS = 0); credits come back; later tasks run at once.
+#[test]
+fn lun_reset_answers_the_issuing_nexus_s_aborted_tasks_before_itself() {
+    let t = target();
+    let mut a1 = login(&t, A);
+    let mut a2 = login(&t, A);
+    let mut b = login(&t, B);
+    let executing = held_write(&mut a1, 0, 8, 1);
+    let queued = held_write(&mut a1, 0, 9, 2); // also on the backstore
+    let other = held_write(&mut a2, 0, 10, 3);
+    let wb = held_write(&mut b, 0, 11, 4);
+    let tmf = a1.task_mgmt(0, TmFunction::LUN_RESET, Tag(0));
+    assert!(!a1.has_response(tmf));
+    a1.release_all();
+    a2.release_all();
+    b.release_all();
+    for _ in 0..3 {
+        a1.advance(TASK_SET_POLL);
+    }
+    let pos = |s: &Sim, tag| s.responses.iter().position(|r| r.tag == tag);
+    let at = pos(&a1, tmf).expect("the reset is answered");
+    for w in [executing, queued] {
+        assert!(pos(&a1, w).expect("answered") < at, "answered before the reset");
+        assert_eq!(a1.take_response(w).status, TASK_ABORTED);
+    }
+    function_complete(&mut a1, tmf);
+    assert_eq!(a2.take_response(other).status, TASK_ABORTED);
+    assert!(!b.has_response(wb), "another nexus's task: no response (TAS = 0)");
+    for s in [&a1, &a2, &b] {
+        assert_eq!(s.req_lim, 32, "credits came back");
+        assert_eq!(s.ch.in_flight(), 0);
+    }
+    // Nothing aborted landed; new tasks on both channels run at once.
+    a1.auto_exec = true;
+    a2.auto_exec = true;
+    let (r, _) = a1.command(0, &TUR, None, 0, Layout::Direct);
+    assert_eq!(r.sense_key_asc(), Some((0x6, 0x29, 0x03)), "once per nexus");
+    for lba in 8..12 {
+        assert_eq!(read_block(&mut a1, 0, lba), vec![0; 512]);
+    }
+    assert_eq!(
+        a1.write(0, 8, &pattern(512, 5), 512, Layout::Immediate).status,
+        GOOD
+    );
+    assert_eq!(
+        a2.write(0, 9, &pattern(512, 6), 512, Layout::Immediate).status,
+        GOOD
+    );
+    assert_eq!(read_block(&mut a2, 0, 8), pattern(512, 5));
+    // A channel that joins after the reset (a re-login) is not touched by
+    // it, and a second reset there answers its tasks the same way.
+    drop(a2);
+    let mut a3 = login(&t, A);
+    assert_eq!(
+        a3.write(0, 10, &pattern(512, 7), 512, Layout::Immediate).status,
+        GOOD
+    );
+    let w3 = held_write(&mut a3, 0, 12, 8);
+    let tmf = a1.task_mgmt(0, TmFunction::LUN_RESET, Tag(0));
+    a3.release_all();
+    a1.advance(TASK_SET_POLL);
+    function_complete(&mut a1, tmf);
+    assert_eq!(a3.take_response(w3).status, TASK_ABORTED);
+    assert_eq!(a3.req_lim, 32);
 }
 
 /// Sends a one-block WRITE with task attribute `attr` (SRP_CMD byte 29).

@@ -975,6 +975,14 @@ impl Channel {
                             .map(|(i, _)| i)
                             .collect();
                         for t in targets {
+                            // This nexus's own tasks: answered TASK ABORTED
+                            // (`Channel::answer_aborted`), also when another
+                            // channel's function aborted them; not when an
+                            // ABORT TASK here did (its initiator is done
+                            // with them).
+                            if let Some(c) = self.cmds.get_mut(t).filter(|c| !c.aborted || c.remote_abort) {
+                                c.answer_abort = true;
+                            }
                             self.abort(t, id);
                         }
                         Rsp::TM_COMPLETE
@@ -1015,7 +1023,13 @@ impl Channel {
     /// reposted when the response was posted).
     fn free_command(&mut self, id: CmdId) {
         self.count_answered(id);
+        // An aborted command answered TASK ABORTED: the function waiting
+        // for it may answer now.
+        let waiter = self.cmds.get_mut(id).and_then(|c| c.abort_waiter.take());
         self.remove_command(id);
+        if let Some(t) = waiter {
+            self.waited_ended(t);
+        }
         self.maybe_closed();
     }
 

@@ -218,6 +218,10 @@ pub(super) struct Command {
     pub(super) abort_waiter: Option<CmdId>,
     /// Another channel's abort waits for this command to end.
     pub(super) remote_abort: bool,
+    /// Aborted by a task set function (LUN RESET, ABORT/CLEAR TASK SET) of
+    /// its own I_T nexus: answered TASK ABORTED once its work in flight has
+    /// ended, ahead of the function's response (`docs/task-management.md`).
+    pub(super) answer_abort: bool,
     /// Task management whose abort reaches other channels: the
     /// generation it published, waited for after its own channel's.
     pub(super) task_set_gen: Option<u64>,
@@ -260,6 +264,7 @@ impl Command {
             aborted: false,
             abort_waiter: None,
             remote_abort: false,
+            answer_abort: false,
             task_set_gen: None,
             attr: 0,
             seq: 0,
@@ -285,6 +290,7 @@ impl Command {
         self.aborted = false;
         self.abort_waiter = None;
         self.remote_abort = false;
+        self.answer_abort = false;
         self.task_set_gen = None;
         self.attr = 0;
         self.seq = 0;
@@ -331,7 +337,8 @@ impl Channel {
             let Some(c) = self.cmds.get(id) else {
                 return progressed;
             };
-            if c.aborted {
+            // An aborted command only posts its TASK ABORTED answer.
+            if c.aborted && !(c.answer_abort && matches!(c.state, CommandState::Respond { .. })) {
                 return progressed;
             }
             let flow = match c.state {
@@ -841,10 +848,13 @@ impl Channel {
         let Some(c) = self.cmds.get_mut(t) else {
             return;
         };
-        if has_work_in_flight(&c.state) {
+        let in_flight = has_work_in_flight(&c.state);
+        if in_flight || c.answer_abort {
+            // Its answer (TASK ABORTED) goes ahead of the function's.
             c.abort_waiter = Some(tmf);
             self.add_pending(tmf);
-        } else {
+        }
+        if !in_flight {
             self.finish_silently(t);
         }
     }
@@ -890,7 +900,7 @@ impl Channel {
     /// One of the commands (or earlier functions) task management request
     /// `tmf` waits for ended; when it was the last, `tmf` answers and the
     /// function waiting for it, if any, is told.
-    fn waited_ended(&mut self, tmf: CmdId) {
+    pub(super) fn waited_ended(&mut self, tmf: CmdId) {
         let mut next = Some(tmf);
         while let Some(t) = next.take() {
             let Some(c) = self.cmds.get_mut(t) else {
@@ -909,7 +919,12 @@ impl Channel {
 
     /// Ends an aborted (or orphaned) command without a response: its
     /// buffer returns to the ring and its credit is owed to the initiator.
+    /// A command the function of its own nexus aborted is answered TASK
+    /// ABORTED instead (`answer_abort`), moving no more data.
     pub(super) fn finish_silently(&mut self, id: CmdId) {
+        if self.answer_aborted(id) {
+            return;
+        }
         let waiter = self.cmds.get_mut(id).and_then(|c| c.abort_waiter.take());
         self.release(id);
         if let Some(t) = waiter {

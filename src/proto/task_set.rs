@@ -57,7 +57,7 @@ impl Channel {
             }
             AbortScope::Lun(id)
         };
-        let gen = target.task_sets().publish(scope);
+        let gen = target.task_sets().publish(scope, Some(ini));
         if let Some(c) = self.cmds.get_mut(tmf) {
             c.task_set_gen = Some(gen);
         }
@@ -136,19 +136,25 @@ impl Channel {
         let target = std::sync::Arc::clone(self.nexus.target());
         let sets = target.task_sets();
         if self.task_set.behind(sets) {
-            let scopes = self.task_set.news(sets);
+            let news = self.task_set.news(sets);
             let ini = *self.nexus.initiator();
             // Planned commands only: one that was not planned moved no data
-            // and only answers its CHECK CONDITION.
-            let covered: Vec<CmdId> = self
+            // and only answers its CHECK CONDITION. A command of the nexus
+            // whose function aborted it is answered TASK ABORTED.
+            let covered: Vec<(CmdId, bool)> = self
                 .cmds
                 .iter()
                 .filter(|(_, c)| !c.is_task_mgmt && c.scsi.is_some() && !c.remote_abort)
-                .filter(|(_, c)| decode_lun(c.lun).is_some_and(|l| scopes.iter().any(|s| s.covers(l, &ini))))
-                .map(|(i, _)| i)
+                .filter_map(|(i, c)| {
+                    let l = decode_lun(c.lun)?;
+                    news.iter()
+                        .filter_map(|p| p.answers(l, &ini))
+                        .reduce(|a, b| a || b)
+                        .map(|answer| (i, answer))
+                })
                 .collect();
-            for id in covered {
-                self.abort_for_other_channel(id);
+            for (id, answer) in covered {
+                self.abort_for_other_channel(id, answer);
             }
         }
         if self.remote_pending == 0 {
@@ -157,11 +163,17 @@ impl Channel {
     }
 
     /// Aborts command `id` for another channel's function, which waits
-    /// until it has ended (TAS = 0: no response, SAM-5 5.6).
-    fn abort_for_other_channel(&mut self, id: CmdId) {
+    /// until it has ended: answered TASK ABORTED when `answer` (the
+    /// function is its own nexus's), else without a response (TAS = 0,
+    /// SAM-5 5.6).
+    fn abort_for_other_channel(&mut self, id: CmdId, answer: bool) {
         let Some(c) = self.cmds.get_mut(id) else {
             return;
         };
+        // Not a task an ABORT TASK of this channel ended (see on_tsk_mgmt).
+        if !c.aborted || c.remote_abort {
+            c.answer_abort |= answer;
+        }
         c.remote_abort = true;
         self.remote_pending += 1;
         if matches!(c.state, CommandState::Responding { .. }) || c.aborted {
@@ -175,5 +187,54 @@ impl Channel {
         if !in_flight {
             self.finish_silently(id);
         }
+    }
+
+    /// Answers aborted command `id` TASK ABORTED if it is to be answered
+    /// (`answer_abort`) and the channel still serves commands. The function
+    /// waiting for it (`abort_waiter`) is told when the response's send
+    /// has completed (`Channel::free_command`).
+    ///
+    /// Why answer when SAM-5 5.6 says the issuing nexus gets no response:
+    /// the Linux initiator (ib_srp since 4.x) no longer completes a LUN's
+    /// outstanding requests after its LOGICAL UNIT RESET succeeds, and a
+    /// reset sent outside error recovery (SG_SCSI_RESET, `sg_reset -d`)
+    /// leaves them to the SCSI timeout (30 s) and ABORT TASK. TASK ABORTED
+    /// makes the midlayer retry them at once.
+    pub(super) fn answer_aborted(&mut self, id: CmdId) -> bool {
+        let serving = self.serves_commands();
+        let Some(c) = self.cmds.get_mut(id) else {
+            return false;
+        };
+        if !c.answer_abort || !serving {
+            return false;
+        }
+        match c.state {
+            CommandState::Dormant(_) => self.dormant = self.dormant.saturating_sub(1),
+            CommandState::TaskSetWait { .. } => {
+                self.task_set_waiters = self.task_set_waiters.saturating_sub(1)
+            }
+            _ => {}
+        }
+        let Some(c) = self.cmds.get_mut(id) else {
+            return false;
+        };
+        if let Some(r) = c.queued_for.take() {
+            self.waiters.remove(r, id);
+        }
+        let Some(c) = self.cmds.get_mut(id) else {
+            return false;
+        };
+        c.response.status = ScsiStatus::TASK_ABORTED;
+        c.response.sense = None;
+        c.response.rsp_code = None;
+        if !matches!(c.state, CommandState::Respond { .. }) {
+            // Data-in WRITEs already chained to a response stay so.
+            c.state = CommandState::RESPOND;
+            c.response.flags = 0;
+            c.response.data_in_residual = 0;
+            c.response.data_out_residual = 0;
+        }
+        self.step(id);
+        true
     }
 }

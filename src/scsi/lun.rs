@@ -946,7 +946,7 @@ impl Nexus {
             // Their channels end the tasks; the PERSISTENT RESERVE OUT
             // waits for that before GOOD (`proto::task_set`).
             let inis = fx.aborts;
-            target.task_sets.publish(AbortScope::Nexuses { lun, inis });
+            target.task_sets.publish(AbortScope::Nexuses { lun, inis }, None);
         }
         Ok(0)
     }

@@ -54,6 +54,26 @@ impl AbortScope {
     }
 }
 
+/// A published abort: its scope, and the I_T nexus whose task management
+/// function it is (none for PREEMPT AND ABORT and for a member behind the
+/// log). That nexus's aborted tasks are answered TASK ABORTED
+/// (`docs/task-management.md`); other nexuses' end without a response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub scope: AbortScope,
+    pub issuer: Option<InitiatorPortId>,
+}
+
+impl Published {
+    /// Whether the abort covers a task of `lun` from `ini`, and whether
+    /// that task is to be answered (`ini` issued the function).
+    pub fn answers(&self, lun: u16, ini: &InitiatorPortId) -> Option<bool> {
+        self.scope
+            .covers(lun, ini)
+            .then(|| self.issuer.as_ref() == Some(ini))
+    }
+}
+
 /// What the publisher reads of a member.
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -68,7 +88,7 @@ struct Shared {
 #[derive(Debug, Default)]
 pub struct TaskSets {
     gen: AtomicU64,
-    log: Mutex<VecDeque<(u64, AbortScope)>>,
+    log: Mutex<VecDeque<(u64, Published)>>,
     members: Mutex<Vec<Weak<Shared>>>,
 }
 
@@ -84,16 +104,16 @@ impl TaskSets {
         Member { shared, seen }
     }
 
-    /// Publishes an abort; returns its generation, which
-    /// [`drained`](Self::drained) waits for.
-    pub fn publish(&self, scope: AbortScope) -> u64 {
+    /// Publishes an abort by the function of nexus `issuer` (if any);
+    /// returns its generation, which [`drained`](Self::drained) waits for.
+    pub fn publish(&self, scope: AbortScope, issuer: Option<InitiatorPortId>) -> u64 {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         // Under the log lock, so the log is in generation order.
         let g = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
         if log.len() == LOG_LEN {
             log.pop_front();
         }
-        log.push_back((g, scope));
+        log.push_back((g, Published { scope, issuer }));
         g
     }
 
@@ -107,7 +127,7 @@ impl TaskSets {
         if log.front().is_some_and(|&(g, _)| g > since + 1) {
             return true; // fell out of the log: the safe side
         }
-        log.iter().any(|(g, s)| *g > since && s.covers(lun, ini))
+        log.iter().any(|(g, p)| *g > since && p.scope.covers(lun, ini))
     }
 
     /// The latest generation published.
@@ -164,23 +184,26 @@ impl Member {
     }
 
     /// The scopes published since the last call, oldest first.
-    pub fn news(&mut self, sets: &TaskSets) -> Vec<AbortScope> {
+    pub fn news(&mut self, sets: &TaskSets) -> Vec<Published> {
         let log = sets.log.lock().unwrap_or_else(|p| p.into_inner());
         let now = sets.gen.load(Ordering::SeqCst);
         let first = log.front().map_or(now + 1, |&(g, _)| g);
-        let mut out: Vec<AbortScope> = if self.seen + 1 < first && self.seen < now {
+        let mut out: Vec<Published> = if self.seen + 1 < first && self.seen < now {
             tracing::warn!(
                 behind = now - self.seen,
                 "channel fell behind the published aborts; aborting all its tasks"
             );
-            vec![AbortScope::All]
+            vec![Published {
+                scope: AbortScope::All,
+                issuer: None,
+            }]
         } else {
             Vec::new()
         };
         out.extend(
             log.iter()
                 .filter(|&&(g, _)| g > self.seen && g <= now)
-                .map(|(_, s)| s.clone()),
+                .map(|(_, p)| p.clone()),
         );
         self.seen = now;
         out
@@ -201,15 +224,20 @@ mod tests {
         let sets = TaskSets::default();
         let me = sets.join();
         let mut other = sets.join();
-        let g = sets.publish(AbortScope::Lun(3));
+        let g = sets.publish(AbortScope::Lun(3), Some([7; 16]));
         assert!(sets.drained(g, &me), "the other member holds nothing");
         other.entered();
         assert!(!sets.drained(g, &me));
-        assert_eq!(other.news(&sets), vec![AbortScope::Lun(3)]);
+        let news = other.news(&sets);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].scope, AbortScope::Lun(3));
+        assert_eq!(news[0].answers(3, &[7; 16]), Some(true), "the issuer's own task");
+        assert_eq!(news[0].answers(3, &[8; 16]), Some(false), "another nexus's");
+        assert_eq!(news[0].answers(4, &[7; 16]), None, "another LUN");
         assert!(!other.behind(&sets));
         other.ack();
         assert!(sets.drained(g, &me));
-        let g2 = sets.publish(AbortScope::Lun(4));
+        let g2 = sets.publish(AbortScope::Lun(4), None);
         assert!(!sets.drained(g2, &me));
         other.left();
         assert!(sets.drained(g2, &me));
@@ -222,10 +250,10 @@ mod tests {
         let sets = TaskSets::default();
         let mut m = sets.join();
         for l in 0..(LOG_LEN as u16 + 2) {
-            sets.publish(AbortScope::Lun(l));
+            sets.publish(AbortScope::Lun(l), None);
         }
         let news = m.news(&sets);
-        assert_eq!(news[0], AbortScope::All);
+        assert_eq!(news[0].scope, AbortScope::All);
         assert_eq!(news.len(), LOG_LEN + 1);
         assert!(AbortScope::Nexuses {
             lun: 1,

@@ -5,7 +5,8 @@
 //! shutdown, simulated time) and every step is checked against oracles:
 //!
 //! (a) every command sent on a live channel is answered exactly once once
-//!     nothing is held, or never if a task management function aborted it;
+//!     nothing is held, or never if a task management function aborted it
+//!     (a task set function answers the tasks it aborts TASK ABORTED);
 //!     never more than once, whatever happens;
 //! (b) credits balance: the channel's credit identity holds, the
 //!     initiator's request limit never goes negative and equals the
@@ -669,6 +670,10 @@ impl Chaos {
                 "response after its abort was reported: {:?} {r:?}",
                 t.kind
             );
+            if r.status == 0x40 {
+                self.on_task_aborted(i, &r);
+                continue;
+            }
             // Lent out rather than cloned (a WRITE's kind holds its data);
             // on_response only looks at the commands sent before this one.
             let kind = std::mem::replace(&mut t.kind, Kind::Other);
@@ -816,6 +821,43 @@ impl Chaos {
                 }
                 self.wild_done();
             }
+        }
+    }
+
+    /// TASK ABORTED: only for a task of LUN 0 that a task set function
+    /// (LOGICAL UNIT RESET, ABORT or CLEAR TASK SET) sent after it and not
+    /// answered yet aborts (`docs/task-management.md`: the issuing nexus's
+    /// aborted tasks are answered, ahead of the function).
+    fn on_task_aborted(&mut self, i: usize, r: &Response) {
+        let t = &self.tracked[i];
+        assert!(
+            !matches!(t.kind, Kind::Tmf { .. }) && t.lun0 != Some(false),
+            "TASK ABORTED for {:?}: {r:?}",
+            t.kind
+        );
+        let seq = t.seq;
+        let pending_reset = self.tracked[seq..].iter().any(|f| {
+            f.responses == 0
+                && matches!(
+                    f.kind,
+                    Kind::Tmf { func, lun0: true, .. } if func != TmFunction::ABORT_TASK
+                )
+        });
+        assert!(
+            pending_reset,
+            "TASK ABORTED with no task set function pending: {r:?}"
+        );
+        self.tracked[i].aborted = true;
+        self.out.aborted += 1;
+        match self.tracked[i].kind.clone() {
+            Kind::Write {
+                lba,
+                blocks,
+                in_range: true,
+                ..
+            } => self.write_done(lba, blocks, None),
+            Kind::Malformed { .. } => self.wild_done(),
+            _ => {}
         }
     }
 

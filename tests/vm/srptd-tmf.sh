@@ -3,8 +3,9 @@
 # srptd with two channels (a file LUN, so WRITEs run on the worker pool);
 # while fio writes with crc32c verification, sg_reset sends a LOGICAL UNIT
 # RESET (-d, ib_srp srp_reset_device) and a target reset (-t) on the disk.
-# fio must see no error, srptd must log the task management functions,
-# and leak no channel at exit.
+# fio must see no error and no command may stall (max latency < 5 s, no
+# ib_srp abort after a SCSI timeout), srptd must log the task management
+# functions, and leak no channel at exit.
 #
 # Usage (host): scripts/vm-run.sh tests/vm/srptd-tmf.sh
 # vm-cpus: 2
@@ -22,8 +23,15 @@ SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2 >/dev/null
 D=$(srp_lun_dev 0)
 vm_log "LUN 0 is $D"
 
-fio_verify "$D" 20 randwrite 4k 32 64M &
+# fio as fio_verify runs it, with JSON output for the latency check.
+FIO_OUT=$VM_RESULTS/fio-tmf.json
+vm_log "fio verify randwrite bs=4k qd=32 runtime=20s on $D"
+fio --name=verify --filename="$D" --direct=1 --ioengine=libaio \
+    --rw=randwrite --bs=4k --iodepth=32 --size=64M --runtime=20 \
+    --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 \
+    --output-format=json --output="$FIO_OUT" >&2 &
 FIO=$!
+DMESG_START=$(dmesg | wc -l)
 sleep 4
 for r in -d -t -d; do
     vm_log "sg_reset $r $D"
@@ -34,6 +42,19 @@ for r in -d -t -d; do
     sleep 4
 done
 wait "$FIO" || vm_die "fio saw errors across the resets"
+# No task may stall across the resets: a LUN's tasks aborted by a reset
+# are answered (TASK ABORTED) and retried at once, not left to the 30 s
+# SCSI timeout and ib_srp's ABORT TASK.
+read -r ferr lat_max_ms < <(python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+print(j["error"], max(j[d]["lat_ns"]["max"] for d in ("read", "write")) // 1000000)
+' "$FIO_OUT")
+vm_log "fio err=$ferr max latency ${lat_max_ms} ms"
+[ "$ferr" = 0 ] || vm_die "fio err=$ferr"
+[ "$lat_max_ms" -lt 5000 ] || vm_die "a command took ${lat_max_ms} ms across the resets (stalled)"
+aborts=$(dmesg | tail -n +"$((DMESG_START + 1))" | grep -cE 'SRP abort|ABORT' || true)
+[ "$aborts" = 0 ] || { dmesg | tail -n +"$((DMESG_START + 1))" | grep -E 'SRP abort|ABORT' | head >&2; vm_die "ib_srp sent $aborts aborts after the resets (commands timed out)"; }
 resets=$(sed 's/\x1b\[[0-9;]*m//g' "$VM_RESULTS/srptd.log" | grep -c 'task management function=8' || true)
 vm_log "srptd logged $resets LUN RESETs"
 [ "$resets" -ge 2 ] || vm_die "srptd logged $resets LUN RESETs, expected at least 2"
