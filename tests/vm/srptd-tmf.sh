@@ -25,15 +25,26 @@ vm_log "LUN 0 is $D"
 
 # fio as fio_verify runs it, with JSON output for the latency check.
 FIO_OUT=$VM_RESULTS/fio-tmf.json
-vm_log "fio verify randwrite bs=4k qd=32 runtime=20s on $D"
+vm_log "fio verify randwrite bs=4k qd=32 runtime=30s on $D"
 fio --name=verify --filename="$D" --direct=1 --ioengine=libaio \
-    --rw=randwrite --bs=4k --iodepth=32 --size=64M --runtime=20 \
+    --rw=randwrite --bs=4k --iodepth=32 --size=64M --runtime=30 \
     --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 \
     --output-format=json --output="$FIO_OUT" >&2 &
 FIO=$!
 DMESG_START=$(dmesg | wc -l)
+# Each reset goes out while WRITEs are in flight, so that it aborts some.
+writes_in_flight() {
+    local i r w
+    for i in $(seq 200); do
+        read -r r w <"/sys/block/${D#/dev/}/inflight"
+        [ "$w" -gt 0 ] && return 0
+        sleep 0.05
+    done
+    vm_log "no WRITE in flight before the reset"
+}
 sleep 4
 for r in -d -t -d; do
+    writes_in_flight
     vm_log "sg_reset $r $D"
     if ! sg_reset "$r" "$D" >&2; then
         vm_log "sg_reset $r failed: $(dmesg | tail -n 3)"
@@ -63,4 +74,9 @@ dmesg | grep -iE 'srp|reset' | tail -n 20 >&2 || true
 srp_logout_all
 srptd_stop || vm_die "srptd exited non-zero"
 [ "$(srptd_counter leaked-channels)" = 0 ] || vm_die "srptd leaked channels"
+# The resets did abort tasks (else the stall check above proves nothing).
+aborted=$(sed 's/\x1b\[[0-9;]*m//g' "$VM_RESULTS/srptd.log" | grep 'driver::control: channel closed' |
+    grep -oE 'task_mgmt: [0-9]+, aborted: [0-9]+' | awk '{ s += $4 } END { print s + 0 }')
+vm_log "the resets aborted $aborted tasks"
+[ "$aborted" -gt 0 ] || vm_die "the resets aborted no task: nothing was in flight"
 vm_log "PASS"
