@@ -54,3 +54,23 @@ fn second_abort_task_set_over_executing_writes() {
     ];
     common::chaos::run(&input);
 }
+
+/// Commands waiting at the heads of two wait queues for each other: the
+/// head of the RDMA READ credit queue also needed a send-queue slot, whose
+/// queue's head needed a READ credit, and neither could move while the
+/// other queued, though the channel had both free (a fuzz finding).
+#[test]
+fn waiters_at_the_heads_of_two_queues_move() {
+    common::chaos::run(include_bytes!(
+        "regressions/channel_sim-read-credit-send-slot.bin"
+    ));
+}
+
+/// Replays a fuzz input: `CHAOS_INPUT=crash-file [CHAOS_TRACE=1] cargo
+/// test --test channel_chaos replay_file -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn replay_file() {
+    let p = std::env::var("CHAOS_INPUT").expect("CHAOS_INPUT");
+    common::chaos::run(&std::fs::read(p).unwrap());
+}

@@ -453,6 +453,26 @@ impl Channel {
     }
 
     /// Commands and task management requests in progress.
+    /// Each command's tag, state and wait queue, for test diagnostics.
+    #[doc(hidden)]
+    pub fn debug_commands(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .cmds
+            .iter()
+            .map(|(id, c)| {
+                format!(
+                    "{id:?} {:?} {:?} queued_for={:?} aborted={}",
+                    c.tag, c.state, c.queued_for, c.aborted
+                )
+            })
+            .collect();
+        v.push(format!(
+            "reads_in_flight={} sq_in_flight={}",
+            self.reads_in_flight, self.sq_in_flight
+        ));
+        v
+    }
+
     pub fn in_flight(&self) -> usize {
         self.cmds.len()
     }

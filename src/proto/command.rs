@@ -372,8 +372,14 @@ impl Channel {
 
     /// Whether command `id` may take `r` now: nobody waits for it, or `id`
     /// is the waiter being resumed.
+    /// Whether `id` may take resource `r` now: nobody waits for it, or `id`
+    /// is the waiter being resumed. A resumed waiter may take every
+    /// resource it needs, also those others queue for: resumption goes in
+    /// the global order of parking, and a command that needs two resources
+    /// (an RDMA READ credit and a send-queue slot) must not wait at the
+    /// head of one queue for the head of the other, which may wait for it.
     fn may_take(&self, id: CmdId, r: Resource) -> bool {
-        !self.waiters.has_waiters(r) || self.resuming == Some((id, r))
+        !self.waiters.has_waiters(r) || self.resuming.is_some_and(|(who, _)| who == id)
     }
 
     fn set_state(&mut self, id: CmdId, state: CommandState) {

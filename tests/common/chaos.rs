@@ -891,6 +891,11 @@ impl Chaos {
         for t in &self.tracked {
             let must =
                 t.live && !t.aborted && !t.maybe_aborted && !matches!(t.kind, Kind::Malformed { cmd: false });
+            if must && t.responses != 1 {
+                for l in self.sim.ch.debug_commands() {
+                    eprintln!("  channel: {l}");
+                }
+            }
             if must {
                 assert_eq!(
                     t.responses, 1,
