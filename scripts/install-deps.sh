@@ -25,7 +25,7 @@ BUILD_PKGS=(libclang-dev clang pkg-config libibverbs-dev librdmacm-dev libibumad
 # linux-image-amd64 is the guest kernel (Debian's, with rdma_rxe/ib_srp/ib_srpt).
 VM_PKGS=(qemu-system-x86 linux-image-amd64 busybox-static kmod iproute2 rdma-core
          ibverbs-utils rdmacm-utils infiniband-diags srptools fio sg3-utils
-         e2fsprogs jq)
+         e2fsprogs jq multipath-tools)
 
 pkgs=("${BUILD_PKGS[@]}")
 if [ "${INSTALL_VM_DEPS:-1}" != 0 ]; then

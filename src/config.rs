@@ -23,8 +23,12 @@ use toml::Spanned;
 
 use crate::driver::{default_pollers, AdminSocket, Options};
 use crate::proto::{LoginLimits, TargetPortId};
+use crate::scsi::alua::{check_groups, GroupField};
 use crate::scsi::backstore::parse_size;
-use crate::scsi::{Access, BackstoreConfig, InitiatorPortId, LunConfig, TargetConfig, MAX_LUN};
+use crate::scsi::lun::PeerFilter;
+use crate::scsi::{
+    Access, AccessState, BackstoreConfig, InitiatorPortId, LunConfig, PortGroupConfig, TargetConfig, MAX_LUN,
+};
 use crate::wire::parse_hex;
 
 /// Bounds of the numeric settings, each stated once (checked in
@@ -133,6 +137,16 @@ pub struct LunSetting {
     pub thin: Option<Setting<bool>>,
 }
 
+/// A target port group (ALUA, `docs/alua.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortGroupSetting {
+    pub id: Setting<u16>,
+    /// `device/port`, e.g. `rxe0/1`.
+    pub ports: Setting<Vec<String>>,
+    /// The asymmetric access state at start (default active/optimized).
+    pub state: Option<Setting<String>>,
+}
+
 /// Who may log in, and which LUNs they see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AclSetting {
@@ -142,6 +156,9 @@ pub struct AclSetting {
     pub luns: Option<Setting<Vec<u16>>>,
     /// It sees its LUNs write-protected.
     pub read_only: Option<Setting<bool>>,
+    /// RDMA/CM logins only from this address or network (`10.0.0.5`,
+    /// `10.0.0.0/24`).
+    pub address: Option<Setting<String>>,
 }
 
 /// Every setting, before checking. [`Settings::from_file`] reads a config
@@ -176,6 +193,7 @@ pub struct Settings {
     pub state_dir: Option<Setting<String>>,
     pub luns: Vec<LunSetting>,
     pub acls: Vec<AclSetting>,
+    pub port_groups: Vec<PortGroupSetting>,
     /// Whether a config file was read (access is then explicit).
     pub from_file: Option<PathBuf>,
     /// The ACLs were changed through the admin socket: access is explicit
@@ -210,6 +228,7 @@ impl Default for Settings {
             state_dir: None,
             luns: Vec::new(),
             acls: Vec::new(),
+            port_groups: Vec::new(),
             from_file: None,
             explicit_access: false,
         }
@@ -270,6 +289,8 @@ struct FileDoc {
     luns: Vec<FileLun>,
     #[serde(default, rename = "acl")]
     acls: Vec<FileAcl>,
+    #[serde(default, rename = "target_port_group")]
+    port_groups: Vec<FilePortGroup>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -326,10 +347,19 @@ struct FileLun {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FilePortGroup {
+    id: Spanned<u16>,
+    ports: Spanned<Vec<String>>,
+    state: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileAcl {
     initiator: Spanned<String>,
     luns: Option<Spanned<Vec<u16>>>,
     read_only: Option<Spanned<bool>>,
+    address: Option<Spanned<String>>,
 }
 
 /// Reads spans of one file into origins.
@@ -462,6 +492,16 @@ impl Settings {
                 initiator: l.setting("acl.initiator", a.initiator),
                 luns: l.opt("acl.luns", a.luns),
                 read_only: l.opt("acl.read_only", a.read_only),
+                address: l.opt("acl.address", a.address),
+            })
+            .collect();
+        s.port_groups = doc
+            .port_groups
+            .into_iter()
+            .map(|g| PortGroupSetting {
+                id: l.setting("target_port_group.id", g.id),
+                ports: l.setting("target_port_group.ports", g.ports),
+                state: l.opt("target_port_group.state", g.state),
             })
             .collect();
         Ok(s)
@@ -504,6 +544,7 @@ impl Settings {
                     initiator: Setting::new(a.clone(), Origin::Flag("--allow")),
                     luns: None,
                     read_only: None,
+                    address: None,
                 })
                 .collect();
         }
@@ -661,12 +702,15 @@ impl Settings {
                 l
             })
             .collect();
+        let peers = self.peer_filter()?;
         let target = TargetConfig {
             name: self.name.value.clone(),
             luns,
             access,
+            peers,
             max_transfer_bytes: max_transfer as u32,
             state_dir,
+            port_groups: self.port_groups()?,
             ..TargetConfig::default()
         };
         let options = Options {
@@ -696,6 +740,41 @@ impl Settings {
             target,
             warnings,
         })
+    }
+
+    /// The target port groups, checked (`scsi::alua::check_groups`).
+    fn port_groups(&self) -> Result<Vec<PortGroupConfig>, ConfigError> {
+        let mut out = Vec::with_capacity(self.port_groups.len());
+        for g in &self.port_groups {
+            let state = match &g.state {
+                None => AccessState::ActiveOptimized,
+                Some(s) => match AccessState::parse(&s.value) {
+                    Some(a) => a,
+                    None => {
+                        let names: Vec<&str> = AccessState::ALL.iter().map(|a| a.name()).collect();
+                        return err(
+                            &s.origin,
+                            format!("{:?}", s.value),
+                            format!("must be one of {}", names.join(", ")),
+                        );
+                    }
+                },
+            };
+            out.push(PortGroupConfig {
+                id: g.id.value,
+                ports: g.ports.value.clone(),
+                state,
+            });
+        }
+        if let Err(e) = check_groups(&out) {
+            let g = &self.port_groups[e.group];
+            return match e.field {
+                GroupField::Id => err(&g.id.origin, g.id.value, e.reason),
+                GroupField::Ports => err(&g.ports.origin, format!("{:?}", g.ports.value), e.reason),
+                GroupField::Port(j) => err(&g.ports.origin, format!("{:?}", g.ports.value[j]), e.reason),
+            };
+        }
+        Ok(out)
     }
 
     /// The LUNs (default: one `ram:256M`), numbers unique and in range.
@@ -894,6 +973,41 @@ impl Settings {
             per_lun.insert(n, (Access::Only(who), ro));
         }
         Ok((Access::Only(ids), per_lun))
+    }
+}
+
+impl Settings {
+    /// The addresses each ACL accepts RDMA/CM logins from.
+    fn peer_filter(&self) -> Result<PeerFilter, ConfigError> {
+        let mut f = PeerFilter::default();
+        for a in &self.acls {
+            let nets = match &a.address {
+                None => Vec::new(),
+                Some(s) => {
+                    let v = s.value.trim();
+                    let net = v
+                        .parse::<ipnet::IpNet>()
+                        .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                    match net {
+                        Ok(n) => vec![n.trunc()],
+                        Err(_) => {
+                            return err(
+                                &s.origin,
+                                format!("{:?}", s.value),
+                                "expected an IP address or network (10.0.0.5, 10.0.0.0/24, fe80::/64)",
+                            )
+                        }
+                    }
+                }
+            };
+            let id = if a.initiator.value.eq_ignore_ascii_case("any") {
+                None
+            } else {
+                parse_hex::<16>(&a.initiator.value)
+            };
+            f.set(id, nets);
+        }
+        Ok(f)
     }
 }
 

@@ -359,6 +359,11 @@ fn generate() -> Seeds {
         ("report_luns", vec![0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]),
         ("read16", rw16(0x88, 8, 8).to_vec()),
         ("compare_and_write", caw16(8, 1)),
+        (
+            "report_target_port_groups",
+            vec![0xa3, 0x2a, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0],
+        ),
+        ("inquiry_vpd_83", vec![0x12, 1, 0x83, 0, 255, 0]),
     ] {
         let mut b = vec![0];
         b.extend(cdb);

@@ -794,7 +794,7 @@ fn login_rejects_reach_the_wire() {
         &req,
         TARGET_PORT,
         &LoginLimits::default(),
-        t.login_allowed(&INITIATOR),
+        t.login_allowed(&INITIATOR, None),
         0,
     )
     .unwrap_err();

@@ -165,6 +165,39 @@ pub fn luns(v: &Value) -> String {
     table(&["LUN", "BACKSTORE", "SIZE", "BLOCK", "MODE", "SERIAL"], &rows)
 }
 
+/// `srptd ctl alua`: one row per target port group.
+pub fn alua(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            let ports: Vec<String> = g["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| format!("{}={}", s(&p["relative_port"]), s(&p["name"])))
+                .collect();
+            vec![s(&g["id"]), s(&g["state"]), ports.join(" ")]
+        })
+        .collect();
+    table(&["GROUP", "STATE", "PORTS (RELATIVE=DEVICE/PORT)"], &rows)
+}
+
+/// `srptd ctl alua set`.
+pub fn alua_set(v: &Value) -> String {
+    if v["changed"] == Value::Bool(true) {
+        format!(
+            "group {} is {}; {} session(s) notified\n",
+            s(&v["group"]),
+            s(&v["state"]),
+            s(&v["nexuses_notified"])
+        )
+    } else {
+        format!("group {} was {} already\n", s(&v["group"]), s(&v["state"]))
+    }
+}
+
 /// The answer to a LUN or ACL change.
 pub fn applied(v: &Value) -> String {
     let list = |k: &str| {

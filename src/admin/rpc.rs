@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::Change;
 use crate::scsi::backstore::parse_size;
-use crate::scsi::InitiatorPortId;
+use crate::scsi::{AccessState, InitiatorPortId};
 use crate::wire::parse_hex;
 
 /// Longest request line the server reads (bytes, without the newline).
@@ -56,6 +56,10 @@ pub enum Call {
     SaveConfig { path: Option<String> },
     /// Read the config file again and apply the difference.
     Reload,
+    /// Target port groups, their states and ports (ALUA).
+    Alua,
+    /// Put a target port group in an asymmetric access state.
+    AluaSetState { group: u16, state: AccessState },
 }
 
 impl Call {
@@ -76,6 +80,8 @@ impl Call {
         "acl_unmap",
         "save_config",
         "reload",
+        "alua",
+        "alua_set_state",
     ];
 }
 
@@ -224,6 +230,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RpcError> {
             initiator: p.acl_initiator("initiator")?,
             luns: p.opt_luns("luns")?,
             read_only: p.opt_bool("read_only")?,
+            address: p.opt_string("address")?,
         }),
         "acl_remove" => Call::Change(Change::AclRemove {
             initiator: p.acl_initiator("initiator")?,
@@ -240,6 +247,11 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RpcError> {
             path: p.opt_string("path")?,
         },
         "reload" => Call::Reload,
+        "alua" => Call::Alua,
+        "alua_set_state" => Call::AluaSetState {
+            group: p.group("group")?,
+            state: p.access_state("state")?,
+        },
         _ => {
             return Err(RpcError::new(
                 eid,
@@ -320,6 +332,24 @@ impl Params<'_> {
         self.opt_u64(name, u64::from(u16::MAX))?
             .map(|v| v as u16)
             .ok_or_else(|| self.error(format!("{name} is missing ({} needs it)", self.method)))
+    }
+
+    /// A target port group identifier, 1 to 65535.
+    fn group(&mut self, name: &str) -> Result<u16, RpcError> {
+        match self.opt_u64(name, u64::from(u16::MAX))? {
+            Some(0) => Err(self.error(format!("{name}: target port groups go from 1 to 65535"))),
+            Some(v) => Ok(v as u16),
+            None => Err(self.error(format!("{name} is missing ({} needs it)", self.method))),
+        }
+    }
+
+    /// An asymmetric access state by name.
+    fn access_state(&mut self, name: &str) -> Result<AccessState, RpcError> {
+        let s = self.string(name)?;
+        AccessState::parse(&s).ok_or_else(|| {
+            let names: Vec<&str> = AccessState::ALL.iter().map(|a| a.name()).collect();
+            self.error(format!("{name}: {s:?} is not one of {}", names.join(", ")))
+        })
     }
 
     fn opt_luns(&mut self, name: &str) -> Result<Option<Vec<u16>>, RpcError> {
@@ -416,6 +446,36 @@ mod tests {
     }
 
     #[test]
+    fn alua_calls_parse() {
+        assert_eq!(call("alua", "{}").unwrap(), Call::Alua);
+        assert_eq!(
+            call("alua_set_state", r#"{"group":2,"state":"standby"}"#).unwrap(),
+            Call::AluaSetState {
+                group: 2,
+                state: AccessState::Standby
+            }
+        );
+        let e = call("alua_set_state", r#"{"group":2,"state":"asleep"}"#).unwrap_err();
+        assert_eq!(e.code, code::INVALID_PARAMS);
+        assert!(
+            e.message
+                .contains("state: \"asleep\" is not one of active/optimized"),
+            "{}",
+            e.message
+        );
+        let e = call("alua_set_state", r#"{"group":0,"state":"standby"}"#).unwrap_err();
+        assert!(
+            e.message.contains("group: target port groups go from 1"),
+            "{}",
+            e.message
+        );
+        let e = call("alua_set_state", r#"{"state":"standby"}"#).unwrap_err();
+        assert!(e.message.contains("group is missing"), "{}", e.message);
+        let e = call("alua_set_state", r#"{"group":1,"state":"standby","port":1}"#).unwrap_err();
+        assert!(e.message.contains("unknown parameter \"port\""), "{}", e.message);
+    }
+
+    #[test]
     fn change_calls_parse() {
         assert_eq!(
             call(
@@ -462,6 +522,7 @@ mod tests {
                 initiator: INI.into(),
                 luns: Some(vec![1, 2]),
                 read_only: Some(true),
+                address: None,
             }))
         );
         assert_eq!(

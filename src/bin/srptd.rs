@@ -192,19 +192,41 @@ enum CtlCommand {
     },
     /// Read the config file again and apply the difference (as SIGHUP).
     Reload,
+    /// Target port groups (ALUA): list them, or set one's state.
+    Alua {
+        #[command(subcommand)]
+        action: Option<AluaCommand>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AluaCommand {
+    /// Put a target port group in a state; every session gets ASYMMETRIC
+    /// ACCESS STATE CHANGED.
+    Set {
+        group: u16,
+        /// active/optimized, active/non-optimized, standby, unavailable or
+        /// transitioning.
+        state: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum LunCommand {
     /// Add a LUN; initiators get REPORTED LUNS DATA HAS CHANGED.
     Add {
+        /// LUN number (0-16383).
         number: u16,
         /// `ram:<size>` or `file:<path>`.
         backstore: String,
+        /// Write-protected (DATA PROTECT on writes).
         #[arg(long)]
         read_only: bool,
+        /// Logical block size: 512 (default) or 4096.
         #[arg(long)]
         block_size: Option<u32>,
+        /// Unit serial number (default derived from the path, or the target
+        /// name and LUN number for RAM).
         #[arg(long)]
         serial: Option<String>,
         /// NAA identifier (32 hex digits starting with 6).
@@ -243,6 +265,9 @@ enum AclCommand {
         /// It sees its LUNs write-protected.
         #[arg(long)]
         read_only: bool,
+        /// RDMA/CM logins only from this address or network (10.0.0.0/24).
+        #[arg(long)]
+        address: Option<String>,
     },
     /// Remove an initiator's ACL (its session stays until it logs out).
     Remove { initiator: String },
@@ -270,6 +295,14 @@ fn ctl(a: &CtlArgs) -> ExitCode {
             format!("saved to {}\n", v["path"].as_str().unwrap_or("?"))
         }),
         CtlCommand::Reload => ("reload", None, render::reloaded),
+        CtlCommand::Alua { action: None } => ("alua", None, render::alua),
+        CtlCommand::Alua {
+            action: Some(AluaCommand::Set { group, state }),
+        } => (
+            "alua_set_state",
+            Some(serde_json::json!({ "group": group, "state": state })),
+            render::alua_set,
+        ),
     };
     match client::call(&a.socket, method, params) {
         Ok(v) => {
@@ -339,9 +372,10 @@ fn ctl_acl(c: &AclCommand) -> CtlCall {
             initiator,
             luns,
             read_only,
+            address,
         } => (
             "acl_add",
-            json!({ "initiator": initiator, "luns": luns, "read_only": read_only }),
+            json!({ "initiator": initiator, "luns": luns, "read_only": read_only, "address": address }),
         ),
         AclCommand::Remove { initiator } => ("acl_remove", json!({ "initiator": initiator })),
         AclCommand::Map { initiator, lun } => ("acl_map", json!({ "initiator": initiator, "lun": lun })),

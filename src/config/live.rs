@@ -36,6 +36,7 @@ pub enum Change {
         initiator: String,
         luns: Option<Vec<u16>>,
         read_only: Option<bool>,
+        address: Option<String>,
     },
     AclRemove {
         initiator: String,
@@ -136,6 +137,7 @@ impl LiveConfig {
                 initiator,
                 luns,
                 read_only,
+                address,
             } => {
                 s.explicit_access = true;
                 if s.acls
@@ -152,6 +154,7 @@ impl LiveConfig {
                     initiator: Setting::new(initiator.clone(), p("initiator")),
                     luns: luns.clone().map(|v| Setting::new(v, p("luns"))),
                     read_only: read_only.map(|v| Setting::new(v, p("read_only"))),
+                    address: address.clone().map(|v| Setting::new(v, p("address"))),
                 });
             }
             Change::AclRemove { initiator } => {
@@ -284,6 +287,21 @@ impl Settings {
             srq_size => "data_path.srq_size",
             admin_socket => "admin.socket",
         );
+        let groups = |s: &Settings| -> Vec<(u16, Vec<String>, Option<String>)> {
+            s.port_groups
+                .iter()
+                .map(|g| {
+                    (
+                        g.id.value,
+                        g.ports.value.clone(),
+                        g.state.as_ref().map(|v| v.value.clone()),
+                    )
+                })
+                .collect()
+        };
+        if groups(self) != groups(new) {
+            out.push("target_port_group");
+        }
         out
     }
 }

@@ -112,11 +112,27 @@ impl Settings {
                     t.insert("luns".into(), ints(&l.value));
                 }
                 put_opt(&mut t, "read_only", &a.read_only);
+                put_opt(&mut t, "address", &a.address);
                 Value::Table(t)
             })
             .collect();
         if !acls.is_empty() {
             doc.insert("acl".into(), Value::Array(acls));
+        }
+        let groups: Vec<Value> = self
+            .port_groups
+            .iter()
+            .map(|g| {
+                let mut t = Table::new();
+                put_int(&mut t, "id", &g.id);
+                let ports = g.ports.value.iter().map(|p| Value::String(p.clone())).collect();
+                t.insert("ports".into(), Value::Array(ports));
+                put_opt(&mut t, "state", &g.state);
+                Value::Table(t)
+            })
+            .collect();
+        if !groups.is_empty() {
+            doc.insert("target_port_group".into(), Value::Array(groups));
         }
         let body = toml::to_string(&doc).unwrap_or_default();
         format!("# srptd configuration, written by srptd (save_config). See docs/configuration.md.\n\n{body}")

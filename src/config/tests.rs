@@ -467,7 +467,8 @@ fn live_change_errors_name_the_parameter() {
             Change::AclAdd {
                 initiator: A.to_uppercase(),
                 luns: None,
-                read_only: None
+                read_only: None,
+                address: None,
             }
         ),
         format!(
@@ -481,6 +482,7 @@ fn live_change_errors_name_the_parameter() {
             initiator: "0000000000000003000000fffe007701".into(),
             luns: Some(vec![9]),
             read_only: None,
+            address: None,
         },
     );
     assert_eq!(e, "luns = 9: no such LUN");
@@ -490,6 +492,7 @@ fn live_change_errors_name_the_parameter() {
             initiator: "ANY".into(),
             luns: None,
             read_only: Some(true),
+            address: None,
         },
     );
     assert!(
@@ -551,6 +554,7 @@ fn acl_changes_without_a_file_make_access_explicit() {
             initiator: A.into(),
             luns: None,
             read_only: None,
+            address: None,
         })
         .unwrap();
     assert_eq!(loaded.target.access, Access::Only(HashSet::from([id(A)])));
@@ -694,4 +698,79 @@ fn metrics_listener_address() {
         e.starts_with("--metrics \"1.2.3.4\": must be an IP address and port"),
         "{e}"
     );
+}
+
+#[test]
+fn acl_addresses_limit_where_logins_come_from() {
+    let l = parse(&format!(
+        r#"
+[[lun]]
+number = 0
+backstore = "ram:1M"
+[[acl]]
+initiator = "{A}"
+address = "169.254.77.0/24"
+[[acl]]
+initiator = "{B}"
+"#
+    ))
+    .unwrap();
+    let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+    let p = &l.target.peers;
+    assert!(p.allows(&id(A), ip("169.254.77.9")));
+    assert!(p.allows(&id(A), ip("::ffff:169.254.77.9")), "IPv4-mapped");
+    assert!(!p.allows(&id(A), ip("169.254.78.1")));
+    assert!(!p.allows(&id(A), None), "InfiniBand CM logins carry no address");
+    assert!(p.allows(&id(B), ip("10.1.2.3")), "no address: from anywhere");
+    // ANY with an address: everyone, from there only.
+    let l = parse("[[acl]]\ninitiator = \"ANY\"\naddress = \"fe80::1\"\n").unwrap();
+    assert!(l.target.peers.allows(&id(B), ip("fe80::1")));
+    assert!(!l.target.peers.allows(&id(B), ip("fe80::2")));
+    let e = error("[[acl]]\ninitiator = \"ANY\"\naddress = \"10.0.0.0/33\"\n");
+    assert!(
+        e.starts_with("t.toml:3: acl.address = \"10.0.0.0/33\": expected an IP address or network"),
+        "{e}"
+    );
+}
+
+#[test]
+fn target_port_groups_are_read_and_checked() {
+    let l = parse(
+        r#"
+[[target_port_group]]
+id = 1
+ports = ["rxe0/1"]
+
+[[target_port_group]]
+id = 2
+ports = ["rxe1/1", "mlx5_0/2"]
+state = "active/non-optimized"
+"#,
+    )
+    .unwrap();
+    let g = &l.target.port_groups;
+    assert_eq!(g.len(), 2);
+    assert_eq!(
+        (g[0].id, g[0].state),
+        (1, crate::scsi::AccessState::ActiveOptimized)
+    );
+    assert_eq!(g[1].ports, vec!["rxe1/1".to_owned(), "mlx5_0/2".to_owned()]);
+    assert_eq!(g[1].state, crate::scsi::AccessState::ActiveNonOptimized);
+    let e = error("[[target_port_group]]\nid = 1\nports = [\"rxe0/1\"]\nstate = \"asleep\"\n");
+    assert!(e.contains("t.toml:4: target_port_group.state"), "{e}");
+    assert!(e.contains("must be one of active/optimized"), "{e}");
+    let e = error("[[target_port_group]]\nid = 1\nports = [\"rxe0\"]\n");
+    assert!(e.contains("t.toml:3: target_port_group.ports"), "{e}");
+    assert!(e.contains("device/port"), "{e}");
+    let e = error("[[target_port_group]]\nid = 1\nports = [\"rxe0/1\"]\n[[target_port_group]]\nid = 1\nports = [\"rxe1/1\"]\n");
+    assert!(e.contains("t.toml:5: target_port_group.id"), "{e}");
+    let e = error("[[target_port_group]]\nid = 3\nports = [\"rxe0/1\"]\n[[target_port_group]]\nid = 4\nports = [\"rxe0/1\"]\n");
+    assert!(
+        e.contains("t.toml:6: target_port_group.ports") && e.contains("another group"),
+        "{e}"
+    );
+    let e = error("[[target_port_group]]\nid = 0\nports = [\"rxe0/1\"]\n");
+    assert!(e.contains("t.toml:2: target_port_group.id"), "{e}");
+    let e = error("[[target_port_group]]\nid = 1\nports = [\"rxe0/1\"]\nport = 2\n");
+    assert!(e.contains("unknown field"), "{e}");
 }

@@ -180,6 +180,7 @@ async fn write_line(stream: &mut UnixStream, line: &str) -> io::Result<()> {
 pub(super) struct SessionRows {
     pub initiator: String,
     pub target_port: String,
+    pub relative_port: u16,
     pub channels: Vec<(ChannelKey, Value)>,
 }
 
@@ -219,6 +220,19 @@ impl Control {
             }
             call @ (Call::Change(_) | Call::LunResize { .. } | Call::SaveConfig { .. } | Call::Reload) => {
                 self.on_change(call, r.reply);
+            }
+            Call::Alua => {
+                let _ = r.reply.send(Ok(json!({ "groups": self.target.alua().groups() })));
+            }
+            Call::AluaSetState { group, state } => {
+                let a = self.target.set_alua_state(group, state);
+                if let Ok(c) = &a {
+                    tracing::info!(group, %state, changed = c.changed, nexuses_notified = c.nexuses_notified, "admin: ALUA state set");
+                }
+                let a = a.map_err(|e| (code::NOT_FOUND, e.to_string()));
+                let _ = r
+                    .reply
+                    .send(a.map(|c| serde_json::to_value(c).unwrap_or(Value::Null)));
             }
             Call::SessionLogout { initiator } => {
                 if self.shutting_down() {
@@ -294,7 +308,7 @@ impl Control {
     /// Sessions (I_T nexuses) and their channels from the connection
     /// table; per-channel figures are added from the pollers' snapshots.
     fn sessions_skeleton(&self) -> Vec<SessionRows> {
-        let mut by_nexus: BTreeMap<(String, String), Vec<(ChannelKey, Value)>> = BTreeMap::new();
+        let mut by_nexus: BTreeMap<(String, String, u16), Vec<(ChannelKey, Value)>> = BTreeMap::new();
         for c in self.conns.iter() {
             let ch = json!({
                 "key": c.key.0,
@@ -304,17 +318,20 @@ impl Control {
                 "memory": c.memory,
             });
             by_nexus
-                .entry((hex(&c.nexus.0), hex(&c.nexus.1)))
+                .entry((hex(&c.nexus.0), hex(&c.nexus.1), c.nexus.2))
                 .or_default()
                 .push((c.key, ch));
         }
         by_nexus
             .into_iter()
-            .map(|((initiator, target_port), channels)| SessionRows {
-                initiator,
-                target_port,
-                channels,
-            })
+            .map(
+                |((initiator, target_port, relative_port), channels)| SessionRows {
+                    initiator,
+                    target_port,
+                    relative_port,
+                    channels,
+                },
+            )
             .collect()
     }
 
@@ -361,6 +378,7 @@ fn fill_sessions(sessions: Vec<SessionRows>, snaps: &BTreeMap<ChannelKey, Channe
             |SessionRows {
                  initiator,
                  target_port,
+                 relative_port,
                  channels: chs,
              }| {
                 let mut total = ChannelStats::default();
@@ -382,6 +400,7 @@ fn fill_sessions(sessions: Vec<SessionRows>, snaps: &BTreeMap<ChannelKey, Channe
                 json!({
                     "initiator": initiator,
                     "target_port": target_port,
+                    "relative_port": relative_port,
                     "channels": channels,
                     "in_flight": in_flight,
                     "stats": stats_json(&total),

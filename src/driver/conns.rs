@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use crate::rdma::{CmId, CmIdHandle};
 use crate::scsi::InitiatorPortId;
 
-/// An I_T nexus as SRP names it: initiator and target port identifiers.
-pub(super) type NexusId = (InitiatorPortId, [u8; 16]);
+/// An I_T nexus: initiator and target port identifiers as SRP names them,
+/// and the relative target port identifier of the RDMA port the login came
+/// through (each RDMA port is a SCSI target port, `docs/alua.md`).
+pub(super) type NexusId = (InitiatorPortId, [u8; 16], u16);
 
 /// One accepted connection (its channel runs on a poller).
 #[derive(Debug)]

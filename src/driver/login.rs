@@ -7,6 +7,7 @@
 //!
 //! 1. [`parse_login`]: the request in the private data;
 //! 2. [`Control::login_device`]: the device it arrived on, opened and served;
+//!    [`Control::target_port`]: its RDMA port as an SCSI target port (ALUA);
 //! 3. [`Control::negotiate`]: SRP negotiation ([`crate::proto::negotiate`]);
 //! 4. [`size_channel`]: RDMA READ depths and queue sizes from the offer and
 //!    the device's limits (and [`srq_overcommit`], a warning only);
@@ -28,7 +29,7 @@ use crate::rdma::{
     AccessFlags, CmEvent, CmId, CompletionQueue, ConnParam, DeviceAttr, MemoryRegion, QpCaps, QpInit,
     QueuePair, ReceivedConnParam,
 };
-use crate::scsi::InitiatorPortId;
+use crate::scsi::{InitiatorPortId, TargetPort};
 use crate::wire::{LoginReject, LoginRequest, RejectReason, Tag, BUF_FMT_DIRECT, BUF_FMT_INDIRECT};
 
 use super::channel::{ChannelDriver, RecvSide};
@@ -213,6 +214,8 @@ pub(super) struct ChannelParams<'a> {
     pub depths: ReadDepths,
     pub device: &'a Arc<Device>,
     pub initiator: &'a InitiatorPortId,
+    /// The SCSI target port: the RDMA port the login came through.
+    pub port: Arc<TargetPort>,
     /// The connection's id, whose queue pair is readied.
     pub id: &'a CmId,
 }
@@ -253,9 +256,15 @@ impl Control {
     ) -> Result<Prepared, Refusal> {
         let (req, offer) = parse_login(conn, ib_cm)?;
         let device = self.login_device(id, &req)?;
-        let nexus = (req.initiator_port_id, req.target_port_id);
+        let port = self.target_port(id, &device, &req)?;
+        let nexus = (req.initiator_port_id, req.target_port_id, port.relative_id());
         let existing = self.conns.nexus_channels(&nexus).len() as u32;
-        let acc = self.negotiate(&req, existing)?;
+        let peer = if ib_cm {
+            None
+        } else {
+            id.peer_addr().map(|a| a.ip())
+        };
+        let acc = self.negotiate(&req, existing, peer)?;
         let key = self.conns.new_key();
         let poller = self.poller_for(&device);
         let attr = device.attr();
@@ -313,6 +322,7 @@ impl Control {
             depths,
             device: &device,
             initiator: &req.initiator_port_id,
+            port,
             id,
         });
         let driver = built.map_err(|e| {
@@ -354,10 +364,34 @@ impl Control {
         Ok(device)
     }
 
+    /// Step 2b: the SCSI target port of the RDMA port the login came
+    /// through, `device/port` (ALUA, `docs/alua.md`).
+    fn target_port(
+        &self,
+        id: &CmId,
+        device: &Device,
+        req: &LoginRequest,
+    ) -> Result<Arc<TargetPort>, Refusal> {
+        let name = format!("{}/{}", device.name(), id.port_num());
+        self.target.alua().port(&name).ok_or_else(|| {
+            tracing::warn!(port = name, "too many target ports");
+            Refusal::new(
+                req.tag,
+                RejectReason::INSUFFICIENT_RESOURCES,
+                "too many target ports",
+            )
+        })
+    }
+
     /// Step 3: SRP negotiation against the target's identity, limits and
     /// access list; the nexus has `existing` channels.
-    fn negotiate(&self, req: &LoginRequest, existing: u32) -> Result<Accepted, Refusal> {
-        let allowed = self.target.login_allowed(&req.initiator_port_id);
+    fn negotiate(
+        &self,
+        req: &LoginRequest,
+        existing: u32,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Accepted, Refusal> {
+        let allowed = self.target.login_allowed(&req.initiator_port_id, peer);
         negotiate(req, self.port_id, &self.opts.limits, allowed, existing).map_err(|reject| Refusal {
             reject,
             why: "negotiation",
@@ -374,12 +408,13 @@ impl Control {
             depths,
             device,
             initiator,
+            port,
             id,
         } = p;
         let sq = cfg.sq_depth;
         let rq = cfg.recv_slots();
         let srq = device.srq().filter(|_| cfg.shared_recv.is_some()).cloned();
-        let nexus = self.target.nexus(*initiator);
+        let nexus = self.target.nexus_on(*initiator, port);
         let mem = ChannelMemory::with(&cfg.memory_layout(), DmaBuf::new)?;
         let ch = Channel::new(cfg, nexus, mem)?;
         let comp = self.pollers[poller].comp_channel(device)?;
@@ -448,6 +483,7 @@ impl Control {
             initiator = %crate::wire::hex(&p.req.initiator_port_id),
             peer = ?id.peer_addr(),
             device = p.device.name(),
+            relative_port = p.nexus.2,
             channels = p.existing + 1,
             it_iu_len = p.acc.it_iu_len,
             max_ti_iu_len = self.opts.limits.max_ti_iu_len,

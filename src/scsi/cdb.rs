@@ -46,6 +46,8 @@ pub mod op {
     pub const WRITE_AND_VERIFY_12: u8 = 0xae;
     /// SERVICE ACTION IN(16) service action: READ CAPACITY(16).
     pub const SAI_READ_CAPACITY_16: u16 = 0x10;
+    /// MAINTENANCE IN service action: REPORT TARGET PORT GROUPS.
+    pub const MI_REPORT_TARGET_PORT_GROUPS: u16 = 0x0a;
     /// MAINTENANCE IN service action: REPORT SUPPORTED OPERATION CODES.
     pub const MI_REPORT_SUPPORTED_OPCODES: u16 = 0x0c;
 }
@@ -246,6 +248,14 @@ pub static COMMANDS: &[CmdInfo] = &[
         op::REPORT_LUNS,
         &[0xa0, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0],
     ),
+    // SPC-4 6.37: PARAMETER DATA FORMAT 000b or 001b (bit 5); the
+    // reserved formats are rejected as reserved bits.
+    CmdInfo {
+        opcode: op::MAINTENANCE_IN,
+        sa: Some(op::MI_REPORT_TARGET_PORT_GROUPS),
+        usage: &[0xa3, 0x2a, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0],
+        thin_only: false,
+    },
     CmdInfo {
         opcode: op::MAINTENANCE_IN,
         sa: Some(op::MI_REPORT_SUPPORTED_OPCODES),
@@ -421,6 +431,12 @@ pub enum Cmd {
         sa: u16,
         alloc: u32,
     },
+    /// REPORT TARGET PORT GROUPS (SPC-4 6.37).
+    ReportTargetPortGroups {
+        /// PARAMETER DATA FORMAT 001b: the extended header.
+        extended: bool,
+        alloc: u32,
+    },
     PersistentReserveIn(PrInCdb),
     PersistentReserveOut(PrOutCdb),
     /// RESERVE(6) or RESERVE(10).
@@ -549,6 +565,10 @@ impl Cmd {
             },
             (op::REPORT_LUNS, _) => Cmd::ReportLuns {
                 select: b[2],
+                alloc: be32(&b[6..]),
+            },
+            (op::MAINTENANCE_IN, Some(op::MI_REPORT_TARGET_PORT_GROUPS)) => Cmd::ReportTargetPortGroups {
+                extended: b[1] & 0x20 != 0,
                 alloc: be32(&b[6..]),
             },
             (op::MAINTENANCE_IN, _) => Cmd::ReportOpcodes {

@@ -71,6 +71,7 @@ pub fn standard_inquiry(byte0: u8) -> Vec<u8> {
     d[2] = 0x06; // VERSION: SPC-4
     d[3] = 0x02; // RESPONSE DATA FORMAT 2; NORMACA = 0, HISUP = 0
     d[4] = (d.len() - 5) as u8; // ADDITIONAL LENGTH
+    d[5] = super::alua::TPGS << 4; // TPGS (SPC-4 6.6.2, table 144)
     d[7] = 0x02; // CMDQUE (SAM-5 8.5.4: full task management model)
     d[8..16].copy_from_slice(VENDOR);
     d[16..32].copy_from_slice(PRODUCT);
@@ -331,6 +332,7 @@ impl Disk {
                 Plan::new(DataDir::Out, pr.len)
             }
             Cmd::Reserve | Cmd::Release => Plan::none(),
+            Cmd::ReportTargetPortGroups { alloc, .. } => Plan::new(DataDir::In, alloc),
             Cmd::ReportOpcodes { options, alloc, .. } => {
                 // SPC-4 6.35.1 table 250: reporting options above 011b are
                 // reserved.
@@ -363,9 +365,12 @@ impl Disk {
             Cmd::RequestSense { .. } | Cmd::ReportLuns { .. } => Ok(0),
             // Reservations are the nexus's business (they need the I_T
             // nexus and the LUN's shared state); never sent here.
-            Cmd::PersistentReserveIn(_) | Cmd::PersistentReserveOut(_) | Cmd::Reserve | Cmd::Release => {
-                Err(Sense::internal_target_failure())
-            }
+            // So are the target ports (alua.rs).
+            Cmd::PersistentReserveIn(_)
+            | Cmd::PersistentReserveOut(_)
+            | Cmd::Reserve
+            | Cmd::Release
+            | Cmd::ReportTargetPortGroups { .. } => Err(Sense::internal_target_failure()),
             Cmd::Inquiry { evpd, page, .. } => {
                 let d = if evpd {
                     self.vpd(page)
@@ -514,6 +519,16 @@ impl Disk {
     }
 
     // ------------------------------------------------------------ VPD
+
+    /// The Device Identification VPD page (SPC-4 7.8.6) with the
+    /// designators of the target port the command came through appended.
+    pub(super) fn device_identification(&self, port: &[u8]) -> Vec<u8> {
+        let mut d = self.vpd(0x83);
+        d.extend_from_slice(port);
+        let n = (d.len() - 4) as u16;
+        d[2..4].copy_from_slice(&n.to_be_bytes());
+        d
+    }
 
     /// VPD page `page` (SPC-4 7.8; SBC-3 6.5); must be in [`VPD_PAGES`].
     fn vpd(&self, page: u8) -> Vec<u8> {

@@ -174,6 +174,7 @@ impl Target {
         let mut next = LunTable {
             luns: BTreeMap::new(),
             access: cfg.access.clone(),
+            peers: cfg.peers.clone(),
         };
         let mut applied = Applied::default();
         // Kept LUNs first, so new ones are checked against all of them.
@@ -241,6 +242,7 @@ impl Target {
             applied.read_only.push(m.config.lun);
         }
         applied.access_changed = old.access != next.access
+            || old.peers != next.peers
             || next.luns.iter().any(|(n, m)| {
                 old.luns
                     .get(n)

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use arc_swap::ArcSwap;
 
+use super::alua::{Alua, PortGroupConfig, TargetPort};
 use super::aptpl::AptplFile;
 use super::backstore::BackstoreConfig;
 pub use super::backstore::ConfigError;
@@ -41,6 +42,42 @@ impl Access {
         match self {
             Access::Any => true,
             Access::Only(set) => set.contains(ini),
+        }
+    }
+}
+
+/// Where initiators may log in from over RDMA/CM: the addresses of ACLs
+/// that name some. An initiator's own ACL decides for it; an initiator
+/// without one falls under the `ANY` ACL's addresses. No address: from
+/// anywhere. A login without an IP peer (InfiniBand CM) never matches an
+/// address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerFilter {
+    /// `None`: the ANY ACL. An empty list: no restriction.
+    rules: BTreeMap<Option<InitiatorPortId>, Vec<ipnet::IpNet>>,
+}
+
+impl PeerFilter {
+    /// The ACL of `ini` (`None`: ANY) accepts logins only from `nets`
+    /// (empty: from anywhere).
+    pub fn set(&mut self, ini: Option<InitiatorPortId>, nets: Vec<ipnet::IpNet>) {
+        self.rules.insert(ini, nets);
+    }
+
+    /// Whether `ini` may log in from `peer`.
+    pub fn allows(&self, ini: &InitiatorPortId, peer: Option<std::net::IpAddr>) -> bool {
+        let rule = self.rules.get(&Some(*ini)).or_else(|| self.rules.get(&None));
+        match rule {
+            None => true,
+            Some(nets) if nets.is_empty() => true,
+            Some(nets) => peer.is_some_and(|p| {
+                // An IPv4 peer may come as an IPv4-mapped IPv6 address.
+                let p = match p {
+                    std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(p, std::net::IpAddr::V4),
+                    v4 => v4,
+                };
+                nets.iter().any(|n| n.contains(&p))
+            }),
         }
     }
 }
@@ -101,6 +138,11 @@ pub struct TargetConfig {
     /// per LUN (see [`aptpl`](super::aptpl)); `None`: APTPL is not
     /// supported (PTPL_C = 0).
     pub state_dir: Option<PathBuf>,
+    /// Addresses RDMA/CM logins must come from, per ACL.
+    pub peers: PeerFilter,
+    /// Configured target port groups (ALUA, `alua.rs`); ports nobody
+    /// configured get a group each.
+    pub port_groups: Vec<PortGroupConfig>,
 }
 
 impl Default for TargetConfig {
@@ -114,6 +156,8 @@ impl Default for TargetConfig {
             // look familiar to tools that special-case it; configurable.
             naa_company_id: 0x001405,
             state_dir: None,
+            peers: PeerFilter::default(),
+            port_groups: Vec::new(),
         }
     }
 }
@@ -179,6 +223,7 @@ pub(super) struct Mapped {
 pub(super) struct LunTable {
     pub(super) luns: BTreeMap<u16, Mapped>,
     pub(super) access: Access,
+    pub(super) peers: PeerFilter,
 }
 
 impl LunTable {
@@ -283,7 +328,9 @@ pub struct Target {
     pub(super) max_transfer_bytes: u32,
     pub(super) naa_company_id: u32,
     pub(super) state_dir: Option<PathBuf>,
-    pub(super) nexuses: Mutex<HashMap<InitiatorPortId, Weak<Nexus>>>,
+    /// I_T nexuses by initiator port and relative target port (SAM-5 4.6).
+    pub(super) nexuses: Mutex<HashMap<(InitiatorPortId, u16), Weak<Nexus>>>,
+    pub(super) alua: Alua,
     /// Aborts across channels (`task_set.rs`).
     pub(super) task_sets: TaskSets,
 }
@@ -336,12 +383,14 @@ impl Target {
             table: ArcSwap::from_pointee(LunTable {
                 luns: BTreeMap::new(),
                 access: cfg.access,
+                peers: cfg.peers,
             }),
             change: Mutex::new(()),
             max_transfer_bytes: cfg.max_transfer_bytes,
             naa_company_id: cfg.naa_company_id,
             state_dir: cfg.state_dir,
             nexuses: Mutex::new(HashMap::new()),
+            alua: Alua::new(&cfg.port_groups)?,
             task_sets: TaskSets::default(),
         };
         let mut table = LunTable::clone(&target.table.load());
@@ -375,9 +424,11 @@ impl Target {
         self.max_transfer_bytes
     }
 
-    /// Whether `ini` may log in (the target access list).
-    pub fn login_allowed(&self, ini: &InitiatorPortId) -> bool {
-        self.table.load().access.allows(ini)
+    /// Whether `ini` may log in (the target access list), from `peer`
+    /// (the RDMA/CM peer address, if any).
+    pub fn login_allowed(&self, ini: &InitiatorPortId, peer: Option<std::net::IpAddr>) -> bool {
+        let t = self.table.load();
+        t.access.allows(ini) && t.peers.allows(ini, peer)
     }
 
     /// LUN numbers `ini` may see, ascending.
@@ -411,14 +462,22 @@ impl Target {
             .collect()
     }
 
-    /// Gets or creates the I_T nexus of `ini`; all channels of one
-    /// initiator port share it. A new nexus starts with a POWER ON, RESET,
-    /// OR BUS DEVICE RESET OCCURRED unit attention on each LUN it sees
-    /// (SAM-5 5.14, unit attention conditions: the first command after an
-    /// I_T nexus is formed reports the reset).
+    /// [`nexus_on`](Self::nexus_on) the target's first port (relative
+    /// target port 1).
     pub fn nexus(self: &Arc<Self>, ini: InitiatorPortId) -> Arc<Nexus> {
+        self.nexus_on(ini, self.alua.default_port())
+    }
+
+    /// Gets or creates the I_T nexus of `ini` through target port `port`;
+    /// all channels of one initiator port through one target port share
+    /// it. A new nexus starts with a POWER ON, RESET, OR BUS DEVICE RESET
+    /// OCCURRED unit attention on each LUN it sees (SAM-5 5.14, unit
+    /// attention conditions: the first command after an I_T nexus is
+    /// formed reports the reset).
+    pub fn nexus_on(self: &Arc<Self>, ini: InitiatorPortId, port: Arc<TargetPort>) -> Arc<Nexus> {
+        let key = (ini, port.relative_id());
         let mut map = self.nexuses.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get(&ini).and_then(Weak::upgrade) {
+        if let Some(n) = map.get(&key).and_then(Weak::upgrade) {
             return n;
         }
         map.retain(|_, w| w.strong_count() > 0);
@@ -430,12 +489,13 @@ impl Target {
         let n = Arc::new(Nexus {
             target: Arc::clone(self),
             ini,
+            port,
             ua_pending: AtomicBool::new(true),
             ua: Mutex::new(ua),
             abort_gen: AtomicU64::new(0),
             aborted: Mutex::new(HashMap::new()),
         });
-        map.insert(ini, Arc::downgrade(&n));
+        map.insert(key, Arc::downgrade(&n));
         n
     }
 
@@ -445,10 +505,14 @@ impl Target {
         map.values().filter_map(Weak::upgrade).collect()
     }
 
-    /// The live I_T nexus of `ini`, if it is logged in.
-    fn live_nexus(&self, ini: &InitiatorPortId) -> Option<Arc<Nexus>> {
+    /// The live I_T nexuses of `ini` (one per target port it logged in
+    /// through).
+    fn nexuses_of(&self, ini: &InitiatorPortId) -> Vec<Arc<Nexus>> {
         let map = self.nexuses.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(ini).and_then(Weak::upgrade)
+        map.iter()
+            .filter(|((i, _), _)| i == ini)
+            .filter_map(|(_, w)| w.upgrade())
+            .collect()
     }
 
     /// The persistent reservation state of `lun` (for management and tests).
@@ -510,6 +574,8 @@ impl ScsiCommand {
 pub struct Nexus {
     target: Arc<Target>,
     ini: InitiatorPortId,
+    /// The target port of the I_T nexus (ALUA state, VPD 83h).
+    port: Arc<TargetPort>,
     /// Fast path: false when no unit attention is queued anywhere.
     ua_pending: AtomicBool,
     ua: Mutex<HashMap<u16, VecDeque<Sense>>>,
@@ -565,7 +631,8 @@ pub fn reservation_class(cmd: &Cmd) -> CommandClass {
         Cmd::Inquiry { .. }
         | Cmd::ReportLuns { .. }
         | Cmd::RequestSense { .. }
-        | Cmd::ReportOpcodes { .. } => CommandClass::Unrestricted,
+        | Cmd::ReportOpcodes { .. }
+        | Cmd::ReportTargetPortGroups { .. } => CommandClass::Unrestricted,
         Cmd::TestUnitReady | Cmd::ReadCapacity10 | Cmd::ReadCapacity16 { .. } => CommandClass::Status,
         Cmd::Read { .. } | Cmd::Verify { .. } | Cmd::ModeSense { .. } => CommandClass::Read,
         // START STOP UNIT is treated as the conflicting form (SBC-3 table
@@ -586,8 +653,12 @@ pub fn reservation_class(cmd: &Cmd) -> CommandClass {
 
 impl Drop for Nexus {
     /// I_T nexus loss: SPC-2 reservations end (SPC-2 5.5.1); registrations
-    /// and persistent reservations stay (SPC-4 5.13.1).
+    /// and persistent reservations stay (SPC-4 5.13.1). Reservations are
+    /// kept per initiator port: only its last nexus's loss counts.
     fn drop(&mut self) {
+        if !self.target.nexuses_of(&self.ini).is_empty() {
+            return;
+        }
         for m in self.target.table.load().luns.values() {
             m.entry.pr.update(|r| r.nexus_lost(&self.ini));
         }
@@ -603,6 +674,11 @@ impl Nexus {
     /// The initiator port.
     pub fn initiator(&self) -> &InitiatorPortId {
         &self.ini
+    }
+
+    /// The target port.
+    pub fn port(&self) -> &TargetPort {
+        &self.port
     }
 
     /// The LUN a SAM LUN addresses in table `t`, if this nexus sees it.
@@ -726,6 +802,7 @@ impl Nexus {
                     return Err(ua);
                 }
                 let cmd = Cmd::parse(cdb)?;
+                self.check_access(&cmd)?;
                 // The reservation check, before the command's own checks
                 // and before any data moves (SPC-4 5.13.1): a conflicting
                 // command transfers nothing and ends in RESERVATION
@@ -858,6 +935,8 @@ impl Nexus {
             _ => {
                 let (id, m) = entry.ok_or_else(Sense::lun_not_supported)?;
                 let e = &m.entry;
+                // The target port's state may have changed since planning.
+                self.check_access(&c.cmd)?;
                 // Checked again when the command runs: a reservation made
                 // since it was planned applies to it too.
                 if c.conflict || !e.pr.allows(&self.ini, reservation_class(&c.cmd)) {
@@ -871,6 +950,14 @@ impl Nexus {
                     }
                     Cmd::PersistentReserveOut(pr) => {
                         self.persistent_reserve_out(id, e, &t, &pr, data, off, len)
+                    }
+                    Cmd::Inquiry {
+                        evpd: true,
+                        page: 0x83,
+                        ..
+                    } => Ok(put(&e.disk.device_identification(&self.port.designators()))?),
+                    Cmd::ReportTargetPortGroups { extended, .. } => {
+                        Ok(put(&self.target.alua.report(extended))?)
                     }
                     Cmd::Reserve => Ok(e.pr.update(|r| r.reserve_scsi2(&self.ini)).map(|()| 0)?),
                     Cmd::Release => {
@@ -932,13 +1019,15 @@ impl Nexus {
             *st = next;
             Ok(fx)
         })?;
+        // Registrations are per initiator port (`docs/alua.md`): its
+        // nexuses through every target port are meant.
         for (ini, ua) in fx.unit_attentions {
-            if let Some(n) = target.live_nexus(&ini) {
+            for n in target.nexuses_of(&ini) {
                 n.add_ua(lun, ua);
             }
         }
         for ini in &fx.aborts {
-            if let Some(n) = target.live_nexus(ini) {
+            for n in target.nexuses_of(ini) {
                 n.abort_task_set(lun);
             }
         }

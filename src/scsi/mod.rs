@@ -16,6 +16,7 @@
 //! [`Nexus::execute`](lun::Nexus::execute) decodes and runs a CDB in one
 //! call (for callers that did not plan it).
 
+pub mod alua;
 pub mod aptpl;
 pub mod backstore;
 pub mod caw;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 
 use crate::mem::DmaBuf;
 
+pub use alua::{AccessState, AluaError, PortGroupConfig, StateChange, TargetPort};
 pub use backstore::{
     Backstore, BackstoreConfig, BackstoreKind, ConfigError, FileBackstore, RamBackstore, ResizeError,
 };
@@ -162,7 +164,12 @@ impl From<Result<u32, Sense>> for Completion {
 #[cfg(test)]
 mod live_tests;
 #[cfg(test)]
+mod lun_table_tests;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]
 mod caw_tests;
+
+#[cfg(test)]
+mod alua_tests;

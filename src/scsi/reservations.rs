@@ -10,10 +10,11 @@
 //! without touching the current one, so the caller can save it (APTPL)
 //! before committing it: a failed save changes nothing.
 //!
-//! srptd has one SRP target port (relative target port identifier 1), so an
-//! I_T nexus is named by its initiator port identifier alone ([`NexusId`]);
-//! ALL_TG_PT = 1 registers on that one port and is remembered for READ FULL
-//! STATUS.
+//! Registrations are kept by initiator port identifier ([`NexusId`]), not
+//! per I_T nexus: with several target ports (ALUA, `alua.rs`) a
+//! registration holds through every port, as with ALL_TG_PT = 1; the
+//! ALL_TG_PT bit is remembered for READ FULL STATUS, which reports
+//! relative target port 1 (`docs/alua.md`).
 
 use std::collections::BTreeMap;
 

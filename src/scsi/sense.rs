@@ -230,6 +230,25 @@ impl Sense {
     pub const fn capacity_changed() -> Sense {
         Sense::new(SenseKey::UnitAttention, 0x2a, 0x09)
     }
+    /// UNIT ATTENTION, ASYMMETRIC ACCESS STATE CHANGED (2Ah/06h, SPC-4 5.16.2.2).
+    pub const fn asymmetric_access_state_changed() -> Sense {
+        Sense::new(SenseKey::UnitAttention, 0x2a, 0x06)
+    }
+    /// NOT READY, LOGICAL UNIT NOT ACCESSIBLE, ASYMMETRIC ACCESS STATE
+    /// TRANSITION (04h/0Ah, SPC-4 5.16.2.5).
+    pub const fn access_state_transition() -> Sense {
+        Sense::new(SenseKey::NotReady, 0x04, 0x0a)
+    }
+    /// NOT READY, LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN STANDBY
+    /// STATE (04h/0Bh, SPC-4 5.16.2.4.4).
+    pub const fn port_in_standby() -> Sense {
+        Sense::new(SenseKey::NotReady, 0x04, 0x0b)
+    }
+    /// NOT READY, LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN UNAVAILABLE
+    /// STATE (04h/0Ch, SPC-4 5.16.2.4.5).
+    pub const fn port_unavailable() -> Sense {
+        Sense::new(SenseKey::NotReady, 0x04, 0x0c)
+    }
     /// MEDIUM ERROR, UNRECOVERED READ ERROR (11h/00h).
     pub const fn medium_error_read() -> Sense {
         Sense::new(SenseKey::MediumError, 0x11, 0x00)

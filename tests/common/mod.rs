@@ -359,7 +359,7 @@ impl Sim {
             req,
             TARGET_PORT,
             limits,
-            target.login_allowed(&req.initiator_port_id),
+            target.login_allowed(&req.initiator_port_id, None),
             0,
         )?;
         let mut cfg = ChannelConfig::new(acc.it_iu_len, acc.imm_data_offset, limits.queue_depth);

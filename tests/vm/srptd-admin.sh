@@ -61,7 +61,7 @@ ctl status >&2
 ctl status --json | jq -e '.sessions == 2 and .luns == 2 and .channels == 4' >/dev/null ||
     vm_die "status: $(ctl status --json)"
 ctl luns >&2
-ctl luns --json | jq -e 'length == 2 and .[1].bytes == 33554432 and .[0].backstore == "ram"' >/dev/null ||
+ctl luns --json | jq -e 'length == 2 and .[1].bytes == 33554432 and .[0].backstore == "ram:64M"' >/dev/null ||
     vm_die "luns: $(ctl luns --json)"
 ctl sessions >&2
 S=$(ctl sessions --json)
@@ -79,8 +79,11 @@ vm_log "status, luns, sessions, stats: OK (commands $c1 -> $c2)"
 
 # 1b. statistics per LUN and channel, and the Prometheus text, under fio
 # metric NAME LABELS: one sample's value from the exposition text.
+# From the last scrape (SCRAPE=$(scrape)), so that samples compared with
+# each other come from one moment.
+scrape() { curl -sf "http://$METRICS/metrics"; }
 metric() {
-    curl -sf "http://$METRICS/metrics" | awk -v n="$1$2" '$1 == n { print $2; found = 1 } END { exit !found }'
+    awk -v n="$1$2" '$1 == n { print $2; found = 1 } END { exit !found }' <<<"$SCRAPE"
 }
 # Answered commands of a set of figures: the histogram counts each once;
 # the rest are in progress, aborted or refused before they had a context.
@@ -91,6 +94,7 @@ L=$((1 - ${fio_lun##*:}))
 lun_dev=$(srp_lun_dev "$L")
 vm_log "fio on $a0 (LUN ${fio_lun##*:}), dd on $lun_dev (LUN $L)"
 s1=$(ctl stats --json)
+SCRAPE=$(scrape)
 m1=$(metric srptd_lun_commands_total "{lun=\"$L\"}") || vm_die "no srptd_lun_commands_total for LUN $L"
 h1=$(metric srptd_lun_latency_seconds_count "{lun=\"$L\"}") || vm_die "no latency histogram for LUN $L"
 t1=$(metric srptd_target_commands_total '')
@@ -98,6 +102,7 @@ dd if=/dev/zero of="$lun_dev" bs=64k count=32 seek=64 oflag=direct 2>/dev/null |
 dd if=/dev/zero of="$lun_dev" bs=4k count=64 seek=2048 oflag=direct 2>/dev/null || vm_die "dd write to $lun_dev"
 dd if="$lun_dev" of=/dev/null bs=64k count=32 skip=64 iflag=direct 2>/dev/null || vm_die "dd read of $lun_dev"
 s2=$(ctl stats --json)
+SCRAPE=$(scrape)
 m2=$(metric srptd_lun_commands_total "{lun=\"$L\"}")
 h2=$(metric srptd_lun_latency_seconds_count "{lun=\"$L\"}")
 t2=$(metric srptd_target_commands_total '')

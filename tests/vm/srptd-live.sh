@@ -8,9 +8,10 @@
 #     DATA PROTECT / WRITE PROTECTED, reads work; off again; `ctl lun
 #     remove`: gone from REPORT LUNS.
 #  2. ACLs: the ANY ACL is replaced by one for the first initiator (its
-#     I/O goes on), and a second nexus (initiator_ext=1) gets an ACL that
-#     maps only LUN 1, read-only: it sees LUN 1 and not LUN 0, and cannot
-#     write it; `ctl sessions` shows both nexuses.
+#     I/O goes on); a second nexus (initiator_ext=1) whose ACL allows
+#     another network is rejected at login; with an ACL for its address
+#     that maps only LUN 1, read-only, it sees LUN 1 and not LUN 0, and
+#     cannot write it; `ctl sessions` shows both nexuses.
 #  3. save-config writes the configuration in effect; a reload of it
 #     changes nothing; a broken file is refused by `ctl reload` and by
 #     SIGHUP, and srptd keeps serving; a valid edit applied by SIGHUP
@@ -137,7 +138,15 @@ ctl lun add 1 ram:32M >&2
 ctl acl add "$ini_a" >&2
 ctl acl remove ANY >&2
 ini_b=0000000000000001${ini_a:16}
-ctl acl add "$ini_b" --luns 1 --read-only >&2
+# An ACL limited to another network: the login is rejected.
+ctl acl add "$ini_b" --luns 1 --address 169.254.99.0/24 >&2
+if srp_write_add_target "id_ext=$SRPTD_ID_EXT,ioc_guid=$SRPTD_IOC_GUID,dest=$RXE_ADDR:$SRP_PORT,initiator_ext=0000000000000001"; then
+    vm_die "a login from outside the ACL's network was accepted"
+fi
+_rejected_logged() { grep -c 'login rejected' "$VM_RESULTS/srptd.log" >/dev/null; }
+wait_until 5 _rejected_logged || vm_die "srptd did not log the rejected login"
+ctl acl remove "$ini_b" >&2
+ctl acl add "$ini_b" --luns 1 --read-only --address "$RXE_ADDR/32" >&2
 port_b=$(srp_add_target "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" initiator_ext=0000000000000001)
 HB=${port_b#port-}; HB=${HB%%:*}
 b1=$(srp_lun_dev 1 "$HB")
@@ -158,6 +167,7 @@ vm_log "ACLs: first initiator kept its I/O, second sees only LUN 1, read-only"
 # 3. save-config, reload, broken files, SIGHUP
 ctl save-config >&2
 grep -q "initiator = \"$ini_b\"" "$CFG" || vm_die "saved config lacks the second ACL: $(cat "$CFG")"
+grep -q "address = \"$RXE_ADDR/32\"" "$CFG" || vm_die "saved config lacks the ACL's address: $(cat "$CFG")"
 grep -q 'backstore = "ram:32M"' "$CFG" || vm_die "saved config lacks LUN 1: $(cat "$CFG")"
 r=$(ctl reload --json)
 echo "$r" | jq -e '.applied.added == [] and .applied.removed == [] and (.applied.access_changed | not)' >/dev/null ||
