@@ -419,3 +419,71 @@ fn read_block_held(s: &mut Sim, lba: u64) -> Vec<u8> {
     s.auto_exec = false;
     d
 }
+
+/// A task and a function may address one logical unit in two ways (LUN 0
+/// as peripheral 0000h or flat space 4000h, SAM-5 4.7.7): the function's
+/// own channel aborts the task like the other channels do, before it
+/// answers. (It compared the LUN's bytes, so the function answered at
+/// once; the channel then aborted the task for its own published abort,
+/// which decodes the LUN, and answered it TASK ABORTED after the function.
+/// channel_chaos finding.)
+#[test]
+fn a_function_covers_its_logical_unit_however_the_lun_is_addressed() {
+    let t = target();
+    let mut a = login(&t, A);
+    a.auto_exec = false;
+    let flat = a.new_tag();
+    let mut iu = a.build_cmd(
+        flat,
+        0,
+        &rw16(0x8a, 8, 1),
+        Some(&pattern(512, 1)),
+        0,
+        Layout::Immediate,
+    );
+    iu[20..28].copy_from_slice(&[0x40, 0, 0, 0, 0, 0, 0, 0]);
+    a.send_request(&iu);
+    let other_lun = held_write(&mut a, 1, 8, 2);
+    assert_eq!(a.held.len(), 2);
+
+    let tmf = a.task_mgmt(0, TmFunction::LUN_RESET, Tag(0));
+    assert!(!a.has_response(tmf), "the reset waits for the task it aborts");
+    a.release_all();
+    let order: Vec<Tag> = a.responses.iter().map(|r| r.tag).collect();
+    let pos = |t: Tag| order.iter().position(|&x| x == t).expect("answered");
+    assert!(
+        pos(flat) < pos(tmf),
+        "the aborted task is answered first: {order:?}"
+    );
+    assert_eq!(a.take_response(flat).status, TASK_ABORTED);
+    function_complete(&mut a, tmf);
+    assert_eq!(a.take_response(other_lun).status, GOOD);
+    assert!(a.responses.is_empty(), "{:?}", a.responses);
+
+    a.auto_exec = true;
+    clear_ua(&mut a);
+    assert_eq!(
+        read_block(&mut a, 0, 8),
+        vec![0; 512],
+        "the aborted WRITE wrote nothing"
+    );
+    assert_eq!(read_block(&mut a, 1, 8), pattern(512, 2));
+
+    // ABORT TASK names the task by LUN and tag, however addressed.
+    a.auto_exec = false;
+    let tag = a.new_tag();
+    let mut iu = a.build_cmd(
+        tag,
+        0,
+        &rw16(0x8a, 9, 1),
+        Some(&pattern(512, 3)),
+        0,
+        Layout::Immediate,
+    );
+    iu[20..28].copy_from_slice(&[0x40, 0, 0, 0, 0, 0, 0, 0]);
+    a.send_request(&iu);
+    let abort = a.task_mgmt(0, TmFunction::ABORT_TASK, tag);
+    a.release_all();
+    function_complete(&mut a, abort);
+    assert!(!a.has_response(tag), "ABORT TASK's task gets no response");
+}

@@ -30,6 +30,7 @@ use super::pool::DataPool;
 use super::request::{self, CmdError, CmdIu, DataDescriptors, DESC_LEN};
 use super::stats::{LunStats, TickScale};
 use crate::mem::DmaBuf;
+use crate::scsi::lun::decode_lun;
 use crate::scsi::task_set::Member;
 use crate::scsi::{Completion, DataDir, Nexus, ScsiCommand, ScsiStatus, Sense};
 use crate::wire::{self, AerRsp, CredReq, CredRsp, ILogout, Opcode, Rsp, TLogout, Tag, TaskMgmt, TmFunction};
@@ -962,7 +963,13 @@ impl Channel {
         }
         self.count_task_mgmt_lun(id, lun);
         tracing::info!(function = func.0, lun = ?lun, tag = ?tag, "task management");
-        let is_target = |i: CmdId, c: &Command| i != id && !c.is_task_mgmt && c.lun == lun;
+        // The logical unit, not the LUN's bytes: peripheral (0000h) and
+        // flat space (4000h) addressing of LUN 0 name the same task set, as
+        // for the other channels (`sync_task_sets`). Bytes that address no
+        // logical unit address no task.
+        let unit = decode_lun(lun);
+        let is_target =
+            |i: CmdId, c: &Command| i != id && !c.is_task_mgmt && unit.is_some() && decode_lun(c.lun) == unit;
         let code = if !credit {
             self.stats.task_set_full += 1;
             Rsp::TM_FAILED

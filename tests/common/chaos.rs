@@ -190,6 +190,13 @@ impl Drop for Shadow {
     }
 }
 
+/// Whether SAM LUN bytes address LUN 0, the LUN every command uses: a
+/// mutated LUN field may still do so another way (flat space addressing,
+/// 4000h), and srptd runs and aborts such a task as LUN 0's.
+fn is_lun0(l: &[u8]) -> bool {
+    <[u8; 8]>::try_from(l).ok().and_then(srptd::scsi::lun::decode_lun) == Some(0)
+}
+
 /// Runs the operations `data` decodes to, panicking on any oracle failure.
 pub fn run(data: &[u8]) -> Outcome {
     let mut input = Input(data);
@@ -589,7 +596,7 @@ impl Chaos {
                 Kind::Tmf {
                     func: t.function,
                     task_tag: t.task_tag,
-                    lun0: t.lun == lun_bytes(0),
+                    lun0: is_lun0(&t.lun),
                 },
             );
         } else {
@@ -598,7 +605,7 @@ impl Chaos {
             self.forget_all();
             self.wild_pending += 1;
             self.wild_epoch += 1;
-            let lun0 = iu.get(20..28).map(|l| l == lun_bytes(0));
+            let lun0 = iu.get(20..28).map(is_lun0);
             self.track_lun(tag, Kind::Malformed { cmd: is_cmd }, lun0);
         }
         if is_cmd || is_tmf {
