@@ -38,7 +38,7 @@ if [ "${SKIP_VM_TESTS:-0}" = 1 ]; then
 else
     step "build srptd for the VM tests"
     cargo build --release --bin srptd --example srp_initiator --example srp_hostile
-    for t in ${VM_TESTS:-srptd-smoke srptd-admin srptd-live srptd-e2e srptd-srq srptd-unplug srptd-alua srptd-hostile srptd-crash srptd-flush srptd-pr srptd-1m-writes dm kernel-target-smoke bench-smoke}; do
+    for t in ${VM_TESTS:-srptd-smoke srptd-admin srptd-live srptd-e2e srptd-srq srptd-unplug srptd-alua srptd-hostile srptd-crash srptd-flush srptd-pr srptd-tmf srptd-1m-writes dm kernel-target-smoke bench-smoke}; do
         step "VM test: $t"
         case $t in
             bench-smoke) bench/smoke.sh ;;   # host side: boots its own VM

@@ -336,8 +336,19 @@ fn preempt_and_abort_with_tasks_in_flight() {
         b.responses
     );
     // A preempts B's key and aborts its tasks; A now holds Exclusive Access.
-    ok(pr_out(&mut a, PREEMPT_AND_ABORT, 3, &params(0xa, 0xb, 0)));
+    // Its GOOD waits until B's tasks have ended (SPC-4 5.13.11.2.4).
+    let p = params(0xa, 0xb, 0);
+    let tag = a.submit(
+        0,
+        &pr_out_cdb(PREEMPT_AND_ABORT, 3, 24),
+        Some(&p),
+        0,
+        Layout::Direct,
+    );
+    assert!(!a.has_response(tag), "B's tasks are still on the backstore");
     b.release_all();
+    a.advance(srptd::proto::TASK_SET_POLL);
+    ok(a.take_response(tag));
     for tag in &tags {
         assert!(
             !b.has_response(*tag),

@@ -11,6 +11,7 @@ use srptd::proto::{negotiate, LoginLimits};
 use srptd::scsi::lun::Target;
 use srptd::wire::{DirectDesc, Rsp, Tag, TmFunction};
 
+const TASK_ABORTED: u8 = 0x40;
 const GOOD: u8 = 0;
 const CHECK_CONDITION: u8 = 2;
 const BUSY: u8 = 8;
@@ -426,7 +427,11 @@ fn second_task_management_waits_for_a_command_already_aborted() {
         );
         assert_eq!(sim.take_response(first).resp_data, vec![0, 0, 0, 0]);
         assert_eq!(sim.take_response(tmf).resp_data, vec![0, 0, 0, 0]);
-        assert!(!sim.has_response(victim), "aborted commands send no response");
+        assert_eq!(
+            sim.take_response(victim).status,
+            TASK_ABORTED,
+            "the nexus's own task set function answers it TASK ABORTED"
+        );
         assert_eq!(sim.req_lim, 32);
         assert_eq!(sim.ch.in_flight(), 0);
     }
@@ -498,7 +503,7 @@ fn abort_task_of_waiting_and_reading_commands() {
     let tmf = sim.task_mgmt(0, TmFunction::ABORT_TASK_SET, Tag(0));
     sim.release_all();
     assert_eq!(sim.take_response(tmf).resp_data, vec![0, 0, 0, 0]);
-    assert!(!sim.has_response(held));
+    assert_eq!(sim.take_response(held).status, TASK_ABORTED);
     assert_eq!(sim.req_lim, 32);
     std::fs::remove_file(path).ok();
 }
@@ -512,8 +517,11 @@ fn lun_reset_sets_unit_attention() {
     let held = sim.submit(0, &[0x12, 0, 0, 0, 36, 0], None, 36, Layout::Direct);
     let tmf = sim.task_mgmt(0, TmFunction::LUN_RESET, Tag(0));
     sim.release_all();
+    // The aborted task is answered TASK ABORTED before the function.
+    let pos = |sim: &Sim, tag| sim.responses.iter().position(|r| r.tag == tag).unwrap();
+    assert!(pos(&sim, held) < pos(&sim, tmf));
     assert_eq!(sim.take_response(tmf).resp_data, vec![0, 0, 0, 0]);
-    assert!(!sim.has_response(held));
+    assert_eq!(sim.take_response(held).status, TASK_ABORTED);
     sim.auto_exec = true;
     let (r, _) = sim.command(0, &[0u8; 6], None, 0, Layout::Direct);
     assert_eq!(r.status, CHECK_CONDITION);

@@ -15,11 +15,11 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::os;
-use crate::proto::{ChannelStats, CmdId, LunStats};
+use crate::proto::{ChannelStats, CmdId, LunStats, TASK_SET_POLL};
 use crate::rdma::{self, CompletionChannel, WorkCompletion};
 use crate::scsi::{Completion, WorkerPool};
 
@@ -382,6 +382,12 @@ impl Poller {
             d.run_actions(&self.exec, &self.events);
             work += 1;
         }
+        // A request waiting for other channels' aborted tasks looks again
+        // (not counted as work: the poller sleeps at most TASK_SET_POLL).
+        for d in self.chans.iter_mut().filter(|d| d.ch.waits_for_task_sets()) {
+            d.ch.handle_timeout(Instant::now());
+            d.run_actions(&self.exec, &self.events);
+        }
         let (counters, closed, closed_luns) = (&self.counters, &mut self.closed, &mut self.closed_luns);
         self.chans.retain(|d| {
             if d.is_finished() {
@@ -442,7 +448,11 @@ impl Poller {
                 for (slot, c) in fds[1..=watched].iter_mut().zip(&chans) {
                     *slot = c.as_fd();
                 }
-                let timeout = (watched < chans.len()).then_some(Duration::from_millis(200));
+                let timeout = if self.chans.iter().any(|d| d.ch.waits_for_task_sets()) {
+                    Some(TASK_SET_POLL)
+                } else {
+                    (watched < chans.len()).then_some(Duration::from_millis(200))
+                };
                 self.counters.sleeps.fetch_add(1, Ordering::Relaxed);
                 let t0 = os::ticks();
                 let ready = os::wait_any(&fds[..=watched], timeout).unwrap_or_else(|e| {

@@ -30,6 +30,8 @@ use super::pool::DataPool;
 use super::request::{self, CmdError, CmdIu, DataDescriptors, DESC_LEN};
 use super::stats::{LunStats, TickScale};
 use crate::mem::DmaBuf;
+use crate::scsi::lun::decode_lun;
+use crate::scsi::task_set::Member;
 use crate::scsi::{Completion, DataDir, Nexus, ScsiCommand, ScsiStatus, Sense};
 use crate::wire::{self, AerRsp, CredReq, CredRsp, ILogout, Opcode, Rsp, TLogout, Tag, TaskMgmt, TmFunction};
 
@@ -190,6 +192,17 @@ pub struct Channel {
     /// The driver's clock, in ticks of `tick_scale`.
     pub(super) clock: u64,
     pub(super) tick_scale: TickScale,
+    /// This channel's part in the target's task sets (`proto::task_set`).
+    pub(super) task_set: Member,
+    /// Commands another channel's abort waits for.
+    pub(super) remote_pending: u32,
+    /// Commands in `CommandState::TaskSetWait`.
+    pub(super) task_set_waiters: u32,
+    /// Task ordering (`proto::ordering`): arrivals so far, ORDERED tasks
+    /// in the task set, dormant tasks.
+    pub(super) arrivals: u64,
+    pub(super) ordered: u32,
+    pub(super) dormant: u32,
 }
 
 /// What the driver needs to run a SCSI command.
@@ -342,7 +355,14 @@ impl Channel {
                 actions.push_back(Action::PostRecv { slot });
             }
         }
+        let task_set = nexus.target().task_sets().join();
         Ok(Channel {
+            task_set,
+            remote_pending: 0,
+            task_set_waiters: 0,
+            arrivals: 0,
+            ordered: 0,
+            dormant: 0,
             credits: Credits::new(cfg.queue_depth),
             cmds: CommandTable::with_capacity(max_commands as usize),
             waiters: WaitQueues::with_capacity(max_commands as usize),
@@ -607,6 +627,7 @@ impl Channel {
 
     /// The SCSI command of `cmd` finished.
     pub fn handle_exec_done(&mut self, id: CmdId, done: Completion) {
+        self.sync_task_sets();
         let Some(c) = self.cmds.get(id) else {
             tracing::error!(
                 cmd = id.0,
@@ -640,6 +661,7 @@ impl Channel {
             return;
         }
         self.complete_scsi(id, done.status, done.sense, produced);
+        self.wait_after_preempt_and_abort(id);
         self.step(id);
         self.after_event();
     }
@@ -690,7 +712,10 @@ impl Channel {
 
     /// Time has come to `now`: a drain whose receives did not all flush
     /// within [`RECV_FLUSH_GRACE`] of the send queue ends without them.
+    /// Also looks again at aborts of other channels this channel waits for
+    /// ([`waits_for_task_sets`](Self::waits_for_task_sets)).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.after_event();
         if self.poll_timeout().is_some_and(|t| now >= t) {
             tracing::debug!(
                 in_flight = self.in_flight(),
@@ -754,6 +779,9 @@ impl Channel {
         self.slots_held += 1;
         let id = self.cmds.insert(self.gen, slot, tag, credit);
         self.count_entered(id);
+        // Counted before the abort generation is looked at (task_set.rs).
+        self.task_set.entered();
+        self.sync_task_sets();
         id
     }
 
@@ -812,6 +840,9 @@ impl Channel {
         };
         c.lun = iu.lun;
         c.cdb = iu.cdb;
+        if !super::ordering::supported(iu.task_attr) {
+            return self.check_condition(id, Sense::invalid_field_in_command_iu());
+        }
         c.transfer = DataTransfer {
             descriptor_dir: iu.descriptor_dir,
             dir: iu.descriptor_dir,
@@ -878,10 +909,7 @@ impl Channel {
             };
             self.stats.zero_copy += 1;
         }
-        c.state = match iu.external {
-            Some(table) => CommandState::NeedTable(table),
-            None => CommandState::NeedBuffer,
-        };
+        self.enter_task_set(id, iu.task_attr, iu.external);
     }
 
     fn set_status(&mut self, id: CmdId, status: ScsiStatus) {
@@ -934,7 +962,14 @@ impl Channel {
             c.state = CommandState::TaskMgmtWait { pending: 0 };
         }
         self.count_task_mgmt_lun(id, lun);
-        let is_target = |i: CmdId, c: &Command| i != id && !c.is_task_mgmt && c.lun == lun;
+        tracing::info!(function = func.0, lun = ?lun, tag = ?tag, "task management");
+        // The logical unit, not the LUN's bytes: peripheral (0000h) and
+        // flat space (4000h) addressing of LUN 0 name the same task set, as
+        // for the other channels (`sync_task_sets`). Bytes that address no
+        // logical unit address no task.
+        let unit = decode_lun(lun);
+        let is_target =
+            |i: CmdId, c: &Command| i != id && !c.is_task_mgmt && unit.is_some() && decode_lun(c.lun) == unit;
         let code = if !credit {
             self.stats.task_set_full += 1;
             Rsp::TM_FAILED
@@ -957,6 +992,9 @@ impl Channel {
                     if func == TmFunction::LUN_RESET && !self.nexus.lun_reset(lun) {
                         Rsp::TM_FAILED
                     } else {
+                        // The same tasks on the other channels (this
+                        // nexus's, or every nexus's: task_set.rs).
+                        self.publish_task_set_abort(id, lun, func);
                         let targets: Vec<CmdId> = self
                             .cmds
                             .iter()
@@ -964,6 +1002,14 @@ impl Channel {
                             .map(|(i, _)| i)
                             .collect();
                         for t in targets {
+                            // This nexus's own tasks: answered TASK ABORTED
+                            // (`Channel::answer_aborted`), also when another
+                            // channel's function aborted them; not when an
+                            // ABORT TASK here did (its initiator is done
+                            // with them).
+                            if let Some(c) = self.cmds.get_mut(t).filter(|c| !c.aborted || c.remote_abort) {
+                                c.answer_abort = true;
+                            }
                             self.abort(t, id);
                         }
                         Rsp::TM_COMPLETE
@@ -980,8 +1026,7 @@ impl Channel {
         };
         c.response.rsp_code = Some(code);
         if c.state == (CommandState::TaskMgmtWait { pending: 0 }) {
-            c.state = CommandState::RESPOND;
-            self.step(id);
+            self.local_aborts_ended(id);
         }
     }
 
@@ -1005,13 +1050,22 @@ impl Channel {
     /// reposted when the response was posted).
     fn free_command(&mut self, id: CmdId) {
         self.count_answered(id);
+        // An aborted command answered TASK ABORTED: the function waiting
+        // for it may answer now.
+        let waiter = self.cmds.get_mut(id).and_then(|c| c.abort_waiter.take());
         self.remove_command(id);
+        if let Some(t) = waiter {
+            self.waited_ended(t);
+        }
         self.maybe_closed();
     }
 
     /// After each event: resumes waiting commands, sends SRP_T_LOGOUT once a
     /// logging-out channel is idle, returns owed credits.
     fn after_event(&mut self) {
+        self.sync_task_sets();
+        self.check_task_set_waits();
+        self.wake_dormant();
         self.resume_waiters();
         if self.state == ChannelState::LoggingOut && self.cmds.is_empty() {
             self.send_t_logout(TLogout::NO_REASON);

@@ -59,6 +59,13 @@ pub(super) enum CommandState {
     /// earlier functions to answer, see `Channel::wait_for_aborted`): its
     /// response follows theirs.
     TaskMgmtWait { pending: u32 },
+    /// Waiting for the other channels to end the tasks of the abort
+    /// published as generation `gen` (`proto::task_set`).
+    TaskSetWait { gen: u64 },
+    /// Dormant (SAM-5 8.6): an ORDERED task waits for the tasks before it,
+    /// a SIMPLE one for the ORDERED tasks before it; then `NeedTable` with
+    /// the table, or `NeedBuffer` (`proto::ordering`).
+    Dormant(Option<ExternalTable>),
 }
 
 impl CommandState {
@@ -209,6 +216,19 @@ pub(super) struct Command {
     pub(super) aborted: bool,
     /// Task management request waiting for this aborted command to end.
     pub(super) abort_waiter: Option<CmdId>,
+    /// Another channel's abort waits for this command to end.
+    pub(super) remote_abort: bool,
+    /// Aborted by a task set function (LUN RESET, ABORT/CLEAR TASK SET) of
+    /// its own I_T nexus: answered TASK ABORTED once its work in flight has
+    /// ended, ahead of the function's response (`docs/task-management.md`).
+    pub(super) answer_abort: bool,
+    /// Task management whose abort reaches other channels: the
+    /// generation it published, waited for after its own channel's.
+    pub(super) task_set_gen: Option<u64>,
+    /// Task attribute once the command entered the task set (SIMPLE before).
+    pub(super) attr: u8,
+    /// Arrival order on the channel.
+    pub(super) seq: u64,
     pub(super) transfer: DataTransfer,
     pub(super) response: Response,
     pub(super) state: CommandState,
@@ -243,6 +263,11 @@ impl Command {
             queued_for: None,
             aborted: false,
             abort_waiter: None,
+            remote_abort: false,
+            answer_abort: false,
+            task_set_gen: None,
+            attr: 0,
+            seq: 0,
             transfer: DataTransfer::NONE,
             response: Response::GOOD,
             state: CommandState::RESPOND,
@@ -264,6 +289,11 @@ impl Command {
         self.queued_for = None;
         self.aborted = false;
         self.abort_waiter = None;
+        self.remote_abort = false;
+        self.answer_abort = false;
+        self.task_set_gen = None;
+        self.attr = 0;
+        self.seq = 0;
         self.transfer = DataTransfer::NONE;
         self.response = Response::GOOD;
         self.state = CommandState::RESPOND;
@@ -285,7 +315,7 @@ enum Flow {
 /// Whether a command in state `s` has work on the queue pair or the
 /// backstore: aborted, it ends (and the task management function that
 /// aborted it answers) only when that work is done.
-fn has_work_in_flight(s: &CommandState) -> bool {
+pub(super) fn has_work_in_flight(s: &CommandState) -> bool {
     match *s {
         CommandState::FetchingTable { .. } | CommandState::Executing => true,
         CommandState::Reading { batches, .. } | CommandState::Writing { batches, .. } => batches > 0,
@@ -307,7 +337,8 @@ impl Channel {
             let Some(c) = self.cmds.get(id) else {
                 return progressed;
             };
-            if c.aborted {
+            // An aborted command only posts its TASK ABORTED answer.
+            if c.aborted && !(c.answer_abort && matches!(c.state, CommandState::Respond { .. })) {
                 return progressed;
             }
             let flow = match c.state {
@@ -323,7 +354,9 @@ impl Channel {
                 CommandState::FetchingTable { .. }
                 | CommandState::Executing
                 | CommandState::Responding { .. }
-                | CommandState::TaskMgmtWait { .. } => Flow::Wait,
+                | CommandState::TaskMgmtWait { .. }
+                | CommandState::TaskSetWait { .. }
+                | CommandState::Dormant(_) => Flow::Wait,
             };
             match flow {
                 Flow::Continue => progressed = true,
@@ -821,10 +854,13 @@ impl Channel {
         let Some(c) = self.cmds.get_mut(t) else {
             return;
         };
-        if has_work_in_flight(&c.state) {
+        let in_flight = has_work_in_flight(&c.state);
+        if in_flight || c.answer_abort {
+            // Its answer (TASK ABORTED) goes ahead of the function's.
             c.abort_waiter = Some(tmf);
             self.add_pending(tmf);
-        } else {
+        }
+        if !in_flight {
             self.finish_silently(t);
         }
     }
@@ -870,7 +906,7 @@ impl Channel {
     /// One of the commands (or earlier functions) task management request
     /// `tmf` waits for ended; when it was the last, `tmf` answers and the
     /// function waiting for it, if any, is told.
-    fn waited_ended(&mut self, tmf: CmdId) {
+    pub(super) fn waited_ended(&mut self, tmf: CmdId) {
         let mut next = Some(tmf);
         while let Some(t) = next.take() {
             let Some(c) = self.cmds.get_mut(t) else {
@@ -881,16 +917,20 @@ impl Channel {
             };
             *pending = pending.saturating_sub(1);
             if *pending == 0 {
-                c.state = CommandState::RESPOND;
                 next = c.abort_waiter.take();
-                self.step(t);
+                self.local_aborts_ended(t);
             }
         }
     }
 
     /// Ends an aborted (or orphaned) command without a response: its
     /// buffer returns to the ring and its credit is owed to the initiator.
+    /// A command the function of its own nexus aborted is answered TASK
+    /// ABORTED instead (`answer_abort`), moving no more data.
     pub(super) fn finish_silently(&mut self, id: CmdId) {
+        if self.answer_aborted(id) {
+            return;
+        }
         let waiter = self.cmds.get_mut(id).and_then(|c| c.abort_waiter.take());
         self.release(id);
         if let Some(t) = waiter {
@@ -926,7 +966,15 @@ impl Channel {
     pub(super) fn remove_command(&mut self, id: CmdId) -> Option<Removed> {
         self.cmds.get(id)?;
         self.count_left(id);
+        self.task_set.left();
+        self.left_task_set(id);
         let c = self.cmds.get_mut(id)?;
+        if std::mem::take(&mut c.remote_abort) {
+            self.remote_pending = self.remote_pending.saturating_sub(1);
+        }
+        if let CommandState::TaskSetWait { .. } = c.state {
+            self.task_set_waiters = self.task_set_waiters.saturating_sub(1);
+        }
         if let Some(r) = c.queued_for {
             self.waiters.remove(r, id);
         }

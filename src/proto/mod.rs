@@ -9,6 +9,8 @@
 //! - `request`: what the channel keeps of an SRP_CMD.
 //! - [`credits`], [`login`], [`pool`]: flow control, login, buffer pools.
 //! - [`stats`], `accounting`: what channels count, per channel and per LUN.
+//! - `ordering`: task attributes (ORDERED, HEAD OF QUEUE).
+//! - `task_set`: task management across channels (LUN RESET, PREEMPT AND ABORT).
 
 mod accounting;
 pub mod action;
@@ -16,10 +18,12 @@ pub mod channel;
 mod command;
 pub mod credits;
 pub mod login;
+mod ordering;
 pub mod pool;
 mod request;
 pub mod stats;
 mod table;
+mod task_set;
 
 pub use action::{Action, CmdId, LocalSeg, Region, WorkRequest, WrId, WrKind, WrOpcode};
 pub use channel::{
@@ -30,3 +34,4 @@ pub use credits::Credits;
 pub use login::{negotiate, Accepted, LoginLimits, MultiChannel, TargetPortId};
 pub use request::MAX_CDB;
 pub use stats::{IoStats, LatencyHistogram, LunStats, StatusCounts, TickScale};
+pub use task_set::TASK_SET_POLL;

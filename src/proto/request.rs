@@ -94,6 +94,8 @@ pub(super) struct CmdIu {
     pub(super) descriptor_len: u64,
     /// TOTAL LENGTH of an indirect header, checked against the table.
     pub(super) indirect_len: Option<u32>,
+    /// TASK ATTRIBUTE (SRP r16a 6.8, SAM-5 8.6), bits 2:0.
+    pub(super) task_attr: u8,
 }
 
 /// Why an SRP_CMD is refused.
@@ -135,6 +137,7 @@ pub(super) fn parse_cmd(b: &[u8], base: u32, imm_data_offset: Option<u16>) -> Re
         external: None,
         descriptor_len: 0,
         indirect_len: None,
+        task_attr: cmd.task_attr & wire::Cmd::TASK_ATTR_MASK,
     };
     match d {
         DataDesc::None => {}

@@ -18,6 +18,7 @@ use super::reservations::{
     insufficient_registration_resources, Capabilities, CommandClass, Persist, PrOutCdb, Refusal, Reservations,
 };
 use super::sense::Sense;
+use super::task_set::{AbortScope, TaskSets};
 use super::{Completion, DataDir, Plan, ScsiStatus};
 use crate::mem::DmaBuf;
 
@@ -349,6 +350,8 @@ pub struct Target {
     /// I_T nexuses by initiator port and relative target port (SAM-5 4.6).
     pub(super) nexuses: Mutex<HashMap<(InitiatorPortId, u16), Weak<Nexus>>>,
     pub(super) alua: Alua,
+    /// Aborts across channels (`task_set.rs`).
+    pub(super) task_sets: TaskSets,
 }
 
 /// 64-bit FNV-1a with a chosen offset basis.
@@ -407,6 +410,7 @@ impl Target {
             state_dir: cfg.state_dir,
             nexuses: Mutex::new(HashMap::new()),
             alua: Alua::new(&cfg.port_groups)?,
+            task_sets: TaskSets::default(),
         };
         let mut table = LunTable::clone(&target.table.load());
         for (i, l) in cfg.luns.iter().enumerate() {
@@ -422,6 +426,11 @@ impl Target {
         }
         target.table = ArcSwap::from_pointee(table);
         Ok(Arc::new(target))
+    }
+
+    /// The channels' shared view of the task sets (cross-channel aborts).
+    pub fn task_sets(&self) -> &TaskSets {
+        &self.task_sets
     }
 
     /// The target name.
@@ -558,6 +567,10 @@ pub struct ScsiCommand {
     epoch: u64,
     /// Planned as a RESERVATION CONFLICT: moves no data and runs as one.
     conflict: bool,
+    /// The target's cross-channel abort generation when planned
+    /// (`task_set.rs`): a later LUN RESET or task set abort covering it
+    /// aborts it.
+    task_set_gen: u64,
     /// The [`LunEntry::uid`] it was planned for (0: no LUN there).
     uid: u64,
     /// Running it does backstore I/O that may block (file I/O, or saving
@@ -795,6 +808,7 @@ impl Nexus {
         let t = self.target.table.load();
         let entry = self.entry(&t, lun);
         let epoch = self.abort_gen.load(Ordering::Acquire);
+        let task_set_gen = self.target.task_sets.current();
         let uid = entry.map_or(0, |(_, m)| m.entry.uid);
         let decoded = |cmd: Cmd| ScsiCommand {
             lun,
@@ -802,6 +816,7 @@ impl Nexus {
             blocking: entry.is_some_and(|(_, m)| blocks_on(&m.entry, &cmd)),
             cmd,
             epoch,
+            task_set_gen,
             conflict: false,
             uid,
         };
@@ -879,8 +894,14 @@ impl Nexus {
     }
 
     /// Whether another I_T nexus's PREEMPT AND ABORT aborted `c` after it
-    /// was planned (SPC-4 5.13.11.5).
+    /// was planned (SPC-4 5.13.11.5), or a task management function of
+    /// another channel did (`task_set.rs`).
     pub fn is_aborted(&self, c: &ScsiCommand) -> bool {
+        if let Some(l) = decode_lun(c.lun) {
+            if self.target.task_sets.aborted_since(c.task_set_gen, l, &self.ini) {
+                return true;
+            }
+        }
         if c.epoch == self.abort_gen.load(Ordering::Acquire) {
             return false;
         }
@@ -916,6 +937,7 @@ impl Nexus {
             blocking: entry.is_some_and(|(_, m)| blocks_on(&m.entry, &cmd)),
             cmd,
             epoch: self.abort_gen.load(Ordering::Acquire),
+            task_set_gen: self.target.task_sets.current(),
             conflict: false,
             uid: entry.map_or(0, |(_, m)| m.entry.uid),
         })
@@ -1050,10 +1072,16 @@ impl Nexus {
                 n.add_ua(lun, ua);
             }
         }
-        for ini in fx.aborts {
-            for n in target.nexuses_of(&ini) {
+        for ini in &fx.aborts {
+            for n in target.nexuses_of(ini) {
                 n.abort_task_set(lun);
             }
+        }
+        if !fx.aborts.is_empty() {
+            // Their channels end the tasks; the PERSISTENT RESERVE OUT
+            // waits for that before GOOD (`proto::task_set`).
+            let inis = fx.aborts;
+            target.task_sets.publish(AbortScope::Nexuses { lun, inis }, None);
         }
         Ok(0)
     }

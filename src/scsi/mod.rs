@@ -27,6 +27,7 @@ pub mod lun;
 pub mod pool;
 pub mod reservations;
 pub mod sense;
+pub mod task_set;
 
 use std::sync::Arc;
 

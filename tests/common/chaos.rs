@@ -5,7 +5,8 @@
 //! shutdown, simulated time) and every step is checked against oracles:
 //!
 //! (a) every command sent on a live channel is answered exactly once once
-//!     nothing is held, or never if a task management function aborted it;
+//!     nothing is held, or never if a task management function aborted it
+//!     (a task set function answers the tasks it aborts TASK ABORTED);
 //!     never more than once, whatever happens;
 //! (b) credits balance: the channel's credit identity holds, the
 //!     initiator's request limit never goes negative and equals the
@@ -187,6 +188,13 @@ impl Drop for Shadow {
         let bytes = std::mem::take(&mut self.bytes);
         SPARE_SHADOWS.with(|s| s.borrow_mut().push(bytes));
     }
+}
+
+/// Whether SAM LUN bytes address LUN 0, the LUN every command uses: a
+/// mutated LUN field may still do so another way (flat space addressing,
+/// 4000h), and srptd runs and aborts such a task as LUN 0's.
+fn is_lun0(l: &[u8]) -> bool {
+    <[u8; 8]>::try_from(l).ok().and_then(srptd::scsi::lun::decode_lun) == Some(0)
 }
 
 /// Runs the operations `data` decodes to, panicking on any oracle failure.
@@ -588,7 +596,7 @@ impl Chaos {
                 Kind::Tmf {
                     func: t.function,
                     task_tag: t.task_tag,
-                    lun0: t.lun == lun_bytes(0),
+                    lun0: is_lun0(&t.lun),
                 },
             );
         } else {
@@ -597,7 +605,7 @@ impl Chaos {
             self.forget_all();
             self.wild_pending += 1;
             self.wild_epoch += 1;
-            let lun0 = iu.get(20..28).map(|l| l == lun_bytes(0));
+            let lun0 = iu.get(20..28).map(is_lun0);
             self.track_lun(tag, Kind::Malformed { cmd: is_cmd }, lun0);
         }
         if is_cmd || is_tmf {
@@ -669,6 +677,10 @@ impl Chaos {
                 "response after its abort was reported: {:?} {r:?}",
                 t.kind
             );
+            if r.status == 0x40 {
+                self.on_task_aborted(i, &r);
+                continue;
+            }
             // Lent out rather than cloned (a WRITE's kind holds its data);
             // on_response only looks at the commands sent before this one.
             let kind = std::mem::replace(&mut t.kind, Kind::Other);
@@ -816,6 +828,43 @@ impl Chaos {
                 }
                 self.wild_done();
             }
+        }
+    }
+
+    /// TASK ABORTED: only for a task of LUN 0 that a task set function
+    /// (LOGICAL UNIT RESET, ABORT or CLEAR TASK SET) sent after it and not
+    /// answered yet aborts (`docs/task-management.md`: the issuing nexus's
+    /// aborted tasks are answered, ahead of the function).
+    fn on_task_aborted(&mut self, i: usize, r: &Response) {
+        let t = &self.tracked[i];
+        assert!(
+            !matches!(t.kind, Kind::Tmf { .. }) && t.lun0 != Some(false),
+            "TASK ABORTED for {:?}: {r:?}",
+            t.kind
+        );
+        let seq = t.seq;
+        let pending_reset = self.tracked[seq..].iter().any(|f| {
+            f.responses == 0
+                && matches!(
+                    f.kind,
+                    Kind::Tmf { func, lun0: true, .. } if func != TmFunction::ABORT_TASK
+                )
+        });
+        assert!(
+            pending_reset,
+            "TASK ABORTED with no task set function pending: {r:?}"
+        );
+        self.tracked[i].aborted = true;
+        self.out.aborted += 1;
+        match self.tracked[i].kind.clone() {
+            Kind::Write {
+                lba,
+                blocks,
+                in_range: true,
+                ..
+            } => self.write_done(lba, blocks, None),
+            Kind::Malformed { .. } => self.wild_done(),
+            _ => {}
         }
     }
 
