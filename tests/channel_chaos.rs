@@ -66,6 +66,17 @@ fn waiters_at_the_heads_of_two_queues_move() {
     ));
 }
 
+/// CLEAR TASK SET for a LUN other than 0 while a command with a malformed
+/// CDB executed: the command must end in exactly one response, decided by
+/// the logical unit its LUN field decodes to, not by the raw LUN bytes (a
+/// fuzz finding of the 9.3 M-execution campaign).
+#[test]
+fn clear_task_set_beside_a_malformed_command() {
+    common::chaos::run(include_bytes!(
+        "regressions/channel_sim-clear-task-set-malformed.bin"
+    ));
+}
+
 /// Replays a fuzz input: `CHAOS_INPUT=crash-file [CHAOS_TRACE=1] cargo
 /// test --test channel_chaos replay_file -- --ignored --nocapture`.
 #[test]
