@@ -42,22 +42,19 @@ impl Channel {
         let Some(id) = decode_lun(lun) else {
             return;
         };
-        let ini = *self.nexus.initiator();
+        let me = self.nexus.id();
         let target = self.nexus.target();
         let scope = if func == TmFunction::ABORT_TASK_SET {
-            AbortScope::Nexuses {
-                lun: id,
-                inis: vec![ini],
-            }
+            AbortScope::Nexus { lun: id, nexus: me }
         } else {
             if func == TmFunction::CLEAR_TASK_SET {
                 // SAM-5 7.4 with TAS = 0: the other I_T nexuses learn their
                 // tasks were cleared.
-                target.unit_attention_others(id, &ini, commands_cleared_by_another_initiator());
+                target.unit_attention_others(id, &me, commands_cleared_by_another_initiator());
             }
             AbortScope::Lun(id)
         };
-        let gen = target.task_sets().publish(scope, Some(ini));
+        let gen = target.task_sets().publish(scope, Some(me));
         if let Some(c) = self.cmds.get_mut(tmf) {
             c.task_set_gen = Some(gen);
         }
@@ -137,7 +134,7 @@ impl Channel {
         let sets = target.task_sets();
         if self.task_set.behind(sets) {
             let news = self.task_set.news(sets);
-            let ini = *self.nexus.initiator();
+            let me = self.nexus.id();
             // Planned commands only: one that was not planned moved no data
             // and only answers its CHECK CONDITION. A command of the nexus
             // whose function aborted it is answered TASK ABORTED.
@@ -148,7 +145,7 @@ impl Channel {
                 .filter_map(|(i, c)| {
                     let l = decode_lun(c.lun)?;
                     news.iter()
-                        .filter_map(|p| p.answers(l, &ini))
+                        .filter_map(|p| p.answers(l, &me))
                         .reduce(|a, b| a || b)
                         .map(|answer| (i, answer))
                 })

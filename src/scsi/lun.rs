@@ -611,6 +611,14 @@ impl ScsiCommand {
     }
 }
 
+/// An I_T nexus's identity: initiator port and relative target port
+/// identifier (SAM-5 4.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NexusId {
+    pub initiator: InitiatorPortId,
+    pub port: u16,
+}
+
 /// Per I_T nexus state: pending unit attentions per LUN, task sets
 /// aborted by another I_T nexus.
 #[derive(Debug)]
@@ -722,6 +730,14 @@ impl Nexus {
     /// The target port.
     pub fn port(&self) -> &TargetPort {
         &self.port
+    }
+
+    /// The initiator port and relative target port of this I_T nexus.
+    pub fn id(&self) -> NexusId {
+        NexusId {
+            initiator: self.ini,
+            port: self.port.relative_id(),
+        }
     }
 
     /// The LUN a SAM LUN addresses in table `t`, if this nexus sees it.
@@ -898,7 +914,7 @@ impl Nexus {
     /// another channel did (`task_set.rs`).
     pub fn is_aborted(&self, c: &ScsiCommand) -> bool {
         if let Some(l) = decode_lun(c.lun) {
-            if self.target.task_sets.aborted_since(c.task_set_gen, l, &self.ini) {
+            if self.target.task_sets.aborted_since(c.task_set_gen, l, &self.id()) {
                 return true;
             }
         }
@@ -1081,7 +1097,7 @@ impl Nexus {
             // Their channels end the tasks; the PERSISTENT RESERVE OUT
             // waits for that before GOOD (`proto::task_set`).
             let inis = fx.aborts;
-            target.task_sets.publish(AbortScope::Nexuses { lun, inis }, None);
+            target.task_sets.publish(AbortScope::Initiators { lun, inis }, None);
         }
         Ok(0)
     }

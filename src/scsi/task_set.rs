@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::lun::{InitiatorPortId, Target};
+use super::lun::{InitiatorPortId, NexusId, Target};
 use super::sense::Sense;
 
 /// How many published aborts are kept for members that have not looked yet.
@@ -36,19 +36,24 @@ pub enum AbortScope {
     /// Every task of the LUN, from every I_T nexus (LOGICAL UNIT RESET;
     /// CLEAR TASK SET with TST = 000b).
     Lun(u16),
-    /// The tasks of the LUN from these I_T nexuses (ABORT TASK SET;
-    /// PREEMPT AND ABORT).
-    Nexuses { lun: u16, inis: Vec<InitiatorPortId> },
+    /// The tasks of the LUN from one I_T nexus (ABORT TASK SET, SAM-5
+    /// 7.3).
+    Nexus { lun: u16, nexus: NexusId },
+    /// The tasks of the LUN from these initiator ports through every
+    /// target port (PREEMPT AND ABORT: registrations are per initiator
+    /// port, `docs/alua.md`).
+    Initiators { lun: u16, inis: Vec<InitiatorPortId> },
     /// Everything (a member that fell behind the log).
     All,
 }
 
 impl AbortScope {
-    /// Whether a task of `lun` from nexus `ini` is aborted.
-    pub fn covers(&self, lun: u16, ini: &InitiatorPortId) -> bool {
+    /// Whether a task of `lun` from I_T nexus `nexus` is aborted.
+    pub fn covers(&self, lun: u16, nexus: &NexusId) -> bool {
         match self {
             AbortScope::Lun(l) => *l == lun,
-            AbortScope::Nexuses { lun: l, inis } => *l == lun && inis.contains(ini),
+            AbortScope::Nexus { lun: l, nexus: n } => *l == lun && n == nexus,
+            AbortScope::Initiators { lun: l, inis } => *l == lun && inis.contains(&nexus.initiator),
             AbortScope::All => true,
         }
     }
@@ -61,16 +66,16 @@ impl AbortScope {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Published {
     pub scope: AbortScope,
-    pub issuer: Option<InitiatorPortId>,
+    pub issuer: Option<NexusId>,
 }
 
 impl Published {
-    /// Whether the abort covers a task of `lun` from `ini`, and whether
-    /// that task is to be answered (`ini` issued the function).
-    pub fn answers(&self, lun: u16, ini: &InitiatorPortId) -> Option<bool> {
+    /// Whether the abort covers a task of `lun` from `nexus`, and whether
+    /// that task is to be answered (`nexus` issued the function).
+    pub fn answers(&self, lun: u16, nexus: &NexusId) -> Option<bool> {
         self.scope
-            .covers(lun, ini)
-            .then(|| self.issuer.as_ref() == Some(ini))
+            .covers(lun, nexus)
+            .then(|| self.issuer.as_ref() == Some(nexus))
     }
 }
 
@@ -106,7 +111,7 @@ impl TaskSets {
 
     /// Publishes an abort by the function of nexus `issuer` (if any);
     /// returns its generation, which [`drained`](Self::drained) waits for.
-    pub fn publish(&self, scope: AbortScope, issuer: Option<InitiatorPortId>) -> u64 {
+    pub fn publish(&self, scope: AbortScope, issuer: Option<NexusId>) -> u64 {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         // Under the log lock, so the log is in generation order.
         let g = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
@@ -118,8 +123,8 @@ impl TaskSets {
     }
 
     /// Whether an abort published after generation `since` covers a task
-    /// of `lun` from `ini` (one atomic load when none was).
-    pub fn aborted_since(&self, since: u64, lun: u16, ini: &InitiatorPortId) -> bool {
+    /// of `lun` from `nexus` (one atomic load when none was).
+    pub fn aborted_since(&self, since: u64, lun: u16, nexus: &NexusId) -> bool {
         if self.gen.load(Ordering::SeqCst) == since {
             return false;
         }
@@ -127,7 +132,7 @@ impl TaskSets {
         if log.front().is_some_and(|&(g, _)| g > since + 1) {
             return true; // fell out of the log: the safe side
         }
-        log.iter().any(|(g, p)| *g > since && p.scope.covers(lun, ini))
+        log.iter().any(|(g, p)| *g > since && p.scope.covers(lun, nexus))
     }
 
     /// The latest generation published.
@@ -149,11 +154,12 @@ impl TaskSets {
 
 impl Target {
     /// Establishes unit attention `ua` on `lun` for every I_T nexus that
-    /// sees it but `except`.
-    pub fn unit_attention_others(&self, lun: u16, except: &InitiatorPortId, ua: Sense) {
+    /// sees it but `except` (the same initiator port through another target
+    /// port is another I_T nexus, SAM-5 4.6).
+    pub fn unit_attention_others(&self, lun: u16, except: &NexusId, ua: Sense) {
         let t = self.table.load();
         for n in self.live_nexuses() {
-            if n.initiator() != except && t.visible(lun, n.initiator()).is_some() {
+            if n.id() != *except && t.visible(lun, n.initiator()).is_some() {
                 n.add_ua(lun, ua);
             }
         }
@@ -224,16 +230,25 @@ mod tests {
         let sets = TaskSets::default();
         let me = sets.join();
         let mut other = sets.join();
-        let g = sets.publish(AbortScope::Lun(3), Some([7; 16]));
+        let nx = |i: u8, port: u16| NexusId {
+            initiator: [i; 16],
+            port,
+        };
+        let g = sets.publish(AbortScope::Lun(3), Some(nx(7, 1)));
         assert!(sets.drained(g, &me), "the other member holds nothing");
         other.entered();
         assert!(!sets.drained(g, &me));
         let news = other.news(&sets);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].scope, AbortScope::Lun(3));
-        assert_eq!(news[0].answers(3, &[7; 16]), Some(true), "the issuer's own task");
-        assert_eq!(news[0].answers(3, &[8; 16]), Some(false), "another nexus's");
-        assert_eq!(news[0].answers(4, &[7; 16]), None, "another LUN");
+        assert_eq!(news[0].answers(3, &nx(7, 1)), Some(true), "the issuer's own task");
+        assert_eq!(news[0].answers(3, &nx(8, 1)), Some(false), "another initiator's");
+        assert_eq!(
+            news[0].answers(3, &nx(7, 2)),
+            Some(false),
+            "the issuer's initiator port through another target port"
+        );
+        assert_eq!(news[0].answers(4, &nx(7, 1)), None, "another LUN");
         assert!(!other.behind(&sets));
         other.ack();
         assert!(sets.drained(g, &me));
@@ -255,11 +270,18 @@ mod tests {
         let news = m.news(&sets);
         assert_eq!(news[0].scope, AbortScope::All);
         assert_eq!(news.len(), LOG_LEN + 1);
-        assert!(AbortScope::Nexuses {
+        let nx = |port: u16| NexusId {
+            initiator: [1; 16],
+            port,
+        };
+        let one = AbortScope::Nexus { lun: 1, nexus: nx(1) };
+        assert!(one.covers(1, &nx(1)));
+        assert!(!one.covers(1, &nx(2)), "ABORT TASK SET: one I_T nexus only");
+        let all_ports = AbortScope::Initiators {
             lun: 1,
-            inis: vec![[1; 16]]
-        }
-        .covers(1, &[1; 16]));
-        assert!(!AbortScope::Lun(1).covers(2, &[1; 16]));
+            inis: vec![[1; 16]],
+        };
+        assert!(all_ports.covers(1, &nx(1)) && all_ports.covers(1, &nx(2)));
+        assert!(!AbortScope::Lun(1).covers(2, &nx(1)));
     }
 }
