@@ -15,7 +15,8 @@ pub use super::backstore::ConfigError;
 use super::cdb::{op, Cmd};
 use super::disk::{self, Disk};
 use super::reservations::{
-    insufficient_registration_resources, Capabilities, CommandClass, Persist, PrOutCdb, Refusal, Reservations,
+    insufficient_registration_resources, reservation_class, Capabilities, CommandClass, Persist, PrOutCdb,
+    Refusal, Reservations,
 };
 use super::sense::Sense;
 use super::task_set::{AbortScope, TaskSets};
@@ -676,32 +677,6 @@ fn completion(r: Result<u32, Stop>) -> Completion {
     }
 }
 
-/// How `cmd` fares under a reservation (SPC-4 table 62, SBC-3 table 13).
-pub fn reservation_class(cmd: &Cmd) -> CommandClass {
-    match cmd {
-        Cmd::Inquiry { .. }
-        | Cmd::ReportLuns { .. }
-        | Cmd::RequestSense { .. }
-        | Cmd::ReportOpcodes { .. }
-        | Cmd::ReportTargetPortGroups { .. } => CommandClass::Unrestricted,
-        Cmd::TestUnitReady | Cmd::ReadCapacity10 | Cmd::ReadCapacity16 { .. } => CommandClass::Status,
-        Cmd::Read { .. } | Cmd::Verify { .. } | Cmd::ModeSense { .. } => CommandClass::Read,
-        // START STOP UNIT is treated as the conflicting form (SBC-3 table
-        // 13 allows only START = 1 with POWER CONDITION 0h).
-        Cmd::Write { .. }
-        | Cmd::WriteAndVerify { .. }
-        | Cmd::CompareAndWrite { .. }
-        | Cmd::WriteSame { .. }
-        | Cmd::Unmap { .. }
-        | Cmd::SyncCache { .. }
-        | Cmd::ModeSelect { .. }
-        | Cmd::StartStopUnit => CommandClass::Write,
-        Cmd::PersistentReserveIn(_) | Cmd::PersistentReserveOut(_) => CommandClass::PersistentReserve,
-        Cmd::Reserve => CommandClass::Reserve,
-        Cmd::Release => CommandClass::Release,
-    }
-}
-
 impl Drop for Nexus {
     /// I_T nexus loss: SPC-2 reservations end (SPC-2 5.5.1); registrations
     /// and persistent reservations stay (SPC-4 5.13.1). Reservations are
@@ -1097,7 +1072,9 @@ impl Nexus {
             // Their channels end the tasks; the PERSISTENT RESERVE OUT
             // waits for that before GOOD (`proto::task_set`).
             let inis = fx.aborts;
-            target.task_sets.publish(AbortScope::Initiators { lun, inis }, None);
+            target
+                .task_sets
+                .publish(AbortScope::Initiators { lun, inis }, None);
         }
         Ok(0)
     }

@@ -10,7 +10,7 @@
 //! without touching the current one, so the caller can save it (APTPL)
 //! before committing it: a failed save changes nothing.
 //!
-//! Registrations are kept by initiator port identifier ([`NexusId`]), not
+//! Registrations are kept by initiator port identifier ([`RegistrantId`]), not
 //! per I_T nexus: with several target ports (ALUA, `alua.rs`) a
 //! registration holds through every port, as with ALL_TG_PT = 1; the
 //! ALL_TG_PT bit is remembered for READ FULL STATUS, which reports
@@ -18,13 +18,13 @@
 
 use std::collections::BTreeMap;
 
-use super::cdb::{be16, be32, be64};
+use super::cdb::{be16, be32, be64, Cmd};
 use super::lun::InitiatorPortId;
 use super::sense::{Sense, SenseKey};
 
-/// An I_T nexus: the SRP initiator port identifier (the target port is
-/// always the same one).
-pub type NexusId = InitiatorPortId;
+/// Whom a registration or reservation belongs to: an SRP initiator port,
+/// through every target port (as with ALL_TG_PT = 1; `docs/alua.md`).
+pub type RegistrantId = InitiatorPortId;
 
 /// The relative target port identifier of srptd's one target port.
 pub const RELATIVE_TARGET_PORT: u16 = 1;
@@ -451,7 +451,7 @@ pub struct Registration {
 /// it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reservation {
-    pub holder: NexusId,
+    pub holder: RegistrantId,
     pub rtype: ReservationType,
 }
 
@@ -470,10 +470,10 @@ pub enum Persist {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Effects {
     /// Unit attentions to establish for these I_T nexuses on this LUN.
-    pub unit_attentions: Vec<(NexusId, Sense)>,
+    pub unit_attentions: Vec<(RegistrantId, Sense)>,
     /// I_T nexuses whose tasks on this LUN are aborted (PREEMPT AND ABORT,
     /// SPC-4 5.13.11.2.3).
-    pub aborts: Vec<NexusId>,
+    pub aborts: Vec<RegistrantId>,
     /// Save (or remove) the state before reporting GOOD.
     pub persist: Persist,
 }
@@ -483,7 +483,7 @@ pub struct Effects {
 pub struct Reservations {
     /// PRGENERATION (SPC-4 6.15.2).
     pub generation: u32,
-    pub registrations: BTreeMap<NexusId, Registration>,
+    pub registrations: BTreeMap<RegistrantId, Registration>,
     pub reservation: Option<Reservation>,
     /// Activate persist through power loss (SPC-4 5.13.5), set by the last
     /// successful REGISTER, REGISTER AND IGNORE EXISTING KEY or REGISTER
@@ -491,7 +491,7 @@ pub struct Reservations {
     pub aptpl: bool,
     /// The SPC-2 RESERVE holder; never saved (SPC-2 5.5.1: released on
     /// I_T nexus loss, LUN reset and power loss).
-    pub scsi2_holder: Option<NexusId>,
+    pub scsi2_holder: Option<RegistrantId>,
 }
 
 /// What the device server supports, for REPORT CAPABILITIES and APTPL.
@@ -509,12 +509,12 @@ impl Reservations {
     }
 
     /// Whether `n` is registered.
-    pub fn is_registered(&self, n: &NexusId) -> bool {
+    pub fn is_registered(&self, n: &RegistrantId) -> bool {
         self.registrations.contains_key(n)
     }
 
     /// Whether `n` is a persistent reservation holder (SPC-4 5.13.10).
-    pub fn is_holder(&self, n: &NexusId) -> bool {
+    pub fn is_holder(&self, n: &RegistrantId) -> bool {
         match self.reservation {
             None => false,
             Some(r) if r.rtype.all_registrants() => self.is_registered(n),
@@ -525,7 +525,7 @@ impl Reservations {
     /// Whether a command of `class` from `n` may run, or meets a
     /// RESERVATION CONFLICT (SPC-4 5.13.1 table 62, SBC-3 4.17.1 table 13;
     /// SPC-2 5.5.1 and SPC-4 5.13.3 for SPC-2 reservations).
-    pub fn allows(&self, n: &NexusId, class: CommandClass) -> bool {
+    pub fn allows(&self, n: &RegistrantId, class: CommandClass) -> bool {
         if let Some(h) = self.scsi2_holder {
             // SPC-4 5.13.3: while an SPC-2 reservation is held, PERSISTENT
             // RESERVE IN and OUT conflict regardless of the I_T nexus.
@@ -568,7 +568,7 @@ impl Reservations {
     // ------------------------------------------------------------ SPC-2
 
     /// RESERVE(6)/(10) from `n` (SPC-2 7.21; SPC-4 5.13.3 with CRH = 1).
-    pub fn reserve_scsi2(&mut self, n: &NexusId) -> Result<(), Refusal> {
+    pub fn reserve_scsi2(&mut self, n: &RegistrantId) -> Result<(), Refusal> {
         if self.scsi2_holder.is_some_and(|h| h != *n) {
             return Err(Refusal::Conflict);
         }
@@ -589,7 +589,7 @@ impl Reservations {
     /// RELEASE(6)/(10) from `n` (SPC-2 7.11): releases `n`'s own SPC-2
     /// reservation; from anyone else, or while registrations exist (SPC-4
     /// 5.13.3), GOOD and nothing changes.
-    pub fn release_scsi2(&mut self, n: &NexusId) {
+    pub fn release_scsi2(&mut self, n: &RegistrantId) {
         if self.scsi2_holder == Some(*n) {
             self.scsi2_holder = None;
         }
@@ -597,7 +597,7 @@ impl Reservations {
 
     /// The I_T nexus `n` is gone: its SPC-2 reservation ends (SPC-2
     /// 5.5.1); registrations persist (SPC-4 5.13.1).
-    pub fn nexus_lost(&mut self, n: &NexusId) {
+    pub fn nexus_lost(&mut self, n: &RegistrantId) {
         self.release_scsi2(n);
     }
 
@@ -687,7 +687,7 @@ impl Reservations {
     /// next state and what to do about it; `self` is not changed.
     pub fn persistent_reserve_out(
         &self,
-        from: &NexusId,
+        from: &RegistrantId,
         cdb: &PrOutCdb,
         p: &[u8],
         caps: Capabilities,
@@ -757,14 +757,21 @@ impl Reservations {
     }
 
     /// The part of the state that APTPL saves.
-    fn saved(&self) -> (u32, &BTreeMap<NexusId, Registration>, Option<Reservation>, bool) {
+    fn saved(
+        &self,
+    ) -> (
+        u32,
+        &BTreeMap<RegistrantId, Registration>,
+        Option<Reservation>,
+        bool,
+    ) {
         (self.generation, &self.registrations, self.reservation, self.aptpl)
     }
 
     /// SPC-4 5.13.7 (and 6.16.2 table 216): a registered nexus's
     /// RESERVATION KEY must match its key; an unregistered one may only
     /// register.
-    fn check_key(&self, from: &NexusId, key: u64) -> Result<(), Refusal> {
+    fn check_key(&self, from: &RegistrantId, key: u64) -> Result<(), Refusal> {
         match self.registrations.get(from) {
             Some(r) if r.key == key => Ok(()),
             _ => Err(Refusal::Conflict),
@@ -774,7 +781,7 @@ impl Reservations {
     /// REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 5.13.7, 5.13.11.3).
     fn register(
         &mut self,
-        from: &NexusId,
+        from: &RegistrantId,
         p: &PrOutParams,
         check_key: bool,
         allowed: &dyn Fn(&InitiatorPortId) -> bool,
@@ -846,7 +853,7 @@ impl Reservations {
     /// (SPC-4 5.13.11.3): for registrants only types the other registrants
     /// learn RESERVATIONS RELEASED; an all registrants reservation ends
     /// with its last registrant.
-    fn unregister(&mut self, n: &NexusId, fx: &mut Effects) {
+    fn unregister(&mut self, n: &RegistrantId, fx: &mut Effects) {
         let holder = self.is_holder(n);
         self.registrations.remove(n);
         let Some(r) = self.reservation else { return };
@@ -865,7 +872,7 @@ impl Reservations {
     }
 
     /// RESERVE (SPC-4 5.13.9).
-    fn reserve(&mut self, from: &NexusId, cdb: &PrOutCdb, p: &PrOutParams) -> Result<(), Refusal> {
+    fn reserve(&mut self, from: &RegistrantId, cdb: &PrOutCdb, p: &PrOutParams) -> Result<(), Refusal> {
         self.check_key(from, p.key)?;
         cdb.check_scope_type()?;
         match self.reservation {
@@ -885,7 +892,7 @@ impl Reservations {
     /// RELEASE (SPC-4 5.13.11.2).
     fn release(
         &mut self,
-        from: &NexusId,
+        from: &RegistrantId,
         cdb: &PrOutCdb,
         p: &PrOutParams,
         fx: &mut Effects,
@@ -913,7 +920,7 @@ impl Reservations {
 
     /// CLEAR (SPC-4 5.13.11.6): every registration and the
     /// reservation go; the others learn RESERVATIONS PREEMPTED.
-    fn clear(&mut self, from: &NexusId, p: &PrOutParams, fx: &mut Effects) -> Result<(), Refusal> {
+    fn clear(&mut self, from: &RegistrantId, p: &PrOutParams, fx: &mut Effects) -> Result<(), Refusal> {
         self.check_key(from, p.key)?;
         for other in self.registrations.keys().filter(|k| *k != from) {
             fx.unit_attentions.push((*other, reservations_preempted()));
@@ -926,14 +933,14 @@ impl Reservations {
     /// PREEMPT / PREEMPT AND ABORT (SPC-4 5.13.11.4, 5.13.11.5).
     fn preempt(
         &mut self,
-        from: &NexusId,
+        from: &RegistrantId,
         cdb: &PrOutCdb,
         p: &PrOutParams,
         abort: bool,
         fx: &mut Effects,
     ) -> Result<(), Refusal> {
         self.check_key(from, p.key)?;
-        let victims = |s: &Self, key: u64| -> Vec<NexusId> {
+        let victims = |s: &Self, key: u64| -> Vec<RegistrantId> {
             s.registrations
                 .iter()
                 .filter(|(n, r)| r.key == key && *n != from)
@@ -1020,7 +1027,7 @@ impl Reservations {
     /// REGISTER AND MOVE (SPC-4 5.13.8).
     fn register_and_move(
         &mut self,
-        from: &NexusId,
+        from: &RegistrantId,
         m: &RegisterAndMoveParams,
         allowed: &dyn Fn(&InitiatorPortId) -> bool,
     ) -> Result<(), Refusal> {
@@ -1063,6 +1070,32 @@ impl Reservations {
         }
         self.aptpl = m.aptpl;
         Ok(())
+    }
+}
+
+/// How `cmd` fares under a reservation (SPC-4 table 62, SBC-3 table 13).
+pub fn reservation_class(cmd: &Cmd) -> CommandClass {
+    match cmd {
+        Cmd::Inquiry { .. }
+        | Cmd::ReportLuns { .. }
+        | Cmd::RequestSense { .. }
+        | Cmd::ReportOpcodes { .. }
+        | Cmd::ReportTargetPortGroups { .. } => CommandClass::Unrestricted,
+        Cmd::TestUnitReady | Cmd::ReadCapacity10 | Cmd::ReadCapacity16 { .. } => CommandClass::Status,
+        Cmd::Read { .. } | Cmd::Verify { .. } | Cmd::ModeSense { .. } => CommandClass::Read,
+        // START STOP UNIT is treated as the conflicting form (SBC-3 table
+        // 13 allows only START = 1 with POWER CONDITION 0h).
+        Cmd::Write { .. }
+        | Cmd::WriteAndVerify { .. }
+        | Cmd::CompareAndWrite { .. }
+        | Cmd::WriteSame { .. }
+        | Cmd::Unmap { .. }
+        | Cmd::SyncCache { .. }
+        | Cmd::ModeSelect { .. }
+        | Cmd::StartStopUnit => CommandClass::Write,
+        Cmd::PersistentReserveIn(_) | Cmd::PersistentReserveOut(_) => CommandClass::PersistentReserve,
+        Cmd::Reserve => CommandClass::Reserve,
+        Cmd::Release => CommandClass::Release,
     }
 }
 

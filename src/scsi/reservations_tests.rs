@@ -4,9 +4,9 @@
 
 use super::*;
 
-const A: NexusId = [0xa; 16];
-const B: NexusId = [0xb; 16];
-const C: NexusId = [0xc; 16];
+const A: RegistrantId = [0xa; 16];
+const B: RegistrantId = [0xb; 16];
+const C: RegistrantId = [0xc; 16];
 const CAPS: Capabilities = Capabilities { ptpl: true };
 const NO_PTPL: Capabilities = Capabilities { ptpl: false };
 
@@ -41,7 +41,13 @@ const REGISTER_IGNORE: u8 = 6;
 const REGISTER_AND_MOVE: u8 = 7;
 
 /// Runs one PERSISTENT RESERVE OUT and commits it.
-fn out(r: &mut Reservations, from: &NexusId, action: u8, rtype: u8, p: &[u8]) -> Result<Effects, Refusal> {
+fn out(
+    r: &mut Reservations,
+    from: &RegistrantId,
+    action: u8,
+    rtype: u8,
+    p: &[u8],
+) -> Result<Effects, Refusal> {
     let c = cdb(action, rtype, p.len() as u32);
     let before = r.clone();
     match r.persistent_reserve_out(from, &c, p, CAPS, &any) {
@@ -56,7 +62,7 @@ fn out(r: &mut Reservations, from: &NexusId, action: u8, rtype: u8, p: &[u8]) ->
     }
 }
 
-fn register(r: &mut Reservations, n: &NexusId, key: u64) {
+fn register(r: &mut Reservations, n: &RegistrantId, key: u64) {
     out(r, n, REGISTER, 0, &params(0, key, 0)).unwrap();
 }
 
@@ -279,7 +285,7 @@ fn reserve_release_each_type() {
         }
         let fx = out(&mut r, &A, RELEASE, t.0, &params(1, 0, 0)).unwrap();
         assert!(r.reservation.is_none());
-        let told: Vec<NexusId> = fx.unit_attentions.iter().map(|(n, _)| *n).collect();
+        let told: Vec<RegistrantId> = fx.unit_attentions.iter().map(|(n, _)| *n).collect();
         if t.registrants_allowed() {
             assert_eq!(told, vec![B, C]);
             assert!(fx
@@ -374,7 +380,7 @@ fn register_and_move() {
     let mut r = Reservations::default();
     register(&mut r, &A, 1);
     out(&mut r, &A, RESERVE, 1, &params(1, 0, 0)).unwrap();
-    let mv = |sa_key: u64, unreg: bool, port: u16, dest: NexusId| {
+    let mv = |sa_key: u64, unreg: bool, port: u16, dest: RegistrantId| {
         let mut m = params(1, sa_key, 0);
         m[17] = u8::from(unreg) << 1;
         m[18..20].copy_from_slice(&port.to_be_bytes());
