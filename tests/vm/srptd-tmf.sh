@@ -65,7 +65,7 @@ vm_log "fio err=$ferr max latency ${lat_max_ms} ms"
 [ "$ferr" = 0 ] || vm_die "fio err=$ferr"
 [ "$lat_max_ms" -lt 5000 ] || vm_die "a command took ${lat_max_ms} ms across the resets (stalled)"
 aborts=$(dmesg | tail -n +"$((DMESG_START + 1))" | grep -cE 'SRP abort|ABORT' || true)
-[ "$aborts" = 0 ] || { dmesg | tail -n +"$((DMESG_START + 1))" | grep -E 'SRP abort|ABORT' | head >&2; vm_die "ib_srp sent $aborts aborts after the resets (commands timed out)"; }
+[ "$aborts" = 0 ] || { dmesg | tail -n +"$((DMESG_START + 1))" | grep -E 'SRP abort|ABORT' | sed -n 1,10p >&2; vm_die "ib_srp sent $aborts aborts after the resets (commands timed out)"; }
 resets=$(sed 's/\x1b\[[0-9;]*m//g' "$VM_RESULTS/srptd.log" | grep -c 'task management function=8' || true)
 vm_log "srptd logged $resets LUN RESETs"
 [ "$resets" -ge 2 ] || vm_die "srptd logged $resets LUN RESETs, expected at least 2"
