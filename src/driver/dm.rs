@@ -97,7 +97,8 @@ impl DeviceFacts {
             vendor_id: a.vendor_id,
             vendor_part_id: a.vendor_part_id,
             hw_ver: a.hw_ver,
-            max_qp_init_rd_atom: a.max_qp_init_rd_atom,
+            // As logins bound it (one READ on a software device).
+            max_qp_init_rd_atom: super::login::QpLimits::of(a).max_qp_init_rd_atom,
         }
     }
 }

@@ -120,14 +120,31 @@ pub(super) struct QpLimits {
 }
 
 impl QpLimits {
+    /// The limits of device `a`. On a software device (rxe, siw) a channel
+    /// keeps one RDMA READ in flight ([`SOFTWARE_READ_DEPTH`]).
     pub fn of(a: &DeviceAttr) -> QpLimits {
+        let init = if a.is_software() {
+            a.max_qp_init_rd_atom.min(SOFTWARE_READ_DEPTH)
+        } else {
+            a.max_qp_init_rd_atom
+        };
         QpLimits {
             max_qp_wr: a.max_qp_wr,
             max_qp_rd_atom: a.max_qp_rd_atom,
-            max_qp_init_rd_atom: a.max_qp_init_rd_atom,
+            max_qp_init_rd_atom: init,
         }
     }
 }
+
+/// RDMA READs a channel on a software RDMA device has outstanding at most.
+/// rdma_rxe (Linux 6.1) generates an RDMA READ's whole response stream in
+/// one softirq run of the initiator's responder; with several READs queued
+/// those runs last long enough, under emulation, to hold an SRP_CMD of the
+/// Linux initiator unacknowledged when its retransmit timer fires, and the
+/// retry makes rxe replay a memory registration and fail the queue pair
+/// (a 10 s stall; docs/stalls.md). One READ at a time bounds each run by
+/// one command's data.
+pub const SOFTWARE_READ_DEPTH: u32 = 1;
 
 /// RDMA READ depths of a connection, as `rdma_accept` and the queue pair's
 /// RTR/RTS transitions take them.
@@ -527,6 +544,23 @@ mod tests {
         id_ext: 0x0002_c903_0001_0001,
         ioc_guid: 0x0002_c903_0001_0001,
     };
+
+    #[test]
+    fn software_devices_keep_one_read_in_flight() {
+        let hw = DeviceAttr {
+            vendor_id: 0x02c9,
+            max_qp_init_rd_atom: 16,
+            ..DeviceAttr::default()
+        };
+        assert_eq!(QpLimits::of(&hw).max_qp_init_rd_atom, 16);
+        let rxe = DeviceAttr {
+            vendor_id: 0x00ff_ffff,
+            ..hw.clone()
+        };
+        assert!(rxe.is_software());
+        assert_eq!(QpLimits::of(&rxe).max_qp_init_rd_atom, SOFTWARE_READ_DEPTH);
+        assert_eq!(rdma_read_depth(4, QpLimits::of(&rxe).max_qp_init_rd_atom), 1);
+    }
 
     fn request(flags: u8) -> LoginRequest {
         LoginRequest {

@@ -293,7 +293,7 @@ fn mtu_bytes(m: u32) -> u32 {
 }
 
 /// Selected device attributes (`ibv_device_attr`), GUIDs in host order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct DeviceAttr {
     pub fw_ver: String,
