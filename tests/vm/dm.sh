@@ -59,6 +59,9 @@ devinfo=$(ibv_devinfo -v -d "$RXE_DEV")
 ATOM=$(echo "$devinfo" | awk '$1 == "max_qp_init_rd_atom:" { print $2 }')
 VENDOR=$(echo "$devinfo" | awk '$1 == "vendor_id:" { print $2 }')
 READ_DEPTH=$(( ATOM < 1 ? 1 : ATOM > 255 ? 255 : ATOM ))
+# A software device (rxe: vendor 0xffffff) keeps one READ in flight per
+# channel (SOFTWARE_READ_DEPTH, docs/stalls.md), and srptd advertises that.
+[ "$((VENDOR))" = "$((0xffffff))" ] && READ_DEPTH=1
 SERVICE_ID=$(printf '%016x' $(( 0x013f << 16 | SRP_PORT )))
 DGID=$(tr -d : < "$P1/gids/0")
 vm_log "rxe: max_qp_init_rd_atom $ATOM vendor_id $VENDOR gid0 $DGID cap_mask $(cat "$P1/cap_mask")"
@@ -89,7 +92,7 @@ check "service ID (RDMA_PS_IB, port $SRP_PORT)" "$(jqr '.controllers[0].services
 check "SendMessageSize = --max-it-iu-len" "$(jqr '.controllers[0].profile.send_size')" "$IU"
 check "SendMessageQueueDepth = --queue-depth" "$(jqr '.controllers[0].profile.send_queue_depth')" "$QD"
 check "RDMATransferSize = --max-transfer" "$(jqr '.controllers[0].profile.rdma_size')" "$XFER_BYTES"
-check "RDMAReadQueueDepth = device max_qp_init_rd_atom" "$(jqr '.controllers[0].profile.rdma_read_depth')" "$READ_DEPTH"
+check "RDMAReadQueueDepth = device max_qp_init_rd_atom (1 on rxe)" "$(jqr '.controllers[0].profile.rdma_read_depth')" "$READ_DEPTH"
 check "VendorID = device vendor_id" "$(jqr '.controllers[0].profile.vendor_id')" "$(printf '%06x' $((VENDOR)))"
 check "I/O class" "$(jqr '.controllers[0].profile | "\(.io_class)/\(.io_subclass)/\(.protocol)/\(.protocol_version)"')" \
     "0100/609e/0108/0001"
@@ -224,7 +227,7 @@ declare -A WHY=(
     [0011.vendor_id]="ib_srpt writes the 24-bit ID as be32 (quirk); srptd per IBTA"
     [0011.subsystem_vendor_id]="same quirk"
     [0011.send_queue_depth]="srptd: --queue-depth; ib_srpt: min(128, max_qp_wr)"
-    [0011.rdma_read_depth]="srptd: device max_qp_init_rd_atom; ib_srpt: 4"
+    [0011.rdma_read_depth]="srptd: device max_qp_init_rd_atom (1 on rxe); ib_srpt: 4"
     [0011.send_size]="srptd: --max-it-iu-len; ib_srpt: srp_max_req_size"
     [0011.rdma_size]="srptd: --max-transfer; ib_srpt: srp_max_rdma_size"
     [0011.id_string]="product name"
