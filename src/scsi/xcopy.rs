@@ -262,6 +262,29 @@ impl CopyList {
     pub fn id(&self) -> Option<u8> {
         (self.usage != ListIdUsage::NoList).then_some(self.list_id)
     }
+
+    /// The parameter list (as an initiator sends it; the `at` offsets are
+    /// not used).
+    pub fn emit(&self) -> Vec<u8> {
+        let mut p = vec![0u8; HEADER_LEN];
+        p[0] = self.list_id;
+        p[1] = match self.usage {
+            ListIdUsage::Hold => 0,
+            ListIdUsage::Discard => 2,
+            ListIdUsage::NoList => 3,
+        } << 3;
+        let cscd_len = (self.cscds.len() * CSCD_LEN) as u16;
+        p[2..4].copy_from_slice(&cscd_len.to_be_bytes());
+        let seg_len = (self.segments.len() * SEGMENT_LEN) as u32;
+        p[8..12].copy_from_slice(&seg_len.to_be_bytes());
+        for c in &self.cscds {
+            p.extend_from_slice(&c.emit());
+        }
+        for s in &self.segments {
+            p.extend_from_slice(&s.emit());
+        }
+        p
+    }
 }
 
 impl Cscd {
@@ -301,6 +324,33 @@ impl Cscd {
             block_len: u32::from_be_bytes([0, d[29], d[30], d[31]]),
         })
     }
+
+    /// A descriptor naming the LUN of NAA designator `naa` with
+    /// `block_len` byte blocks.
+    pub fn naa(naa: [u8; 16], block_len: u32) -> Cscd {
+        Cscd {
+            at: 0,
+            naa: Some(naa),
+            pad: false,
+            block_len,
+        }
+    }
+
+    /// Its 32 bytes; without an NAA designator, an empty vendor specific
+    /// one (which names no LUN).
+    pub fn emit(&self) -> [u8; CSCD_LEN] {
+        let mut d = [0u8; CSCD_LEN];
+        d[0] = CSCD_IDENTIFICATION;
+        d[4] = 0x01; // CODE SET: binary
+        if let Some(n) = self.naa {
+            d[5] = 0x03; // ASSOCIATION: logical unit; DESIGNATOR TYPE: NAA
+            d[7] = 16;
+            d[8..24].copy_from_slice(&n);
+        }
+        d[28] = if self.pad { 0x04 } else { 0 };
+        d[29..32].copy_from_slice(&self.block_len.to_be_bytes()[1..]);
+        d
+    }
 }
 
 impl Segment {
@@ -327,6 +377,35 @@ impl Segment {
             src_lba: be64(&d[12..]),
             dst_lba: be64(&d[20..]),
         })
+    }
+
+    /// A segment copying `blocks` source blocks from CSCD `src` at
+    /// `src_lba` to CSCD `dst` at `dst_lba`.
+    pub fn blocks(src: u16, dst: u16, blocks: u16, src_lba: u64, dst_lba: u64) -> Segment {
+        Segment {
+            at: 0,
+            src,
+            dst,
+            dc: false,
+            cat: false,
+            blocks,
+            src_lba,
+            dst_lba,
+        }
+    }
+
+    /// Its 28 bytes.
+    pub fn emit(&self) -> [u8; SEGMENT_LEN] {
+        let mut d = [0u8; SEGMENT_LEN];
+        d[0] = SEGMENT_BLOCK_TO_BLOCK;
+        d[1] = u8::from(self.dc) << 1 | u8::from(self.cat);
+        d[2..4].copy_from_slice(&((SEGMENT_LEN - 4) as u16).to_be_bytes());
+        d[4..6].copy_from_slice(&self.src.to_be_bytes());
+        d[6..8].copy_from_slice(&self.dst.to_be_bytes());
+        d[10..12].copy_from_slice(&self.blocks.to_be_bytes());
+        d[12..20].copy_from_slice(&self.src_lba.to_be_bytes());
+        d[20..28].copy_from_slice(&self.dst_lba.to_be_bytes());
+        d
     }
 }
 
