@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use common::*;
-use srptd::proto::LoginLimits;
 use srptd::scsi::backstore::BackstoreConfig;
 use srptd::scsi::lun::{Access, LunConfig, Target, TargetConfig};
 use srptd::scsi::xcopy::{self, CopyList, Cscd, ListIdUsage, Segment};
@@ -67,13 +66,7 @@ fn world(test: &str) -> World {
 
 /// Logs `ini` in and takes the power-on unit attention of each LUN.
 fn login(t: &Arc<Target>, ini: [u8; 16]) -> Sim {
-    let mut req = linux_login(8260);
-    req.initiator_port_id = ini;
-    let limits = LoginLimits {
-        queue_depth: 16,
-        ..LoginLimits::default()
-    };
-    let mut s = Sim::login_req(t, None, &req, &limits, |_| {}).expect("login");
+    let mut s = Sim::login_as(t, ini);
     for lun in 0..LUNS {
         s.command(lun, &[0; 6], None, 0, Layout::Direct);
     }

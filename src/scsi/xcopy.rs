@@ -231,25 +231,8 @@ impl CopyList {
         if end > p.len() {
             return Err(Sense::parameter_list_length_error());
         }
-        let mut cscds = Vec::with_capacity(cscd_len / CSCD_LEN);
-        let mut at = HEADER_LEN;
-        while at < seg_start {
-            if p[at] != CSCD_IDENTIFICATION {
-                return Err(unsupported_target_descriptor().with_field(false, at as u16, None));
-            }
-            let d = p.get(at..at + CSCD_LEN).filter(|_| at + CSCD_LEN <= seg_start);
-            cscds.push(Cscd::parse(d.ok_or_else(|| bad_field(2, None))?, at)?);
-            at += CSCD_LEN;
-        }
-        let mut segments = Vec::with_capacity(seg_len / SEGMENT_LEN);
-        while at < end {
-            if p[at] != SEGMENT_BLOCK_TO_BLOCK {
-                return Err(unsupported_segment_descriptor().with_field(false, at as u16, None));
-            }
-            let d = p.get(at..at + SEGMENT_LEN).filter(|_| at + SEGMENT_LEN <= end);
-            segments.push(Segment::parse(d.ok_or_else(|| bad_field(8, None))?, at)?);
-            at += SEGMENT_LEN;
-        }
+        let cscds = descriptors(p, HEADER_LEN..seg_start, &CSCDS, Cscd::parse)?;
+        let segments = descriptors(p, seg_start..end, &SEGMENTS, Segment::parse)?;
         Ok(CopyList {
             list_id,
             usage,
@@ -285,6 +268,53 @@ impl CopyList {
         }
         p
     }
+}
+
+/// A kind of descriptor the list holds.
+struct Kind {
+    /// The only type code supported.
+    code: u8,
+    len: usize,
+    /// For another type code.
+    unsupported: Sense,
+    /// The list length field (pointed at when a descriptor is cut short).
+    length_field: usize,
+}
+
+const CSCDS: Kind = Kind {
+    code: CSCD_IDENTIFICATION,
+    len: CSCD_LEN,
+    unsupported: unsupported_target_descriptor(),
+    length_field: 2,
+};
+const SEGMENTS: Kind = Kind {
+    code: SEGMENT_BLOCK_TO_BLOCK,
+    len: SEGMENT_LEN,
+    unsupported: unsupported_segment_descriptor(),
+    length_field: 8,
+};
+
+/// The descriptors of kind `k` filling `range` of `p`: another type code
+/// is UNSUPPORTED ... DESCRIPTOR TYPE CODE pointing at it, a descriptor cut
+/// by the end of the range INVALID FIELD IN PARAMETER LIST at the list
+/// length.
+fn descriptors<T>(
+    p: &[u8],
+    range: std::ops::Range<usize>,
+    k: &Kind,
+    parse: fn(&[u8], usize) -> Result<T, Sense>,
+) -> Result<Vec<T>, Sense> {
+    let mut v = Vec::with_capacity(range.len() / k.len);
+    let mut at = range.start;
+    while at < range.end {
+        if p[at] != k.code {
+            return Err(k.unsupported.with_field(false, at as u16, None));
+        }
+        let d = p.get(at..at + k.len).filter(|_| at + k.len <= range.end);
+        v.push(parse(d.ok_or_else(|| bad_field(k.length_field, None))?, at)?);
+        at += k.len;
+    }
+    Ok(v)
 }
 
 impl Cscd {

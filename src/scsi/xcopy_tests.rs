@@ -39,6 +39,15 @@ fn list_ptr(byte: usize, bit: Option<u8>) -> Option<FieldPointer> {
     })
 }
 
+/// The sense (code and field pointer) for the list `good` with
+/// `edit` applied to its bytes from `from` on.
+fn edited(good: &[u8], from: usize, edit: &dyn Fn(&mut [u8])) -> ((SenseKey, u8, u8), Option<FieldPointer>) {
+    let mut p = good.to_vec();
+    edit(&mut p[from..]);
+    let s = parse_err(&p);
+    (code(&s), s.field)
+}
+
 const INVALID: (SenseKey, u8, u8) = (SenseKey::IllegalRequest, 0x26, 0x00);
 const LENGTH: (SenseKey, u8, u8) = (SenseKey::IllegalRequest, 0x1a, 0x00);
 
@@ -79,12 +88,7 @@ fn parses_what_sg_xcopy_sends() {
 #[test]
 fn each_malformed_header_field_is_pointed_at() {
     let good = sg_xcopy_list().emit();
-    let case = |edit: &dyn Fn(&mut Vec<u8>)| {
-        let mut p = good.clone();
-        edit(&mut p);
-        let s = parse_err(&p);
-        (code(&s), s.field)
-    };
+    let case = |edit: &dyn Fn(&mut [u8])| edited(&good, 0, edit);
     assert_eq!(code(&parse_err(&good[..15])), LENGTH);
     assert_eq!(code(&parse_err(&[])), LENGTH);
     assert_eq!(case(&|p| p[1] |= 0x80), (INVALID, list_ptr(1, Some(7))));
@@ -110,7 +114,7 @@ fn each_malformed_header_field_is_pointed_at() {
         ((SenseKey::IllegalRequest, 0x26, 0x08), list_ptr(8, None))
     );
     // Lists the parameter list length cuts short.
-    assert_eq!(case(&|p| p.truncate(p.len() - 1)).0, LENGTH);
+    assert_eq!(code(&parse_err(&good[..good.len() - 1])), LENGTH);
     assert_eq!(case(&|p| p[11] = 56).0, LENGTH);
 }
 
@@ -118,12 +122,7 @@ fn each_malformed_header_field_is_pointed_at() {
 fn each_malformed_cscd_field_is_pointed_at() {
     let good = sg_xcopy_list().emit();
     // Fields of the second CSCD descriptor (at 48).
-    let case = |edit: &dyn Fn(&mut [u8])| {
-        let mut p = good.clone();
-        edit(&mut p[48..80]);
-        let s = parse_err(&p);
-        (code(&s), s.field)
-    };
+    let case = |edit: &dyn Fn(&mut [u8])| edited(&good, 48, edit);
     let (c, f) = case(&|d| d[0] = 0xe5);
     assert_eq!(
         (c, f),
@@ -162,12 +161,7 @@ fn each_malformed_cscd_field_is_pointed_at() {
 #[test]
 fn each_malformed_segment_field_is_pointed_at() {
     let good = sg_xcopy_list().emit();
-    let case = |edit: &dyn Fn(&mut [u8])| {
-        let mut p = good.clone();
-        edit(&mut p[80..]);
-        let s = parse_err(&p);
-        (code(&s), s.field)
-    };
+    let case = |edit: &dyn Fn(&mut [u8])| edited(&good, 80, edit);
     let (c, f) = case(&|d| d[0] = 0x0a);
     assert_eq!(
         (c, f),
