@@ -577,7 +577,8 @@ pub fn run_moves(
 ) -> Result<(), Sense> {
     let chunk = buf.len() as u64;
     for m in moves {
-        let (Some(src), Some(dst)) = (disks[m.src], disks[m.dst]) else {
+        let disk = |i: usize| disks.get(i).copied().flatten();
+        let (Some(src), Some(dst)) = (disk(m.src), disk(m.dst)) else {
             return Err(Sense::internal_target_failure());
         };
         let sbs = u64::from(src.store().block_size());
