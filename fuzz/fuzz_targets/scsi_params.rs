@@ -81,7 +81,14 @@ fn world() -> &'static World {
         let big_file = std::fs::File::create(&big).unwrap();
         big_file.set_len(BIG_BYTES).unwrap();
         let small = dir.join("small.img");
-        let small_file = std::fs::File::create(&small).unwrap();
+        // Read back by the EXTENDED COPY oracle.
+        let small_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&small)
+            .unwrap();
         small_file.set_len(SMALL_BYTES).unwrap();
         let specs = [
             "ram:1M,bs=512".to_owned(),
