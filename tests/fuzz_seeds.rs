@@ -422,6 +422,23 @@ fn generate() -> Seeds {
             caw16(2, 1),
             [vec![0; 4096], pattern(4096, 7)].concat(),
         ),
+        // EXTENDED COPY lists the target builds from the parameter bytes
+        // (the first one odd): LIST ID USAGE, CSCD count - 1, each CSCD's
+        // LUN (0, 1, 2, 4), segment count, then per segment the CSCD IDs,
+        // DC/CAT, NUMBER OF BLOCKS (2 bytes), the LBAs (8 bytes each);
+        // last how many bytes to flip (none).
+        (
+            "xcopy_lun0_to_lun1_4k",
+            4,
+            xcopy_cdb(),
+            xcopy_seed(&[2, 1, 0, 1, 1], &[(0, 1, 16, 8, 4)]),
+        ),
+        (
+            "xcopy_within_lun0",
+            4,
+            xcopy_cdb(),
+            xcopy_seed(&[0, 5, 0, 0, 2], &[(0, 0, 32, 0, 16), (0, 0, 8, 100, 90)]),
+        ),
     ] {
         let mut b = vec![lun | 0x80, (cdb.len() - 6) as u8];
         b.extend(cdb);
@@ -488,4 +505,25 @@ fn pr_seeds_pass() {
     for bytes in s.values() {
         common::pr_model::run(bytes);
     }
+}
+
+/// A 6-byte CDB that the target replaces by EXTENDED COPY's.
+fn xcopy_cdb() -> Vec<u8> {
+    vec![0x83, 0, 0, 0, 0, 0]
+}
+
+/// The parameter bytes from which scsi_params builds an EXTENDED COPY
+/// list: `head` (LIST ID USAGE and identifier, CSCDs, segment count), then
+/// segments (source and destination CSCD ID, blocks, LBAs).
+fn xcopy_seed(head: &[u8], segments: &[(u8, u8, u16, u64, u64)]) -> Vec<u8> {
+    let mut b = vec![1];
+    b.extend(head);
+    for &(src, dst, blocks, src_lba, dst_lba) in segments {
+        b.extend([src, dst, 0]);
+        b.extend(blocks.to_be_bytes());
+        b.extend(src_lba.to_be_bytes());
+        b.extend(dst_lba.to_be_bytes());
+    }
+    b.push(0);
+    b
 }

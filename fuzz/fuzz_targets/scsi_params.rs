@@ -15,6 +15,15 @@
 //! half (a miscompare is a CHECK CONDITION: nothing changes), WRITE SAME and UNMAP
 //! change only the blocks they name, and every other command changes
 //! nothing.
+//!
+//! EXTENDED COPY (83h): a first parameter byte with bit 0 set builds a
+//! well-formed list from the rest of the input (CSCD descriptors naming
+//! LUNs 0, 1, 2, 4 or no LUN, up to three segments, then a few byte
+//! flips); otherwise the raw bytes are the list. Oracle: a GOOD copy left
+//! LUNs 0, 1 and 4 exactly as its segments, applied in order as memmoves
+//! to a model, make them (nothing outside the destination ranges changed,
+//! every range reads back equal); any other outcome changed nothing; the
+//! read-only LUN is never a destination.
 #![no_main]
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,6 +32,7 @@ use libfuzzer_sys::fuzz_target;
 use srptd::mem::DmaBuf;
 use srptd::scsi::backstore::BackstoreConfig;
 use srptd::scsi::lun::{encode_lun, LunConfig, Nexus, Target, TargetConfig};
+use srptd::scsi::xcopy::{CopyList, Cscd, ListIdUsage, Segment};
 use srptd::scsi::{ScsiStatus, Sense};
 
 const BUF: usize = 1 << 20;
@@ -37,6 +47,9 @@ struct World {
     buf: DmaBuf,
     lun0: Arc<DmaBuf>,
     ro: Arc<DmaBuf>,
+    lun1: Arc<DmaBuf>,
+    /// Each LUN's NAA designator, block size and blocks.
+    luns: Vec<([u8; 16], u32, u64)>,
     /// The file LUNs' files (unlinked once open), emptied after each
     /// input that addressed them.
     files: [(std::fs::File, u64); 2],
@@ -47,6 +60,9 @@ struct State {
     shadow: Vec<u8>,
     /// LUN 0 after the command (kept to spare a 1 MiB allocation per input).
     now: Vec<u8>,
+    /// LUN 1 (RAM, 4 KiB blocks) and file LUN 4, for EXTENDED COPY.
+    lun1: Vec<u8>,
+    file4: Vec<u8>,
 }
 
 fn world() -> &'static World {
@@ -65,7 +81,14 @@ fn world() -> &'static World {
         let big_file = std::fs::File::create(&big).unwrap();
         big_file.set_len(BIG_BYTES).unwrap();
         let small = dir.join("small.img");
-        let small_file = std::fs::File::create(&small).unwrap();
+        // Read back by the EXTENDED COPY oracle.
+        let small_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&small)
+            .unwrap();
         small_file.set_len(SMALL_BYTES).unwrap();
         let specs = [
             "ram:1M,bs=512".to_owned(),
@@ -90,20 +113,24 @@ fn world() -> &'static World {
             buf: DmaBuf::new(BUF).unwrap(),
             lun0: info[0].dma_buf.clone().unwrap(),
             ro: info[2].dma_buf.clone().unwrap(),
+            lun1: info[1].dma_buf.clone().unwrap(),
+            luns: info.iter().map(|l| (l.naa, l.block_size, l.num_blocks)).collect(),
             files: [(big_file, BIG_BYTES), (small_file, SMALL_BYTES)],
             state: Mutex::new(State {
                 shadow: vec![0; LUN0_BYTES],
                 now: vec![0; LUN0_BYTES],
+                lun1: vec![0; 1 << 20],
+                file4: vec![0; SMALL_BYTES as usize],
             }),
         }
     })
 }
 
 /// Opcodes the fuzzer's first CDB byte is mapped onto (plus any byte).
-const OPCODES: [u8; 37] = [
+const OPCODES: [u8; 39] = [
     0x00, 0x03, 0x08, 0x0a, 0x12, 0x15, 0x1a, 0x1b, 0x25, 0x28, 0x2a, 0x2f, 0x35, 0x41, 0x42, 0x55, 0x5a,
     0x88, 0x8a, 0x8f, 0x91, 0x93, 0x9e, 0xa0, 0xa3, 0xa8, 0xaa, 0x2e, 0x8e, 0xae, 0x16, 0x17, 0x56, 0x57,
-    0x5e, 0x5f, 0x89,
+    0x5e, 0x5f, 0x89, 0x83, 0x84,
 ];
 
 /// Reservation commands: the only ones that may meet RESERVATION CONFLICT
@@ -136,7 +163,7 @@ fn check_sense(s: &Sense) {
     assert_eq!(b[0] & 0x7f, 0x70, "fixed format");
     let key = b[2] & 0xf;
     assert!(
-        matches!(key, 0x2 | 0x3 | 0x4 | 0x5 | 0x6 | 0x7 | 0xb | 0xe),
+        matches!(key, 0x2 | 0x3 | 0x4 | 0x5 | 0x6 | 0x7 | 0xa | 0xb | 0xe),
         "sense key {key:#x} for a CHECK CONDITION"
     );
     assert_ne!(b[12], 0, "CHECK CONDITION without an ASC");
@@ -180,10 +207,25 @@ fuzz_target!(|input: &[u8]| {
     let lun_no = u16::from(sel % 6); // 5: no such LUN
     let lun = encode_lun(lun_no);
     let w = world();
+    let built;
+    let params = if cdb[0] == 0x83 && params.first().is_some_and(|b| b & 1 == 1) {
+        built = xcopy_list(w, &params[1..]);
+        cdb = vec![0; 16];
+        cdb[0] = 0x83;
+        cdb[10..14].copy_from_slice(&(built.len() as u32).to_be_bytes());
+        &built[..]
+    } else {
+        params
+    };
     let mut state = w.state.lock().unwrap();
-    let State { shadow, now } = &mut *state;
+    let State { shadow, now, lun1, file4 } = &mut *state;
     if let Some(f) = lun_no.checked_sub(3).and_then(|i| w.files.get(usize::from(i))) {
         reset_file(f);
+    }
+    let xcopy = cdb[0] == 0x83;
+    if xcopy {
+        // The copy model starts from a file LUN 4 of zeros.
+        reset_file(&w.files[1]);
     }
 
     let plan = match w.nexus.plan_command(lun, &cdb) {
@@ -216,6 +258,9 @@ fuzz_target!(|input: &[u8]| {
         });
     }
     let ro_before = (lun_no == 2).then(|| w.ro.with_bytes(0, RO_BYTES, |b| !is_zero(b)));
+    if xcopy {
+        w.lun1.read(0, lun1);
+    }
     let done = w.nexus.run(&cmd, &w.buf, 0, len);
 
     assert!(
@@ -230,6 +275,13 @@ fuzz_target!(|input: &[u8]| {
         check_sense(&done.sense.expect("CHECK CONDITION carries sense"));
     }
     let good = done.status == ScsiStatus::GOOD;
+    if xcopy {
+        let mut list = vec![0u8; len as usize];
+        w.buf.read(0, &mut list);
+        let models = Models { lun0: shadow, lun1, file4 };
+        xcopy_oracle(w, good.then_some(&list[..]), models, now);
+        return;
+    }
     let op = cdb[0];
     let writes = matches!(op, 0x0a | 0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e | 0x41 | 0x93 | 0x42 | 0x89);
     if lun_no == 2 {
@@ -376,4 +428,137 @@ fn merged(ranges: &[(usize, usize)]) -> Vec<(usize, usize)> {
         }
     }
     out
+}
+
+/// Input bytes read in order, zeros once they run out.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn u8(&mut self) -> u8 {
+        let Some((&b, rest)) = self.0.split_first() else { return 0 };
+        self.0 = rest;
+        b
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_be_bytes([self.u8(), self.u8()])
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from(self.u16()) << 48 | u64::from(self.u16()) << 32 | u64::from(self.u16()) << 16 | u64::from(self.u16())
+    }
+}
+
+/// LUNs a built list's CSCD descriptors name (5: no LUN).
+const XCOPY_LUNS: [usize; 5] = [0, 1, 2, 4, 5];
+
+/// A well-formed EXTENDED COPY parameter list from `input`, then a few
+/// bytes of it flipped.
+fn xcopy_list(w: &World, input: &[u8]) -> Vec<u8> {
+    let mut r = Bytes(input);
+    let (usage, list_id) = match r.u8() % 3 {
+        0 => (ListIdUsage::Hold, r.u8()),
+        1 => (ListIdUsage::Discard, r.u8()),
+        _ => (ListIdUsage::NoList, 0),
+    };
+    let n = 1 + usize::from(r.u8() % 3);
+    let mut luns = Vec::new();
+    let cscds = (0..n)
+        .map(|_| {
+            let t = r.u8();
+            let lun = XCOPY_LUNS[usize::from(t) % XCOPY_LUNS.len()];
+            let (naa, bs, blocks) = w.luns.get(lun).copied().unwrap_or(([0x60; 16], 512, 1 << 20));
+            luns.push(blocks);
+            let bs = if t & 0x80 != 0 { u32::from(r.u8()) * 512 } else { bs };
+            Cscd::naa(naa, bs)
+        })
+        .collect();
+    let segments = (0..r.u8() % 4)
+        .map(|_| {
+            // Sometimes a CSCD DESCRIPTOR ID past the list.
+            let (src, dst) = (r.u8() % (n as u8 + 1), r.u8() % (n as u8 + 1));
+            let f = r.u8();
+            let cap = |i: u8| luns.get(usize::from(i)).copied().unwrap_or(64) + 8;
+            let blocks = r.u16() % 2048;
+            let (sl, dl) = (r.u64() % cap(src), r.u64() % cap(dst));
+            Segment {
+                dc: f & 1 != 0,
+                cat: f & 2 != 0,
+                ..Segment::blocks(u16::from(src), u16::from(dst), blocks, sl, dl)
+            }
+        })
+        .collect();
+    let mut p = CopyList { list_id, usage, cscds, segments }.emit();
+    for _ in 0..r.u8() % 4 {
+        let at = usize::from(r.u16()) % p.len();
+        p[at] ^= r.u8();
+    }
+    p
+}
+
+/// The contents an EXTENDED COPY may change: LUN 0 (the shadow), LUN 1,
+/// file LUN 4.
+struct Models<'a> {
+    lun0: &'a mut Vec<u8>,
+    lun1: &'a mut Vec<u8>,
+    file4: &'a mut Vec<u8>,
+}
+
+impl Models<'_> {
+    fn lun(&mut self, lun: usize) -> Option<&mut Vec<u8>> {
+        match lun {
+            0 => Some(self.lun0),
+            1 => Some(self.lun1),
+            4 => Some(self.file4),
+            _ => None,
+        }
+    }
+}
+
+/// The EXTENDED COPY oracle: `good_list` is the parameter list of a GOOD
+/// command (`None`: it failed). `now` is scratch for LUN 0.
+fn xcopy_oracle(w: &World, good_list: Option<&[u8]>, mut m: Models<'_>, now: &mut [u8]) {
+    use std::os::unix::fs::FileExt;
+    assert!(w.ro.with_bytes(0, RO_BYTES, is_zero), "EXTENDED COPY changed the read-only LUN");
+    if let Some(p) = good_list.filter(|p| !p.is_empty()) {
+        let list = CopyList::parse(p).expect("GOOD for a list the parser refuses");
+        let lun_of = |c: &Cscd| {
+            let naa = c.naa.expect("GOOD with a CSCD descriptor naming no LUN");
+            w.luns.iter().position(|l| l.0 == naa).expect("GOOD with an unknown designator")
+        };
+        let ends = |s: &Segment| (lun_of(&list.cscds[usize::from(s.src)]), lun_of(&list.cscds[usize::from(s.dst)]));
+        if list.segments.iter().any(|s| ends(s).0 == 3 || ends(s).1 == 3) {
+            // The 3 TiB LUN has no model: take LUN 0 as it is now.
+            w.lun0.read(0, m.lun0);
+            return;
+        }
+        for s in &list.segments {
+            let (src, dst) = ends(s);
+            assert_ne!(dst, 2, "GOOD EXTENDED COPY to the read-only LUN");
+            let (sbs, dbs) = (u64::from(w.luns[src].1), u64::from(w.luns[dst].1));
+            let bytes = u64::from(s.blocks) * if s.dc { dbs } else { sbs };
+            assert!(bytes % sbs == 0 && bytes % dbs == 0, "GOOD inexact segment");
+            let (from, to) = ((s.src_lba * sbs) as usize, (s.dst_lba * dbs) as usize);
+            let n = bytes as usize;
+            let data = match m.lun(src) {
+                Some(v) => v[from..from + n].to_vec(),
+                None => vec![0; n], // LUN 2: zeros
+            };
+            m.lun(dst).expect("a modelled destination")[to..to + n].copy_from_slice(&data);
+        }
+    }
+    w.lun0.read(0, now);
+    if let Some(at) = differs(now, m.lun0) {
+        panic!("EXTENDED COPY left LUN 0 other than modelled at byte {at}");
+    }
+    let mut lun1 = vec![0u8; m.lun1.len()];
+    w.lun1.read(0, &mut lun1);
+    if let Some(at) = differs(&lun1, m.lun1) {
+        panic!("EXTENDED COPY left LUN 1 other than modelled at byte {at}");
+    }
+    let mut file = vec![0u8; m.file4.len()];
+    w.files[1].0.read_exact_at(&mut file, 0).unwrap();
+    if let Some(at) = differs(&file, m.file4) {
+        panic!("EXTENDED COPY left LUN 4 other than modelled at byte {at}");
+    }
+    // The next input's model of LUN 4 starts from zeros again.
+    m.file4.fill(0);
 }

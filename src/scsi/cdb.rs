@@ -31,6 +31,11 @@ pub mod op {
     pub const MODE_SENSE_10: u8 = 0x5a;
     pub const PERSISTENT_RESERVE_IN: u8 = 0x5e;
     pub const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
+    /// EXTENDED COPY (SPC-4 6.4: THIRD-PARTY COPY OUT, service action 00h
+    /// EXTENDED COPY(LID1); SPC-3 6.3).
+    pub const EXTENDED_COPY: u8 = 0x83;
+    /// RECEIVE COPY RESULTS (SPC-4 6.18: THIRD-PARTY COPY IN; SPC-3 6.17).
+    pub const RECEIVE_COPY_RESULTS: u8 = 0x84;
     pub const READ_16: u8 = 0x88;
     pub const COMPARE_AND_WRITE: u8 = 0x89;
     pub const WRITE_16: u8 = 0x8a;
@@ -50,6 +55,12 @@ pub mod op {
     pub const MI_REPORT_TARGET_PORT_GROUPS: u16 = 0x0a;
     /// MAINTENANCE IN service action: REPORT SUPPORTED OPERATION CODES.
     pub const MI_REPORT_SUPPORTED_OPCODES: u16 = 0x0c;
+    /// THIRD-PARTY COPY OUT service action: EXTENDED COPY(LID1).
+    pub const XCOPY_LID1: u16 = 0x00;
+    /// RECEIVE COPY RESULTS service action: COPY STATUS(LID1).
+    pub const RCR_COPY_STATUS: u16 = 0x00;
+    /// RECEIVE COPY RESULTS service action: OPERATING PARAMETERS.
+    pub const RCR_OPERATING_PARAMETERS: u16 = 0x03;
 }
 
 /// One supported command: operation code, service action, CDB usage map.
@@ -189,6 +200,30 @@ pub static COMMANDS: &[CmdInfo] = &[
     pr_out(0x05, &[0x5f, 0x05, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0]),
     pr_out(0x06, &[0x5f, 0x06, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0]),
     pr_out(0x07, &[0x5f, 0x07, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0]),
+    // SPC-4 6.4.1 (table 129): EXTENDED COPY(LID1), PARAMETER LIST LENGTH
+    // in bytes 10-13.
+    CmdInfo {
+        opcode: op::EXTENDED_COPY,
+        sa: Some(op::XCOPY_LID1),
+        usage: &[0x83, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0],
+        thin_only: false,
+    },
+    // SPC-4 6.18.2 / 6.18.4: COPY STATUS(LID1) names a LIST IDENTIFIER
+    // (byte 2); OPERATING PARAMETERS none. ALLOCATION LENGTH in bytes 10-13.
+    CmdInfo {
+        opcode: op::RECEIVE_COPY_RESULTS,
+        sa: Some(op::RCR_COPY_STATUS),
+        usage: &[
+            0x84, 0x00, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
+        thin_only: false,
+    },
+    CmdInfo {
+        opcode: op::RECEIVE_COPY_RESULTS,
+        sa: Some(op::RCR_OPERATING_PARAMETERS),
+        usage: &[0x84, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0],
+        thin_only: false,
+    },
     c(
         op::READ_16,
         &[
@@ -290,6 +325,8 @@ pub fn has_service_action(opcode: u8) -> bool {
             | op::MAINTENANCE_IN
             | op::PERSISTENT_RESERVE_IN
             | op::PERSISTENT_RESERVE_OUT
+            | op::EXTENDED_COPY
+            | op::RECEIVE_COPY_RESULTS
     )
 }
 
@@ -443,6 +480,17 @@ pub enum Cmd {
     Reserve,
     /// RELEASE(6) or RELEASE(10).
     Release,
+    /// EXTENDED COPY(LID1) (SPC-4 6.4): `len` bytes of parameter list.
+    ExtendedCopy {
+        len: u32,
+    },
+    /// RECEIVE COPY RESULTS (SPC-4 6.18): COPY STATUS(LID1) of `list_id`
+    /// (service action 00h) or OPERATING PARAMETERS (03h).
+    ReceiveCopyResults {
+        sa: u8,
+        list_id: u8,
+        alloc: u32,
+    },
 }
 
 impl Cmd {
@@ -580,6 +628,12 @@ impl Cmd {
             },
             (op::PERSISTENT_RESERVE_IN, _) => Cmd::PersistentReserveIn(PrInCdb::parse(b)?),
             (op::PERSISTENT_RESERVE_OUT, _) => Cmd::PersistentReserveOut(PrOutCdb::parse(b)?),
+            (op::EXTENDED_COPY, _) => Cmd::ExtendedCopy { len: be32(&b[10..]) },
+            (op::RECEIVE_COPY_RESULTS, _) => Cmd::ReceiveCopyResults {
+                sa: b[1] & 0x1f,
+                list_id: b[2],
+                alloc: be32(&b[10..]),
+            },
             (op::RESERVE_6 | op::RESERVE_10, _) => Cmd::Reserve,
             (op::RELEASE_6 | op::RELEASE_10, _) => Cmd::Release,
             _ => return Err(Sense::invalid_opcode()),
@@ -669,6 +723,33 @@ mod tests {
         assert_eq!(Cmd::parse(&[0xff]).unwrap_err().asc, 0x20);
         assert_eq!(Cmd::parse(&[]).unwrap_err().asc, 0x20);
         assert_eq!(Cmd::parse(&[0x28, 0]).unwrap_err().asc, 0x24);
+        // EXTENDED COPY(LID4) and RECEIVE DATA are not supported: the
+        // SERVICE ACTION field is invalid.
+        let mut x = [0u8; 16];
+        x[0] = 0x83;
+        x[13] = 0x40;
+        assert_eq!(Cmd::parse(&x).unwrap(), Cmd::ExtendedCopy { len: 0x40 });
+        x[1] = 0x01;
+        let e = Cmd::parse(&x).unwrap_err();
+        assert_eq!(
+            (e.asc, e.field.unwrap().byte, e.field.unwrap().bit),
+            (0x24, 1, Some(4))
+        );
+        x[0] = 0x84;
+        assert_eq!(Cmd::parse(&x).unwrap_err().asc, 0x24);
+        x[1] = 0x00;
+        x[2] = 7;
+        assert_eq!(
+            Cmd::parse(&x).unwrap(),
+            Cmd::ReceiveCopyResults {
+                sa: 0,
+                list_id: 7,
+                alloc: 0x40
+            }
+        );
+        // OPERATING PARAMETERS has no LIST IDENTIFIER: byte 2 is reserved.
+        x[1] = 0x03;
+        assert_eq!(Cmd::parse(&x).unwrap_err().field.unwrap().byte, 2);
         // Unknown service action of SERVICE ACTION IN(16).
         assert_eq!(
             Cmd::parse(&[0x9e, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])

@@ -332,7 +332,10 @@ impl Disk {
                 Plan::new(DataDir::Out, pr.len)
             }
             Cmd::Reserve | Cmd::Release => Plan::none(),
-            Cmd::ReportTargetPortGroups { alloc, .. } => Plan::new(DataDir::In, alloc),
+            Cmd::ReportTargetPortGroups { alloc, .. } | Cmd::ReceiveCopyResults { alloc, .. } => {
+                Plan::new(DataDir::In, alloc)
+            }
+            Cmd::ExtendedCopy { len } => super::xcopy::plan(len)?,
             Cmd::ReportOpcodes { options, alloc, .. } => {
                 // SPC-4 6.35.1 table 250: reporting options above 011b are
                 // reserved.
@@ -370,12 +373,18 @@ impl Disk {
             | Cmd::PersistentReserveOut(_)
             | Cmd::Reserve
             | Cmd::Release
-            | Cmd::ReportTargetPortGroups { .. } => Err(Sense::internal_target_failure()),
+            | Cmd::ReportTargetPortGroups { .. }
+            | Cmd::ExtendedCopy { .. }
+            | Cmd::ReceiveCopyResults { .. } => Err(Sense::internal_target_failure()),
             Cmd::Inquiry { evpd, page, .. } => {
                 let d = if evpd {
                     self.vpd(page)
                 } else {
-                    standard_inquiry(0x00)
+                    let mut d = standard_inquiry(0x00);
+                    // 3PC: the target has a copy manager (EXTENDED COPY,
+                    // SPC-4 6.6.2; xcopy.rs).
+                    d[5] |= 0x08;
+                    d
                 };
                 Ok(put(data, off, len, &d))
             }
@@ -510,6 +519,19 @@ impl Disk {
                 &self.report_opcodes(rctd, options, opcode, sa)?,
             )),
         }
+    }
+
+    /// Writes `buf[..len]` at `lba` for EXTENDED COPY (xcopy.rs), kept
+    /// apart from a running COMPARE AND WRITE as a WRITE is.
+    pub(super) fn copy_write(&self, lba: u64, buf: &DmaBuf, len: usize) -> Result<(), Sense> {
+        let _held = self.caw.hold_for(&Cmd::Write {
+            lba,
+            blocks: 0,
+            fua: false,
+        });
+        self.store
+            .write(lba, buf, 0, len, false)
+            .map_err(|e| io_sense(&e, true, lba))
     }
 
     fn is_direct(&self, plan: &Plan, data: &DmaBuf, off: usize) -> bool {

@@ -20,6 +20,7 @@ use super::reservations::{
 };
 use super::sense::Sense;
 use super::task_set::{AbortScope, TaskSets};
+use super::xcopy::{self, CopyManager, CopyResults};
 use super::{Completion, DataDir, Plan, ScsiStatus};
 use crate::mem::DmaBuf;
 
@@ -300,7 +301,7 @@ impl LunReservations {
     }
 
     /// Whether a command of `class` from `ini` may run now.
-    fn allows(&self, ini: &InitiatorPortId, class: CommandClass) -> bool {
+    pub(super) fn allows(&self, ini: &InitiatorPortId, class: CommandClass) -> bool {
         if !self.restricted.load(Ordering::Acquire) {
             return true;
         }
@@ -353,6 +354,8 @@ pub struct Target {
     pub(super) alua: Alua,
     /// Aborts across channels (`task_set.rs`).
     pub(super) task_sets: TaskSets,
+    /// EXTENDED COPY's count of running copies (`xcopy.rs`).
+    pub(super) copies: CopyManager,
 }
 
 /// 64-bit FNV-1a with a chosen offset basis.
@@ -412,6 +415,7 @@ impl Target {
             nexuses: Mutex::new(HashMap::new()),
             alua: Alua::new(&cfg.port_groups)?,
             task_sets: TaskSets::default(),
+            copies: CopyManager::default(),
         };
         let mut table = LunTable::clone(&target.table.load());
         for (i, l) in cfg.luns.iter().enumerate() {
@@ -514,6 +518,7 @@ impl Target {
             ua: Mutex::new(ua),
             abort_gen: AtomicU64::new(0),
             aborted: Mutex::new(HashMap::new()),
+            copies: CopyResults::default(),
         });
         map.insert(key, Arc::downgrade(&n));
         n
@@ -581,10 +586,12 @@ pub struct ScsiCommand {
 
 /// Whether running `cmd` on LUN `e` may block the thread: backstore I/O of
 /// a file LUN, or a PERSISTENT RESERVE OUT that writes and fsyncs the
-/// APTPL state.
+/// APTPL state; an EXTENDED COPY (it copies up to 128 MiB).
 fn blocks_on(e: &LunEntry, cmd: &Cmd) -> bool {
-    if matches!(cmd, Cmd::PersistentReserveOut(_)) {
-        return e.pr.file.is_some();
+    match cmd {
+        Cmd::PersistentReserveOut(_) => return e.pr.file.is_some(),
+        Cmd::ExtendedCopy { .. } => return true,
+        _ => {}
     }
     e.disk.store().is_blocking()
         && matches!(
@@ -636,6 +643,8 @@ pub struct Nexus {
     /// Per LUN, the abort generation of its last abort: commands that
     /// entered the task set before it are aborted.
     aborted: Mutex<HashMap<u16, u64>>,
+    /// Its EXTENDED COPY list identifiers and their status (`xcopy.rs`).
+    copies: CopyResults,
 }
 
 /// Why a command did not complete with GOOD.
@@ -995,6 +1004,13 @@ impl Nexus {
                     } => Ok(put(&e.disk.device_identification(&self.port.designators()))?),
                     Cmd::ReportTargetPortGroups { extended, .. } => {
                         Ok(put(&self.target.alua.report(extended))?)
+                    }
+                    Cmd::ExtendedCopy { len: n } => {
+                        let copies = (&self.target.copies, &self.copies);
+                        Ok(xcopy::extended_copy(&t, &self.ini, copies, n, data, off, len)?)
+                    }
+                    Cmd::ReceiveCopyResults { sa, list_id, .. } => {
+                        Ok(put(&self.copies.receive(sa, list_id)?)?)
                     }
                     Cmd::Reserve => Ok(e.pr.update(|r| r.reserve_scsi2(&self.ini)).map(|()| 0)?),
                     Cmd::Release => {

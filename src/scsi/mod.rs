@@ -28,6 +28,7 @@ pub mod pool;
 pub mod reservations;
 pub mod sense;
 pub mod task_set;
+pub mod xcopy;
 
 use std::sync::Arc;
 

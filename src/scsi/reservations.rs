@@ -1093,6 +1093,11 @@ pub fn reservation_class(cmd: &Cmd) -> CommandClass {
         | Cmd::SyncCache { .. }
         | Cmd::ModeSelect { .. }
         | Cmd::StartStopUnit => CommandClass::Write,
+        // SPC-4 5.13.1 table 62: EXTENDED COPY and RECEIVE COPY RESULTS
+        // conflict under Write Exclusive and Exclusive Access, as writes
+        // do. The copy's source and destination LUNs are checked too, as a
+        // READ and a WRITE from the same initiator (xcopy.rs).
+        Cmd::ExtendedCopy { .. } | Cmd::ReceiveCopyResults { .. } => CommandClass::Write,
         Cmd::PersistentReserveIn(_) | Cmd::PersistentReserveOut(_) => CommandClass::PersistentReserve,
         Cmd::Reserve => CommandClass::Reserve,
         Cmd::Release => CommandClass::Release,

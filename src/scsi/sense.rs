@@ -57,11 +57,16 @@ impl SenseKey {
 }
 
 /// Field pointer sense-key specific information for ILLEGAL REQUEST
-/// (SPC-4 4.5.2.4.2, table 31).
+/// (SPC-4 4.5.2.4.2, table 31), or the segment pointer of COPY ABORTED
+/// (SPC-4 4.5.2.4.5, table 34).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FieldPointer {
     /// C/D: true when the error is in the CDB, false for the parameter list.
     pub in_cdb: bool,
+    /// SD (COPY ABORTED only): `byte` counts from the start of the segment
+    /// descriptor whose number is in COMMAND-SPECIFIC INFORMATION, not from
+    /// the start of the parameter list.
+    pub segment: bool,
     /// Byte of the CDB or parameter list in error.
     pub byte: u16,
     /// Bit (0..=7) in that byte, when known (BPV = 1).
@@ -77,8 +82,13 @@ pub struct Sense {
     /// INFORMATION field (SPC-4 4.5.2.2): the failing LBA or, for a
     /// miscompare, the offset of the first differing byte.
     pub info: Option<u64>,
-    /// Sense-key specific field pointer (SKSV = 1), for ILLEGAL REQUEST.
+    /// Sense-key specific field pointer (SKSV = 1), for ILLEGAL REQUEST
+    /// (or segment pointer, for COPY ABORTED).
     pub field: Option<FieldPointer>,
+    /// COMMAND-SPECIFIC INFORMATION (fixed format bytes 8-11): for
+    /// EXTENDED COPY, the number of the segment descriptor being processed
+    /// (SPC-4 6.4.4; in its low two bytes).
+    pub csi: u32,
 }
 
 impl Sense {
@@ -93,6 +103,7 @@ impl Sense {
             ascq,
             info: None,
             field: None,
+            csi: 0,
         }
     }
 
@@ -104,7 +115,28 @@ impl Sense {
 
     /// Adds a field pointer into the CDB (`in_cdb`) or parameter list.
     pub const fn with_field(mut self, in_cdb: bool, byte: u16, bit: Option<u8>) -> Sense {
-        self.field = Some(FieldPointer { in_cdb, byte, bit });
+        self.field = Some(FieldPointer {
+            in_cdb,
+            segment: false,
+            byte,
+            bit,
+        });
+        self
+    }
+
+    /// COPY ABORTED while processing segment descriptor `segment` (SPC-4
+    /// 6.4.4): its number in COMMAND-SPECIFIC INFORMATION and, if
+    /// `byte` is given, a segment pointer at that byte of the descriptor.
+    pub const fn in_segment(mut self, segment: u16, byte: Option<u16>) -> Sense {
+        self.csi = segment as u32;
+        if let Some(byte) = byte {
+            self.field = Some(FieldPointer {
+                in_cdb: false,
+                segment: true,
+                byte,
+                bit: None,
+            });
+        }
         self
     }
 
@@ -122,11 +154,19 @@ impl Sense {
             b[3..7].copy_from_slice(&i.to_be_bytes());
         }
         b[7] = (Self::FIXED_LEN - 8) as u8; // ADDITIONAL SENSE LENGTH
+        b[8..12].copy_from_slice(&self.csi.to_be_bytes());
         b[12] = self.asc;
         b[13] = self.ascq;
         if let Some(f) = self.field {
-            // SKSV | C/D | BPV | BIT POINTER, FIELD POINTER (SPC-4 4.5.2.4.2)
-            b[15] = 0x80 | if f.in_cdb { 0x40 } else { 0 } | f.bit.map_or(0, |bit| 0x08 | (bit & 7));
+            // SKSV | C/D | BPV | BIT POINTER, FIELD POINTER (SPC-4
+            // 4.5.2.4.2); COPY ABORTED has SD where C/D is (4.5.2.4.5).
+            let cd_sd = match self.key {
+                SenseKey::CopyAborted if f.segment => 0x20,
+                SenseKey::CopyAborted => 0,
+                _ if f.in_cdb => 0x40,
+                _ => 0,
+            };
+            b[15] = 0x80 | cd_sd | f.bit.map_or(0, |bit| 0x08 | (bit & 7));
             b[16..18].copy_from_slice(&f.byte.to_be_bytes());
         }
         let n = out.len().min(Self::FIXED_LEN);
@@ -148,8 +188,10 @@ impl Sense {
         }
         let key = SenseKey::from_code(b[2] & 0x0f)?;
         let info = (b[0] & 0x80 != 0).then(|| u64::from(u32::from_be_bytes([b[3], b[4], b[5], b[6]])));
+        let copy = key == SenseKey::CopyAborted;
         let field = (b.len() >= 18 && b[15] & 0x80 != 0).then(|| FieldPointer {
-            in_cdb: b[15] & 0x40 != 0,
+            in_cdb: !copy && b[15] & 0x40 != 0,
+            segment: copy && b[15] & 0x20 != 0,
             byte: u16::from_be_bytes([b[16], b[17]]),
             bit: (b[15] & 0x08 != 0).then_some(b[15] & 7),
         });
@@ -159,6 +201,7 @@ impl Sense {
             ascq: b[13],
             info,
             field,
+            csi: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
         })
     }
 
@@ -314,6 +357,21 @@ mod tests {
         assert_eq!(b[2], 0x0e);
         let b = Sense::medium_error_read().with_info(1 << 40).to_fixed();
         assert_eq!(b[0], 0x70, "64-bit info does not fit: VALID = 0");
+    }
+
+    #[test]
+    fn segment_pointer_and_csi() {
+        let s = Sense::new(SenseKey::CopyAborted, 0x21, 0).in_segment(3, Some(12));
+        let b = s.to_fixed();
+        assert_eq!(b[2], 0x0a);
+        assert_eq!(&b[8..12], &[0, 0, 0, 3]);
+        assert_eq!(b[15], 0x80 | 0x20, "SKSV, SD");
+        assert_eq!(&b[16..18], &[0, 12]);
+        assert_eq!(Sense::parse_fixed(&b), Some(s));
+        // A parameter list pointer of COPY ABORTED: SD = 0, no C/D.
+        let s = Sense::new(SenseKey::CopyAborted, 0x0d, 2).with_field(false, 16, None);
+        assert_eq!(s.to_fixed()[15], 0x80);
+        assert_eq!(Sense::parse_fixed(&s.to_fixed()), Some(s));
     }
 
     #[test]

@@ -886,7 +886,7 @@ fn request_sense_start_stop_and_unknown() {
         0x1e,
         0x35 + 0x80,
         0x5c,
-        0x83,
+        0x86,
         0x7f,
         0xc0,
         0xff,

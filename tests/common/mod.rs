@@ -325,6 +325,18 @@ impl Sim {
         Sim::login_with(target, None, cfg_edit)
     }
 
+    /// Logs in as initiator port `ini` (otherwise the Linux initiator's
+    /// parameters) with a queue depth of 16.
+    pub fn login_as(target: &Arc<Target>, ini: [u8; 16]) -> Sim {
+        let mut req = linux_login(8260);
+        req.initiator_port_id = ini;
+        let limits = LoginLimits {
+            queue_depth: 16,
+            ..LoginLimits::default()
+        };
+        Sim::login_req(target, None, &req, &limits, |_| {}).expect("login accepted")
+    }
+
     /// Logs in a channel that receives into `ring` (shared receive queue).
     pub fn login_shared(
         target: &Arc<Target>,

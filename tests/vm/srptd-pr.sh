@@ -18,10 +18,16 @@
 #   7. COMPARE AND WRITE (sg_compare_and_write): the block limits VPD's
 #      maximum length, a match writes (seen from the other nexus), a
 #      miscompare (exit status 14) reports MISCOMPARE with the offset of
-#      the first differing byte and writes nothing.
+#      the first differing byte and writes nothing;
+#   8. EXTENDED COPY with sg_xcopy, srptd restarted with a second LUN
+#      (RAM): INQUIRY 3PC=1, sg_copy_results reads OPERATING PARAMETERS;
+#      4 MiB copied within LUN 0 and from LUN 0 to LUN 1 (the command sent
+#      to the destination and to the source) read back equal, nothing
+#      around the ranges changed; COPY STATUS of sg_xcopy's list
+#      identifier; a copy past the end is COPY ABORTED and writes nothing.
 #
 # Usage (host): scripts/vm-run.sh tests/vm/srptd-pr.sh
-# vm-timeout: 600
+# vm-timeout: 720
 set -euo pipefail
 . "$REPO/tests/vm/lib.sh"
 vm_trap_failures
@@ -233,4 +239,59 @@ ok read64 "$D1" "$W/got" >/dev/null
 cmp "$W/got" "$W/new" || vm_die "a COMPARE AND WRITE that miscompared wrote"
 srp_logout_all
 srptd_stop
-vm_log "PASS: persistent reservations, COMPARE AND WRITE"
+
+vm_log "8. EXTENDED COPY (sg_xcopy)"
+srptd_start "${ARGS[@]}" --lun "ram:32M,bs=512"
+SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 1 >/dev/null
+X0=$(srp_lun_dev 0)
+X1=$(srp_lun_dev 1)
+vm_log "LUN 0: $X0, LUN 1: $X1"
+# sg_xcopy reopens its devices as /dev/block/MAJ:MIN, links udev makes
+# (there is no udev in the guest).
+mkdir -p /dev/block
+for d in "$X0" "$X1"; do ln -sf "$d" "/dev/block/$(cat "/sys/class/block/${d##*/}/dev")"; done
+inq=$(ok sg_inq "$X0")
+grep -q '3PC=1' <<<"$inq" || { echo "$inq" >&2; vm_die "INQUIRY: no 3PC=1"; }
+params=$(ok sg_copy_results --params "$X1")
+printf '%s\n' "$params"
+grep -qi 'maximum segment length: *16777216' <<<"$params" &&
+    grep -qi 'segment descriptor 0x02' <<<"$params" && grep -qi 'target descriptor 0xe4' <<<"$params" ||
+    vm_die "OPERATING PARAMETERS"
+# 4 MiB of random data at LBA 2048 of LUN 0; LBA 0-2047 stay zero.
+head -c 4M /dev/urandom > "$W/x4m"
+dd if=/dev/zero of="$X0" bs=1M count=16 oflag=direct status=none
+dd if="$W/x4m" of="$X0" bs=1M seek=1 oflag=direct status=none
+# blocks <dev> <lba> <count> <file>: read them past the page cache.
+blocks() { dd if="$1" of="$4" bs=512 skip="$2" count="$3" iflag=direct status=none; }
+# Within LUN 0: LBA 2048 to 20480 (the command goes to LUN 0 both ways).
+ok sg_xcopy if="$X0" of="$X0" bs=512 skip=2048 seek=20480 count=8192
+blocks "$X0" 20480 8192 "$W/got"
+cmp "$W/got" "$W/x4m" || vm_die "sg_xcopy within LUN 0: the copy differs"
+blocks "$X0" 0 2048 "$W/got"
+cmp "$W/got" <(head -c 1M /dev/zero) || vm_die "sg_xcopy within LUN 0 wrote before the range"
+# LUN 0 to LUN 1 at LBA 100, sent to the destination (sg_xcopy's default)
+# and to the source.
+ok sg_xcopy if="$X0" of="$X1" bs=512 skip=2048 seek=100 count=8192
+blocks "$X1" 100 8192 "$W/got"
+cmp "$W/got" "$W/x4m" || vm_die "sg_xcopy LUN 0 to LUN 1: the copy differs"
+ok sg_xcopy --on_src if="$X0" of="$X1" bs=512 skip=2048 seek=40000 count=8192 bpt=1000
+blocks "$X1" 40000 8192 "$W/got"
+[ "$(sha256sum < "$W/got")" = "$(sha256sum < "$W/x4m")" ] || vm_die "sg_xcopy --on_src: checksums differ"
+blocks "$X1" 0 100 "$W/got"
+cmp "$W/got" <(head -c 51200 /dev/zero) || vm_die "sg_xcopy to LUN 1 wrote before the range"
+blocks "$X1" 8292 100 "$W/got"
+cmp "$W/got" <(head -c 51200 /dev/zero) || vm_die "sg_xcopy to LUN 1 wrote after the range"
+# sg_xcopy uses list identifier 1 (LIST ID USAGE 10b: no held data).
+st=$(ok sg_copy_results --status --list_id=1 "$X0")
+printf '%s\n' "$st"
+grep -qi 'completed without errors' <<<"$st" || vm_die "COPY STATUS of list identifier 1"
+# Past the end of LUN 1 (65536 blocks): COPY ABORTED, nothing written.
+blocks "$X1" 65000 536 "$W/before"
+out=$(sgx sg_xcopy -v if="$X0" of="$X1" bs=512 skip=2048 seek=65000 count=1000 bpt=1000) && vm_die "a copy past the end succeeded"
+printf '%s\n' "$out"
+grep -qi 'copy aborted' <<<"$out" || vm_die "a copy past the end: no COPY ABORTED"
+blocks "$X1" 65000 536 "$W/after"
+cmp "$W/before" "$W/after" || vm_die "a refused copy wrote"
+srp_logout_all
+srptd_stop
+vm_log "PASS: persistent reservations, COMPARE AND WRITE, EXTENDED COPY"
