@@ -15,8 +15,10 @@
 #     through the other path shows the state, multipathd sees the path
 #     ghost / faulty and then ready again; I/O goes on.
 #  4. (b) The path through rxe1 is logged out and in again, twice.
-#  5. fio stops: every round's verify clean. SIGTERM clean.
-# vm-timeout: 420
+#  5. (c) sg_reset sends a LOGICAL UNIT RESET and a target reset through
+#     each path in turn while fio runs on the map; both paths come back.
+#  6. fio stops: every round's verify clean. SIGTERM clean.
+# vm-timeout: 480
 set -euo pipefail
 . "$REPO/tests/vm/lib.sh"
 vm_trap_failures
@@ -216,7 +218,24 @@ for i in 1 2; do
 done
 
 ########################################################################
-vm_log "== 5. fio stops; every verify clean; SIGTERM"
+vm_log "== 5. (c) LUN reset and target reset through each path under I/O"
+for d in "$D0" "$D1"; do
+    for r in -d -t; do
+        vm_log "sg_reset $r $d"
+        # ib_srp may refuse a target reset while its error handler is busy
+        # (as in srptd-tmf.sh); a LUN reset must succeed.
+        sg_reset "$r" "$d" >&2 || [ "$r" = -t ] || vm_die "sg_reset $r $d"
+        sleep 2
+        check_fio
+    done
+done
+wait_path "$D0" "active ready 50"
+wait_path "$D1" "active ready 10"
+vm_log "resets through both paths; fio rounds $(cat /tmp/fio-rounds 2>/dev/null || echo 0)"
+check_fio
+
+########################################################################
+vm_log "== 6. fio stops; every verify clean; SIGTERM"
 touch /tmp/fio-stop
 wait_until 90 _pid_gone "$FIO_LOOP" || vm_die "the fio loop did not end"
 wait "$FIO_LOOP" || true
