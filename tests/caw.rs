@@ -8,7 +8,6 @@ mod common;
 use std::sync::{Arc, Barrier};
 
 use common::*;
-use srptd::proto::LoginLimits;
 use srptd::scsi::backstore::BackstoreConfig;
 use srptd::scsi::lun::{LunConfig, Target, TargetConfig};
 
@@ -62,13 +61,7 @@ fn login(t: &Arc<Target>, ini: [u8; 16]) -> Sim {
 /// Logs `ini` in; afterwards no unit attention is pending on either LUN
 /// (this channel or another of the nexus took it).
 fn login_quiet(t: &Arc<Target>, ini: [u8; 16]) -> Sim {
-    let mut req = linux_login(8260);
-    req.initiator_port_id = ini;
-    let limits = LoginLimits {
-        queue_depth: 16,
-        ..LoginLimits::default()
-    };
-    let mut s = Sim::login_req(t, None, &req, &limits, |_| {}).expect("login");
+    let mut s = Sim::login_as(t, ini, 16);
     for lun in 0..2 {
         s.command(lun, &[0; 6], None, 0, Layout::Direct);
     }

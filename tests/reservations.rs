@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
-use srptd::proto::LoginLimits;
 use srptd::scsi::backstore::BackstoreConfig;
 use srptd::scsi::lun::{LunConfig, Target, TargetConfig};
 use srptd::scsi::reservations::{transport_id, ReservationType};
@@ -43,13 +42,7 @@ fn target(state_dir: Option<&Path>) -> Arc<Target> {
 
 /// Logs `ini` in and consumes the power-on unit attention.
 fn login(t: &Arc<Target>, ini: [u8; 16]) -> Sim {
-    let mut req = linux_login(8260);
-    req.initiator_port_id = ini;
-    let limits = LoginLimits {
-        queue_depth: 32,
-        ..LoginLimits::default()
-    };
-    let mut s = Sim::login_req(t, None, &req, &limits, |_| {}).expect("login");
+    let mut s = Sim::login_as(t, ini, 32);
     let (r, _) = s.command(0, &[0; 6], None, 0, Layout::Direct);
     assert_eq!(r.sense_key_asc(), Some((0x6, 0x29, 0x00)));
     s

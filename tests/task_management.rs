@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use srptd::proto::{LoginLimits, TASK_SET_POLL};
+use srptd::proto::TASK_SET_POLL;
 use srptd::scsi::backstore::BackstoreConfig;
 use srptd::scsi::lun::{LunConfig, Target, TargetConfig};
 use srptd::wire::{Rsp, Tag, TmFunction};
@@ -32,13 +32,7 @@ fn target() -> Arc<Target> {
 /// A channel of initiator port `ini` (a second one of the same port is the
 /// same I_T nexus); its pending unit attentions are consumed.
 fn login(t: &Arc<Target>, ini: [u8; 16]) -> Sim {
-    let mut req = linux_login(8260);
-    req.initiator_port_id = ini;
-    let limits = LoginLimits {
-        queue_depth: 32,
-        ..LoginLimits::default()
-    };
-    let mut s = Sim::login_req(t, None, &req, &limits, |_| {}).expect("login");
+    let mut s = Sim::login_as(t, ini, 32);
     clear_ua(&mut s);
     s
 }

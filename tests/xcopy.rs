@@ -66,7 +66,7 @@ fn world(test: &str) -> World {
 
 /// Logs `ini` in and takes the power-on unit attention of each LUN.
 fn login(t: &Arc<Target>, ini: [u8; 16]) -> Sim {
-    let mut s = Sim::login_as(t, ini);
+    let mut s = Sim::login_as(t, ini, 16);
     for lun in 0..LUNS {
         s.command(lun, &[0; 6], None, 0, Layout::Direct);
     }

@@ -97,7 +97,16 @@ impl CawLock {
             cmd,
             Cmd::Write { .. } | Cmd::WriteAndVerify { .. } | Cmd::WriteSame { .. } | Cmd::Unmap { .. }
         );
-        if !writes || self.zero_copy_writes() {
+        if !writes {
+            return None;
+        }
+        self.hold_for_write()
+    }
+
+    /// What [`hold_for`](Self::hold_for) holds for a write of the medium
+    /// that is not a command of its own (EXTENDED COPY's destination).
+    pub fn hold_for_write(&self) -> Option<RwLockReadGuard<'_, Option<DmaBuf>>> {
+        if self.zero_copy_writes() {
             return None;
         }
         Some(self.lock.read().unwrap_or_else(|p| p.into_inner()))

@@ -524,11 +524,7 @@ impl Disk {
     /// Writes `buf[..len]` at `lba` for EXTENDED COPY (xcopy.rs), kept
     /// apart from a running COMPARE AND WRITE as a WRITE is.
     pub(super) fn copy_write(&self, lba: u64, buf: &DmaBuf, len: usize) -> Result<(), Sense> {
-        let _held = self.caw.hold_for(&Cmd::Write {
-            lba,
-            blocks: 0,
-            fua: false,
-        });
+        let _held = self.caw.hold_for_write();
         self.store
             .write(lba, buf, 0, len, false)
             .map_err(|e| io_sense(&e, true, lba))

@@ -21,7 +21,7 @@ use super::reservations::{
 use super::sense::Sense;
 use super::task_set::{AbortScope, TaskSets};
 use super::xcopy::{self, CopyManager, CopyResults};
-use super::{Completion, DataDir, Plan, ScsiStatus};
+use super::{with_parameter_list, Completion, DataDir, Plan, ScsiStatus};
 use crate::mem::DmaBuf;
 
 /// An SRP initiator port identifier (SRP r16a 4.7): the 16-byte initiator
@@ -236,6 +236,14 @@ pub(super) struct Mapped {
     pub(super) read_only_for: HashSet<InitiatorPortId>,
     /// The configuration it was made from (what a change is compared to).
     pub(super) config: LunConfig,
+}
+
+impl Mapped {
+    /// Whether an ACL maps this LUN read-only for `ini`: its writes get
+    /// DATA PROTECT, WRITE PROTECTED (checked without hashing when none is).
+    pub(super) fn read_only_to(&self, ini: &InitiatorPortId) -> bool {
+        !self.read_only_for.is_empty() && self.read_only_for.contains(ini)
+    }
 }
 
 /// The LUN table and access lists at one moment. Commands read it
@@ -742,7 +750,7 @@ impl Nexus {
                 | Cmd::Unmap { .. }
                 | Cmd::CompareAndWrite { .. }
         );
-        if writes && !m.read_only_for.is_empty() && m.read_only_for.contains(&self.ini) {
+        if writes && m.read_only_to(&self.ini) {
             return Err(Sense::write_protected());
         }
         Ok(())
@@ -1040,19 +1048,13 @@ impl Nexus {
         len: u32,
     ) -> Result<u32, Stop> {
         cdb.check_length()?;
-        if len < cdb.len {
-            return Err(Sense::invalid_field_in_command_iu().into());
-        }
-        if !data.contains(off as u64, u64::from(cdb.len)) {
-            return Err(Sense::internal_target_failure().into());
-        }
         let target = &self.target;
         let allowed = |ini: &InitiatorPortId| table.visible(lun, ini).is_some();
         let caps = e.pr.caps();
         let fx = e.pr.update(|st| {
-            let (next, fx) = data.with_bytes(off, cdb.len as usize, |p| {
+            let (next, fx) = with_parameter_list(data, off, len, cdb.len, |p| {
                 st.persistent_reserve_out(&self.ini, cdb, p, caps, &allowed)
-            })?;
+            })??;
             if let Some(f) = &e.pr.file {
                 let saved = match fx.persist {
                     Persist::Save => f.save(&next),

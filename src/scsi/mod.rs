@@ -153,6 +153,26 @@ impl Completion {
     }
 }
 
+/// Runs `f` on the `list_len`-byte parameter list at `data[off..]`, of
+/// which the command's data-out descriptors carried `len` bytes: fewer
+/// than the CDB's PARAMETER LIST LENGTH is INVALID FIELD IN COMMAND IU
+/// (the descriptors and the CDB disagree).
+pub(crate) fn with_parameter_list<R>(
+    data: &DmaBuf,
+    off: usize,
+    len: u32,
+    list_len: u32,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, Sense> {
+    if len < list_len {
+        return Err(Sense::invalid_field_in_command_iu());
+    }
+    if !data.contains(off as u64, u64::from(list_len)) {
+        return Err(Sense::internal_target_failure());
+    }
+    Ok(data.with_bytes(off, list_len as usize, f))
+}
+
 impl From<Result<u32, Sense>> for Completion {
     fn from(r: Result<u32, Sense>) -> Completion {
         match r {

@@ -37,7 +37,7 @@ use super::disk::{io_sense, Disk};
 use super::lun::{InitiatorPortId, LunTable};
 use super::reservations::{CommandClass, Refusal};
 use super::sense::{Sense, SenseKey};
-use super::{DataDir, Plan};
+use super::{with_parameter_list, DataDir, Plan};
 use crate::mem::DmaBuf;
 
 // ------------------------------------------------------------- limits
@@ -687,9 +687,10 @@ impl CopyResults {
         })
     }
 
-    fn set(&self, id: u8, st: CopyStatus) {
+    /// Changes the status of copy `id` with `f`.
+    fn set(&self, id: u8, f: impl FnOnce(&mut CopyStatus)) {
         if let Some(e) = self.lock().iter_mut().find(|(l, _)| *l == id) {
-            e.1 = st;
+            f(&mut e.1);
         }
     }
 
@@ -725,43 +726,28 @@ pub struct Running<'a> {
 impl Running<'_> {
     /// Reports progress while it runs.
     pub fn update(&self, progress: &Progress) {
-        let state = CopyState::Running;
-        self.results.set(
-            self.id,
-            CopyStatus {
-                state,
-                progress: *progress,
-            },
-        );
+        self.results.set(self.id, |s| s.progress = *progress);
     }
 
     /// Ends it: done, or failed, after `progress`.
     pub fn finish(mut self, ok: bool, progress: &Progress) {
         let state = if ok { CopyState::Done } else { CopyState::Failed };
-        self.results.set(
-            self.id,
-            CopyStatus {
+        self.results.set(self.id, |s| {
+            *s = CopyStatus {
                 state,
                 progress: *progress,
-            },
-        );
+            }
+        });
         self.done = true;
     }
 }
 
 impl Drop for Running<'_> {
+    /// A copy not finished (a panic on the way) is reported failed, with
+    /// the progress last reported.
     fn drop(&mut self) {
         if !self.done {
-            self.results.set(
-                self.id,
-                CopyStatus {
-                    state: CopyState::Failed,
-                    progress: self
-                        .results
-                        .status(self.id)
-                        .map_or_else(Progress::default, |s| s.progress),
-                },
-            );
+            self.results.set(self.id, |s| s.state = CopyState::Failed);
         }
         self.mgr.running.fetch_sub(1, Ordering::AcqRel);
     }
@@ -770,9 +756,10 @@ impl Drop for Running<'_> {
 /// COPY STATUS(LID1) parameter data (SPC-3 6.17.2, table 82).
 pub fn copy_status(st: &CopyStatus) -> [u8; 12] {
     let mut d = [0u8; 12];
-    d[..4].copy_from_slice(&8u32.to_be_bytes()); // AVAILABLE DATA
-                                                 // HDD = 0; COPY MANAGER STATUS: 00h running, 01h completed without
-                                                 // errors, 02h completed with errors.
+    // AVAILABLE DATA.
+    d[..4].copy_from_slice(&8u32.to_be_bytes());
+    // HDD = 0; COPY MANAGER STATUS: 00h running, 01h completed without
+    // errors, 02h completed with errors.
     d[4] = match st.state {
         CopyState::Running => 0x00,
         CopyState::Done => 0x01,
@@ -831,13 +818,7 @@ pub(super) fn extended_copy(
     if list_len == 0 {
         return Ok(0);
     }
-    if len < list_len {
-        return Err(Sense::invalid_field_in_command_iu().into());
-    }
-    if !data.contains(off as u64, u64::from(list_len)) {
-        return Err(Sense::internal_target_failure().into());
-    }
-    let list = data.with_bytes(off, list_len as usize, CopyList::parse)?;
+    let list = with_parameter_list(data, off, len, list_len, CopyList::parse)??;
     let running = list.id().map(|id| results.begin(mgr, id)).transpose()?;
     let mut progress = Progress::default();
     let r = copy(table, ini, &list, &running, &mut progress);
@@ -876,7 +857,7 @@ fn copy(
                 let pr = &m.entry.pr;
                 let writable = if !pr.allows(ini, CommandClass::Write) {
                     Writable::Conflict
-                } else if s.read_only() || m.read_only_for.contains(ini) {
+                } else if s.read_only() || m.read_only_to(ini) {
                     Writable::Protected
                 } else {
                     Writable::Yes

@@ -326,12 +326,12 @@ impl Sim {
     }
 
     /// Logs in as initiator port `ini` (otherwise the Linux initiator's
-    /// parameters) with a queue depth of 16.
-    pub fn login_as(target: &Arc<Target>, ini: [u8; 16]) -> Sim {
+    /// parameters) with queue depth `queue_depth`.
+    pub fn login_as(target: &Arc<Target>, ini: [u8; 16], queue_depth: u32) -> Sim {
         let mut req = linux_login(8260);
         req.initiator_port_id = ini;
         let limits = LoginLimits {
-            queue_depth: 16,
+            queue_depth,
             ..LoginLimits::default()
         };
         Sim::login_req(target, None, &req, &limits, |_| {}).expect("login accepted")
