@@ -77,6 +77,19 @@ fn clear_task_set_beside_a_malformed_command() {
     ));
 }
 
+/// A mutated READ whose descriptor pointed at the external table of a
+/// WRITE sent after it: the target's RDMA WRITE of the READ's data
+/// overwrote the table before the target fetched it, and the WRITE was
+/// answered 0Eh/03h. The initiator's own memory was wrong, not the target:
+/// the simulated initiator registers data-out buffers and tables for
+/// remote read only, as an initiator may, and this input must replay clean.
+#[test]
+fn a_wild_data_in_cannot_overwrite_another_commands_table() {
+    common::chaos::run(include_bytes!(
+        "regressions/channel_sim-wild-data-in-over-a-table.bin"
+    ));
+}
+
 /// Replays a fuzz input: `CHAOS_INPUT=crash-file [CHAOS_TRACE=1] cargo
 /// test --test channel_chaos replay_file -- --ignored --nocapture`.
 #[test]

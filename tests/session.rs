@@ -738,7 +738,7 @@ fn bytes_after_an_in_iu_table_are_not_descriptors() {
         let mut iu = sim.build_cmd(tag, 0, &rw16(0x8a, 0, 2), Some(&data), 0, Layout::Indirect(2));
         let mut trailer = [0u8; 16];
         if decoy_desc {
-            let va = sim.alloc(512);
+            let va = sim.alloc(Arena::DataOut, 512);
             sim.write_remote(va, &pattern(512, 99));
             DirectDesc {
                 va,
@@ -765,7 +765,7 @@ fn bytes_after_an_in_iu_table_are_not_descriptors() {
     // The same for data-in: a READ whose table is followed by a decoy.
     let tag = sim.new_tag();
     let mut iu = sim.build_cmd(tag, 0, &rw16(0x88, 0, 2), None, 1024, Layout::Indirect(2));
-    let va = sim.alloc(512);
+    let va = sim.alloc(Arena::DataIn, 512);
     let mut trailer = [0u8; 16];
     DirectDesc {
         va,

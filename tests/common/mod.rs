@@ -35,6 +35,17 @@ pub const INITIATOR: [u8; 16] = [0x11; 16];
 /// The Linux initiator's immediate data offset (48 + 16 + 4).
 pub const IMM_OFFSET: u16 = 68;
 const REMOTE_BASE: u64 = 0x7f00_0000_0000;
+
+/// The two halves of the simulated initiator's memory. The target may
+/// RDMA WRITE only into `DataIn`; data-out buffers and descriptor tables
+/// sit in `DataOut`, registered for remote read only (as an initiator may
+/// register them), so a mutated command's data-in cannot overwrite
+/// another command's data-out or table: it fails as a remote access error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arena {
+    DataIn = 0,
+    DataOut = 1,
+}
 pub const RKEY: u32 = 0x00c0_ffee;
 
 /// How a command's data buffer is described.
@@ -271,7 +282,8 @@ pub struct Sim {
     chan_bufs: ChannelBufs,
     pub nexus: Arc<Nexus>,
     mem: InitiatorMem,
-    next_va: u64,
+    /// Next free offset in each arena of `mem` (see [`Arena`]).
+    next_va: [u64; 2],
     rams: Vec<Arc<DmaBuf>>,
     /// Posted receive slots: the channel's own, or a shared ring's.
     recv_posted: Rc<RefCell<VecDeque<u32>>>,
@@ -389,7 +401,7 @@ impl Sim {
             chan_bufs,
             nexus,
             mem: InitiatorMem::new(),
-            next_va: 0,
+            next_va: [0; 2],
             rams,
             recv_posted: ring.map_or_else(|| Rc::new(RefCell::new(VecDeque::new())), |r| r.posted.clone()),
             shared: ring.is_some(),
@@ -426,23 +438,33 @@ impl Sim {
         Tag(self.next_tag)
     }
 
-    /// Allocates `len` bytes of initiator memory (with a gap after it so
-    /// that pieces are never contiguous by accident).
-    pub fn alloc(&mut self, len: u64) -> u64 {
-        let off = self.next_va;
-        self.next_va = (off + len + 4096).next_multiple_of(4096);
-        if self.next_va > self.mem.buf().len() as u64 {
-            self.next_va = 0;
-            return self.alloc(len);
+    /// Allocates `len` bytes of initiator memory in `arena` (with a gap
+    /// after it so that pieces are never contiguous by accident).
+    pub fn alloc(&mut self, arena: Arena, len: u64) -> u64 {
+        let half = (self.mem.buf().len() / 2) as u64;
+        let base = arena as u64 * half;
+        let next = &mut self.next_va[arena as usize];
+        let off = *next;
+        *next = (off + len + 4096).next_multiple_of(4096);
+        if *next > half {
+            *next = 0;
+            return self.alloc(arena, len);
         }
-        REMOTE_BASE + off
+        REMOTE_BASE + base + off
     }
 
-    fn remote_off(&self, va: u64, len: u32, rkey: u32) -> Option<usize> {
+    /// The offset of `len` bytes at `va` in initiator memory, if `rkey`
+    /// grants the access: data-out buffers and tables are remote-read only,
+    /// so a target's RDMA WRITE there fails as a remote access error.
+    fn remote_off(&self, va: u64, len: u32, rkey: u32, write: bool) -> Option<usize> {
         if rkey != RKEY || va < REMOTE_BASE {
             return None;
         }
         let off = va - REMOTE_BASE;
+        let writable = (self.mem.buf().len() / 2) as u64;
+        if write && off.checked_add(len as u64).map_or(true, |end| end > writable) {
+            return None;
+        }
         self.mem.buf().contains(off, len as u64).then_some(off as usize)
     }
 
@@ -550,7 +572,7 @@ impl Sim {
         }
         match wr.opcode {
             WrOpcode::RdmaRead => {
-                let Some(ro) = self.remote_off(wr.remote_addr, wr.local.len, wr.rkey) else {
+                let Some(ro) = self.remote_off(wr.remote_addr, wr.local.len, wr.rkey, false) else {
                     return false;
                 };
                 self.mem.buf().copy_to(ro, local, lo, len);
@@ -559,7 +581,7 @@ impl Sim {
                 true
             }
             WrOpcode::RdmaWrite => {
-                let Some(ro) = self.remote_off(wr.remote_addr, wr.local.len, wr.rkey) else {
+                let Some(ro) = self.remote_off(wr.remote_addr, wr.local.len, wr.rkey, true) else {
                     return false;
                 };
                 local.copy_to(lo, self.mem.buf(), ro, len);
@@ -697,7 +719,12 @@ impl Sim {
             Layout::Indirect(n) | Layout::External { n, .. } => n,
             Layout::Immediate => unreachable!(),
         };
-        let descs = self.split(len, pieces);
+        let arena = if out.is_some() {
+            Arena::DataOut
+        } else {
+            Arena::DataIn
+        };
+        let descs = self.split(arena, len, pieces);
         if let Some(d) = out {
             let mut at = 0usize;
             for dd in &descs {
@@ -723,7 +750,7 @@ impl Sim {
                 partial: &table,
             }),
             Layout::External { in_iu, .. } => {
-                let va = self.alloc(table.len() as u64);
+                let va = self.alloc(Arena::DataOut, table.len() as u64);
                 self.write_remote(va, &table);
                 DataDesc::Indirect(IndirectDesc {
                     table: DirectDesc {
@@ -751,7 +778,7 @@ impl Sim {
     }
 
     /// Splits a buffer of `len` bytes into `pieces` separate descriptors.
-    fn split(&mut self, len: u32, pieces: usize) -> Vec<DirectDesc> {
+    fn split(&mut self, arena: Arena, len: u32, pieces: usize) -> Vec<DirectDesc> {
         let pieces = pieces.max(1);
         let base = len / pieces as u32;
         let mut v = Vec::with_capacity(pieces);
@@ -761,7 +788,7 @@ impl Sim {
             } else {
                 base
             };
-            let va = self.alloc(l as u64);
+            let va = self.alloc(arena, l as u64);
             v.push(DirectDesc {
                 va,
                 rkey: RKEY,
