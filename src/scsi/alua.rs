@@ -403,6 +403,12 @@ impl Alua {
         reg.add_port(name, g)
     }
 
+    /// Whether `rtpi` is the relative target port identifier of a known
+    /// target port.
+    pub fn has_port(&self, rtpi: u16) -> bool {
+        self.lock().ports.iter().any(|p| p.rtpi == rtpi)
+    }
+
     /// Relative target port 1, or [`DEFAULT_PORT`] if no port is known.
     pub(super) fn default_port(&self) -> Arc<TargetPort> {
         let mut reg = self.lock();

@@ -317,16 +317,85 @@ fn one_initiator_through_two_ports_is_two_nexuses() {
     // The new I_T nexus has its own reset unit attention; the first has none.
     fails(&a1, 0, &tur(), &[], SenseKey::UnitAttention, 0x29, 0);
     good(&a0, 0, &tur(), &[]);
-    // Reservations are per initiator port: a registration through port 1
-    // holds through port 2 (as ALL_TG_PT = 1), and its SPC-2 reservation
-    // outlives the loss of one of its two nexuses.
+    // An SPC-2 reservation is of one I_T nexus (SPC-2 5.5.1): through
+    // port 1 it conflicts with the same initiator port through port 2, and
+    // only the loss of its own nexus ends it.
     let b = nexus(&t, INI_B, &p0);
     good(&a0, 0, &[0x16, 0, 0, 0, 0, 0], &[]);
+    for n in [&b, &a1] {
+        let (c, _) = run(n, 0, &read10(), &[]);
+        assert_eq!(c.status, ScsiStatus::RESERVATION_CONFLICT);
+    }
     drop(a1);
     let (c, _) = run(&b, 0, &read10(), &[]);
     assert_eq!(c.status, ScsiStatus::RESERVATION_CONFLICT);
-    let a1 = nexus(&t, INI_A, &p1);
-    good(&a1, 0, &read10(), &[]);
-    drop((a0, a1));
+    drop(a0);
     good(&b, 0, &read10(), &[]);
+}
+
+/// PERSISTENT RESERVE OUT with service action `sa`, type `rtype` and the
+/// basic parameter list.
+fn pr_out(n: &Nexus, sa: u8, rtype: u8, key: u64, sa_key: u64, flags: u8) -> ScsiStatus {
+    let mut p = [0u8; 24];
+    p[..8].copy_from_slice(&key.to_be_bytes());
+    p[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    p[20] = flags;
+    let (c, _) = run(n, 0, &[0x5f, sa, rtype, 0, 0, 0, 0, 0, 24, 0], &p);
+    c.status
+}
+
+/// Registrations are per I_T nexus (SPC-4 5.13.7): with ALL_TG_PT = 0 a
+/// registration through port 1 does not register the same initiator port
+/// through port 2; with ALL_TG_PT = 1 it does, through both.
+#[test]
+fn registrations_are_per_i_t_nexus_unless_all_tg_pt() {
+    const WRITE_EXCLUSIVE_REGISTRANTS_ONLY: u8 = 5;
+    let (t, p0, p1) = two_ports(Vec::new());
+    let a0 = nexus(&t, INI_A, &p0);
+    let a1 = nexus(&t, INI_A, &p1);
+    let b = nexus(&t, INI_B, &p0);
+    // A through port 1 registers (ALL_TG_PT = 0) and reserves WE-RO.
+    assert_eq!(pr_out(&a0, 0, 0, 0, 0xa0, 0), ScsiStatus::GOOD);
+    assert_eq!(
+        pr_out(&a0, 1, WRITE_EXCLUSIVE_REGISTRANTS_ONLY, 0xa0, 0, 0),
+        ScsiStatus::GOOD
+    );
+    good(&a0, 0, &write10(), &[0x5a; 512]);
+    // A through port 2 is another, unregistered I_T nexus: its write
+    // conflicts, its reads do not (Write Exclusive).
+    let (c, _) = run(&a1, 0, &write10(), &[0x5a; 512]);
+    assert_eq!(c.status, ScsiStatus::RESERVATION_CONFLICT);
+    good(&a1, 0, &read10(), &[]);
+    // It registers on its own (RESERVATION KEY zero: it was not
+    // registered) and may write; READ KEYS lists both registrations.
+    assert_eq!(pr_out(&a1, 0, 0, 0, 0xa1, 0), ScsiStatus::GOOD);
+    good(&a1, 0, &write10(), &[0x5a; 512]);
+    let keys = good(&a1, 0, &[0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0], &[]);
+    assert_eq!(&keys[4..8], &16u32.to_be_bytes());
+    // B registers through both ports at once (ALL_TG_PT = 1).
+    let b1 = nexus(&t, INI_B, &p1);
+    assert_eq!(pr_out(&b, 0, 0, 0, 0xb0, 0x04), ScsiStatus::GOOD);
+    good(&b, 0, &write10(), &[0x5a; 512]);
+    good(&b1, 0, &write10(), &[0x5a; 512]);
+    // Unregistering through one nexus ends the ALL_TG_PT registration.
+    assert_eq!(pr_out(&b1, 0, 0, 0xb0, 0, 0), ScsiStatus::GOOD);
+    let (c, _) = run(&b, 0, &write10(), &[0x5a; 512]);
+    assert_eq!(c.status, ScsiStatus::RESERVATION_CONFLICT);
+    // ALL_TG_PT = 1 for an initiator port registered through one port
+    // already: INVALID FIELD IN PARAMETER LIST, nothing changes.
+    const INI_C: [u8; 16] = [0xc; 16];
+    let a2 = nexus(&t, INI_C, &p0);
+    assert_eq!(pr_out(&a2, 0, 0, 0, 0xc0, 0), ScsiStatus::GOOD);
+    let c2 = nexus(&t, INI_C, &p1);
+    let (c, _) = run(&c2, 0, &[0x5f, 0, 0, 0, 0, 0, 0, 0, 24, 0], &{
+        let mut p = [0u8; 24];
+        p[8..16].copy_from_slice(&0xc1u64.to_be_bytes());
+        p[20] = 0x04;
+        p
+    });
+    assert_eq!(c.status, ScsiStatus::CHECK_CONDITION);
+    let s = c.sense.unwrap();
+    assert_eq!((s.key, s.asc, s.ascq), (SenseKey::IllegalRequest, 0x26, 0));
+    let (c, _) = run(&c2, 0, &write10(), &[0x5a; 512]);
+    assert_eq!(c.status, ScsiStatus::RESERVATION_CONFLICT);
 }

@@ -5,17 +5,24 @@
 //! Format (one record a line, every field required, nothing else allowed):
 //!
 //! ```text
-//! srptd-pr 1
+//! srptd-pr 2
 //! lun <NAA designator, 32 hex digits>
 //! generation <PRGENERATION, decimal>
-//! registration <initiator port id, 32 hex> <key, 16 hex> <ALL_TG_PT 0|1>
-//! reservation <holder initiator port id, 32 hex> <TYPE, 1 hex digit>
+//! registration <initiator port id, 32 hex> <target port> <key, 16 hex>
+//! reservation <holder initiator port id, 32 hex> <target port> <TYPE, 1 hex digit>
 //! checksum <64-bit FNV-1a of every byte above, 16 hex>
 //! ```
 //!
-//! `registration` repeats (at most [`MAX_REGISTRATIONS`]); `reservation`
-//! appears at most once and its holder is registered. A file is only
-//! written while APTPL is in effect, so loading one means APTPL = 1.
+//! `<target port>` is a relative target port identifier (decimal, 1-65535)
+//! or `all` for a registration made with ALL_TG_PT = 1. `registration`
+//! repeats (at most [`MAX_REGISTRATIONS`]); `reservation` appears at most
+//! once and its holder is registered. A file is only written while APTPL
+//! is in effect, so loading one means APTPL = 1.
+//!
+//! Version 1 files (`srptd-pr 1`, registrations per initiator port:
+//! `registration <id> <key> <ALL_TG_PT 0|1>`, `reservation <id> <TYPE>`)
+//! are still read; their registrations held through every target port,
+//! so they load as ALL_TG_PT ones.
 //!
 //! Saving writes `<name>.tmp`, fsyncs it, renames it over the file and
 //! fsyncs the directory: after a crash the file is the old state or the
@@ -28,10 +35,13 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use super::lun::fnv1a;
-use super::reservations::{Registration, Reservation, ReservationType, Reservations, MAX_REGISTRATIONS};
+use super::reservations::{
+    RegistrantId, Registration, Reservation, ReservationType, Reservations, MAX_REGISTRATIONS,
+};
 use crate::wire::{hex, parse_hex};
 
-const MAGIC: &str = "srptd-pr 1";
+const MAGIC: &str = "srptd-pr 2";
+const MAGIC_V1: &str = "srptd-pr 1";
 const SEED: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// Why a state file could not be read.
@@ -57,21 +67,41 @@ pub fn encode(naa: &[u8; 16], r: &Reservations) -> String {
     let _ = writeln!(s, "{MAGIC}");
     let _ = writeln!(s, "lun {}", hex(naa));
     let _ = writeln!(s, "generation {}", r.generation);
-    for (n, g) in &r.registrations {
+    for (g, reg) in &r.registrations {
         let _ = writeln!(
             s,
-            "registration {} {:016x} {}",
-            hex(n),
-            g.key,
-            u8::from(g.all_tg_pt)
+            "registration {} {} {:016x}",
+            hex(&g.initiator),
+            port_field(g),
+            reg.key
         );
     }
     if let Some(res) = r.reservation {
-        let _ = writeln!(s, "reservation {} {:x}", hex(&res.holder), res.rtype.0);
+        let _ = writeln!(
+            s,
+            "reservation {} {} {:x}",
+            hex(&res.holder.initiator),
+            port_field(&res.holder),
+            res.rtype.0
+        );
     }
     let sum = fnv1a(SEED, s.as_bytes());
     let _ = writeln!(s, "checksum {sum:016x}");
     s
+}
+
+/// The `<target port>` field of `g`.
+fn port_field(g: &RegistrantId) -> String {
+    g.port.map_or_else(|| "all".to_owned(), |p| p.to_string())
+}
+
+/// Parses a `<target port>` field.
+fn parse_port(f: &str) -> Option<Option<u16>> {
+    if f == "all" {
+        return Some(None);
+    }
+    let valid = !f.is_empty() && f.len() <= 5 && f.bytes().all(|b| b.is_ascii_digit()) && !f.starts_with('0');
+    valid.then(|| f.parse().ok().map(Some)).flatten()
 }
 
 /// Parses file text written by [`encode`] for the LUN `naa`. Errors are
@@ -95,8 +125,9 @@ pub fn decode(naa: &[u8; 16], text: &str) -> Result<Reservations, (usize, &'stat
     let mut lines = body.lines().enumerate().map(|(i, l)| (i + 1, l));
     let mut next = |what: &'static str| lines.next().ok_or((last, what));
     let (n, l) = next("empty file")?;
-    if l != MAGIC {
-        return Err((n, "not an srptd reservation state file (version 1)"));
+    let v1 = l == MAGIC_V1;
+    if l != MAGIC && !v1 {
+        return Err((n, "not an srptd reservation state file (version 1 or 2)"));
     }
     let (n, l) = next("no lun line")?;
     if l.strip_prefix("lun ").and_then(parse_hex::<16>) != Some(*naa) {
@@ -110,31 +141,47 @@ pub fn decode(naa: &[u8; 16], text: &str) -> Result<Reservations, (usize, &'stat
         .ok_or((n, "malformed generation line"))?;
     for (n, l) in lines {
         let f: Vec<&str> = l.split(' ').collect();
+        // Version 1 lines, in version 2's field order (ALL_TG_PT is
+        // checked and dropped: every version 1 registration held through
+        // every target port).
+        let f: Vec<&str> = match (v1, f.as_slice()) {
+            (true, ["registration", id, key, atp]) => {
+                if !matches!(*atp, "0" | "1") {
+                    return Err((n, "malformed ALL_TG_PT"));
+                }
+                vec!["registration", id, "all", key]
+            }
+            (true, ["reservation", id, t]) => vec!["reservation", id, "all", t],
+            (true, _) => return Err((n, "unexpected line")),
+            (false, _) => f,
+        };
         match f.as_slice() {
-            ["registration", id, key, atp] if r.reservation.is_none() => {
-                let id = parse_hex::<16>(id).ok_or((n, "malformed initiator port id"))?;
+            ["registration", id, port, key] if r.reservation.is_none() => {
+                let initiator = parse_hex::<16>(id).ok_or((n, "malformed initiator port id"))?;
+                let port = parse_port(port).ok_or((n, "malformed target port"))?;
                 let key = (key.len() == 16)
                     .then(|| u64::from_str_radix(key, 16).ok())
                     .flatten()
                     .filter(|&k| k != 0)
                     .ok_or((n, "malformed reservation key"))?;
-                let all_tg_pt = match *atp {
-                    "0" => false,
-                    "1" => true,
-                    _ => return Err((n, "malformed ALL_TG_PT")),
-                };
                 if r.registrations.len() >= MAX_REGISTRATIONS {
                     return Err((n, "too many registrations"));
                 }
-                if r.registrations
-                    .insert(id, Registration { key, all_tg_pt })
-                    .is_some()
-                {
+                let g = RegistrantId { initiator, port };
+                // One initiator port is registered through each target port
+                // at most once, and not also through all of them.
+                let overlaps = r.registrations.keys().any(|h| {
+                    h.initiator == initiator && (h.port.is_none() || port.is_none() || h.port == port)
+                });
+                if overlaps {
                     return Err((n, "duplicate registration"));
                 }
+                r.registrations.insert(g, Registration { key });
             }
-            ["reservation", id, t] if r.reservation.is_none() => {
-                let holder = parse_hex::<16>(id).ok_or((n, "malformed initiator port id"))?;
+            ["reservation", id, port, t] if r.reservation.is_none() => {
+                let initiator = parse_hex::<16>(id).ok_or((n, "malformed initiator port id"))?;
+                let port = parse_port(port).ok_or((n, "malformed target port"))?;
+                let holder = RegistrantId { initiator, port };
                 let rtype = (t.len() == 1)
                     .then(|| u8::from_str_radix(t, 16).ok())
                     .flatten()
@@ -243,32 +290,32 @@ mod tests {
             aptpl: true,
             ..Reservations::default()
         };
-        r.registrations.insert(
-            [1; 16],
-            Registration {
-                key: 0xabc,
-                all_tg_pt: false,
-            },
-        );
-        r.registrations.insert(
-            [2; 16],
-            Registration {
-                key: 0xdef,
-                all_tg_pt: true,
-            },
-        );
+        r.registrations.insert(through(1, 2), Registration { key: 0xabc });
+        r.registrations.insert(through(1, 3), Registration { key: 0xabd });
+        r.registrations
+            .insert(RegistrantId::all_ports([2; 16]), Registration { key: 0xdef });
         r.reservation = Some(Reservation {
-            holder: [2; 16],
+            holder: RegistrantId::all_ports([2; 16]),
             rtype: ReservationType::EXCLUSIVE_ACCESS_REGISTRANTS_ONLY,
         });
         r
+    }
+
+    /// Initiator port `[i; 16]` through relative target port `port`.
+    fn through(i: u8, port: u16) -> RegistrantId {
+        RegistrantId {
+            initiator: [i; 16],
+            port: Some(port),
+        }
     }
 
     #[test]
     fn round_trip() {
         let r = sample();
         let t = encode(&NAA, &r);
-        assert!(t.starts_with("srptd-pr 1\nlun 60010203"));
+        assert!(t.starts_with("srptd-pr 2\nlun 60010203"));
+        assert!(t.contains(&format!("registration {} 3 0000000000000abd\n", hex(&[1; 16]))));
+        assert!(t.contains(&format!("reservation {} all 6\n", hex(&[2; 16]))));
         assert_eq!(decode(&NAA, &t), Ok(r));
         assert_eq!(
             decode(&NAA, &encode(&NAA, &Reservations::default())).map(|r| r.registrations.len()),
@@ -283,7 +330,7 @@ mod tests {
     fn all_registrants_reservation_of_an_unregistered_reserver_round_trips() {
         let mut r = sample();
         r.reservation = Some(Reservation {
-            holder: [9; 16],
+            holder: through(9, 1),
             rtype: ReservationType::EXCLUSIVE_ACCESS_ALL_REGISTRANTS,
         });
         assert_eq!(decode(&NAA, &encode(&NAA, &r)), Ok(r.clone()));
@@ -324,25 +371,69 @@ mod tests {
             s
         };
         let head = format!("{MAGIC}\nlun {}\ngeneration 1\n", hex(&NAA));
-        let reg = format!("registration {} {:016x} 0\n", hex(&[1; 16]), 5);
+        let reg = format!("registration {} 1 {:016x}\n", hex(&[1; 16]), 5);
+        let reg_all = format!("registration {} all {:016x}\n", hex(&[1; 16]), 6);
         for (body, why) in [
             (
-                format!("{head}reservation {} 1\n", hex(&[1; 16])),
+                format!("{head}reservation {} 1 1\n", hex(&[1; 16])),
+                "the reservation holder is not registered",
+            ),
+            (
+                format!("{head}{reg}reservation {} 2 1\n", hex(&[1; 16])),
                 "the reservation holder is not registered",
             ),
             (format!("{head}{reg}{reg}"), "duplicate registration"),
+            (format!("{head}{reg}{reg_all}"), "duplicate registration"),
             (
-                format!("{head}registration {} {:016x} 0\n", hex(&[1; 16]), 0),
+                format!("{head}registration {} 1 {:016x}\n", hex(&[1; 16]), 0),
                 "malformed reservation key",
             ),
             (
-                format!("{head}{reg}reservation {} 2\n", hex(&[1; 16])),
+                format!("{head}registration {} 0 {:016x}\n", hex(&[1; 16]), 5),
+                "malformed target port",
+            ),
+            (
+                format!("{head}registration {} 65536 {:016x}\n", hex(&[1; 16]), 5),
+                "malformed target port",
+            ),
+            (
+                format!("{head}{reg}reservation {} 1 2\n", hex(&[1; 16])),
                 "malformed reservation type",
             ),
             (format!("{head}bogus\n"), "unexpected line"),
         ] {
             assert_eq!(decode(&NAA, &with_sum(&body)).unwrap_err().1, why);
         }
+    }
+
+    /// A version 1 file (registrations per initiator port) loads with its
+    /// registrations and reservation through every target port.
+    #[test]
+    fn version_1_files_load_as_all_target_ports() {
+        let with_sum = |body: &str| {
+            let sum = fnv1a(SEED, body.as_bytes());
+            format!("{body}checksum {sum:016x}\n")
+        };
+        let mut body = format!("srptd-pr 1\nlun {}\ngeneration 4\n", hex(&NAA));
+        body.push_str(&format!("registration {} {:016x} 0\n", hex(&[1; 16]), 5));
+        body.push_str(&format!("registration {} {:016x} 1\n", hex(&[2; 16]), 6));
+        body.push_str(&format!("reservation {} 1\n", hex(&[1; 16])));
+        let r = decode(&NAA, &with_sum(&body)).unwrap();
+        assert_eq!(r.generation, 4);
+        assert_eq!(r.registrations[&RegistrantId::all_ports([1; 16])].key, 5);
+        assert_eq!(r.registrations[&RegistrantId::all_ports([2; 16])].key, 6);
+        assert_eq!(r.reservation.unwrap().holder, RegistrantId::all_ports([1; 16]));
+        // Each version's lines only under its own header.
+        let v2_header = body.replace("srptd-pr 1", "srptd-pr 2");
+        assert_eq!(
+            decode(&NAA, &with_sum(&v2_header)).unwrap_err().1,
+            "malformed target port"
+        );
+        let bad_atp = body.replace(" 1\nreservation", " 2\nreservation");
+        assert_eq!(
+            decode(&NAA, &with_sum(&bad_atp)).unwrap_err().1,
+            "malformed ALL_TG_PT"
+        );
     }
 
     #[test]

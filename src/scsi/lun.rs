@@ -16,7 +16,7 @@ use super::cdb::{op, Cmd};
 use super::disk::{self, Disk};
 use super::reservations::{
     insufficient_registration_resources, reservation_class, Capabilities, CommandClass, Persist, PrOutCdb,
-    Refusal, Reservations,
+    Refusal, RegistrantId, Reservations,
 };
 use super::sense::Sense;
 use super::task_set::{AbortScope, TaskSets};
@@ -308,12 +308,12 @@ impl LunReservations {
         }
     }
 
-    /// Whether a command of `class` from `ini` may run now.
-    pub(super) fn allows(&self, ini: &InitiatorPortId, class: CommandClass) -> bool {
+    /// Whether a command of `class` from I_T nexus `nexus` may run now.
+    pub(super) fn allows(&self, nexus: &NexusId, class: CommandClass) -> bool {
         if !self.restricted.load(Ordering::Acquire) {
             return true;
         }
-        self.lock().allows(ini, class)
+        self.lock().allows(nexus, class)
     }
 
     /// Changes the state under the lock and refreshes the fast-path flag.
@@ -696,14 +696,15 @@ fn completion(r: Result<u32, Stop>) -> Completion {
 
 impl Drop for Nexus {
     /// I_T nexus loss: SPC-2 reservations end (SPC-2 5.5.1); registrations
-    /// and persistent reservations stay (SPC-4 5.13.1). Reservations are
-    /// kept per initiator port: only its last nexus's loss counts.
+    /// and persistent reservations stay (SPC-4 5.13.1).
     fn drop(&mut self) {
-        if !self.target.nexuses_of(&self.ini).is_empty() {
+        let id = self.id();
+        if self.target.nexuses_of(&self.ini).iter().any(|n| n.id() == id) {
+            // The same I_T nexus formed again already.
             return;
         }
         for m in self.target.table.load().luns.values() {
-            m.entry.pr.update(|r| r.nexus_lost(&self.ini));
+            m.entry.pr.update(|r| r.nexus_lost(&id));
         }
     }
 }
@@ -859,7 +860,7 @@ impl Nexus {
                 // and before any data moves (SPC-4 5.13.1): a conflicting
                 // command transfers nothing and ends in RESERVATION
                 // CONFLICT when it runs.
-                if !e.pr.allows(&self.ini, reservation_class(&cmd)) {
+                if !e.pr.allows(&self.id(), reservation_class(&cmd)) {
                     let c = ScsiCommand {
                         conflict: true,
                         ..decoded(cmd)
@@ -993,7 +994,7 @@ impl Nexus {
                 self.check_access(&c.cmd)?;
                 // Checked again when the command runs: a reservation made
                 // since it was planned applies to it too.
-                if c.conflict || !e.pr.allows(&self.ini, reservation_class(&c.cmd)) {
+                if c.conflict || !e.pr.allows(&self.id(), reservation_class(&c.cmd)) {
                     return Err(Stop::Conflict);
                 }
                 self.check_write_protect(m, &c.cmd)?;
@@ -1015,14 +1016,14 @@ impl Nexus {
                     }
                     Cmd::ExtendedCopy { len: n } => {
                         let copies = (&self.target.copies, &self.copies);
-                        Ok(xcopy::extended_copy(&t, &self.ini, copies, n, data, off, len)?)
+                        Ok(xcopy::extended_copy(&t, &self.id(), copies, n, data, off, len)?)
                     }
                     Cmd::ReceiveCopyResults { sa, list_id, .. } => {
                         Ok(put(&self.copies.receive(sa, list_id)?)?)
                     }
-                    Cmd::Reserve => Ok(e.pr.update(|r| r.reserve_scsi2(&self.ini)).map(|()| 0)?),
+                    Cmd::Reserve => Ok(e.pr.update(|r| r.reserve_scsi2(&self.id())).map(|()| 0)?),
                     Cmd::Release => {
-                        e.pr.update(|r| r.release_scsi2(&self.ini));
+                        e.pr.update(|r| r.release_scsi2(&self.id()));
                         Ok(0)
                     }
                     _ => Ok(e.disk.execute(&c.cmd, c.opcode, data, off, len)?),
@@ -1050,10 +1051,11 @@ impl Nexus {
         cdb.check_length()?;
         let target = &self.target;
         let allowed = |ini: &InitiatorPortId| table.visible(lun, ini).is_some();
+        let port_exists = |rtpi: u16| target.alua.has_port(rtpi);
         let caps = e.pr.caps();
         let fx = e.pr.update(|st| {
             let (next, fx) = with_parameter_list(data, off, len, cdb.len, |p| {
-                st.persistent_reserve_out(&self.ini, cdb, p, caps, &allowed)
+                st.persistent_reserve_out(&self.id(), cdb, p, caps, &allowed, &port_exists)
             })??;
             if let Some(f) = &e.pr.file {
                 let saved = match fx.persist {
@@ -1074,25 +1076,30 @@ impl Nexus {
             *st = next;
             Ok(fx)
         })?;
-        // Registrations are per initiator port (`docs/alua.md`): its
-        // nexuses through every target port are meant.
-        for (ini, ua) in fx.unit_attentions {
-            for n in target.nexuses_of(&ini) {
+        // A registrant is one I_T nexus, or (ALL_TG_PT) its initiator
+        // port's nexuses through every target port.
+        let nexuses_of = |g: &RegistrantId| {
+            let mut v = target.nexuses_of(&g.initiator);
+            v.retain(|n| g.covers(&n.id()));
+            v
+        };
+        for (g, ua) in fx.unit_attentions {
+            for n in nexuses_of(&g) {
                 n.add_ua(lun, ua);
             }
         }
-        for ini in &fx.aborts {
-            for n in target.nexuses_of(ini) {
+        for g in &fx.aborts {
+            for n in nexuses_of(g) {
                 n.abort_task_set(lun);
             }
         }
         if !fx.aborts.is_empty() {
             // Their channels end the tasks; the PERSISTENT RESERVE OUT
             // waits for that before GOOD (`proto::task_set`).
-            let inis = fx.aborts;
+            let registrants = fx.aborts;
             target
                 .task_sets
-                .publish(AbortScope::Initiators { lun, inis }, None);
+                .publish(AbortScope::Registrants { lun, registrants }, None);
         }
         Ok(0)
     }

@@ -10,24 +10,54 @@
 //! without touching the current one, so the caller can save it (APTPL)
 //! before committing it: a failed save changes nothing.
 //!
-//! Registrations are kept by initiator port identifier ([`RegistrantId`]), not
-//! per I_T nexus: with several target ports (ALUA, `alua.rs`) a
-//! registration holds through every port, as with ALL_TG_PT = 1; the
-//! ALL_TG_PT bit is remembered for READ FULL STATUS, which reports
-//! relative target port 1 (`docs/alua.md`).
+//! A registration is of one I_T nexus, an initiator port through one
+//! target port (SPC-4 5.13.7), or, made with ALL_TG_PT = 1, of the
+//! initiator port through every target port, including ports that appear
+//! later ([`RegistrantId`]).
 
 use std::collections::BTreeMap;
 
 use super::cdb::{be16, be32, be64, Cmd};
-use super::lun::InitiatorPortId;
+use super::lun::{InitiatorPortId, NexusId};
 use super::sense::{Sense, SenseKey};
 
-/// Whom a registration or reservation belongs to: an SRP initiator port,
-/// through every target port (as with ALL_TG_PT = 1; `docs/alua.md`).
-pub type RegistrantId = InitiatorPortId;
+/// Whom a registration or reservation belongs to: an SRP initiator port
+/// through one target port (an I_T nexus), or through every target port
+/// (`port: None`, registered with ALL_TG_PT = 1; SPC-4 5.13.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegistrantId {
+    pub initiator: InitiatorPortId,
+    /// RELATIVE TARGET PORT IDENTIFIER; `None`: every target port.
+    pub port: Option<u16>,
+}
 
-/// The relative target port identifier of srptd's one target port.
-pub const RELATIVE_TARGET_PORT: u16 = 1;
+impl RegistrantId {
+    /// The registrant of exactly I_T nexus `n`.
+    pub fn nexus(n: &NexusId) -> RegistrantId {
+        RegistrantId {
+            initiator: n.initiator,
+            port: Some(n.port),
+        }
+    }
+
+    /// The registrant of `initiator` through every target port.
+    pub fn all_ports(initiator: InitiatorPortId) -> RegistrantId {
+        RegistrantId {
+            initiator,
+            port: None,
+        }
+    }
+
+    /// Whether this registrant includes I_T nexus `n`.
+    pub fn covers(&self, n: &NexusId) -> bool {
+        self.initiator == n.initiator && self.port.map_or(true, |p| p == n.port)
+    }
+
+    /// Registered with ALL_TG_PT = 1.
+    pub fn all_tg_pt(&self) -> bool {
+        self.port.is_none()
+    }
+}
 
 /// Most registrations a logical unit keeps (beyond: INSUFFICIENT
 /// REGISTRATION RESOURCES, SPC-4 5.13.7).
@@ -438,12 +468,11 @@ impl RegisterAndMoveParams {
 
 // ---------------------------------------------------------------- state
 
-/// One registration (SPC-4 5.13.7).
+/// One registration (SPC-4 5.13.7); whose it is, and so ALL_TG_PT, is its
+/// [`RegistrantId`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Registration {
     pub key: u64,
-    /// Registered with ALL_TG_PT = 1.
-    pub all_tg_pt: bool,
 }
 
 /// The persistent reservation (SPC-4 5.13.9). For all registrants types
@@ -469,10 +498,11 @@ pub enum Persist {
 /// What the caller must do after a PERSISTENT RESERVE OUT succeeded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Effects {
-    /// Unit attentions to establish for these I_T nexuses on this LUN.
+    /// Unit attentions to establish for the I_T nexuses of these
+    /// registrants on this LUN.
     pub unit_attentions: Vec<(RegistrantId, Sense)>,
-    /// I_T nexuses whose tasks on this LUN are aborted (PREEMPT AND ABORT,
-    /// SPC-4 5.13.11.2.3).
+    /// Registrants whose I_T nexuses' tasks on this LUN are aborted
+    /// (PREEMPT AND ABORT, SPC-4 5.13.11.2.3).
     pub aborts: Vec<RegistrantId>,
     /// Save (or remove) the state before reporting GOOD.
     pub persist: Persist,
@@ -491,7 +521,7 @@ pub struct Reservations {
     pub aptpl: bool,
     /// The SPC-2 RESERVE holder; never saved (SPC-2 5.5.1: released on
     /// I_T nexus loss, LUN reset and power loss).
-    pub scsi2_holder: Option<RegistrantId>,
+    pub scsi2_holder: Option<NexusId>,
 }
 
 /// What the device server supports, for REPORT CAPABILITIES and APTPL.
@@ -508,24 +538,38 @@ impl Reservations {
         self.reservation.is_some() || self.scsi2_holder.is_some()
     }
 
-    /// Whether `n` is registered.
-    pub fn is_registered(&self, n: &RegistrantId) -> bool {
-        self.registrations.contains_key(n)
+    /// The registration that I_T nexus `n` is registered by: its own, or
+    /// its initiator port's ALL_TG_PT one.
+    pub fn registrant(&self, n: &NexusId) -> Option<RegistrantId> {
+        [RegistrantId::nexus(n), RegistrantId::all_ports(n.initiator)]
+            .into_iter()
+            .find(|r| self.registrations.contains_key(r))
     }
 
-    /// Whether `n` is a persistent reservation holder (SPC-4 5.13.10).
-    pub fn is_holder(&self, n: &RegistrantId) -> bool {
+    /// Whether I_T nexus `n` is registered.
+    pub fn is_registered(&self, n: &NexusId) -> bool {
+        self.registrant(n).is_some()
+    }
+
+    /// Whether I_T nexus `n` is a persistent reservation holder (SPC-4
+    /// 5.13.10).
+    pub fn is_holder(&self, n: &NexusId) -> bool {
+        self.registrant(n).is_some_and(|g| self.holds(&g))
+    }
+
+    /// Whether registrant `g` (registered) holds the reservation.
+    fn holds(&self, g: &RegistrantId) -> bool {
         match self.reservation {
             None => false,
-            Some(r) if r.rtype.all_registrants() => self.is_registered(n),
-            Some(r) => r.holder == *n,
+            Some(r) if r.rtype.all_registrants() => self.registrations.contains_key(g),
+            Some(r) => r.holder == *g,
         }
     }
 
     /// Whether a command of `class` from `n` may run, or meets a
     /// RESERVATION CONFLICT (SPC-4 5.13.1 table 62, SBC-3 4.17.1 table 13;
     /// SPC-2 5.5.1 and SPC-4 5.13.3 for SPC-2 reservations).
-    pub fn allows(&self, n: &RegistrantId, class: CommandClass) -> bool {
+    pub fn allows(&self, n: &NexusId, class: CommandClass) -> bool {
         if let Some(h) = self.scsi2_holder {
             // SPC-4 5.13.3: while an SPC-2 reservation is held, PERSISTENT
             // RESERVE IN and OUT conflict regardless of the I_T nexus.
@@ -568,7 +612,7 @@ impl Reservations {
     // ------------------------------------------------------------ SPC-2
 
     /// RESERVE(6)/(10) from `n` (SPC-2 7.21; SPC-4 5.13.3 with CRH = 1).
-    pub fn reserve_scsi2(&mut self, n: &RegistrantId) -> Result<(), Refusal> {
+    pub fn reserve_scsi2(&mut self, n: &NexusId) -> Result<(), Refusal> {
         if self.scsi2_holder.is_some_and(|h| h != *n) {
             return Err(Refusal::Conflict);
         }
@@ -589,7 +633,7 @@ impl Reservations {
     /// RELEASE(6)/(10) from `n` (SPC-2 7.11): releases `n`'s own SPC-2
     /// reservation; from anyone else, or while registrations exist (SPC-4
     /// 5.13.3), GOOD and nothing changes.
-    pub fn release_scsi2(&mut self, n: &RegistrantId) {
+    pub fn release_scsi2(&mut self, n: &NexusId) {
         if self.scsi2_holder == Some(*n) {
             self.scsi2_holder = None;
         }
@@ -597,7 +641,7 @@ impl Reservations {
 
     /// The I_T nexus `n` is gone: its SPC-2 reservation ends (SPC-2
     /// 5.5.1); registrations persist (SPC-4 5.13.1).
-    pub fn nexus_lost(&mut self, n: &RegistrantId) {
+    pub fn nexus_lost(&mut self, n: &NexusId) {
         self.release_scsi2(n);
     }
 
@@ -658,19 +702,21 @@ impl Reservations {
             PrInAction::ReadFullStatus => {
                 d.extend_from_slice(&self.generation.to_be_bytes());
                 d.extend_from_slice(&[0; 4]);
-                for (n, r) in &self.registrations {
+                for (g, r) in &self.registrations {
                     d.extend_from_slice(&r.key.to_be_bytes());
                     d.extend_from_slice(&[0; 4]);
-                    let holder = self.is_holder(n);
-                    d.push(u8::from(r.all_tg_pt) << 1 | u8::from(holder));
+                    let holder = self.holds(g);
+                    d.push(u8::from(g.all_tg_pt()) << 1 | u8::from(holder));
                     d.push(match (holder, self.reservation) {
                         (true, Some(res)) => LU_SCOPE << 4 | res.rtype.0,
                         _ => 0,
                     });
                     d.extend_from_slice(&[0; 4]);
-                    d.extend_from_slice(&RELATIVE_TARGET_PORT.to_be_bytes());
+                    // With ALL_TG_PT = 1 the RELATIVE TARGET PORT
+                    // IDENTIFIER is not defined (SPC-4 6.15.5): zero.
+                    d.extend_from_slice(&g.port.unwrap_or(0).to_be_bytes());
                     d.extend_from_slice(&(TRANSPORT_ID_LEN as u32).to_be_bytes());
-                    d.extend_from_slice(&transport_id(n));
+                    d.extend_from_slice(&transport_id(&g.initiator));
                 }
                 let n = (d.len() - 8) as u32;
                 d[4..8].copy_from_slice(&n.to_be_bytes());
@@ -681,17 +727,20 @@ impl Reservations {
 
     // ------------------------------------------------------------ PR OUT
 
-    /// PERSISTENT RESERVE OUT from `from` with parameter list `p` (exactly
-    /// PARAMETER LIST LENGTH bytes). `allowed` says whether an initiator
-    /// port named by a TransportID may use this logical unit. Returns the
-    /// next state and what to do about it; `self` is not changed.
+    /// PERSISTENT RESERVE OUT from I_T nexus `from` with parameter list
+    /// `p` (exactly PARAMETER LIST LENGTH bytes). `allowed` says whether an
+    /// initiator port named by a TransportID may use this logical unit,
+    /// `port_exists` whether a relative target port identifier names one
+    /// of the target's ports. Returns the next state and what to do about
+    /// it; `self` is not changed.
     pub fn persistent_reserve_out(
         &self,
-        from: &RegistrantId,
+        from: &NexusId,
         cdb: &PrOutCdb,
         p: &[u8],
         caps: Capabilities,
         allowed: &dyn Fn(&InitiatorPortId) -> bool,
+        port_exists: &dyn Fn(u16) -> bool,
     ) -> Result<(Reservations, Effects), Refusal> {
         // SPC-4 5.13.3: conflicts with an SPC-2 reservation, whoever holds it.
         if self.scsi2_holder.is_some() {
@@ -711,7 +760,7 @@ impl Reservations {
             if m.aptpl && !caps.ptpl {
                 return Err(bad_param(17, Some(0)));
             }
-            next.register_and_move(from, &m, allowed)?;
+            next.register_and_move(from, &m, allowed, port_exists)?;
         } else {
             let params = PrOutParams::parse(p, cdb.action)?;
             let registering = matches!(
@@ -771,9 +820,10 @@ impl Reservations {
     /// SPC-4 5.13.7 (and 6.16.2 table 216): a registered nexus's
     /// RESERVATION KEY must match its key; an unregistered one may only
     /// register.
-    fn check_key(&self, from: &RegistrantId, key: u64) -> Result<(), Refusal> {
-        match self.registrations.get(from) {
-            Some(r) if r.key == key => Ok(()),
+    fn check_key(&self, from: &NexusId, key: u64) -> Result<RegistrantId, Refusal> {
+        let g = self.registrant(from).ok_or(Refusal::Conflict)?;
+        match self.registrations.get(&g) {
+            Some(r) if r.key == key => Ok(g),
             _ => Err(Refusal::Conflict),
         }
     }
@@ -781,81 +831,89 @@ impl Reservations {
     /// REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 5.13.7, 5.13.11.3).
     fn register(
         &mut self,
-        from: &RegistrantId,
+        from: &NexusId,
         p: &PrOutParams,
         check_key: bool,
         allowed: &dyn Fn(&InitiatorPortId) -> bool,
         fx: &mut Effects,
     ) -> Result<(), Refusal> {
-        match self.registrations.get(from).copied() {
-            None => {
-                // Unregistered: RESERVATION KEY must be zero (REGISTER).
-                if check_key && p.key != 0 {
-                    return Err(Refusal::Conflict);
-                }
-                if p.sa_key == 0 {
-                    // Nothing to register (SPC-4 5.13.7): GOOD.
-                    self.aptpl = p.aptpl;
-                    return Ok(());
-                }
-                let mut new = vec![*from];
-                for (i, id) in p.transport_ids.iter().enumerate() {
-                    let at = (28 + i * TRANSPORT_ID_LEN) as u16;
-                    if id == from {
-                        continue;
-                    }
-                    // SPC-4 6.16.3: a TransportID naming a registered or
-                    // unknown I_T nexus is INVALID FIELD IN PARAMETER LIST.
-                    if self.is_registered(id) || !allowed(id) {
-                        return Err(bad_param(at, None));
-                    }
-                    new.push(*id);
-                }
-                if self.registrations.len() + new.len() > MAX_REGISTRATIONS {
-                    return Err(Refusal::Check(insufficient_registration_resources()));
-                }
-                for n in new {
-                    self.registrations.insert(
-                        n,
-                        Registration {
-                            key: p.sa_key,
-                            all_tg_pt: p.all_tg_pt,
-                        },
-                    );
-                }
+        let Some(g) = self.registrant(from) else {
+            // Unregistered: RESERVATION KEY must be zero (REGISTER).
+            if check_key && p.key != 0 {
+                return Err(Refusal::Conflict);
             }
-            Some(r) => {
-                if check_key && p.key != r.key {
-                    return Err(Refusal::Conflict);
-                }
-                // SPC-4 6.16.3: SPEC_I_PT from a registered nexus.
-                if p.spec_i_pt {
-                    return Err(bad_param(20, Some(3)));
-                }
-                if p.sa_key == 0 {
-                    self.unregister(from, fx);
-                } else {
-                    self.registrations.insert(
-                        *from,
-                        Registration {
-                            key: p.sa_key,
-                            all_tg_pt: r.all_tg_pt,
-                        },
-                    );
-                }
+            if p.sa_key == 0 {
+                // Nothing to register (SPC-4 5.13.7): GOOD.
+                self.aptpl = p.aptpl;
+                return Ok(());
             }
+            // ALL_TG_PT = 1 registers the initiator port through every
+            // target port, ALL_TG_PT = 0 only the I_T nexus (SPC-4 6.16.3);
+            // the TransportIDs of SPEC_I_PT are registered the same way.
+            let of = |initiator: InitiatorPortId| RegistrantId {
+                initiator,
+                port: (!p.all_tg_pt).then_some(from.port),
+            };
+            // An initiator port already registered through another target
+            // port cannot also be registered through all of them.
+            let taken = |s: &Self, g: &RegistrantId| {
+                s.registrations.keys().any(|h| {
+                    h.initiator == g.initiator && (g.port.is_none() || h.port.is_none() || h.port == g.port)
+                })
+            };
+            let me = of(from.initiator);
+            if taken(self, &me) {
+                return Err(bad_param(20, Some(2)));
+            }
+            let mut new = vec![me];
+            for (i, id) in p.transport_ids.iter().enumerate() {
+                let at = (28 + i * TRANSPORT_ID_LEN) as u16;
+                if *id == from.initiator {
+                    continue;
+                }
+                // SPC-4 6.16.3: a TransportID naming a registered or
+                // unknown I_T nexus is INVALID FIELD IN PARAMETER LIST.
+                let g = of(*id);
+                if taken(self, &g) || !allowed(id) {
+                    return Err(bad_param(at, None));
+                }
+                new.push(g);
+            }
+            if self.registrations.len() + new.len() > MAX_REGISTRATIONS {
+                return Err(Refusal::Check(insufficient_registration_resources()));
+            }
+            for g in new {
+                self.registrations.insert(g, Registration { key: p.sa_key });
+            }
+            self.aptpl = p.aptpl;
+            return Ok(());
+        };
+        let key = self.registrations[&g].key;
+        if check_key && p.key != key {
+            return Err(Refusal::Conflict);
+        }
+        // SPC-4 6.16.3: SPEC_I_PT from a registered nexus.
+        if p.spec_i_pt {
+            return Err(bad_param(20, Some(3)));
+        }
+        // A registered I_T nexus changes or removes the registration it is
+        // registered by, an ALL_TG_PT one included (ALL_TG_PT is ignored).
+        if p.sa_key == 0 {
+            self.unregister(&g, fx);
+        } else {
+            self.registrations.insert(g, Registration { key: p.sa_key });
         }
         self.aptpl = p.aptpl;
         Ok(())
     }
 
-    /// Removes `n`'s registration; a holder's reservation goes with it
+    /// Removes registration `g`; a holder's reservation goes with it
     /// (SPC-4 5.13.11.3): for registrants only types the other registrants
     /// learn RESERVATIONS RELEASED; an all registrants reservation ends
     /// with its last registrant.
-    fn unregister(&mut self, n: &RegistrantId, fx: &mut Effects) {
-        let holder = self.is_holder(n);
-        self.registrations.remove(n);
+    fn unregister(&mut self, g: &RegistrantId, fx: &mut Effects) {
+        let holder = self.holds(g);
+        self.registrations.remove(g);
         let Some(r) = self.reservation else { return };
         if r.rtype.all_registrants() {
             if self.registrations.is_empty() {
@@ -872,19 +930,19 @@ impl Reservations {
     }
 
     /// RESERVE (SPC-4 5.13.9).
-    fn reserve(&mut self, from: &RegistrantId, cdb: &PrOutCdb, p: &PrOutParams) -> Result<(), Refusal> {
-        self.check_key(from, p.key)?;
+    fn reserve(&mut self, from: &NexusId, cdb: &PrOutCdb, p: &PrOutParams) -> Result<(), Refusal> {
+        let g = self.check_key(from, p.key)?;
         cdb.check_scope_type()?;
         match self.reservation {
             None => {
                 self.reservation = Some(Reservation {
-                    holder: *from,
+                    holder: g,
                     rtype: cdb.rtype,
                 });
                 Ok(())
             }
             // The holder reserving again with the same type: GOOD, no change.
-            Some(r) if self.is_holder(from) && r.rtype == cdb.rtype => Ok(()),
+            Some(r) if self.holds(&g) && r.rtype == cdb.rtype => Ok(()),
             Some(_) => Err(Refusal::Conflict),
         }
     }
@@ -892,16 +950,16 @@ impl Reservations {
     /// RELEASE (SPC-4 5.13.11.2).
     fn release(
         &mut self,
-        from: &RegistrantId,
+        from: &NexusId,
         cdb: &PrOutCdb,
         p: &PrOutParams,
         fx: &mut Effects,
     ) -> Result<(), Refusal> {
-        self.check_key(from, p.key)?;
+        let g = self.check_key(from, p.key)?;
         let Some(r) = self.reservation else {
             return Ok(());
         };
-        if !self.is_holder(from) {
+        if !self.holds(&g) {
             return Ok(());
         }
         if cdb.scope != LU_SCOPE || cdb.rtype != r.rtype {
@@ -911,7 +969,7 @@ impl Reservations {
         // Registrants only and all registrants: the other registrants are
         // told RESERVATIONS RELEASED.
         if r.rtype.registrants_allowed() {
-            for other in self.registrations.keys().filter(|k| *k != from) {
+            for other in self.registrations.keys().filter(|k| **k != g) {
                 fx.unit_attentions.push((*other, reservations_released()));
             }
         }
@@ -920,9 +978,9 @@ impl Reservations {
 
     /// CLEAR (SPC-4 5.13.11.6): every registration and the
     /// reservation go; the others learn RESERVATIONS PREEMPTED.
-    fn clear(&mut self, from: &RegistrantId, p: &PrOutParams, fx: &mut Effects) -> Result<(), Refusal> {
-        self.check_key(from, p.key)?;
-        for other in self.registrations.keys().filter(|k| *k != from) {
+    fn clear(&mut self, from: &NexusId, p: &PrOutParams, fx: &mut Effects) -> Result<(), Refusal> {
+        let g = self.check_key(from, p.key)?;
+        for other in self.registrations.keys().filter(|k| **k != g) {
             fx.unit_attentions.push((*other, reservations_preempted()));
         }
         self.registrations.clear();
@@ -933,18 +991,18 @@ impl Reservations {
     /// PREEMPT / PREEMPT AND ABORT (SPC-4 5.13.11.4, 5.13.11.5).
     fn preempt(
         &mut self,
-        from: &RegistrantId,
+        from: &NexusId,
         cdb: &PrOutCdb,
         p: &PrOutParams,
         abort: bool,
         fx: &mut Effects,
     ) -> Result<(), Refusal> {
-        self.check_key(from, p.key)?;
+        let me = self.check_key(from, p.key)?;
         let victims = |s: &Self, key: u64| -> Vec<RegistrantId> {
             s.registrations
                 .iter()
-                .filter(|(n, r)| r.key == key && *n != from)
-                .map(|(n, _)| *n)
+                .filter(|(g, r)| r.key == key && **g != me)
+                .map(|(g, _)| *g)
                 .collect()
         };
         let matched = |s: &Self, key: u64| s.registrations.values().any(|r| r.key == key);
@@ -954,14 +1012,10 @@ impl Reservations {
             Some(r) if r.rtype.all_registrants() && p.sa_key == 0 => {
                 cdb.check_scope_type()?;
                 self.reservation = Some(Reservation {
-                    holder: *from,
+                    holder: me,
                     rtype: cdb.rtype,
                 });
-                self.registrations
-                    .keys()
-                    .filter(|k| *k != from)
-                    .copied()
-                    .collect()
+                self.registrations.keys().filter(|k| **k != me).copied().collect()
             }
             // The holder's key: its reservation is preempted and `from`
             // holds the new one (5.13.11.4.3).
@@ -976,14 +1030,14 @@ impl Reservations {
                 let removed = victims(self, p.sa_key);
                 let changed = r.rtype != cdb.rtype;
                 self.reservation = Some(Reservation {
-                    holder: *from,
+                    holder: me,
                     rtype: cdb.rtype,
                 });
                 if changed {
                     // The registrations that stay learn RESERVATIONS RELEASED
                     // when the type changed.
                     for other in self.registrations.keys() {
-                        if other != from && !removed.contains(other) {
+                        if *other != me && !removed.contains(other) {
                             fx.unit_attentions.push((*other, reservations_released()));
                         }
                     }
@@ -1003,9 +1057,9 @@ impl Reservations {
                 victims(self, p.sa_key)
             }
         };
-        for n in &removed {
-            self.registrations.remove(n);
-            fx.unit_attentions.push((*n, registrations_preempted()));
+        for g in &removed {
+            self.registrations.remove(g);
+            fx.unit_attentions.push((*g, registrations_preempted()));
         }
         // An all registrants reservation whose registrants are all gone.
         if self.reservation.is_some_and(|r| r.rtype.all_registrants()) && self.registrations.is_empty() {
@@ -1015,58 +1069,64 @@ impl Reservations {
             // SPC-4 5.13.11.5: the tasks of every preempted I_T nexus are
             // aborted as by ABORT TASK SET, with the unit attention SAM-5
             // 5.6 requires when TAS = 0.
-            for n in &removed {
-                fx.aborts.push(*n);
+            for g in &removed {
+                fx.aborts.push(*g);
                 fx.unit_attentions
-                    .push((*n, commands_cleared_by_another_initiator()));
+                    .push((*g, commands_cleared_by_another_initiator()));
             }
         }
         Ok(())
     }
 
-    /// REGISTER AND MOVE (SPC-4 5.13.8).
+    /// REGISTER AND MOVE (SPC-4 5.13.8): the reservation moves to the I_T
+    /// nexus of the TransportID's initiator port through the RELATIVE
+    /// TARGET PORT IDENTIFIER's target port.
     fn register_and_move(
         &mut self,
-        from: &RegistrantId,
+        from: &NexusId,
         m: &RegisterAndMoveParams,
         allowed: &dyn Fn(&InitiatorPortId) -> bool,
+        port_exists: &dyn Fn(u16) -> bool,
     ) -> Result<(), Refusal> {
-        self.check_key(from, m.key)?;
+        let me = self.check_key(from, m.key)?;
         // Only the holder of a reservation that is not all registrants may
         // move it; anyone else meets a conflict (SPC-4 5.13.8).
         let Some(r) = self.reservation else {
             return Err(Refusal::Conflict);
         };
-        if r.rtype.all_registrants() || r.holder != *from {
+        if r.rtype.all_registrants() || r.holder != me {
             return Err(Refusal::Conflict);
         }
         if m.sa_key == 0 {
             return Err(bad_param(8, None));
         }
-        if m.relative_target_port != RELATIVE_TARGET_PORT {
+        if !port_exists(m.relative_target_port) {
             return Err(bad_param(18, None));
         }
-        let dest = m.transport_id;
-        if dest == *from || !allowed(&dest) {
+        let dest_nexus = NexusId {
+            initiator: m.transport_id,
+            port: m.relative_target_port,
+        };
+        // The destination is registered by its own registration (which
+        // takes the new key) or gets one for that I_T nexus.
+        let dest = self
+            .registrant(&dest_nexus)
+            .unwrap_or(RegistrantId::nexus(&dest_nexus));
+        // SPC-4 5.13.8: the I_T nexus that sent the command (or one sharing
+        // its registration) is not a destination.
+        if dest == me || dest_nexus == *from || !allowed(&dest.initiator) {
             return Err(bad_param(24, None));
         }
-        let all_tg_pt = self.registrations.get(&dest).is_some_and(|d| d.all_tg_pt);
-        if !self.is_registered(&dest) && self.registrations.len() >= MAX_REGISTRATIONS {
+        if !self.registrations.contains_key(&dest) && self.registrations.len() >= MAX_REGISTRATIONS {
             return Err(Refusal::Check(insufficient_registration_resources()));
         }
-        self.registrations.insert(
-            dest,
-            Registration {
-                key: m.sa_key,
-                all_tg_pt,
-            },
-        );
+        self.registrations.insert(dest, Registration { key: m.sa_key });
         self.reservation = Some(Reservation {
             holder: dest,
             rtype: r.rtype,
         });
         if m.unreg {
-            self.registrations.remove(from);
+            self.registrations.remove(&me);
         }
         self.aptpl = m.aptpl;
         Ok(())

@@ -4,9 +4,33 @@
 
 use super::*;
 
-const A: RegistrantId = [0xa; 16];
-const B: RegistrantId = [0xb; 16];
-const C: RegistrantId = [0xc; 16];
+/// Three initiator ports, each through relative target port 1.
+const A: NexusId = through(0xa, 1);
+const B: NexusId = through(0xb, 1);
+const C: NexusId = through(0xc, 1);
+/// Their registrations (ALL_TG_PT = 0).
+const RA: RegistrantId = reg(A);
+const RB: RegistrantId = reg(B);
+const RC: RegistrantId = reg(C);
+
+const fn through(i: u8, port: u16) -> NexusId {
+    NexusId {
+        initiator: [i; 16],
+        port,
+    }
+}
+
+const fn reg(n: NexusId) -> RegistrantId {
+    RegistrantId {
+        initiator: n.initiator,
+        port: Some(n.port),
+    }
+}
+
+/// Relative target ports 1 and 2 exist.
+fn ports_1_2(p: u16) -> bool {
+    matches!(p, 1 | 2)
+}
 const CAPS: Capabilities = Capabilities { ptpl: true };
 const NO_PTPL: Capabilities = Capabilities { ptpl: false };
 
@@ -41,16 +65,10 @@ const REGISTER_IGNORE: u8 = 6;
 const REGISTER_AND_MOVE: u8 = 7;
 
 /// Runs one PERSISTENT RESERVE OUT and commits it.
-fn out(
-    r: &mut Reservations,
-    from: &RegistrantId,
-    action: u8,
-    rtype: u8,
-    p: &[u8],
-) -> Result<Effects, Refusal> {
+fn out(r: &mut Reservations, from: &NexusId, action: u8, rtype: u8, p: &[u8]) -> Result<Effects, Refusal> {
     let c = cdb(action, rtype, p.len() as u32);
     let before = r.clone();
-    match r.persistent_reserve_out(from, &c, p, CAPS, &any) {
+    match r.persistent_reserve_out(from, &c, p, CAPS, &any, &ports_1_2) {
         Ok((next, fx)) => {
             *r = next;
             Ok(fx)
@@ -62,7 +80,7 @@ fn out(
     }
 }
 
-fn register(r: &mut Reservations, n: &RegistrantId, key: u64) {
+fn register(r: &mut Reservations, n: &NexusId, key: u64) {
     out(r, n, REGISTER, 0, &params(0, key, 0)).unwrap();
 }
 
@@ -141,13 +159,13 @@ fn parameter_lists() {
     // SPEC_I_PT: only REGISTER, exact TransportID length.
     let mut p = params(0, 5, 0x08);
     p.extend_from_slice(&48u32.to_be_bytes());
-    p.extend_from_slice(&transport_id(&B));
-    p.extend_from_slice(&transport_id(&C));
+    p.extend_from_slice(&transport_id(&B.initiator));
+    p.extend_from_slice(&transport_id(&C.initiator));
     assert_eq!(
         PrOutParams::parse(&p, PrOutAction::Register)
             .unwrap()
             .transport_ids,
-        vec![B, C]
+        vec![B.initiator, C.initiator]
     );
     assert_eq!(
         PrOutParams::parse(&p, PrOutAction::RegisterAndIgnoreExistingKey),
@@ -158,7 +176,7 @@ fn parameter_lists() {
         Err(list_length_error())
     );
     let mut dup = p.clone();
-    dup[52..76].copy_from_slice(&transport_id(&B));
+    dup[52..76].copy_from_slice(&transport_id(&B.initiator));
     assert_eq!(
         PrOutParams::parse(&dup, PrOutAction::Register),
         Err(bad_param(52, None))
@@ -172,11 +190,11 @@ fn parameter_lists() {
     m[17] = 0x03;
     m[18..20].copy_from_slice(&1u16.to_be_bytes());
     m[20..24].copy_from_slice(&24u32.to_be_bytes());
-    m.extend_from_slice(&transport_id(&B));
+    m.extend_from_slice(&transport_id(&B.initiator));
     let rm = RegisterAndMoveParams::parse(&m).unwrap();
     assert_eq!(
         (rm.unreg, rm.aptpl, rm.relative_target_port, rm.transport_id),
-        (true, true, 1, B)
+        (true, true, 1, B.initiator)
     );
     let mut short = m.clone();
     short[20..24].copy_from_slice(&20u32.to_be_bytes());
@@ -206,19 +224,19 @@ fn register_unregister_and_keys() {
         Err(Refusal::Conflict)
     );
     out(&mut r, &A, REGISTER, 0, &params(0x1111, 0x3333, 0)).unwrap();
-    assert_eq!(r.registrations[&A].key, 0x3333);
+    assert_eq!(r.registrations[&RA].key, 0x3333);
     // REGISTER AND IGNORE EXISTING KEY ignores RESERVATION KEY.
     out(&mut r, &A, REGISTER_IGNORE, 0, &params(0xdead, 0x4444, 0)).unwrap();
-    assert_eq!(r.registrations[&A].key, 0x4444);
+    assert_eq!(r.registrations[&RA].key, 0x4444);
     // SPEC_I_PT from a registered nexus.
     let mut p = params(0x4444, 5, 0x08);
     p.extend_from_slice(&24u32.to_be_bytes());
-    p.extend_from_slice(&transport_id(&C));
+    p.extend_from_slice(&transport_id(&C.initiator));
     assert_eq!(check(out(&mut r, &A, REGISTER, 0, &p)), (0x26, 0));
     // SPEC_I_PT from C (unregistered) naming B (registered): invalid.
     let mut p = params(0, 7, 0x08);
     p.extend_from_slice(&24u32.to_be_bytes());
-    p.extend_from_slice(&transport_id(&B));
+    p.extend_from_slice(&transport_id(&B.initiator));
     assert_eq!(check(out(&mut r, &C, REGISTER, 0, &p)), (0x26, 0));
     // PREEMPT, RESERVE... from an unregistered nexus: conflict.
     for sa in [RESERVE, RELEASE, CLEAR, PREEMPT, PREEMPT_AND_ABORT] {
@@ -237,17 +255,18 @@ fn spec_i_pt_registers_each_port() {
     let mut r = Reservations::default();
     let mut p = params(0, 7, 0x08 | 0x04);
     p.extend_from_slice(&48u32.to_be_bytes());
-    p.extend_from_slice(&transport_id(&B));
-    p.extend_from_slice(&transport_id(&C));
+    p.extend_from_slice(&transport_id(&B.initiator));
+    p.extend_from_slice(&transport_id(&C.initiator));
     out(&mut r, &A, REGISTER, 0, &p).unwrap();
     assert_eq!(r.registrations.len(), 3);
-    assert!(r.registrations.values().all(|g| g.key == 7 && g.all_tg_pt));
+    assert!(r.registrations.iter().all(|(g, r)| r.key == 7 && g.all_tg_pt()));
     // A TransportID the target would not let log in is refused.
     let mut r = Reservations::default();
     let c = cdb(REGISTER, 0, p.len() as u32);
-    let only_a = |n: &InitiatorPortId| *n == A;
+    let only_a = |n: &InitiatorPortId| *n == A.initiator;
     assert_eq!(
-        r.persistent_reserve_out(&A, &c, &p, CAPS, &only_a).unwrap_err(),
+        r.persistent_reserve_out(&A, &c, &p, CAPS, &only_a, &ports_1_2)
+            .unwrap_err(),
         bad_param(28, None)
     );
     register(&mut r, &A, 1);
@@ -287,7 +306,7 @@ fn reserve_release_each_type() {
         assert!(r.reservation.is_none());
         let told: Vec<RegistrantId> = fx.unit_attentions.iter().map(|(n, _)| *n).collect();
         if t.registrants_allowed() {
-            assert_eq!(told, vec![B, C]);
+            assert_eq!(told, vec![RB, RC]);
             assert!(fx
                 .unit_attentions
                 .iter()
@@ -311,7 +330,7 @@ fn holder_unregistering_releases() {
     out(&mut r, &A, RESERVE, 5, &params(1, 0, 0)).unwrap();
     let fx = out(&mut r, &A, REGISTER, 0, &params(1, 0, 0)).unwrap();
     assert!(r.reservation.is_none());
-    assert_eq!(fx.unit_attentions, vec![(B, reservations_released())]);
+    assert_eq!(fx.unit_attentions, vec![(RB, reservations_released())]);
     // All registrants: the reservation lasts until the last one leaves.
     register(&mut r, &A, 1);
     out(&mut r, &A, RESERVE, 8, &params(1, 0, 0)).unwrap();
@@ -335,13 +354,13 @@ fn clear_and_preempt() {
     assert_eq!(
         r.reservation,
         Some(Reservation {
-            holder: A,
+            holder: RA,
             rtype: ReservationType(3)
         })
     );
-    assert_eq!(r.registrations.keys().copied().collect::<Vec<_>>(), vec![A]);
-    assert_eq!(fx.aborts, vec![B, C]);
-    assert!(fx.unit_attentions.contains(&(B, registrations_preempted())));
+    assert_eq!(r.registrations.keys().copied().collect::<Vec<_>>(), vec![RA]);
+    assert_eq!(fx.aborts, vec![RB, RC]);
+    assert!(fx.unit_attentions.contains(&(RB, registrations_preempted())));
     // PREEMPT with SARK zero and a reservation that is not all registrants.
     assert_eq!(check(out(&mut r, &A, PREEMPT, 3, &params(1, 0, 0))), (0x26, 0));
     // A key nobody has: conflict.
@@ -363,7 +382,7 @@ fn clear_and_preempt() {
     assert_eq!(
         r.reservation,
         Some(Reservation {
-            holder: A,
+            holder: RA,
             rtype: ReservationType(1)
         })
     );
@@ -372,7 +391,7 @@ fn clear_and_preempt() {
     register(&mut r, &B, 5);
     let fx = out(&mut r, &B, CLEAR, 0, &params(5, 0, 0)).unwrap();
     assert!(r.registrations.is_empty() && r.reservation.is_none());
-    assert_eq!(fx.unit_attentions, vec![(A, reservations_preempted())]);
+    assert_eq!(fx.unit_attentions, vec![(RA, reservations_preempted())]);
 }
 
 #[test]
@@ -380,20 +399,21 @@ fn register_and_move() {
     let mut r = Reservations::default();
     register(&mut r, &A, 1);
     out(&mut r, &A, RESERVE, 1, &params(1, 0, 0)).unwrap();
-    let mv = |sa_key: u64, unreg: bool, port: u16, dest: RegistrantId| {
+    let mv = |sa_key: u64, unreg: bool, port: u16, dest: NexusId| {
         let mut m = params(1, sa_key, 0);
         m[17] = u8::from(unreg) << 1;
         m[18..20].copy_from_slice(&port.to_be_bytes());
         m[20..24].copy_from_slice(&24u32.to_be_bytes());
-        m.extend_from_slice(&transport_id(&dest));
+        m.extend_from_slice(&transport_id(&dest.initiator));
         m
     };
     assert_eq!(
         check(out(&mut r, &A, REGISTER_AND_MOVE, 0, &mv(0, false, 1, B))),
         (0x26, 0)
     );
+    // Relative target port 3 does not exist.
     assert_eq!(
-        check(out(&mut r, &A, REGISTER_AND_MOVE, 0, &mv(7, false, 2, B))),
+        check(out(&mut r, &A, REGISTER_AND_MOVE, 0, &mv(7, false, 3, B))),
         (0x26, 0)
     );
     assert_eq!(
@@ -404,16 +424,65 @@ fn register_and_move() {
     assert_eq!(
         r.reservation,
         Some(Reservation {
-            holder: B,
+            holder: RB,
             rtype: ReservationType(1)
         })
     );
-    assert_eq!(r.registrations.keys().copied().collect::<Vec<_>>(), vec![B]);
+    assert_eq!(r.registrations.keys().copied().collect::<Vec<_>>(), vec![RB]);
     // A is no longer the holder (nor registered): conflict.
     assert_eq!(
         out(&mut r, &A, REGISTER_AND_MOVE, 0, &mv(7, false, 1, C)),
         Err(Refusal::Conflict)
     );
+    // The destination is an I_T nexus: B through port 2 is not B through
+    // port 1, and may receive the reservation from it (SPC-4 5.13.8).
+    let b2 = through(0xb, 2);
+    let mv7 = |unreg: bool, dest: NexusId| {
+        let mut m = mv(7, unreg, dest.port, dest);
+        m[..8].copy_from_slice(&7u64.to_be_bytes());
+        m
+    };
+    out(&mut r, &B, REGISTER_AND_MOVE, 0, &mv7(false, b2)).unwrap();
+    assert_eq!(r.reservation.map(|v| v.holder), Some(reg(b2)));
+    assert!(r.is_holder(&b2) && !r.is_holder(&B) && r.is_registered(&B));
+}
+
+#[test]
+fn all_tg_pt_registers_every_target_port() {
+    let mut r = Reservations::default();
+    let a2 = through(0xa, 2);
+    // ALL_TG_PT = 1: registered through port 1, port 2 and any other.
+    out(&mut r, &A, REGISTER, 0, &params(0, 5, 0x04)).unwrap();
+    assert!(r.is_registered(&A) && r.is_registered(&a2) && r.is_registered(&through(0xa, 9)));
+    assert_eq!(r.registrations.len(), 1);
+    // Through port 2 it is registered: a REGISTER there changes that
+    // one registration's key (ALL_TG_PT ignored).
+    out(&mut r, &a2, REGISTER, 0, &params(5, 6, 0)).unwrap();
+    assert_eq!(r.registrations[&RegistrantId::all_ports(A.initiator)].key, 6);
+    // READ FULL STATUS: ALL_TG_PT set, relative target port zero.
+    let fs = r.persistent_reserve_in(PrInAction::ReadFullStatus, CAPS);
+    assert_eq!((fs[8 + 12], &fs[8 + 18..8 + 20]), (0x02, &[0u8, 0][..]));
+    // A reservation through port 2 is held through port 1 too.
+    out(&mut r, &a2, RESERVE, 1, &params(6, 0, 0)).unwrap();
+    assert!(r.is_holder(&A) && r.allows(&A, CommandClass::Write));
+    // Unregistering through port 1 ends it everywhere.
+    out(&mut r, &A, REGISTER, 0, &params(6, 0, 0)).unwrap();
+    assert!(!r.is_registered(&a2) && r.reservation.is_none());
+    // ALL_TG_PT = 0 through port 1, then ALL_TG_PT = 1 through port 2:
+    // INVALID FIELD IN PARAMETER LIST (byte 20, bit 2), nothing changes.
+    register(&mut r, &A, 1);
+    assert_eq!(
+        out(&mut r, &a2, REGISTER, 0, &params(0, 2, 0x04)),
+        Err(bad_param(20, Some(2)))
+    );
+    // PREEMPT AND ABORT of an ALL_TG_PT registration aborts it as a
+    // whole: the registrant covers every port.
+    register(&mut r, &B, 3);
+    out(&mut r, &through(0xc, 1), REGISTER, 0, &params(0, 4, 0x04)).unwrap();
+    out(&mut r, &B, RESERVE, 1, &params(3, 0, 0)).unwrap();
+    let fx = out(&mut r, &A, PREEMPT_AND_ABORT, 1, &params(1, 4, 0)).unwrap();
+    assert_eq!(fx.aborts, vec![RegistrantId::all_ports([0xc; 16])]);
+    assert!(fx.aborts[0].covers(&through(0xc, 7)));
 }
 
 #[test]
@@ -423,7 +492,8 @@ fn aptpl_persist_decisions() {
     let p = params(0, 1, 0x01);
     let c = cdb(REGISTER, 0, 24);
     assert_eq!(
-        r.persistent_reserve_out(&A, &c, &p, NO_PTPL, &any).unwrap_err(),
+        r.persistent_reserve_out(&A, &c, &p, NO_PTPL, &any, &ports_1_2)
+            .unwrap_err(),
         bad_param(20, Some(0))
     );
     let fx = out(&mut r, &A, REGISTER, 0, &p).unwrap();
@@ -456,7 +526,7 @@ fn scsi2_reservations() {
     assert!(!r.allows(&A, CommandClass::PersistentReserve));
     let c = cdb(REGISTER, 0, 24);
     assert_eq!(
-        r.persistent_reserve_out(&A, &c, &params(0, 1, 0), CAPS, &any)
+        r.persistent_reserve_out(&A, &c, &params(0, 1, 0), CAPS, &any, &ports_1_2)
             .unwrap_err(),
         Refusal::Conflict
     );
@@ -575,7 +645,7 @@ fn pr_in_data() {
     assert_eq!((d[12], d[13]), (0x01, 0x06));
     assert_eq!(&d[18..20], &[0, 1]);
     assert_eq!(&d[20..24], &24u32.to_be_bytes());
-    assert_eq!(&d[24..48], &transport_id(&B));
+    assert_eq!(&d[24..48], &transport_id(&B.initiator));
     // All registrants: key zero in READ RESERVATION.
     out(&mut r, &B, RELEASE, 6, &params(0x0304, 0, 0)).unwrap();
     out(&mut r, &B, RESERVE, 8, &params(0x0304, 0, 0)).unwrap();
@@ -587,12 +657,12 @@ fn pr_in_data() {
 fn registration_limit() {
     let mut r = Reservations::default();
     for i in 0..MAX_REGISTRATIONS {
-        let mut n = [0u8; 16];
-        n[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let mut n = through(0, 1);
+        n.initiator[..8].copy_from_slice(&(i as u64).to_be_bytes());
         register(&mut r, &n, 1);
     }
     assert_eq!(
-        check(out(&mut r, &[0xff; 16], REGISTER, 0, &params(0, 1, 0))),
+        check(out(&mut r, &through(0xff, 1), REGISTER, 0, &params(0, 1, 0))),
         (0x55, 0x04)
     );
 }

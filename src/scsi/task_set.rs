@@ -23,7 +23,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::lun::{InitiatorPortId, NexusId, Target};
+use super::lun::{NexusId, Target};
+use super::reservations::RegistrantId;
 use super::sense::Sense;
 
 /// How many published aborts are kept for members that have not looked yet.
@@ -39,10 +40,12 @@ pub enum AbortScope {
     /// The tasks of the LUN from one I_T nexus (ABORT TASK SET, SAM-5
     /// 7.3).
     Nexus { lun: u16, nexus: NexusId },
-    /// The tasks of the LUN from these initiator ports through every
-    /// target port (PREEMPT AND ABORT: registrations are per initiator
-    /// port, `docs/alua.md`).
-    Initiators { lun: u16, inis: Vec<InitiatorPortId> },
+    /// The tasks of the LUN from the I_T nexuses of these registrants
+    /// (PREEMPT AND ABORT, SPC-4 5.13.11.2.3).
+    Registrants {
+        lun: u16,
+        registrants: Vec<RegistrantId>,
+    },
     /// Everything (a member that fell behind the log).
     All,
 }
@@ -53,7 +56,9 @@ impl AbortScope {
         match self {
             AbortScope::Lun(l) => *l == lun,
             AbortScope::Nexus { lun: l, nexus: n } => *l == lun && n == nexus,
-            AbortScope::Initiators { lun: l, inis } => *l == lun && inis.contains(&nexus.initiator),
+            AbortScope::Registrants { lun: l, registrants } => {
+                *l == lun && registrants.iter().any(|g| g.covers(nexus))
+            }
             AbortScope::All => true,
         }
     }
@@ -277,11 +282,16 @@ mod tests {
         let one = AbortScope::Nexus { lun: 1, nexus: nx(1) };
         assert!(one.covers(1, &nx(1)));
         assert!(!one.covers(1, &nx(2)), "ABORT TASK SET: one I_T nexus only");
-        let all_ports = AbortScope::Initiators {
+        let all_ports = AbortScope::Registrants {
             lun: 1,
-            inis: vec![[1; 16]],
+            registrants: vec![RegistrantId::all_ports([1; 16])],
         };
         assert!(all_ports.covers(1, &nx(1)) && all_ports.covers(1, &nx(2)));
+        let one_port = AbortScope::Registrants {
+            lun: 1,
+            registrants: vec![RegistrantId::nexus(&nx(2))],
+        };
+        assert!(!one_port.covers(1, &nx(1)) && one_port.covers(1, &nx(2)));
         assert!(!AbortScope::Lun(1).covers(2, &nx(1)));
     }
 }

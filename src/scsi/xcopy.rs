@@ -34,7 +34,7 @@ use std::sync::Mutex;
 
 use super::cdb::{be16, be32, be64};
 use super::disk::{io_sense, Disk};
-use super::lun::{InitiatorPortId, LunTable};
+use super::lun::{LunTable, NexusId};
 use super::reservations::{CommandClass, Refusal};
 use super::sense::{Sense, SenseKey};
 use super::{with_parameter_list, DataDir, Plan};
@@ -803,12 +803,12 @@ pub fn operating_parameters() -> [u8; 46] {
 
 // ------------------------------------------------------------- driver
 
-/// EXTENDED COPY(LID1) from initiator `ini`: the `list_len` byte
+/// EXTENDED COPY(LID1) from I_T nexus `nexus`: the `list_len` byte
 /// parameter list is in `data[off..off+len]`; its CSCD descriptors are
-/// looked up among the LUNs of `table` that `ini` sees.
+/// looked up among the LUNs of `table` that its initiator port sees.
 pub(super) fn extended_copy(
     table: &LunTable,
-    ini: &InitiatorPortId,
+    nexus: &NexusId,
     (mgr, results): (&CopyManager, &CopyResults),
     list_len: u32,
     data: &DmaBuf,
@@ -821,7 +821,7 @@ pub(super) fn extended_copy(
     let list = with_parameter_list(data, off, len, list_len, CopyList::parse)??;
     let running = list.id().map(|id| results.begin(mgr, id)).transpose()?;
     let mut progress = Progress::default();
-    let r = copy(table, ini, &list, &running, &mut progress);
+    let r = copy(table, nexus, &list, &running, &mut progress);
     if let Some(run) = running {
         run.finish(r.is_ok(), &progress);
     }
@@ -831,11 +831,12 @@ pub(super) fn extended_copy(
 /// Resolves, checks and runs `list`.
 fn copy(
     table: &LunTable,
-    ini: &InitiatorPortId,
+    nexus: &NexusId,
     list: &CopyList,
     running: &Option<Running<'_>>,
     progress: &mut Progress,
 ) -> Result<(), Refusal> {
+    let ini = &nexus.initiator;
     // The LUN of each CSCD descriptor, among those `ini` sees.
     let luns: Vec<_> = list
         .cscds
@@ -855,7 +856,7 @@ fn copy(
             m.map(|m| {
                 let s = m.entry.disk.store();
                 let pr = &m.entry.pr;
-                let writable = if !pr.allows(ini, CommandClass::Write) {
+                let writable = if !pr.allows(nexus, CommandClass::Write) {
                     Writable::Conflict
                 } else if s.read_only() || m.read_only_to(ini) {
                     Writable::Protected
@@ -865,7 +866,7 @@ fn copy(
                 LunFacts {
                     block_size: s.block_size(),
                     num_blocks: s.num_blocks(),
-                    readable: pr.allows(ini, CommandClass::Read),
+                    readable: pr.allows(nexus, CommandClass::Read),
                     writable,
                 }
             })

@@ -1,21 +1,33 @@
 //! The `pr` fuzz harness: the input decodes into PERSISTENT RESERVE OUT
 //! commands (well-formed lists built from small key and nexus choices, or
 //! raw bytes), PERSISTENT RESERVE IN, RESERVE/RELEASE, nexus loss and LUN
-//! reset from four I_T nexuses against one [`Reservations`]. Oracles after
+//! reset from four I_T nexuses (three initiator ports, two target ports:
+//! one initiator port through both) against one [`Reservations`]. Oracles after
 //! every step: the SPC-4 invariants (a holder is registered, an all
 //! registrants reservation has registrants, no key is zero, at most
-//! MAX_REGISTRATIONS), PRGENERATION moves by one exactly on a successful
+//! MAX_REGISTRATIONS, no I_T nexus registered twice), PRGENERATION moves by one exactly on a successful
 //! PR OUT other than RESERVE/RELEASE, who may register, the PR IN data
 //! agrees with the state, the holder is never in conflict, and the APTPL
 //! file text of every state decodes back to it.
 
 use srptd::scsi::aptpl;
+use srptd::scsi::lun::NexusId;
 use srptd::scsi::reservations::{
     transport_id, Capabilities, CommandClass, PrInAction, PrOutAction, PrOutCdb, Refusal, Reservations,
     MAX_REGISTRATIONS,
 };
 
-const NEXUSES: [[u8; 16]; 4] = [[1; 16], [2; 16], [3; 16], [4; 16]];
+const fn nexus(i: u8, port: u16) -> NexusId {
+    NexusId {
+        initiator: [i; 16],
+        port,
+    }
+}
+
+/// Initiator port 1 through target ports 1 and 2; 2 through 1; 4 through 2.
+const NEXUSES: [NexusId; 4] = [nexus(1, 1), nexus(2, 1), nexus(1, 2), nexus(4, 2)];
+/// Initiator port 4 may not use the LUN.
+const BARRED: [u8; 16] = [4; 16];
 const NAA: [u8; 16] = [0x60; 16];
 
 struct Input<'a>(&'a [u8]);
@@ -41,9 +53,8 @@ fn key(r: &Reservations, sel: u8) -> u64 {
         1 => 0x11,
         2 => 0x22,
         _ => r
-            .registrations
-            .get(&NEXUSES[usize::from(sel >> 2) & 3])
-            .map_or(0x33, |g| g.key),
+            .registrant(&NEXUSES[usize::from(sel >> 2) & 3])
+            .map_or(0x33, |g| r.registrations[&g].key),
     }
 }
 
@@ -56,16 +67,17 @@ fn pr_out_list(r: &Reservations, action: PrOutAction, inp: &mut Input<'_>) -> Ve
     p[8..16].copy_from_slice(&sark.to_be_bytes());
     if action == PrOutAction::RegisterAndMove {
         p[17] = flags & 0x03;
-        p[19] = 1 + (flags >> 7);
+        // Relative target ports 1 and 2 exist, 3 and 4 do not.
+        p[19] = 1 + (flags >> 6);
         p[20..24].copy_from_slice(&24u32.to_be_bytes());
-        p.extend_from_slice(&transport_id(&NEXUSES[usize::from(flags >> 2) & 3]));
+        p.extend_from_slice(&transport_id(&NEXUSES[usize::from(flags >> 2) & 3].initiator));
     } else {
         p[20] = flags & 0x0d;
         if flags & 0x08 != 0 {
             let n = usize::from(flags >> 4) % 4;
             p.extend_from_slice(&((n * 24) as u32).to_be_bytes());
             for i in 0..n {
-                p.extend_from_slice(&transport_id(&NEXUSES[(usize::from(flags) + i) & 3]));
+                p.extend_from_slice(&transport_id(&NEXUSES[(usize::from(flags) + i) & 3].initiator));
             }
         }
     }
@@ -86,7 +98,20 @@ fn check_invariants(r: &Reservations) {
                 "all registrants reservation without registrants"
             );
         } else {
-            assert!(r.is_registered(&res.holder), "the holder is not registered");
+            assert!(
+                r.registrations.contains_key(&res.holder),
+                "the holder is not registered"
+            );
+        }
+    }
+    // An initiator port is registered through each target port at most
+    // once, and not also through all of them (ALL_TG_PT).
+    for (i, g) in r.registrations.keys().enumerate() {
+        for h in r.registrations.keys().skip(i + 1) {
+            assert!(
+                g.initiator != h.initiator || (g.port.is_some() && h.port.is_some() && g.port != h.port),
+                "overlapping registrations {g:?} {h:?}"
+            );
         }
     }
     for n in &NEXUSES {
@@ -118,7 +143,14 @@ fn check_pr_in(r: &Reservations, caps: Capabilities) {
     let fs = r.persistent_reserve_in(PrInAction::ReadFullStatus, caps);
     assert_eq!(fs.len(), 8 + 48 * r.registrations.len());
     let holders = fs[8..].chunks(48).filter(|d| d[12] & 1 != 0).count();
-    let want = r.registrations.keys().filter(|n| r.is_holder(n)).count();
+    let want = r
+        .registrations
+        .keys()
+        .filter(|g| {
+            r.reservation
+                .is_some_and(|res| res.rtype.all_registrants() || res.holder == **g)
+        })
+        .count();
     assert_eq!(holders, want);
     assert_eq!(
         r.persistent_reserve_in(PrInAction::ReportCapabilities, caps)
@@ -135,8 +167,9 @@ pub fn run(data: &[u8]) {
     };
     inp.byte();
     let mut r = Reservations::default();
-    // Nexus 3 is not allowed on the LUN: a TransportID naming it is refused.
-    let allowed = |n: &[u8; 16]| *n != NEXUSES[3];
+    // A TransportID naming the barred initiator port is refused.
+    let allowed = |n: &[u8; 16]| *n != BARRED;
+    let port_exists = |p: u16| matches!(p, 1 | 2);
     while let Some(op) = inp.byte() {
         let from = NEXUSES[usize::from(op & 3)];
         match op >> 4 {
@@ -164,27 +197,27 @@ pub fn run(data: &[u8]) {
                 cdb[5..9].copy_from_slice(&(list.len() as u32).to_be_bytes());
                 let parsed = PrOutCdb::parse(&cdb).expect("valid service action");
                 let before = r.clone();
-                match r.persistent_reserve_out(&from, &parsed, &list, caps, &allowed) {
+                match r.persistent_reserve_out(&from, &parsed, &list, caps, &allowed, &port_exists) {
                     Ok((next, fx)) => {
                         let bumps = !matches!(parsed.action, PrOutAction::Reserve | PrOutAction::Release);
                         assert_eq!(next.generation, before.generation.wrapping_add(u32::from(bumps)));
                         // Only registering service actions add registrations.
                         for n in next.registrations.keys() {
-                            if !before.is_registered(n) {
+                            if !before.registrations.contains_key(n) {
                                 assert!(matches!(
                                     parsed.action,
                                     PrOutAction::Register
                                         | PrOutAction::RegisterAndIgnoreExistingKey
                                         | PrOutAction::RegisterAndMove
                                 ));
-                                assert!(allowed(n) || *n == from);
+                                assert!(allowed(&n.initiator) || n.initiator == from.initiator);
                             }
                         }
                         if parsed.action == PrOutAction::Reserve {
                             assert!(next.is_holder(&from));
                         }
-                        assert!(fx.unit_attentions.iter().all(|(n, _)| *n != from));
-                        assert!(fx.aborts.iter().all(|n| *n != from));
+                        assert!(fx.unit_attentions.iter().all(|(g, _)| !g.covers(&from)));
+                        assert!(fx.aborts.iter().all(|g| !g.covers(&from)));
                         if !caps.ptpl {
                             assert!(!next.aptpl);
                         }
