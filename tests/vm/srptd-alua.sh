@@ -17,7 +17,13 @@
 #  4. (b) The path through rxe1 is logged out and in again, twice.
 #  5. (c) sg_reset sends a LOGICAL UNIT RESET and a target reset through
 #     each path in turn while fio runs on the map; both paths come back.
-#  6. fio stops: every round's verify clean. SIGTERM clean.
+#  6. fio stops: every round's verify clean.
+#  7. fence_scsi-style persistent reservations: a second host
+#     (initiator_ext=2) through both ports; each host registers its key
+#     on each of its paths, A reserves Write Exclusive Registrants Only and
+#     fences B with PREEMPT AND ABORT: B's writes are refused through both
+#     ports, its reads pass, A's writes pass; B re-registers through one
+#     path only and only that path may write; CLEAR. SIGTERM clean.
 # vm-timeout: 480
 set -euo pipefail
 . "$REPO/tests/vm/lib.sh"
@@ -247,6 +253,71 @@ strip "$LOG" | grep -c 'admin: ALUA state set' >&2 || true
 multipathd shutdown >&2 || kill "$MPD" 2>/dev/null || true
 wait "$MPD" 2>/dev/null || true
 multipath -F >&2 || dmsetup --noudevsync remove "$MAP" || true
+
+########################################################################
+vm_log "== 7. fence_scsi-style reservations: two hosts, each through both ports"
+# Host A is the initiator ports of the two paths above; host B logs in
+# through both ports with initiator_ext=2. Each path is its own I_T nexus
+# (SPC-4 5.13.7), so each host registers its key on each of its paths, as
+# fence_scsi and mpathpersist do; A reserves Write Exclusive Registrants
+# Only, then fences B with PREEMPT AND ABORT of B's key.
+B0=$(RXE_DEV=rxe0 RXE_ADDR=$(addr 0) srp_add_target "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" initiator_ext=0000000000000002)
+B1=$(RXE_DEV=rxe1 RXE_ADDR=$(addr 1) srp_add_target "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" initiator_ext=0000000000000002)
+E0=$(srp_lun_dev 0 "$(host_of "$B0")")
+E1=$(srp_lun_dev 0 "$(host_of "$B1")")
+vm_log "host B: $B0 ($E0) through rxe0, $B1 ($E1) through rxe1"
+head -c 512 /dev/urandom > "$OUT/block"
+# sgx <command...>: run again (at most 3 times) past unit attentions;
+# prints the output, returns the last status.
+sgx() {
+    local out rc i
+    for i in 1 2 3; do
+        rc=0
+        out=$("$@" 2>&1) || rc=$?
+        grep -qi 'unit attention' <<<"$out" || break
+    done
+    printf '%s\n' "$out"
+    return "$rc"
+}
+pr() { sgx sg_persist -n "$@" >/dev/null || vm_die "sg_persist $*"; }
+write10() { sgx sg_raw -s 512 -i "$OUT/block" "$1" 2a 00 00 00 01 00 00 00 01 00; }
+read10() { sgx sg_raw -r 512 -o /dev/null "$1" 28 00 00 00 01 00 00 00 01 00; }
+writes() { write10 "$1" >/dev/null || vm_die "write through $1 refused"; }
+conflicts() {
+    local out
+    out=$(write10 "$1") || true
+    grep -qi 'reservation conflict' <<<"$out" ||
+        { printf '%s\n' "$out" >&2; vm_die "a write through $1 was not refused with RESERVATION CONFLICT"; }
+}
+for d in "$D0" "$D1"; do pr --out --register --param-sark=0xa1 "$d"; done
+for d in "$E0" "$E1"; do pr --out --register --param-sark=0xb1 "$d"; done
+sgx sg_persist -n --in --read-keys "$D1" > "$OUT/pr-keys.txt"
+[ "$(grep -c '0xa1\|0xb1' "$OUT/pr-keys.txt")" = 4 ] ||
+    { cat "$OUT/pr-keys.txt" >&2; vm_die "READ KEYS does not list the four registrations"; }
+sgx sg_persist -n --in --read-full-status "$D0" > "$OUT/pr-full-status.txt"
+pr --out --reserve --param-rk=0xa1 --prout-type=5 "$D0"
+for d in "$D0" "$D1" "$E0" "$E1"; do writes "$d"; done
+# Fencing B: its registrations through both ports go, its writes are
+# refused through both, its reads still pass (Write Exclusive); A's
+# writes pass through both of its paths.
+pr --out --preempt-abort --param-rk=0xa1 --param-sark=0xb1 --prout-type=5 "$D1"
+for d in "$E0" "$E1"; do
+    conflicts "$d"
+    read10 "$d" >/dev/null || vm_die "a read through fenced $d was refused"
+done
+for d in "$D0" "$D1"; do writes "$d"; done
+sgx sg_persist -n --in --read-keys "$D0" > "$OUT/pr-keys-fenced.txt"
+[ "$(grep -c '0xb1' "$OUT/pr-keys-fenced.txt")" = 0 ] && [ "$(grep -c '0xa1' "$OUT/pr-keys-fenced.txt")" = 2 ] ||
+    { cat "$OUT/pr-keys-fenced.txt" >&2; vm_die "B's keys survived the preempt"; }
+# B registers again (unfencing) through one port only: that path writes,
+# the other (another I_T nexus, unregistered) is still refused.
+pr --out --register --param-sark=0xb2 "$E0"
+writes "$E0"
+conflicts "$E1"
+pr --out --clear --param-rk=0xa1 "$D0"
+for d in "$D0" "$E1"; do writes "$d"; done
+vm_log "fence_scsi flow: 4 registrations, WE-RO, B fenced through both ports by PREEMPT AND ABORT, re-registered per path, CLEAR"
+
 srptd_stop || vm_die "srptd exited non-zero"
 vm_log "summary: $(strip "$LOG" | grep -o 'srptd: stopped: .*' | tail -n1)"
 [ "$(srptd_counter leaked-channels "$LOG")" = 0 ] || vm_die "leaked channels"
