@@ -90,6 +90,19 @@ fn a_wild_data_in_cannot_overwrite_another_commands_table() {
     ));
 }
 
+/// A WRITE answered after a malformed command that was in flight beside
+/// it and had written the same blocks after it (overlapping SIMPLE tasks
+/// complete in any order): the oracle kept the WRITE's data as the blocks'
+/// content and a later READ "differed". A write's data is known only if no
+/// malformed command was in flight at any time during it; this input must
+/// replay clean.
+#[test]
+fn a_write_beside_a_malformed_command_leaves_its_blocks_unknown() {
+    common::chaos::run(include_bytes!(
+        "regressions/channel_sim-wild-write-beside-a-write.bin"
+    ));
+}
+
 /// Replays a fuzz input: `CHAOS_INPUT=crash-file [CHAOS_TRACE=1] cargo
 /// test --test channel_chaos replay_file -- --ignored --nocapture`.
 #[test]

@@ -74,6 +74,9 @@ enum Kind {
         blocks: u32,
         in_range: bool,
         data: Vec<u8>,
+        /// `wild_epoch` when sent: a malformed command in flight at any
+        /// time during the write may have written its blocks after it.
+        wild: u64,
     },
     /// INQUIRY or TEST UNIT READY.
     Other,
@@ -425,6 +428,7 @@ impl Chaos {
                     blocks,
                     in_range,
                     data,
+                    wild: self.wild_epoch,
                 },
             );
             self.sim.send_request(&iu);
@@ -733,6 +737,7 @@ impl Chaos {
                 blocks,
                 in_range,
                 data,
+                wild,
             } => {
                 let good = Self::expect_status(r, shutting_down, *in_range);
                 if good {
@@ -740,7 +745,11 @@ impl Chaos {
                     self.out.good_writes += 1;
                 }
                 if *in_range {
-                    self.write_done(*lba, *blocks, good.then_some(&data[..]));
+                    // Overlapping SIMPLE tasks complete in any order
+                    // (SAM-5 8.6): with a malformed command in flight
+                    // beside it, what the blocks hold is unknown.
+                    let alone = *wild == self.wild_epoch && self.wild_pending == 0;
+                    self.write_done(*lba, *blocks, (good && alone).then_some(&data[..]));
                 }
             }
             Kind::Read {
