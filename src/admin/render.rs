@@ -210,6 +210,11 @@ pub fn applied(v: &Value) -> String {
         ("added", "added LUN"),
         ("removed", "removed LUN"),
         ("read_only", "write protection changed on LUN"),
+        (
+            "flush_pending",
+            "still running commands, flushed after the last: LUN",
+        ),
+        ("flush_failed", "flush failed (see the log): LUN"),
     ] {
         let l = list(k);
         if !l.is_empty() {

@@ -13,12 +13,14 @@ use super::aptpl::AptplFile;
 use super::backstore::BackstoreConfig;
 pub use super::backstore::ConfigError;
 use super::cdb::{op, Cmd};
-use super::disk::{self, Disk};
+use super::disk;
 use super::reservations::{
     insufficient_registration_resources, reservation_class, Capabilities, CommandClass, Persist, PrOutCdb,
     Refusal, Reservations,
 };
 use super::sense::Sense;
+pub use super::table::{Access, PeerFilter};
+pub(super) use super::table::{LunEntry, LunTable, Mapped};
 use super::task_set::{AbortScope, TaskSets};
 use super::xcopy::{self, CopyManager, CopyResults};
 use super::{with_parameter_list, Completion, DataDir, Plan, ScsiStatus};
@@ -27,62 +29,6 @@ use crate::mem::DmaBuf;
 /// An SRP initiator port identifier (SRP r16a 4.7): the 16-byte initiator
 /// port ID of the SRP_LOGIN_REQ.
 pub type InitiatorPortId = [u8; 16];
-
-/// Which initiators may use a target or a LUN.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Access {
-    /// Every initiator.
-    #[default]
-    Any,
-    /// Only these initiator ports.
-    Only(HashSet<InitiatorPortId>),
-}
-
-impl Access {
-    /// Whether `ini` is allowed.
-    pub fn allows(&self, ini: &InitiatorPortId) -> bool {
-        match self {
-            Access::Any => true,
-            Access::Only(set) => set.contains(ini),
-        }
-    }
-}
-
-/// Where initiators may log in from over RDMA/CM: the addresses of ACLs
-/// that name some. An initiator's own ACL decides for it; an initiator
-/// without one falls under the `ANY` ACL's addresses. No address: from
-/// anywhere. A login without an IP peer (InfiniBand CM) never matches an
-/// address.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PeerFilter {
-    /// `None`: the ANY ACL. An empty list: no restriction.
-    rules: BTreeMap<Option<InitiatorPortId>, Vec<ipnet::IpNet>>,
-}
-
-impl PeerFilter {
-    /// The ACL of `ini` (`None`: ANY) accepts logins only from `nets`
-    /// (empty: from anywhere).
-    pub fn set(&mut self, ini: Option<InitiatorPortId>, nets: Vec<ipnet::IpNet>) {
-        self.rules.insert(ini, nets);
-    }
-
-    /// Whether `ini` may log in from `peer`.
-    pub fn allows(&self, ini: &InitiatorPortId, peer: Option<std::net::IpAddr>) -> bool {
-        let rule = self.rules.get(&Some(*ini)).or_else(|| self.rules.get(&None));
-        match rule {
-            None => true,
-            Some(nets) if nets.is_empty() => true,
-            Some(nets) => peer.is_some_and(|p| {
-                // An IPv4 peer may come as an IPv4-mapped IPv6 address.
-                let p = match p {
-                    std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(p, std::net::IpAddr::V4),
-                    v4 => v4,
-                };
-                nets.iter().any(|n| n.contains(&p))
-            }),
-        }
-    }
-}
 
 /// One LUN of a [`TargetConfig`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,67 +158,6 @@ pub fn encode_lun(lun: u16) -> [u8; 8] {
     l
 }
 
-/// A LUN's storage and reservations; kept (shared) across table changes
-/// that do not replace the LUN.
-#[derive(Debug)]
-pub(super) struct LunEntry {
-    pub(super) disk: Disk,
-    pub(super) pr: LunReservations,
-    /// Unique among every LUN the target ever had: a command planned for
-    /// a LUN that was removed (and maybe added again) does not run.
-    pub(super) uid: u64,
-    /// The memory of a RAM LUN present at start is registered with each
-    /// RDMA device: RDMA may move its data directly. LUNs added while
-    /// running go through the channel's buffers.
-    pub(super) zero_copy: bool,
-}
-
-/// A LUN in the table: its storage and who sees it how.
-#[derive(Clone, Debug)]
-pub(super) struct Mapped {
-    pub(super) entry: Arc<LunEntry>,
-    /// Further restricts the target's access list for this LUN.
-    pub(super) access: Option<Access>,
-    pub(super) read_only_for: HashSet<InitiatorPortId>,
-    /// The configuration it was made from (what a change is compared to).
-    pub(super) config: LunConfig,
-}
-
-impl Mapped {
-    /// Whether an ACL maps this LUN read-only for `ini`: its writes get
-    /// DATA PROTECT, WRITE PROTECTED (checked without hashing when none is).
-    pub(super) fn read_only_to(&self, ini: &InitiatorPortId) -> bool {
-        !self.read_only_for.is_empty() && self.read_only_for.contains(ini)
-    }
-}
-
-/// The LUN table and access lists at one moment. Commands read it
-/// without locks ([`ArcSwap`]); a change builds a new table and swaps it in.
-#[derive(Clone, Debug)]
-pub(super) struct LunTable {
-    pub(super) luns: BTreeMap<u16, Mapped>,
-    pub(super) access: Access,
-    pub(super) peers: PeerFilter,
-}
-
-impl LunTable {
-    /// The LUN if `ini` may see it.
-    pub(super) fn visible(&self, lun: u16, ini: &InitiatorPortId) -> Option<&Mapped> {
-        let m = self.luns.get(&lun)?;
-        let lun_ok = m.access.as_ref().map_or(true, |a| a.allows(ini));
-        (self.access.allows(ini) && lun_ok).then_some(m)
-    }
-
-    /// LUN numbers `ini` may see, ascending.
-    pub(super) fn luns_for(&self, ini: &InitiatorPortId) -> Vec<u16> {
-        self.luns
-            .keys()
-            .copied()
-            .filter(|&l| self.visible(l, ini).is_some())
-            .collect()
-    }
-}
-
 /// The reservations of one LUN, shared by every I_T nexus, and where they
 /// are saved.
 #[derive(Debug)]
@@ -364,6 +249,9 @@ pub struct Target {
     pub(super) task_sets: TaskSets,
     /// EXTENDED COPY's count of running copies (`xcopy.rs`).
     pub(super) copies: CopyManager,
+    /// How long a change waits for a removed LUN's running commands
+    /// ([`REMOVAL_WAIT`](super::live::REMOVAL_WAIT)).
+    pub(super) drain_bound: std::time::Duration,
 }
 
 /// 64-bit FNV-1a with a chosen offset basis.
@@ -424,6 +312,7 @@ impl Target {
             alua: Alua::new(&cfg.port_groups)?,
             task_sets: TaskSets::default(),
             copies: CopyManager::default(),
+            drain_bound: super::live::REMOVAL_WAIT,
         };
         let mut table = LunTable::clone(&target.table.load());
         for (i, l) in cfg.luns.iter().enumerate() {
@@ -989,6 +878,10 @@ impl Nexus {
             _ => {
                 let (id, m) = entry.ok_or_else(Sense::lun_not_supported)?;
                 let e = &m.entry;
+                // Counted in before it touches the backstore: a LUN removed
+                // from now on is flushed only after this command has ended
+                // (`drain.rs`); one removed already refuses it.
+                let _running = e.in_flight.enter().ok_or_else(Sense::lun_not_supported)?;
                 // The target port's state may have changed since planning.
                 self.check_access(&c.cmd)?;
                 // Checked again when the command runs: a reservation made
