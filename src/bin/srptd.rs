@@ -271,8 +271,15 @@ enum AclCommand {
     },
     /// Remove an initiator's ACL (its session stays until it logs out).
     Remove { initiator: String },
-    /// Let an initiator see one more LUN.
-    Map { initiator: String, lun: u16 },
+    /// Let an initiator see one more LUN (--as: under another number), or
+    /// give a LUN it sees another number.
+    Map {
+        initiator: String,
+        lun: u16,
+        /// The LUN number the initiator sees it as (default: its own).
+        #[arg(long = "as", value_name = "NUMBER")]
+        mapped_lun: Option<u16>,
+    },
     /// Hide a LUN from an initiator.
     Unmap { initiator: String, lun: u16 },
 }
@@ -378,7 +385,14 @@ fn ctl_acl(c: &AclCommand) -> CtlCall {
             json!({ "initiator": initiator, "luns": luns, "read_only": read_only, "address": address }),
         ),
         AclCommand::Remove { initiator } => ("acl_remove", json!({ "initiator": initiator })),
-        AclCommand::Map { initiator, lun } => ("acl_map", json!({ "initiator": initiator, "lun": lun })),
+        AclCommand::Map {
+            initiator,
+            lun,
+            mapped_lun,
+        } => (
+            "acl_map",
+            json!({ "initiator": initiator, "lun": lun, "mapped_lun": mapped_lun }),
+        ),
         AclCommand::Unmap { initiator, lun } => ("acl_unmap", json!({ "initiator": initiator, "lun": lun })),
     };
     (method, Some(params), render::applied)

@@ -1,5 +1,7 @@
+use std::collections::BTreeMap;
+
 use super::*;
-use crate::scsi::BackstoreKind;
+use crate::scsi::{BackstoreKind, InitiatorPortId};
 
 fn parse(text: &str) -> Result<Loaded, ConfigError> {
     Settings::from_toml(Path::new("t.toml"), text)?.build()
@@ -373,6 +375,7 @@ fn live_changes_build_the_new_target() {
         .change(&Change::AclMap {
             initiator: B.into(),
             lun: 1,
+            mapped_lun: None,
         })
         .unwrap();
     assert_eq!(
@@ -392,12 +395,12 @@ fn live_changes_build_the_new_target() {
         loaded.target.luns[0].access,
         Some(Access::Only(HashSet::from([id(B)])))
     );
-    assert_eq!(s.acls[0].luns.as_ref().unwrap().value, vec![1]);
+    assert_eq!(s.acls[0].luns.as_ref().unwrap().value, vec![AclLun::same(1)]);
     l.commit(s);
     // Removing a LUN drops it from the lists too.
     let (s, loaded) = l.change(&Change::LunRemove { number: 1 }).unwrap();
     assert_eq!(loaded.target.luns.len(), 1);
-    assert_eq!(s.acls[0].luns.as_ref().unwrap().value, Vec::<u16>::new());
+    assert_eq!(s.acls[0].luns.as_ref().unwrap().value, Vec::<AclLun>::new());
     let (_, loaded) = l
         .change(&Change::LunReadOnly {
             number: 0,
@@ -513,7 +516,8 @@ fn live_change_errors_name_the_parameter() {
             &l,
             Change::AclMap {
                 initiator: B.into(),
-                lun: 0
+                lun: 0,
+                mapped_lun: None,
             }
         ),
         "lun = 0: already mapped for this initiator"
@@ -523,7 +527,8 @@ fn live_change_errors_name_the_parameter() {
             &l,
             Change::AclMap {
                 initiator: B.into(),
-                lun: 3
+                lun: 3,
+                mapped_lun: None,
             }
         ),
         "lun = 3: no such LUN"

@@ -299,6 +299,11 @@ impl Control {
                     "backstore": l.backstore,
                     "zero_copy": l.dma_buf.is_some(),
                     "read_only_for": l.read_only_for.iter().map(|i| hex(i)).collect::<Vec<_>>(),
+                    "mapped_as": l
+                        .mapped_as
+                        .iter()
+                        .map(|(i, n)| (hex(i), json!(n)))
+                        .collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();

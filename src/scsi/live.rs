@@ -12,7 +12,6 @@
 //! lost). A removed LUN is flushed after the last command running on it
 //! has ended (`drain.rs`).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -187,11 +186,7 @@ impl Target {
     pub fn apply(&self, cfg: &TargetConfig) -> Result<Applied, ChangeError> {
         let _one_at_a_time = self.change.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.table.load_full();
-        let mut next = LunTable {
-            luns: BTreeMap::new(),
-            access: cfg.access.clone(),
-            peers: cfg.peers.clone(),
-        };
+        let mut next = LunTable::new(cfg.access.clone(), cfg.peers.clone());
         let mut applied = Applied::default();
         // Kept LUNs first, so new ones are checked against all of them.
         for (i, l) in cfg.luns.iter().enumerate() {
@@ -260,19 +255,25 @@ impl Target {
         applied.access_changed = old.access != next.access
             || old.peers != next.peers
             || next.luns.iter().any(|(n, m)| {
-                old.luns
-                    .get(n)
-                    .is_some_and(|o| o.access != m.access || o.read_only_for != m.read_only_for)
+                old.luns.get(n).is_some_and(|o| {
+                    o.access != m.access
+                        || o.read_only_for != m.read_only_for
+                        || o.config.mapped_as != m.config.mapped_as
+                })
             });
+        next.index();
         let next = Arc::new(next);
         self.table.store(Arc::clone(&next));
+        // The inventory a nexus sees is its LUN numbers and what they
+        // address: a LUN added, removed, or mapped under another number
+        // changes it (SPC-4 6.33, SAM-5 5.14).
         for n in self.live_nexuses() {
-            let (before, after) = (old.luns_for(n.initiator()), next.luns_for(n.initiator()));
+            let (before, after) = (old.lun_map(n.initiator()), next.lun_map(n.initiator()));
             for l in &applied.removed {
                 n.clear_ua(*l);
             }
             if before != after {
-                for &l in &after {
+                for &(_, l) in &after {
                     n.add_ua(l, Sense::reported_luns_changed());
                 }
                 applied.nexuses_notified += 1;
@@ -350,6 +351,7 @@ impl Target {
                 config,
             },
         );
+        table.index();
         self.table.store(Arc::new(table));
     }
 }

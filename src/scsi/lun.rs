@@ -52,6 +52,9 @@ pub struct LunConfig {
     /// Offer logical block provisioning (UNMAP, LBPME) where the backstore
     /// can deallocate.
     pub thin: bool,
+    /// Initiators that see this LUN under another number (an ACL's mapped
+    /// LUN); each number is unique among the LUNs its initiator sees.
+    pub mapped_as: BTreeMap<InitiatorPortId, u16>,
 }
 
 impl LunConfig {
@@ -65,6 +68,7 @@ impl LunConfig {
             read_only_for: HashSet::new(),
             naa: None,
             thin: true,
+            mapped_as: BTreeMap::new(),
         }
     }
 }
@@ -230,6 +234,8 @@ pub struct LunInfo {
     pub backstore: String,
     /// Initiators that see it write-protected.
     pub read_only_for: Vec<InitiatorPortId>,
+    /// Initiators that see it under another number, and that number.
+    pub mapped_as: Vec<(InitiatorPortId, u16)>,
 }
 
 /// The LUN table, shared by all channels of the target.
@@ -299,11 +305,7 @@ impl Target {
         }
         let mut target = Target {
             name: cfg.name,
-            table: ArcSwap::from_pointee(LunTable {
-                luns: BTreeMap::new(),
-                access: cfg.access,
-                peers: cfg.peers,
-            }),
+            table: ArcSwap::from_pointee(LunTable::new(cfg.access, cfg.peers)),
             change: Mutex::new(()),
             max_transfer_bytes: cfg.max_transfer_bytes,
             naa_company_id: cfg.naa_company_id,
@@ -326,6 +328,7 @@ impl Target {
             let m = target.open_lun(&field, l, &table, true)?;
             table.luns.insert(l.lun, m);
         }
+        table.index();
         target.table = ArcSwap::from_pointee(table);
         Ok(Arc::new(target))
     }
@@ -352,9 +355,15 @@ impl Target {
         t.access.allows(ini) && t.peers.allows(ini, peer)
     }
 
-    /// LUN numbers `ini` may see, ascending.
+    /// The numbers (in the table) of the LUNs `ini` may see, ascending.
     pub fn luns_for(&self, ini: &InitiatorPortId) -> Vec<u16> {
         self.table.load().luns_for(ini)
+    }
+
+    /// The LUNs `ini` sees: (the number it uses, the table's number),
+    /// ascending by the number it uses (what REPORT LUNS lists).
+    pub fn lun_map(&self, ini: &InitiatorPortId) -> Vec<(u16, u16)> {
+        self.table.load().lun_map(ini)
     }
 
     /// Every configured LUN.
@@ -378,6 +387,7 @@ impl Target {
                     access: m.access.clone(),
                     backstore: m.config.backstore.kind.to_string(),
                     read_only_for: m.read_only_for.iter().copied().collect(),
+                    mapped_as: m.config.mapped_as.iter().map(|(i, &n)| (*i, n)).collect(),
                 }
             })
             .collect()
@@ -476,6 +486,8 @@ pub struct ScsiCommand {
     task_set_gen: u64,
     /// The [`LunEntry::uid`] it was planned for (0: no LUN there).
     uid: u64,
+    /// The table's number of that LUN (the initiator may use another).
+    unit: Option<u16>,
     /// Running it does backstore I/O that may block (file I/O, or saving
     /// the APTPL state): the transport runs it on the worker pool.
     blocking: bool,
@@ -513,6 +525,12 @@ impl ScsiCommand {
     /// The decoded command.
     pub fn cmd(&self) -> &Cmd {
         &self.cmd
+    }
+
+    /// The number in the target's LUN table of the LUN it was planned for
+    /// (task sets and aborts are the table's LUNs'); `None`: no LUN there.
+    pub fn unit(&self) -> Option<u16> {
+        self.unit
     }
 }
 
@@ -621,10 +639,18 @@ impl Nexus {
         }
     }
 
-    /// The LUN a SAM LUN addresses in table `t`, if this nexus sees it.
+    /// The LUN a SAM LUN addresses in table `t`, with its number in the
+    /// table (which an ACL's mapping may make differ from the number the
+    /// initiator uses), if this nexus sees it.
     fn entry<'t>(&self, t: &'t LunTable, lun: [u8; 8]) -> Option<(u16, &'t Mapped)> {
-        let id = decode_lun(lun)?;
-        Some((id, t.visible(id, &self.ini)?))
+        t.resolve(&self.ini, decode_lun(lun)?)
+    }
+
+    /// The number in the target's LUN table of the LUN that SAM LUN `lun`
+    /// addresses for this nexus now, if it sees one (task management
+    /// functions and statistics name the table's LUNs).
+    pub fn unit(&self, lun: [u8; 8]) -> Option<u16> {
+        self.entry(&self.target.table.load(), lun).map(|(id, _)| id)
     }
 
     /// Whether this nexus sees LUN `m` write-protected (an ACL's read-only
@@ -707,6 +733,7 @@ impl Nexus {
         let epoch = self.abort_gen.load(Ordering::Acquire);
         let task_set_gen = self.target.task_sets.current();
         let uid = entry.map_or(0, |(_, m)| m.entry.uid);
+        let unit = entry.map(|(id, _)| id);
         let decoded = |cmd: Cmd| ScsiCommand {
             lun,
             opcode,
@@ -716,6 +743,7 @@ impl Nexus {
             task_set_gen,
             conflict: false,
             uid,
+            unit,
         };
         match opcode {
             op::INQUIRY => {
@@ -794,17 +822,19 @@ impl Nexus {
     /// was planned (SPC-4 5.13.11.5), or a task management function of
     /// another channel did (`task_set.rs`).
     pub fn is_aborted(&self, c: &ScsiCommand) -> bool {
-        if let Some(l) = decode_lun(c.lun) {
-            if self.target.task_sets.aborted_since(c.task_set_gen, l, &self.id()) {
-                return true;
-            }
+        let Some(id) = c.unit else {
+            return false;
+        };
+        if self
+            .target
+            .task_sets
+            .aborted_since(c.task_set_gen, id, &self.id())
+        {
+            return true;
         }
         if c.epoch == self.abort_gen.load(Ordering::Acquire) {
             return false;
         }
-        let Some(id) = decode_lun(c.lun) else {
-            return false;
-        };
         let m = self.aborted.lock().unwrap_or_else(|p| p.into_inner());
         m.get(&id).is_some_and(|&g| g > c.epoch)
     }
@@ -837,6 +867,7 @@ impl Nexus {
             task_set_gen: self.target.task_sets.current(),
             conflict: false,
             uid: entry.map_or(0, |(_, m)| m.entry.uid),
+            unit: entry.map(|(id, _)| id),
         })
     }
 
@@ -1023,10 +1054,16 @@ impl Nexus {
             return Vec::new();
         };
         // SELECT REPORT 01h: well-known LUs only — there are none.
-        let mut luns = if select == 1 {
+        // The numbers this initiator uses (an ACL may map a LUN under
+        // another number).
+        let mut luns: Vec<u16> = if select == 1 {
             Vec::new()
         } else {
-            self.target.luns_for(&self.ini)
+            self.target
+                .lun_map(&self.ini)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
         };
         if luns.is_empty() && select != 1 {
             // No LUN is accessible: report LUN 0 so the initiator's scan

@@ -189,6 +189,8 @@ mod live_tests;
 #[cfg(test)]
 mod lun_table_tests;
 #[cfg(test)]
+mod mapped_tests;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! who may see which LUN: access lists, login addresses, and the LUN
 //! numbers each initiator sees.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::disk::Disk;
@@ -102,29 +102,97 @@ impl Mapped {
     }
 }
 
+/// The LUN numbers one initiator uses where they differ from the table's
+/// (an ACL's mapped LUNs, LIO's `mapped_lun`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct View {
+    /// The initiator's number to the table's LUN.
+    to_lun: BTreeMap<u16, u16>,
+    /// The table's LUN to the initiator's number.
+    to_number: BTreeMap<u16, u16>,
+}
+
 /// The LUN table and access lists at one moment. Commands read it
-/// without locks (`ArcSwap`); a change builds a new table and swaps it in.
-#[derive(Clone, Debug)]
+/// without locks (`ArcSwap`); a change builds a new table, calls
+/// [`index`](Self::index), and swaps it in.
+#[derive(Clone, Debug, Default)]
 pub(super) struct LunTable {
     pub(super) luns: BTreeMap<u16, Mapped>,
     pub(super) access: Access,
     pub(super) peers: PeerFilter,
+    /// Per initiator, its mapped LUN numbers (from the LUNs' `mapped_as`).
+    views: HashMap<InitiatorPortId, View>,
 }
 
 impl LunTable {
-    /// The LUN if `ini` may see it.
+    /// An empty table with these access lists.
+    pub(super) fn new(access: Access, peers: PeerFilter) -> LunTable {
+        LunTable {
+            access,
+            peers,
+            ..LunTable::default()
+        }
+    }
+
+    /// Builds the initiators' views from the LUNs' mapped numbers; called
+    /// once the LUNs are in.
+    pub(super) fn index(&mut self) {
+        self.views.clear();
+        for (&lun, m) in &self.luns {
+            for (ini, &number) in &m.config.mapped_as {
+                let v = self.views.entry(*ini).or_default();
+                v.to_lun.insert(number, lun);
+                v.to_number.insert(lun, number);
+            }
+        }
+    }
+
+    /// The LUN if `ini` may see it (by the table's number).
     pub(super) fn visible(&self, lun: u16, ini: &InitiatorPortId) -> Option<&Mapped> {
         let m = self.luns.get(&lun)?;
         let lun_ok = m.access.as_ref().map_or(true, |a| a.allows(ini));
         (self.access.allows(ini) && lun_ok).then_some(m)
     }
 
-    /// LUN numbers `ini` may see, ascending.
-    pub(super) fn luns_for(&self, ini: &InitiatorPortId) -> Vec<u16> {
-        self.luns
+    /// The LUN that `ini` addresses as `number`, with its number in the
+    /// table, if `ini` sees it. An ACL may present a LUN under another
+    /// number (SAM-5 4.6.4: the LUN identifies the logical unit to the
+    /// initiator); a LUN presented so is not reachable under its own.
+    /// Every LUN an initiator sends is resolved here.
+    pub(super) fn resolve(&self, ini: &InitiatorPortId, number: u16) -> Option<(u16, &Mapped)> {
+        let lun = match self.views.is_empty() {
+            true => number,
+            false => match self.views.get(ini) {
+                None => number,
+                Some(v) => match v.to_lun.get(&number) {
+                    Some(&l) => l,
+                    None if v.to_number.contains_key(&number) => return None,
+                    None => number,
+                },
+            },
+        };
+        Some((lun, self.visible(lun, ini)?))
+    }
+
+    /// What `ini` sees: (its number, the table's LUN), ascending by its
+    /// number.
+    pub(super) fn lun_map(&self, ini: &InitiatorPortId) -> Vec<(u16, u16)> {
+        let view = self.views.get(ini);
+        let mut v: Vec<(u16, u16)> = self
+            .luns
             .keys()
-            .copied()
-            .filter(|&l| self.visible(l, ini).is_some())
-            .collect()
+            .filter(|&&l| self.visible(l, ini).is_some())
+            .map(|&l| (view.and_then(|v| v.to_number.get(&l)).copied().unwrap_or(l), l))
+            .filter(|&(n, l)| self.resolve(ini, n).map(|r| r.0) == Some(l))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The table's numbers of the LUNs `ini` sees, ascending.
+    pub(super) fn luns_for(&self, ini: &InitiatorPortId) -> Vec<u16> {
+        let mut v: Vec<u16> = self.lun_map(ini).into_iter().map(|(_, l)| l).collect();
+        v.sort_unstable();
+        v
     }
 }
