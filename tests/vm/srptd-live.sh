@@ -14,7 +14,9 @@
 #     I/O goes on); a second nexus (initiator_ext=1) whose ACL allows
 #     another network is rejected at login; with an ACL for its address
 #     that maps only LUN 1, read-only, it sees LUN 1 and not LUN 0, and
-#     cannot write it; `ctl sessions` shows both nexuses.
+#     cannot write it; `ctl sessions` shows both nexuses. Then its ACL
+#     maps LUN 1 as its LUN 0 (`ctl acl map --as`): it sees LUN 0 only, and
+#     what it writes there is on LUN 1 as the first nexus reads it.
 #  3. save-config writes the configuration in effect; a reload of it
 #     changes nothing; a broken file is refused by `ctl reload` and by
 #     SIGHUP, and srptd keeps serving; a valid edit applied by SIGHUP
@@ -207,11 +209,34 @@ echo "$S" | jq -e --arg a "$ini_a" --arg b "$ini_b" 'length == 2 and ([.[].initi
 ctl sessions >&2
 vm_log "ACLs: first initiator kept its I/O, second sees only LUN 1, read-only"
 
+# Mapped LUN: the second nexus, writable now, sees LUN 1 as its LUN 0; what
+# it writes there lands on LUN 1 (read back through the first nexus).
+ctl acl remove "$ini_b" >&2
+ctl acl add "$ini_b" --luns 1 --address "$RXE_ADDR/32" >&2
+r=$(ctl --json acl map "$ini_b" 1 --as 0)
+echo "$r" | jq -e '.access_changed and .nexuses_notified == 1' >/dev/null || vm_die "acl map --as: $r"
+ctl luns --json | jq -e --arg b "$ini_b" '.[] | select(.lun == 1) | .mapped_as[$b] == 0' >/dev/null ||
+    vm_die "luns: LUN 1 not mapped as 0 for the second nexus: $(ctl luns --json)"
+echo 1 > "/sys/block/${b1#/dev/}/device/delete"
+rescan "$HB"
+b0=$(srp_lun_dev 0 "$HB")
+sg_luns "$b0" >&2
+_srp_lun_dev 1 "$HB" && vm_die "the second nexus still sees a LUN 1"
+dd if=/dev/urandom of="$DIR/mapped" bs=4k count=16 2>/dev/null
+dd if="$DIR/mapped" of="$b0" bs=4k seek=100 oflag=direct conv=notrunc 2>/dev/null ||
+    vm_die "write through the mapped LUN 0 of the second nexus failed"
+rescan "$HA"
+a1=$(srp_lun_dev 1 "$HA")
+dd if="$a1" of="$DIR/mapped.back" bs=4k skip=100 count=16 iflag=direct 2>/dev/null
+cmp "$DIR/mapped" "$DIR/mapped.back" || vm_die "what the second nexus wrote to its LUN 0 is not on LUN 1"
+vm_log "mapped LUN: LUN 1 is $b0 (LUN 0) for the second nexus; its write landed on LUN 1 ($a1)"
+
 # 3. save-config, reload, broken files, SIGHUP
 ctl save-config >&2
 grep -q "initiator = \"$ini_b\"" "$CFG" || vm_die "saved config lacks the second ACL: $(cat "$CFG")"
 grep -q "address = \"$RXE_ADDR/32\"" "$CFG" || vm_die "saved config lacks the ACL's address: $(cat "$CFG")"
 grep -q 'backstore = "ram:32M"' "$CFG" || vm_die "saved config lacks LUN 1: $(cat "$CFG")"
+grep -q 'luns = \[{ lun = 1, mapped_lun = 0 }\]' "$CFG" || vm_die "saved config lacks the mapped LUN: $(cat "$CFG")"
 r=$(ctl reload --json)
 echo "$r" | jq -e '.applied.added == [] and .applied.removed == [] and (.applied.access_changed | not)' >/dev/null ||
     vm_die "reload of the saved file changed something: $r"
