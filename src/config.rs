@@ -887,6 +887,53 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// An error of the SCSI target built from these settings (a backstore
+    /// that does not open, at start or when a change or reload adds it),
+    /// named by the setting it came from: the file and line of the LUN's
+    /// `backstore`, or the flag or parameter.
+    pub fn target_error(&self, e: &crate::scsi::ConfigError) -> ConfigError {
+        // The target names a LUN by its place in the configuration
+        // (`luns[1].backstore.path`), the order of `self.luns`.
+        let lun = e.field().strip_prefix("luns[").and_then(|r| r.split_once(']'));
+        let at = lun.and_then(|(i, rest)| Some((self.luns.get(i.parse::<usize>().ok()?)?, rest)));
+        let Some((l, rest)) = at else {
+            return ConfigError {
+                origin: Origin::Default,
+                value: String::new(),
+                reason: e.to_string(),
+            };
+        };
+        let text = |s: &Setting<String>| (s.origin.clone(), format!("{:?}", s.value));
+        let (origin, value) = match rest.split('.').nth(1) {
+            Some("serial") => l.serial.as_ref().map_or_else(|| text(&l.backstore), text),
+            Some("naa") => l.naa.as_ref().map_or_else(|| text(&l.backstore), text),
+            Some("lun") => (l.number.origin.clone(), l.number.value.to_string()),
+            _ => text(&l.backstore),
+        };
+        ConfigError {
+            origin,
+            value,
+            reason: e.reason(),
+        }
+    }
+
+    /// Checks that the RDMA devices to serve exist (`available`: the
+    /// machine's).
+    pub fn check_devices(&self, available: &[String]) -> Result<(), ConfigError> {
+        for d in &self.devices.value {
+            if !available.contains(d) {
+                return err(
+                    &self.devices.origin,
+                    format!("{d:?}"),
+                    format!("no such RDMA device (available: {})", available.join(", ")),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 fn in_range16(s: &Setting<u16>, (lo, hi): (u16, u16)) -> Result<u16, ConfigError> {
     if s.value < lo || s.value > hi {
         return err(&s.origin, s.value, format!("must be between {lo} and {hi}"));

@@ -547,10 +547,21 @@ fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     let opts = loaded.options;
+    // Named by file and line here; a machine without RDMA devices is told
+    // so when the target starts.
+    let devices: Vec<String> = srptd::rdma::devices()
+        .map(|ds| ds.into_iter().map(|d| d.name).collect())
+        .unwrap_or_default();
+    if !devices.is_empty() {
+        if let Err(e) = live.settings.check_devices(&devices) {
+            eprintln!("srptd: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let target = match Target::new(loaded.target) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("srptd: {e}");
+            eprintln!("srptd: {}", live.settings.target_error(&e));
             return ExitCode::from(2);
         }
     };

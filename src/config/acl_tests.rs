@@ -209,3 +209,36 @@ fn acl_map_sets_and_changes_the_number() {
         BTreeMap::from([(id(A), 9), (id(B), 7)])
     );
 }
+
+#[test]
+fn any_acl_errors_point_at_the_any_acl() {
+    // Beside per-initiator LUN lists: the ANY ACL's line, and where the
+    // list is.
+    let text = mapped().replace(
+        "[[acl]]\ninitiator = \"0000000000000001",
+        "[[acl]]\ninitiator = \"ANY\"\n[[acl]]\ninitiator = \"0000000000000001",
+    );
+    assert_eq!(
+        error(&text),
+        "t.toml:13: acl.initiator = \"ANY\": an ANY ACL lets everyone see every LUN: per-initiator LUN lists (acl.luns at t.toml:19) would have no effect"
+    );
+    // Read-only ANY, from a file.
+    let e = error(
+        "[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\n[[acl]]\ninitiator = \"ANY\"\n\nread_only = true\n",
+    );
+    assert_eq!(
+        e,
+        "t.toml:7: acl.read_only = true: the ANY ACL cannot be read-only (set read_only on the LUNs instead)"
+    );
+}
+
+#[test]
+fn an_initiator_s_read_only_acl_beside_any_applies() {
+    let s = settings(&format!(
+        "[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\n[[acl]]\ninitiator = \"ANY\"\n[[acl]]\ninitiator = \"{B}\"\nread_only = true\n"
+    ));
+    let t = s.build().unwrap().target;
+    assert_eq!(t.access, Access::Any);
+    assert_eq!(t.luns[0].access, None, "everyone sees it");
+    assert_eq!(t.luns[0].read_only_for, HashSet::from([id(B)]));
+}

@@ -218,7 +218,7 @@ impl Target {
                 }
                 .into());
             }
-            let m = self.open_lun(&format!("lun {}", l.lun), l, &next, false)?;
+            let m = self.open_lun(&format!("luns[{i}]"), l, &next, false)?;
             next.luns.insert(l.lun, m);
             applied.added.push(l.lun);
         }
