@@ -1010,4 +1010,6 @@ fn metrics_addr(m: &Option<Setting<String>>) -> Result<Option<std::net::SocketAd
 #[cfg(test)]
 mod acl_tests;
 #[cfg(test)]
+mod reload_tests;
+#[cfg(test)]
 mod tests;
