@@ -13,7 +13,7 @@
 //! be written out (`initiator = "ANY"`), which [`Loaded::warnings`] reports.
 //! Without a file the quick-start default (`--allow ANY`) applies.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,10 +25,8 @@ use crate::driver::{default_pollers, AdminSocket, Options};
 use crate::proto::{LoginLimits, TargetPortId};
 use crate::scsi::alua::{check_groups, GroupField};
 use crate::scsi::backstore::parse_size;
-use crate::scsi::lun::{self, PeerFilter};
-use crate::scsi::{
-    Access, AccessState, BackstoreConfig, InitiatorPortId, LunConfig, PortGroupConfig, TargetConfig, MAX_LUN,
-};
+use crate::scsi::lun;
+use crate::scsi::{Access, AccessState, BackstoreConfig, LunConfig, PortGroupConfig, TargetConfig, MAX_LUN};
 use crate::wire::parse_hex;
 
 /// Bounds of the numeric settings, each stated once (checked in
@@ -152,8 +150,9 @@ pub struct PortGroupSetting {
 pub struct AclSetting {
     /// `ANY` or a 32-hex-digit initiator port ID.
     pub initiator: Setting<String>,
-    /// LUNs this initiator sees (`None`: all).
-    pub luns: Option<Setting<Vec<u16>>>,
+    /// LUNs this initiator sees and their numbers for it (`None`: all,
+    /// under their own numbers).
+    pub luns: Option<Setting<Vec<AclLun>>>,
     /// It sees its LUNs write-protected.
     pub read_only: Option<Setting<bool>>,
     /// RDMA/CM logins only from this address or network (`10.0.0.5`,
@@ -357,9 +356,49 @@ struct FilePortGroup {
 #[serde(deny_unknown_fields)]
 struct FileAcl {
     initiator: Spanned<String>,
-    luns: Option<Spanned<Vec<u16>>>,
+    luns: Option<Spanned<Vec<FileAclLun>>>,
     read_only: Option<Spanned<bool>>,
     address: Option<Spanned<String>>,
+}
+
+/// An element of an ACL's `luns`: `3`, or `{ lun = 3, mapped_lun = 0 }`
+/// (LUN 3 seen by this initiator as LUN 0).
+#[derive(Debug)]
+struct FileAclLun(AclLun);
+
+impl<'de> Deserialize<'de> for FileAclLun {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, Unexpected};
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = FileAclLun;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a LUN number or { lun = N, mapped_lun = M }")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<FileAclLun, E> {
+                let n = u16::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))?;
+                Ok(FileAclLun(AclLun::same(n)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<FileAclLun, E> {
+                let n = u16::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))?;
+                Ok(FileAclLun(AclLun::same(n)))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<FileAclLun, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Mapping {
+                    lun: u16,
+                    mapped_lun: Option<u16>,
+                }
+                let m = Mapping::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(FileAclLun(AclLun {
+                    lun: m.lun,
+                    mapped_lun: m.mapped_lun.unwrap_or(m.lun),
+                }))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Reads spans of one file into origins.
@@ -490,7 +529,9 @@ impl Settings {
             .into_iter()
             .map(|a| AclSetting {
                 initiator: l.setting("acl.initiator", a.initiator),
-                luns: l.opt("acl.luns", a.luns),
+                luns: l
+                    .opt("acl.luns", a.luns)
+                    .map(|s| Setting::new(s.value.into_iter().map(|e| e.0).collect(), s.origin)),
                 read_only: l.opt("acl.read_only", a.read_only),
                 address: l.opt("acl.address", a.address),
             })
@@ -695,9 +736,10 @@ impl Settings {
         let luns = luns
             .into_iter()
             .map(|mut l| {
-                if let Some((a, ro)) = lun_access.remove(&l.lun) {
-                    l.access = Some(a);
-                    l.read_only_for = ro;
+                if let Some(a) = lun_access.remove(&l.lun) {
+                    l.access = a.who.map(Access::Only);
+                    l.read_only_for = a.read_only;
+                    l.mapped_as = a.mapped_as;
                 }
                 l
             })
@@ -843,160 +885,52 @@ impl Settings {
         }
         Ok(out)
     }
-
-    /// The target's access list and each LUN's (with the initiators that
-    /// see it read-only), from the ACLs. Without a config file and without
-    /// `--allow`, anyone may log in.
-    #[allow(clippy::type_complexity)]
-    fn access(
-        &self,
-        luns: &[LunConfig],
-        warnings: &mut Vec<String>,
-    ) -> Result<(Access, BTreeMap<u16, (Access, HashSet<InitiatorPortId>)>), ConfigError> {
-        let mut per_lun = BTreeMap::new();
-        if self.acls.is_empty() {
-            if self.from_file.is_some() || self.explicit_access {
-                warnings.push(
-                    "the config file has no [[acl]]: no initiator may log in (add one, e.g. initiator = \"ANY\")"
-                        .into(),
-                );
-                return Ok((Access::Only(HashSet::new()), per_lun));
-            }
-            return Ok((Access::Any, per_lun));
-        }
-        let numbers: HashSet<u16> = luns.iter().map(|l| l.lun).collect();
-        let mut ids: HashSet<InitiatorPortId> = HashSet::new();
-        let mut any = false;
-        // LUN -> initiators mapping it; None: everyone allowed sees it.
-        let mut mapped: BTreeMap<u16, HashSet<InitiatorPortId>> = BTreeMap::new();
-        let mut read_only: HashSet<InitiatorPortId> = HashSet::new();
-        let mut restricted = false;
-        for a in &self.acls {
-            let i = &a.initiator;
-            let id = if i.value.eq_ignore_ascii_case("any") {
-                any = true;
-                None
-            } else {
-                let id = parse_hex::<16>(&i.value).ok_or(ConfigError {
-                    origin: i.origin.clone(),
-                    value: format!("{:?}", i.value),
-                    reason: "expected ANY or a 32-hex-digit initiator port ID".into(),
-                })?;
-                if !ids.insert(id) {
-                    return err(
-                        &i.origin,
-                        format!("{:?}", i.value),
-                        "this initiator has another ACL already",
-                    );
-                }
-                Some(id)
-            };
-            if let Some(ro) = a.read_only.as_ref().filter(|r| r.value) {
-                match id {
-                    Some(id) => {
-                        read_only.insert(id);
-                    }
-                    None => {
-                        return err(
-                            &ro.origin,
-                            ro.value,
-                            "the ANY ACL cannot be read-only (set read_only on the LUNs instead)",
-                        )
-                    }
-                }
-            }
-            if let Some(ls) = &a.luns {
-                for n in &ls.value {
-                    if !numbers.contains(n) {
-                        return err(&ls.origin, n, "no such LUN");
-                    }
-                }
-                let Some(id) = id else {
-                    return err(
-                        &ls.origin,
-                        format!("{:?}", ls.value),
-                        "the ANY ACL maps every LUN",
-                    );
-                };
-                restricted = true;
-                for n in &ls.value {
-                    mapped.entry(*n).or_default().insert(id);
-                }
-            } else if let Some(id) = id {
-                for n in &numbers {
-                    mapped.entry(*n).or_default().insert(id);
-                }
-            }
-        }
-        if any {
-            let from = match &self
-                .acls
-                .iter()
-                .find(|a| a.initiator.value.eq_ignore_ascii_case("any"))
-            {
-                Some(a) => a.initiator.origin.clone(),
-                None => Origin::Default,
-            };
-            if self.from_file.is_some() {
-                let at = match from {
-                    Origin::File { path, line, .. } => format!("{}:{line}", path.display()),
-                    Origin::Flag(f) | Origin::Param(f) => f.to_owned(),
-                    Origin::Default => String::new(),
-                };
-                warnings.push(format!(
-                    "{at}: every initiator may log in and see every LUN (initiator = \"ANY\")"
-                ));
-            }
-            if restricted {
-                return err(
-                    &self.acls[0].initiator.origin,
-                    "",
-                    "an ANY ACL lets everyone see every LUN: per-initiator LUN lists would have no effect",
-                );
-            }
-            return Ok((Access::Any, per_lun));
-        }
-        for n in numbers {
-            let who = mapped.remove(&n).unwrap_or_default();
-            let ro = who.intersection(&read_only).copied().collect();
-            per_lun.insert(n, (Access::Only(who), ro));
-        }
-        Ok((Access::Only(ids), per_lun))
-    }
 }
 
 impl Settings {
-    /// The addresses each ACL accepts RDMA/CM logins from.
-    fn peer_filter(&self) -> Result<PeerFilter, ConfigError> {
-        let mut f = PeerFilter::default();
-        for a in &self.acls {
-            let nets = match &a.address {
-                None => Vec::new(),
-                Some(s) => {
-                    let v = s.value.trim();
-                    let net = v
-                        .parse::<ipnet::IpNet>()
-                        .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-                    match net {
-                        Ok(n) => vec![n.trunc()],
-                        Err(_) => {
-                            return err(
-                                &s.origin,
-                                format!("{:?}", s.value),
-                                "expected an IP address or network (10.0.0.5, 10.0.0.0/24, fe80::/64)",
-                            )
-                        }
-                    }
-                }
+    /// An error of the SCSI target built from these settings (a backstore
+    /// that does not open, at start or when a change or reload adds it),
+    /// named by the setting it came from: the file and line of the LUN's
+    /// `backstore`, or the flag or parameter.
+    pub fn target_error(&self, e: &crate::scsi::ConfigError) -> ConfigError {
+        // The target names a LUN by its place in the configuration
+        // (`luns[1].backstore.path`), the order of `self.luns`.
+        let lun = e.field().strip_prefix("luns[").and_then(|r| r.split_once(']'));
+        let at = lun.and_then(|(i, rest)| Some((self.luns.get(i.parse::<usize>().ok()?)?, rest)));
+        let Some((l, rest)) = at else {
+            return ConfigError {
+                origin: Origin::Default,
+                value: String::new(),
+                reason: e.to_string(),
             };
-            let id = if a.initiator.value.eq_ignore_ascii_case("any") {
-                None
-            } else {
-                parse_hex::<16>(&a.initiator.value)
-            };
-            f.set(id, nets);
+        };
+        let text = |s: &Setting<String>| (s.origin.clone(), format!("{:?}", s.value));
+        let (origin, value) = match rest.split('.').nth(1) {
+            Some("serial") => l.serial.as_ref().map_or_else(|| text(&l.backstore), text),
+            Some("naa") => l.naa.as_ref().map_or_else(|| text(&l.backstore), text),
+            Some("lun") => (l.number.origin.clone(), l.number.value.to_string()),
+            _ => text(&l.backstore),
+        };
+        ConfigError {
+            origin,
+            value,
+            reason: e.reason(),
         }
-        Ok(f)
+    }
+
+    /// Checks that the RDMA devices to serve exist (`available`: the
+    /// machine's).
+    pub fn check_devices(&self, available: &[String]) -> Result<(), ConfigError> {
+        for d in &self.devices.value {
+            if !available.contains(d) {
+                return err(
+                    &self.devices.origin,
+                    format!("{d:?}"),
+                    format!("no such RDMA device (available: {})", available.join(", ")),
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1046,8 +980,10 @@ pub fn read(path: Option<&Path>, flags: &Flags) -> Result<Settings, ConfigError>
     Ok(s)
 }
 
+mod access;
 mod live;
 mod save;
+pub use access::AclLun;
 pub use live::{Change, LiveConfig, Reloaded};
 
 /// The metrics listener's address: `HOST:PORT` (`[::1]:9469` for IPv6),
@@ -1071,5 +1007,9 @@ fn metrics_addr(m: &Option<Setting<String>>) -> Result<Option<std::net::SocketAd
     }
 }
 
+#[cfg(test)]
+mod acl_tests;
+#[cfg(test)]
+mod reload_tests;
 #[cfg(test)]
 mod tests;

@@ -5,12 +5,13 @@
 
 mod common;
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use common::*;
 use srptd::proto::TASK_SET_POLL;
 use srptd::scsi::backstore::BackstoreConfig;
-use srptd::scsi::lun::{LunConfig, Target, TargetConfig};
+use srptd::scsi::lun::{Access, LunConfig, Target, TargetConfig};
 use srptd::wire::{Rsp, Tag, TmFunction};
 
 const GOOD: u8 = 0x00;
@@ -480,4 +481,43 @@ fn a_function_covers_its_logical_unit_however_the_lun_is_addressed() {
     a.release_all();
     function_complete(&mut a, abort);
     assert!(!a.has_response(tag), "ABORT TASK's task gets no response");
+}
+
+#[test]
+fn a_function_on_a_mapped_lun_reaches_that_lun_through_every_nexus() {
+    // The table's LUN 1 is B's LUN 0 (an ACL's mapping); LUN 0 is A's only.
+    let lun = |n| LunConfig::new(n, BackstoreConfig::parse("ram:1M,bs=512", "lun").unwrap());
+    let (mut l0, mut l1) = (lun(0), lun(1));
+    l0.access = Some(Access::Only(HashSet::from([A])));
+    l1.access = Some(Access::Only(HashSet::from([A, B])));
+    l1.mapped_as = BTreeMap::from([(B, 0)]);
+    let t = Target::new(TargetConfig {
+        luns: vec![l0, l1],
+        ..TargetConfig::default()
+    })
+    .unwrap();
+    let mut a = login(&t, A);
+    let mut b = Sim::login_as(&t, B, 32);
+    while b.command(0, &TUR, None, 0, Layout::Direct).0.status != GOOD {}
+    let on_1 = held_write(&mut a, 1, 8, 1);
+    let on_0 = held_write(&mut a, 0, 8, 2);
+    let tmf = b.task_mgmt(0, TmFunction::LUN_RESET, Tag(0));
+    assert!(!b.has_response(tmf), "A holds a task of the table's LUN 1");
+    a.release_all();
+    assert!(!a.has_response(on_1), "aborted: no response (TAS = 0)");
+    assert_eq!(a.take_response(on_0).status, GOOD, "LUN 0 is not B's LUN 0");
+    b.advance(TASK_SET_POLL);
+    function_complete(&mut b, tmf);
+    a.auto_exec = true;
+    let (r, _) = a.command(1, &TUR, None, 0, Layout::Direct);
+    assert_eq!(
+        r.sense_key_asc(),
+        Some((0x6, 0x29, 0x03)),
+        "the reset, on A's LUN 1"
+    );
+    assert_eq!(read_block(&mut a, 1, 8), vec![0; 512]);
+    assert_eq!(read_block(&mut a, 0, 8), pattern(512, 2));
+    // B's commands count for the table's LUN 1.
+    assert!(b.ch.lun_stats().get(1).is_some_and(|s| s.commands >= 1));
+    assert!(b.ch.lun_stats().get(0).is_none());
 }

@@ -110,6 +110,9 @@ pub fn sessions(v: &Value) -> String {
             let st = &ch["stats"];
             rows.push(vec![
                 s(&sess["initiator"]),
+                // Two nexuses of one initiator differ by target port (its
+                // relative target port identifier, as `ctl alua` lists it).
+                s(&sess["relative_port"]),
                 s(&ch["key"]),
                 s(&ch["device"]),
                 s(&ch["peer"]),
@@ -127,6 +130,7 @@ pub fn sessions(v: &Value) -> String {
     table(
         &[
             "INITIATOR",
+            "TARGET PORT",
             "CHANNEL",
             "DEVICE",
             "PEER",
@@ -210,6 +214,11 @@ pub fn applied(v: &Value) -> String {
         ("added", "added LUN"),
         ("removed", "removed LUN"),
         ("read_only", "write protection changed on LUN"),
+        (
+            "flush_pending",
+            "still running commands, flushed after the last: LUN",
+        ),
+        ("flush_failed", "flush failed (see the log): LUN"),
     ] {
         let l = list(k);
         if !l.is_empty() {
@@ -397,6 +406,21 @@ mod tests {
         );
         assert!(lines[2].contains(" - "), "{t}");
         assert_eq!(sessions(&json!([])), "no sessions\n");
+        // One initiator through two target ports: two nexuses, told apart.
+        let ch = json!({"key": 1, "device": "rxe0", "stats": {}});
+        let mut ch2 = ch.clone();
+        ch2["key"] = json!(2);
+        ch2["device"] = json!("rxe1");
+        let v = json!([
+            {"initiator": "00000000000000000000000000000001", "relative_port": 1, "channels": [ch]},
+            {"initiator": "00000000000000000000000000000001", "relative_port": 2, "channels": [ch2]}
+        ]);
+        let t = sessions(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains("TARGET PORT"), "{t}");
+        let port = |l: &str| l.split_whitespace().nth(1).map(str::to_owned);
+        assert_eq!(port(lines[1]).as_deref(), Some("1"), "{t}");
+        assert_eq!(port(lines[2]).as_deref(), Some("2"), "{t}");
     }
 
     #[test]

@@ -238,6 +238,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RpcError> {
         "acl_map" => Call::Change(Change::AclMap {
             initiator: p.acl_initiator("initiator")?,
             lun: p.lun("lun")?,
+            mapped_lun: p.opt_u64("mapped_lun", u64::from(u16::MAX))?.map(|v| v as u16),
         }),
         "acl_unmap" => Call::Change(Change::AclUnmap {
             initiator: p.acl_initiator("initiator")?,
@@ -526,6 +527,28 @@ mod tests {
             }))
         );
         assert_eq!(
+            call(
+                "acl_map",
+                &format!(r#"{{"initiator":"{INI}","lun":3,"mapped_lun":0}}"#)
+            ),
+            Ok(Call::Change(Change::AclMap {
+                initiator: INI.into(),
+                lun: 3,
+                mapped_lun: Some(0),
+            }))
+        );
+        assert_eq!(
+            call(
+                "acl_map",
+                &format!(r#"{{"initiator":"{INI}","lun":3,"mapped_lun":null}}"#)
+            ),
+            Ok(Call::Change(Change::AclMap {
+                initiator: INI.into(),
+                lun: 3,
+                mapped_lun: None,
+            }))
+        );
+        assert_eq!(
             call("acl_unmap", r#"{"initiator":"ANY","lun":0}"#),
             Ok(Call::Change(Change::AclUnmap {
                 initiator: "ANY".into(),
@@ -604,6 +627,11 @@ mod tests {
                 "acl_map",
                 &format!(r#"{{"initiator":"{INI}"}}"#),
                 "lun is missing (acl_map needs it)",
+            ),
+            (
+                "acl_map",
+                &format!(r#"{{"initiator":"{INI}","lun":1,"mapped_lun":"0"}}"#),
+                "mapped_lun: expected an integer",
             ),
             ("save_config", r#"{"path":1}"#, "path: expected a string"),
             ("reload", r#"{"now":true}"#, "reload: unknown parameter \"now\""),

@@ -271,8 +271,15 @@ enum AclCommand {
     },
     /// Remove an initiator's ACL (its session stays until it logs out).
     Remove { initiator: String },
-    /// Let an initiator see one more LUN.
-    Map { initiator: String, lun: u16 },
+    /// Let an initiator see one more LUN (--as: under another number), or
+    /// give a LUN it sees another number.
+    Map {
+        initiator: String,
+        lun: u16,
+        /// The LUN number the initiator sees it as (default: its own).
+        #[arg(long = "as", value_name = "NUMBER")]
+        mapped_lun: Option<u16>,
+    },
     /// Hide a LUN from an initiator.
     Unmap { initiator: String, lun: u16 },
 }
@@ -378,7 +385,14 @@ fn ctl_acl(c: &AclCommand) -> CtlCall {
             json!({ "initiator": initiator, "luns": luns, "read_only": read_only, "address": address }),
         ),
         AclCommand::Remove { initiator } => ("acl_remove", json!({ "initiator": initiator })),
-        AclCommand::Map { initiator, lun } => ("acl_map", json!({ "initiator": initiator, "lun": lun })),
+        AclCommand::Map {
+            initiator,
+            lun,
+            mapped_lun,
+        } => (
+            "acl_map",
+            json!({ "initiator": initiator, "lun": lun, "mapped_lun": mapped_lun }),
+        ),
         AclCommand::Unmap { initiator, lun } => ("acl_unmap", json!({ "initiator": initiator, "lun": lun })),
     };
     (method, Some(params), render::applied)
@@ -533,10 +547,21 @@ fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     let opts = loaded.options;
+    // Named by file and line here; a machine without RDMA devices is told
+    // so when the target starts.
+    let devices: Vec<String> = srptd::rdma::devices()
+        .map(|ds| ds.into_iter().map(|d| d.name).collect())
+        .unwrap_or_default();
+    if !devices.is_empty() {
+        if let Err(e) = live.settings.check_devices(&devices) {
+            eprintln!("srptd: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let target = match Target::new(loaded.target) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("srptd: {e}");
+            eprintln!("srptd: {}", live.settings.target_error(&e));
             return ExitCode::from(2);
         }
     };

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{err, ConfigError, Flags, Loaded, LunSetting, Origin, Setting, Settings};
+use super::{err, AclLun, ConfigError, Flags, Loaded, LunSetting, Origin, Setting, Settings};
 use crate::wire::parse_hex;
 
 /// One change an admin call asks for.
@@ -41,10 +41,12 @@ pub enum Change {
     AclRemove {
         initiator: String,
     },
-    /// Lets an ACL's initiator see one more LUN.
+    /// Lets an ACL's initiator see one more LUN, under its own number or
+    /// `mapped_lun`; for a LUN it sees already, changes its number.
     AclMap {
         initiator: String,
         lun: u16,
+        mapped_lun: Option<u16>,
     },
     AclUnmap {
         initiator: String,
@@ -126,7 +128,7 @@ impl LiveConfig {
                 // A LUN that is gone is no longer in any ACL's list.
                 for a in &mut s.acls {
                     if let Some(ls) = &mut a.luns {
-                        ls.value.retain(|n| n != number);
+                        ls.value.retain(|e| e.lun != *number);
                     }
                 }
             }
@@ -155,7 +157,9 @@ impl LiveConfig {
                 }
                 s.acls.push(super::AclSetting {
                     initiator: Setting::new(initiator.clone(), p("initiator")),
-                    luns: luns.clone().map(|v| Setting::new(v, p("luns"))),
+                    luns: luns
+                        .as_ref()
+                        .map(|v| Setting::new(v.iter().map(|&n| AclLun::same(n)).collect(), p("luns"))),
                     read_only: read_only.map(|v| Setting::new(v, p("read_only"))),
                     address: address.clone().map(|v| Setting::new(v, p("address"))),
                 });
@@ -172,8 +176,11 @@ impl LiveConfig {
                     );
                 }
             }
-            Change::AclMap { initiator, lun } | Change::AclUnmap { initiator, lun } => {
-                let map = matches!(c, Change::AclMap { .. });
+            Change::AclMap { initiator, lun, .. } | Change::AclUnmap { initiator, lun } => {
+                let mapped_lun = match c {
+                    Change::AclMap { mapped_lun, .. } => Some(*mapped_lun),
+                    _ => None,
+                };
                 let all: Vec<u16> = s.luns.iter().map(|l| l.number.value).collect();
                 let Some(a) = s
                     .acls
@@ -191,16 +198,38 @@ impl LiveConfig {
                 }
                 // An ACL without a list sees every LUN: unmapping one
                 // turns it into the list of the others.
-                let list = a.luns.get_or_insert_with(|| Setting::new(all.clone(), p("lun")));
-                let has = list.value.contains(lun);
-                match (map, has) {
-                    (true, true) => return err(&p("lun"), lun, "already mapped for this initiator"),
-                    (false, false) => return err(&p("lun"), lun, "not mapped for this initiator"),
-                    (true, false) => list.value.push(*lun),
-                    (false, true) => list.value.retain(|n| n != lun),
+                let list = a.luns.get_or_insert_with(|| {
+                    Setting::new(all.iter().map(|&n| AclLun::same(n)).collect(), p("lun"))
+                });
+                let has = list.value.iter().position(|e| e.lun == *lun);
+                let mut origin = p("lun");
+                match (mapped_lun, has) {
+                    (Some(None), Some(_)) => return err(&p("lun"), lun, "already mapped for this initiator"),
+                    (Some(Some(m)), Some(i)) if list.value[i].mapped_lun == m => {
+                        return err(
+                            &p("mapped_lun"),
+                            m,
+                            "already this LUN's number for this initiator",
+                        )
+                    }
+                    (Some(Some(m)), Some(i)) => {
+                        list.value[i].mapped_lun = m;
+                        origin = p("mapped_lun");
+                    }
+                    (Some(m), None) => {
+                        list.value.push(AclLun {
+                            lun: *lun,
+                            mapped_lun: m.unwrap_or(*lun),
+                        });
+                        if m.is_some() {
+                            origin = p("mapped_lun");
+                        }
+                    }
+                    (None, None) => return err(&p("lun"), lun, "not mapped for this initiator"),
+                    (None, Some(_)) => list.value.retain(|e| e.lun != *lun),
                 }
                 list.value.sort_unstable();
-                list.origin = p("lun");
+                list.origin = origin;
             }
         }
         let loaded = s.build()?;

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use toml::{Table, Value};
 
-use super::{Origin, Setting, Settings};
+use super::{AclLun, Origin, Setting, Settings};
 
 /// Sets `key` in `t` when the setting is not a built-in default.
 fn put<T: Clone + Into<Value>>(t: &mut Table, key: &str, s: &Setting<T>) {
@@ -37,8 +37,19 @@ fn put_int_opt<T: Copy + Into<i64>>(t: &mut Table, key: &str, s: &Option<Setting
     }
 }
 
-fn ints(v: &[u16]) -> Value {
-    Value::Array(v.iter().map(|&n| Value::Integer(n.into())).collect())
+/// An ACL's LUN list: a LUN under its own number as the number, a mapped
+/// one as `{ lun = 3, mapped_lun = 0 }`.
+fn acl_luns(v: &[AclLun]) -> Value {
+    let item = |e: &AclLun| {
+        if e.lun == e.mapped_lun {
+            return Value::Integer(e.lun.into());
+        }
+        let mut t = Table::new();
+        t.insert("lun".into(), Value::Integer(e.lun.into()));
+        t.insert("mapped_lun".into(), Value::Integer(e.mapped_lun.into()));
+        Value::Table(t)
+    };
+    Value::Array(v.iter().map(item).collect())
 }
 
 impl Settings {
@@ -102,23 +113,6 @@ impl Settings {
         if !luns.is_empty() {
             doc.insert("lun".into(), Value::Array(luns));
         }
-        let acls: Vec<Value> = self
-            .acls
-            .iter()
-            .map(|a| {
-                let mut t = Table::new();
-                t.insert("initiator".into(), a.initiator.value.clone().into());
-                if let Some(l) = &a.luns {
-                    t.insert("luns".into(), ints(&l.value));
-                }
-                put_opt(&mut t, "read_only", &a.read_only);
-                put_opt(&mut t, "address", &a.address);
-                Value::Table(t)
-            })
-            .collect();
-        if !acls.is_empty() {
-            doc.insert("acl".into(), Value::Array(acls));
-        }
         let groups: Vec<Value> = self
             .port_groups
             .iter()
@@ -134,7 +128,28 @@ impl Settings {
         if !groups.is_empty() {
             doc.insert("target_port_group".into(), Value::Array(groups));
         }
-        let body = toml::to_string(&doc).unwrap_or_default();
+        let mut body = toml::to_string(&doc).unwrap_or_default();
+        // Written by hand so that a LUN list stays one inline array (a list
+        // of only mapped LUNs would otherwise become `[[acl.luns]]` tables).
+        for a in &self.acls {
+            let mut kv: Vec<(&str, Value)> = vec![("initiator", a.initiator.value.clone().into())];
+            if let Some(l) = &a.luns {
+                kv.push(("luns", acl_luns(&l.value)));
+            }
+            if let Some(r) = &a.read_only {
+                kv.push(("read_only", r.value.into()));
+            }
+            if let Some(ad) = &a.address {
+                kv.push(("address", ad.value.clone().into()));
+            }
+            if !body.is_empty() {
+                body.push('\n');
+            }
+            body.push_str("[[acl]]\n");
+            for (k, v) in kv {
+                body.push_str(&format!("{k} = {v}\n"));
+            }
+        }
         format!("# srptd configuration, written by srptd (save_config). See docs/configuration.md.\n\n{body}")
     }
 }

@@ -1,5 +1,7 @@
+use std::collections::BTreeMap;
+
 use super::*;
-use crate::scsi::BackstoreKind;
+use crate::scsi::{BackstoreKind, InitiatorPortId};
 
 fn parse(text: &str) -> Result<Loaded, ConfigError> {
     Settings::from_toml(Path::new("t.toml"), text)?.build()
@@ -310,6 +312,94 @@ fn syntax_and_type_errors_give_the_line() {
     assert!(got.starts_with("t.toml:1: "), "{got}");
     let got = error("[[lun]]\nnumber = 1\n");
     assert!(got.contains("missing field `backstore`"), "{got}");
+    // A missing field: the line of its table's header.
+    let got = error("[target]\nport = 1\n\n[[lun]]\nnumber = 1\n\n[[acl]]\ninitiator = \"ANY\"\n");
+    assert_eq!(got, "t.toml:4: missing field `backstore` (`[[lun]]`)");
+    let got = error("[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\n[[acl]]\nluns = [0]\n");
+    assert_eq!(got, "t.toml:4: missing field `initiator` (`[[acl]]`)");
+}
+
+#[test]
+fn identity_and_device_errors_name_file_line_and_key() {
+    let e = error("[target]\nid_ext = \"0002c90300010001\"\nioc_guid = \"0x12\"\n");
+    assert_eq!(
+        e,
+        "t.toml:3: target.ioc_guid = \"0x12\": expected 16 hex digits (e.g. 0002c90300010001)"
+    );
+    let s = Settings::from_toml(
+        Path::new("t.toml"),
+        "[target]\nport = 5555\ndevices = [\"rxe0\", \"mlx5_9\"]\n",
+    )
+    .unwrap();
+    let have = ["rxe0".to_string(), "rxe1".to_string()];
+    assert_eq!(
+        s.check_devices(&have).unwrap_err().to_string(),
+        "t.toml:3: target.devices = \"mlx5_9\": no such RDMA device (available: rxe0, rxe1)"
+    );
+    let mut s = Settings::default();
+    s.apply(&Flags {
+        devices: vec!["mlx5_9".into()],
+        ..Flags::default()
+    });
+    assert_eq!(
+        s.check_devices(&have).unwrap_err().to_string(),
+        "--device \"mlx5_9\": no such RDMA device (available: rxe0, rxe1)"
+    );
+    assert!(Settings::default().check_devices(&have).is_ok());
+}
+
+/// A backstore that does not open when the target is built (at start, or
+/// added by a change or a reload) is named by its file line or parameter.
+#[test]
+fn backstore_errors_name_file_line_and_key() {
+    let text = "[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\n\n[[lun]]\nnumber = 1\nbackstore = \"file:/nonexistent/srptd-x\"\n[[acl]]\ninitiator = \"ANY\"\n";
+    let s = Settings::from_toml(Path::new("t.toml"), text).unwrap();
+    let e = crate::scsi::Target::new(s.build().unwrap().target).unwrap_err();
+    assert_eq!(
+        s.target_error(&e).to_string(),
+        "t.toml:7: lun.backstore = \"file:/nonexistent/srptd-x\": /nonexistent/srptd-x: no such file or device"
+    );
+    // A RAM LUN that cannot be allocated, from a flag.
+    let mut s = Settings::default();
+    s.apply(&Flags {
+        luns: vec!["ram:1M".into(), "ram:1000".into()],
+        ..Flags::default()
+    });
+    let e = crate::scsi::Target::new(s.build().unwrap().target).unwrap_err();
+    assert_eq!(
+        s.target_error(&e).to_string(),
+        "--lun \"ram:1000\": size 1000 is not a multiple of the block size 512"
+    );
+    // Added by an admin call: named by its parameter.
+    let l = LiveConfig {
+        settings: Settings::from_toml(
+            Path::new("t.toml"),
+            "[[lun]]\nnumber = 0\nbackstore = \"ram:1M\"\n[[acl]]\ninitiator = \"ANY\"\n",
+        )
+        .unwrap(),
+        path: None,
+        flags: Flags::default(),
+    };
+    let target = crate::scsi::Target::new(l.settings.build().unwrap().target).unwrap();
+    let (s, loaded) = l
+        .change(&Change::LunAdd {
+            number: 3,
+            backstore: "file:/nonexistent/srptd-y".into(),
+            read_only: None,
+            block_size: None,
+            serial: None,
+            naa: None,
+            thin: None,
+        })
+        .unwrap();
+    let e = match target.apply(&loaded.target) {
+        Err(crate::scsi::ChangeError::Config(e)) => e,
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(
+        s.target_error(&e).to_string(),
+        "backstore = \"file:/nonexistent/srptd-y\": /nonexistent/srptd-y: no such file or device"
+    );
 }
 
 #[test]
@@ -373,6 +463,7 @@ fn live_changes_build_the_new_target() {
         .change(&Change::AclMap {
             initiator: B.into(),
             lun: 1,
+            mapped_lun: None,
         })
         .unwrap();
     assert_eq!(
@@ -392,12 +483,12 @@ fn live_changes_build_the_new_target() {
         loaded.target.luns[0].access,
         Some(Access::Only(HashSet::from([id(B)])))
     );
-    assert_eq!(s.acls[0].luns.as_ref().unwrap().value, vec![1]);
+    assert_eq!(s.acls[0].luns.as_ref().unwrap().value, vec![AclLun::same(1)]);
     l.commit(s);
     // Removing a LUN drops it from the lists too.
     let (s, loaded) = l.change(&Change::LunRemove { number: 1 }).unwrap();
     assert_eq!(loaded.target.luns.len(), 1);
-    assert_eq!(s.acls[0].luns.as_ref().unwrap().value, Vec::<u16>::new());
+    assert_eq!(s.acls[0].luns.as_ref().unwrap().value, Vec::<AclLun>::new());
     let (_, loaded) = l
         .change(&Change::LunReadOnly {
             number: 0,
@@ -513,7 +604,8 @@ fn live_change_errors_name_the_parameter() {
             &l,
             Change::AclMap {
                 initiator: B.into(),
-                lun: 0
+                lun: 0,
+                mapped_lun: None,
             }
         ),
         "lun = 0: already mapped for this initiator"
@@ -523,7 +615,8 @@ fn live_change_errors_name_the_parameter() {
             &l,
             Change::AclMap {
                 initiator: B.into(),
-                lun: 3
+                lun: 3,
+                mapped_lun: None,
             }
         ),
         "lun = 3: no such LUN"

@@ -91,10 +91,18 @@ pub(super) async fn serve(listener: UnixListener, path: PathBuf, to_control: mps
     }
 }
 
+/// Whether the peer of a connection (`peer_uid`: its user, from its
+/// credentials) may administer srptd: root, or the user srptd runs as (who
+/// owns the socket). The socket's mode (0600, in a 0700 directory) already
+/// keeps others from connecting (EACCES); this answers them -32001 should
+/// an administrator open the socket up (a group, a chmod).
+fn may_administer(peer_uid: Option<u32>, owner: u32) -> bool {
+    peer_uid.is_some_and(|u| u == 0 || u == owner)
+}
+
 /// Serves one connection: request lines in, response lines out.
 async fn connection(mut stream: UnixStream, owner: u32, to_control: mpsc::Sender<AdminRequest>) {
-    // Root, or the user srptd runs as (who owns the socket).
-    let allowed = stream.peer_cred().is_ok_and(|c| c.uid() == 0 || c.uid() == owner);
+    let allowed = may_administer(stream.peer_cred().ok().map(|c| c.uid()), owner);
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {
@@ -299,6 +307,11 @@ impl Control {
                     "backstore": l.backstore,
                     "zero_copy": l.dma_buf.is_some(),
                     "read_only_for": l.read_only_for.iter().map(|i| hex(i)).collect::<Vec<_>>(),
+                    "mapped_as": l
+                        .mapped_as
+                        .iter()
+                        .map(|(i, n)| (hex(i), json!(n)))
+                        .collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();
@@ -409,4 +422,40 @@ fn fill_sessions(sessions: Vec<SessionRows>, snaps: &BTreeMap<ChannelKey, Channe
         )
         .collect();
     Value::Array(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_and_srptd_s_user_may_administer() {
+        assert!(may_administer(Some(0), 1000));
+        assert!(may_administer(Some(1000), 1000));
+        assert!(!may_administer(Some(65534), 1000));
+        assert!(!may_administer(Some(65534), 0));
+        assert!(!may_administer(None, 0), "no credentials: refused");
+    }
+
+    #[test]
+    fn others_get_permission_denied_and_reach_nothing() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let line = br#"{"jsonrpc":"2.0","method":"lun_remove","params":{"number":0},"id":7}"#;
+        let a = rt.block_on(answer(line, false, &tx)).unwrap();
+        let v: Value = serde_json::from_str(&a).unwrap();
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["error"]["code"], code::PERMISSION_DENIED);
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("permission denied"));
+        assert!(rx.try_recv().is_err(), "the control loop saw nothing");
+        // A notification (no id) gets no answer either way.
+        let note = br#"{"jsonrpc":"2.0","method":"status"}"#;
+        assert_eq!(rt.block_on(answer(note, false, &tx)), None);
+        // A request it cannot parse is answered as such first.
+        let a = rt.block_on(answer(b"{", false, &tx)).unwrap();
+        assert!(a.contains("-32700"), "{a}");
+    }
 }

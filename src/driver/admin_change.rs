@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::admin::rpc::{code, Call};
-use crate::config::LiveConfig;
+use crate::config::{LiveConfig, Settings};
 use crate::scsi::{ChangeError, Target};
 
 use super::control::Control;
@@ -25,10 +25,13 @@ fn refused(e: impl std::fmt::Display) -> (i64, String) {
     (code::REFUSED, e.to_string())
 }
 
-fn change_error(e: ChangeError) -> (i64, String) {
-    match e {
-        ChangeError::NoSuchLun(_) => (code::NOT_FOUND, e.to_string()),
-        e => refused(e),
+/// A refused change; a backstore that does not open is named by the
+/// parameter or the file line of `settings` it came from.
+fn change_error(e: ChangeError, settings: Option<&Settings>) -> (i64, String) {
+    match (e, settings) {
+        (e @ ChangeError::NoSuchLun(_), _) => (code::NOT_FOUND, e.to_string()),
+        (ChangeError::Config(c), Some(s)) => refused(s.target_error(&c)),
+        (e, _) => refused(e),
     }
 }
 
@@ -38,13 +41,15 @@ pub(super) fn run_change(live: &Mutex<LiveConfig>, target: &Target, call: Call) 
     match call {
         Call::Change(c) => {
             let (settings, loaded) = live.change(&c).map_err(refused)?;
-            let applied = target.apply(&loaded.target).map_err(change_error)?;
+            let applied = target
+                .apply(&loaded.target)
+                .map_err(|e| change_error(e, Some(&settings)))?;
             tracing::info!(change = ?c, ?applied, "admin: configuration changed");
             live.commit(settings);
             Ok(serde_json::to_value(applied).unwrap_or(Value::Null))
         }
         Call::LunResize { number, size } => {
-            let blocks = target.resize(number, size).map_err(change_error)?;
+            let blocks = target.resize(number, size).map_err(|e| change_error(e, None))?;
             tracing::info!(lun = number, blocks, "admin: LUN resized");
             Ok(json!({ "lun": number, "blocks": blocks }))
         }
@@ -55,7 +60,9 @@ pub(super) fn run_change(live: &Mutex<LiveConfig>, target: &Target, call: Call) 
         }
         Call::Reload => {
             let r = live.reload().map_err(refused)?;
-            let applied = target.apply(&r.loaded.target).map_err(change_error)?;
+            let applied = target
+                .apply(&r.loaded.target)
+                .map_err(|e| change_error(e, Some(&r.settings)))?;
             for w in &r.loaded.warnings {
                 tracing::warn!("{w}");
             }

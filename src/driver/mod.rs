@@ -155,7 +155,7 @@ pub const MAX_DEFAULT_POLLERS: usize = 8;
 pub enum StartError {
     #[error("no RDMA device found (load rdma_rxe and create one with `rdma link add rxe0 type rxe netdev <if>`, or see the README)")]
     NoDevice,
-    #[error("--device {0}: no such RDMA device (available: {1})")]
+    #[error("RDMA device {0:?}: no such device (available: {1})")]
     UnknownDevice(String, String),
     #[error("cannot listen on RDMA/CM port {port}: {source}")]
     Listen { port: u16, source: rdma::Error },

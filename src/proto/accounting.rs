@@ -13,7 +13,6 @@
 use super::action::CmdId;
 use super::channel::Channel;
 use super::stats::{IoStats, LunStats, TickScale};
-use crate::scsi::lun::decode_lun;
 use crate::scsi::{DataDir, Sense};
 
 /// Counters, logged when the channel closes and served by the admin socket.
@@ -104,13 +103,11 @@ impl Channel {
         self.stats.io.enter();
     }
 
-    /// SRP_CMD `id` addresses `lun`, which is mapped (`sense`: how its
-    /// planning failed, if it did): from now on it counts for that LUN too.
-    pub(super) fn count_command_lun(&mut self, id: CmdId, lun: [u8; 8], sense: Option<&Sense>) {
-        if sense.is_some_and(|s| s.asc == ASC_LUN_NOT_SUPPORTED) {
-            return;
-        }
-        let Some(n) = decode_lun(lun) else { return };
+    /// SRP_CMD `id` addresses the LUN numbered `unit` in the target's
+    /// table (`None`: no LUN the nexus sees): from now on it counts for
+    /// that LUN too.
+    pub(super) fn count_command_lun(&mut self, id: CmdId, unit: Option<u16>) {
+        let Some(n) = unit else { return };
         let Some(slot) = self.luns.slot(n) else { return };
         if let Some(s) = self.luns.get_mut(slot) {
             s.commands += 1;
@@ -121,10 +118,20 @@ impl Channel {
         }
     }
 
+    /// SRP_CMD `id` for SAM LUN `lun` failed planning with `sense`: it
+    /// counts for the LUN the nexus sees there, if any (by the LUN's number
+    /// in the target's table, which an ACL's mapping may make differ).
+    pub(super) fn count_refused_command_lun(&mut self, id: CmdId, lun: [u8; 8], sense: &Sense) {
+        if sense.asc != ASC_LUN_NOT_SUPPORTED {
+            let unit = self.nexus.unit(lun);
+            self.count_command_lun(id, unit);
+        }
+    }
+
     /// Task management request `id` addresses `lun`: it counts for that LUN
     /// if the channel has sent commands to it.
     pub(super) fn count_task_mgmt_lun(&mut self, id: CmdId, lun: [u8; 8]) {
-        let Some(slot) = decode_lun(lun).and_then(|n| self.luns.find(n)) else {
+        let Some(slot) = self.nexus.unit(lun).and_then(|n| self.luns.find(n)) else {
             return;
         };
         if let Some(s) = self.luns.get_mut(slot) {

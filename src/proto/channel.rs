@@ -866,11 +866,11 @@ impl Channel {
         let (scsi, plan) = match self.nexus.plan_command(iu.lun, iu.cdb.as_bytes()) {
             Ok(p) => p,
             Err(sense) => {
-                self.count_command_lun(id, iu.lun, Some(&sense));
+                self.count_refused_command_lun(id, iu.lun, &sense);
                 return self.check_condition(id, sense);
             }
         };
-        self.count_command_lun(id, iu.lun, None);
+        self.count_command_lun(id, scsi.unit());
         self.count_direction(id, plan.dir);
         if plan.len > self.cfg.max_transfer {
             return self.check_condition(id, Sense::invalid_field_in_cdb());

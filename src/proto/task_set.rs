@@ -15,7 +15,6 @@ use super::action::CmdId;
 use super::channel::Channel;
 use super::command::{has_work_in_flight, CommandState};
 use crate::scsi::cdb::Cmd;
-use crate::scsi::lun::decode_lun;
 use crate::scsi::reservations::commands_cleared_by_another_initiator;
 use crate::scsi::reservations::PrOutAction;
 use crate::scsi::task_set::AbortScope;
@@ -39,7 +38,9 @@ impl Channel {
     /// (SAM-5 7.4) abort every nexus's tasks, ABORT TASK SET (SAM-5 7.3)
     /// only this nexus's.
     pub(super) fn publish_task_set_abort(&mut self, tmf: CmdId, lun: [u8; 8], func: TmFunction) {
-        let Some(id) = decode_lun(lun) else {
+        // Other nexuses may know the logical unit by another number (an
+        // ACL's mapping): scopes name it by its number in the target's table.
+        let Some(id) = self.nexus.unit(lun) else {
             return;
         };
         let me = self.nexus.id();
@@ -143,7 +144,7 @@ impl Channel {
                 .iter()
                 .filter(|(_, c)| !c.is_task_mgmt && c.scsi.is_some() && !c.remote_abort)
                 .filter_map(|(i, c)| {
-                    let l = decode_lun(c.lun)?;
+                    let l = c.scsi.as_ref()?.unit()?;
                     news.iter()
                         .filter_map(|p| p.answers(l, &me))
                         .reduce(|a, b| a || b)

@@ -171,6 +171,36 @@ pub enum ConfigError {
     Invalid { field: String, reason: &'static str },
 }
 
+impl ConfigError {
+    /// The field the error names (`luns[1].backstore.path`).
+    pub fn field(&self) -> &str {
+        match self {
+            ConfigError::ReservationState { field, .. }
+            | ConfigError::Parse { field, .. }
+            | ConfigError::ZeroSize { field }
+            | ConfigError::SizeNotMultiple { field, .. }
+            | ConfigError::BadBlockSize { field, .. }
+            | ConfigError::FileMissing { field, .. }
+            | ConfigError::NotFileOrDevice { field, .. }
+            | ConfigError::FileTooSmall { field, .. }
+            | ConfigError::Io { field, .. }
+            | ConfigError::Alloc { field, .. }
+            | ConfigError::DuplicateLun { field, .. }
+            | ConfigError::LunTooLarge { field, .. }
+            | ConfigError::Invalid { field, .. } => field,
+        }
+    }
+
+    /// What is wrong, without the field (each message starts with it).
+    pub fn reason(&self) -> String {
+        let text = self.to_string();
+        match text.strip_prefix(self.field()).and_then(|r| r.strip_prefix(": ")) {
+            Some(r) => r.to_owned(),
+            None => text,
+        }
+    }
+}
+
 impl BackstoreConfig {
     /// Parses `ram:<size>` or `file:<path>`, followed by options
     /// `,ro` and `,bs=512|4096` (default 512). Sizes take K/M/G/T suffixes

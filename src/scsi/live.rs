@@ -9,15 +9,17 @@
 //! table without locks. A command already running on a removed LUN
 //! finishes on it; one planned but not yet run ends in CHECK CONDITION,
 //! LOGICAL UNIT NOT SUPPORTED (nothing was acknowledged, so nothing is
-//! lost). A removed file LUN is flushed before the change returns.
+//! lost). A removed LUN is flushed after the last command running on it
+//! has ended (`drain.rs`).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::aptpl::AptplFile;
 use super::backstore::{ConfigError, ResizeError};
 use super::disk::Disk;
+use super::drain::{Closed, InFlight};
 use super::lun::{
     fnv1a, naa_from, valid_naa, valid_serial, LunConfig, LunEntry, LunReservations, LunTable, Mapped, Target,
     TargetConfig, NAA_RULE, SERIAL_RULE,
@@ -38,7 +40,18 @@ pub struct Applied {
     pub access_changed: bool,
     /// I_T nexuses given REPORTED LUNS DATA HAS CHANGED.
     pub nexuses_notified: usize,
+    /// Removed LUNs still running commands when the change stopped waiting
+    /// ([`REMOVAL_WAIT`]): each is flushed after its last command ends.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flush_pending: Vec<u16>,
+    /// Removed LUNs whose flush failed (logged).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flush_failed: Vec<u16>,
 }
+
+/// How long a change waits for the commands running on the LUNs it removes
+/// before it hands their flush to the last of them.
+pub const REMOVAL_WAIT: Duration = Duration::from_secs(10);
 
 impl Applied {
     /// Whether the change changed nothing.
@@ -157,6 +170,7 @@ impl Target {
                 pr: LunReservations::new(saved.unwrap_or_default(), file),
                 uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
                 zero_copy: at_start,
+                in_flight: InFlight::default(),
             }),
             access: l.access.clone(),
             read_only_for: l.read_only_for.clone(),
@@ -172,11 +186,7 @@ impl Target {
     pub fn apply(&self, cfg: &TargetConfig) -> Result<Applied, ChangeError> {
         let _one_at_a_time = self.change.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.table.load_full();
-        let mut next = LunTable {
-            luns: BTreeMap::new(),
-            access: cfg.access.clone(),
-            peers: cfg.peers.clone(),
-        };
+        let mut next = LunTable::new(cfg.access.clone(), cfg.peers.clone());
         let mut applied = Applied::default();
         // Kept LUNs first, so new ones are checked against all of them.
         for (i, l) in cfg.luns.iter().enumerate() {
@@ -208,7 +218,7 @@ impl Target {
                 }
                 .into());
             }
-            let m = self.open_lun(&format!("lun {}", l.lun), l, &next, false)?;
+            let m = self.open_lun(&format!("luns[{i}]"), l, &next, false)?;
             next.luns.insert(l.lun, m);
             applied.added.push(l.lun);
         }
@@ -245,28 +255,53 @@ impl Target {
         applied.access_changed = old.access != next.access
             || old.peers != next.peers
             || next.luns.iter().any(|(n, m)| {
-                old.luns
-                    .get(n)
-                    .is_some_and(|o| o.access != m.access || o.read_only_for != m.read_only_for)
+                old.luns.get(n).is_some_and(|o| {
+                    o.access != m.access
+                        || o.read_only_for != m.read_only_for
+                        || o.config.mapped_as != m.config.mapped_as
+                })
             });
+        next.index();
         let next = Arc::new(next);
         self.table.store(Arc::clone(&next));
+        // The inventory a nexus sees is its LUN numbers and what they
+        // address: a LUN added, removed, or mapped under another number
+        // changes it (SPC-4 6.33, SAM-5 5.14).
         for n in self.live_nexuses() {
-            let (before, after) = (old.luns_for(n.initiator()), next.luns_for(n.initiator()));
+            let (before, after) = (old.lun_map(n.initiator()), next.lun_map(n.initiator()));
             for l in &applied.removed {
                 n.clear_ua(*l);
             }
             if before != after {
-                for &l in &after {
+                for &(_, l) in &after {
                     n.add_ua(l, Sense::reported_luns_changed());
                 }
                 applied.nexuses_notified += 1;
             }
         }
-        for l in &applied.removed {
-            let m = &old.luns[l];
-            if let Err(e) = m.entry.disk.store().flush() {
-                tracing::error!(lun = l, error = %e, "flushing a removed LUN failed");
+        // A removed LUN's commands already running finish on it (those only
+        // planned are refused when they would run); its cache is flushed
+        // after the last has ended, so no write acknowledged GOOD is lost.
+        // Other LUNs never wait: only this change does, up to the bound.
+        let deadline = Instant::now() + self.drain_bound;
+        for &l in &applied.removed {
+            let m = &old.luns[&l];
+            let store = Arc::clone(m.entry.disk.store());
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match m.entry.in_flight.close(wait, Box::new(move || store.flush())) {
+                Closed::Flushed(Ok(())) => {}
+                Closed::Flushed(Err(e)) => {
+                    tracing::error!(lun = l, error = %e, "flushing a removed LUN failed");
+                    applied.flush_failed.push(l);
+                }
+                Closed::Pending { running } => {
+                    tracing::warn!(
+                        lun = l,
+                        running,
+                        "a removed LUN still runs commands: it is flushed after the last"
+                    );
+                    applied.flush_pending.push(l);
+                }
             }
         }
         Ok(applied)
@@ -288,5 +323,35 @@ impl Target {
             .map_err(|source| ChangeError::Backstore { lun, source })?;
         self.unit_attention_all(lun, Sense::capacity_changed());
         Ok(blocks)
+    }
+}
+
+#[cfg(test)]
+impl Target {
+    /// Puts LUN `lun` on storage `store` (a test double) into the table,
+    /// visible to everyone allowed, configured as a RAM LUN.
+    pub(super) fn insert_store(&self, lun: u16, store: Arc<dyn super::Backstore>) {
+        let serial = format!("store{lun}");
+        let naa = naa_from(self.naa_company_id, &serial);
+        let mut table = LunTable::clone(&self.table.load());
+        let config = LunConfig::new(lun, super::tests::ram(1 << 20, store.block_size()));
+        let entry = LunEntry {
+            disk: Disk::new(store, serial, naa, self.max_transfer_bytes),
+            pr: LunReservations::new(Default::default(), None),
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            zero_copy: false,
+            in_flight: InFlight::default(),
+        };
+        table.luns.insert(
+            lun,
+            Mapped {
+                entry: Arc::new(entry),
+                access: None,
+                read_only_for: Default::default(),
+                config,
+            },
+        );
+        table.index();
+        self.table.store(Arc::new(table));
     }
 }

@@ -3,9 +3,12 @@
 //! happens to commands of a LUN that goes away.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::backstore::tests::TempFile;
-use super::lun::{encode_lun, Access, LunConfig, TargetConfig};
+use super::lun::{encode_lun, Access, LunConfig, Target, TargetConfig};
 use super::sense::{Sense, SenseKey};
 use super::tests::{
     fails, file, good, inquiry, pattern, ram, read_cap16, report_luns, run, rw10, target, tur, INI_A, INI_B,
@@ -252,4 +255,159 @@ fn configured_naa_and_full_provisioning() {
     l1.naa = Some(naa);
     let e = t.apply(&config(vec![l0, l1])).unwrap_err();
     assert!(e.to_string().contains("same serial number or NAA"), "{e}");
+}
+
+/// Storage that records the order of writes and flushes; a write waits at
+/// a gate until the test opens it (a command running on the LUN).
+#[derive(Debug)]
+struct Recorder {
+    ram: super::RamBackstore,
+    log: Mutex<Vec<&'static str>>,
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Recorder {
+    fn new() -> Arc<Recorder> {
+        Arc::new(Recorder {
+            ram: super::RamBackstore::new(1 << 20, 512, false).unwrap(),
+            log: Mutex::new(Vec::new()),
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+        })
+    }
+
+    fn log(&self) -> Vec<&'static str> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn open_gate(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    /// Waits (up to 10 s) until the log holds `what`.
+    fn wait_for(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(&what) {
+            assert!(Instant::now() < deadline, "no {what}: {:?}", self.log());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl super::Backstore for Recorder {
+    fn block_size(&self) -> u32 {
+        self.ram.block_size()
+    }
+    fn num_blocks(&self) -> u64 {
+        self.ram.num_blocks()
+    }
+    fn read_only(&self) -> bool {
+        false
+    }
+    fn set_read_only(&self, _: bool) -> Result<(), super::ResizeError> {
+        Err(super::ResizeError::Refused("test double"))
+    }
+    fn resize(&self, _: Option<u64>) -> Result<u64, super::ResizeError> {
+        Err(super::ResizeError::Refused("test double"))
+    }
+    fn read(&self, lba: u64, buf: &DmaBuf, off: usize, len: usize) -> std::io::Result<()> {
+        self.ram.read(lba, buf, off, len)
+    }
+    fn write(&self, lba: u64, buf: &DmaBuf, off: usize, len: usize, fua: bool) -> std::io::Result<()> {
+        self.log.lock().unwrap().push("write started");
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+        drop(open);
+        self.ram.write(lba, buf, off, len, fua)?;
+        self.log.lock().unwrap().push("write done");
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.log.lock().unwrap().push("flush");
+        Ok(())
+    }
+    fn unmap(&self, lba: u64, blocks: u64) -> std::io::Result<()> {
+        self.ram.unmap(lba, blocks)
+    }
+    fn write_same(&self, lba: u64, blocks: u64, pattern: &[u8]) -> std::io::Result<()> {
+        self.ram.write_same(lba, blocks, pattern)
+    }
+    fn dma_buf(&self) -> Option<&Arc<DmaBuf>> {
+        None
+    }
+    fn is_blocking(&self) -> bool {
+        true
+    }
+    fn thin_provisioned(&self) -> bool {
+        false
+    }
+    fn write_cache(&self) -> bool {
+        true
+    }
+    fn identity(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A target with LUN 0 (RAM) and LUN 1 on a [`Recorder`]; nexus A has
+/// consumed its creation unit attentions and has a WRITE running on LUN 1,
+/// held at the gate. `bound`: how long a removal waits for it.
+fn write_running_on_lun1(bound: Duration) -> (Arc<Target>, Arc<Recorder>, JoinHandle<()>) {
+    let l0 = LunConfig::new(0, ram(1 << 20, 512));
+    let mut t = target(vec![l0]);
+    Arc::get_mut(&mut t).unwrap().drain_bound = bound;
+    let rec = Recorder::new();
+    t.insert_store(1, Arc::clone(&rec) as Arc<dyn super::Backstore>);
+    let a = t.nexus(INI_A);
+    settle(&a, 0);
+    settle(&a, 1);
+    let w = std::thread::spawn(move || {
+        // Acknowledged GOOD: it must be in the flush that follows.
+        good(&a, 1, &rw10(0x2a, 4, 1, false), &[0x5a; 512]);
+    });
+    rec.wait_for("write started");
+    (t, rec, w)
+}
+
+#[test]
+fn removal_flushes_after_the_write_running_on_the_lun() {
+    let (t, rec, w) = write_running_on_lun1(Duration::from_secs(60));
+    let remover = Arc::clone(&t);
+    let l0 = LunConfig::new(0, ram(1 << 20, 512));
+    let rm = std::thread::spawn(move || remover.apply(&config(vec![l0])).unwrap());
+    // The removal waits for the write; other LUNs do not.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!rm.is_finished());
+    assert_eq!(rec.log(), ["write started"]);
+    let b = t.nexus(INI_B);
+    settle(&b, 0);
+    good(&b, 0, &rw10(0x2a, 0, 1, false), &[1; 512]);
+    // A command that would start on the LUN now is refused: it is gone.
+    let (c, _) = run(&b, 1, &tur(), &[]);
+    assert_eq!(c.sense.unwrap(), Sense::lun_not_supported());
+    rec.open_gate();
+    w.join().unwrap();
+    let applied = rm.join().unwrap();
+    assert_eq!(applied.removed, vec![1]);
+    assert!(applied.flush_pending.is_empty() && applied.flush_failed.is_empty());
+    assert_eq!(rec.log(), ["write started", "write done", "flush"]);
+}
+
+#[test]
+fn past_the_wait_the_last_command_flushes() {
+    let (t, rec, w) = write_running_on_lun1(Duration::from_millis(10));
+    let applied = t
+        .apply(&config(vec![LunConfig::new(0, ram(1 << 20, 512))]))
+        .unwrap();
+    assert_eq!(applied.removed, vec![1]);
+    assert_eq!(applied.flush_pending, vec![1]);
+    assert_eq!(rec.log(), ["write started"]);
+    rec.open_gate();
+    w.join().unwrap();
+    rec.wait_for("flush");
+    assert_eq!(rec.log(), ["write started", "write done", "flush"]);
 }

@@ -13,12 +13,14 @@ use super::aptpl::AptplFile;
 use super::backstore::BackstoreConfig;
 pub use super::backstore::ConfigError;
 use super::cdb::{op, Cmd};
-use super::disk::{self, Disk};
+use super::disk;
 use super::reservations::{
     insufficient_registration_resources, reservation_class, Capabilities, CommandClass, Persist, PrOutCdb,
     Refusal, RegistrantId, Reservations,
 };
 use super::sense::Sense;
+pub use super::table::{Access, PeerFilter};
+pub(super) use super::table::{LunEntry, LunTable, Mapped};
 use super::task_set::{AbortScope, TaskSets};
 use super::xcopy::{self, CopyManager, CopyResults};
 use super::{with_parameter_list, Completion, DataDir, Plan, ScsiStatus};
@@ -27,62 +29,6 @@ use crate::mem::DmaBuf;
 /// An SRP initiator port identifier (SRP r16a 4.7): the 16-byte initiator
 /// port ID of the SRP_LOGIN_REQ.
 pub type InitiatorPortId = [u8; 16];
-
-/// Which initiators may use a target or a LUN.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Access {
-    /// Every initiator.
-    #[default]
-    Any,
-    /// Only these initiator ports.
-    Only(HashSet<InitiatorPortId>),
-}
-
-impl Access {
-    /// Whether `ini` is allowed.
-    pub fn allows(&self, ini: &InitiatorPortId) -> bool {
-        match self {
-            Access::Any => true,
-            Access::Only(set) => set.contains(ini),
-        }
-    }
-}
-
-/// Where initiators may log in from over RDMA/CM: the addresses of ACLs
-/// that name some. An initiator's own ACL decides for it; an initiator
-/// without one falls under the `ANY` ACL's addresses. No address: from
-/// anywhere. A login without an IP peer (InfiniBand CM) never matches an
-/// address.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PeerFilter {
-    /// `None`: the ANY ACL. An empty list: no restriction.
-    rules: BTreeMap<Option<InitiatorPortId>, Vec<ipnet::IpNet>>,
-}
-
-impl PeerFilter {
-    /// The ACL of `ini` (`None`: ANY) accepts logins only from `nets`
-    /// (empty: from anywhere).
-    pub fn set(&mut self, ini: Option<InitiatorPortId>, nets: Vec<ipnet::IpNet>) {
-        self.rules.insert(ini, nets);
-    }
-
-    /// Whether `ini` may log in from `peer`.
-    pub fn allows(&self, ini: &InitiatorPortId, peer: Option<std::net::IpAddr>) -> bool {
-        let rule = self.rules.get(&Some(*ini)).or_else(|| self.rules.get(&None));
-        match rule {
-            None => true,
-            Some(nets) if nets.is_empty() => true,
-            Some(nets) => peer.is_some_and(|p| {
-                // An IPv4 peer may come as an IPv4-mapped IPv6 address.
-                let p = match p {
-                    std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(p, std::net::IpAddr::V4),
-                    v4 => v4,
-                };
-                nets.iter().any(|n| n.contains(&p))
-            }),
-        }
-    }
-}
 
 /// One LUN of a [`TargetConfig`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +52,9 @@ pub struct LunConfig {
     /// Offer logical block provisioning (UNMAP, LBPME) where the backstore
     /// can deallocate.
     pub thin: bool,
+    /// Initiators that see this LUN under another number (an ACL's mapped
+    /// LUN); each number is unique among the LUNs its initiator sees.
+    pub mapped_as: BTreeMap<InitiatorPortId, u16>,
 }
 
 impl LunConfig {
@@ -119,6 +68,7 @@ impl LunConfig {
             read_only_for: HashSet::new(),
             naa: None,
             thin: true,
+            mapped_as: BTreeMap::new(),
         }
     }
 }
@@ -212,67 +162,6 @@ pub fn encode_lun(lun: u16) -> [u8; 8] {
     l
 }
 
-/// A LUN's storage and reservations; kept (shared) across table changes
-/// that do not replace the LUN.
-#[derive(Debug)]
-pub(super) struct LunEntry {
-    pub(super) disk: Disk,
-    pub(super) pr: LunReservations,
-    /// Unique among every LUN the target ever had: a command planned for
-    /// a LUN that was removed (and maybe added again) does not run.
-    pub(super) uid: u64,
-    /// The memory of a RAM LUN present at start is registered with each
-    /// RDMA device: RDMA may move its data directly. LUNs added while
-    /// running go through the channel's buffers.
-    pub(super) zero_copy: bool,
-}
-
-/// A LUN in the table: its storage and who sees it how.
-#[derive(Clone, Debug)]
-pub(super) struct Mapped {
-    pub(super) entry: Arc<LunEntry>,
-    /// Further restricts the target's access list for this LUN.
-    pub(super) access: Option<Access>,
-    pub(super) read_only_for: HashSet<InitiatorPortId>,
-    /// The configuration it was made from (what a change is compared to).
-    pub(super) config: LunConfig,
-}
-
-impl Mapped {
-    /// Whether an ACL maps this LUN read-only for `ini`: its writes get
-    /// DATA PROTECT, WRITE PROTECTED (checked without hashing when none is).
-    pub(super) fn read_only_to(&self, ini: &InitiatorPortId) -> bool {
-        !self.read_only_for.is_empty() && self.read_only_for.contains(ini)
-    }
-}
-
-/// The LUN table and access lists at one moment. Commands read it
-/// without locks ([`ArcSwap`]); a change builds a new table and swaps it in.
-#[derive(Clone, Debug)]
-pub(super) struct LunTable {
-    pub(super) luns: BTreeMap<u16, Mapped>,
-    pub(super) access: Access,
-    pub(super) peers: PeerFilter,
-}
-
-impl LunTable {
-    /// The LUN if `ini` may see it.
-    pub(super) fn visible(&self, lun: u16, ini: &InitiatorPortId) -> Option<&Mapped> {
-        let m = self.luns.get(&lun)?;
-        let lun_ok = m.access.as_ref().map_or(true, |a| a.allows(ini));
-        (self.access.allows(ini) && lun_ok).then_some(m)
-    }
-
-    /// LUN numbers `ini` may see, ascending.
-    pub(super) fn luns_for(&self, ini: &InitiatorPortId) -> Vec<u16> {
-        self.luns
-            .keys()
-            .copied()
-            .filter(|&l| self.visible(l, ini).is_some())
-            .collect()
-    }
-}
-
 /// The reservations of one LUN, shared by every I_T nexus, and where they
 /// are saved.
 #[derive(Debug)]
@@ -345,6 +234,8 @@ pub struct LunInfo {
     pub backstore: String,
     /// Initiators that see it write-protected.
     pub read_only_for: Vec<InitiatorPortId>,
+    /// Initiators that see it under another number, and that number.
+    pub mapped_as: Vec<(InitiatorPortId, u16)>,
 }
 
 /// The LUN table, shared by all channels of the target.
@@ -364,6 +255,9 @@ pub struct Target {
     pub(super) task_sets: TaskSets,
     /// EXTENDED COPY's count of running copies (`xcopy.rs`).
     pub(super) copies: CopyManager,
+    /// How long a change waits for a removed LUN's running commands
+    /// ([`REMOVAL_WAIT`](super::live::REMOVAL_WAIT)).
+    pub(super) drain_bound: std::time::Duration,
 }
 
 /// 64-bit FNV-1a with a chosen offset basis.
@@ -411,11 +305,7 @@ impl Target {
         }
         let mut target = Target {
             name: cfg.name,
-            table: ArcSwap::from_pointee(LunTable {
-                luns: BTreeMap::new(),
-                access: cfg.access,
-                peers: cfg.peers,
-            }),
+            table: ArcSwap::from_pointee(LunTable::new(cfg.access, cfg.peers)),
             change: Mutex::new(()),
             max_transfer_bytes: cfg.max_transfer_bytes,
             naa_company_id: cfg.naa_company_id,
@@ -424,6 +314,7 @@ impl Target {
             alua: Alua::new(&cfg.port_groups)?,
             task_sets: TaskSets::default(),
             copies: CopyManager::default(),
+            drain_bound: super::live::REMOVAL_WAIT,
         };
         let mut table = LunTable::clone(&target.table.load());
         for (i, l) in cfg.luns.iter().enumerate() {
@@ -437,6 +328,7 @@ impl Target {
             let m = target.open_lun(&field, l, &table, true)?;
             table.luns.insert(l.lun, m);
         }
+        table.index();
         target.table = ArcSwap::from_pointee(table);
         Ok(Arc::new(target))
     }
@@ -463,9 +355,15 @@ impl Target {
         t.access.allows(ini) && t.peers.allows(ini, peer)
     }
 
-    /// LUN numbers `ini` may see, ascending.
+    /// The numbers (in the table) of the LUNs `ini` may see, ascending.
     pub fn luns_for(&self, ini: &InitiatorPortId) -> Vec<u16> {
         self.table.load().luns_for(ini)
+    }
+
+    /// The LUNs `ini` sees: (the number it uses, the table's number),
+    /// ascending by the number it uses (what REPORT LUNS lists).
+    pub fn lun_map(&self, ini: &InitiatorPortId) -> Vec<(u16, u16)> {
+        self.table.load().lun_map(ini)
     }
 
     /// Every configured LUN.
@@ -489,6 +387,7 @@ impl Target {
                     access: m.access.clone(),
                     backstore: m.config.backstore.kind.to_string(),
                     read_only_for: m.read_only_for.iter().copied().collect(),
+                    mapped_as: m.config.mapped_as.iter().map(|(i, &n)| (*i, n)).collect(),
                 }
             })
             .collect()
@@ -587,6 +486,8 @@ pub struct ScsiCommand {
     task_set_gen: u64,
     /// The [`LunEntry::uid`] it was planned for (0: no LUN there).
     uid: u64,
+    /// The table's number of that LUN (the initiator may use another).
+    unit: Option<u16>,
     /// Running it does backstore I/O that may block (file I/O, or saving
     /// the APTPL state): the transport runs it on the worker pool.
     blocking: bool,
@@ -624,6 +525,12 @@ impl ScsiCommand {
     /// The decoded command.
     pub fn cmd(&self) -> &Cmd {
         &self.cmd
+    }
+
+    /// The number in the target's LUN table of the LUN it was planned for
+    /// (task sets and aborts are the table's LUNs'); `None`: no LUN there.
+    pub fn unit(&self) -> Option<u16> {
+        self.unit
     }
 }
 
@@ -733,10 +640,18 @@ impl Nexus {
         }
     }
 
-    /// The LUN a SAM LUN addresses in table `t`, if this nexus sees it.
+    /// The LUN a SAM LUN addresses in table `t`, with its number in the
+    /// table (which an ACL's mapping may make differ from the number the
+    /// initiator uses), if this nexus sees it.
     fn entry<'t>(&self, t: &'t LunTable, lun: [u8; 8]) -> Option<(u16, &'t Mapped)> {
-        let id = decode_lun(lun)?;
-        Some((id, t.visible(id, &self.ini)?))
+        t.resolve(&self.ini, decode_lun(lun)?)
+    }
+
+    /// The number in the target's LUN table of the LUN that SAM LUN `lun`
+    /// addresses for this nexus now, if it sees one (task management
+    /// functions and statistics name the table's LUNs).
+    pub fn unit(&self, lun: [u8; 8]) -> Option<u16> {
+        self.entry(&self.target.table.load(), lun).map(|(id, _)| id)
     }
 
     /// Whether this nexus sees LUN `m` write-protected (an ACL's read-only
@@ -819,6 +734,7 @@ impl Nexus {
         let epoch = self.abort_gen.load(Ordering::Acquire);
         let task_set_gen = self.target.task_sets.current();
         let uid = entry.map_or(0, |(_, m)| m.entry.uid);
+        let unit = entry.map(|(id, _)| id);
         let decoded = |cmd: Cmd| ScsiCommand {
             lun,
             opcode,
@@ -828,6 +744,7 @@ impl Nexus {
             task_set_gen,
             conflict: false,
             uid,
+            unit,
         };
         match opcode {
             op::INQUIRY => {
@@ -906,17 +823,19 @@ impl Nexus {
     /// was planned (SPC-4 5.13.11.5), or a task management function of
     /// another channel did (`task_set.rs`).
     pub fn is_aborted(&self, c: &ScsiCommand) -> bool {
-        if let Some(l) = decode_lun(c.lun) {
-            if self.target.task_sets.aborted_since(c.task_set_gen, l, &self.id()) {
-                return true;
-            }
+        let Some(id) = c.unit else {
+            return false;
+        };
+        if self
+            .target
+            .task_sets
+            .aborted_since(c.task_set_gen, id, &self.id())
+        {
+            return true;
         }
         if c.epoch == self.abort_gen.load(Ordering::Acquire) {
             return false;
         }
-        let Some(id) = decode_lun(c.lun) else {
-            return false;
-        };
         let m = self.aborted.lock().unwrap_or_else(|p| p.into_inner());
         m.get(&id).is_some_and(|&g| g > c.epoch)
     }
@@ -949,6 +868,7 @@ impl Nexus {
             task_set_gen: self.target.task_sets.current(),
             conflict: false,
             uid: entry.map_or(0, |(_, m)| m.entry.uid),
+            unit: entry.map(|(id, _)| id),
         })
     }
 
@@ -990,6 +910,10 @@ impl Nexus {
             _ => {
                 let (id, m) = entry.ok_or_else(Sense::lun_not_supported)?;
                 let e = &m.entry;
+                // Counted in before it touches the backstore: a LUN removed
+                // from now on is flushed only after this command has ended
+                // (`drain.rs`); one removed already refuses it.
+                let _running = e.in_flight.enter().ok_or_else(Sense::lun_not_supported)?;
                 // The target port's state may have changed since planning.
                 self.check_access(&c.cmd)?;
                 // Checked again when the command runs: a reservation made
@@ -1137,10 +1061,16 @@ impl Nexus {
             return Vec::new();
         };
         // SELECT REPORT 01h: well-known LUs only — there are none.
-        let mut luns = if select == 1 {
+        // The numbers this initiator uses (an ACL may map a LUN under
+        // another number).
+        let mut luns: Vec<u16> = if select == 1 {
             Vec::new()
         } else {
-            self.target.luns_for(&self.ini)
+            self.target
+                .lun_map(&self.ini)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
         };
         if luns.is_empty() && select != 1 {
             // No LUN is accessible: report LUN 0 so the initiator's scan

@@ -22,11 +22,13 @@ pub mod backstore;
 pub mod caw;
 pub mod cdb;
 pub mod disk;
+mod drain;
 pub mod live;
 pub mod lun;
 pub mod pool;
 pub mod reservations;
 pub mod sense;
+mod table;
 pub mod task_set;
 pub mod xcopy;
 
@@ -186,6 +188,8 @@ impl From<Result<u32, Sense>> for Completion {
 mod live_tests;
 #[cfg(test)]
 mod lun_table_tests;
+#[cfg(test)]
+mod mapped_tests;
 #[cfg(test)]
 mod tests;
 

@@ -837,8 +837,11 @@ fn copy(
     progress: &mut Progress,
 ) -> Result<(), Refusal> {
     let ini = &nexus.initiator;
-    // The LUN of each CSCD descriptor, among those `ini` sees.
-    let luns: Vec<_> = list
+    // The LUN of each CSCD descriptor, among those `ini` sees, each
+    // counted in as a command of its own (`drain.rs`): a LUN being removed
+    // is neither read nor written, and one removed later is flushed after
+    // the copy.
+    let entered: Vec<_> = list
         .cscds
         .iter()
         .map(|c| {
@@ -847,9 +850,10 @@ fn copy(
                 .luns
                 .iter()
                 .find(|&(&l, m)| m.entry.disk.naa() == naa && table.visible(l, ini).is_some())?;
-            Some(m)
+            Some((m, m.entry.in_flight.enter()?))
         })
         .collect();
+    let luns: Vec<_> = entered.iter().map(|e| e.as_ref().map(|(m, _)| *m)).collect();
     let facts: Vec<_> = luns
         .iter()
         .map(|m| {

@@ -16,7 +16,8 @@
 #  3. Bad input gets the JSON-RPC error that names it, and changes nothing:
 #     malformed JSON, an unknown method, a wrong parameter type, an unknown
 #     parameter, a session that does not exist; the socket is mode 0600 and
-#     a non-root user cannot connect.
+#     a non-root user cannot connect (EACCES); with the socket opened up it
+#     connects and gets -32001, and nothing changes.
 #     The target's totals do not go back when those channels close.
 #  4. SIGTERM: srptd exits 0 and removes its socket.
 set -euo pipefail
@@ -160,7 +161,21 @@ case $out in
     *"cannot connect to $SOCK: Permission denied"*) ;;
     *) vm_die "non-root ctl failed for another reason: $out" ;;
 esac
-vm_log "bad input refused, nothing changed; non-root user kept out"
+# An administrator opening the socket up does not let others in: srptd
+# checks the caller's credentials and answers -32001 (ctl exits 1).
+chmod 0755 "$(dirname "$SOCK")"
+chmod 0666 "$SOCK"
+rc=0
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$BIN" ctl --socket "$SOCK" lun remove 1 2>&1) || rc=$?
+chmod 0600 "$SOCK"
+chmod 0700 "$(dirname "$SOCK")"
+[ "$rc" = 1 ] || vm_die "non-root ctl on an opened socket: exit $rc (expected 1): $out"
+case $out in
+    *"permission denied"*"(JSON-RPC error -32001)"*) ;;
+    *) vm_die "non-root ctl on an opened socket: $out" ;;
+esac
+ctl luns --json | jq -e 'length == 2' >/dev/null || vm_die "a refused non-root call changed the LUNs"
+vm_log "bad input refused, nothing changed; non-root user kept out (EACCES, and -32001 on an opened socket)"
 
 # 2. log the second nexus out
 before_logout=$(ctl stats --json | jq '.total.commands')

@@ -6,12 +6,17 @@
 #     verified; `ctl lun resize`: CAPACITY DATA HAS CHANGED, the new size
 #     after a rescan of the disk; `ctl lun read-only on`: writes fail with
 #     DATA PROTECT / WRITE PROTECTED, reads work; off again; `ctl lun
-#     remove`: gone from REPORT LUNS.
+#     remove` while fio and dd write to it: every block dd saw acknowledged
+#     is in the backing file, and the LUN is gone from REPORT LUNS. The
+#     kernel logs the REPORTED LUNS DATA HAS CHANGED and CAPACITY DATA HAS
+#     CHANGED unit attentions.
 #  2. ACLs: the ANY ACL is replaced by one for the first initiator (its
 #     I/O goes on); a second nexus (initiator_ext=1) whose ACL allows
 #     another network is rejected at login; with an ACL for its address
 #     that maps only LUN 1, read-only, it sees LUN 1 and not LUN 0, and
-#     cannot write it; `ctl sessions` shows both nexuses.
+#     cannot write it; `ctl sessions` shows both nexuses. Then its ACL
+#     maps LUN 1 as its LUN 0 (`ctl acl map --as`): it sees LUN 0 only, and
+#     what it writes there is on LUN 1 as the first nexus reads it.
 #  3. save-config writes the configuration in effect; a reload of it
 #     changes nothing; a broken file is refused by `ctl reload` and by
 #     SIGHUP, and srptd keeps serving; a valid edit applied by SIGHUP
@@ -78,9 +83,14 @@ truncate -s 32M "$DIR/lun1.img"
 ctl lun add 1 "file:$DIR/lun1.img" >&2
 ctl luns --json | jq -e 'length == 2 and .[1].lun == 1 and .[1].bytes == 33554432' >/dev/null ||
     vm_die "luns after add: $(ctl luns --json)"
+# SPC-4 / SAM-5 5.14: LUN 0's next command gets REPORTED LUNS DATA HAS
+# CHANGED, which Linux logs (scsi_report_sense).
+_kernel_logged() { dmesg | grep -c "$1" >/dev/null; }
+wait_until 10 _kernel_logged 'LUN assignments on this target have changed' ||
+    vm_die "the initiator did not report REPORTED LUNS DATA HAS CHANGED after lun add"
 rescan "$HA"
 a1=$(srp_lun_dev 1 "$HA")
-vm_log "LUN 1 appeared as $a1"
+vm_log "LUN 1 appeared as $a1 (REPORTED LUNS DATA HAS CHANGED seen by the initiator)"
 fio_verify "$a1" 10 randwrite 4k 16 8M
 ctl lun resize 1 64M >&2
 # SBC-3 4.6: the next command gets CAPACITY DATA HAS CHANGED; the disk's
@@ -88,6 +98,8 @@ ctl lun resize 1 64M >&2
 echo 1 > "/sys/block/${a1#/dev/}/device/rescan"
 _size_is() { [ "$(cat "/sys/block/${1#/dev/}/size")" = "$2" ]; }
 wait_until 10 _size_is "$a1" 131072 || vm_die "LUN 1 size after resize: $(cat "/sys/block/${a1#/dev/}/size") sectors"
+wait_until 10 _kernel_logged 'Capacity data has changed' ||
+    vm_die "the initiator did not report CAPACITY DATA HAS CHANGED after lun resize"
 dd if=/dev/urandom of="$DIR/blk" bs=4k count=1 2>/dev/null
 dd if="$DIR/blk" of="$a1" bs=4k seek=16000 oflag=direct conv=notrunc 2>/dev/null ||
     vm_die "write beyond the old end of LUN 1 failed"
@@ -110,7 +122,40 @@ wait_until 10 _writable "$a1" || vm_die "$a1 still read-only for the kernel afte
 dd if="$DIR/blk" of="$a1" bs=4k count=1 oflag=direct conv=notrunc 2>/dev/null || vm_die "write after read-only off failed"
 vm_log "read-only: writes refused with WRITE PROTECTED, reads served; writable again"
 
-ctl lun remove 1 >&2
+# Removal under I/O: fio writes LUN 1's first 16 MiB while dd writes a
+# known pattern into its last 32 MiB, one 4 KiB O_DIRECT write at a time,
+# pass after pass, and LUN 1 is removed meanwhile. Both then fail (the LUN
+# is gone); every block dd counted as written was acknowledged GOOD and
+# must be in the backing file.
+dd if=/dev/urandom of="$DIR/pattern" bs=1M count=32 2>/dev/null
+timeout 150 fio --name=removed --filename="$a1" --direct=1 --ioengine=libaio --rw=randwrite \
+    --bs=4k --iodepth=16 --size=16M --time_based --runtime=120 \
+    --output="$VM_RESULTS/fio-lun1-removed.txt" >&2 &
+fio_1=$!
+(
+    passes=0
+    while timeout 150 dd if="$DIR/pattern" of="$a1" bs=4k seek=8192 oflag=direct conv=notrunc 2>"$DIR/dd.err"; do
+        passes=$((passes + 1))
+    done
+    echo "$passes" >"$DIR/dd.passes"
+) &
+dd_1=$!
+sleep 2
+r=$(ctl --json lun remove 1)
+echo "$r" | jq -e '.removed == [1] and (has("flush_pending") or has("flush_failed") | not)' >/dev/null ||
+    vm_die "lun remove under I/O: $r"
+wait "$dd_1"
+wait "$fio_1" || true
+passes=$(cat "$DIR/dd.passes")
+blocks=$(sed -n 's/^\([0-9]*\)+[0-9]* records out$/\1/p' "$DIR/dd.err")
+[ -n "$blocks" ] || vm_die "no dd record count: $(cat "$DIR/dd.err")"
+[ "$passes" -eq 0 ] || blocks=8192
+[ "$blocks" -gt 0 ] || vm_die "dd wrote nothing before the removal: $(cat "$DIR/dd.err")"
+dd if="$DIR/pattern" of="$DIR/want" bs=4k count="$blocks" 2>/dev/null
+dd if="$DIR/lun1.img" of="$DIR/got" bs=4k skip=8192 count="$blocks" 2>/dev/null
+cmp "$DIR/want" "$DIR/got" || vm_die "an acknowledged write is missing from LUN 1's backing file ($passes passes, $blocks blocks)"
+grep -E 'err=' "$VM_RESULTS/fio-lun1-removed.txt" >&2 || true
+vm_log "remove under I/O: $passes full dd passes, $blocks acknowledged blocks all in the backing file"
 echo 1 > "/sys/block/${a1#/dev/}/device/delete"
 rescan "$HA"
 sleep 1
@@ -164,11 +209,34 @@ echo "$S" | jq -e --arg a "$ini_a" --arg b "$ini_b" 'length == 2 and ([.[].initi
 ctl sessions >&2
 vm_log "ACLs: first initiator kept its I/O, second sees only LUN 1, read-only"
 
+# Mapped LUN: the second nexus, writable now, sees LUN 1 as its LUN 0; what
+# it writes there lands on LUN 1 (read back through the first nexus).
+ctl acl remove "$ini_b" >&2
+ctl acl add "$ini_b" --luns 1 --address "$RXE_ADDR/32" >&2
+r=$(ctl --json acl map "$ini_b" 1 --as 0)
+echo "$r" | jq -e '.access_changed and .nexuses_notified == 1' >/dev/null || vm_die "acl map --as: $r"
+ctl luns --json | jq -e --arg b "$ini_b" '.[] | select(.lun == 1) | .mapped_as[$b] == 0' >/dev/null ||
+    vm_die "luns: LUN 1 not mapped as 0 for the second nexus: $(ctl luns --json)"
+echo 1 > "/sys/block/${b1#/dev/}/device/delete"
+rescan "$HB"
+b0=$(srp_lun_dev 0 "$HB")
+sg_luns "$b0" >&2
+_srp_lun_dev 1 "$HB" && vm_die "the second nexus still sees a LUN 1"
+dd if=/dev/urandom of="$DIR/mapped" bs=4k count=16 2>/dev/null
+dd if="$DIR/mapped" of="$b0" bs=4k seek=100 oflag=direct conv=notrunc 2>/dev/null ||
+    vm_die "write through the mapped LUN 0 of the second nexus failed"
+rescan "$HA"
+a1=$(srp_lun_dev 1 "$HA")
+dd if="$a1" of="$DIR/mapped.back" bs=4k skip=100 count=16 iflag=direct 2>/dev/null
+cmp "$DIR/mapped" "$DIR/mapped.back" || vm_die "what the second nexus wrote to its LUN 0 is not on LUN 1"
+vm_log "mapped LUN: LUN 1 is $b0 (LUN 0) for the second nexus; its write landed on LUN 1 ($a1)"
+
 # 3. save-config, reload, broken files, SIGHUP
 ctl save-config >&2
 grep -q "initiator = \"$ini_b\"" "$CFG" || vm_die "saved config lacks the second ACL: $(cat "$CFG")"
 grep -q "address = \"$RXE_ADDR/32\"" "$CFG" || vm_die "saved config lacks the ACL's address: $(cat "$CFG")"
 grep -q 'backstore = "ram:32M"' "$CFG" || vm_die "saved config lacks LUN 1: $(cat "$CFG")"
+grep -q 'luns = \[{ lun = 1, mapped_lun = 0 }\]' "$CFG" || vm_die "saved config lacks the mapped LUN: $(cat "$CFG")"
 r=$(ctl reload --json)
 echo "$r" | jq -e '.applied.added == [] and .applied.removed == [] and (.applied.access_changed | not)' >/dev/null ||
     vm_die "reload of the saved file changed something: $r"
