@@ -521,3 +521,65 @@ fn a_function_on_a_mapped_lun_reaches_that_lun_through_every_nexus() {
     assert!(b.ch.lun_stats().get(1).is_some_and(|s| s.commands >= 1));
     assert!(b.ch.lun_stats().get(0).is_none());
 }
+
+#[test]
+fn a_function_under_a_changed_mapping_reaches_tasks_planned_under_the_old_one() {
+    // The table's LUN 1 is B's LUN 0, then (mapping changed while B's
+    // WRITE waits) B's LUN 5: a LUN RESET B sends to its LUN 5 is for the
+    // same logical unit and aborts that WRITE on B's own channel too.
+    let t = Target::new(lun_1_for_b_as(0)).unwrap();
+    let mut b = Sim::login_as(&t, B, 32);
+    while b.command(0, &TUR, None, 0, Layout::Direct).0.status != GOOD {}
+    let w = held_write(&mut b, 0, 8, 4);
+    t.apply(&lun_1_for_b_as(5)).unwrap();
+    let tmf = b.task_mgmt(5, TmFunction::LUN_RESET, Tag(0));
+    b.release_all();
+    b.advance(TASK_SET_POLL);
+    let r = b.take_response(w);
+    assert_eq!(
+        r.status, TASK_ABORTED,
+        "the WRITE planned under LUN 0 is LUN 5's task"
+    );
+    function_complete(&mut b, tmf);
+    b.auto_exec = true;
+    while b.command(5, &TUR, None, 0, Layout::Direct).0.status != GOOD {}
+    assert_eq!(
+        read_block(&mut b, 5, 8),
+        vec![0; 512],
+        "the aborted WRITE wrote nothing"
+    );
+}
+
+#[test]
+fn abort_task_under_a_changed_mapping_finds_the_task() {
+    // As above, with ABORT TASK: the task is named by tag and logical
+    // unit (SAM-5 7.2), whatever number the mapping gave the unit when
+    // the task was planned.
+    let t = Target::new(lun_1_for_b_as(0)).unwrap();
+    let mut b = Sim::login_as(&t, B, 32);
+    while b.command(0, &TUR, None, 0, Layout::Direct).0.status != GOOD {}
+    let w = held_write(&mut b, 0, 8, 4);
+    t.apply(&lun_1_for_b_as(5)).unwrap();
+    let tmf = b.task_mgmt(5, TmFunction::ABORT_TASK, w);
+    b.release_all();
+    function_complete(&mut b, tmf);
+    assert!(!b.has_response(w), "ABORT TASK's task gets no response");
+    b.auto_exec = true;
+    while b.command(5, &TUR, None, 0, Layout::Direct).0.status != GOOD {}
+    assert_eq!(
+        read_block(&mut b, 5, 8),
+        vec![0; 512],
+        "the aborted WRITE wrote nothing"
+    );
+}
+
+/// The table's LUN 1, seen by initiator B only, as its LUN `mapped`.
+fn lun_1_for_b_as(mapped: u16) -> TargetConfig {
+    let mut l1 = LunConfig::new(1, BackstoreConfig::parse("ram:1M,bs=512", "lun").unwrap());
+    l1.access = Some(Access::Only(HashSet::from([B])));
+    l1.mapped_as = BTreeMap::from([(B, mapped)]);
+    TargetConfig {
+        luns: vec![l1],
+        ..TargetConfig::default()
+    }
+}

@@ -965,11 +965,21 @@ impl Channel {
         tracing::info!(function = func.0, lun = ?lun, tag = ?tag, "task management");
         // The logical unit, not the LUN's bytes: peripheral (0000h) and
         // flat space (4000h) addressing of LUN 0 name the same task set, as
-        // for the other channels (`sync_task_sets`). Bytes that address no
-        // logical unit address no task.
+        // for the other channels (`sync_task_sets`), and a planned task is
+        // matched by the table's LUN it was planned for, so a task planned
+        // before an ACL's mapping changed is found under the new number.
+        // Bytes that address no logical unit address no task.
         let unit = decode_lun(lun);
-        let is_target =
-            |i: CmdId, c: &Command| i != id && !c.is_task_mgmt && unit.is_some() && decode_lun(c.lun) == unit;
+        let table_unit = self.nexus.unit(lun);
+        let is_target = |i: CmdId, c: &Command| {
+            i != id
+                && !c.is_task_mgmt
+                && unit.is_some()
+                && match c.scsi.as_ref().and_then(|s| s.unit()) {
+                    Some(u) => table_unit == Some(u),
+                    None => decode_lun(c.lun) == unit,
+                }
+        };
         let code = if !credit {
             self.stats.task_set_full += 1;
             Rsp::TM_FAILED
