@@ -241,16 +241,16 @@ def scrape_report(d, meta, order, perf, cpu, samples, w, errors, warnings):
     w("")
     w(f"**Metrics scrape: srptd plain against srptd scraped at {hz}/s.** srptd "
       "runs with `--metrics 127.0.0.1:9469` in both columns; in the scraped "
-      "runs a loop in the guest GETs `/metrics` with curl "
-      f"{hz} times a second from just before fio starts until it has exited "
-      "(one connection per scrape, as Prometheus does). Each round starts one "
+      "runs `bench/vm/scrape-loop.py` in the guest GETs `/metrics` "
+      f"{hz} times a second, from before fio starts (it has made its first "
+      "scrape) until fio has exited, one connection per scrape as Prometheus "
+      "does. Each round starts one "
       "srptd and runs every case plain and scraped back to back, plain first "
       "in odd rounds and scraped first in even ones. The kernel target is not "
       "run in this mode. CPU per fio I/O (µs) is over each run's steady-state "
-      "window, as in the main benchmark; the scraper's own CPU time (its bash "
-      "loop and the curls, which a real Prometheus server would spend on "
-      "another machine) is in *guest CPU* and taken out again in *guest CPU "
-      "less the scraper*.")
+      "window, as in the main benchmark; the scraper's own CPU time (which a "
+      "real Prometheus server would spend on another machine) is in *guest "
+      "CPU* and taken out again in *guest CPU less the scraper*.")
     w("")
     w("↑ higher is better, ↓ lower is better; the ratio is scraped / plain.")
     w("")
@@ -277,10 +277,13 @@ def scrape_report(d, meta, order, perf, cpu, samples, w, errors, warnings):
       "achieved rate is valid scrapes in the measurement window over its "
       "length (median and min–max of the runs); *failed* counts the other "
       "answers (errors, timeouts after 5 s, invalid bodies) in the window / "
-      "over the whole run.")
+      "over the whole run. Scrape time is from connect to the end of the "
+      "answer: the mean and the maximum in each window, median and min–max "
+      "of the runs.")
     w("")
-    w("| case | jobs | valid scrapes in windows | achieved /s | failed, window / run | scraper CPU µs per I/O |")
-    w("|---|---|---|---|---|---|")
+    w("| case | jobs | valid scrapes in windows | achieved /s | failed, window / run "
+      "| scrape time ms, mean | scrape time ms, max | scraper CPU µs per I/O |")
+    w("|---|---|---|---|---|---|---|---|")
     total_ok = total_bad = total_run = total_run_bad = 0
     total_s = 0.0
     for key in order:
@@ -305,7 +308,19 @@ def scrape_report(d, meta, order, perf, cpu, samples, w, errors, warnings):
                 warnings.append(f"{scraped} {case} numjobs={nj} round {r['round']}: "
                                 f"{r['bad']} of {r['scrapes']} scrapes failed or were invalid")
         su = summary([e["scraper_us"] if e else None for e in extra.get((key, scraped), [])])[0]
-        w(f"| {case} | {nj} | {ok} | {summary(rates)[0]} | {bad} / {run_bad} | {su} |")
+
+        def ms(col):
+            return summary([float(r[col]) if r.get(col) and int(r["scrapes_window"]) else None
+                            for r in rows])[0]
+        rate_text, rate_med = summary(rates)
+        try:
+            if rate_med is not None and rate_med < 0.8 * float(hz):
+                warnings.append(f"{scraped} {case} numjobs={nj}: {rate_med:.1f} valid scrapes/s "
+                                f"achieved, under 80 % of the {hz}/s requested")
+        except ValueError:
+            pass
+        w(f"| {case} | {nj} | {ok} | {rate_text} | {bad} / {run_bad} "
+          f"| {ms('scrape_ms_mean')} | {ms('scrape_ms_max')} | {su} |")
     rate = f"{total_ok / total_s:.1f}/s" if total_s > 0 else "n/a"
     w("")
     w(f"Scrapes in all: {total_ok} valid in the measurement windows ({rate} "

@@ -25,9 +25,9 @@
 #   --scrape HZ     does a metrics scrape slow I/O? srptd only (no kernel
 #                   target, no profile), started with --metrics 127.0.0.1:9469;
 #                   every case runs twice per round, plain and while the guest
-#                   GETs /metrics HZ times a second (curl), the order
-#                   alternating between rounds; the table compares the two and
-#                   counts the valid scrapes achieved
+#                   GETs /metrics HZ times a second (bench/vm/scrape-loop.py),
+#                   the order alternating between rounds; the table compares
+#                   the two and counts the valid scrapes achieved
 #   --out DIR       results directory (default target/bench/e2e-<time>)
 #
 # Builds target/release/srptd, runs bench/vm/e2e-guest.sh in the VM

@@ -29,7 +29,7 @@
 #   --scrape HZ          the metrics-scrape comparison instead of srptd vs
 #                        kernel: srptd runs with --metrics $METRICS_ADDR and
 #                        every case runs twice per round, once plain (target
-#                        "srptd") and once while a background loop GETs
+#                        "srptd") and once while bench/vm/scrape-loop.py GETs
 #                        /metrics HZ times a second (target "srptd-scraped"),
 #                        plain first in odd rounds, scraped first in even
 #                        ones; no kernel target, no profile. Scrapes per run
@@ -68,9 +68,7 @@ if [ -n "$SCRAPE_HZ" ]; then
     [[ $SCRAPE_HZ =~ ^[0-9]+(\.[0-9]+)?$ ]] && awk -v h="$SCRAPE_HZ" 'BEGIN { exit !(h > 0 && h <= 1000) }' ||
         die_usage "--scrape $SCRAPE_HZ: expected a rate in scrapes per second (0 < HZ <= 1000)"
     [ -z "$PROFILE_CASE" ] || die_usage "--profile does not combine with --scrape"
-    command -v curl >/dev/null || die_usage "--scrape needs curl in the guest"
-    # the scrape period in µs (the scraper keeps time in integer µs)
-    SCRAPE_PERIOD_US=$(awk -v h="$SCRAPE_HZ" 'BEGIN { printf "%d", 1e6 / h }')
+    command -v python3 >/dev/null || die_usage "--scrape needs python3 in the guest"
     SRPTD_EXTRA="--metrics $METRICS_ADDR $SRPTD_EXTRA"
 fi
 sections=$(sed -n 's/^\[\([^]]*\)\]$/\1/p' "$JOBFILE" | grep -vx global)
@@ -116,7 +114,7 @@ printf '%s\n' "target case numjobs round status window_ok window_s requests byte
 } > "$OUT/meta.txt"
 SCRAPES=$OUT/scrapes.tsv
 if [ -n "$SCRAPE_HZ" ]; then
-    printf '%s\n' "target case numjobs round hz window_ok window_s scrapes_window ok_window bad_window scrapes ok bad scraper_s scraper_ticks_window clk_tck" |
+    printf '%s\n' "target case numjobs round hz window_ok window_s scrapes_window ok_window bad_window scrapes ok bad scrape_ms_mean scrape_ms_max scraper_s scraper_ticks_window clk_tck" |
         tr ' ' '\t' > "$SCRAPES"
 fi
 
@@ -143,8 +141,7 @@ _stat_fields() {
 # (flags & PF_KTHREAD 0x00200000); the /proc/stat "cpu" line; utime+stime
 # of this shell, i.e. what the snapshots themselves cost (subtracted from
 # the guest's busy time). While a scraper runs ($SCRAPER_PID, --scrape), a
-# 15th field: its utime+stime+cutime+cstime (the loop and the curls it has
-# reaped; "-" if it is gone).
+# 15th field: its utime+stime+cutime+cstime ("-" if it is gone).
 snap() {
     local line f kthr=0 proc=- x u n sy id io irq si st r rs w ws t self scr=
     t=$EPOCHREALTIME
@@ -201,42 +198,6 @@ srp_trouble() {
     SRP_QP_ERRORS=$(grep -cE 'ib_srp: failed [A-Z_ ]+ status' <<<"$log" || true)
 }
 
-# scraper <log>: GET http://$METRICS_ADDR/metrics every $SCRAPE_PERIOD_US
-# µs until SIGTERM, like a Prometheus server would (curl, one request per
-# connection, 5 s timeout). One line per scrape in <log>: its start time
-# (EPOCHREALTIME) and "ok" (HTTP 200 and a valid exposition: a
-# srptd_target_commands_total sample with a value) or "bad". A scrape that
-# overruns its period is not made up for: the next one starts at once and
-# the schedule restarts from there. Bash builtins apart from curl.
-scraper() {
-    local log=$1 body=/tmp/scrape-body.$BASHPID t next now d text stop= lfd
-    trap 'stop=1' TERM
-    exec {lfd}> "$log"
-    next=${EPOCHREALTIME/./}
-    while [ -z "$stop" ]; do
-        t=$EPOCHREALTIME text=
-        if curl -sf -m 5 -o "$body" "http://$METRICS_ADDR/metrics" 2>/dev/null; then
-            IFS= read -r -d '' text < "$body" || true
-        fi
-        if [[ $text == *$'\n'srptd_target_commands_total\ [0-9]* ]]; then
-            echo "$t ok" >&"$lfd"
-        else
-            echo "$t bad" >&"$lfd"
-        fi
-        next=$(( next + SCRAPE_PERIOD_US ))
-        now=${EPOCHREALTIME/./}
-        if (( next > now )); then
-            d=$(( next - now ))
-            printf -v d '%d.%06d' $(( d / 1000000 )) $(( d % 1000000 ))
-            _nap "$d"
-        else
-            next=$now
-        fi
-    done
-    exec {lfd}>&-
-    rm -f "$body"
-}
-
 ########################################################################
 
 # run_case <target> <dev> <case> <numjobs> <round> <pid or "">: one fio run,
@@ -253,9 +214,10 @@ scraper() {
 # recorded with status "fio-exit-<rc>"; it does not stop the benchmark (the
 # report flags the missing figures and fails).
 #
-# With SCRAPE_NOW=1 a scraper (above) runs from just before fio's launch
-# until fio has exited; its scrapes and its CPU time over the window go to
-# scrapes.tsv.
+# With SCRAPE_NOW=1 bench/vm/scrape-loop.py scrapes srptd's metrics from
+# before fio's launch (it has made its first scrape) until fio has exited;
+# its scrapes (fio/*.scrapes: start, duration, verdict) and its CPU time
+# over the window go to scrapes.tsv.
 run_case() {
     local target=$1 dev=$2 case=$3 nj=$4 round=$5
     local json rel rc=0 fpid idle scrape_log= t_scraper0=
@@ -267,9 +229,16 @@ run_case() {
     disk_ios; idle=$DISK_IOS
     if [ "${SCRAPE_NOW:-0}" = 1 ]; then
         scrape_log=/tmp/$target-$case-nj$nj-r$round.scrapes
+        : > "$scrape_log"
         t_scraper0=$EPOCHREALTIME
-        scraper "$scrape_log" &
+        python3 "$REPO/bench/vm/scrape-loop.py" "$METRICS_ADDR" "$SCRAPE_HZ" "$scrape_log" &
         SCRAPER_PID=$!
+        # python starts slowly under TCG: fio goes once the first scrape is in
+        local t_ready=$(( ${EPOCHREALTIME/./} + 60000000 ))
+        while [ ! -s "$scrape_log" ] && _alive "$SCRAPER_PID" && (( ${EPOCHREALTIME/./} < t_ready )); do
+            _nap 0.05
+        done
+        [ -s "$scrape_log" ] || vm_log "SCRAPER NOT READY: no scrape within 60 s ($target $case numjobs=$nj round $round)"
     fi
     DEV=$dev RUNTIME=$RUNTIME NUMJOBS=$nj timeout -k 10 $(( RUNTIME + 120 )) \
         fio --section="$case" --output-format=json --output="$json" "$JOBFILE" \
@@ -333,14 +302,16 @@ run_case() {
         [ "${a[14]:--}" = - ] || [ "${b[14]:--}" = - ] || st=$(( b[14] - a[14] ))
         scr_s=$(awk -v a="$t_scraper0" -v b="$t_scraper1" 'BEGIN { printf "%.3f", b - a }')
         sw=$(awk -v a="${a[0]}" -v b="${b[0]}" '
-            { n++; ok += ($2 == "ok") }
-            $1 >= a && $1 <= b { wn++; wok += ($2 == "ok") }
-            END { printf "%d\t%d\t%d\t%d\t%d\t%d", wn, wok, wn - wok, n, ok, n - ok }' "$scrape_log")
+            NF != 3 { next }
+            { n++; ok += ($3 == "ok") }
+            $1 >= a && $1 <= b { wn++; wok += ($3 == "ok"); d += $2; if ($2 > dmax) dmax = $2 }
+            END { printf "%d\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f", wn, wok, wn - wok, n, ok, n - ok,
+                  wn ? d / wn * 1000 : 0, dmax * 1000 }' "$scrape_log")
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$case" "$nj" "$round" "$SCRAPE_HZ" \
             "$window_ok" "$secs" "$sw" "$scr_s" "$st" "$CLK_TCK" >> "$SCRAPES"
         cp "$scrape_log" "$json.scrapes"
         rm -f "$scrape_log"
-        vm_log "$target $case numjobs=$nj round $round: scrapes in window, ok, bad, all, ok, bad: $(tr '\t' ' ' <<<"$sw") over ${scr_s}s of scraping"
+        vm_log "$target $case numjobs=$nj round $round: scrapes in window, ok, bad, all, ok, bad, ms mean, max in window: $(tr '\t' ' ' <<<"$sw") over ${scr_s}s of scraping"
         SCRAPER_PID=
     fi
     vm_log "$target $case numjobs=$nj round $round: $status; first I/O $(awk -v a="$t_launch" -v b="${SNAPS[0]%% *}" 'BEGIN { printf "%.1f", b - a }')s after launch, fio exited $(awk -v a="$t_launch" -v b="$t_exit" 'BEGIN { printf "%.1f", b - a }')s after launch; window ${secs}s (${#SNAPS[@]} snapshots): $(( b[1] - a[1] )) requests, $(( (b[2] - a[2]) / 2 )) KiB"
@@ -416,11 +387,10 @@ phase_srptd() {
     [ "$(srp_ch_count)" = "$CHANNELS" ] || vm_die "srptd login has $(srp_ch_count) channels, expected $CHANNELS"
     vm_log "round $round: srptd on $dev (pid $SRPTD_PID)"
     if [ -n "$SCRAPE_HZ" ]; then
-        local text
-        text=$(curl -sf -m 10 "http://$METRICS_ADDR/metrics") || vm_die "GET http://$METRICS_ADDR/metrics failed"
-        [[ $text == *$'\n'srptd_target_commands_total\ [0-9]* ]] ||
-            vm_die "no srptd_target_commands_total sample in the exposition"
-        vm_log "metrics at http://$METRICS_ADDR/metrics: $(wc -c <<<"$text") bytes, $(grep -c '^srptd_' <<<"$text") samples; scraping at ${SCRAPE_HZ}/s in half of the runs"
+        local once
+        once=$(python3 "$REPO/bench/vm/scrape-loop.py" "$METRICS_ADDR" --once) ||
+            vm_die "GET http://$METRICS_ADDR/metrics: $once"
+        vm_log "metrics at http://$METRICS_ADDR/metrics: $once; scraping at ${SCRAPE_HZ}/s in half of the runs"
     fi
     run_all_cases srptd "$dev" "$round" "$SRPTD_PID"
     if [ "$round" = "$RUNS" ]; then
