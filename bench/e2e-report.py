@@ -12,6 +12,12 @@ With --check the figures must also be positive (latency, IOPS, MiB/s and
 guest CPU time) and no run may have made the initiator reconnect or fail a
 work request (the smoke test uses this). Timings themselves are never
 checked.
+
+A run of `bench/e2e.sh --scrape HZ` (meta.txt has scrape_hz; targets
+"srptd" and "srptd-scraped", no kernel) gets the scrape comparison instead
+of the srptd / kernel tables: the same figures for srptd plain and scraped,
+and the scrapes achieved (<dir>/scrapes.tsv). A scraped run without a valid
+scrape in its measurement window counts as a missing figure.
 """
 
 import json
@@ -22,6 +28,7 @@ import statistics
 import sys
 
 TARGETS = ("srptd", "kernel")
+SCRAPE_TARGETS = ("srptd", "srptd-scraped")
 
 
 def fail(msg):
@@ -160,6 +167,21 @@ def cpu_figures(s, warnings):
     }
 
 
+def read_scrapes(d):
+    """scrapes.tsv of a --scrape run: (case, numjobs, round) -> row."""
+    path = os.path.join(d, "scrapes.tsv")
+    try:
+        with open(path) as f:
+            lines = [l.rstrip("\n").split("\t") for l in f if l.strip()]
+    except OSError as e:
+        fail(f"cannot read {path}: {e}")
+    if not lines:
+        return {}
+    head = lines[0]
+    return {(r["case"], int(r["numjobs"]), r["round"]): r
+            for r in (dict(zip(head, l)) for l in lines[1:])}
+
+
 def fmt(x):
     if x is None:
         return "n/a"
@@ -186,6 +208,128 @@ def ratio(a, b):
     if a is None or b is None or b == 0:
         return "n/a"
     return f"{a / b:.2f}"
+
+
+def scrape_report(d, meta, order, perf, cpu, samples, w, errors, warnings):
+    """The tables of a --scrape run: srptd plain against srptd scraped."""
+    hz = meta.get("scrape_hz", "?")
+    scrapes = read_scrapes(d)
+    plain, scraped = SCRAPE_TARGETS
+    # CPU of the scraper (its loop and curls) per fio I/O, over the window,
+    # and the guest CPU less that, for each scraped sample
+    extra = {}
+    for s in samples:
+        key, t = (s["case"], int(s["numjobs"])), s["target"]
+        if t not in SCRAPE_TARGETS:
+            continue
+        # cpu[(key, t)] holds this target's samples of the case in order
+        g = cpu.get((key, t), [])[len(extra.get((key, t), []))]
+        c = None
+        if t == plain:
+            c = {"scraper_us": 0.0, "guest_less_us": g["guest_us"]} if g else None
+        else:
+            r = scrapes.get((s["case"], int(s["numjobs"]), s["round"]))
+            if r is None:
+                errors.append(f"{scraped} {s['case']} numjobs={s['numjobs']} round {s['round']}: "
+                              "no line in scrapes.tsv")
+            elif g is not None and r["scraper_ticks_window"] != "-":
+                ios = int(s["bytes"]) / block_size(s["case"])
+                su = int(r["scraper_ticks_window"]) / int(r["clk_tck"]) / ios * 1e6
+                c = {"scraper_us": su, "guest_less_us": g["guest_us"] - su}
+        extra.setdefault((key, t), []).append(c)
+
+    w("")
+    w(f"**Metrics scrape: srptd plain against srptd scraped at {hz}/s.** srptd "
+      "runs with `--metrics 127.0.0.1:9469` in both columns; in the scraped "
+      "runs `bench/vm/scrape-loop.py` in the guest GETs `/metrics` "
+      f"{hz} times a second, from before fio starts (it has made its first "
+      "scrape) until fio has exited, one connection per scrape as Prometheus "
+      "does. Each round starts one "
+      "srptd and runs every case plain and scraped back to back, plain first "
+      "in odd rounds and scraped first in even ones. The kernel target is not "
+      "run in this mode. CPU per fio I/O (µs) is over each run's steady-state "
+      "window, as in the main benchmark; the scraper's own CPU time (which a "
+      "real Prometheus server would spend on another machine) is in *guest "
+      "CPU* and taken out again in *guest CPU less the scraper*.")
+    w("")
+    w("↑ higher is better, ↓ lower is better; the ratio is scraped / plain.")
+    w("")
+    w(f"| case | jobs | figure | srptd | srptd, scraped at {hz}/s | scraped / plain |")
+    w("|---|---|---|---|---|---|")
+    for key in order:
+        case, nj = key
+        main = ("mib_s", "MiB/s ↑") if case_kind(case) == "bw" else ("iops", "IOPS ↑")
+        rows = [(perf, m, label) for m, label in [main] + TAIL]
+        rows += [(cpu, "guest_us", "guest CPU µs per I/O ↓"),
+                 (extra, "guest_less_us", "guest CPU less the scraper, µs per I/O ↓"),
+                 (cpu, "proc_us", "srptd process CPU µs per I/O ↓")]
+        for src, metric, label in rows:
+            cells, meds = [], []
+            for t in SCRAPE_TARGETS:
+                text, m = summary([f[metric] if f else None for f in src.get((key, t), [])])
+                cells.append(text)
+                meds.append(m)
+            w(f"| {case} | {nj} | {label} | {cells[0]} | {cells[1]} | {ratio(meds[1], meds[0])} |")
+
+    w("")
+    w(f"Scrapes in the scraped runs (requested: {hz}/s). *Valid* is HTTP 200 with "
+      "an exposition that has a `srptd_target_commands_total` sample; the "
+      "achieved rate is valid scrapes in the measurement window over its "
+      "length (median and min–max of the runs); *failed* counts the other "
+      "answers (errors, timeouts after 5 s, invalid bodies) in the window / "
+      "over the whole run. Scrape time is from connect to the end of the "
+      "answer: the mean and the maximum in each window, median and min–max "
+      "of the runs.")
+    w("")
+    w("| case | jobs | valid scrapes in windows | achieved /s | failed, window / run "
+      "| scrape time ms, mean | scrape time ms, max | scraper CPU µs per I/O |")
+    w("|---|---|---|---|---|---|---|---|")
+    total_ok = total_bad = total_run = total_run_bad = 0
+    total_s = 0.0
+    for key in order:
+        case, nj = key
+        rows = [r for (c, j, _), r in sorted(scrapes.items()) if (c, j) == key]
+        ok = sum(int(r["ok_window"]) for r in rows)
+        bad = sum(int(r["bad_window"]) for r in rows)
+        run_bad = sum(int(r["bad"]) for r in rows)
+        total_ok += ok
+        total_bad += bad
+        total_run += sum(int(r["scrapes"]) for r in rows)
+        total_run_bad += run_bad
+        total_s += sum(float(r["window_s"]) for r in rows)
+        rates = []
+        for r in rows:
+            ws = float(r["window_s"])
+            rates.append(int(r["ok_window"]) / ws if r["window_ok"] == "1" and ws > 0 else None)
+            if int(r["ok_window"]) == 0:
+                errors.append(f"{scraped} {case} numjobs={nj} round {r['round']}: "
+                              "no valid scrape in the measurement window")
+            if int(r["bad"]):
+                warnings.append(f"{scraped} {case} numjobs={nj} round {r['round']}: "
+                                f"{r['bad']} of {r['scrapes']} scrapes failed or were invalid")
+        su = summary([e["scraper_us"] if e else None for e in extra.get((key, scraped), [])])[0]
+
+        def ms(col):
+            return summary([float(r[col]) if r.get(col) and int(r["scrapes_window"]) else None
+                            for r in rows])[0]
+        rate_text, rate_med = summary(rates)
+        try:
+            if rate_med is not None and rate_med < 0.8 * float(hz):
+                warnings.append(f"{scraped} {case} numjobs={nj}: {rate_med:.1f} valid scrapes/s "
+                                f"achieved, under 80 % of the {hz}/s requested")
+        except ValueError:
+            pass
+        w(f"| {case} | {nj} | {ok} | {rate_text} | {bad} / {run_bad} "
+          f"| {ms('scrape_ms_mean')} | {ms('scrape_ms_max')} | {su} |")
+    rate = f"{total_ok / total_s:.1f}/s" if total_s > 0 else "n/a"
+    w("")
+    w(f"Scrapes in all: {total_ok} valid in the measurement windows ({rate} "
+      f"against {hz}/s requested), {total_bad} failed or invalid there; "
+      f"{total_run} made over the whole scraped runs, {total_run_bad} of them "
+      "failed or invalid.")
+    print(f"e2e-report: scrapes: {total_ok} valid in the measurement windows ({rate}, "
+          f"requested {hz}/s), {total_bad} failed or invalid; {total_run} in all, "
+          f"{total_run_bad} failed or invalid", file=sys.stderr)
 
 
 def main():
@@ -215,8 +359,10 @@ def main():
         t = trouble.setdefault((key, s["target"]), [0, 0])
         t[0] += int(s.get("reconnects") or 0)
         t[1] += int(s.get("qp_errors") or 0)
+    scrape = "scrape_hz" in meta or any(s["target"] == SCRAPE_TARGETS[1] for s in samples)
+    targets = SCRAPE_TARGETS if scrape else TARGETS
     for key in order:
-        for t in TARGETS:
+        for t in targets:
             if not any(perf.get((key, t), [])):
                 errors.append(f"{key[0]} numjobs={key[1]}: no result for {t}")
 
@@ -224,7 +370,7 @@ def main():
     w = out.append
     w(f"Runs per figure: {meta.get('runs', '?')} (median, min–max in brackets), "
       f"{meta.get('runtime_s', '?')} s per fio job, LUN {meta.get('size', '?')} "
-      f"(srptd `ram:`, kernel LIO `rd_mcp`), fio {meta.get('fio', '?')} "
+      f"({'srptd `ram:`' if scrape else 'srptd `ram:`, kernel LIO `rd_mcp`'}), fio {meta.get('fio', '?')} "
       "(`bench/fio/srp-bench.fio`: direct=1, libaio, time_based, group_reporting), "
       f"initiator {meta.get('initiator', 'ib_srp ch_count=2')}. "
       f"Guest: Linux {meta.get('guest_kernel', '?')}, {meta.get('guest_cpus', '?')} vCPUs "
@@ -234,6 +380,12 @@ def main():
         w(f"Host: {meta.get('host_cpus', '?')} CPUs, load average at start "
           f"{meta['host_load_start']}, at end {meta.get('host_load_end', '?')} "
           "(other builds and VMs share the machine when the load exceeds 1).")
+    if scrape:
+        scrape_report(d, meta, order, perf, cpu, samples, w, errors, warnings)
+        trouble_table(order, trouble, SCRAPE_TARGETS, ("srptd", f"srptd, scraped at {meta.get('scrape_hz', '?')}/s"),
+                      w, check, errors, warnings)
+        finish(out, errors, warnings)
+        return
     w("")
     w("↑ higher is better, ↓ lower is better; the ratio is srptd / kernel.")
     w("")
@@ -289,17 +441,22 @@ def main():
           f"| {col[('kernel', 'kthread_us')][0]} "
           f"| {col[('srptd', 'guest_busy_pct')][0]} | {col[('kernel', 'guest_busy_pct')][0]} |")
 
+    trouble_table(order, trouble, TARGETS, ("srptd", "kernel ib_srpt"), w, check, errors, warnings)
+    finish(out, errors, warnings)
+
+
+def trouble_table(order, trouble, targets, labels, w, check, errors, warnings):
     w("")
     w("Initiator trouble over all rounds: ib_srp reconnects / failed work "
       "requests (QP errors) in the kernel log during the runs; anything but 0 / 0 "
       "is a stall or an error the initiator recovered from.")
     w("")
-    w("| case | jobs | srptd | kernel ib_srpt |")
+    w(f"| case | jobs | {labels[0]} | {labels[1]} |")
     w("|---|---|---|---|")
     for key in order:
         case, nj = key
         cells = []
-        for t in TARGETS:
+        for t in targets:
             rc, qe = trouble.get((key, t), [0, 0])
             cells.append(f"{rc} / {qe}")
             if rc or qe:
@@ -307,6 +464,8 @@ def main():
                 (errors if check else warnings).append(msg)
         w(f"| {case} | {nj} | {cells[0]} | {cells[1]} |")
 
+
+def finish(out, errors, warnings):
     print("\n".join(out))
     for x in warnings:
         print(f"e2e-report: warning: {x}", file=sys.stderr)

@@ -5,7 +5,7 @@
 #
 #   bench/e2e.sh [--runs N] [--runtime S] [--size SIZE] [--smoke]
 #                [--no-profile|--profile CASE] [--cases "case:numjobs ..."]
-#                [--srptd-args "..."] [--out DIR]
+#                [--srptd-args "..."] [--scrape HZ] [--out DIR]
 #
 #   --runs N        runs of every figure, median and min–max reported (3)
 #   --runtime S     seconds per fio job (10)
@@ -22,6 +22,12 @@
 #                   e.g. "randread-4k-qd1:1 write-1m-qd8:2" (default: all
 #                   sections with numjobs 1 and 2)
 #   --srptd-args S  extra srptd options, e.g. "--pollers 2"
+#   --scrape HZ     does a metrics scrape slow I/O? srptd only (no kernel
+#                   target, no profile), started with --metrics 127.0.0.1:9469;
+#                   every case runs twice per round, plain and while the guest
+#                   GETs /metrics HZ times a second (bench/vm/scrape-loop.py),
+#                   the order alternating between rounds; the table compares
+#                   the two and counts the valid scrapes achieved
 #   --out DIR       results directory (default target/bench/e2e-<time>)
 #
 # Builds target/release/srptd, runs bench/vm/e2e-guest.sh in the VM
@@ -35,17 +41,18 @@ cd "$REPO"
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "bench/e2e.sh: $*" >&2; exit 2; }
 
-runs=3 runtime=10 size= smoke=0 profile=randread-4k-qd32 cases= srptd_args= out=
+runs=3 runtime=10 size= smoke=0 profile=randread-4k-qd32 profile_set=0 cases= srptd_args= scrape= out=
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=${2:?--runs needs a value}; shift 2 ;;
         --runtime) runtime=${2:?--runtime needs a value}; shift 2 ;;
         --size) size=${2:?--size needs a value}; shift 2 ;;
         --smoke) smoke=1; shift ;;
-        --no-profile) profile=; shift ;;
-        --profile) profile=${2:?--profile needs a fio section}; shift 2 ;;
+        --no-profile) profile=; profile_set=1; shift ;;
+        --profile) profile=${2:?--profile needs a fio section}; profile_set=1; shift 2 ;;
         --cases) cases=${2:?--cases needs a value}; shift 2 ;;
         --srptd-args) srptd_args=${2?--srptd-args needs a value}; shift 2 ;;
+        --scrape) scrape=${2:?--scrape needs a rate (scrapes per second)}; shift 2 ;;
         --out) out=${2:?--out needs a value}; shift 2 ;;
         -h|--help) usage ;;
         *) echo "bench/e2e.sh: unknown option $1" >&2; usage ;;
@@ -55,6 +62,13 @@ if [ "$smoke" = 1 ]; then
     runs=1 runtime=5 profile=
     size=${size:-64M}
     cases=${cases:-"randread-4k-qd1:1 randwrite-4k-qd32:2 write-128k-qd8:1"}
+fi
+if [ -n "$scrape" ]; then
+    [ "$smoke" = 0 ] || die "--scrape does not combine with --smoke"
+    [[ $scrape =~ ^[0-9]+(\.[0-9]+)?$ ]] && awk -v h="$scrape" 'BEGIN { exit !(h > 0 && h <= 1000) }' ||
+        die "--scrape $scrape: expected scrapes per second, e.g. 20 (0 < HZ <= 1000)"
+    [ "$profile_set" = 0 ] || [ -z "$profile" ] || die "--profile does not combine with --scrape"
+    profile=
 fi
 size=${size:-256M}
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs $runs: expected a positive integer"
@@ -100,8 +114,13 @@ guest_args=(--runs "$runs" --runtime "$runtime" --size "$size")
 [ -n "$cases" ] && guest_args+=(--cases "$cases")
 [ -n "$profile" ] && guest_args+=(--profile "$profile")
 [ -n "$srptd_args" ] && guest_args+=(--srptd-args "$srptd_args")
+[ -n "$scrape" ] && guest_args+=(--scrape "$scrape")
 
-echo "bench/e2e.sh: $ncases cases x $runs runs x 2 targets x ${runtime}s; results in $out (VM_TIMEOUT=${VM_TIMEOUT}s)" >&2
+if [ -n "$scrape" ]; then
+    echo "bench/e2e.sh: $ncases cases x $runs runs x srptd plain and scraped at ${scrape}/s x ${runtime}s; results in $out (VM_TIMEOUT=${VM_TIMEOUT}s)" >&2
+else
+    echo "bench/e2e.sh: $ncases cases x $runs runs x 2 targets x ${runtime}s; results in $out (VM_TIMEOUT=${VM_TIMEOUT}s)" >&2
+fi
 vm_rc=0
 VM_RESULTS_DIR=$out scripts/vm-run.sh bench/vm/e2e-guest.sh "${guest_args[@]}" || vm_rc=$?
 echo "host_load_end $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/host.txt"

@@ -26,6 +26,14 @@
 #                        of CASE (numjobs 1) under `perf record -a -g`;
 #                        reports in $VM_RESULTS/perf-<target>-*.txt
 #   --srptd-args "..."   extra srptd options (e.g. "--pollers 2 --spin-us 0")
+#   --scrape HZ          the metrics-scrape comparison instead of srptd vs
+#                        kernel: srptd runs with --metrics $METRICS_ADDR and
+#                        every case runs twice per round, once plain (target
+#                        "srptd") and once while bench/vm/scrape-loop.py GETs
+#                        /metrics HZ times a second (target "srptd-scraped"),
+#                        plain first in odd rounds, scraped first in even
+#                        ones; no kernel target, no profile. Scrapes per run
+#                        go to $VM_RESULTS/scrapes.tsv.
 set -euo pipefail
 . "$REPO/tests/vm/lib.sh"
 vm_trap_failures
@@ -37,6 +45,8 @@ SIZE=256M
 CASES=
 PROFILE_CASE=
 SRPTD_EXTRA=
+SCRAPE_HZ=
+METRICS_ADDR=127.0.0.1:9469
 
 die_usage() { echo "e2e-guest: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -47,12 +57,20 @@ while [ $# -gt 0 ]; do
         --cases) CASES=${2:?}; shift 2 ;;
         --profile) PROFILE_CASE=${2:?}; shift 2 ;;
         --srptd-args) SRPTD_EXTRA=${2-}; shift 2 ;;
+        --scrape) SCRAPE_HZ=${2:?}; shift 2 ;;
         *) die_usage "unknown option $1" ;;
     esac
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die_usage "--runs $RUNS: not a positive number"
 [[ $RUNTIME =~ ^[1-9][0-9]*$ ]] || die_usage "--runtime $RUNTIME: not a positive number"
 [ -r "$JOBFILE" ] || die_usage "no fio job file $JOBFILE"
+if [ -n "$SCRAPE_HZ" ]; then
+    [[ $SCRAPE_HZ =~ ^[0-9]+(\.[0-9]+)?$ ]] && awk -v h="$SCRAPE_HZ" 'BEGIN { exit !(h > 0 && h <= 1000) }' ||
+        die_usage "--scrape $SCRAPE_HZ: expected a rate in scrapes per second (0 < HZ <= 1000)"
+    [ -z "$PROFILE_CASE" ] || die_usage "--profile does not combine with --scrape"
+    command -v python3 >/dev/null || die_usage "--scrape needs python3 in the guest"
+    SRPTD_EXTRA="--metrics $METRICS_ADDR $SRPTD_EXTRA"
+fi
 sections=$(sed -n 's/^\[\([^]]*\)\]$/\1/p' "$JOBFILE" | grep -vx global)
 if [ -z "$CASES" ]; then
     for nj in 1 2; do for s in $sections; do CASES+="$s:$nj "; done; done
@@ -92,7 +110,13 @@ printf '%s\n' "target case numjobs round status window_ok window_s requests byte
     echo "srptd_args --lun ram:$SIZE --port $SRP_PORT --device $RXE_DEV --allow ANY $SRPTD_EXTRA"
     echo "fio $(fio --version)"
     echo "initiator ib_srp ch_count=2, $CHANNELS channels (other parameters default)"
+    [ -z "$SCRAPE_HZ" ] || echo "scrape_hz $SCRAPE_HZ"
 } > "$OUT/meta.txt"
+SCRAPES=$OUT/scrapes.tsv
+if [ -n "$SCRAPE_HZ" ]; then
+    printf '%s\n' "target case numjobs round hz window_ok window_s scrapes_window ok_window bad_window scrapes ok bad scrape_ms_mean scrape_ms_max scraper_s scraper_ticks_window clk_tck" |
+        tr ' ' '\t' > "$SCRAPES"
+fi
 
 ########################################################################
 # Counters. A snapshot must cost next to nothing and take no time (under
@@ -116,9 +140,10 @@ _stat_fields() {
 # its threads, "-" without one); utime+stime of all kernel threads alive
 # (flags & PF_KTHREAD 0x00200000); the /proc/stat "cpu" line; utime+stime
 # of this shell, i.e. what the snapshots themselves cost (subtracted from
-# the guest's busy time).
+# the guest's busy time). While a scraper runs ($SCRAPER_PID, --scrape), a
+# 15th field: its utime+stime+cutime+cstime ("-" if it is gone).
 snap() {
-    local line f kthr=0 proc=- x u n sy id io irq si st r rs w ws t self
+    local line f kthr=0 proc=- x u n sy id io irq si st r rs w ws t self scr=
     t=$EPOCHREALTIME
     read -r x u n sy id io irq si st x < /proc/stat
     read -r r x rs x w x ws x < "/sys/block/$SNAP_DISK/stat"
@@ -133,7 +158,13 @@ snap() {
     done
     read -r line < "/proc/$BASHPID/stat"
     _stat_fields "$line"; self=$_T
-    SNAPS+=("$t $(( r + w )) $(( rs + ws )) $proc $kthr $u $n $sy $id $io $irq $si $st $self")
+    if [ -n "${SCRAPER_PID:-}" ]; then
+        scr=" -"
+        if { read -r line < "/proc/$SCRAPER_PID/stat"; } 2>/dev/null; then
+            _stat_fields "$line"; scr=" $(( _T + _F[13] + _F[14] ))"
+        fi
+    fi
+    SNAPS+=("$t $(( r + w )) $(( rs + ws )) $proc $kthr $u $n $sy $id $io $irq $si $st $self$scr")
 }
 
 # _alive <pid>: the process exists and is not a zombie
@@ -182,15 +213,33 @@ srp_trouble() {
 # (then the run's CPU figures are not used). A failing fio is logged and
 # recorded with status "fio-exit-<rc>"; it does not stop the benchmark (the
 # report flags the missing figures and fails).
+#
+# With SCRAPE_NOW=1 bench/vm/scrape-loop.py scrapes srptd's metrics from
+# before fio's launch (it has made its first scrape) until fio has exited;
+# its scrapes (fio/*.scrapes: start, duration, verdict) and its CPU time
+# over the window go to scrapes.tsv.
 run_case() {
     local target=$1 dev=$2 case=$3 nj=$4 round=$5
-    local json rel rc=0 fpid idle
-    SNAP_DISK=${dev#/dev/} SNAP_PID=$6 SNAPS=()
+    local json rel rc=0 fpid idle scrape_log= t_scraper0=
+    SNAP_DISK=${dev#/dev/} SNAP_PID=$6 SNAPS=() SCRAPER_PID=
     rel=fio/$target-$case-nj$nj-r$round.json
     json=$OUT/$rel
     srp_trouble
     local reconnects0=$SRP_RECONNECTS qp_errors0=$SRP_QP_ERRORS
     disk_ios; idle=$DISK_IOS
+    if [ "${SCRAPE_NOW:-0}" = 1 ]; then
+        scrape_log=/tmp/$target-$case-nj$nj-r$round.scrapes
+        : > "$scrape_log"
+        t_scraper0=$EPOCHREALTIME
+        python3 "$REPO/bench/vm/scrape-loop.py" "$METRICS_ADDR" "$SCRAPE_HZ" "$scrape_log" &
+        SCRAPER_PID=$!
+        # python starts slowly under TCG: fio goes once the first scrape is in
+        local t_ready=$(( ${EPOCHREALTIME/./} + 60000000 ))
+        while [ ! -s "$scrape_log" ] && _alive "$SCRAPER_PID" && (( ${EPOCHREALTIME/./} < t_ready )); do
+            _nap 0.05
+        done
+        [ -s "$scrape_log" ] || vm_log "SCRAPER NOT READY: no scrape within 60 s ($target $case numjobs=$nj round $round)"
+    fi
     DEV=$dev RUNTIME=$RUNTIME NUMJOBS=$nj timeout -k 10 $(( RUNTIME + 120 )) \
         fio --section="$case" --output-format=json --output="$json" "$JOBFILE" \
         >/dev/null 2>"$json.err" &
@@ -207,11 +256,17 @@ run_case() {
     renice -n 0 -p "$BASHPID" >/dev/null 2>&1 || true
     local t_exit=$EPOCHREALTIME
     wait "$fpid" || rc=$?
+    local t_scraper1=
+    if [ -n "$SCRAPER_PID" ]; then
+        kill -TERM "$SCRAPER_PID" 2>/dev/null || true
+        wait "$SCRAPER_PID" || true
+        t_scraper1=$EPOCHREALTIME
+    fi
     srp_trouble
     local reconnects=$(( SRP_RECONNECTS - reconnects0 )) qp_errors=$(( SRP_QP_ERRORS - qp_errors0 ))
     # the raw snapshots, for a closer look at a run
     {
-        echo "# fio launched $t_launch, exited by $t_exit; t ios sectors proc kthr user nice system idle iowait irq softirq steal self"
+        echo "# fio launched $t_launch, exited by $t_exit; t ios sectors proc kthr user nice system idle iowait irq softirq steal self${SCRAPER_PID:+ scraper}"
         printf '%s\n' "${SNAPS[@]}"
     } > "$json.snaps"
     local status=ok
@@ -241,6 +296,24 @@ run_case() {
         "$reconnects" "$qp_errors" >> "$SAMPLES"
     [ "$reconnects" = 0 ] && [ "$qp_errors" = 0 ] ||
         vm_log "INITIATOR TROUBLE: $target $case numjobs=$nj round $round: $reconnects reconnects, $qp_errors failed work requests"
+    if [ -n "$SCRAPER_PID" ]; then
+        # scrapes in the window [SNAPS[0], SNAPS[k]] and over the scraper's life
+        local sw st=- scr_s
+        [ "${a[14]:--}" = - ] || [ "${b[14]:--}" = - ] || st=$(( b[14] - a[14] ))
+        scr_s=$(awk -v a="$t_scraper0" -v b="$t_scraper1" 'BEGIN { printf "%.3f", b - a }')
+        sw=$(awk -v a="${a[0]}" -v b="${b[0]}" '
+            NF != 3 { next }
+            { n++; ok += ($3 == "ok") }
+            $1 >= a && $1 <= b { wn++; wok += ($3 == "ok"); d += $2; if ($2 > dmax) dmax = $2 }
+            END { printf "%d\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f", wn, wok, wn - wok, n, ok, n - ok,
+                  wn ? d / wn * 1000 : 0, dmax * 1000 }' "$scrape_log")
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$case" "$nj" "$round" "$SCRAPE_HZ" \
+            "$window_ok" "$secs" "$sw" "$scr_s" "$st" "$CLK_TCK" >> "$SCRAPES"
+        cp "$scrape_log" "$json.scrapes"
+        rm -f "$scrape_log"
+        vm_log "$target $case numjobs=$nj round $round: scrapes in window, ok, bad, all, ok, bad, ms mean, max in window: $(tr '\t' ' ' <<<"$sw") over ${scr_s}s of scraping"
+        SCRAPER_PID=
+    fi
     vm_log "$target $case numjobs=$nj round $round: $status; first I/O $(awk -v a="$t_launch" -v b="${SNAPS[0]%% *}" 'BEGIN { printf "%.1f", b - a }')s after launch, fio exited $(awk -v a="$t_launch" -v b="$t_exit" 'BEGIN { printf "%.1f", b - a }')s after launch; window ${secs}s (${#SNAPS[@]} snapshots): $(( b[1] - a[1] )) requests, $(( (b[2] - a[2]) / 2 )) KiB"
 }
 
@@ -255,7 +328,22 @@ run_all_cases() {
     DEV=$dev RUNTIME=2 NUMJOBS=1 fio --section=randread-4k-qd32 --output=/dev/null "$JOBFILE" >/dev/null 2>&1 ||
         vm_log "warm-up fio failed on $dev"
     for c in $CASES; do
-        run_case "$target" "$dev" "${c%%:*}" "${c##*:}" "$round" "$pid"
+        if [ -z "$SCRAPE_HZ" ]; then
+            run_case "$target" "$dev" "${c%%:*}" "${c##*:}" "$round" "$pid"
+            continue
+        fi
+        # plain, then scraped in odd rounds; the other way round in even ones
+        local s order="plain scraped"
+        (( round % 2 )) || order="scraped plain"
+        for s in $order; do
+            if [ "$s" = scraped ]; then
+                SCRAPE_NOW=1
+                run_case "$target-scraped" "$dev" "${c%%:*}" "${c##*:}" "$round" "$pid"
+                SCRAPE_NOW=0
+            else
+                run_case "$target" "$dev" "${c%%:*}" "${c##*:}" "$round" "$pid"
+            fi
+        done
     done
 }
 
@@ -298,6 +386,12 @@ phase_srptd() {
     [ "$size" = "$size_bytes" ] || vm_die "srptd disk $dev is $size bytes, expected $size_bytes"
     [ "$(srp_ch_count)" = "$CHANNELS" ] || vm_die "srptd login has $(srp_ch_count) channels, expected $CHANNELS"
     vm_log "round $round: srptd on $dev (pid $SRPTD_PID)"
+    if [ -n "$SCRAPE_HZ" ]; then
+        local once
+        once=$(python3 "$REPO/bench/vm/scrape-loop.py" "$METRICS_ADDR" --once) ||
+            vm_die "GET http://$METRICS_ADDR/metrics: $once"
+        vm_log "metrics at http://$METRICS_ADDR/metrics: $once; scraping at ${SCRAPE_HZ}/s in half of the runs"
+    fi
     run_all_cases srptd "$dev" "$round" "$SRPTD_PID"
     if [ "$round" = "$RUNS" ]; then
         profile srptd "$dev"
@@ -336,7 +430,8 @@ rxe_setup
 for round in $(seq 1 "$RUNS"); do
     vm_log "=== round $round of $RUNS"
     phase_srptd "$round"
-    phase_kernel "$round"
+    # --scrape compares srptd with itself: no kernel target
+    [ -n "$SCRAPE_HZ" ] || phase_kernel "$round"
 done
 failed=$(awk -F'\t' 'NR > 1 && $5 != "ok"' "$SAMPLES" | wc -l)
 vm_log "benchmark done in $(( $(date +%s) - t_start ))s (guest time), $failed failed fio runs"
