@@ -18,7 +18,11 @@ W=/tmp/tmf
 mkdir -p "$W"
 rxe_setup
 truncate -s 128M "$W/lun0.img"
-srptd_start --lun "file:$W/lun0.img,bs=512" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
+# One worker thread per poller: WRITEs queue at srptd, so each reset finds
+# tasks there to abort even when the guest's CPUs, not srptd, are what the
+# initiator waits for (on a loaded host fio's 32 requests then sit in the
+# initiator's own queues and srptd answers each at once).
+srptd_start --lun "file:$W/lun0.img,bs=512" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY --io-threads 1
 SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2 >/dev/null
 D=$(srp_lun_dev 0)
 vm_log "LUN 0 is $D"
