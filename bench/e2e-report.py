@@ -36,17 +36,26 @@ def fail(msg):
     sys.exit(2)
 
 
-def read_samples(d):
-    path = os.path.join(d, "samples.tsv")
+def read_tsv(d, name):
+    """<d>/<name>, a TSV file with a header line: (path, rows as dicts),
+    rows None when the file holds no line at all."""
+    path = os.path.join(d, name)
     try:
         with open(path) as f:
             lines = [l.rstrip("\n").split("\t") for l in f if l.strip()]
     except OSError as e:
         fail(f"cannot read {path}: {e}")
     if not lines:
+        return path, None
+    head = lines[0]
+    return path, [dict(zip(head, r)) for r in lines[1:]]
+
+
+def read_samples(d):
+    path, rows = read_tsv(d, "samples.tsv")
+    if rows is None:
         fail(f"{path} is empty")
-    head, rows = lines[0], lines[1:]
-    return [dict(zip(head, r)) for r in rows]
+    return rows
 
 
 def read_meta(d):
@@ -169,17 +178,8 @@ def cpu_figures(s, warnings):
 
 def read_scrapes(d):
     """scrapes.tsv of a --scrape run: (case, numjobs, round) -> row."""
-    path = os.path.join(d, "scrapes.tsv")
-    try:
-        with open(path) as f:
-            lines = [l.rstrip("\n").split("\t") for l in f if l.strip()]
-    except OSError as e:
-        fail(f"cannot read {path}: {e}")
-    if not lines:
-        return {}
-    head = lines[0]
-    return {(r["case"], int(r["numjobs"]), r["round"]): r
-            for r in (dict(zip(head, l)) for l in lines[1:])}
+    _, rows = read_tsv(d, "scrapes.tsv")
+    return {(r["case"], int(r["numjobs"]), r["round"]): r for r in rows or []}
 
 
 def fmt(x):

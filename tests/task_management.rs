@@ -66,6 +66,13 @@ fn function_complete(s: &mut Sim, tmf: Tag) {
     assert_eq!(r.resp_data, vec![0, 0, 0, 0], "TASK MANAGEMENT FUNCTION COMPLETE");
 }
 
+/// The next TEST UNIT READY on `lun` reports BUS DEVICE RESET FUNCTION
+/// OCCURRED (29h/03h), the unit attention a reset leaves.
+fn assert_reset_ua(s: &mut Sim, lun: u16, why: &str) {
+    let (r, _) = s.command(lun, &TUR, None, 0, Layout::Direct);
+    assert_eq!(r.sense_key_asc(), Some((0x6, 0x29, 0x03)), "{why}");
+}
+
 fn read_block(s: &mut Sim, lun: u16, lba: u64) -> Vec<u8> {
     let (r, d) = s.read(lun, lba, 512, 512, Layout::Direct);
     assert_eq!(r.status, GOOD, "{:?}", r.sense_key_asc());
@@ -104,22 +111,12 @@ fn lun_reset_waits_for_the_tasks_of_every_channel_and_nexus() {
 
     // Nothing aborted landed; the task on the other LUN did.
     a1.auto_exec = true;
-    let (r, _) = a1.command(0, &TUR, None, 0, Layout::Direct);
-    assert_eq!(
-        r.sense_key_asc(),
-        Some((0x6, 0x29, 0x03)),
-        "BUS DEVICE RESET FUNCTION OCCURRED"
-    );
+    assert_reset_ua(&mut a1, 0, "BUS DEVICE RESET FUNCTION OCCURRED");
     assert_eq!(read_block(&mut a1, 0, 8), vec![0; 512]);
     assert_eq!(read_block(&mut a1, 0, 16), vec![0; 512]);
     assert_eq!(read_block(&mut a1, 1, 16), pattern(512, 3));
     b.auto_exec = true;
-    let (r, _) = b.command(0, &TUR, None, 0, Layout::Direct);
-    assert_eq!(
-        r.sense_key_asc(),
-        Some((0x6, 0x29, 0x03)),
-        "B is told of the reset"
-    );
+    assert_reset_ua(&mut b, 0, "B is told of the reset");
     assert_eq!(b.ch.stats().io.aborted, 1);
     assert_eq!(a2.ch.stats().io.aborted, 1);
     // The aborted tasks' credits came back (SRP_CRED_REQ).
@@ -509,12 +506,7 @@ fn a_function_on_a_mapped_lun_reaches_that_lun_through_every_nexus() {
     b.advance(TASK_SET_POLL);
     function_complete(&mut b, tmf);
     a.auto_exec = true;
-    let (r, _) = a.command(1, &TUR, None, 0, Layout::Direct);
-    assert_eq!(
-        r.sense_key_asc(),
-        Some((0x6, 0x29, 0x03)),
-        "the reset, on A's LUN 1"
-    );
+    assert_reset_ua(&mut a, 1, "the reset, on A's LUN 1");
     assert_eq!(read_block(&mut a, 1, 8), vec![0; 512]);
     assert_eq!(read_block(&mut a, 0, 8), pattern(512, 2));
     // B's commands count for the table's LUN 1.

@@ -170,10 +170,7 @@ pub fn decode(naa: &[u8; 16], text: &str) -> Result<Reservations, (usize, &'stat
                 let g = RegistrantId { initiator, port };
                 // One initiator port is registered through each target port
                 // at most once, and not also through all of them.
-                let overlaps = r.registrations.keys().any(|h| {
-                    h.initiator == initiator && (h.port.is_none() || port.is_none() || h.port == port)
-                });
-                if overlaps {
+                if r.registrations.keys().any(|h| h.overlaps(&g)) {
                     return Err((n, "duplicate registration"));
                 }
                 r.registrations.insert(g, Registration { key });

@@ -57,6 +57,14 @@ impl RegistrantId {
     pub fn all_tg_pt(&self) -> bool {
         self.port.is_none()
     }
+
+    /// Whether `self` and `other` would register a common I_T nexus: an
+    /// I_T nexus is registered at most once (SPC-4 5.13.7), so they cannot
+    /// both be registrations.
+    pub fn overlaps(&self, other: &RegistrantId) -> bool {
+        self.initiator == other.initiator
+            && (self.port.is_none() || other.port.is_none() || self.port == other.port)
+    }
 }
 
 /// Most registrations a logical unit keeps (beyond: INSUFFICIENT
@@ -856,11 +864,7 @@ impl Reservations {
             };
             // An initiator port already registered through another target
             // port cannot also be registered through all of them.
-            let taken = |s: &Self, g: &RegistrantId| {
-                s.registrations.keys().any(|h| {
-                    h.initiator == g.initiator && (g.port.is_none() || h.port.is_none() || h.port == g.port)
-                })
-            };
+            let taken = |s: &Self, g: &RegistrantId| s.registrations.keys().any(|h| h.overlaps(g));
             let me = of(from.initiator);
             if taken(self, &me) {
                 return Err(bad_param(20, Some(2)));
@@ -1114,7 +1118,7 @@ impl Reservations {
             .unwrap_or(RegistrantId::nexus(&dest_nexus));
         // SPC-4 5.13.8: the I_T nexus that sent the command (or one sharing
         // its registration) is not a destination.
-        if dest == me || dest_nexus == *from || !allowed(&dest.initiator) {
+        if dest == me || !allowed(&dest.initiator) {
             return Err(bad_param(24, None));
         }
         if !self.registrations.contains_key(&dest) && self.registrations.len() >= MAX_REGISTRATIONS {

@@ -108,10 +108,7 @@ fn check_invariants(r: &Reservations) {
     // once, and not also through all of them (ALL_TG_PT).
     for (i, g) in r.registrations.keys().enumerate() {
         for h in r.registrations.keys().skip(i + 1) {
-            assert!(
-                g.initiator != h.initiator || (g.port.is_some() && h.port.is_some() && g.port != h.port),
-                "overlapping registrations {g:?} {h:?}"
-            );
+            assert!(!g.overlaps(h), "overlapping registrations {g:?} {h:?}");
         }
     }
     for n in &NEXUSES {

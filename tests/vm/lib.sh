@@ -449,6 +449,21 @@ srptd_stop() {
 # srp_ports: the SRP remote ports ("port-H:N"), one per line.
 srp_ports() { ls /sys/class/srp_remote_ports 2>/dev/null | sort; }
 
+# sgx <command...>: an sg3_utils command, run again (at most 3 times) while
+# it reports a unit attention: reservation and ALUA changes queue them for
+# other nexuses. Prints the output, returns the last status.
+sgx() {
+    local out rc i
+    for i in 1 2 3; do
+        rc=0
+        out=$("$@" 2>&1) || rc=$?
+        grep -qi 'unit attention' <<<"$out" || break
+        vm_log "unit attention (try $i): $*"
+    done
+    printf '%s\n' "$out"
+    return "$rc"
+}
+
 # srp_add_target <id_ext> <ioc_guid> [extra add_target options]: one more
 # login through the already loaded ib_srp (no module reload), e.g. with
 # "initiator_ext=0000000000000001" for a second I_T nexus. Prints the new

@@ -267,18 +267,6 @@ E0=$(srp_lun_dev 0 "$(host_of "$B0")")
 E1=$(srp_lun_dev 0 "$(host_of "$B1")")
 vm_log "host B: $B0 ($E0) through rxe0, $B1 ($E1) through rxe1"
 head -c 512 /dev/urandom > "$OUT/block"
-# sgx <command...>: run again (at most 3 times) past unit attentions;
-# prints the output, returns the last status.
-sgx() {
-    local out rc i
-    for i in 1 2 3; do
-        rc=0
-        out=$("$@" 2>&1) || rc=$?
-        grep -qi 'unit attention' <<<"$out" || break
-    done
-    printf '%s\n' "$out"
-    return "$rc"
-}
 pr() { sgx sg_persist -n "$@" >/dev/null || vm_die "sg_persist $*"; }
 write10() { sgx sg_raw -s 512 -i "$OUT/block" "$1" 2a 00 00 00 01 00 00 00 01 00; }
 read10() { sgx sg_raw -r 512 -o /dev/null "$1" 28 00 00 00 01 00 00 00 01 00; }

@@ -40,21 +40,6 @@ truncate -s 32M "$W/lun0.img"
 ARGS=(--lun "file:$W/lun0.img,bs=512" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY --state-dir "$STATE")
 head -c 512 /dev/urandom > "$W/block"
 
-# sgx <command...>: an sg3_utils command, run again (at most 3 times) while
-# it reports a unit attention: reservation changes queue them for the
-# other nexus. Prints the output, returns the last status.
-sgx() {
-    local out rc i
-    for i in 1 2 3; do
-        rc=0
-        out=$("$@" 2>&1) || rc=$?
-        grep -qi 'unit attention' <<<"$out" || break
-        vm_log "unit attention (try $i): $*"
-    done
-    printf '%s\n' "$out"
-    return "$rc"
-}
-
 ok() {
     local out
     out=$(sgx "$@") || { printf '%s\n' "$out" >&2; vm_die "failed: $*"; return 1; }
