@@ -29,6 +29,12 @@ import sys
 
 TARGETS = ("srptd", "kernel")
 SCRAPE_TARGETS = ("srptd", "srptd-scraped")
+BACKSTORES = {
+    "ram": "srptd `ram:`, kernel LIO `rd_mcp`",
+    "block": "srptd `file:/dev/nullb0`, kernel LIO `iblock` on the same null_blk",
+    "file": "srptd `file:` on ext4, kernel LIO `fileio` (fd_buffered_io=1) on the same file",
+    "rbd": "srptd `rbd:` (librbd), kernel LIO `iblock` on the same image mapped by krbd; Ceph: one monitor, one memstore OSD on 127.0.0.1",
+}
 
 
 def fail(msg):
@@ -370,11 +376,12 @@ def main():
     w = out.append
     w(f"Runs per figure: {meta.get('runs', '?')} (median, min–max in brackets), "
       f"{meta.get('runtime_s', '?')} s per fio job, LUN {meta.get('size', '?')} "
-      f"({'srptd `ram:`' if scrape else 'srptd `ram:`, kernel LIO `rd_mcp`'}), fio {meta.get('fio', '?')} "
+      f"({'srptd `ram:`' if scrape else BACKSTORES.get(meta.get('mode', 'ram'), '?')}), fio {meta.get('fio', '?')} "
       "(`bench/fio/srp-bench.fio`: direct=1, libaio, time_based, group_reporting), "
       f"initiator {meta.get('initiator', 'ib_srp ch_count=2')}. "
       f"Guest: Linux {meta.get('guest_kernel', '?')}, {meta.get('guest_cpus', '?')} vCPUs "
-      f"(QEMU TCG), soft-RoCE rxe. srptd: `{meta.get('srptd_args', '?').strip()}`.")
+      f"(QEMU TCG), soft-RoCE rxe. srptd: `{meta.get('srptd_args', '?').strip()}`"
+      + (f", librbd `[client]`: `{meta['rbd_client']}`" if "rbd_client" in meta else "") + ".")
     if "host_load_start" in meta:
         w("")
         w(f"Host: {meta.get('host_cpus', '?')} CPUs, load average at start "

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# The end-to-end benchmark: srptd against the kernel's ib_srpt (LIO ramdisk
-# of the same size), both driven by the kernel SRP initiator with fio, in
-# one soft-RoCE QEMU VM run (see docs/performance.md).
+# The end-to-end benchmark: srptd against the kernel's ib_srpt (the LIO
+# backstore of the same kind and size), both driven by the kernel SRP
+# initiator with fio, in one soft-RoCE QEMU VM run (see docs/performance.md).
 #
-#   bench/e2e.sh [--runs N] [--runtime S] [--size SIZE] [--smoke]
+#   bench/e2e.sh [--mode ram|block|file|rbd] [--runs N] [--runtime S] [--size SIZE] [--smoke]
 #                [--no-profile|--profile CASE] [--cases "case:numjobs ..."]
-#                [--srptd-args "..."] [--scrape HZ] [--out DIR]
+#                [--srptd-args "..."] [--rbd-client "..."] [--scrape HZ] [--file-direct]
+#                [--out DIR]
 #
+#   --mode M        ram: srptd ram: vs LIO rd_mcp (default); block: srptd
+#                   file:/dev/nullb0 vs LIO iblock on the same null_blk;
+#                   file: srptd file:<path>,buffered vs LIO fileio
+#                   (fd_buffered_io=1, WCE) on the same file, both through
+#                   the page cache, on ext4 over a memory-backed null_blk;
+#                   rbd: srptd rbd: vs LIO iblock on the same RBD image
+#                   mapped by the kernel rbd driver (a single-node Ceph on
+#                   127.0.0.1 in the guest, scripts/ceph-test-cluster.sh)
 #   --runs N        runs of every figure, median and min–max reported (3)
 #   --runtime S     seconds per fio job (10)
 #   --size SIZE     LUN size of both targets (256M; smoke: 64M); VM_MEMORY is raised
@@ -22,12 +31,17 @@
 #                   e.g. "randread-4k-qd1:1 write-1m-qd8:2" (default: all
 #                   sections with numjobs 1 and 2)
 #   --srptd-args S  extra srptd options, e.g. "--pollers 2"
+#   --rbd-client S  rbd mode: librbd options for srptd, "key = value" lines
+#                   separated by ";" in the [client] section of the cluster's
+#                   ceph.conf, e.g. "rbd cache = false" (krbd reads none)
 #   --scrape HZ     does a metrics scrape slow I/O? srptd only (no kernel
 #                   target, no profile), started with --metrics 127.0.0.1:9469;
 #                   every case runs twice per round, plain and while the guest
 #                   GETs /metrics HZ times a second (bench/vm/scrape-loop.py),
 #                   the order alternating between rounds; the table compares
 #                   the two and counts the valid scrapes achieved
+#   --file-direct   file mode: srptd with O_DIRECT (no ,buffered) against the
+#                   same buffered LIO fileio
 #   --out DIR       results directory (default target/bench/e2e-<time>)
 #
 # Builds target/release/srptd, runs bench/vm/e2e-guest.sh in the VM
@@ -41,9 +55,12 @@ cd "$REPO"
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "bench/e2e.sh: $*" >&2; exit 2; }
 
-runs=3 runtime=10 size= smoke=0 profile=randread-4k-qd32 profile_set=0 cases= srptd_args= scrape= out=
+mode=ram runs=3 runtime=10 size= smoke=0 profile=randread-4k-qd32 profile_set=0 cases= srptd_args= rbd_client= scrape= out=
+file_direct=0
 while [ $# -gt 0 ]; do
     case "$1" in
+        --mode) mode=${2:?--mode needs a value}; shift 2 ;;
+        --file-direct) file_direct=1; shift ;;
         --runs) runs=${2:?--runs needs a value}; shift 2 ;;
         --runtime) runtime=${2:?--runtime needs a value}; shift 2 ;;
         --size) size=${2:?--size needs a value}; shift 2 ;;
@@ -52,6 +69,7 @@ while [ $# -gt 0 ]; do
         --profile) profile=${2:?--profile needs a fio section}; profile_set=1; shift 2 ;;
         --cases) cases=${2:?--cases needs a value}; shift 2 ;;
         --srptd-args) srptd_args=${2?--srptd-args needs a value}; shift 2 ;;
+        --rbd-client) rbd_client=${2?--rbd-client needs a value}; shift 2 ;;
         --scrape) scrape=${2:?--scrape needs a rate (scrapes per second)}; shift 2 ;;
         --out) out=${2:?--out needs a value}; shift 2 ;;
         -h|--help) usage ;;
@@ -65,6 +83,7 @@ if [ "$smoke" = 1 ]; then
 fi
 if [ -n "$scrape" ]; then
     [ "$smoke" = 0 ] || die "--scrape does not combine with --smoke"
+    [ "$mode" = ram ] || die "--scrape runs with RAM LUNs only (--mode ram)"
     [[ $scrape =~ ^[0-9]+(\.[0-9]+)?$ ]] && awk -v h="$scrape" 'BEGIN { exit !(h > 0 && h <= 1000) }' ||
         die "--scrape $scrape: expected scrapes per second, e.g. 20 (0 < HZ <= 1000)"
     [ "$profile_set" = 0 ] || [ -z "$profile" ] || die "--profile does not combine with --scrape"
@@ -88,9 +107,13 @@ fi
 
 # The guest holds one LUN at a time (srptd's, then LIO's), plus the
 # kernel, fio and srptd's pools: keep 1.5 GiB besides the LUN.
+# rbd mode: the memstore OSD holds the image too, and the Ceph daemons
+# take about another GiB.
 size_mib=$(( size_bytes >> 20 ))
-if [ -z "${VM_MEMORY:-}" ] && [ $(( size_mib + 1536 )) -gt 2048 ]; then
-    export VM_MEMORY=$(( size_mib + 1536 ))M
+need_mib=$(( size_mib + 1536 ))
+[ "$mode" = rbd ] && need_mib=$(( 2 * size_mib + 2560 ))
+if [ -z "${VM_MEMORY:-}" ] && [ "$need_mib" -gt 2048 ]; then
+    export VM_MEMORY=${need_mib}M
 fi
 # Boot and setup ~10 min worst case on a busy host, then every run with
 # its fio start-up and 9p writes.
@@ -110,11 +133,19 @@ out=$(cd "$out" && pwd)
 echo "bench/e2e.sh: building target/release/srptd" >&2
 cargo build --release --bin srptd
 
-guest_args=(--runs "$runs" --runtime "$runtime" --size "$size")
+guest_args=(--mode "$mode" --runs "$runs" --runtime "$runtime" --size "$size")
 [ -n "$cases" ] && guest_args+=(--cases "$cases")
 [ -n "$profile" ] && guest_args+=(--profile "$profile")
 [ -n "$srptd_args" ] && guest_args+=(--srptd-args "$srptd_args")
+if [ -n "$rbd_client" ]; then
+    [ "$mode" = rbd ] || die "--rbd-client applies to --mode rbd only"
+    guest_args+=(--rbd-client "$rbd_client")
+fi
 [ -n "$scrape" ] && guest_args+=(--scrape "$scrape")
+if [ "$file_direct" = 1 ]; then
+    [ "$mode" = file ] || die "--file-direct applies to --mode file only"
+    guest_args+=(--file-direct)
+fi
 
 if [ -n "$scrape" ]; then
     echo "bench/e2e.sh: $ncases cases x $runs runs x srptd plain and scraped at ${scrape}/s x ${runtime}s; results in $out (VM_TIMEOUT=${VM_TIMEOUT}s)" >&2

@@ -20,12 +20,16 @@ fi
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 
 # Needed to build the crates (rdma-sys runs bindgen -> libclang, pkg-config).
-BUILD_PKGS=(libclang-dev clang pkg-config libibverbs-dev librdmacm-dev libibumad-dev python3)
+BUILD_PKGS=(libclang-dev clang pkg-config libibverbs-dev librdmacm-dev libibumad-dev python3
+            librbd-dev librados-dev)
 # Needed to boot the throwaway VM and run the end-to-end scenarios in it.
 # linux-image-amd64 is the guest kernel (Debian's, with rdma_rxe/ib_srp/ib_srpt).
+# ceph-mon, ceph-osd, ceph-common: the single-node cluster of the RBD tests
+# (scripts/ceph-test-cluster.sh), on the host and in the VM.
 VM_PKGS=(qemu-system-x86 linux-image-amd64 busybox-static kmod iproute2 rdma-core
          ibverbs-utils rdmacm-utils infiniband-diags srptools fio sg3-utils
-         e2fsprogs jq multipath-tools)
+         e2fsprogs jq multipath-tools
+         ceph-mon ceph-osd ceph-common)
 
 pkgs=("${BUILD_PKGS[@]}")
 if [ "${INSTALL_VM_DEPS:-1}" != 0 ]; then

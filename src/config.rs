@@ -125,7 +125,8 @@ fn err<T>(origin: &Origin, value: impl fmt::Display, reason: impl Into<String>) 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LunSetting {
     pub number: Setting<u16>,
-    /// `ram:<size>` or `file:<path>`, with `,ro` / `,bs=` options.
+    /// `ram:<size>`, `file:<path>` or `rbd:<pool>/<image>`, with `,ro` /
+    /// `,bs=` options (and `,conf=` / `,id=` for `rbd:`).
     pub backstore: Setting<String>,
     pub read_only: Option<Setting<bool>>,
     pub block_size: Option<Setting<u32>>,
@@ -179,6 +180,7 @@ pub struct Settings {
     pub max_channel_memory: Option<Setting<String>>,
     pub pollers: Option<Setting<u16>>,
     pub io_threads: Setting<u16>,
+    pub io_uring: Setting<bool>,
     pub spin_us: Setting<u64>,
     pub srq: Setting<bool>,
     pub srq_size: Option<Setting<u32>>,
@@ -219,6 +221,7 @@ impl Default for Settings {
             max_channel_memory: None,
             pollers: None,
             io_threads: Setting::default(o.io_threads as u16),
+            io_uring: Setting::default(o.io_uring),
             spin_us: Setting::default(o.spin.as_micros() as u64),
             srq: Setting::default(o.srq),
             srq_size: None,
@@ -249,6 +252,7 @@ pub struct Flags {
     pub max_channel_memory: Option<String>,
     pub pollers: Option<u16>,
     pub io_threads: Option<u16>,
+    pub no_io_uring: bool,
     pub spin_us: Option<u64>,
     pub no_dm: bool,
     pub srq: bool,
@@ -320,6 +324,7 @@ struct FileLimits {
 struct FileDataPath {
     pollers: Option<Spanned<u16>>,
     io_threads: Option<Spanned<u16>>,
+    io_uring: Option<Spanned<bool>>,
     spin_us: Option<Spanned<u64>>,
     srq: Option<Spanned<bool>>,
     srq_size: Option<Spanned<u32>>,
@@ -502,6 +507,9 @@ impl Settings {
         if let Some(v) = l.opt("data_path.io_threads", d.io_threads) {
             s.io_threads = v;
         }
+        if let Some(v) = l.opt("data_path.io_uring", d.io_uring) {
+            s.io_uring = v;
+        }
         if let Some(v) = l.opt("data_path.spin_us", d.spin_us) {
             s.spin_us = v;
         }
@@ -610,6 +618,9 @@ impl Settings {
         set(&mut self.spin_us, &f.spin_us, "--spin-us");
         if f.no_dm {
             self.dm = Setting::new(false, Origin::Flag("--no-dm"));
+        }
+        if f.no_io_uring {
+            self.io_uring = Setting::new(false, Origin::Flag("--no-io-uring"));
         }
         if f.srq {
             self.srq = Setting::new(true, Origin::Flag("--srq"));
@@ -768,6 +779,7 @@ impl Settings {
             pool_size: pool_size as usize,
             pollers,
             io_threads: usize::from(io_threads),
+            io_uring: self.io_uring.value,
             spin: Duration::from_micros(self.spin_us.value),
             dm: self.dm.value,
             srq: self.srq.value,

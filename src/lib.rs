@@ -13,6 +13,9 @@
 //!   (registered buffers, backstore RAM, `O_DIRECT` I/O).
 //! - [`os`]: small wrappers over system calls std lacks (hole punching,
 //!   `poll(2)`, the TSC).
+//! - [`uring`]: a safe io_uring for backstore I/O driven by the pollers.
+//! - [`rbd`]: a safe librbd (Ceph RBD images) whose asynchronous
+//!   completions the pollers reap.
 //! - [`admin`]: the admin socket's JSON-RPC (`srptd ctl`).
 //! - [`config`]: the config file and flags, checked into the driver's
 //!   options and the SCSI target's configuration.
@@ -20,7 +23,7 @@
 //!   small tokio runtime, channels on poller threads. (Not to be confused
 //!   with the SCSI target, `scsi::Target`.)
 //!
-//! `unsafe` code lives only in `rdma`, `mem` and `os` (and `ffi/`).
+//! `unsafe` code lives only in `rdma`, `mem`, `os`, `uring` and `rbd` (and `ffi/`).
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -33,6 +36,10 @@ pub mod mem;
 pub mod os;
 pub mod proto;
 #[allow(unsafe_code)]
+pub mod rbd;
+#[allow(unsafe_code)]
 pub mod rdma;
 pub mod scsi;
+#[allow(unsafe_code)]
+pub mod uring;
 pub mod wire;

@@ -1,6 +1,6 @@
 //! Small safe wrappers over system calls std does not offer: hole
-//! punching, `poll(2)` on several descriptors, and a tick counter that needs
-//! no system call.
+//! punching, dropping a file's cached pages, `poll(2)` on several
+//! descriptors, and a tick counter that needs no system call.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -38,6 +38,40 @@ pub fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
+    }
+}
+
+/// Drops the file's pages from the page cache
+/// (`posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file): clean pages
+/// go, dirty ones are written back first by the caller's `fdatasync` or
+/// stay. Only a hint to the kernel; nothing about the data changes.
+pub fn drop_cached_pages(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall on a borrowed, open descriptor; no memory is
+    // passed.
+    let rc = unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Discards `len` bytes at `offset` of a block device (`BLKDISCARD`):
+/// deallocated; what reads return afterwards is the device's business.
+pub fn blk_discard(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    /// `_IO(0x12, 119)` from `<linux/fs.h>`.
+    const BLKDISCARD: libc::c_ulong = 0x1277;
+    if len == 0 {
+        return Ok(());
+    }
+    let range: [u64; 2] = [offset, len];
+    // SAFETY: BLKDISCARD reads two u64s (start, length) from the pointer,
+    // which points at `range` for the length of the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), BLKDISCARD as _, range.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -2,8 +2,17 @@
 # Guest side of bench/e2e.sh (run it through that script, or
 # scripts/vm-run.sh bench/vm/e2e-guest.sh [options]).
 #
-# In rounds (one per run): srptd serving a RAM LUN, then the kernel ib_srpt
-# with a LIO ramdisk of the same size (never both loaded at once), each
+# In rounds (one per run): srptd serving a LUN, then the kernel ib_srpt
+# with the LIO backstore of the same kind (never both loaded at once): by
+# --mode, a RAM LUN against a LIO ramdisk of the same size (ram), srptd
+# file:/dev/nullb0 against LIO iblock on the same null_blk device (block),
+# or srptd on a file (,buffered unless --file-direct) against LIO fileio
+# (fd_buffered_io=1) on the same file, on ext4 over a
+# memory-backed null_blk (file), or srptd rbd: on an RBD image against LIO
+# iblock on the same image mapped by the kernel rbd driver (rbd; a
+# single-node Ceph on 127.0.0.1 in the guest, scripts/ceph-test-cluster.sh,
+# the image mapped only while the kernel target runs, so that librbd and
+# krbd never pass its exclusive lock back and forth). Each
 # logged into by the kernel initiator ib_srp with ch_count=2 and driven by
 # the fio jobs of bench/fio/srp-bench.fio. Alternating the targets round by
 # round keeps slow drifts of the (shared, emulated) machine from favouring
@@ -26,6 +35,8 @@
 #                        of CASE (numjobs 1) under `perf record -a -g`;
 #                        reports in $VM_RESULTS/perf-<target>-*.txt
 #   --srptd-args "..."   extra srptd options (e.g. "--pollers 2 --spin-us 0")
+#   --rbd-client "..."   rbd mode: "key = value" lines (";"-separated) for
+#                        the [client] section of the cluster's ceph.conf
 #   --scrape HZ          the metrics-scrape comparison instead of srptd vs
 #                        kernel: srptd runs with --metrics $METRICS_ADDR and
 #                        every case runs twice per round, once plain (target
@@ -34,6 +45,8 @@
 #                        plain first in odd rounds, scraped first in even
 #                        ones; no kernel target, no profile. Scrapes per run
 #                        go to $VM_RESULTS/scrapes.tsv.
+#   --mode ram|block|file|rbd  the backstores compared (default ram)
+#   --file-direct        file mode: srptd's LUN without ,buffered (O_DIRECT)
 set -euo pipefail
 . "$REPO/tests/vm/lib.sh"
 vm_trap_failures
@@ -47,6 +60,9 @@ PROFILE_CASE=
 SRPTD_EXTRA=
 SCRAPE_HZ=
 METRICS_ADDR=127.0.0.1:9469
+MODE=ram
+RBD_CLIENT=
+FILE_OPTS=,buffered
 
 die_usage() { echo "e2e-guest: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -57,7 +73,10 @@ while [ $# -gt 0 ]; do
         --cases) CASES=${2:?}; shift 2 ;;
         --profile) PROFILE_CASE=${2:?}; shift 2 ;;
         --srptd-args) SRPTD_EXTRA=${2-}; shift 2 ;;
+        --rbd-client) RBD_CLIENT=${2-}; shift 2 ;;
         --scrape) SCRAPE_HZ=${2:?}; shift 2 ;;
+        --mode) MODE=${2:?}; shift 2 ;;
+        --file-direct) FILE_OPTS=; shift ;;
         *) die_usage "unknown option $1" ;;
     esac
 done
@@ -71,6 +90,7 @@ if [ -n "$SCRAPE_HZ" ]; then
     command -v python3 >/dev/null || die_usage "--scrape needs python3 in the guest"
     SRPTD_EXTRA="--metrics $METRICS_ADDR $SRPTD_EXTRA"
 fi
+case "$MODE" in ram|block|file|rbd) ;; *) die_usage "--mode $MODE: expected ram, block, file or rbd" ;; esac
 sections=$(sed -n 's/^\[\([^]]*\)\]$/\1/p' "$JOBFILE" | grep -vx global)
 if [ -z "$CASES" ]; then
     for nj in 1 2; do for s in $sections; do CASES+="$s:$nj "; done; done
@@ -95,6 +115,68 @@ SAMPLES=$OUT/samples.tsv
 CLK_TCK=$(getconf CLK_TCK)
 printf '%s\n' "target case numjobs round status window_ok window_s requests bytes user nice system idle iowait irq softirq steal kthread_ticks proc_ticks self_ticks clk_tck json reconnects qp_errors" |
     tr ' ' '\t' > "$SAMPLES"
+# The backing of block and file modes: null_blk nullb0 of $SIZE (block:
+# no memory behind it, the null device both targets are measured on), or
+# for file mode a memory-backed null_blk with ext4 holding a $SIZE file,
+# written in full (so reads are not of holes).
+BENCH_FILE=/tmp/e2e-fs/lun.img
+srptd_lun() {
+    case "$MODE" in
+        ram) echo "ram:$SIZE" ;;
+        block) echo "file:/dev/nullb0" ;;
+        file) echo "file:$BENCH_FILE$FILE_OPTS" ;;
+        rbd) echo "rbd:rbd/bench,conf=$CEPH_DIR/ceph.conf" ;;
+    esac
+}
+# rbd mode: the test cluster's image rbd/bench of $SIZE, written in full
+# (reads of objects that do not exist would cost neither target anything).
+CEPH_DIR=/tmp/e2e-ceph
+RBD() { timeout 300 rbd -c "$CEPH_DIR/ceph.conf" "$@"; }
+setup_rbd() {
+    ip link set lo up
+    modprobe rbd || vm_die "modprobe rbd"
+    vm_on_exit '"$REPO/scripts/ceph-test-cluster.sh" stop "$CEPH_DIR"'
+    CEPH_TEST_IMAGE=bench CEPH_TEST_IMAGE_SIZE=$SIZE CEPH_TEST_STORE_BYTES=$(( size_bytes + (512 << 20) )) \
+        "$REPO/scripts/ceph-test-cluster.sh" start "$CEPH_DIR" > /dev/null || vm_die "the Ceph test cluster did not start"
+    if [ -n "$RBD_CLIENT" ]; then
+        printf '[client]\n' >> "$CEPH_DIR/ceph.conf"
+        tr ';' '\n' <<<"$RBD_CLIENT" | sed 's/^ *//' >> "$CEPH_DIR/ceph.conf"
+        vm_log "librbd options for srptd: $RBD_CLIENT"
+    fi
+    RBD bench --io-type write --io-pattern seq --io-size 4M --io-threads 4 --io-total "$size_bytes" rbd/bench > "$OUT/rbd-fill.txt" 2>&1 ||
+        vm_die "filling rbd/bench failed: $(tail -n 3 "$OUT/rbd-fill.txt")"
+    vm_log "backing for rbd mode: $(srptd_lun), $(RBD du rbd/bench 2>&1 | tail -n 1)"
+}
+# Maps rbd/bench with the kernel driver (msgr2 as the cluster speaks only
+# that) and prints the device.
+rbd_map() {
+    RBD device map -o ms_mode=crc rbd/bench || vm_die "rbd device map rbd/bench failed"
+}
+setup_backing() {
+    [ "$MODE" = ram ] && return 0
+    [ "$MODE" = rbd ] && { setup_rbd; return 0; }
+    modprobe null_blk nr_devices=0 || vm_die "modprobe null_blk"
+    mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
+    local d=/sys/kernel/config/nullb/nullb0 mib=$(( size_bytes >> 20 ))
+    mkdir "$d"
+    if [ "$MODE" = file ]; then
+        echo $(( mib + mib / 8 + 64 )) > "$d/size"
+        echo 1 > "$d/memory_backed"
+    else
+        echo "$mib" > "$d/size"
+    fi
+    echo 1 > "$d/power"
+    wait_until 10 test -b /dev/nullb0 || vm_die "no /dev/nullb0"
+    if [ "$MODE" = file ]; then
+        modprobe ext4
+        mkfs.ext4 -q -F /dev/nullb0
+        mkdir -p /tmp/e2e-fs
+        mount /dev/nullb0 /tmp/e2e-fs
+        dd if=/dev/zero of="$BENCH_FILE" bs=1M count="$mib" conv=fsync status=none
+    fi
+    vm_log "backing for $MODE mode: $(srptd_lun)"
+}
+
 {
     echo "guest_kernel $(uname -r)"
     echo "guest_cpus $(nproc)"
@@ -107,10 +189,12 @@ printf '%s\n' "target case numjobs round status window_ok window_s requests byte
     echo "size_bytes $size_bytes"
     echo "cases $CASES"
     echo "srptd $(srptd_bin) $("$(srptd_bin)" --version 2>&1 | sed -n 1p)"
-    echo "srptd_args --lun ram:$SIZE --port $SRP_PORT --device $RXE_DEV --allow ANY $SRPTD_EXTRA"
+    echo "mode $MODE"
+    echo "srptd_args --lun $(srptd_lun) --port $SRP_PORT --device $RXE_DEV --allow ANY $SRPTD_EXTRA"
     echo "fio $(fio --version)"
     echo "initiator ib_srp ch_count=2, $CHANNELS channels (other parameters default)"
     [ -z "$SCRAPE_HZ" ] || echo "scrape_hz $SCRAPE_HZ"
+    [ -z "$RBD_CLIENT" ] || echo "rbd_client $RBD_CLIENT"
 } > "$OUT/meta.txt"
 SCRAPES=$OUT/scrapes.tsv
 if [ -n "$SCRAPE_HZ" ]; then
@@ -377,10 +461,27 @@ profile() {
     vm_log "profile of $target in $OUT/perf-$target-*.txt"
 }
 
+# io_uring operations the kernel handed to its worker threads (io-wq)
+# instead of completing them in the submitting call, by thread, over a
+# round of srptd, by thread and opcode: $OUT/uring-punts-r<round>.txt
+# (tracepoint histogram).
+PUNT_EV=
+uring_punts_start() {
+    PUNT_EV=$(tracefs)/events/io_uring/io_uring_queue_async_work
+    echo 'hist:keys=common_pid.execname,opcode' > "$PUNT_EV/trigger" 2>/dev/null ||
+        vm_log "no io_uring tracepoint histogram: punts not counted"
+}
+uring_punts_stop() {
+    [ -r "$PUNT_EV/hist" ] || return 0
+    cp "$PUNT_EV/hist" "$OUT/uring-punts-r$1.txt" || true
+    echo '!hist:keys=common_pid.execname,opcode' > "$PUNT_EV/trigger" 2>/dev/null || true
+    vm_log "round $1: io_uring operations punted to io-wq: $(sed -n 's/^ *Hits: *//p' "$OUT/uring-punts-r$1.txt")"
+}
+
 phase_srptd() {
     local round=$1 dev size
     # shellcheck disable=SC2086 # SRPTD_EXTRA is a list of options
-    srptd_start --lun "ram:$SIZE" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY $SRPTD_EXTRA
+    srptd_start --lun "$(srptd_lun)" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY $SRPTD_EXTRA
     dev=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
     size=$(blockdev --getsize64 "$dev")
     [ "$size" = "$size_bytes" ] || vm_die "srptd disk $dev is $size bytes, expected $size_bytes"
@@ -392,7 +493,9 @@ phase_srptd() {
             vm_die "GET http://$METRICS_ADDR/metrics: $once"
         vm_log "metrics at http://$METRICS_ADDR/metrics: $once; scraping at ${SCRAPE_HZ}/s in half of the runs"
     fi
+    uring_punts_start
     run_all_cases srptd "$dev" "$round" "$SRPTD_PID"
+    uring_punts_stop "$round"
     if [ "$round" = "$RUNS" ]; then
         profile srptd "$dev"
         # CPU time by thread, for the record
@@ -411,8 +514,16 @@ phase_srptd() {
 }
 
 phase_kernel() {
-    local round=$1 dev size
-    lio_ramdisk_target "$pages"
+    local round=$1 dev size krbd
+    case "$MODE" in
+        ram) lio_ramdisk_target "$pages" ;;
+        block) lio_iblock_target /dev/nullb0 ;;
+        file) lio_fileio_target "$BENCH_FILE" "$size_bytes" ;;
+        rbd)
+            krbd=$(rbd_map)
+            lio_iblock_target "$krbd"
+            ;;
+    esac
     dev=$(srp_login "$LIO_ID_EXT" "$LIO_IOC_GUID" 2)
     size=$(blockdev --getsize64 "$dev")
     [ "$size" = "$size_bytes" ] || vm_die "LIO disk $dev is $size bytes, expected $size_bytes"
@@ -423,10 +534,14 @@ phase_kernel() {
     srp_logout_all
     srp_unload
     lio_teardown
+    if [ "$MODE" = rbd ]; then
+        RBD device unmap "$krbd" || vm_die "rbd device unmap $krbd failed"
+    fi
 }
 
 t_start=$(date +%s)
 rxe_setup
+setup_backing
 for round in $(seq 1 "$RUNS"); do
     vm_log "=== round $round of $RUNS"
     phase_srptd "$round"

@@ -1,11 +1,13 @@
 //! Raw bindings used by srptd that `rdma-sys` does not provide safely:
-//! the real rdma-core inline verbs through a C shim, and libibumad.
+//! the real rdma-core inline verbs through a C shim, libibumad, and
+//! librados/librbd (Ceph RBD backstores).
 //!
 //! Nothing here is safe to call directly; `srptd::rdma` wraps it.
 #![allow(non_camel_case_types)]
 
 use std::os::raw::{c_int, c_void};
 
+pub mod rbd;
 pub mod umad;
 
 extern "C" {

@@ -68,3 +68,22 @@ int srptd_abi_layout(size_t *out, int n)
 		out[i] = v[i];
 	return SRPTD_ABI_N;
 }
+
+#include <rbd/librbd.h>
+
+/* Sizes and offsets of librbd's structs bound by hand in rbd.rs. */
+int srptd_rbd_layout(size_t *out, int n)
+{
+	size_t v[] = {
+		sizeof(rbd_image_info_t),
+		offsetof(rbd_image_info_t, order),
+		offsetof(rbd_image_info_t, block_name_prefix),
+		offsetof(rbd_image_info_t, parent_pool),
+		offsetof(rbd_image_info_t, parent_name),
+	};
+	int i, count = (int)(sizeof(v) / sizeof(v[0]));
+
+	for (i = 0; i < n && i < count; i++)
+		out[i] = v[i];
+	return count;
+}

@@ -28,9 +28,13 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// A LUN backstore, numbered in order from 0: `ram:<size>`,
-    /// `file:<path>`, with options `,ro` and `,bs=512|4096`
-    /// (e.g. `ram:256M`, `file:/srv/disk.img,ro`). Replaces the config
-    /// file's LUNs. Default without a file: one `ram:256M`.
+    /// `file:<path>` or `rbd:<pool>/<image>[,conf=PATH][,id=NAME]` (Ceph),
+    /// with options `,ro` and `,bs=512|4096`, and for files `,buffered`
+    /// (through the host's page cache instead of O_DIRECT) (e.g.
+    /// `ram:256M`, `file:/srv/disk.img,ro`,
+    /// `rbd:rbd/disk1,conf=/etc/ceph/ceph.conf`).
+    /// Replaces the config file's LUNs. Default without a file: one
+    /// `ram:256M`.
     #[arg(long = "lun", value_name = "SPEC")]
     luns: Vec<String>,
     /// Directory for persistent reservations kept across restarts (APTPL):
@@ -90,6 +94,10 @@ struct Cli {
     /// IOControllerProfile, ServiceEntries) on the served ports.
     #[arg(long)]
     no_dm: bool,
+    /// Run file and block LUNs' I/O on the worker threads (--io-threads)
+    /// instead of each poller's io_uring.
+    #[arg(long)]
+    no_io_uring: bool,
     /// One shared receive queue per RDMA device for all its channels,
     /// instead of a receive queue and ring per channel. Immediate data
     /// works in both modes.
@@ -127,6 +135,7 @@ impl Cli {
             io_threads: self.io_threads,
             spin_us: self.spin_us,
             no_dm: self.no_dm,
+            no_io_uring: self.no_io_uring,
             srq: self.srq,
             srq_size: self.srq_size,
             admin_socket: self.admin_socket.clone(),
@@ -217,7 +226,7 @@ enum LunCommand {
     Add {
         /// LUN number (0-16383).
         number: u16,
-        /// `ram:<size>` or `file:<path>`.
+        /// `ram:<size>`, `file:<path>` or `rbd:<pool>/<image>`.
         backstore: String,
         /// Write-protected (DATA PROTECT on writes).
         #[arg(long)]
@@ -572,10 +581,10 @@ fn main() -> ExitCode {
         Ok(s) => {
             let st = &s.stats;
             eprintln!(
-                "srptd: stopped: logins {} rejects {} commands {} immediate {} indirect {} external-tables {} zero-copy {} task-mgmt {} aborted {} protocol-errors {} leaked-channels {} leaked-srq-slots {} poller-sleeps {} doorbells {}",
+                "srptd: stopped: logins {} rejects {} commands {} immediate {} indirect {} external-tables {} zero-copy {} task-mgmt {} aborted {} protocol-errors {} leaked-channels {} leaked-srq-slots {} poller-sleeps {} doorbells {} uring-commands {} uring-enters {} rbd-commands {} worker-jobs {}",
                 s.logins, s.rejects, st.io.commands, st.immediate, st.indirect, st.external_tables, st.zero_copy,
                 st.io.task_mgmt, st.io.aborted, st.protocol_errors, s.leaked_channels, s.leaked_srq_slots,
-                s.poller_sleeps, s.doorbells
+                s.poller_sleeps, s.doorbells, s.uring_commands, s.uring_enters, s.rbd_commands, s.worker_jobs
             );
             if s.leaked_channels == 0 && s.leaked_srq_slots == 0 {
                 ExitCode::SUCCESS

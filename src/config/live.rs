@@ -315,6 +315,7 @@ impl Settings {
             max_transfer => "limits.max_transfer",
             pool_size => "limits.pool_size",
             io_threads => "data_path.io_threads",
+            io_uring => "data_path.io_uring",
             spin_us => "data_path.spin_us",
             srq => "data_path.srq";
             opt

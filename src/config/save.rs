@@ -73,6 +73,7 @@ impl Settings {
         let mut data_path = Table::new();
         put_int_opt(&mut data_path, "pollers", &self.pollers);
         put_int(&mut data_path, "io_threads", &self.io_threads);
+        put(&mut data_path, "io_uring", &self.io_uring);
         if self.spin_us.origin != Origin::Default {
             data_path.insert(
                 "spin_us".into(),

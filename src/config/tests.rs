@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::scsi::{BackstoreKind, InitiatorPortId};
+use crate::scsi::{BackstoreKind, FileCache, InitiatorPortId};
 
 fn parse(text: &str) -> Result<Loaded, ConfigError> {
     Settings::from_toml(Path::new("t.toml"), text)?.build()
@@ -57,6 +57,7 @@ socket = "/run/x/admin.sock"
 [data_path]
 pollers = 3
 io_threads = 2
+io_uring = false
 spin_us = 0
 srq = true
 srq_size = 1024
@@ -91,6 +92,7 @@ initiator = "0000000000000001000000fffe007701"
     );
     assert_eq!((o.pool_size, o.channel_memory), (16 << 20, Some(1 << 30)));
     assert_eq!((o.pollers, o.io_threads, o.spin), (3, 2, Duration::ZERO));
+    assert!(!o.io_uring);
     assert_eq!(
         o.admin_socket,
         Some(AdminSocket {
@@ -866,4 +868,42 @@ state = "active/non-optimized"
     assert!(e.contains("t.toml:2: target_port_group.id"), "{e}");
     let e = error("[[target_port_group]]\nid = 1\nports = [\"rxe0/1\"]\nport = 2\n");
     assert!(e.contains("unknown field"), "{e}");
+}
+
+#[test]
+fn rbd_backstores_parse_from_the_file() {
+    let l = parse(
+        "[[lun]]\nnumber = 2\nbackstore = \"rbd:rbd/disk1,conf=/etc/ceph/c.conf,id=srptd\"\nblock_size = 4096\n",
+    )
+    .unwrap();
+    let b = &l.target.luns[0].backstore;
+    let BackstoreKind::Rbd(spec) = &b.kind else {
+        panic!("{b:?}")
+    };
+    assert_eq!((spec.pool.as_str(), spec.image.as_str()), ("rbd", "disk1"));
+    assert_eq!(spec.conf.as_deref(), Some(Path::new("/etc/ceph/c.conf")));
+    assert_eq!(spec.id.as_deref(), Some("srptd"));
+    assert_eq!(b.block_size, 4096);
+    let e = error("[[lun]]\nnumber = 0\nbackstore = \"rbd:rbd\"\n");
+    assert!(
+        e.starts_with("t.toml:3: lun.backstore = \"rbd:rbd\":") && e.contains("rbd:<pool>/<image>"),
+        "{e}"
+    );
+    // conf= and id= belong to rbd: only (a file path may contain them).
+    let l = parse("[[lun]]\nnumber = 0\nbackstore = \"file:/srv/a,id=x\"\n").unwrap();
+    assert_eq!(
+        l.target.luns[0].backstore.kind,
+        BackstoreKind::File {
+            path: "/srv/a,id=x".into(),
+            cache: FileCache::Direct,
+        }
+    );
+    let l = parse("[[lun]]\nnumber = 0\nbackstore = \"file:/srv/b,buffered\"\n").unwrap();
+    assert_eq!(
+        l.target.luns[0].backstore.kind,
+        BackstoreKind::File {
+            path: "/srv/b".into(),
+            cache: FileCache::Buffered,
+        }
+    );
 }

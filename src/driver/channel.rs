@@ -16,7 +16,7 @@ use crate::rdma::{
     CompletionQueue, MemoryRegion, QueuePair, RecvScratch, Remote, SendOp, SendRequest, SendScratch, Sge,
     WorkCompletion,
 };
-use crate::scsi::{Completion, Nexus, ScsiCommand, WorkerPool};
+use crate::scsi::{AsyncEngine, Completion, Nexus, RbdEngine, ScsiCommand, Started, WorkerPool};
 
 use super::device::{with_recv_chain, Device, SrqRing, RECV_BATCH};
 use super::poller::PollerEvent;
@@ -173,9 +173,9 @@ impl ChannelDriver {
         self.flush();
     }
 
-    /// Carries out every queued action. `exec` receives blocking SCSI
-    /// commands; non-blocking ones run inline.
-    pub fn run_actions(&mut self, exec: &ExecQueue, events: &UnboundedSender<PollerEvent>) {
+    /// Carries out every queued action. `exec` receives SCSI commands with
+    /// backstore I/O; others run inline.
+    pub fn run_actions(&mut self, exec: &mut Executor, events: &UnboundedSender<PollerEvent>) {
         while let Some(a) = self.ch.poll_action() {
             match a {
                 Action::PostRecv { slot } => self.recvs.push(slot),
@@ -200,7 +200,7 @@ impl ChannelDriver {
         self.flush();
     }
 
-    fn execute(&mut self, cmd: CmdId, exec: &ExecQueue) {
+    fn execute(&mut self, cmd: CmdId, exec: &mut Executor) {
         let Some(r) = self.ch.exec_request(cmd) else {
             tracing::error!(
                 cmd = cmd.0,
@@ -209,6 +209,23 @@ impl ChannelDriver {
             return;
         };
         if r.nexus.runs_blocking(r.command) {
+            let tag = (self.key, cmd);
+            let mut started = Started::Blocking;
+            if let Some(aio) = exec.aio.as_mut() {
+                started = aio.start(tag, r.nexus, r.command, r.buf, r.offset, r.len);
+            }
+            if let (Started::Blocking, Some(rbd)) = (&started, exec.rbd.as_mut()) {
+                started = rbd.start(tag, r.nexus, r.command, r.buf, r.offset, r.len);
+            }
+            match started {
+                Started::Submitted => return,
+                Started::Done(done) => {
+                    self.ch.handle_exec_done(cmd, done);
+                    return;
+                }
+                Started::Blocking => {}
+            }
+            exec.worker_jobs += 1;
             let job = ExecJob {
                 key: self.key,
                 cmd,
@@ -218,7 +235,7 @@ impl ChannelDriver {
                 offset: r.offset,
                 len: r.len,
             };
-            if let Err(job) = exec.submit(job) {
+            if let Err(job) = exec.pool.submit(job) {
                 // The queue is sized for every context, so this only happens
                 // at shutdown: run it here rather than lose it.
                 let done = job.run();
@@ -431,3 +448,17 @@ impl ExecJob {
 
 /// The worker pool of one poller (results come back on its `done` queue).
 pub type ExecQueue = WorkerPool<ExecJob>;
+
+/// Where a poller runs SCSI commands with backstore I/O: reads, writes and
+/// flushes of file LUNs on its io_uring, and RBD LUNs' reads, writes,
+/// flushes, UNMAPs and WRITE SAMEs on librbd (both submitted and reaped by
+/// the poller thread itself), everything else that may block on its
+/// worker pool (all file I/O where io_uring is unavailable).
+#[derive(Debug)]
+pub struct Executor {
+    pub pool: ExecQueue,
+    pub aio: Option<AsyncEngine<(ChannelKey, CmdId)>>,
+    pub rbd: Option<RbdEngine<(ChannelKey, CmdId)>>,
+    /// Commands handed to the worker pool.
+    pub worker_jobs: u64,
+}

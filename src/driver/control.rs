@@ -216,6 +216,10 @@ impl Control {
             let c = p.counters();
             self.summary.poller_sleeps += c.sleeps.load(Ordering::Relaxed);
             self.summary.doorbells += c.doorbells.load(Ordering::Relaxed);
+            self.summary.uring_commands += c.uring_commands.load(Ordering::Relaxed);
+            self.summary.uring_enters += c.uring_enters.load(Ordering::Relaxed);
+            self.summary.rbd_commands += c.rbd_commands.load(Ordering::Relaxed);
+            self.summary.worker_jobs += c.worker_jobs.load(Ordering::Relaxed);
         }
         for d in self.devices.held() {
             self.summary.leaked_srq_slots += lost_srq_slots(d, "at exit");

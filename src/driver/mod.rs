@@ -74,6 +74,9 @@ pub struct Options {
     pub pollers: usize,
     /// Worker threads per poller for blocking backstore I/O.
     pub io_threads: usize,
+    /// File and block LUNs' reads, writes and flushes on each poller's
+    /// io_uring (where the kernel allows it).
+    pub io_uring: bool,
     /// Busy-poll time after the last completion before sleeping.
     pub spin: Duration,
     /// How long a clean shutdown waits for initiators to log out.
@@ -127,6 +130,7 @@ impl Default for Options {
             channel_memory: None,
             pollers: default_pollers(),
             io_threads: 4,
+            io_uring: true,
             spin: Duration::from_micros(50),
             shutdown_timeout: Duration::from_secs(10),
             dm: true,
@@ -191,6 +195,14 @@ pub struct Summary {
     pub poller_sleeps: u64,
     /// `ibv_post_send` calls (each a doorbell system call on soft-RoCE).
     pub doorbells: u64,
+    /// Commands whose backstore I/O ran on the pollers' io_uring, and the
+    /// `io_uring_enter` calls that submitted them.
+    pub uring_commands: u64,
+    pub uring_enters: u64,
+    /// Commands on RBD LUNs submitted to librbd by the pollers.
+    pub rbd_commands: u64,
+    /// Commands run on the worker pools.
+    pub worker_jobs: u64,
 }
 
 /// The identity initiators use: `id_ext` and `ioc_guid` are the node GUID of
@@ -253,6 +265,7 @@ pub fn run(
         let pcfg = PollerConfig {
             spin: opts.spin,
             io_threads: opts.io_threads,
+            io_uring: opts.io_uring,
             io_queue,
         };
         let pollers = (0..opts.pollers.max(1))

@@ -3,9 +3,15 @@
 //!
 //! A poller busy-polls its completion queues while there is work, then arms
 //! them and sleeps on the completion channels (and a wake-up socket for
-//! control messages and backstore completions), so an idle target uses no
-//! CPU. Each pass gathers the channel's send work requests and posts them
-//! with one doorbell (see [`super::channel`], which runs one channel).
+//! control messages and worker-pool completions, and its io_uring's
+//! eventfd), so an idle target uses no CPU. File LUNs' reads, writes and
+//! flushes go to the poller's own io_uring: queued while it runs the
+//! channels' actions, submitted once per pass, reaped at the start of the
+//! next with no system call. RBD LUNs' I/O goes to librbd from the poller;
+//! librbd's completion callbacks queue the results and signal the RBD
+//! engine's eventfd, and the poller reaps them like the io_uring's. Each
+//! pass gathers the channel's send work requests and posts them with one
+//! doorbell (see [`super::channel`], which runs one channel).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -21,9 +27,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::os;
 use crate::proto::{ChannelStats, CmdId, LunStats, TASK_SET_POLL};
 use crate::rdma::{self, CompletionChannel, WorkCompletion};
-use crate::scsi::{Completion, WorkerPool};
+use crate::scsi::{AsyncEngine, Completion, RbdEngine, WorkerPool};
 
-use super::channel::{ChannelDriver, ChannelKey, ExecJob, ExecQueue};
+use super::channel::{ChannelDriver, ChannelKey, ExecJob, Executor};
 use super::device::Device;
 
 /// How long a poller keeps polling after its last work before it arms its
@@ -131,6 +137,14 @@ pub struct PollerCounters {
     pub sleeps: AtomicU64,
     /// `ibv_post_send` calls of channels that have closed.
     pub doorbells: AtomicU64,
+    /// Commands whose backstore I/O ran on the poller's io_uring.
+    pub uring_commands: AtomicU64,
+    /// `io_uring_enter` calls made to submit them.
+    pub uring_enters: AtomicU64,
+    /// Commands on RBD LUNs submitted to librbd by the poller.
+    pub rbd_commands: AtomicU64,
+    /// Commands handed to the worker pool.
+    pub worker_jobs: AtomicU64,
 }
 
 /// The control plane's handle on a poller thread.
@@ -213,6 +227,8 @@ pub struct PollerConfig {
     pub spin: Duration,
     /// Worker threads for blocking backstore I/O.
     pub io_threads: usize,
+    /// Use an io_uring for file I/O where the kernel allows it.
+    pub io_uring: bool,
     /// Queue size of the worker pool (covers every context).
     pub io_queue: usize,
 }
@@ -252,10 +268,17 @@ pub fn spawn(
         comp_channels: comp_channels.clone(),
         thread: Mutex::new(None),
     });
-    let exec = pool;
     let t = std::thread::Builder::new()
         .name(format!("srptd-poll{index}"))
         .spawn(move || {
+            let exec = Executor {
+                pool,
+                aio: async_engine(cfg.io_uring, cfg.io_queue),
+                rbd: RbdEngine::new(cfg.io_queue)
+                    .map_err(|e| tracing::error!(error = %e, "no RBD engine: RBD LUNs' I/O runs on the worker pool"))
+                    .ok(),
+                worker_jobs: 0,
+            };
             let mut p = Poller {
                 rx,
                 wake: wake_rx,
@@ -264,6 +287,7 @@ pub fn spawn(
                 exec,
                 events,
                 comp_channels,
+                aio_done: Vec::with_capacity(cfg.io_queue),
                 chans: Vec::new(),
                 cfg,
                 counters,
@@ -276,12 +300,36 @@ pub fn spawn(
     Ok(handle)
 }
 
+/// The poller's io_uring engine, or `None` (said once per process) where
+/// io_uring is unavailable or turned off (`want`).
+fn async_engine(want: bool, entries: usize) -> Option<AsyncEngine<(ChannelKey, CmdId)>> {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if !want {
+        SAID.call_once(|| tracing::info!("io_uring turned off: file I/O runs on the worker pool"));
+        return None;
+    }
+    match AsyncEngine::new(entries.clamp(64, 1024) as u32) {
+        Ok(e) => {
+            SAID.call_once(|| tracing::info!("file I/O on io_uring, submitted and reaped by the pollers"));
+            Some(e)
+        }
+        Err(e) => {
+            SAID.call_once(
+                || tracing::warn!(error = %e, "io_uring unavailable: file I/O runs on the worker pool"),
+            );
+            None
+        }
+    }
+}
+
 struct Poller {
     rx: Receiver<PollerMsg>,
     wake: UnixStream,
     done: Receiver<(ChannelKey, CmdId, Completion)>,
     _done_tx: SyncSender<(ChannelKey, CmdId, Completion)>,
-    exec: ExecQueue,
+    exec: Executor,
+    /// Commands the io_uring finished, taken from it each pass.
+    aio_done: Vec<((ChannelKey, CmdId), Completion)>,
     events: UnboundedSender<PollerEvent>,
     comp_channels: Arc<Mutex<HashMap<String, Arc<CompletionChannel>>>>,
     chans: Vec<ChannelDriver>,
@@ -312,7 +360,13 @@ impl Poller {
             work += 1;
             match m {
                 PollerMsg::Add(mut d) => {
-                    d.run_actions(&self.exec, &self.events);
+                    if let Some(aio) = self.exec.aio.as_mut() {
+                        // Data-out and data-in move through these: pinned
+                        // once for the channel's life, not per operation.
+                        aio.register_buffer(d.ch.pool_buf());
+                        aio.register_buffer(d.ch.recv_buf());
+                    }
+                    d.run_actions(&mut self.exec, &self.events);
                     self.chans.push(*d);
                 }
                 PollerMsg::Disconnect(key) => {
@@ -351,10 +405,23 @@ impl Poller {
         }
         while let Ok((key, cmd, done)) = self.done.try_recv() {
             work += 1;
-            if let Some(d) = self.find(key) {
-                d.ch.handle_exec_done(cmd, done);
+            self.exec_done(key, cmd, done);
+        }
+        if let Some(aio) = self.exec.aio.as_mut() {
+            let mut done = std::mem::take(&mut self.aio_done);
+            work += aio.reap(&mut done);
+            for ((key, cmd), c) in done.drain(..) {
+                self.exec_done(key, cmd, c);
             }
-            self.run_key(key);
+            self.aio_done = done;
+        }
+        if let Some(rbd) = self.exec.rbd.as_mut() {
+            let mut done = std::mem::take(&mut self.aio_done);
+            work += rbd.reap(&mut done);
+            for ((key, cmd), c) in done.drain(..) {
+                self.exec_done(key, cmd, c);
+            }
+            self.aio_done = done;
         }
         for d in self.chans.iter_mut() {
             match d.cq.poll(wcs) {
@@ -362,35 +429,41 @@ impl Poller {
                     if d.is_draining() {
                         // An empty CQ may finish a drain.
                         d.on_completions(&[], true);
-                        d.run_actions(&self.exec, &self.events);
+                        d.run_actions(&mut self.exec, &self.events);
                     }
                 }
                 Ok(n) => {
                     work += n;
                     d.on_completions(&wcs[..n], n < wcs.len());
-                    d.run_actions(&self.exec, &self.events);
+                    d.run_actions(&mut self.exec, &self.events);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "polling a completion queue failed");
                     d.ch.handle_disconnect();
-                    d.run_actions(&self.exec, &self.events);
+                    d.run_actions(&mut self.exec, &self.events);
                 }
             }
         }
         for d in self.chans.iter_mut().filter(|d| d.drain_in_progress()) {
             d.check_timeout();
-            d.run_actions(&self.exec, &self.events);
+            d.run_actions(&mut self.exec, &self.events);
             work += 1;
         }
         // A request waiting for other channels' aborted tasks looks again
         // (not counted as work: the poller sleeps at most TASK_SET_POLL).
         for d in self.chans.iter_mut().filter(|d| d.ch.waits_for_task_sets()) {
             d.ch.handle_timeout(Instant::now());
-            d.run_actions(&self.exec, &self.events);
+            d.run_actions(&mut self.exec, &self.events);
         }
+        self.submit_io();
         let (counters, closed, closed_luns) = (&self.counters, &mut self.closed, &mut self.closed_luns);
+        let aio = &mut self.exec.aio;
         self.chans.retain(|d| {
             if d.is_finished() {
+                if let Some(aio) = aio.as_mut() {
+                    aio.unregister_buffer(d.ch.pool_buf());
+                    aio.unregister_buffer(d.ch.recv_buf());
+                }
                 counters.doorbells.fetch_add(d.doorbells(), Ordering::Relaxed);
                 *closed += d.ch.stats();
                 closed_luns.merge(d.ch.lun_stats());
@@ -422,8 +495,16 @@ impl Poller {
                 continue;
             }
             idle_since = None;
-            // Idle: arm every CQ, then look once more so that a completion
-            // that arrived before the arm is not slept through.
+            // Idle: arm every CQ (and reset the ring's eventfd, signalled
+            // by every completion reaped while busy), then look once more
+            // so that a completion that arrived before is not slept
+            // through.
+            if let Some(aio) = &self.exec.aio {
+                aio.clear_event();
+            }
+            if let Some(rbd) = &self.exec.rbd {
+                rbd.clear_event();
+            }
             for d in &self.chans {
                 if let Err(e) = d.cq.arm(false) {
                     tracing::error!(error = %e, "arming a completion queue failed");
@@ -438,14 +519,25 @@ impl Poller {
             if let Ok(m) = self.comp_channels.lock() {
                 chans.extend(m.values().cloned());
             }
-            // Completion channels past the first WAIT_ANY_MAX - 1 devices
-            // are looked at on a 200 ms timeout; otherwise no timeout (and
-            // no timer to set up per sleep): every event that needs the
-            // poller arrives on one of the descriptors.
-            let watched = chans.len().min(os::WAIT_ANY_MAX - 1);
+            // The wake-up socket, the io_uring's and the RBD engine's
+            // eventfds if there are, then the completion channels: those
+            // past the first WAIT_ANY_MAX - base devices are looked at on a 200 ms
+            // timeout; otherwise no timeout (and no timer to set up per
+            // sleep): every event that needs the poller arrives on one of
+            // the descriptors.
+            let aio_bit = usize::from(self.exec.aio.is_some());
+            let rbd_bit = aio_bit + usize::from(self.exec.rbd.is_some());
+            let base = 1 + rbd_bit;
+            let watched = chans.len().min(os::WAIT_ANY_MAX - base);
             let ready = {
                 let mut fds = [self.wake.as_fd(); os::WAIT_ANY_MAX];
-                for (slot, c) in fds[1..=watched].iter_mut().zip(&chans) {
+                if let Some(aio) = &self.exec.aio {
+                    fds[aio_bit] = aio.eventfd();
+                }
+                if let Some(rbd) = &self.exec.rbd {
+                    fds[rbd_bit] = rbd.eventfd();
+                }
+                for (slot, c) in fds[base..base + watched].iter_mut().zip(&chans) {
                     *slot = c.as_fd();
                 }
                 let timeout = if self.chans.iter().any(|d| d.ch.waits_for_task_sets()) {
@@ -455,7 +547,7 @@ impl Poller {
                 };
                 self.counters.sleeps.fetch_add(1, Ordering::Relaxed);
                 let t0 = os::ticks();
-                let ready = os::wait_any(&fds[..=watched], timeout).unwrap_or_else(|e| {
+                let ready = os::wait_any(&fds[..base + watched], timeout).unwrap_or_else(|e| {
                     tracing::error!(error = %e, "waiting for completions failed");
                     0
                 });
@@ -468,11 +560,17 @@ impl Poller {
             for (i, c) in chans.iter().enumerate() {
                 if i >= watched {
                     while let Ok(Some(_)) = c.get_event() {}
-                } else if ready & (1 << (i + 1)) != 0 {
+                } else if ready & (1 << (i + base)) != 0 {
                     if let Err(e) = c.get_event() {
                         tracing::error!(error = %e, "reading a completion event failed");
                     }
                 }
+            }
+            if let Some(aio) = self.exec.aio.as_ref().filter(|_| ready & (1 << aio_bit) != 0) {
+                aio.clear_event();
+            }
+            if let Some(rbd) = self.exec.rbd.as_ref().filter(|_| ready & (1 << rbd_bit) != 0) {
+                rbd.clear_event();
             }
             if ready & 1 != 0 {
                 let mut sink = [0u8; 64];
@@ -485,8 +583,35 @@ impl Poller {
         tracing::debug!("poller stopped");
     }
 
+    fn exec_done(&mut self, key: ChannelKey, cmd: CmdId, done: Completion) {
+        if let Some(d) = self.find(key) {
+            d.ch.handle_exec_done(cmd, done);
+        }
+        self.run_key(key);
+    }
+
+    /// Submits the io_uring operations the pass queued (one system call)
+    /// and publishes the executor's counts.
+    fn submit_io(&mut self) {
+        let c = &self.counters;
+        c.worker_jobs.store(self.exec.worker_jobs, Ordering::Relaxed);
+        if let Some(rbd) = &self.exec.rbd {
+            c.rbd_commands.store(rbd.counts().0, Ordering::Relaxed);
+        }
+        let Some(aio) = self.exec.aio.as_mut() else {
+            return;
+        };
+        if let Err(e) = aio.submit() {
+            // Left queued: the next pass submits them again.
+            tracing::error!(error = %e, "io_uring submission failed");
+        }
+        let n = aio.counts();
+        c.uring_commands.store(n.commands, Ordering::Relaxed);
+        c.uring_enters.store(n.enters, Ordering::Relaxed);
+    }
+
     fn run_key(&mut self, key: ChannelKey) {
-        let (exec, events) = (&self.exec, &self.events);
+        let (exec, events) = (&mut self.exec, &self.events);
         if let Some(d) = self.chans.iter_mut().find(|c| c.key == key) {
             d.run_actions(exec, events);
         }

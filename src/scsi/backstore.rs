@@ -4,6 +4,8 @@
 //!   register it once and move READ/WRITE data straight in and out of it.
 //! - [`FileBackstore`]: a regular file or a block device, accessed with
 //!   `O_DIRECT` where the file system allows it and buffered otherwise.
+//! - [`RbdBackstore`](super::rbd_store::RbdBackstore): a Ceph RBD image
+//!   (`rbd_store.rs`).
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -14,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::blockdev::{DeviceInfo, Discard, Limits};
+use super::file_aio::{aligned, AsyncFiles};
+use super::rbd_store::{RbdBackstore, RbdSpec};
 use crate::mem::DmaBuf;
 
 /// Logical block sizes a LUN may have.
@@ -63,6 +68,26 @@ pub trait Backstore: Send + Sync + fmt::Debug {
     /// canonical path), from which the serial number and NAA are derived;
     /// `None` when the storage has no identity of its own (RAM).
     fn identity(&self) -> Option<String>;
+    /// The descriptors an asynchronous engine (io_uring, driven by the
+    /// poller) may do this backstore's reads, writes and flushes on;
+    /// `None`: blocking calls only.
+    fn async_files(&self) -> Option<&AsyncFiles> {
+        None
+    }
+    /// Geometry and provisioning limits reported to initiators.
+    fn limits(&self) -> Limits {
+        Limits::for_file(self.block_size())
+    }
+    /// The RBD image a poller's engine submits this backstore's I/O to.
+    fn rbd(&self) -> Option<&RbdBackstore> {
+        None
+    }
+    /// Calls `on_change` (on another thread) whenever the size may have
+    /// changed outside srptd (an RBD image resized by another client);
+    /// backstores that cannot change that way never call it.
+    fn watch_size(&self, on_change: Box<dyn Fn() + Send + Sync>) {
+        drop(on_change);
+    }
 }
 
 /// Why a live change of a backstore was refused.
@@ -93,7 +118,26 @@ pub enum BackstoreKind {
     /// Anonymous memory of this many bytes.
     Ram { size: u64 },
     /// A regular file or block device.
-    File { path: PathBuf },
+    File { path: PathBuf, cache: FileCache },
+    /// A Ceph RBD image.
+    Rbd(RbdSpec),
+}
+
+/// How a file LUN's I/O meets the host's page cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileCache {
+    /// `O_DIRECT` where the file system allows it: the host's memory holds
+    /// none of the LUN, and a completed write is in the file or device
+    /// (its volatile cache, until SYNCHRONIZE CACHE).
+    #[default]
+    Direct,
+    /// Through the host's page cache (`,buffered`; as LIO fileio with
+    /// `fd_buffered_io=1`, and tgt's and SCST's default): cached reads cost
+    /// a copy, a write completes in the cache and reaches the file on
+    /// SYNCHRONIZE CACHE or the kernel's write-back, a FUA write is written
+    /// through (`O_DSYNC`). Data survives srptd being killed, not the host
+    /// losing power before a flush (the caching mode page says WCE = 1).
+    Buffered,
 }
 
 /// The spec form (`ram:256M`, `file:/srv/disk.img`) that
@@ -108,7 +152,14 @@ impl fmt::Display for BackstoreKind {
                     .map_or((*size, ""), |(sh, u)| (size >> sh, u));
                 write!(f, "ram:{n}{unit}")
             }
-            BackstoreKind::File { path } => write!(f, "file:{}", path.display()),
+            BackstoreKind::File { path, cache } => {
+                write!(f, "file:{}", path.display())?;
+                match cache {
+                    FileCache::Direct => Ok(()),
+                    FileCache::Buffered => f.write_str(",buffered"),
+                }
+            }
+            BackstoreKind::Rbd(spec) => spec.fmt(f),
         }
     }
 }
@@ -142,6 +193,21 @@ pub enum ConfigError {
     FileMissing { field: String, path: PathBuf },
     #[error("{field}: {path}: not a regular file or block device")]
     NotFileOrDevice { field: String, path: PathBuf },
+    #[error("{field}: {path}: cannot be opened for writing ({reason}): add ,ro to serve it read-only")]
+    NotWritable {
+        field: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "{field}: {path}: block size {block_size} is smaller than the device's logical block size {device}"
+    )]
+    BlockSizeBelowDevice {
+        field: String,
+        path: PathBuf,
+        block_size: u32,
+        device: u32,
+    },
     #[error("{field}: {path}: {size} bytes is less than one {block_size}-byte block")]
     FileTooSmall {
         field: String,
@@ -169,6 +235,13 @@ pub enum ConfigError {
     LunTooLarge { field: String, lun: u16 },
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: &'static str },
+    #[error("{field}: {spec}: {source}")]
+    Rbd {
+        field: String,
+        spec: String,
+        #[source]
+        source: crate::rbd::Error,
+    },
 }
 
 impl ConfigError {
@@ -182,12 +255,15 @@ impl ConfigError {
             | ConfigError::BadBlockSize { field, .. }
             | ConfigError::FileMissing { field, .. }
             | ConfigError::NotFileOrDevice { field, .. }
+            | ConfigError::NotWritable { field, .. }
+            | ConfigError::BlockSizeBelowDevice { field, .. }
             | ConfigError::FileTooSmall { field, .. }
             | ConfigError::Io { field, .. }
             | ConfigError::Alloc { field, .. }
             | ConfigError::DuplicateLun { field, .. }
             | ConfigError::LunTooLarge { field, .. }
-            | ConfigError::Invalid { field, .. } => field,
+            | ConfigError::Invalid { field, .. }
+            | ConfigError::Rbd { field, .. } => field,
         }
     }
 
@@ -202,9 +278,11 @@ impl ConfigError {
 }
 
 impl BackstoreConfig {
-    /// Parses `ram:<size>` or `file:<path>`, followed by options
-    /// `,ro` and `,bs=512|4096` (default 512). Sizes take K/M/G/T suffixes
-    /// (powers of 1024). `field` names the setting in errors.
+    /// Parses `ram:<size>`, `file:<path>` or `rbd:<pool>/<image>`,
+    /// followed by options `,ro` and `,bs=512|4096` (default 512), for
+    /// `file:` `,buffered` ([`FileCache::Buffered`]), and for `rbd:`
+    /// `,conf=<ceph.conf>` and `,id=<client>`. Sizes take K/M/G/T
+    /// suffixes (powers of 1024). `field` names the setting in errors.
     pub fn parse(spec: &str, field: &str) -> Result<BackstoreConfig, ConfigError> {
         let perr = |reason| ConfigError::Parse {
             field: field.to_owned(),
@@ -213,10 +291,12 @@ impl BackstoreConfig {
         };
         let (kind, rest) = spec
             .split_once(':')
-            .ok_or_else(|| perr("expected ram:<size> or file:<path>"))?;
+            .ok_or_else(|| perr("expected ram:<size>, file:<path> or rbd:<pool>/<image>"))?;
         let mut parts: Vec<&str> = rest.split(',').collect();
         let mut read_only = false;
         let mut block_size = 512;
+        let (mut conf, mut id) = (None, None);
+        let mut cache = FileCache::Direct;
         // Options are taken from the end so that a path may contain commas.
         while parts.len() > 1 {
             let last = parts[parts.len() - 1];
@@ -224,6 +304,12 @@ impl BackstoreConfig {
                 read_only = true;
             } else if last == "rw" {
                 read_only = false;
+            } else if last == "buffered" && kind == "file" {
+                cache = FileCache::Buffered;
+            } else if let Some(c) = last.strip_prefix("conf=").filter(|_| kind == "rbd") {
+                conf = Some(PathBuf::from(c));
+            } else if let Some(i) = last.strip_prefix("id=").filter(|_| kind == "rbd") {
+                id = Some(i.to_owned());
             } else if let Some(bs) = last.strip_prefix("bs=") {
                 block_size = parse_size(bs)
                     .and_then(|v| u32::try_from(v).ok())
@@ -240,9 +326,11 @@ impl BackstoreConfig {
             },
             "file" if !main.is_empty() => BackstoreKind::File {
                 path: PathBuf::from(main),
+                cache,
             },
             "file" => return Err(perr("empty path")),
-            _ => return Err(perr("unknown backstore type (expected ram or file)")),
+            "rbd" => BackstoreKind::Rbd(RbdSpec::parse(&main, conf, id).map_err(perr)?),
+            _ => return Err(perr("unknown backstore type (expected ram, file or rbd)")),
         };
         Ok(BackstoreConfig {
             kind,
@@ -289,11 +377,18 @@ impl BackstoreConfig {
                     self.read_only,
                 )))
             }
-            BackstoreKind::File { path } => Ok(Arc::new(FileBackstore::open(
+            BackstoreKind::File { path, cache } => Ok(Arc::new(FileBackstore::open(
                 path,
                 self.block_size,
                 self.read_only,
+                *cache,
                 &format!("{field}.path"),
+            )?)),
+            BackstoreKind::Rbd(spec) => Ok(Arc::new(RbdBackstore::open(
+                spec,
+                self.block_size,
+                self.read_only,
+                field,
             )?)),
         }
     }
@@ -487,6 +582,9 @@ pub struct FileBackstore {
     /// Opened without write access: write protection cannot be lifted.
     opened_read_only: bool,
     is_device: bool,
+    /// A block device's queue limits (read at open).
+    device: Option<DeviceInfo>,
+    aio: AsyncFiles,
 }
 
 impl fmt::Debug for FileBackstore {
@@ -501,11 +599,6 @@ impl fmt::Debug for FileBackstore {
     }
 }
 
-/// Alignment assumed for `O_DIRECT` (the common logical block size of
-/// devices; a 4K-native device rejects 512-aligned requests with `EINVAL`,
-/// which falls back to buffered I/O).
-const DIRECT_ALIGN: u64 = 512;
-
 /// Bytes per write when filling ranges (WRITE SAME, unmap fallback).
 const FILL_CHUNK: usize = 1 << 20;
 
@@ -515,6 +608,7 @@ impl FileBackstore {
         path: &Path,
         block_size: u32,
         read_only: bool,
+        cache: FileCache,
         field: &str,
     ) -> Result<FileBackstore, ConfigError> {
         if !BLOCK_SIZES.contains(&block_size) {
@@ -552,8 +646,37 @@ impl FileBackstore {
                 .custom_flags(flags | libc::O_CLOEXEC);
             o.open(path)
         };
-        let buffered = open(0).map_err(ioerr)?;
-        let direct = open(libc::O_DIRECT).ok();
+        let device = if ft.is_block_device() {
+            Some(DeviceInfo::probe(path).map_err(ioerr)?)
+        } else {
+            None
+        };
+        let not_writable = |reason: String| ConfigError::NotWritable {
+            field: field.to_owned(),
+            path: path.to_owned(),
+            reason,
+        };
+        if let Some(d) = device {
+            if d.read_only && !read_only {
+                return Err(not_writable("the device is read-only".into()));
+            }
+            if block_size < d.logical_block {
+                return Err(ConfigError::BlockSizeBelowDevice {
+                    field: field.replace(".path", ".block_size"),
+                    path: path.to_owned(),
+                    block_size,
+                    device: d.logical_block,
+                });
+            }
+        }
+        let buffered = open(0).map_err(|e| match e.raw_os_error() {
+            Some(libc::EROFS | libc::EACCES | libc::EPERM) if !read_only => not_writable(e.to_string()),
+            _ => ioerr(e),
+        })?;
+        let direct = match cache {
+            FileCache::Direct => open(libc::O_DIRECT).ok(),
+            FileCache::Buffered => None,
+        };
         let (direct_sync, buffered_sync) = if read_only {
             (None, None)
         } else {
@@ -580,11 +703,29 @@ impl FileBackstore {
                 block_size,
             });
         }
-        if direct.is_none() {
-            tracing::info!("{}: O_DIRECT not supported, using buffered I/O", path.display());
+        match &direct {
+            None if cache == FileCache::Buffered => {
+                tracing::info!("{}: I/O through the page cache (buffered)", path.display())
+            }
+            None => tracing::info!("{}: O_DIRECT not supported, using buffered I/O", path.display()),
+            // Pages of the file in the page cache (left by whoever wrote
+            // it, or another reader) make Linux refuse a non-blocking
+            // O_DIRECT write over them, and a read over dirty ones, so
+            // every such io_uring operation would go to a kernel worker
+            // thread. Write back and drop them once; srptd's own I/O
+            // bypasses the cache.
+            Some(f) => {
+                if let Err(e) = f
+                    .sync_data()
+                    .and_then(|()| crate::os::drop_cached_pages(f.as_fd()))
+                {
+                    tracing::debug!("{}: page cache not dropped: {e}", path.display());
+                }
+            }
         }
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         Ok(FileBackstore {
+            aio: AsyncFiles::new(direct.as_ref(), &buffered),
             path,
             direct,
             direct_sync,
@@ -595,18 +736,13 @@ impl FileBackstore {
             read_only: AtomicBool::new(read_only),
             opened_read_only: read_only,
             is_device: ft.is_block_device(),
+            device,
         })
     }
 
     /// Whether the direct (`O_DIRECT`) descriptor is open.
     pub fn uses_direct_io(&self) -> bool {
         self.direct.is_some()
-    }
-
-    fn aligned(buf: &DmaBuf, off: usize, len: usize, file_off: u64) -> bool {
-        (buf.addr() + off as u64) % DIRECT_ALIGN == 0
-            && len as u64 % DIRECT_ALIGN == 0
-            && file_off % DIRECT_ALIGN == 0
     }
 
     fn check_writable(&self) -> io::Result<()> {
@@ -643,7 +779,7 @@ impl FileBackstore {
         } else {
             self.direct.as_ref()
         };
-        if let Some(f) = direct.filter(|_| Self::aligned(buf, off, len, file_off)) {
+        if let Some(f) = direct.filter(|_| aligned(buf, off, len as u64, file_off)) {
             match buf.write_to_fd(f.as_fd(), off, len, file_off) {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
                 r => return r,
@@ -718,7 +854,7 @@ impl Backstore for FileBackstore {
         if let Some(f) = self
             .direct
             .as_ref()
-            .filter(|_| Self::aligned(buf, off, len, file_off))
+            .filter(|_| aligned(buf, off, len as u64, file_off))
         {
             match buf.read_from_fd(f.as_fd(), off, len, file_off) {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
@@ -753,6 +889,18 @@ impl Backstore for FileBackstore {
         self.check_writable()?;
         let len = blocks * u64::from(self.block_size);
         let start = self.file_offset(lba)?;
+        // A block device that cannot zero with unmap discards (and reports
+        // LBPRZ = 0), one that cannot discard is not thin (`blockdev.rs`).
+        match self.device.map(|d| d.discard()) {
+            Some(Discard::Discard) => return crate::os::blk_discard(self.buffered.as_fd(), start, len),
+            Some(Discard::None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the device cannot deallocate",
+                ))
+            }
+            Some(Discard::ZeroOut) | None => {}
+        }
         match crate::os::punch_hole(self.buffered.as_fd(), start, len) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
@@ -788,8 +936,9 @@ impl Backstore for FileBackstore {
         true
     }
     fn thin_provisioned(&self) -> bool {
-        // UNMAP punches holes (see `unmap`).
-        true
+        // UNMAP punches holes in a file; a block device must be able to
+        // discard (see `unmap`).
+        self.device.map_or(true, |d| d.discard() != Discard::None)
     }
     fn write_cache(&self) -> bool {
         // The page cache or the device's cache: SYNCHRONIZE CACHE and FUA
@@ -798,6 +947,13 @@ impl Backstore for FileBackstore {
     }
     fn identity(&self) -> Option<String> {
         Some(self.path.to_string_lossy().into_owned())
+    }
+    fn async_files(&self) -> Option<&AsyncFiles> {
+        Some(&self.aio)
+    }
+    fn limits(&self) -> Limits {
+        self.device
+            .map_or_else(|| Limits::for_file(self.block_size), |d| d.limits())
     }
 }
 
@@ -843,10 +999,25 @@ pub(crate) mod tests {
         assert_eq!(
             c.kind,
             BackstoreKind::File {
-                path: "/tmp/a,b".into()
+                path: "/tmp/a,b".into(),
+                cache: FileCache::Direct,
             }
         );
         assert!(c.read_only);
+        let c = BackstoreConfig::parse("file:/tmp/a,buffered,bs=4096", "x").unwrap();
+        assert_eq!(
+            c.kind,
+            BackstoreKind::File {
+                path: "/tmp/a".into(),
+                cache: FileCache::Buffered,
+            }
+        );
+        assert_eq!(
+            (c.block_size, c.kind.to_string()),
+            (4096, "file:/tmp/a,buffered".into())
+        );
+        // Only files are buffered: a RAM size or an RBD image name ends there.
+        assert!(BackstoreConfig::parse("ram:1M,buffered", "x").is_err());
         assert!(BackstoreConfig::parse("ram:12Q", "x").is_err());
         assert!(BackstoreConfig::parse("nvme:1", "x").is_err());
         assert!(BackstoreConfig::parse("file:", "x").is_err());
@@ -879,9 +1050,9 @@ pub(crate) mod tests {
             .unwrap_err();
         assert!(matches!(e, ConfigError::FileMissing { .. }), "{e}");
         let t = TempFile::new("small", 100);
-        let e = FileBackstore::open(&t.0, 512, false, "b.path").unwrap_err();
+        let e = FileBackstore::open(&t.0, 512, false, FileCache::Direct, "b.path").unwrap_err();
         assert!(matches!(e, ConfigError::FileTooSmall { .. }), "{e}");
-        let e = FileBackstore::open(Path::new("/tmp"), 512, false, "b.path").unwrap_err();
+        let e = FileBackstore::open(Path::new("/tmp"), 512, false, FileCache::Direct, "b.path").unwrap_err();
         assert!(matches!(e, ConfigError::NotFileOrDevice { .. }), "{e}");
     }
 
@@ -914,16 +1085,21 @@ pub(crate) mod tests {
             let r = RamBackstore::new(64 * 4096, bs, false).unwrap();
             exercise(&r);
             let t = TempFile::new("rt", 64 * 4096);
-            let f = FileBackstore::open(&t.0, bs, false, "p").unwrap();
-            assert_eq!(f.num_blocks(), 64 * 4096 / u64::from(bs));
-            exercise(&f);
+            for cache in [FileCache::Direct, FileCache::Buffered] {
+                let f = FileBackstore::open(&t.0, bs, false, cache, "p").unwrap();
+                assert_eq!(f.num_blocks(), 64 * 4096 / u64::from(bs));
+                if cache == FileCache::Buffered {
+                    assert!(!f.uses_direct_io());
+                }
+                exercise(&f);
+            }
         }
     }
 
     #[test]
     fn file_short_read_zero_fills_and_ro() {
         let t = TempFile::new("short", 4096 + 100);
-        let f = FileBackstore::open(&t.0, 4096, false, "p").unwrap();
+        let f = FileBackstore::open(&t.0, 4096, false, FileCache::Direct, "p").unwrap();
         assert_eq!(f.num_blocks(), 1);
         let buf = DmaBuf::new(8192).unwrap();
         buf.fill(0, 8192, 0xee);
@@ -936,7 +1112,7 @@ pub(crate) mod tests {
             .unwrap();
         f.read(0, &buf, 0, 4096).unwrap();
         buf.with_bytes(0, 4096, |o| assert!(o.iter().all(|&x| x == 0)));
-        let ro = FileBackstore::open(&t.0, 512, true, "p").unwrap();
+        let ro = FileBackstore::open(&t.0, 512, true, FileCache::Direct, "p").unwrap();
         assert!(ro.read_only());
         assert!(ro.write(0, &buf, 0, 512, false).is_err());
         assert!(ro.flush().is_ok());

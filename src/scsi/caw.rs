@@ -16,13 +16,20 @@
 //!   (the flag never clears: initiators that use CAW, such as ESXi's ATS
 //!   locking, use it all the time).
 //!
+//! - Writes on the poller's io_uring (file LUNs) cannot hold a lock across
+//!   the operation: each counts itself in flight, then checks the flag,
+//!   and goes to the worker pool (taking the lock shared) if a CAW was
+//!   seen; a CAW, after its plan set the flag, waits under its exclusive
+//!   lock for the count to fall to zero. (Sequentially consistent on both
+//!   sides: either the write sees the flag or the CAW sees the count.)
+//!
 //! The guarantee: every write planned after the LUN's first CAW was
 //! planned is ordered against every CAW (whole before or whole after).
 //! Writes already planned then (a zero-copy write whose data is still
 //! arriving, an executed write that checked the flag first) are not.
 //! Reads are not ordered against a CAW, as against any write.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use super::backstore::Backstore;
@@ -42,6 +49,8 @@ const MAX_CAW_BLOCKS: u32 = 255;
 pub struct CawLock {
     /// Set when the first CAW is planned on the LUN; never cleared.
     seen: AtomicBool,
+    /// Writes in flight on an asynchronous engine.
+    async_writes: AtomicUsize,
     /// Taken exclusively by a CAW, shared by executed writes. Holds the
     /// buffer the medium is read into for the compare (allocated by the
     /// first CAW, once, sized for the largest one).
@@ -56,6 +65,7 @@ impl CawLock {
     pub fn new(block_size: u32, max_xfer_blocks: u32) -> CawLock {
         CawLock {
             seen: AtomicBool::new(false),
+            async_writes: AtomicUsize::new(0),
             lock: RwLock::new(None),
             max_blocks: MAX_CAW_BLOCKS.min(max_xfer_blocks / 2),
             block_size,
@@ -92,6 +102,24 @@ impl CawLock {
 
     /// For a command that writes the medium when it executes: the shared
     /// hold that keeps it apart from a running CAW, once the LUN uses CAW.
+    /// An asynchronous write (one that holds no lock while it runs) may
+    /// start: no CAW was seen on this LUN. On true the caller calls
+    /// [`end_async_write`](Self::end_async_write) when it completes; on
+    /// false it runs the write as an executed one.
+    pub fn begin_async_write(&self) -> bool {
+        self.async_writes.fetch_add(1, Ordering::SeqCst);
+        if self.seen.load(Ordering::SeqCst) {
+            self.async_writes.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// An asynchronous write begun with `begin_async_write` completed.
+    pub fn end_async_write(&self) {
+        self.async_writes.fetch_sub(1, Ordering::SeqCst);
+    }
+
     pub fn hold_for(&self, cmd: &Cmd) -> Option<RwLockReadGuard<'_, Option<DmaBuf>>> {
         let writes = matches!(
             cmd,
@@ -131,6 +159,11 @@ impl CawLock {
             return Err(Sense::internal_target_failure());
         }
         let mut held = self.lock.write().unwrap_or_else(|p| p.into_inner());
+        // Asynchronous writes that started before the flag was set (a CAW
+        // runs on a worker thread, never on the poller that reaps them).
+        while self.async_writes.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
         if held.is_none() {
             let len = self.max_blocks as usize * self.block_size as usize;
             *held = Some(DmaBuf::new(len).map_err(|_| Sense::internal_target_failure())?);

@@ -136,7 +136,10 @@ fn match_and_miscompare_ram() {
 fn match_and_miscompare_file() {
     let f = TempFile::new("caw", 1 << 20);
     let cfg = BackstoreConfig {
-        kind: BackstoreKind::File { path: f.0.clone() },
+        kind: BackstoreKind::File {
+            path: f.0.clone(),
+            cache: Default::default(),
+        },
         block_size: 512,
         read_only: false,
     };

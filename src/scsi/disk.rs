@@ -116,6 +116,11 @@ impl Disk {
         &self.store
     }
 
+    /// The COMPARE AND WRITE lock (asynchronous writes check in with it).
+    pub(super) fn caw(&self) -> &CawLock {
+        &self.caw
+    }
+
     /// The unit serial number (VPD page 80h).
     pub fn serial(&self) -> &str {
         &self.serial
@@ -135,7 +140,8 @@ impl Disk {
         self.store.block_size()
     }
 
-    fn thin(&self) -> bool {
+    /// Logical block provisioning is offered (LBPME).
+    pub(super) fn thin(&self) -> bool {
         self.thin
     }
 
@@ -413,8 +419,14 @@ impl Disk {
                 let mut d = [0u8; 32];
                 d[..8].copy_from_slice(&(self.store.num_blocks() - 1).to_be_bytes());
                 d[8..12].copy_from_slice(&self.bs().to_be_bytes());
+                let lim = self.store.limits();
+                // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT
+                d[13] = (lim.physical_block / self.bs()).max(1).trailing_zeros() as u8 & 0x0f;
                 if self.thin() {
-                    d[14] = 0x80 | 0x40; // LBPME, LBPRZ
+                    d[14] = 0x80; // LBPME
+                    if lim.unmap_zeroes {
+                        d[14] |= 0x40; // LBPRZ
+                    }
                 }
                 Ok(put(data, off, len, &d))
             }
@@ -488,7 +500,7 @@ impl Disk {
                 // pattern (LBPRZ = 1 and an all-zero block); otherwise it
                 // writes. Non-thin LUNs (LBPWS = 0) write (here LIO rejects
                 // the command instead; writing is what SBC-3 allows).
-                let r = if unmap && zero && self.thin() {
+                let r = if unmap && zero && self.thin() && self.store.limits().unmap_zeroes {
                     self.store.unmap(lba, u64::from(blocks))
                 } else {
                     self.store.write_same(lba, u64::from(blocks), &pattern)
@@ -574,14 +586,23 @@ impl Disk {
                 d.resize(64, 0);
                 d[4] = 0x01; // WSNZ
                 d[5] = self.caw.max_blocks() as u8; // MAXIMUM COMPARE AND WRITE LENGTH
-                let gran = (4096 / self.bs()).max(1);
+                let lim = self.store.limits();
+                let blocks = |bytes: u32| (bytes / self.bs()).max(1);
+                let gran = blocks(lim.granularity).min(u32::from(u16::MAX));
                 d[6..8].copy_from_slice(&(gran as u16).to_be_bytes()); // OPTIMAL TRANSFER LENGTH GRANULARITY
                 d[8..12].copy_from_slice(&self.max_xfer_blocks.to_be_bytes());
+                if lim.optimal_transfer > 0 {
+                    let opt = blocks(lim.optimal_transfer).min(self.max_xfer_blocks);
+                    d[12..16].copy_from_slice(&opt.to_be_bytes()); // OPTIMAL TRANSFER LENGTH
+                }
                 if self.thin() {
-                    let max_unmap = self.store.num_blocks().min(u64::from(u32::MAX)) as u32;
+                    let max_unmap = (lim.max_unmap / u64::from(self.bs()))
+                        .min(self.store.num_blocks())
+                        .min(u64::from(u32::MAX)) as u32;
                     d[20..24].copy_from_slice(&max_unmap.to_be_bytes());
                     d[24..28].copy_from_slice(&MAX_UNMAP_DESCRIPTORS.to_be_bytes());
-                    d[28..32].copy_from_slice(&gran.to_be_bytes()); // OPTIMAL UNMAP GRANULARITY
+                    // OPTIMAL UNMAP GRANULARITY
+                    d[28..32].copy_from_slice(&blocks(lim.unmap_granularity).to_be_bytes());
                 }
                 d[36..44].copy_from_slice(&u64::from(self.max_ws_blocks).to_be_bytes());
             }
@@ -594,7 +615,10 @@ impl Disk {
             0xb2 => {
                 d.resize(8, 0);
                 if self.thin() {
-                    d[5] = 0x80 | 0x40 | 0x20 | 0x04; // LBPU, LBPWS, LBPWS10, LBPRZ
+                    d[5] = 0x80 | 0x40 | 0x20; // LBPU, LBPWS, LBPWS10
+                    if self.store.limits().unmap_zeroes {
+                        d[5] |= 0x04; // LBPRZ
+                    }
                     d[6] = 0x02; // PROVISIONING TYPE: thin
                 }
             }
@@ -823,6 +847,16 @@ impl Disk {
     /// Parses and checks an UNMAP parameter list (SBC-3 5.28); every
     /// descriptor is checked before any is applied.
     fn parse_unmap(&self, p: &[u8]) -> Result<Vec<(u64, u64)>, Sense> {
+        let n = self.check_unmap(p)?;
+        Ok((0..n)
+            .map(|i| unmap_descriptor(p, i))
+            .filter(|&(_, nb)| nb > 0)
+            .collect())
+    }
+
+    /// Checks an UNMAP parameter list (at least its 8-byte header) and
+    /// returns how many block descriptors it has ([`unmap_descriptor`]).
+    pub(super) fn check_unmap(&self, p: &[u8]) -> Result<usize, Sense> {
         // Block descriptors: BLOCK DESCRIPTOR DATA LENGTH, limited to what
         // was sent; a trailing partial descriptor is ignored (SBC-3 5.28.2).
         let bd_len = usize::from(be16(&p[2..])).min(p.len() - 8);
@@ -832,10 +866,8 @@ impl Disk {
         }
         let max_lbas = self.store.num_blocks().min(u64::from(u32::MAX));
         let mut total = 0u64;
-        let mut out = Vec::with_capacity(n);
         for i in 0..n {
-            let d = &p[8 + 16 * i..24 + 16 * i];
-            let (lba, nb) = (be64(d), u64::from(be32(&d[8..])));
+            let (lba, nb) = unmap_descriptor(p, i);
             self.range(lba, nb)?;
             total += nb;
             // MAXIMUM UNMAP LBA COUNT exceeded → INVALID FIELD IN PARAMETER LIST.
@@ -845,11 +877,8 @@ impl Disk {
                     None,
                 ));
             }
-            if nb > 0 {
-                out.push((lba, nb));
-            }
         }
-        Ok(out)
+        Ok(n)
     }
 
     // ------------------------------------------------------------ RSOC
@@ -909,16 +938,36 @@ impl Disk {
     }
 }
 
+/// The (LBA, number of blocks) of block descriptor `i` of an UNMAP
+/// parameter list that [`Disk::check_unmap`] accepted.
+pub(super) fn unmap_descriptor(p: &[u8], i: usize) -> (u64, u64) {
+    let d = &p[8 + 16 * i..24 + 16 * i];
+    (be64(d), u64::from(be32(&d[8..])))
+}
+
 /// Sense for a failed backstore I/O (SBC-3 4.15: MEDIUM ERROR with the LBA
-/// in INFORMATION). A full file system is SPACE ALLOCATION FAILED WRITE
-/// PROTECT (SBC-3 4.7.3.6).
+/// in INFORMATION). A full file system or pool (ENOSPC, EDQUOT) is SPACE
+/// ALLOCATION FAILED WRITE PROTECT (SBC-3 4.7.3.6); a read-only one
+/// (EROFS, EPERM) WRITE PROTECTED (SBC-3 4.11); storage that could not
+/// be reached (a Ceph cluster: timeouts, lost connections, this client
+/// fenced by another) NOT READY, LOGICAL UNIT COMMUNICATION TIME-OUT or
+/// FAILURE (08h/01h, 08h/00h; SPC-4 D.2); a range the storage no longer
+/// has (shrunk meanwhile) LOGICAL BLOCK ADDRESS OUT OF RANGE (SBC-3 4.5).
 pub(super) fn io_sense(e: &std::io::Error, write: bool, lba: u64) -> Sense {
     tracing::warn!(
         "backstore {} error at LBA {lba}: {e}",
         if write { "write" } else { "read" }
     );
-    if write && e.raw_os_error() == Some(libc::ENOSPC) {
-        return Sense::space_allocation_failed();
+    match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) if write => return Sense::space_allocation_failed(),
+        Some(libc::EROFS) if write => return Sense::write_protected(),
+        Some(libc::ETIMEDOUT) => return Sense::communication_timeout(),
+        // ESHUTDOWN is Ceph's EBLOCKLISTED: another client fenced this one.
+        Some(libc::ENOTCONN | libc::ESHUTDOWN | libc::ECONNREFUSED | libc::ECONNRESET) => {
+            return Sense::communication_failure()
+        }
+        Some(libc::ERANGE) => return Sense::lba_out_of_range().with_info(lba),
+        _ => {}
     }
     if write && e.kind() == std::io::ErrorKind::PermissionDenied {
         return Sense::write_protected();

@@ -69,12 +69,19 @@ impl InFlight {
     /// Counts a command in, or refuses it: the LUN was closed (removed), so
     /// it must not touch the backstore.
     pub(super) fn enter(&self) -> Option<Running<'_>> {
+        self.try_enter().then(|| Running(self))
+    }
+
+    /// Counts a command in unless the LUN is closed; a `true` must be
+    /// matched by one [`leave`](Self::leave) (for an owner that outlives
+    /// a borrow, such as [`Counted`](super::table::Counted)).
+    pub(super) fn try_enter(&self) -> bool {
         let s = self.state.fetch_add(1, Ordering::AcqRel);
         if s & CLOSED != 0 {
             self.leave();
-            return None;
+            return false;
         }
-        Some(Running(self))
+        true
     }
 
     /// Commands counted in now.
@@ -82,7 +89,8 @@ impl InFlight {
         self.state.load(Ordering::Acquire) & !CLOSED
     }
 
-    fn leave(&self) {
+    /// Counts a command out.
+    pub(super) fn leave(&self) {
         let s = self.state.fetch_sub(1, Ordering::AcqRel);
         if s == CLOSED | 1 {
             self.last_ended();

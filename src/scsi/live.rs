@@ -13,7 +13,7 @@
 //! has ended (`drain.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::aptpl::AptplFile;
@@ -164,11 +164,15 @@ impl Target {
             );
         }
         let disk = Disk::new(store, serial, naa, self.max_transfer_bytes).with_thin_provisioning(l.thin);
+        let uid = NEXT_UID.fetch_add(1, Ordering::Relaxed);
+        if let Some(me) = self.me.get() {
+            disk.store().watch_size(size_hook(me.clone(), uid));
+        }
         Ok(Mapped {
             entry: Arc::new(LunEntry {
                 disk,
                 pr: LunReservations::new(saved.unwrap_or_default(), file),
-                uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+                uid,
                 zero_copy: at_start,
                 in_flight: InFlight::default(),
             }),
@@ -353,5 +357,50 @@ impl Target {
         );
         table.index();
         self.table.store(Arc::new(table));
+    }
+}
+
+/// What a backstore calls when its size may have changed outside srptd.
+pub(super) fn size_hook(target: Weak<Target>, uid: u64) -> Box<dyn Fn() + Send + Sync> {
+    Box::new(move || {
+        if let Some(t) = target.upgrade() {
+            t.follow_size(uid);
+        }
+    })
+}
+
+impl Target {
+    /// The target in its `Arc`, its backstores' size-change hooks set
+    /// (LUNs opened later get theirs in `open_lun`).
+    pub(super) fn watching_sizes(self) -> Arc<Target> {
+        let target = Arc::new(self);
+        let _ = target.me.set(Arc::downgrade(&target));
+        for m in target.table.load().luns.values() {
+            let hook = size_hook(Arc::downgrade(&target), m.entry.uid);
+            m.entry.disk.store().watch_size(hook);
+        }
+        target
+    }
+
+    /// Follows a size change made outside srptd (an RBD image resized by
+    /// another client): reads the size of the LUN whose entry is `uid`
+    /// again and, if it changed, raises CAPACITY DATA HAS CHANGED
+    /// (2Ah/09h, SBC-3 4.6) as [`resize`](Self::resize) does.
+    pub fn follow_size(&self, uid: u64) {
+        let _one_at_a_time = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        let t = self.table.load();
+        let Some((&lun, m)) = t.luns.iter().find(|(_, m)| m.entry.uid == uid) else {
+            return;
+        };
+        let store = m.entry.disk.store();
+        let before = store.num_blocks();
+        match store.resize(None) {
+            Ok(after) if after != before => {
+                tracing::info!(lun, blocks = after, was = before, "the backstore's size changed");
+                self.unit_attention_all(lun, Sense::capacity_changed());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(lun, error = %e, "reading the backstore's size again failed"),
+        }
     }
 }

@@ -358,8 +358,11 @@ impl super::Backstore for Recorder {
 /// held at the gate. `bound`: how long a removal waits for it.
 fn write_running_on_lun1(bound: Duration) -> (Arc<Target>, Arc<Recorder>, JoinHandle<()>) {
     let l0 = LunConfig::new(0, ram(1 << 20, 512));
-    let mut t = target(vec![l0]);
-    Arc::get_mut(&mut t).unwrap().drain_bound = bound;
+    let cfg = TargetConfig {
+        luns: vec![l0],
+        ..TargetConfig::default()
+    };
+    let t = Target::with_drain_bound(cfg, bound).unwrap();
     let rec = Recorder::new();
     t.insert_store(1, Arc::clone(&rec) as Arc<dyn super::Backstore>);
     let a = t.nexus(INI_A);

@@ -11,6 +11,11 @@ use arc_swap::ArcSwap;
 use super::alua::{Alua, PortGroupConfig, TargetPort};
 use super::aptpl::AptplFile;
 use super::backstore::BackstoreConfig;
+
+#[path = "lun_aio.rs"]
+mod aio;
+#[path = "lun_rbd.rs"]
+mod rbd_aio;
 pub use super::backstore::ConfigError;
 use super::cdb::{op, Cmd};
 use super::disk;
@@ -20,11 +25,13 @@ use super::reservations::{
 };
 use super::sense::Sense;
 pub use super::table::{Access, PeerFilter};
-pub(super) use super::table::{LunEntry, LunTable, Mapped};
+pub(super) use super::table::{Counted, LunEntry, LunTable, Mapped};
 use super::task_set::{AbortScope, TaskSets};
 use super::xcopy::{self, CopyManager, CopyResults};
 use super::{with_parameter_list, Completion, DataDir, Plan, ScsiStatus};
 use crate::mem::DmaBuf;
+pub use aio::{AsyncEngine, Started};
+pub use rbd_aio::RbdEngine;
 
 /// An SRP initiator port identifier (SRP r16a 4.7): the 16-byte initiator
 /// port ID of the SRP_LOGIN_REQ.
@@ -258,6 +265,8 @@ pub struct Target {
     /// How long a change waits for a removed LUN's running commands
     /// ([`REMOVAL_WAIT`](super::live::REMOVAL_WAIT)).
     pub(super) drain_bound: std::time::Duration,
+    /// This target, for backstores' size-change hooks (`live.rs`).
+    pub(super) me: std::sync::OnceLock<Weak<Target>>,
 }
 
 /// 64-bit FNV-1a with a chosen offset basis.
@@ -291,6 +300,15 @@ pub(super) fn naa_from(company_id: u32, serial: &str) -> [u8; 16] {
 impl Target {
     /// Validates `cfg`, opens every backstore, and builds the table.
     pub fn new(cfg: TargetConfig) -> Result<Arc<Target>, ConfigError> {
+        Self::with_drain_bound(cfg, super::live::REMOVAL_WAIT)
+    }
+
+    /// [`new`](Self::new), with removals waiting `drain_bound` for running
+    /// commands.
+    pub(super) fn with_drain_bound(
+        cfg: TargetConfig,
+        drain_bound: std::time::Duration,
+    ) -> Result<Arc<Target>, ConfigError> {
         if cfg.max_transfer_bytes < 4096 || cfg.max_transfer_bytes % 4096 != 0 {
             return Err(ConfigError::Invalid {
                 field: "max_transfer_bytes".into(),
@@ -314,7 +332,8 @@ impl Target {
             alua: Alua::new(&cfg.port_groups)?,
             task_sets: TaskSets::default(),
             copies: CopyManager::default(),
-            drain_bound: super::live::REMOVAL_WAIT,
+            drain_bound,
+            me: std::sync::OnceLock::new(),
         };
         let mut table = LunTable::clone(&target.table.load());
         for (i, l) in cfg.luns.iter().enumerate() {
@@ -330,7 +349,7 @@ impl Target {
         }
         table.index();
         target.table = ArcSwap::from_pointee(table);
-        Ok(Arc::new(target))
+        Ok(target.watching_sizes())
     }
 
     /// The channels' shared view of the task sets (cross-channel aborts).
@@ -908,20 +927,12 @@ impl Nexus {
                 Ok(put(&s.to_fixed())?)
             }
             _ => {
-                let (id, m) = entry.ok_or_else(Sense::lun_not_supported)?;
+                let (id, m) = self.admitted(&t, c)?;
                 let e = &m.entry;
                 // Counted in before it touches the backstore: a LUN removed
                 // from now on is flushed only after this command has ended
                 // (`drain.rs`); one removed already refuses it.
                 let _running = e.in_flight.enter().ok_or_else(Sense::lun_not_supported)?;
-                // The target port's state may have changed since planning.
-                self.check_access(&c.cmd)?;
-                // Checked again when the command runs: a reservation made
-                // since it was planned applies to it too.
-                if c.conflict || !e.pr.allows(&self.id(), reservation_class(&c.cmd)) {
-                    return Err(Stop::Conflict);
-                }
-                self.check_write_protect(m, &c.cmd)?;
                 match c.cmd {
                     Cmd::PersistentReserveIn(pr) => {
                         let d = e.pr.lock().persistent_reserve_in(pr.action, e.pr.caps());
@@ -954,6 +965,23 @@ impl Nexus {
                 }
             }
         }
+    }
+
+    /// The LUN `c` was planned for, once the checks every command on a LUN
+    /// passes when it runs have passed: the target port's state may have
+    /// changed since planning, and a reservation made since then applies
+    /// to it too.
+    fn admitted<'t>(&self, t: &'t LunTable, c: &ScsiCommand) -> Result<(u16, &'t Mapped), Stop> {
+        let (id, m) = self
+            .entry(t, c.lun)
+            .filter(|(_, m)| c.uid == 0 || m.entry.uid == c.uid)
+            .ok_or_else(Sense::lun_not_supported)?;
+        self.check_access(&c.cmd)?;
+        if c.conflict || !m.entry.pr.allows(&self.id(), reservation_class(&c.cmd)) {
+            return Err(Stop::Conflict);
+        }
+        self.check_write_protect(m, &c.cmd)?;
+        Ok((id, m))
     }
 
     /// PERSISTENT RESERVE OUT: the next state is computed, saved when

@@ -19,13 +19,16 @@
 pub mod alua;
 pub mod aptpl;
 pub mod backstore;
+pub mod blockdev;
 pub mod caw;
 pub mod cdb;
 pub mod disk;
 mod drain;
+pub mod file_aio;
 pub mod live;
 pub mod lun;
 pub mod pool;
+pub mod rbd_store;
 pub mod reservations;
 pub mod sense;
 mod table;
@@ -38,11 +41,13 @@ use crate::mem::DmaBuf;
 
 pub use alua::{AccessState, AluaError, PortGroupConfig, StateChange, TargetPort};
 pub use backstore::{
-    Backstore, BackstoreConfig, BackstoreKind, ConfigError, FileBackstore, RamBackstore, ResizeError,
+    Backstore, BackstoreConfig, BackstoreKind, ConfigError, FileBackstore, FileCache, RamBackstore,
+    ResizeError,
 };
 pub use live::{Applied, ChangeError};
 pub use lun::{
-    Access, InitiatorPortId, LunConfig, LunInfo, Nexus, ScsiCommand, Target, TargetConfig, MAX_LUN,
+    Access, AsyncEngine, InitiatorPortId, LunConfig, LunInfo, Nexus, RbdEngine, ScsiCommand, Started, Target,
+    TargetConfig, MAX_LUN,
 };
 pub use pool::WorkerPool;
 pub use sense::{Sense, SenseKey};

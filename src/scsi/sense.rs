@@ -292,6 +292,15 @@ impl Sense {
     pub const fn port_unavailable() -> Sense {
         Sense::new(SenseKey::NotReady, 0x04, 0x0c)
     }
+    /// NOT READY, LOGICAL UNIT COMMUNICATION FAILURE (08h/00h): the
+    /// storage behind the LUN could not be reached.
+    pub const fn communication_failure() -> Sense {
+        Sense::new(SenseKey::NotReady, 0x08, 0x00)
+    }
+    /// NOT READY, LOGICAL UNIT COMMUNICATION TIME-OUT (08h/01h).
+    pub const fn communication_timeout() -> Sense {
+        Sense::new(SenseKey::NotReady, 0x08, 0x01)
+    }
     /// MEDIUM ERROR, UNRECOVERED READ ERROR (11h/00h).
     pub const fn medium_error_read() -> Sense {
         Sense::new(SenseKey::MediumError, 0x11, 0x00)

@@ -83,6 +83,34 @@ pub(super) struct LunEntry {
     pub(super) in_flight: InFlight,
 }
 
+impl LunEntry {
+    /// Counts a command in for as long as it holds the result (one whose
+    /// backstore I/O completes later, on an asynchronous engine), or
+    /// refuses it: the LUN was removed.
+    pub(super) fn count_in(self: &Arc<Self>) -> Option<Counted> {
+        self.in_flight.try_enter().then(|| Counted(Arc::clone(self)))
+    }
+}
+
+/// A command counted in on its LUN (`drain.rs`) that owns the LUN's
+/// entry; it counts out when dropped.
+#[derive(Debug)]
+pub(super) struct Counted(Arc<LunEntry>);
+
+impl std::ops::Deref for Counted {
+    type Target = LunEntry;
+
+    fn deref(&self) -> &LunEntry {
+        &self.0
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.in_flight.leave();
+    }
+}
+
 /// A LUN in the table: its storage and who sees it how.
 #[derive(Clone, Debug)]
 pub(super) struct Mapped {

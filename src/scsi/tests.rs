@@ -23,7 +23,10 @@ pub(super) fn ram(size: u64, bs: u32) -> BackstoreConfig {
 
 pub(super) fn file(t: &TempFile, bs: u32) -> BackstoreConfig {
     BackstoreConfig {
-        kind: BackstoreKind::File { path: t.0.clone() },
+        kind: BackstoreKind::File {
+            path: t.0.clone(),
+            cache: Default::default(),
+        },
         block_size: bs,
         read_only: false,
     }

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 pub mod chaos;
 pub mod pr_model;
+pub mod suite;
 
 use srptd::mem::DmaBuf;
 use srptd::proto::{
@@ -317,6 +318,15 @@ pub struct Sim {
     pub fail_wr_after: Option<u32>,
     /// The negotiated immediate data offset (68 unless negotiated otherwise).
     pub imm_offset: u16,
+    /// File LUNs' reads, writes and flushes go to this io_uring engine, as
+    /// the poller runs them (`use_io_uring`); others run inline.
+    pub aio: Option<srptd::scsi::AsyncEngine<CmdId>>,
+    /// With `aio` or `rbd`: completions are not reaped until this is
+    /// false again (an operation stays in flight across pumps).
+    pub hold_aio: bool,
+    /// RBD LUNs' commands go to this engine, as the poller runs them
+    /// (`use_rbd`).
+    pub rbd: Option<srptd::scsi::RbdEngine<CmdId>>,
 }
 
 pub fn linux_login(it_iu_len: u32) -> LoginRequest {
@@ -423,6 +433,9 @@ impl Sim {
             deliver_later: Vec::new(),
             fail_wr_after: None,
             imm_offset: acc.imm_data_offset.unwrap_or(IMM_OFFSET),
+            aio: None,
+            hold_aio: false,
+            rbd: None,
         };
         sim.pump();
         Ok(sim)
@@ -549,6 +562,8 @@ impl Sim {
             for (id, ok) in completions {
                 self.ch.handle_completion(id, ok, 0);
             }
+            progressed |= self.reap_aio();
+            progressed |= self.reap_rbd();
             if !progressed {
                 break;
             }
@@ -629,6 +644,70 @@ impl Sim {
         }
     }
 
+    /// Runs file I/O on a new io_uring engine from now on; false where
+    /// io_uring is unavailable.
+    pub fn use_io_uring(&mut self) -> bool {
+        match srptd::scsi::AsyncEngine::new(64) {
+            Ok(mut e) => {
+                // As the poller does: reads and writes into the channel's
+                // buffers are READ_FIXED/WRITE_FIXED where the kernel can.
+                e.register_buffer(self.ch.pool_buf());
+                e.register_buffer(self.ch.recv_buf());
+                self.aio = Some(e);
+                true
+            }
+            Err(e) => {
+                eprintln!("io_uring unavailable ({e})");
+                false
+            }
+        }
+    }
+
+    /// Submits the engine's queued operations and, unless `hold_aio`,
+    /// waits for and hands over every completion. Returns whether any
+    /// command finished.
+    pub fn reap_aio(&mut self) -> bool {
+        let Some(aio) = self.aio.as_mut() else {
+            return false;
+        };
+        aio.submit().expect("io_uring submit");
+        if self.hold_aio || aio.in_flight() == 0 {
+            return false;
+        }
+        aio.wait().expect("io_uring wait");
+        let mut done = Vec::new();
+        aio.reap(&mut done);
+        for (cmd, c) in done.iter() {
+            self.ch.handle_exec_done(*cmd, c.clone());
+        }
+        !done.is_empty()
+    }
+
+    /// Runs RBD LUNs' commands on an engine from now on.
+    pub fn use_rbd(&mut self) {
+        self.rbd = Some(srptd::scsi::RbdEngine::new(64).expect("RBD engine"));
+    }
+
+    /// Waits for the RBD engine's operations in flight and hands over the
+    /// commands that finished. Returns whether any did.
+    pub fn reap_rbd(&mut self) -> bool {
+        let Some(rbd) = self.rbd.as_mut().filter(|_| !self.hold_aio) else {
+            return false;
+        };
+        let mut done = Vec::new();
+        let start = std::time::Instant::now();
+        while done.is_empty() && rbd.in_flight() > 0 {
+            assert!(start.elapsed().as_secs() < 60, "RBD operations hang");
+            rbd.wait(std::time::Duration::from_millis(100)).expect("wait");
+            rbd.clear_event();
+            rbd.reap(&mut done);
+        }
+        for (cmd, c) in done.iter() {
+            self.ch.handle_exec_done(*cmd, c.clone());
+        }
+        !done.is_empty()
+    }
+
     /// Runs a held SCSI command now.
     pub fn exec(&mut self, cmd: CmdId) {
         let done = {
@@ -637,7 +716,21 @@ impl Sim {
                 .exec_request(cmd)
                 .expect("exec request for a held command");
             self.chan_bufs.touch(r.buf, r.offset, r.len as usize);
-            r.nexus.run(r.command, r.buf, r.offset, r.len)
+            use srptd::scsi::Started;
+            let mut started = Started::Blocking;
+            if r.nexus.runs_blocking(r.command) {
+                if let Some(aio) = self.aio.as_mut() {
+                    started = aio.start(cmd, r.nexus, r.command, r.buf, r.offset, r.len);
+                }
+                if let (Started::Blocking, Some(rbd)) = (&started, self.rbd.as_mut()) {
+                    started = rbd.start(cmd, r.nexus, r.command, r.buf, r.offset, r.len);
+                }
+            }
+            match started {
+                Started::Submitted => return,
+                Started::Done(c) => c,
+                Started::Blocking => r.nexus.run(r.command, r.buf, r.offset, r.len),
+            }
         };
         self.ch.handle_exec_done(cmd, done);
     }

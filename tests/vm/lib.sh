@@ -65,9 +65,26 @@ vm_collect_logs() {
     vm_log "dmesg and state saved to $d/{dmesg,state}.txt"
 }
 
-# Install an EXIT trap that saves logs when the script fails.
+# Install an EXIT trap that saves logs when the script fails, then runs
+# the cleanups registered with vm_on_exit (a script never sets its own
+# EXIT trap: it would replace this one).
+VM_EXIT_HOOKS=()
+vm_on_exit() { VM_EXIT_HOOKS+=("$1"); }
+_vm_exit() {
+    local rc=$? h
+    if [ $rc -ne 0 ]; then vm_log "script failed (exit $rc)"; vm_collect_logs; dmesg | tail -n 40 >&2; fi
+    for h in "${VM_EXIT_HOOKS[@]}"; do eval "$h" || true; done
+    return $rc
+}
 vm_trap_failures() {
-    trap 'rc=$?; if [ $rc -ne 0 ]; then vm_log "script failed (exit $rc)"; vm_collect_logs; dmesg | tail -n 40 >&2; fi' EXIT
+    trap _vm_exit EXIT
+}
+
+# tracefs: prints the tracing directory, mounting tracefs there if needed.
+tracefs() {
+    local tr=/sys/kernel/tracing
+    [ -d "$tr/events" ] || mount -t tracefs nodev "$tr" 2>/dev/null || true
+    echo "$tr"
 }
 
 ########################################################################
@@ -120,21 +137,50 @@ _lio_mount_configfs() {
 # initiator's IPv4 address and for the node GUID. Exports LIO_ID_EXT and
 # LIO_IOC_GUID (16 hex digits, both the node GUID) for srp_login.
 lio_ramdisk_target() {
-    local pages=${1:-65536} serial=${2:-srptd-lio-ref-0001} a
+    local pages=${1:-65536} serial=${2:-srptd-lio-ref-0001}
+    _lio_backstore rd_mcp_0/ramdisk "rd_pages=$pages" "$serial" || return 1
+    _lio_export "$LIO/core/rd_mcp_0/ramdisk" "rd_mcp $pages pages"
+}
+
+# lio_iblock_target <block device> [serial]: as lio_ramdisk_target, with a
+# LIO iblock backstore on the device.
+lio_iblock_target() {
+    local dev=$1 serial=${2:-srptd-lio-ref-0001}
+    _lio_backstore iblock_0/blk "udev_path=$dev" "$serial" || return 1
+    _lio_export "$LIO/core/iblock_0/blk" "iblock $dev"
+}
+
+# lio_fileio_target <file> <size_bytes> [serial]: as lio_ramdisk_target,
+# with a LIO fileio backstore on the file, buffered with write-back
+# caching (fd_buffered_io=1: WCE=1, as srptd reports for a file).
+lio_fileio_target() {
+    local file=$1 size=$2 serial=${3:-srptd-lio-ref-0001}
+    _lio_backstore fileio_0/file "fd_dev_name=$file,fd_dev_size=$size,fd_buffered_io=1" "$serial" || return 1
+    _lio_export "$LIO/core/fileio_0/file" "fileio $file"
+}
+
+# _lio_backstore <hba/name> <control string> <serial>: create and enable
+# a LIO backstore (loading ib_srpt and the target core).
+_lio_backstore() {
     modprobe target_core_mod && modprobe ib_srpt || { vm_die "modprobe ib_srpt"; return 1; }
     _lio_mount_configfs
-    local rd=$LIO/core/rd_mcp_0/ramdisk
-    mkdir -p "$rd"
-    echo "rd_pages=$pages" > "$rd/control"
-    echo 1 > "$rd/enable"
-    echo "$serial" > "$rd/wwn/vpd_unit_serial"
+    local d=$LIO/core/$1
+    mkdir -p "$d"
+    echo "$2" > "$d/control"
+    echo 1 > "$d/enable" || { vm_die "enabling LIO backstore $1 ($2)"; return 1; }
+    echo "$3" > "$d/wwn/vpd_unit_serial"
+}
+
+# _lio_export <backstore dir> <description>: LUN 0 of ib_srpt's target
+# port on $SRP_PORT with ACLs for the initiator's address and node GUID.
+_lio_export() {
+    local bs=$1 a guid
     mkdir -p "$LIO/srpt"
     echo "$SRP_PORT" > "$LIO/srpt/discovery_auth/rdma_cm_port"
-    local guid
     guid=$(cat "/sys/class/infiniband/$RXE_DEV/node_guid")
     local p=$LIO/srpt/$guid/$guid
     mkdir -p "$p/lun/lun_0"
-    ln -s "$rd" "$p/lun/lun_0/ramdisk"
+    ln -s "$bs" "$p/lun/lun_0/$(basename "$bs")"
     for a in "$RXE_ADDR" "$guid"; do
         mkdir -p "$p/acls/$a/lun_0"
         ln -s "$p/lun/lun_0" "$p/acls/$a/lun_0/"
@@ -143,7 +189,7 @@ lio_ramdisk_target() {
     LIO_ID_EXT=$(echo "$guid" | tr -d :)
     LIO_IOC_GUID=$LIO_ID_EXT
     export LIO_ID_EXT LIO_IOC_GUID
-    vm_log "lio: ib_srpt rd_mcp $pages pages on port $SRP_PORT, id_ext=$LIO_ID_EXT"
+    vm_log "lio: ib_srpt $2 on port $SRP_PORT, id_ext=$LIO_ID_EXT"
 }
 
 # lio_teardown: remove every srpt/LIO configfs object in reverse order of
@@ -400,7 +446,9 @@ srptd_start() {
     [ $# -gt 0 ] || set -- --lun ram:256M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
     vm_log "starting $bin $*"
     : > "$log"
-    "$bin" "$@" >> "$log" 2>&1 &
+    # SRPTD_WRAPPER: a command that execs srptd (same PID), e.g. the
+    # seccomp filter of examples/deny_io_uring.rs.
+    ${SRPTD_WRAPPER:+"$SRPTD_WRAPPER"} "$bin" "$@" >> "$log" 2>&1 &
     SRPTD_PID=$!
     local end=$(( $(date +%s) + ${SRPTD_READY_TIMEOUT:-30} ))
     until grep -q '^ready ' "$log"; do
@@ -526,11 +574,45 @@ srptd_counter() {
         { vm_die "no counter '$1' in srptd's exit summary"; return 1; }
 }
 
-# srp_initiator_bin: the userspace test initiator (examples/srp_initiator.rs)
-srp_initiator_bin() {
+# example_bin <name>: the binary of examples/<name> (release, else debug)
+example_bin() {
     local b
-    for b in "$REPO/target/release/examples/srp_initiator" "$REPO/target/debug/examples/srp_initiator"; do
+    for b in "$REPO/target/release/examples/$1" "$REPO/target/debug/examples/$1"; do
         [ -x "$b" ] && { echo "$b"; return 0; }
     done
-    vm_die "no srp_initiator binary (cargo build --release --example srp_initiator on the host)"
+    vm_die "no $1 binary (cargo build --release --example $1 on the host)"
+}
+
+# srp_initiator_bin: the userspace test initiator (examples/srp_initiator.rs)
+srp_initiator_bin() { example_bin srp_initiator; }
+
+# A disk's thin-provisioning answers: LBPRZ of VPD B2h and LBPME of READ
+# CAPACITY(16) (every line read, so no writer dies of SIGPIPE).
+lbprz() { sg_vpd -p lbpv "$1" | awk -F': *' '/LBPRZ/ && !n { print $2; n = 1 }'; }
+lbpme() { sg_readcap -l "$1" | sed -n 's/.*lbpme=\([01]\).*/\1/p' | sed -n 1p; }
+
+# ext4_fill <disk> <dir>: a fresh ext4 on <disk> with three files of random
+# data (3, 6 and 9 MiB), their checksums kept in <dir>/sums; <dir>/m is the
+# mount point.
+ext4_fill() {
+    local dev=$1 dir=$2 i
+    mkdir -p "$dir/m"
+    mkfs.ext4 -q -F "$dev"
+    mount "$dev" "$dir/m" || vm_die "ext4 on $dev does not mount"
+    for i in 1 2 3; do
+        head -c $(( i * 3 << 20 )) /dev/urandom > "$dir/m/f$i"
+    done
+    (cd "$dir/m" && sha256sum f* > "$dir/sums")
+    umount "$dir/m"
+}
+
+# ext4_check <disk> <dir> <when>: the files ext4_fill wrote are intact and
+# fsck finds nothing (<when> names the moment in messages).
+ext4_check() {
+    local dev=$1 dir=$2 when=$3
+    mount "$dev" "$dir/m" || vm_die "$when: ext4 does not mount"
+    (cd "$dir/m" && sha256sum -c --quiet "$dir/sums") || vm_die "$when: files differ"
+    umount "$dir/m"
+    fsck.ext4 -n -f "$dev" >&2 || vm_die "$when: fsck finds errors"
+    vm_log "$when: ext4 files intact"
 }

@@ -22,7 +22,10 @@
 #               retransmit / RNR timer fires (timer pointer = rxe_qp + 0x780
 #               on 6.1), rxe_post_send, rxe_reg_fast_mr, rxe_invalidate_mr and
 #               rxe_qp_error with their rxe_qp, failing registrations and
-#               invalidations with their return value
+#               invalidations with their return value; and by PSN (offsets
+#               from BTF) each RC SEND, its arrival at the peer's responder,
+#               its ACK, and the QP's PSNs at each timer fire
+#               (tests/vm/tools/rxe-psn-report.py summarises)
 #   jobs=N      fio jobs of QD4 each (1, the default, or 2)
 #   maxlat=MS   latency limit in ms (default 1000; the stall is ~11 s, but on
 #               a loaded 2-core host the kernel target itself reached 2.3 s)
@@ -54,8 +57,7 @@ case $TARGET in srptd | lio | both) ;; *) vm_die "target '$TARGET': srptd, lio o
 SIZE=256M
 FAILS=0
 
-TR=/sys/kernel/tracing
-[ -d "$TR/events" ] || mount -t tracefs nodev "$TR" 2>/dev/null || true
+TR=$(tracefs)
 
 # rxe_counters <file>: rxe0's hardware counters, one "name value" a line.
 rxe_counters() {
@@ -83,12 +85,49 @@ trace_start() {
         echo 'r:rxe_inval rdma_rxe:rxe_invalidate_mr ret=$retval:s32'
         echo 'p:rxe_qperr rdma_rxe:rxe_qp_error qp=%di:x64'
     } >> "$TR/kprobe_events" || { vm_log "kprobes unavailable"; return 0; }
+    trace_psn_probes
     echo 'ret != 0' > "$TR/events/kprobes/rxe_regmr/filter" || true
     echo 'ret != 0' > "$TR/events/kprobes/rxe_inval/filter" || true
     echo 65536 > "$TR/buffer_size_kb" || true
     echo > "$TR/trace"
     echo 1 > "$TR/events/kprobes/enable"
     echo 1 > "$TR/tracing_on"
+}
+# The path of each RC SEND and its ACK, by PSN, with struct offsets from
+# the kernel's BTF: when a requester sends it (rxe_xmit_packet), when the
+# peer's responder queue gets it (rxe_resp_queue_pkt, with the responder's
+# expected PSN, task state and queue length), when the ACK reaches the
+# sender's completer queue (rxe_comp_queue_pkt); and at each retransmit
+# timer fire the QP's req/comp PSNs and task states. Opcodes: RC SEND
+# 0-5, ACKNOWLEDGE 17.
+trace_psn_probes() {
+    local off
+    off=$(python3 "$REPO/tests/vm/tools/btf-offsets.py" rdma_rxe \
+        rxe_qp.retrans_timer rxe_qp.req.psn rxe_qp.comp.psn rxe_qp.resp.psn \
+        rxe_qp.req.task.state rxe_qp.comp.task.state rxe_qp.resp.task.state \
+        rxe_qp.req_pkts.qlen rxe_qp.resp_pkts.qlen rxe_qp.req.need_retry \
+        sk_buff.cb rxe_pkt_info.psn rxe_pkt_info.opcode) || { vm_log "no BTF offsets: $off"; return 0; }
+    echo "$off" > "$VM_RESULTS/rxe-offsets.txt"
+    declare -A o
+    local k v _s
+    while read -r k v _s; do o[$k]=$v; done <<<"$off"
+    local t=${o[rxe_qp.retrans_timer]} cb=${o[sk_buff.cb]}
+    local ppsn=$((cb + ${o[rxe_pkt_info.psn]})) pop=$((cb + ${o[rxe_pkt_info.opcode]}))
+    {
+        echo "p:rxe_rt rdma_rxe:retransmit_timer t=%di:x64" \
+            "reqpsn=$((${o[rxe_qp.req.psn]} - t))(%di):u32 comppsn=$((${o[rxe_qp.comp.psn]} - t))(%di):u32" \
+            "reqst=$((${o[rxe_qp.req.task.state]} - t))(%di):s32 compst=$((${o[rxe_qp.comp.task.state]} - t))(%di):s32" \
+            "respq=$((${o[rxe_qp.resp_pkts.qlen]} - t))(%di):u32 retry=$((${o[rxe_qp.req.need_retry]} - t))(%di):s32"
+        echo "p:rxe_xmit rdma_rxe:rxe_xmit_packet qp=%di:x64 psn=+${o[rxe_pkt_info.psn]}(%si):u32 op=+${o[rxe_pkt_info.opcode]}(%si):u8" \
+            "comppsn=+${o[rxe_qp.comp.psn]}(%di):u32"
+        echo "p:rxe_rq rdma_rxe:rxe_resp_queue_pkt qp=%di:x64 psn=+$ppsn(%si):u32 op=+$pop(%si):u8" \
+            "exp=+${o[rxe_qp.resp.psn]}(%di):u32 st=+${o[rxe_qp.resp.task.state]}(%di):s32 qlen=+${o[rxe_qp.req_pkts.qlen]}(%di):u32"
+        echo "p:rxe_cq rdma_rxe:rxe_comp_queue_pkt qp=%di:x64 psn=+$ppsn(%si):u32 op=+$pop(%si):u8" \
+            "comppsn=+${o[rxe_qp.comp.psn]}(%di):u32 st=+${o[rxe_qp.comp.task.state]}(%di):s32 qlen=+${o[rxe_qp.resp_pkts.qlen]}(%di):u32"
+    } >> "$TR/kprobe_events" || { vm_log "PSN kprobes refused"; return 0; }
+    echo 'op <= 5' > "$TR/events/kprobes/rxe_xmit/filter"
+    echo 'op <= 5' > "$TR/events/kprobes/rxe_rq/filter"
+    echo 'op == 17' > "$TR/events/kprobes/rxe_cq/filter"
 }
 trace_stop() { # trace_stop <tag>
     [ "$STALL_TRACE" = 1 ] && [ -e "$TR/events/kprobes/enable" ] || return 0

@@ -39,11 +39,7 @@ KNOWN_BUGS=""
 W=/tmp/hostile
 mkdir -p "$W"
 ini=$(srp_initiator_bin)
-hostile=
-for b in "$REPO/target/release/examples/srp_hostile" "$REPO/target/debug/examples/srp_hostile"; do
-    [ -x "$b" ] && { hostile=$b; break; }
-done
-[ -n "$hostile" ] || vm_die "no srp_hostile binary (cargo build --release --example srp_hostile on the host)"
+hostile=$(example_bin srp_hostile)
 strip() { sed 's/\x1b\[[0-9;]*m//g' "$@"; }
 
 rxe_setup

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Guest script: task management under I/O. The kernel initiator logs in to
-# srptd with two channels (a file LUN, so WRITEs run on the worker pool);
+# srptd with two channels (a block LUN on dm-delay, so WRITEs wait at
+# srptd);
 # while fio writes with crc32c verification, sg_reset sends a LOGICAL UNIT
 # RESET (-d, ib_srp srp_reset_device) and a target reset (-t) on the disk.
 # fio must see no error and no command may stall (max latency < 5 s, no
@@ -18,11 +19,18 @@ W=/tmp/tmf
 mkdir -p "$W"
 rxe_setup
 truncate -s 128M "$W/lun0.img"
-# One worker thread per poller: WRITEs queue at srptd, so each reset finds
-# tasks there to abort even when the guest's CPUs, not srptd, are what the
-# initiator waits for (on a loaded host fio's 32 requests then sit in the
-# initiator's own queues and srptd answers each at once).
-srptd_start --lun "file:$W/lun0.img,bs=512" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY --io-threads 1
+# The LUN is a block device that delays each WRITE (dm-delay, 10 ms), served
+# O_DIRECT through io_uring (ib_srp's misaligned immediate data goes through
+# a bounce chunk, not the page cache): fio's WRITEs sit at srptd for at
+# least 10 ms each, so every reset finds tasks there to abort, however fast
+# or loaded the host is. (Not the worker pool: it writes misaligned
+# immediate data through the page cache, which absorbs the delay.)
+modprobe loop && modprobe dm-delay || vm_die "modprobe loop dm-delay"
+LOOP=$(losetup -f --show "$W/lun0.img")
+dmsetup create srptd-slow --table "0 $(blockdev --getsz "$LOOP") delay $LOOP 0 0 $LOOP 0 10" ||
+    vm_die "dmsetup create delay"
+vm_on_exit "dmsetup remove srptd-slow; losetup -d $LOOP"
+srptd_start --lun "file:/dev/mapper/srptd-slow" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
 SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2 >/dev/null
 D=$(srp_lun_dev 0)
 vm_log "LUN 0 is $D"
@@ -78,6 +86,9 @@ dmesg | grep -iE 'srp|reset' | tail -n 20 >&2 || true
 srp_logout_all
 srptd_stop || vm_die "srptd exited non-zero"
 [ "$(srptd_counter leaked-channels)" = 0 ] || vm_die "srptd leaked channels"
+# The delay reached srptd only if io_uring wrote (see the LUN above).
+u=$(srptd_counter uring-commands)
+[ "$u" -gt 1000 ] || vm_die "only $u commands ran on io_uring: the page cache may have absorbed the delay"
 # The resets did abort tasks (else the stall check above proves nothing).
 aborted=$(sed 's/\x1b\[[0-9;]*m//g' "$VM_RESULTS/srptd.log" | grep 'driver::control: channel closed' |
     grep -oE 'task_mgmt: [0-9]+, aborted: [0-9]+' | awk '{ s += $4 } END { print s + 0 }')
