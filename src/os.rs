@@ -56,6 +56,41 @@ pub fn drop_cached_pages(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
+/// Pages of the file's first `len` bytes that are in the page cache
+/// (`mmap` + `mincore`): how a test tells that I/O bypassed the cache.
+pub fn cached_pages(fd: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    let page = crate::mem::PAGE_SIZE;
+    let pages = len.div_ceil(page);
+    if pages == 0 {
+        return Ok(0);
+    }
+    // SAFETY: a shared read-only mapping of an open descriptor, checked
+    // against MAP_FAILED, unmapped below; never dereferenced.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `vec` holds one byte per page of the `len`-byte mapping.
+    let rc = unsafe { libc::mincore(p, len, vec.as_mut_ptr()) };
+    let err = io::Error::last_os_error();
+    // SAFETY: the mapping made above, unmapped once.
+    unsafe { libc::munmap(p, len) };
+    if rc != 0 {
+        return Err(err);
+    }
+    Ok(vec.iter().filter(|&&b| b & 1 != 0).count())
+}
+
 /// Discards `len` bytes at `offset` of a block device (`BLKDISCARD`):
 /// deallocated; what reads return afterwards is the device's business.
 pub fn blk_discard(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::blockdev::{DeviceInfo, Discard, Limits};
-use super::file_aio::{aligned, AsyncFiles};
+use super::direct_io::{self, Direct};
+use super::file_aio::AsyncFiles;
 use super::rbd_store::{RbdBackstore, RbdSpec};
 use crate::mem::DmaBuf;
 
@@ -566,10 +567,10 @@ impl Backstore for RamBackstore {
 ///
 /// Four descriptors: `O_DIRECT` and buffered, each plain and with
 /// `O_DSYNC` (for FUA writes, SBC-3 5.41: the write completes only once on
-/// stable storage). `O_DIRECT` is used when the open succeeded and the
-/// request is aligned; an `EINVAL` from it (alignment the device rejects)
-/// falls back to the buffered descriptor, which Linux keeps coherent with
-/// direct I/O on the same file.
+/// stable storage). Data moves `O_DIRECT` when that open succeeded,
+/// misaligned data through a bounce buffer (`direct_io.rs`: never the page
+/// cache beside direct I/O); only after `O_DIRECT` refused an aligned
+/// transfer does the file go buffered, for good.
 pub struct FileBackstore {
     path: PathBuf,
     direct: Option<File>,
@@ -725,7 +726,7 @@ impl FileBackstore {
         }
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         Ok(FileBackstore {
-            aio: AsyncFiles::new(direct.as_ref(), &buffered),
+            aio: AsyncFiles::new(direct.as_ref(), &buffered, &path),
             path,
             direct,
             direct_sync,
@@ -774,15 +775,17 @@ impl FileBackstore {
     }
 
     fn write_at(&self, buf: &DmaBuf, off: usize, len: usize, file_off: u64, fua: bool) -> io::Result<()> {
-        let direct = if fua {
-            self.direct_sync.as_ref()
-        } else {
-            self.direct.as_ref()
-        };
-        if let Some(f) = direct.filter(|_| aligned(buf, off, len as u64, file_off)) {
-            match buf.write_to_fd(f.as_fd(), off, len, file_off) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                r => return r,
+        if let Some(f) = self.direct.as_ref().filter(|_| self.aio.has_direct()) {
+            // FUA: the O_DSYNC descriptor, or a data sync after the write.
+            let f = if fua {
+                self.direct_sync.as_ref().unwrap_or(f)
+            } else {
+                f
+            };
+            match direct_io::write(f.as_fd(), buf, off, len, file_off)? {
+                Direct::Moved(_) if fua && self.direct_sync.is_none() => return f.sync_data(),
+                Direct::Moved(_) => return Ok(()),
+                Direct::Refused => self.aio.refuse_direct(),
             }
         }
         match (fua, &self.buffered_sync) {
@@ -851,14 +854,10 @@ impl Backstore for FileBackstore {
     fn read(&self, lba: u64, buf: &DmaBuf, off: usize, len: usize) -> io::Result<()> {
         let file_off = self.file_offset(lba)?;
         let mut got = None;
-        if let Some(f) = self
-            .direct
-            .as_ref()
-            .filter(|_| aligned(buf, off, len as u64, file_off))
-        {
-            match buf.read_from_fd(f.as_fd(), off, len, file_off) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                r => got = Some(r?),
+        if let Some(f) = self.direct.as_ref().filter(|_| self.aio.has_direct()) {
+            match direct_io::read(f.as_fd(), buf, off, len, file_off)? {
+                Direct::Moved(n) => got = Some(n),
+                Direct::Refused => self.aio.refuse_direct(),
             }
         }
         let n = match got {

@@ -9,6 +9,7 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::mem::DmaBuf;
 use crate::uring::Op;
@@ -22,6 +23,11 @@ pub(super) const DIRECT_ALIGN: u64 = 512;
 pub struct AsyncFiles {
     direct: Option<RawFd>,
     buffered: RawFd,
+    /// `O_DIRECT` refused an aligned transfer: every later one is buffered
+    /// (never both at once, see `direct_io.rs`).
+    refused: AtomicBool,
+    /// The file, for the log.
+    path: std::path::PathBuf,
 }
 
 impl fmt::Debug for AsyncFiles {
@@ -68,23 +74,39 @@ pub(super) fn aligned(buf: &DmaBuf, buf_off: usize, len: u64, file_off: u64) -> 
 impl AsyncFiles {
     /// The descriptors of a backstore that owns `direct` and `buffered`
     /// for at least as long as this.
-    pub(super) fn new(direct: Option<&File>, buffered: &File) -> AsyncFiles {
+    pub(super) fn new(direct: Option<&File>, buffered: &File, path: &std::path::Path) -> AsyncFiles {
         AsyncFiles {
             direct: direct.map(File::as_raw_fd),
             buffered: buffered.as_raw_fd(),
+            refused: AtomicBool::new(false),
+            path: path.to_owned(),
         }
     }
 
-    /// There is an `O_DIRECT` descriptor.
+    /// Data moves `O_DIRECT`: there is such a descriptor and it has not
+    /// refused a transfer.
     pub(super) fn has_direct(&self) -> bool {
-        self.direct.is_some()
+        self.direct.is_some() && !self.refused.load(Ordering::Relaxed)
+    }
+
+    /// `O_DIRECT` refused an aligned transfer (`EINVAL`): data goes
+    /// through the page cache from now on.
+    pub(super) fn refuse_direct(&self) {
+        if self.direct.is_some() && !self.refused.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "{}: O_DIRECT refused an aligned transfer; I/O goes through the page cache from now on",
+                self.path.display()
+            );
+        }
     }
 
     /// The ring operation for `req`: on the `O_DIRECT` descriptor when
-    /// there is one, the transfer is aligned and `buffered` is false.
-    pub(super) fn op(&self, req: &Req, buf: Option<&DmaBuf>, buffered: bool) -> (Op, bool) {
+    /// data moves `O_DIRECT` ([`has_direct`](Self::has_direct)) and the
+    /// transfer is aligned (the caller bounces misaligned writes, or runs
+    /// them on the worker pool, which bounces too).
+    pub(super) fn op(&self, req: &Req, buf: Option<&DmaBuf>) -> (Op, bool) {
         let pick = |buf_off: usize, len: u32, file_off: u64| match (self.direct, buf) {
-            (Some(fd), Some(buf)) if !buffered && aligned(buf, buf_off, u64::from(len), file_off) => {
+            (Some(fd), Some(buf)) if self.has_direct() && aligned(buf, buf_off, u64::from(len), file_off) => {
                 (fd, true)
             }
             _ => (self.buffered, false),
@@ -130,17 +152,19 @@ impl AsyncFiles {
 impl Req {
     /// Takes the result `res` (bytes moved or `-errno`) of this request's
     /// operation, which ran `direct` or not; advances a partial transfer.
-    /// `*buffered` becomes true when `O_DIRECT` was refused (`EINVAL`).
+    /// `*refused` becomes true when `O_DIRECT` refused it (`EINVAL`): the
+    /// caller makes the file buffered ([`AsyncFiles::refuse_direct`])
+    /// before it submits the request again.
     pub(super) fn advance(
         &mut self,
         res: i32,
         direct: bool,
-        buffered: &mut bool,
+        refused: &mut bool,
         buf: Option<&DmaBuf>,
     ) -> Step {
         if res < 0 {
             if res == -libc::EINVAL && direct {
-                *buffered = true;
+                *refused = true;
                 return Step::Again;
             }
             if res == -libc::EINTR || res == -libc::EAGAIN {
@@ -203,16 +227,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partial_transfers_continue_and_einval_goes_buffered() {
+    fn partial_transfers_continue_and_einval_is_reported() {
         let buf = DmaBuf::new(8192).unwrap();
         let mut r = Req::Read {
             file_off: 0,
             buf_off: 0,
             len: 8192,
         };
-        let mut buffered = false;
+        let mut refused = false;
         assert!(matches!(
-            r.advance(4096, true, &mut buffered, Some(&buf)),
+            r.advance(4096, true, &mut refused, Some(&buf)),
             Step::Again
         ));
         assert_eq!(
@@ -224,13 +248,13 @@ mod tests {
             }
         );
         assert!(matches!(
-            r.advance(-libc::EINVAL, true, &mut buffered, Some(&buf)),
+            r.advance(-libc::EINVAL, true, &mut refused, Some(&buf)),
             Step::Again
         ));
-        assert!(buffered);
+        assert!(refused);
         buf.fill(4096, 4096, 9);
         assert!(matches!(
-            r.advance(0, false, &mut buffered, Some(&buf)),
+            r.advance(0, false, &mut refused, Some(&buf)),
             Step::Done(Ok(()))
         ));
         buf.with_bytes(4096, 4096, |b| assert!(b.iter().all(|&x| x == 0)));
@@ -241,19 +265,19 @@ mod tests {
             fua: true,
         };
         assert!(matches!(
-            w.advance(-libc::EIO, false, &mut buffered, Some(&buf)),
+            w.advance(-libc::EIO, false, &mut refused, Some(&buf)),
             Step::Done(Err(e)) if e.raw_os_error() == Some(libc::EIO)
         ));
         assert!(matches!(
-            w.advance(0, false, &mut buffered, Some(&buf)),
+            w.advance(0, false, &mut refused, Some(&buf)),
             Step::Done(Err(_))
         ));
         assert!(matches!(
-            w.advance(512, false, &mut buffered, Some(&buf)),
+            w.advance(512, false, &mut refused, Some(&buf)),
             Step::Done(Ok(()))
         ));
         assert!(matches!(
-            Req::Flush.advance(0, false, &mut buffered, Some(&buf)),
+            Req::Flush.advance(0, false, &mut refused, Some(&buf)),
             Step::Done(Ok(()))
         ));
     }

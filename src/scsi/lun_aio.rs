@@ -44,8 +44,6 @@ struct InFlight {
     data_in: u32,
     /// The last operation went to the `O_DIRECT` descriptor.
     direct: bool,
-    /// `O_DIRECT` was refused: stay buffered.
-    buffered: bool,
     /// Counted with the LUN's COMPARE AND WRITE lock.
     holds_write: bool,
     /// The bounce chunk the data was copied into.
@@ -165,7 +163,6 @@ impl Nexus {
             lba,
             data_in,
             direct: false,
-            buffered: false,
             holds_write,
             bounce: None,
         }))
@@ -211,17 +208,26 @@ impl Bounce {
         })
     }
 
-    /// Copies a misaligned `O_DIRECT`-able write into a free chunk and
-    /// points the request at it; returns the buffer to use.
-    fn take(&mut self, io: &mut InFlight, buf: &Arc<DmaBuf>) -> Arc<DmaBuf> {
-        let Req::Write {
-            file_off,
-            buf_off,
-            len,
-            ..
-        } = &mut io.req
-        else {
-            return Arc::clone(buf);
+    /// The buffer a transfer moves through: `buf`, or for a misaligned
+    /// write to an `O_DIRECT` file a free chunk it was copied into (the
+    /// request then points at it). `None`: it needs a chunk and none is
+    /// free (or it is longer than one, or it is a read, which data-in
+    /// pool extents never need); the worker pool, which bounces too,
+    /// takes it. Never the page cache: see `direct_io.rs`.
+    fn take(&mut self, io: &mut InFlight, buf: &Arc<DmaBuf>) -> Option<Arc<DmaBuf>> {
+        let (file_off, buf_off, len, write) = match &mut io.req {
+            Req::Write {
+                file_off,
+                buf_off,
+                len,
+                ..
+            } => (file_off, buf_off, len, true),
+            Req::Read {
+                file_off,
+                buf_off,
+                len,
+            } => (file_off, buf_off, len, false),
+            Req::Flush => return Some(Arc::clone(buf)),
         };
         let direct = io
             .entry
@@ -231,18 +237,19 @@ impl Bounce {
             .is_some_and(AsyncFiles::has_direct);
         let misaligned = !file_aio::aligned(buf, *buf_off, u64::from(*len), *file_off)
             && file_aio::aligned(&self.buf, 0, u64::from(*len), *file_off);
-        if !direct || !misaligned || *len as usize > BOUNCE_CHUNK {
-            return Arc::clone(buf);
+        if !direct || !misaligned {
+            return Some(Arc::clone(buf));
         }
-        let Some(c) = self.free.pop() else {
-            return Arc::clone(buf);
-        };
+        if !write || *len as usize > BOUNCE_CHUNK {
+            return None;
+        }
+        let c = self.free.pop()?;
         let at = usize::from(c) * BOUNCE_CHUNK;
         buf.copy_to(*buf_off, &self.buf, at, *len as usize);
         *buf_off = at;
         io.bounce = Some(c);
         self.copies += 1;
-        Arc::clone(&self.buf)
+        Some(Arc::clone(&self.buf))
     }
 
     fn give_back(&mut self, io: &mut InFlight) {
@@ -339,7 +346,9 @@ impl<T> AsyncEngine<T> {
             Ok(Prepared::Done(n)) => Started::Done(Completion::good(n)),
             Ok(Prepared::Blocking) => Started::Blocking,
             Ok(Prepared::Io(mut io)) => {
-                let data = self.bounce.take(&mut io, buf);
+                let Some(data) = self.bounce.take(&mut io, buf) else {
+                    return Started::Blocking;
+                };
                 match self.push(tag, io, Some(&data)) {
                     Ok(()) => {
                         self.commands += 1;
@@ -359,7 +368,7 @@ impl<T> AsyncEngine<T> {
         let Some(files) = io.files() else {
             return Err((tag, io));
         };
-        let (op, direct) = files.op(&io.req, buf.map(|b| &**b), io.buffered);
+        let (op, direct) = files.op(&io.req, buf.map(|b| &**b));
         io.direct = direct;
         let buf = buf.filter(|_| io.req != Req::Flush);
         match self.ring.push(op, buf, (tag, io)) {
@@ -382,9 +391,11 @@ impl<T> AsyncEngine<T> {
         let mut again = std::mem::take(&mut self.again);
         let bounce = &mut self.bounce;
         let n = self.ring.reap(|(tag, mut io), buf, res| {
-            let (direct, mut buffered) = (io.direct, io.buffered);
-            let step = io.req.advance(res, direct, &mut buffered, buf.as_deref());
-            io.buffered = buffered;
+            let mut refused = false;
+            let step = io.req.advance(res, io.direct, &mut refused, buf.as_deref());
+            if let (true, Some(files)) = (refused, io.files()) {
+                files.refuse_direct();
+            }
             match step {
                 Step::Done(r) => {
                     bounce.give_back(&mut io);

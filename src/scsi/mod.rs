@@ -22,6 +22,7 @@ pub mod backstore;
 pub mod blockdev;
 pub mod caw;
 pub mod cdb;
+mod direct_io;
 pub mod disk;
 mod drain;
 pub mod file_aio;
