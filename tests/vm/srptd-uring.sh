@@ -16,7 +16,8 @@
 #  - srptd's exit line counts the commands the io_uring ran, and with
 #    --no-io-uring everything runs on the worker pool, as it does when
 #    io_uring_setup fails (a seccomp filter, examples/deny_io_uring.rs),
-#    which srptd says once;
+#    which srptd says once; the file LUN's data never enters the page
+#    cache on either path (misaligned immediate data is bounced);
 #  - bad input: a character device, and a read-only device without ,ro,
 #    are refused with an error naming the LUN's field.
 #
@@ -159,6 +160,9 @@ srptd_start "${LUNS[@]}" --no-io-uring --port "$SRP_PORT" --device "$RXE_DEV" --
 SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2 >/dev/null
 D0=$(srp_lun_dev 0); D1=$(srp_lun_dev 1)
 check_fs "on the worker pool"
+# ext4's small writes come as immediate data, misaligned in the receive
+# slot: the worker pool bounces them to O_DIRECT, never the page cache.
+[ "$(cached)" = 0 ] || vm_die "the worker pool left $(cached) bytes of $IMG in the page cache"
 srp_logout_all
 srptd_stop || vm_die "srptd exited non-zero"
 [ "$(srptd_counter uring-commands)" = 0 ] || vm_die "--no-io-uring: commands still went to io_uring"
@@ -174,6 +178,7 @@ SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2 >/dev/null
 D0=$(srp_lun_dev 0); D1=$(srp_lun_dev 1)
 check_fs "with io_uring refused"
 fio_verify "$D1" 2 randwrite 4k 32 32M
+[ "$(cached)" = 0 ] || vm_die "io_uring refused: $(cached) bytes of $IMG in the page cache"
 srp_logout_all
 srptd_stop || vm_die "srptd exited non-zero"
 [ "$(srptd_counter uring-commands)" = 0 ] || vm_die "io_uring refused: commands still went to io_uring"
