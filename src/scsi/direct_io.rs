@@ -56,8 +56,36 @@ fn with_bounce<R>(f: impl FnOnce(&DmaBuf) -> io::Result<R>) -> io::Result<R> {
     })
 }
 
-fn refused(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EINVAL)
+/// `r` as a [`Direct`]: `EINVAL` is `O_DIRECT` refusing the transfer.
+fn direct(r: io::Result<usize>) -> io::Result<Direct> {
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Direct::Refused),
+        r => r.map(Direct::Moved),
+    }
+}
+
+/// Moves `len` bytes through this thread's bounce buffer, a piece at a
+/// time: `piece(bounce, done, n)` moves bytes `done..done + n` and says
+/// how many it moved (fewer: the end of the file, stop there).
+fn bounced(
+    len: usize,
+    mut piece: impl FnMut(&DmaBuf, usize, usize) -> io::Result<usize>,
+) -> io::Result<Direct> {
+    with_bounce(|bounce| {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(bounce.len());
+            let moved = match direct(piece(bounce, done, n))? {
+                Direct::Moved(m) => m,
+                Direct::Refused => return Ok(Direct::Refused),
+            };
+            done += moved;
+            if moved < n {
+                break;
+            }
+        }
+        Ok(Direct::Moved(done))
+    })
 }
 
 /// Writes `buf[off..off+len]` at `file_off` through the `O_DIRECT`
@@ -71,28 +99,17 @@ pub(super) fn write(
     file_off: u64,
 ) -> io::Result<Direct> {
     if aligned(buf, off, len as u64, file_off) {
-        return match buf.write_to_fd(fd, off, len, file_off) {
-            Err(e) if refused(&e) => Ok(Direct::Refused),
-            r => r.map(|()| Direct::Moved(len)),
-        };
+        return direct(buf.write_to_fd(fd, off, len, file_off).map(|()| len));
     }
-    with_bounce(|bounce| {
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(bounce.len());
-            buf.copy_to(off + done, bounce, 0, n);
-            match bounce.write_to_fd(fd, 0, n, file_off + done as u64) {
-                Err(e) if refused(&e) => return Ok(Direct::Refused),
-                r => r?,
-            }
-            done += n;
-        }
-        Ok(Direct::Moved(len))
+    bounced(len, |bounce, done, n| {
+        buf.copy_to(off + done, bounce, 0, n);
+        bounce.write_to_fd(fd, 0, n, file_off + done as u64).map(|()| n)
     })
 }
 
 /// Reads into `buf[off..off+len]` from `file_off` through the `O_DIRECT`
-/// descriptor `fd`, bounced when the memory is misaligned.
+/// descriptor `fd`, bounced when the memory is misaligned; stops short at
+/// the end of the file.
 pub(super) fn read(
     fd: BorrowedFd<'_>,
     buf: &DmaBuf,
@@ -101,26 +118,12 @@ pub(super) fn read(
     file_off: u64,
 ) -> io::Result<Direct> {
     if aligned(buf, off, len as u64, file_off) {
-        return match buf.read_from_fd(fd, off, len, file_off) {
-            Err(e) if refused(&e) => Ok(Direct::Refused),
-            r => r.map(Direct::Moved),
-        };
+        return direct(buf.read_from_fd(fd, off, len, file_off));
     }
-    with_bounce(|bounce| {
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(bounce.len());
-            let got = match bounce.read_from_fd(fd, 0, n, file_off + done as u64) {
-                Err(e) if refused(&e) => return Ok(Direct::Refused),
-                r => r?,
-            };
-            bounce.copy_to(0, buf, off + done, got);
-            done += got;
-            if got < n {
-                break;
-            }
-        }
-        Ok(Direct::Moved(done))
+    bounced(len, |bounce, done, n| {
+        let got = bounce.read_from_fd(fd, 0, n, file_off + done as u64)?;
+        bounce.copy_to(0, buf, off + done, got);
+        Ok(got)
     })
 }
 
