@@ -74,6 +74,10 @@ fn write_read_fua_and_sync_go_through_the_ring() {
                 bounced >= 4,
                 "immediate data is copied to an aligned chunk: {bounced}"
             );
+            // Never beside direct I/O in the page cache (`direct_io.rs`).
+            let f = std::fs::File::open(&_p.0).unwrap();
+            let cached = srptd::os::cached_pages(std::os::fd::AsFd::as_fd(&f), 8 << 20).unwrap();
+            assert_eq!(cached, 0, "pages of an O_DIRECT LUN in the page cache");
         }
     }
 }

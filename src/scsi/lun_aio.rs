@@ -183,10 +183,14 @@ pub struct EngineCounts {
     pub bounced: u64,
 }
 
-/// Bytes of one bounce chunk: immediate data (at most an IU) fits.
-const BOUNCE_CHUNK: usize = 64 << 10;
-/// Bounce chunks per engine (2 MiB).
-const BOUNCE_CHUNKS: u16 = 32;
+/// Bytes of one bounce chunk: the Linux initiator's immediate data (8 KiB
+/// by default, `max_imm_data`) fits twice; longer misaligned writes go to
+/// the worker pool, which bounces them in pieces.
+const BOUNCE_CHUNK: usize = 16 << 10;
+/// Bounce chunks per engine (4 MiB): a chunk per immediate-data write in
+/// flight on the poller, so a few channels at queue depth 64 keep theirs
+/// on the ring.
+const BOUNCE_CHUNKS: u16 = 256;
 
 /// Aligned copies of write data that arrives misaligned for `O_DIRECT`:
 /// immediate data sits at the IU's data offset (80 bytes into a receive
