@@ -244,3 +244,41 @@ fn removing_a_lun_waits_for_its_write_on_the_ring() {
     let Some(mut s) = login(&t) else { return };
     removal_waits_for_a_held_write(&mut s, &t, |s| s.aio.as_ref().unwrap().in_flight());
 }
+
+/// Immediate data longer than a bounce chunk (16 KiB) leaves the ring for
+/// the worker pool, which bounces it to `O_DIRECT` too: on neither path
+/// does a direct LUN's data enter the page cache (`direct_io.rs`).
+#[test]
+fn long_immediate_data_is_bounced_on_the_worker_pool() {
+    let (t, p) = file_target("imm-long", 512, 1 << 20);
+    let limits = srptd::proto::LoginLimits::default();
+    let mut s = Sim::login_req(&t, None, &linux_login(32 * 1024 + 68), &limits, |_| {}).expect("login");
+    if !s.use_io_uring() {
+        return;
+    }
+    let (r, _) = s.command(0, &[0; 6], None, 0, Layout::Direct);
+    assert_eq!(r.status, CHECK_CONDITION);
+    let before = commands(&s);
+    let data = pattern(24 * 1024, 5);
+    good(&s.write(0, 16, &data, 512, Layout::Immediate));
+    assert_eq!(
+        commands(&s),
+        before,
+        "a 24 KiB immediate write stayed on the ring"
+    );
+    good(&s.write(0, 80, &data[..8192], 512, Layout::Immediate));
+    assert_eq!(commands(&s), before + 1, "an 8 KiB immediate write left the ring");
+    let (r, got) = s.read(0, 16, 24 * 1024, 512, Layout::Direct);
+    good(&r);
+    assert!(got == data, "the bounced write reads back");
+    let direct = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&p.0)
+        .is_ok();
+    if direct {
+        let f = std::fs::File::open(&p.0).unwrap();
+        let cached = srptd::os::cached_pages(std::os::fd::AsFd::as_fd(&f), 1 << 20).unwrap();
+        assert_eq!(cached, 0, "pages of an O_DIRECT LUN in the page cache");
+    }
+}
