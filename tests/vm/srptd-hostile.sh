@@ -81,13 +81,21 @@ fio_loop() {
 # grows after it grows with the work.
 "$ini" "${TGT[@]}" --multi --port-id 57524d00000000000000000000000001 --io --lun 1 --count 2 >&2 ||
     vm_die "warm-up login"
-warm=()
-for p in $(seq 1 16); do
-    "$ini" "${TGT[@]}" --multi --port-id "$(printf '57524d000000000000000000%08x' "$p")" --io --lun 1 --count 1 \
-        > "$W/warm-$p.txt" 2>&1 &
-    warm+=($!)
-done
-for w in "${warm[@]}"; do wait "$w" || vm_die "warm-up: a parallel login failed"; done
+# 16 initiator ports (ids <prefix>000001..000010) logging in at once,
+# each <count> times with I/O on LUN 1; output in $W/<name>-N.txt.
+parallel_logins() { # <prefix: 26 hex digits> <count> <name>
+    local pids=() bad=0 p i
+    for p in $(seq 1 16); do
+        "$ini" "${TGT[@]}" --multi --port-id "$(printf '%s%06x' "$1" "$p")" --io --lun 1 --count "$2" \
+            > "$W/$3-$p.txt" 2>&1 &
+        pids+=($!)
+    done
+    for i in "${!pids[@]}"; do
+        wait "${pids[$i]}" || { bad=$((bad + 1)); tail -n 3 "$W/$3-$((i + 1)).txt" >&2; }
+    done
+    [ "$bad" = 0 ] || vm_die "$3: $bad of 16 parallel initiators failed"
+}
+parallel_logins 57524d01000000000000000000 1 warm
 res() { rdma resource show 2>/dev/null | awk '{ for (i = 1; i < NF; i++) if ($i ~ /^(pd|cq|qp|cm_id|mr|ctx)$/) printf "%s=%s ", $i, $(i+1) }'; }
 fds() { ls "/proc/$SRPTD_PID/fd" | wc -l; }
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$SRPTD_PID/status"; }
@@ -135,17 +143,7 @@ alive "after the login loop"
 
 ########################################################################
 vm_log "== 3. 16 initiator ports logging in in parallel, with I/O"
-pids=()
-for p in $(seq 1 16); do
-    "$ini" "${TGT[@]}" --multi --port-id "$(printf '50415200000000000000000000%06x' "$p")" --io --lun 1 --count 8 \
-        > "$W/par-$p.txt" 2>&1 &
-    pids+=($!)
-done
-bad=0
-for i in "${!pids[@]}"; do
-    wait "${pids[$i]}" || { bad=$((bad + 1)); tail -n 3 "$W/par-$((i + 1)).txt" >&2; }
-done
-[ "$bad" = 0 ] || vm_die "$bad of 16 parallel initiators failed"
+parallel_logins 50415200000000000000000000 8 par
 [ "$(cat "$W"/par-*.txt | grep -c 'logins 8 rejects 0 io-ok 8')" = 16 ] || vm_die "parallel logins: not 16x8 with I/O"
 vm_log "16 x 8 parallel logins with I/O OK"
 alive "after the parallel logins"
