@@ -13,10 +13,11 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::blockdev::{DeviceInfo, Discard, Limits};
+use super::capacity::Capacity;
 use super::direct_io::{self, Direct};
 use super::file_aio::AsyncFiles;
 use super::rbd_store::{RbdBackstore, RbdSpec};
@@ -577,11 +578,7 @@ pub struct FileBackstore {
     direct_sync: Option<File>,
     buffered: File,
     buffered_sync: Option<File>,
-    block_size: u32,
-    num_blocks: AtomicU64,
-    read_only: AtomicBool,
-    /// Opened without write access: write protection cannot be lifted.
-    opened_read_only: bool,
+    cap: Capacity,
     is_device: bool,
     /// A block device's queue limits (read at open).
     device: Option<DeviceInfo>,
@@ -593,9 +590,7 @@ impl fmt::Debug for FileBackstore {
         f.debug_struct("FileBackstore")
             .field("path", &self.path)
             .field("direct", &self.direct.is_some())
-            .field("block_size", &self.block_size)
-            .field("num_blocks", &self.num_blocks)
-            .field("read_only", &self.read_only)
+            .field("cap", &self.cap)
             .finish()
     }
 }
@@ -732,10 +727,7 @@ impl FileBackstore {
             direct_sync,
             buffered,
             buffered_sync,
-            block_size,
-            num_blocks: AtomicU64::new(size / u64::from(block_size)),
-            read_only: AtomicBool::new(read_only),
-            opened_read_only: read_only,
+            cap: Capacity::new(block_size, size, read_only),
             is_device: ft.is_block_device(),
             device,
         })
@@ -744,22 +736,6 @@ impl FileBackstore {
     /// Whether the direct (`O_DIRECT`) descriptor is open.
     pub fn uses_direct_io(&self) -> bool {
         self.direct.is_some()
-    }
-
-    fn check_writable(&self) -> io::Result<()> {
-        if self.read_only.load(Ordering::Relaxed) {
-            Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "read-only backstore",
-            ))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn file_offset(&self, lba: u64) -> io::Result<u64> {
-        lba.checked_mul(u64::from(self.block_size))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflows"))
     }
 
     /// Writes `len` bytes of `buf` (starting at 0, repeating from 0 when
@@ -801,25 +777,21 @@ impl FileBackstore {
 
 impl Backstore for FileBackstore {
     fn block_size(&self) -> u32 {
-        self.block_size
+        self.cap.block_size()
     }
     fn num_blocks(&self) -> u64 {
-        self.num_blocks.load(Ordering::Relaxed)
+        self.cap.num_blocks()
     }
     fn read_only(&self) -> bool {
-        self.read_only.load(Ordering::Relaxed)
+        self.cap.read_only()
     }
     fn set_read_only(&self, read_only: bool) -> Result<(), ResizeError> {
-        if !read_only && self.opened_read_only {
-            return Err(ResizeError::Refused(
-                "the file was opened read-only (read_only at start): remove the LUN and add it writable",
-            ));
-        }
-        self.read_only.store(read_only, Ordering::Relaxed);
-        Ok(())
+        self.cap.set_read_only(
+            read_only,
+            "the file was opened read-only (read_only at start): remove the LUN and add it writable",
+        )
     }
     fn resize(&self, bytes: Option<u64>) -> Result<u64, ResizeError> {
-        let bs = u64::from(self.block_size);
         let size = if self.is_device {
             let actual = (&self.buffered).seek(SeekFrom::End(0))?;
             if let Some(asked) = bytes.filter(|&b| b != actual) {
@@ -830,29 +802,17 @@ impl Backstore for FileBackstore {
             let Some(size) = bytes else {
                 return Err(ResizeError::Refused("a regular file needs the new size"));
             };
-            if size == 0 || size % bs != 0 {
-                return Err(ResizeError::BadSize {
-                    size,
-                    block_size: self.block_size,
-                });
-            }
-            if self.opened_read_only {
+            self.cap.check_new_size(size)?;
+            if self.cap.opened_read_only() {
                 return Err(ResizeError::Refused("the file was opened read-only"));
             }
             self.buffered.set_len(size)?;
             size
         };
-        if size < bs {
-            return Err(ResizeError::BadSize {
-                size,
-                block_size: self.block_size,
-            });
-        }
-        self.num_blocks.store(size / bs, Ordering::Relaxed);
-        Ok(size / bs)
+        self.cap.set_size(size)
     }
     fn read(&self, lba: u64, buf: &DmaBuf, off: usize, len: usize) -> io::Result<()> {
-        let file_off = self.file_offset(lba)?;
+        let file_off = self.cap.offset(lba)?;
         let mut got = None;
         if let Some(f) = self.direct.as_ref().filter(|_| self.aio.has_direct()) {
             match direct_io::read(f.as_fd(), buf, off, len, file_off)? {
@@ -872,11 +832,11 @@ impl Backstore for FileBackstore {
         Ok(())
     }
     fn write(&self, lba: u64, buf: &DmaBuf, off: usize, len: usize, fua: bool) -> io::Result<()> {
-        self.check_writable()?;
-        self.write_at(buf, off, len, self.file_offset(lba)?, fua)
+        self.cap.check_writable()?;
+        self.write_at(buf, off, len, self.cap.offset(lba)?, fua)
     }
     fn flush(&self) -> io::Result<()> {
-        if self.opened_read_only {
+        if self.cap.opened_read_only() {
             return Ok(());
         }
         self.buffered.sync_data()
@@ -885,9 +845,9 @@ impl Backstore for FileBackstore {
         // Deallocate with fallocate(PUNCH_HOLE); where the filesystem or
         // device cannot, write zeros instead (reads return zeros either way,
         // as LBPRZ promises; only the space is not freed).
-        self.check_writable()?;
-        let len = blocks * u64::from(self.block_size);
-        let start = self.file_offset(lba)?;
+        self.cap.check_writable()?;
+        let len = blocks * u64::from(self.cap.block_size());
+        let start = self.cap.offset(lba)?;
         // A block device that cannot zero with unmap discards (and reports
         // LBPRZ = 0), one that cannot discard is not thin (`blockdev.rs`).
         match self.device.map(|d| d.discard()) {
@@ -910,8 +870,8 @@ impl Backstore for FileBackstore {
         }
     }
     fn write_same(&self, lba: u64, blocks: u64, pattern: &[u8]) -> io::Result<()> {
-        self.check_writable()?;
-        let bs = self.block_size as usize;
+        self.cap.check_writable()?;
+        let bs = self.cap.block_size() as usize;
         if pattern.len() != bs {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -926,7 +886,7 @@ impl Backstore for FileBackstore {
                 chunk.write(i * bs, pattern);
             }
         }
-        self.fill(self.file_offset(lba)?, len, &chunk, chunk_len)
+        self.fill(self.cap.offset(lba)?, len, &chunk, chunk_len)
     }
     fn dma_buf(&self) -> Option<&Arc<DmaBuf>> {
         None
@@ -952,7 +912,7 @@ impl Backstore for FileBackstore {
     }
     fn limits(&self) -> Limits {
         self.device
-            .map_or_else(|| Limits::for_file(self.block_size), |d| d.limits())
+            .map_or_else(|| Limits::for_file(self.cap.block_size()), |d| d.limits())
     }
 }
 

@@ -20,6 +20,7 @@ pub mod alua;
 pub mod aptpl;
 pub mod backstore;
 pub mod blockdev;
+mod capacity;
 pub mod caw;
 pub mod cdb;
 mod direct_io;

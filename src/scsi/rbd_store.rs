@@ -18,12 +18,12 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::backstore::{Backstore, ConfigError, ResizeError};
 use super::blockdev::Limits;
+use super::capacity::Capacity;
 use crate::mem::DmaBuf;
 use crate::rbd::{self, Cluster, Image, Op};
 
@@ -106,10 +106,7 @@ fn cluster(spec: &RbdSpec) -> Result<Arc<Cluster>, rbd::Error> {
 pub struct RbdBackstore {
     spec: RbdSpec,
     image: Arc<Image>,
-    block_size: u32,
-    num_blocks: AtomicU64,
-    read_only: AtomicBool,
-    opened_read_only: bool,
+    cap: Capacity,
     object_size: u64,
 }
 
@@ -117,8 +114,7 @@ impl fmt::Debug for RbdBackstore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RbdBackstore")
             .field("spec", &self.spec.to_string())
-            .field("block_size", &self.block_size)
-            .field("num_blocks", &self.num_blocks)
+            .field("cap", &self.cap)
             .finish()
     }
 }
@@ -164,10 +160,7 @@ impl RbdBackstore {
         Ok(RbdBackstore {
             spec: spec.clone(),
             image: Arc::new(image),
-            block_size,
-            num_blocks: AtomicU64::new(info.size / u64::from(block_size)),
-            read_only: AtomicBool::new(read_only),
-            opened_read_only: read_only,
+            cap: Capacity::new(block_size, info.size, read_only),
             object_size: info.object_size,
         })
     }
@@ -176,79 +169,46 @@ impl RbdBackstore {
     pub fn image(&self) -> &Arc<Image> {
         &self.image
     }
-
-    fn check_writable(&self) -> io::Result<()> {
-        if self.read_only.load(Ordering::Relaxed) {
-            Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "read-only backstore",
-            ))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn off(&self, lba: u64) -> io::Result<u64> {
-        lba.checked_mul(u64::from(self.block_size))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflows"))
-    }
 }
 
 impl Backstore for RbdBackstore {
     fn block_size(&self) -> u32 {
-        self.block_size
+        self.cap.block_size()
     }
     fn num_blocks(&self) -> u64 {
-        self.num_blocks.load(Ordering::Relaxed)
+        self.cap.num_blocks()
     }
     fn read_only(&self) -> bool {
-        self.read_only.load(Ordering::Relaxed)
+        self.cap.read_only()
     }
     fn set_read_only(&self, read_only: bool) -> Result<(), ResizeError> {
-        if !read_only && self.opened_read_only {
-            return Err(ResizeError::Refused(
-                "the image was opened read-only: remove the LUN and add it writable",
-            ));
-        }
-        self.read_only.store(read_only, Ordering::Relaxed);
-        Ok(())
+        self.cap.set_read_only(
+            read_only,
+            "the image was opened read-only: remove the LUN and add it writable",
+        )
     }
     fn resize(&self, bytes: Option<u64>) -> Result<u64, ResizeError> {
-        let bs = u64::from(self.block_size);
         if let Some(size) = bytes {
-            if size == 0 || size % bs != 0 {
-                return Err(ResizeError::BadSize {
-                    size,
-                    block_size: self.block_size,
-                });
-            }
-            if self.opened_read_only {
+            self.cap.check_new_size(size)?;
+            if self.cap.opened_read_only() {
                 return Err(ResizeError::Refused("the image was opened read-only"));
             }
             self.image.resize(size)?;
         }
-        let size = self.image.size()?;
-        if size < bs {
-            return Err(ResizeError::BadSize {
-                size,
-                block_size: self.block_size,
-            });
-        }
-        self.num_blocks.store(size / bs, Ordering::Relaxed);
-        Ok(size / bs)
+        self.cap.set_size(self.image.size()?)
     }
     fn read(&self, lba: u64, buf: &DmaBuf, off: usize, len: usize) -> io::Result<()> {
         let op = Op::Read {
-            off: self.off(lba)?,
+            off: self.cap.offset(lba)?,
             buf_off: off,
             len,
         };
         self.image.run(op, Some(buf)).map(drop)
     }
     fn write(&self, lba: u64, buf: &DmaBuf, off: usize, len: usize, fua: bool) -> io::Result<()> {
-        self.check_writable()?;
+        self.cap.check_writable()?;
         let op = Op::Write {
-            off: self.off(lba)?,
+            off: self.cap.offset(lba)?,
             buf_off: off,
             len,
         };
@@ -259,21 +219,21 @@ impl Backstore for RbdBackstore {
         Ok(())
     }
     fn flush(&self) -> io::Result<()> {
-        if self.opened_read_only {
+        if self.cap.opened_read_only() {
             return Ok(());
         }
         self.image.run(Op::Flush, None).map(drop)
     }
     fn unmap(&self, lba: u64, blocks: u64) -> io::Result<()> {
-        self.check_writable()?;
+        self.cap.check_writable()?;
         let len = blocks
-            .checked_mul(u64::from(self.block_size))
+            .checked_mul(u64::from(self.cap.block_size()))
             .and_then(|l| usize::try_from(l).ok())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
         self.image
             .run(
                 Op::WriteZeroes {
-                    off: self.off(lba)?,
+                    off: self.cap.offset(lba)?,
                     len,
                 },
                 None,
@@ -281,8 +241,8 @@ impl Backstore for RbdBackstore {
             .map(drop)
     }
     fn write_same(&self, lba: u64, blocks: u64, pattern: &[u8]) -> io::Result<()> {
-        self.check_writable()?;
-        let bs = self.block_size as usize;
+        self.cap.check_writable()?;
+        let bs = self.cap.block_size() as usize;
         if pattern.len() != bs {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -294,7 +254,7 @@ impl Backstore for RbdBackstore {
         let block = DmaBuf::new(bs)?;
         block.write(0, pattern);
         let op = Op::WriteSame {
-            off: self.off(lba)?,
+            off: self.cap.offset(lba)?,
             len,
             buf_off: 0,
             pattern_len: bs,
@@ -351,7 +311,7 @@ impl Backstore for RbdBackstore {
     fn limits(&self) -> Limits {
         let object = u32::try_from(self.object_size).unwrap_or(u32::MAX);
         Limits {
-            physical_block: self.block_size,
+            physical_block: self.cap.block_size(),
             granularity: 4096,
             // Transfers within one object touch one OSD.
             optimal_transfer: object,
