@@ -250,7 +250,7 @@ impl Drop for DmaBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -300,8 +300,16 @@ mod tests {
         );
     }
 
-    fn tempfile_in_tmp() -> std::fs::File {
-        let path = std::env::temp_dir().join(format!("srptd-dmabuf-{}", std::process::id()));
+    /// An empty read-write file in the temporary directory, already
+    /// unlinked (gone when closed, whatever the test does).
+    pub(crate) fn tempfile_in_tmp() -> std::fs::File {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "srptd-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -234,15 +234,7 @@ mod tests {
 
     #[test]
     fn punched_range_reads_zeros() {
-        let path = std::env::temp_dir().join(format!("srptd-punch-{}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
+        let mut f = crate::mem::tests::tempfile_in_tmp();
         f.write_all(&[0xab; 16384]).unwrap();
         match punch_hole(f.as_fd(), 4096, 8192) {
             Ok(()) => {

@@ -459,17 +459,22 @@ mod tests {
         }
     }
 
+    /// Submits `op` alone as `tag` and returns its result.
+    fn one(r: &mut Ring<u32>, op: Op, buf: &Arc<DmaBuf>, tag: u32) -> i32 {
+        r.push(op, Some(buf), tag).unwrap();
+        r.submit().unwrap();
+        r.wait().unwrap();
+        let mut res = None;
+        assert_eq!(r.reap(|p, _, n| res = Some((p, n))), 1);
+        let (p, n) = res.unwrap();
+        assert_eq!(p, tag);
+        n
+    }
+
     #[test]
     fn reads_writes_and_syncs_a_file() {
         let Some(mut r) = ring() else { return };
-        let path = std::env::temp_dir().join(format!("srptd-uring-{}", std::process::id()));
-        let mut f = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let mut f = crate::mem::tests::tempfile_in_tmp();
         f.write_all(&[7u8; 8192]).unwrap();
         let fd = f.as_raw_fd();
         let buf = Arc::new(DmaBuf::new(8192).unwrap());
@@ -497,16 +502,12 @@ mod tests {
             buf_off: 0,
             len: 8192,
         };
-        r.push(rd, Some(&buf), 3).unwrap();
-        r.submit().unwrap();
-        r.wait().unwrap();
-        assert_eq!(r.reap(|p, _, res| assert_eq!((p, res), (3, 8192))), 1);
+        assert_eq!(one(&mut r, rd, &buf, 3), 8192);
         buf.with_bytes(0, 8192, |b| {
             assert!(b[..4096].iter().all(|&x| x == 7));
             assert!(b[4096..].iter().all(|&x| x == 0x5a));
         });
         assert_eq!(r.in_flight(), 0);
-        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
@@ -519,14 +520,7 @@ mod tests {
         }
         assert!(r.register_buffer(&buf), "a second user");
         assert_eq!(r.registered_buffers(), 1);
-        let path = std::env::temp_dir().join(format!("srptd-uring-fixed-{}", std::process::id()));
-        let f = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let f = crate::mem::tests::tempfile_in_tmp();
         let fd = f.as_raw_fd();
         buf.fill(4096, 4096, 0x33);
         let w = Op::Write {
@@ -536,26 +530,19 @@ mod tests {
             len: 4096,
             dsync: false,
         };
-        r.push(w, Some(&buf), 1).unwrap();
-        r.submit().unwrap();
-        r.wait().unwrap();
-        assert_eq!(r.reap(|p, _, res| assert_eq!((p, res), (1, 4096))), 1);
+        assert_eq!(one(&mut r, w, &buf, 1), 4096);
         let rd = Op::Read {
             fd,
             file_off: 0,
             buf_off: 12288,
             len: 4096,
         };
-        r.push(rd, Some(&buf), 2).unwrap();
-        r.submit().unwrap();
-        r.wait().unwrap();
-        assert_eq!(r.reap(|p, _, res| assert_eq!((p, res), (2, 4096))), 1);
+        assert_eq!(one(&mut r, rd, &buf, 2), 4096);
         buf.with_bytes(12288, 4096, |b| assert!(b.iter().all(|&x| x == 0x33)));
         r.unregister_buffer(&buf);
         assert_eq!(r.registered_buffers(), 1);
         r.unregister_buffer(&buf);
         assert_eq!(r.registered_buffers(), 0);
-        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
