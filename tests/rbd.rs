@@ -111,18 +111,6 @@ fn write_read_fua_and_sync_go_through_the_engine() {
     }
 }
 
-fn unmap_list(ranges: &[(u64, u32)]) -> Vec<u8> {
-    let mut p = vec![0u8; 8 + 16 * ranges.len()];
-    let n = p.len() - 2;
-    p[0..2].copy_from_slice(&(n as u16).to_be_bytes());
-    p[2..4].copy_from_slice(&((16 * ranges.len()) as u16).to_be_bytes());
-    for (i, (lba, n)) in ranges.iter().enumerate() {
-        p[8 + 16 * i..16 + 16 * i].copy_from_slice(&lba.to_be_bytes());
-        p[16 + 16 * i..20 + 16 * i].copy_from_slice(&n.to_be_bytes());
-    }
-    p
-}
-
 #[test]
 fn unmap_and_write_same_read_back_as_promised() {
     let Some(img) = TestImage::new("unmap", "32M") else {
@@ -168,19 +156,14 @@ fn unmap_and_write_same_read_back_as_promised() {
     // WRITE SAME(16) of a pattern over 8 blocks, then WRITE SAME with
     // UNMAP (zeros) over 4 of them, then NDOB over one.
     let pat = vec![0xc3u8; bs];
-    let mut ws = [0u8; 16];
-    ws[0] = 0x93;
-    ws[2..10].copy_from_slice(&200u64.to_be_bytes());
-    ws[10..14].copy_from_slice(&8u32.to_be_bytes());
-    good(&s.command(0, &ws, Some(&pat), 0, Layout::Direct).0);
-    ws[1] = 0x08; // UNMAP
-    ws[2..10].copy_from_slice(&202u64.to_be_bytes());
-    ws[10..14].copy_from_slice(&4u32.to_be_bytes());
-    good(&s.command(0, &ws, Some(&vec![0u8; bs]), 0, Layout::Direct).0);
-    ws[1] = 0x01; // NDOB
-    ws[2..10].copy_from_slice(&207u64.to_be_bytes());
-    ws[10..14].copy_from_slice(&1u32.to_be_bytes());
-    good(&s.command(0, &ws, None, 0, Layout::Direct).0);
+    good(
+        &s.command(0, &write_same16(200, 8, 0), Some(&pat), 0, Layout::Direct)
+            .0,
+    );
+    let unmap = write_same16(202, 4, 0x08);
+    good(&s.command(0, &unmap, Some(&vec![0u8; bs]), 0, Layout::Direct).0);
+    let ndob = write_same16(207, 1, 0x01);
+    good(&s.command(0, &ndob, None, 0, Layout::Direct).0);
     let (r, got) = s.read(0, 200, 8 * block, block, Layout::Direct);
     good(&r);
     assert!(got[..2 * bs].iter().all(|&b| b == 0xc3));

@@ -103,12 +103,8 @@ fn unmap_and_write_same_agree_with_ring_reads() {
     let data = pattern_fast(16 * block as usize, 5);
     good(&s.write(0, 100, &data, block, Layout::Direct));
     // UNMAP blocks 102..106 (one descriptor).
-    let mut p = vec![0u8; 24];
-    p[0..2].copy_from_slice(&22u16.to_be_bytes());
-    p[2..4].copy_from_slice(&16u16.to_be_bytes());
-    p[8..16].copy_from_slice(&102u64.to_be_bytes());
-    p[16..20].copy_from_slice(&4u32.to_be_bytes());
-    let unmap = [0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0];
+    let p = unmap_list(&[(102, 4)]);
+    let unmap = [0x42, 0, 0, 0, 0, 0, 0, 0, p.len() as u8, 0];
     good(&s.command(0, &unmap, Some(&p), 0, Layout::Direct).0);
     let (r, got) = s.read(0, 100, 16 * block, block, Layout::Direct);
     good(&r);
@@ -122,15 +118,12 @@ fn unmap_and_write_same_agree_with_ring_reads() {
     // WRITE SAME(16) of a pattern over 8 blocks, then WRITE SAME with
     // UNMAP (zeros) over 4 of them.
     let pat = vec![0xc3u8; bs];
-    let mut ws = [0u8; 16];
-    ws[0] = 0x93;
-    ws[2..10].copy_from_slice(&200u64.to_be_bytes());
-    ws[10..14].copy_from_slice(&8u32.to_be_bytes());
-    good(&s.command(0, &ws, Some(&pat), 0, Layout::Direct).0);
-    ws[1] = 0x08; // UNMAP
-    ws[2..10].copy_from_slice(&202u64.to_be_bytes());
-    ws[10..14].copy_from_slice(&4u32.to_be_bytes());
-    good(&s.command(0, &ws, Some(&vec![0u8; bs]), 0, Layout::Direct).0);
+    good(
+        &s.command(0, &write_same16(200, 8, 0), Some(&pat), 0, Layout::Direct)
+            .0,
+    );
+    let unmap = write_same16(202, 4, 0x08);
+    good(&s.command(0, &unmap, Some(&vec![0u8; bs]), 0, Layout::Direct).0);
     let (r, got) = s.read(0, 200, 8 * block, block, Layout::Direct);
     good(&r);
     assert!(got[..2 * bs].iter().all(|&b| b == 0xc3));

@@ -1012,6 +1012,26 @@ pub fn rw16(op: u8, lba: u64, blocks: u32) -> [u8; 16] {
     c
 }
 
+/// WRITE SAME(16) CDB; `flags` is byte 1 (0x08 UNMAP, 0x01 NDOB).
+pub fn write_same16(lba: u64, blocks: u32, flags: u8) -> [u8; 16] {
+    let mut c = rw16(0x93, lba, blocks);
+    c[1] = flags;
+    c
+}
+
+/// An UNMAP parameter list (SBC-3 5.28.2) of `(lba, blocks)` descriptors.
+pub fn unmap_list(ranges: &[(u64, u32)]) -> Vec<u8> {
+    let mut p = vec![0u8; 8 + 16 * ranges.len()];
+    let n = p.len() - 2;
+    p[0..2].copy_from_slice(&(n as u16).to_be_bytes());
+    p[2..4].copy_from_slice(&((16 * ranges.len()) as u16).to_be_bytes());
+    for (i, (lba, n)) in ranges.iter().enumerate() {
+        p[8 + 16 * i..16 + 16 * i].copy_from_slice(&lba.to_be_bytes());
+        p[16 + 16 * i..20 + 16 * i].copy_from_slice(&n.to_be_bytes());
+    }
+    p
+}
+
 /// READ(10)/WRITE(10) CDB.
 pub fn rw10(op: u8, lba: u32, blocks: u16) -> [u8; 10] {
     let mut c = [0u8; 10];
