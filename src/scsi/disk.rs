@@ -145,6 +145,16 @@ impl Disk {
         self.thin
     }
 
+    /// Whether WRITE SAME deallocates instead of writing. SBC-3 5.44
+    /// (UNMAP bit) with 4.7.3.4: with UNMAP = 1 the device server may
+    /// deallocate when deallocated blocks read back as the pattern
+    /// (LBPRZ = 1 and an all-zero block, `zero_pattern`); otherwise it
+    /// writes. Non-thin LUNs (LBPWS = 0) write (LIO rejects the command
+    /// instead; writing is what SBC-3 allows).
+    pub(super) fn write_same_deallocates(&self, unmap: bool, zero_pattern: bool) -> bool {
+        unmap && zero_pattern && self.thin() && self.store.limits().unmap_zeroes
+    }
+
     /// Offers logical block provisioning only if `on` (and the backstore
     /// can deallocate): a fully provisioned LUN reports LBPME = 0 and does
     /// not take UNMAP.
@@ -495,12 +505,7 @@ impl Disk {
                     data.with_bytes(off, bs, |p| p.to_vec())
                 };
                 let zero = pattern.iter().all(|&b| b == 0);
-                // SBC-3 5.44 (UNMAP bit) with 4.7.3.4: with UNMAP = 1 the device server
-                // may deallocate when deallocated blocks read back as the
-                // pattern (LBPRZ = 1 and an all-zero block); otherwise it
-                // writes. Non-thin LUNs (LBPWS = 0) write (here LIO rejects
-                // the command instead; writing is what SBC-3 allows).
-                let r = if unmap && zero && self.thin() && self.store.limits().unmap_zeroes {
+                let r = if self.write_same_deallocates(unmap, zero) {
                     self.store.unmap(lba, u64::from(blocks))
                 } else {
                     self.store.write_same(lba, u64::from(blocks), &pattern)

@@ -171,10 +171,8 @@ impl Nexus {
             } => {
                 let (pattern, at) = if ndob { (zero, 0) } else { (data, off) };
                 let total = blocks as usize * bs;
-                // SBC-3 5.44 with 4.7.3.4: UNMAP = 1 may deallocate where
-                // deallocated blocks read back as the (all-zero) pattern.
                 let zeros = ndob || pattern.with_bytes(at, bs, |p| p.iter().all(|&b| b == 0));
-                let op = if unmap && zeros && disk.thin() && disk.store().limits().unmap_zeroes {
+                let op = if disk.write_same_deallocates(unmap, zeros) {
                     Op::WriteZeroes {
                         off: byte(lba),
                         len: total,
