@@ -407,22 +407,18 @@ impl Poller {
             work += 1;
             self.exec_done(key, cmd, done);
         }
+        // Both engines' completions, then one pass over them.
+        let mut done = std::mem::take(&mut self.aio_done);
         if let Some(aio) = self.exec.aio.as_mut() {
-            let mut done = std::mem::take(&mut self.aio_done);
             work += aio.reap(&mut done);
-            for ((key, cmd), c) in done.drain(..) {
-                self.exec_done(key, cmd, c);
-            }
-            self.aio_done = done;
         }
         if let Some(rbd) = self.exec.rbd.as_mut() {
-            let mut done = std::mem::take(&mut self.aio_done);
             work += rbd.reap(&mut done);
-            for ((key, cmd), c) in done.drain(..) {
-                self.exec_done(key, cmd, c);
-            }
-            self.aio_done = done;
         }
+        for ((key, cmd), c) in done.drain(..) {
+            self.exec_done(key, cmd, c);
+        }
+        self.aio_done = done;
         for d in self.chans.iter_mut() {
             match d.cq.poll(wcs) {
                 Ok(0) => {
