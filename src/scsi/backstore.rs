@@ -846,8 +846,7 @@ impl Backstore for FileBackstore {
         // device cannot, write zeros instead (reads return zeros either way,
         // as LBPRZ promises; only the space is not freed).
         self.cap.check_writable()?;
-        let len = blocks * u64::from(self.cap.block_size());
-        let start = self.cap.offset(lba)?;
+        let (start, len) = self.cap.range(lba, blocks)?;
         // A block device that cannot zero with unmap discards (and reports
         // LBPRZ = 0), one that cannot discard is not thin (`blockdev.rs`).
         match self.device.map(|d| d.discard()) {
@@ -878,7 +877,7 @@ impl Backstore for FileBackstore {
                 "pattern is not one block",
             ));
         }
-        let len = blocks * bs as u64;
+        let (start, len) = self.cap.range(lba, blocks)?;
         let chunk_len = (FILL_CHUNK as u64).min(len) as usize;
         let chunk = DmaBuf::new(chunk_len.max(1))?;
         if pattern.iter().any(|&b| b != 0) {
@@ -886,7 +885,7 @@ impl Backstore for FileBackstore {
                 chunk.write(i * bs, pattern);
             }
         }
-        self.fill(self.cap.offset(lba)?, len, &chunk, chunk_len)
+        self.fill(start, len, &chunk, chunk_len)
     }
     fn dma_buf(&self) -> Option<&Arc<DmaBuf>> {
         None

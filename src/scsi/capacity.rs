@@ -73,6 +73,14 @@ impl Capacity {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflows"))
     }
 
+    /// Byte offset and length of `blocks` blocks from `lba`.
+    pub(super) fn range(&self, lba: u64, blocks: u64) -> io::Result<(u64, u64)> {
+        let len = blocks
+            .checked_mul(u64::from(self.block_size))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
+        Ok((self.offset(lba)?, len))
+    }
+
     /// Checks a size asked for by a resize: whole blocks, not zero.
     pub(super) fn check_new_size(&self, size: u64) -> Result<(), ResizeError> {
         if size == 0 || size % u64::from(self.block_size) != 0 {
@@ -95,5 +103,21 @@ impl Capacity {
         }
         self.num_blocks.store(size / bs, Ordering::Relaxed);
         Ok(size / bs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_in_bytes_and_overflow_is_an_error() {
+        let c = Capacity::new(4096, 1 << 20, false);
+        assert_eq!(c.num_blocks(), 256);
+        assert_eq!(c.range(2, 3).unwrap(), (8192, 12288));
+        for (lba, blocks) in [(u64::MAX, 1), (0, u64::MAX)] {
+            let e = c.range(lba, blocks).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        }
     }
 }

@@ -169,6 +169,15 @@ impl RbdBackstore {
     pub fn image(&self) -> &Arc<Image> {
         &self.image
     }
+
+    /// Byte offset and length of `blocks` blocks from `lba`, the length as
+    /// librbd takes it.
+    fn range(&self, lba: u64, blocks: u64) -> io::Result<(u64, usize)> {
+        let (off, len) = self.cap.range(lba, blocks)?;
+        let len = usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
+        Ok((off, len))
+    }
 }
 
 impl Backstore for RbdBackstore {
@@ -226,19 +235,8 @@ impl Backstore for RbdBackstore {
     }
     fn unmap(&self, lba: u64, blocks: u64) -> io::Result<()> {
         self.cap.check_writable()?;
-        let len = blocks
-            .checked_mul(u64::from(self.cap.block_size()))
-            .and_then(|l| usize::try_from(l).ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
-        self.image
-            .run(
-                Op::WriteZeroes {
-                    off: self.cap.offset(lba)?,
-                    len,
-                },
-                None,
-            )
-            .map(drop)
+        let (off, len) = self.range(lba, blocks)?;
+        self.image.run(Op::WriteZeroes { off, len }, None).map(drop)
     }
     fn write_same(&self, lba: u64, blocks: u64, pattern: &[u8]) -> io::Result<()> {
         self.cap.check_writable()?;
@@ -249,12 +247,11 @@ impl Backstore for RbdBackstore {
                 "pattern is not one block",
             ));
         }
-        let len = usize::try_from(blocks * bs as u64)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
+        let (off, len) = self.range(lba, blocks)?;
         let block = DmaBuf::new(bs)?;
         block.write(0, pattern);
         let op = Op::WriteSame {
-            off: self.cap.offset(lba)?,
+            off,
             len,
             buf_off: 0,
             pattern_len: bs,
