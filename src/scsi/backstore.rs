@@ -727,7 +727,12 @@ impl FileBackstore {
             direct_sync,
             buffered,
             buffered_sync,
-            cap: Capacity::new(block_size, size, read_only),
+            cap: Capacity::new(
+                block_size,
+                size,
+                read_only,
+                "the file was opened read-only (read_only at start): remove the LUN and add it writable",
+            ),
             is_device: ft.is_block_device(),
             device,
         })
@@ -786,10 +791,7 @@ impl Backstore for FileBackstore {
         self.cap.read_only()
     }
     fn set_read_only(&self, read_only: bool) -> Result<(), ResizeError> {
-        self.cap.set_read_only(
-            read_only,
-            "the file was opened read-only (read_only at start): remove the LUN and add it writable",
-        )
+        self.cap.set_read_only(read_only)
     }
     fn resize(&self, bytes: Option<u64>) -> Result<u64, ResizeError> {
         let size = if self.is_device {
@@ -802,10 +804,7 @@ impl Backstore for FileBackstore {
             let Some(size) = bytes else {
                 return Err(ResizeError::Refused("a regular file needs the new size"));
             };
-            self.cap.check_new_size(size)?;
-            if self.cap.opened_read_only() {
-                return Err(ResizeError::Refused("the file was opened read-only"));
-            }
+            self.cap.check_resize(size)?;
             self.buffered.set_len(size)?;
             size
         };

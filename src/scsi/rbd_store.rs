@@ -160,7 +160,12 @@ impl RbdBackstore {
         Ok(RbdBackstore {
             spec: spec.clone(),
             image: Arc::new(image),
-            cap: Capacity::new(block_size, info.size, read_only),
+            cap: Capacity::new(
+                block_size,
+                info.size,
+                read_only,
+                "the image was opened read-only: remove the LUN and add it writable",
+            ),
             object_size: info.object_size,
         })
     }
@@ -191,17 +196,11 @@ impl Backstore for RbdBackstore {
         self.cap.read_only()
     }
     fn set_read_only(&self, read_only: bool) -> Result<(), ResizeError> {
-        self.cap.set_read_only(
-            read_only,
-            "the image was opened read-only: remove the LUN and add it writable",
-        )
+        self.cap.set_read_only(read_only)
     }
     fn resize(&self, bytes: Option<u64>) -> Result<u64, ResizeError> {
         if let Some(size) = bytes {
-            self.cap.check_new_size(size)?;
-            if self.cap.opened_read_only() {
-                return Err(ResizeError::Refused("the image was opened read-only"));
-            }
+            self.cap.check_resize(size)?;
             self.image.resize(size)?;
         }
         self.cap.set_size(self.image.size()?)
