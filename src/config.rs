@@ -182,6 +182,8 @@ pub struct Settings {
     pub io_threads: Setting<u16>,
     pub io_uring: Setting<bool>,
     pub spin_us: Setting<u64>,
+    pub software_read_depth: Setting<u32>,
+    pub software_one_poller: Setting<bool>,
     pub srq: Setting<bool>,
     pub srq_size: Option<Setting<u32>>,
     /// The admin socket's path (`""` or `"none"`: no socket; unset: the
@@ -223,6 +225,8 @@ impl Default for Settings {
             io_threads: Setting::default(o.io_threads as u16),
             io_uring: Setting::default(o.io_uring),
             spin_us: Setting::default(o.spin.as_micros() as u64),
+            software_read_depth: Setting::default(o.software.read_depth),
+            software_one_poller: Setting::default(o.software.one_poller),
             srq: Setting::default(o.srq),
             srq_size: None,
             admin_socket: None,
@@ -254,6 +258,8 @@ pub struct Flags {
     pub io_threads: Option<u16>,
     pub no_io_uring: bool,
     pub spin_us: Option<u64>,
+    pub software_read_depth: Option<u32>,
+    pub no_software_one_poller: bool,
     pub no_dm: bool,
     pub srq: bool,
     pub srq_size: Option<u32>,
@@ -326,6 +332,8 @@ struct FileDataPath {
     io_threads: Option<Spanned<u16>>,
     io_uring: Option<Spanned<bool>>,
     spin_us: Option<Spanned<u64>>,
+    software_read_depth: Option<Spanned<u32>>,
+    software_one_poller: Option<Spanned<bool>>,
     srq: Option<Spanned<bool>>,
     srq_size: Option<Spanned<u32>>,
 }
@@ -513,6 +521,12 @@ impl Settings {
         if let Some(v) = l.opt("data_path.spin_us", d.spin_us) {
             s.spin_us = v;
         }
+        if let Some(v) = l.opt("data_path.software_read_depth", d.software_read_depth) {
+            s.software_read_depth = v;
+        }
+        if let Some(v) = l.opt("data_path.software_one_poller", d.software_one_poller) {
+            s.software_one_poller = v;
+        }
         if let Some(v) = l.opt("data_path.srq", d.srq) {
             s.srq = v;
         }
@@ -616,6 +630,14 @@ impl Settings {
         set_opt(&mut self.pollers, &f.pollers, "--pollers");
         set(&mut self.io_threads, &f.io_threads, "--io-threads");
         set(&mut self.spin_us, &f.spin_us, "--spin-us");
+        set(
+            &mut self.software_read_depth,
+            &f.software_read_depth,
+            "--software-read-depth",
+        );
+        if f.no_software_one_poller {
+            self.software_one_poller = Setting::new(false, Origin::Flag("--no-software-one-poller"));
+        }
         if f.no_dm {
             self.dm = Setting::new(false, Origin::Flag("--no-dm"));
         }
@@ -781,6 +803,10 @@ impl Settings {
             io_threads: usize::from(io_threads),
             io_uring: self.io_uring.value,
             spin: Duration::from_micros(self.spin_us.value),
+            software: crate::driver::SoftwareDevice {
+                read_depth: self.software_read_depth.value,
+                one_poller: self.software_one_poller.value,
+            },
             dm: self.dm.value,
             srq: self.srq.value,
             srq_size: self.srq_size.as_ref().map(|s| s.value),

@@ -11,6 +11,17 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bytes of all live [`DmaBuf`]s (RAM LUNs, channel rings and pools, SRQ
+/// rings): what `srptd ctl status` shows as buffer memory, and what a leak
+/// test compares.
+static MAPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of all [`DmaBuf`]s mapped now.
+pub fn mapped_bytes() -> u64 {
+    MAPPED.load(Ordering::Relaxed)
+}
 
 /// Page-aligned, zero-initialised memory suitable for RDMA registration and
 /// for `O_DIRECT` file I/O.
@@ -64,6 +75,7 @@ impl DmaBuf {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        MAPPED.fetch_add(len as u64, Ordering::Relaxed);
         Ok(DmaBuf { ptr, len })
     }
 
@@ -243,6 +255,7 @@ impl Drop for DmaBuf {
     fn drop(&mut self) {
         // SAFETY: ptr/len came from a successful mmap and are unmapped once.
         let rc = unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        MAPPED.fetch_sub(self.len as u64, Ordering::Relaxed);
         if rc != 0 {
             tracing::error!("munmap of DmaBuf failed: {}", io::Error::last_os_error());
         }
@@ -274,6 +287,16 @@ pub(crate) mod tests {
         assert_eq!(&out, b"hello, srp");
         a.fill(4000, 5, b'x');
         a.with_bytes(4000, 10, |s| assert_eq!(s, b"xxxxx, srp"));
+    }
+
+    #[test]
+    fn mapped_bytes_follow_live_buffers() {
+        // 2 GiB, never touched: far more than other tests hold at once.
+        const BIG: u64 = 2 << 30;
+        let b = DmaBuf::new(BIG as usize).unwrap();
+        assert!(mapped_bytes() >= BIG);
+        drop(b);
+        assert!(mapped_bytes() < BIG);
     }
 
     #[test]

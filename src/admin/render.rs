@@ -93,6 +93,15 @@ pub fn status(v: &Value) -> String {
         bytes(u(&v["channel_memory"])),
         bytes(u(&v["channel_memory_budget"]))
     );
+    let heap = match v["heap_in_use"].as_u64() {
+        Some(h) => format!(", heap {}", bytes(h)),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "mapped     {} of buffers (RAM LUNs, rings, pools){heap}",
+        bytes(u(&v["buffer_memory"]))
+    );
     let _ = writeln!(
         out,
         "logins     {} accepted, {} rejected",
@@ -447,10 +456,15 @@ mod tests {
             &json!({"version": "0.1.0", "uptime_s": 5, "id_ext": "a", "ioc_guid": "b", "port": 5555,
                                "devices": [], "luns": 2, "sessions": 1, "channels": 2,
                                "channel_memory": 1024, "channel_memory_budget": 2048,
+                               "buffer_memory": 3072, "heap_in_use": 1536,
                                "logins": 2, "rejects": 0, "shutting_down": false}),
         );
         assert!(
             t.contains("devices    all") && t.contains("sessions   1 (2 channels)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("mapped     3.0 KiB of buffers (RAM LUNs, rings, pools), heap 1.5 KiB"),
             "{t}"
         );
     }

@@ -90,6 +90,16 @@ struct Cli {
     /// sleeping [default: 50].
     #[arg(long)]
     spin_us: Option<u64>,
+    /// RDMA READs a channel on a software RDMA device (rxe, siw) keeps in
+    /// flight at most; 0: the device's own limit [default: 1]. One READ
+    /// at a time keeps soft-RoCE from retrying commands (docs/stalls.md).
+    #[arg(long, value_name = "N")]
+    software_read_depth: Option<u32>,
+    /// Spread a software RDMA device's channels over all pollers instead
+    /// of running them on one (faster on soft-RoCE, which then retries
+    /// commands more often; docs/stalls.md).
+    #[arg(long)]
+    no_software_one_poller: bool,
     /// Do not answer InfiniBand device-management MADs (IOUnitInfo,
     /// IOControllerProfile, ServiceEntries) on the served ports.
     #[arg(long)]
@@ -134,6 +144,8 @@ impl Cli {
             pollers: self.pollers,
             io_threads: self.io_threads,
             spin_us: self.spin_us,
+            software_read_depth: self.software_read_depth,
+            no_software_one_poller: self.no_software_one_poller,
             no_dm: self.no_dm,
             no_io_uring: self.no_io_uring,
             srq: self.srq,

@@ -80,6 +80,8 @@ impl Settings {
                 Value::Integer(self.spin_us.value.min(i64::MAX as u64) as i64),
             );
         }
+        put_int(&mut data_path, "software_read_depth", &self.software_read_depth);
+        put(&mut data_path, "software_one_poller", &self.software_one_poller);
         put(&mut data_path, "srq", &self.srq);
         put_int_opt(&mut data_path, "srq_size", &self.srq_size);
         let mut admin = Table::new();

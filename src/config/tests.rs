@@ -59,6 +59,8 @@ pollers = 3
 io_threads = 2
 io_uring = false
 spin_us = 0
+software_read_depth = 0
+software_one_poller = false
 srq = true
 srq_size = 1024
 [[lun]]
@@ -94,6 +96,13 @@ initiator = "0000000000000001000000fffe007701"
     assert_eq!((o.pollers, o.io_threads, o.spin), (3, 2, Duration::ZERO));
     assert!(!o.io_uring);
     assert_eq!(
+        o.software,
+        crate::driver::SoftwareDevice {
+            read_depth: 0,
+            one_poller: false
+        }
+    );
+    assert_eq!(
         o.admin_socket,
         Some(AdminSocket {
             path: "/run/x/admin.sock".into(),
@@ -124,6 +133,13 @@ fn no_file_means_the_quick_start_defaults() {
     );
     assert_eq!(l.options.identity, None);
     assert_eq!(l.options.admin_socket, Some(AdminSocket::default()));
+    assert_eq!(
+        l.options.software,
+        crate::driver::SoftwareDevice {
+            read_depth: crate::driver::SOFTWARE_READ_DEPTH,
+            one_poller: true
+        }
+    );
     assert!(l.warnings.is_empty());
     let l = load(
         None,
@@ -187,17 +203,27 @@ initiator = "{B}"
 fn flags_override_the_file() {
     let mut s = Settings::from_toml(
         Path::new("t.toml"),
-        "[limits]\nqueue_depth = 64\n[[lun]]\nnumber = 5\nbackstore = \"ram:1M\"\n[[acl]]\ninitiator = \"ANY\"\n",
+        "[limits]\nqueue_depth = 64\n[data_path]\nsoftware_read_depth = 2\n[[lun]]\nnumber = 5\nbackstore = \"ram:1M\"\n[[acl]]\ninitiator = \"ANY\"\n",
     )
     .unwrap();
+    assert_eq!(s.software_read_depth.value, 2);
     s.apply(&Flags {
         queue_depth: Some(32),
         luns: vec!["ram:2M".into(), "ram:4M".into()],
         allow: vec![A.into()],
+        software_read_depth: Some(3),
+        no_software_one_poller: true,
         ..Flags::default()
     });
     let l = s.build().unwrap();
     assert_eq!(l.options.limits.queue_depth, 32);
+    assert_eq!(
+        l.options.software,
+        crate::driver::SoftwareDevice {
+            read_depth: 3,
+            one_poller: false
+        }
+    );
     let numbers: Vec<u16> = l.target.luns.iter().map(|l| l.lun).collect();
     assert_eq!(numbers, [0, 1]);
     assert_eq!(l.target.access, Access::Only([id(A)].into()));

@@ -284,6 +284,8 @@ impl Control {
             "channels": self.conns.len(),
             "channel_memory": self.conns.memory(),
             "channel_memory_budget": self.opts.channel_memory,
+            "buffer_memory": crate::mem::mapped_bytes(),
+            "heap_in_use": crate::os::heap_in_use(),
             "logins": self.summary.logins,
             "rejects": self.summary.rejects,
             "shutting_down": self.shutting_down(),

@@ -52,6 +52,9 @@ pub(super) struct Control {
     pub summary: Summary,
     /// When the periodic tick runs next (None: nothing pending).
     tick_at: Option<Instant>,
+    /// A channel closed since the last tick: its freed memory goes back to
+    /// the system at the next one.
+    release_heap: bool,
     shutdown: Option<Shutdown>,
     /// The service manager (systemd), if srptd runs under one.
     notifier: ServiceNotifier,
@@ -82,6 +85,7 @@ impl Control {
             conns: Conns::new(),
             summary: Summary::default(),
             tick_at: None,
+            release_heap: false,
             shutdown: None,
             notifier: ServiceNotifier::from_env(),
             started: Instant::now(),
@@ -284,6 +288,8 @@ impl Control {
                 self.summary.stats += &*stats;
                 if let Some(c) = self.conns.remove(key) {
                     tracing::info!(key = key.0, ?stats, "channel closed");
+                    self.release_heap = true;
+                    self.schedule_tick();
                     // Dropping `c.id` destroys the RDMA/CM id.
                     if self.devices.is_removing(&c.device) {
                         self.maybe_release(&c.device);
@@ -313,14 +319,14 @@ impl Control {
 
     /// The poller for a new channel on `device`: the least loaded one,
     /// except that all channels of a software RDMA device (rxe, siw) share
-    /// one. On soft-RoCE each `ibv_post_send` runs rxe's protocol work in
+    /// one (unless `data_path.software_one_poller` is off). On soft-RoCE each `ibv_post_send` runs rxe's protocol work in
     /// the calling thread; with the device's channels on several pollers the
     /// Linux initiator's requests were sometimes acknowledged late, its
     /// retransmission made rxe 6.1 replay a memory registration and fail
     /// the queue pair (10 s stalls); with one poller per device no such
     /// retry was seen (docs/stalls.md).
     pub fn poller_for(&self, device: &super::device::Device) -> usize {
-        if device.attr().is_software() {
+        if device.attr().is_software() && self.opts.software.one_poller {
             if let Some(c) = self.conns.on_device(device.name()).next() {
                 return c.poller;
             }
@@ -336,10 +342,13 @@ impl Control {
 
     /// Periodic work, only while something is pending: re-creating a lost
     /// listener, letting librdmacm release removed devices, looking for IB
-    /// ports after a removal.
+    /// ports after a removal, giving closed channels' heap memory back.
     fn tick(&mut self) {
         self.tick_at = None;
         let now = Instant::now();
+        if std::mem::take(&mut self.release_heap) {
+            crate::os::release_free_heap();
+        }
         if self.listeners.ip_lost() && !self.shutting_down() {
             self.relisten();
         }

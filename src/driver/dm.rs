@@ -54,6 +54,9 @@ pub struct DmSettings {
     /// The RDMA/CM port logins go to (only for the add_target strings
     /// logged at start).
     pub cm_port: u16,
+    /// How channels on a software device run (their RDMA READ depth bound
+    /// is the one IOControllerProfile advertises).
+    pub software: super::SoftwareDevice,
 }
 
 impl DmSettings {
@@ -73,6 +76,7 @@ impl DmSettings {
             max_it_iu_len: opts.limits.max_it_iu_len,
             max_transfer,
             cm_port: opts.port,
+            software: opts.software,
         }
     }
 }
@@ -92,13 +96,13 @@ pub struct DeviceFacts {
 }
 
 impl DeviceFacts {
-    pub fn from_attr(a: &DeviceAttr) -> Self {
+    pub fn from_attr(a: &DeviceAttr, soft: &super::SoftwareDevice) -> Self {
         Self {
             vendor_id: a.vendor_id,
             vendor_part_id: a.vendor_part_id,
             hw_ver: a.hw_ver,
-            // As logins bound it (one READ on a software device).
-            max_qp_init_rd_atom: super::login::QpLimits::of(a).max_qp_init_rd_atom,
+            // As logins bound it.
+            max_qp_init_rd_atom: super::login::QpLimits::of(a, soft).max_qp_init_rd_atom,
         }
     }
 }
@@ -258,7 +262,7 @@ impl DmService {
                     continue;
                 }
             };
-            let facts = DeviceFacts::from_attr(&attr);
+            let facts = DeviceFacts::from_attr(&attr, &rx.borrow().software);
             for port in 1..=attr.phys_port_cnt {
                 match start_port(&rx, dev, port, facts) {
                     Ok(task) => ports.push(PortTask {
@@ -386,7 +390,10 @@ async fn restart_ended(rx: &watch::Receiver<DmSettings>, ports: &mut [PortTask])
         let started = Context::open(&p.dev)
             .and_then(|c| c.query_device())
             .map_err(io::Error::from)
-            .and_then(|attr| start_port(rx, &p.dev, p.port, DeviceFacts::from_attr(&attr)));
+            .and_then(|attr| {
+                let facts = DeviceFacts::from_attr(&attr, &rx.borrow().software);
+                start_port(rx, &p.dev, p.port, facts)
+            });
         match started {
             Ok(t) => {
                 tracing::info!(device = %p.dev, port = p.port, "device management: the device is back; serving it again");

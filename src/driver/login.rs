@@ -120,11 +120,11 @@ pub(super) struct QpLimits {
 }
 
 impl QpLimits {
-    /// The limits of device `a`. On a software device (rxe, siw) a channel
-    /// keeps one RDMA READ in flight ([`SOFTWARE_READ_DEPTH`]).
-    pub fn of(a: &DeviceAttr) -> QpLimits {
+    /// The limits of device `a`; on a software device (rxe, siw) a channel
+    /// keeps at most `soft.read_depth` RDMA READs in flight.
+    pub fn of(a: &DeviceAttr, soft: &SoftwareDevice) -> QpLimits {
         let init = if a.is_software() {
-            a.max_qp_init_rd_atom.min(SOFTWARE_READ_DEPTH)
+            soft.read_cap(a.max_qp_init_rd_atom)
         } else {
             a.max_qp_init_rd_atom
         };
@@ -145,6 +145,39 @@ impl QpLimits {
 /// (a 10 s stall; docs/stalls.md). One READ at a time bounds each run by
 /// one command's data.
 pub const SOFTWARE_READ_DEPTH: u32 = 1;
+
+/// How channels on a software RDMA device (rxe, siw) run: the two rules
+/// that keep soft-RoCE from retrying an SRP_CMD (docs/stalls.md). Both on
+/// by default; each costs throughput (docs/performance.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoftwareDevice {
+    /// RDMA READs a channel keeps in flight at most; 0: the device's limit
+    /// (`data_path.software_read_depth`).
+    pub read_depth: u32,
+    /// All channels of the device on one poller
+    /// (`data_path.software_one_poller`; see `Control::poller_for`).
+    pub one_poller: bool,
+}
+
+impl Default for SoftwareDevice {
+    fn default() -> Self {
+        SoftwareDevice {
+            read_depth: SOFTWARE_READ_DEPTH,
+            one_poller: true,
+        }
+    }
+}
+
+impl SoftwareDevice {
+    /// RDMA READ depth bound of a software device whose own bound is
+    /// `max_qp_init_rd_atom`.
+    pub fn read_cap(&self, max_qp_init_rd_atom: u32) -> u32 {
+        match self.read_depth {
+            0 => max_qp_init_rd_atom,
+            d => max_qp_init_rd_atom.min(d),
+        }
+    }
+}
 
 /// RDMA READ depths of a connection, as `rdma_accept` and the queue pair's
 /// RTR/RTS transitions take them.
@@ -297,7 +330,8 @@ impl Control {
             pool_size: self.opts.pool_size,
             max_transfer: self.target.max_transfer_bytes(),
         };
-        let (mut cfg, depths) = size_channel(&acc, offer, QpLimits::of(attr), &defaults);
+        let limits = QpLimits::of(attr, &self.opts.software);
+        let (mut cfg, depths) = size_channel(&acc, offer, limits, &defaults);
         if let Some(srq) = device.srq() {
             cfg.shared_recv = Some(srq.shared_recv());
             let on_device = self.conns.on_device(device.name()).count() as u64 + 1;
@@ -552,14 +586,31 @@ mod tests {
             max_qp_init_rd_atom: 16,
             ..DeviceAttr::default()
         };
-        assert_eq!(QpLimits::of(&hw).max_qp_init_rd_atom, 16);
+        let soft = SoftwareDevice::default();
+        assert_eq!(QpLimits::of(&hw, &soft).max_qp_init_rd_atom, 16);
         let rxe = DeviceAttr {
             vendor_id: 0x00ff_ffff,
             ..hw.clone()
         };
         assert!(rxe.is_software());
-        assert_eq!(QpLimits::of(&rxe).max_qp_init_rd_atom, SOFTWARE_READ_DEPTH);
-        assert_eq!(rdma_read_depth(4, QpLimits::of(&rxe).max_qp_init_rd_atom), 1);
+        assert_eq!(QpLimits::of(&rxe, &soft).max_qp_init_rd_atom, SOFTWARE_READ_DEPTH);
+        assert_eq!(
+            rdma_read_depth(4, QpLimits::of(&rxe, &soft).max_qp_init_rd_atom),
+            1
+        );
+        // data_path.software_read_depth: 0 lifts the bound, N sets it; a
+        // hardware device never has it.
+        let lifted = SoftwareDevice {
+            read_depth: 0,
+            ..soft
+        };
+        assert_eq!(QpLimits::of(&rxe, &lifted).max_qp_init_rd_atom, 16);
+        let four = SoftwareDevice {
+            read_depth: 4,
+            ..soft
+        };
+        assert_eq!(QpLimits::of(&rxe, &four).max_qp_init_rd_atom, 4);
+        assert_eq!(QpLimits::of(&hw, &four).max_qp_init_rd_atom, 16);
     }
 
     fn request(flags: u8) -> LoginRequest {

@@ -53,7 +53,7 @@ use poller::PollerConfig;
 
 pub use admin::{AdminSocket, DEFAULT_SOCKET as DEFAULT_ADMIN_SOCKET};
 pub use listen::{ib_listen_addr, ib_service_id};
-pub use login::rdma_read_depth;
+pub use login::{rdma_read_depth, SoftwareDevice, SOFTWARE_READ_DEPTH};
 
 /// Everything the target needs to run.
 #[derive(Debug, Clone)]
@@ -79,6 +79,8 @@ pub struct Options {
     pub io_uring: bool,
     /// Busy-poll time after the last completion before sleeping.
     pub spin: Duration,
+    /// How channels on software RDMA devices run.
+    pub software: SoftwareDevice,
     /// How long a clean shutdown waits for initiators to log out.
     pub shutdown_timeout: Duration,
     /// Answer device-management MADs on the served ports (`dm::DmService`).
@@ -132,6 +134,7 @@ impl Default for Options {
             io_threads: 4,
             io_uring: true,
             spin: Duration::from_micros(50),
+            software: SoftwareDevice::default(),
             shutdown_timeout: Duration::from_secs(10),
             dm: true,
             srq: false,
