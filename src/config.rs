@@ -259,7 +259,7 @@ pub struct Flags {
     pub no_io_uring: bool,
     pub spin_us: Option<u64>,
     pub software_read_depth: Option<u32>,
-    pub no_software_one_poller: bool,
+    pub software_one_poller: bool,
     pub no_dm: bool,
     pub srq: bool,
     pub srq_size: Option<u32>,
@@ -635,8 +635,8 @@ impl Settings {
             &f.software_read_depth,
             "--software-read-depth",
         );
-        if f.no_software_one_poller {
-            self.software_one_poller = Setting::new(false, Origin::Flag("--no-software-one-poller"));
+        if f.software_one_poller {
+            self.software_one_poller = Setting::new(true, Origin::Flag("--software-one-poller"));
         }
         if f.no_dm {
             self.dm = Setting::new(false, Origin::Flag("--no-dm"));

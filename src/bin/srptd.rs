@@ -95,11 +95,11 @@ struct Cli {
     /// at a time keeps soft-RoCE from retrying commands (docs/stalls.md).
     #[arg(long, value_name = "N")]
     software_read_depth: Option<u32>,
-    /// Spread a software RDMA device's channels over all pollers instead
-    /// of running them on one (faster on soft-RoCE, which then retries
-    /// commands more often; docs/stalls.md).
+    /// Run all channels of a software RDMA device (rxe, siw) on one poller
+    /// instead of spreading them like a hardware device's: a further guard
+    /// against soft-RoCE retries that halves throughput (docs/stalls.md).
     #[arg(long)]
-    no_software_one_poller: bool,
+    software_one_poller: bool,
     /// Do not answer InfiniBand device-management MADs (IOUnitInfo,
     /// IOControllerProfile, ServiceEntries) on the served ports.
     #[arg(long)]
@@ -145,7 +145,7 @@ impl Cli {
             io_threads: self.io_threads,
             spin_us: self.spin_us,
             software_read_depth: self.software_read_depth,
-            no_software_one_poller: self.no_software_one_poller,
+            software_one_poller: self.software_one_poller,
             no_dm: self.no_dm,
             no_io_uring: self.no_io_uring,
             srq: self.srq,

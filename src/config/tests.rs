@@ -60,7 +60,7 @@ io_threads = 2
 io_uring = false
 spin_us = 0
 software_read_depth = 0
-software_one_poller = false
+software_one_poller = true
 srq = true
 srq_size = 1024
 [[lun]]
@@ -99,7 +99,7 @@ initiator = "0000000000000001000000fffe007701"
         o.software,
         crate::driver::SoftwareDevice {
             read_depth: 0,
-            one_poller: false
+            one_poller: true
         }
     );
     assert_eq!(
@@ -137,7 +137,7 @@ fn no_file_means_the_quick_start_defaults() {
         l.options.software,
         crate::driver::SoftwareDevice {
             read_depth: crate::driver::SOFTWARE_READ_DEPTH,
-            one_poller: true
+            one_poller: false
         }
     );
     assert!(l.warnings.is_empty());
@@ -212,7 +212,7 @@ fn flags_override_the_file() {
         luns: vec!["ram:2M".into(), "ram:4M".into()],
         allow: vec![A.into()],
         software_read_depth: Some(3),
-        no_software_one_poller: true,
+        software_one_poller: true,
         ..Flags::default()
     });
     let l = s.build().unwrap();
@@ -221,7 +221,7 @@ fn flags_override_the_file() {
         l.options.software,
         crate::driver::SoftwareDevice {
             read_depth: 3,
-            one_poller: false
+            one_poller: true
         }
     );
     let numbers: Vec<u16> = l.target.luns.iter().map(|l| l.lun).collect();

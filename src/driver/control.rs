@@ -317,14 +317,17 @@ impl Control {
         least_loaded(self.pollers.len(), self.conns.iter().map(|c| c.poller))
     }
 
-    /// The poller for a new channel on `device`: the least loaded one,
-    /// except that all channels of a software RDMA device (rxe, siw) share
-    /// one (unless `data_path.software_one_poller` is off). On soft-RoCE each `ibv_post_send` runs rxe's protocol work in
-    /// the calling thread; with the device's channels on several pollers the
-    /// Linux initiator's requests were sometimes acknowledged late, its
-    /// retransmission made rxe 6.1 replay a memory registration and fail
-    /// the queue pair (10 s stalls); with one poller per device no such
-    /// retry was seen (docs/stalls.md).
+    /// The poller for a new channel on `device`: the least loaded one, or,
+    /// with `data_path.software_one_poller`, the one already running the
+    /// channels of a software RDMA device (rxe, siw). On soft-RoCE each
+    /// `ibv_post_send` runs rxe's protocol work in the calling thread; with
+    /// the initiator's full RDMA READ depth and the device's channels on
+    /// several pollers the Linux initiator's requests were sometimes
+    /// acknowledged late, its retransmission made rxe 6.1 replay a memory
+    /// registration and fail the queue pair (10 s stalls). With one READ in
+    /// flight ([`super::SOFTWARE_READ_DEPTH`]) spreading the channels showed
+    /// no such retry and doubled 1 MiB write bandwidth (docs/stalls.md), so
+    /// one poller is a setting, off by default.
     pub fn poller_for(&self, device: &super::device::Device) -> usize {
         if device.attr().is_software() && self.opts.software.one_poller {
             if let Some(c) = self.conns.on_device(device.name()).next() {
