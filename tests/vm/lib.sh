@@ -574,6 +574,14 @@ srptd_counter() {
         { vm_die "no counter '$1' in srptd's exit summary"; return 1; }
 }
 
+# srptd_status <socket> <field>: one field of `srptd ctl status --json`,
+# e.g. buffer_memory (bytes of mapped buffers: RAM LUNs, rings, pools) or
+# heap_in_use (glibc's heap bytes in use): the leak measures tests compare,
+# since RSS also moves with LUN pages first touched and freed heap kept.
+srptd_status() {
+    "$(srptd_bin)" ctl --socket "$1" status --json | jq -e ".$2"
+}
+
 # example_bin <name>: the binary of examples/<name> (release, else debug)
 example_bin() {
     local b

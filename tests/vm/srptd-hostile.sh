@@ -107,9 +107,8 @@ res() { rdma resource show 2>/dev/null | awk '{ for (i = 1; i < NF; i++) if ($i 
 fds() { ls "/proc/$SRPTD_PID/fd" | wc -l; }
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$SRPTD_PID/status"; }
 # srptd's own count of mapped buffer bytes and of heap bytes in use.
-status_field() { "$(srptd_bin)" ctl --socket "$SOCK" status --json | jq -e ".$1"; }
-bufs() { status_field buffer_memory; }
-heap() { status_field heap_in_use; }
+bufs() { srptd_status "$SOCK" buffer_memory; }
+heap() { srptd_status "$SOCK" heap_in_use; }
 # RSS by kind (anonymous: heap, stacks, RAM LUNs; file: code paged in).
 mem() { awk '/^Rss(Anon|File|Shmem)/ { printf "%s %sk ", $1, $2 }' "/proc/$SRPTD_PID/status"; echo "buffers $(bufs) heap $(heap)"; }
 fds0=$(fds); rss0=$(rss); res0=$(res); bufs0=$(bufs); heap0=$(heap)
