@@ -403,11 +403,15 @@ impl Poller {
                 }
             }
         }
+        // Backstore completions (worker pool, io_uring, RBD) are handed to
+        // their channels first; each channel then carries out its actions
+        // once with those of its CQ below, so the responses of a pass share
+        // one doorbell.
+        let mut delivered = 0usize;
         while let Ok((key, cmd, done)) = self.done.try_recv() {
-            work += 1;
+            delivered += 1;
             self.exec_done(key, cmd, done);
         }
-        // Both engines' completions, then one pass over them.
         let mut done = std::mem::take(&mut self.aio_done);
         if let Some(aio) = self.exec.aio.as_mut() {
             work += aio.reap(&mut done);
@@ -415,16 +419,20 @@ impl Poller {
         if let Some(rbd) = self.exec.rbd.as_mut() {
             work += rbd.reap(&mut done);
         }
+        delivered += done.len();
         for ((key, cmd), c) in done.drain(..) {
             self.exec_done(key, cmd, c);
         }
         self.aio_done = done;
+        work += delivered;
         for d in self.chans.iter_mut() {
             match d.cq.poll(wcs) {
                 Ok(0) => {
                     if d.is_draining() {
                         // An empty CQ may finish a drain.
                         d.on_completions(&[], true);
+                        d.run_actions(&mut self.exec, &self.events);
+                    } else if delivered > 0 {
                         d.run_actions(&mut self.exec, &self.events);
                     }
                 }
@@ -579,11 +587,12 @@ impl Poller {
         tracing::debug!("poller stopped");
     }
 
+    /// Hands a backstore completion to its channel; the channel's actions
+    /// run later in the same pass (`poll_once`).
     fn exec_done(&mut self, key: ChannelKey, cmd: CmdId, done: Completion) {
         if let Some(d) = self.find(key) {
             d.ch.handle_exec_done(cmd, done);
         }
-        self.run_key(key);
     }
 
     /// Submits the io_uring operations the pass queued (one system call)
