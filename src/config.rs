@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::driver::{default_pollers, AdminSocket, Options};
+use crate::driver::{default_pollers, AdminSocket, Options, PollerCpus};
 use crate::proto::{LoginLimits, TargetPortId};
 use crate::scsi::alua::{check_groups, GroupField};
 use crate::scsi::backstore::parse_size;
@@ -179,6 +179,8 @@ pub struct Settings {
     pub pool_size: Setting<String>,
     pub max_channel_memory: Option<Setting<String>>,
     pub pollers: Option<Setting<u16>>,
+    /// `auto`, `none` or a CPU list ([`PollerCpus::parse`]).
+    pub poller_cpus: Setting<String>,
     pub io_threads: Setting<u16>,
     pub io_uring: Setting<bool>,
     pub spin_us: Setting<u64>,
@@ -222,6 +224,7 @@ impl Default for Settings {
             pool_size: Setting::default("32M".into()),
             max_channel_memory: None,
             pollers: None,
+            poller_cpus: Setting::default("auto".into()),
             io_threads: Setting::default(o.io_threads as u16),
             io_uring: Setting::default(o.io_uring),
             spin_us: Setting::default(o.spin.as_micros() as u64),
@@ -255,6 +258,7 @@ pub struct Flags {
     pub pool_size: Option<String>,
     pub max_channel_memory: Option<String>,
     pub pollers: Option<u16>,
+    pub poller_cpus: Option<String>,
     pub io_threads: Option<u16>,
     pub no_io_uring: bool,
     pub spin_us: Option<u64>,
@@ -329,6 +333,7 @@ struct FileLimits {
 #[serde(deny_unknown_fields)]
 struct FileDataPath {
     pollers: Option<Spanned<u16>>,
+    poller_cpus: Option<Spanned<String>>,
     io_threads: Option<Spanned<u16>>,
     io_uring: Option<Spanned<bool>>,
     spin_us: Option<Spanned<u64>>,
@@ -512,6 +517,9 @@ impl Settings {
         s.max_channel_memory = l.opt("limits.max_channel_memory", m.max_channel_memory);
         let d = doc.data_path;
         s.pollers = l.opt("data_path.pollers", d.pollers);
+        if let Some(v) = l.opt("data_path.poller_cpus", d.poller_cpus) {
+            s.poller_cpus = v;
+        }
         if let Some(v) = l.opt("data_path.io_threads", d.io_threads) {
             s.io_threads = v;
         }
@@ -628,6 +636,7 @@ impl Settings {
             "--max-channel-memory",
         );
         set_opt(&mut self.pollers, &f.pollers, "--pollers");
+        set(&mut self.poller_cpus, &f.poller_cpus, "--poller-cpus");
         set(&mut self.io_threads, &f.io_threads, "--io-threads");
         set(&mut self.spin_us, &f.spin_us, "--spin-us");
         set(
@@ -705,6 +714,7 @@ impl Settings {
             None => default_pollers(),
             Some(p) => usize::from(in_range16(p, bounds::POLLERS)?),
         };
+        let poller_cpus = self.poller_cpus()?;
         let io_threads = in_range16(&self.io_threads, bounds::IO_THREADS)?;
         if let Some(s) = &self.srq_size {
             in_range(s, bounds::SRQ_SIZE)?;
@@ -800,6 +810,7 @@ impl Settings {
             },
             pool_size: pool_size as usize,
             pollers,
+            poller_cpus,
             io_threads: usize::from(io_threads),
             io_uring: self.io_uring.value,
             spin: Duration::from_micros(self.spin_us.value),
@@ -820,6 +831,21 @@ impl Settings {
             target,
             warnings,
         })
+    }
+
+    /// The pollers' CPUs; a listed CPU must be one srptd may run on.
+    fn poller_cpus(&self) -> Result<PollerCpus, ConfigError> {
+        let s = &self.poller_cpus;
+        let cpus = PollerCpus::parse(&s.value).or_else(|e| err(&s.origin, &s.value, e))?;
+        let allowed = crate::os::allowed_cpus().unwrap_or_default();
+        match cpus.not_allowed(&allowed) {
+            Some(c) if !allowed.is_empty() => err(
+                &s.origin,
+                &s.value,
+                format!("CPU {c} is not one srptd may run on ({allowed:?})"),
+            ),
+            _ => Ok(cpus),
+        }
     }
 
     /// The target port groups, checked (`scsi::alua::check_groups`).

@@ -1,7 +1,7 @@
 //! Small safe wrappers over system calls std does not offer: hole
 //! punching, dropping a file's cached pages, `poll(2)` on several
-//! descriptors, a tick counter that needs no system call, and giving the
-//! allocator's free memory back to the system.
+//! descriptors, a tick counter that needs no system call, binding a thread
+//! to a CPU, and giving the allocator's free memory back to the system.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -210,6 +210,41 @@ pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result
     }
 }
 
+/// Binds the calling thread to one CPU (`sched_setaffinity(2)`). Fails
+/// with `EINVAL` for a CPU the process may not use (cpuset, offline) or
+/// beyond the kernel's set size.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: `cpu` is within the set, checked above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; the set outlives the call.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The CPUs the calling thread may run on (`sched_getaffinity(2)`), in
+/// ascending order.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data, filled by the kernel; pid 0 is the
+    // calling thread.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: every index is within the set.
+    Ok((0..8 * std::mem::size_of::<libc::cpu_set_t>())
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
 /// Returns the C allocator's free memory to the system. glibc keeps what a
 /// thread frees in that thread's arena; after a burst of logins (each
 /// channel's rings and tables allocated on the control thread, freed on a
@@ -245,6 +280,23 @@ mod tests {
     use super::*;
     use std::io::{Read, Seek, SeekFrom, Write};
     use std::os::fd::AsFd;
+
+    #[test]
+    fn a_pinned_thread_runs_on_its_cpu_only() {
+        let last = *allowed_cpus().unwrap().last().unwrap();
+        let seen = std::thread::spawn(move || {
+            pin_current_thread(last).unwrap();
+            allowed_cpus().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, [last]);
+        let too_big = 8 * std::mem::size_of::<libc::cpu_set_t>();
+        let e = std::thread::spawn(move || pin_current_thread(too_big).unwrap_err())
+            .join()
+            .unwrap();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    }
 
     #[cfg(target_env = "gnu")]
     #[test]

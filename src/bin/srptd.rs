@@ -83,6 +83,12 @@ struct Cli {
     /// loaded one. Default: one per CPU srptd may use, at most 8.
     #[arg(long)]
     pollers: Option<u16>,
+    /// CPUs the pollers are bound to: a list like 0,2,4-7 (poller i on
+    /// the i-th, round robin), none, or auto: poller i on the i-th CPU
+    /// srptd may use when there are no more pollers than CPUs [default:
+    /// auto].
+    #[arg(long, value_name = "auto|none|LIST")]
+    poller_cpus: Option<String>,
     /// Worker threads per poller for file I/O, 1-256 [default: 4].
     #[arg(long)]
     io_threads: Option<u16>,
@@ -142,6 +148,7 @@ impl Cli {
             pool_size: self.pool_size.clone(),
             max_channel_memory: self.max_channel_memory.clone(),
             pollers: self.pollers,
+            poller_cpus: self.poller_cpus.clone(),
             io_threads: self.io_threads,
             spin_us: self.spin_us,
             software_read_depth: self.software_read_depth,

@@ -314,6 +314,7 @@ impl Settings {
             immediate_data => "limits.immediate_data",
             max_transfer => "limits.max_transfer",
             pool_size => "limits.pool_size",
+            poller_cpus => "data_path.poller_cpus",
             io_threads => "data_path.io_threads",
             io_uring => "data_path.io_uring",
             spin_us => "data_path.spin_us",

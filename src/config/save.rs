@@ -72,6 +72,7 @@ impl Settings {
         put_opt(&mut limits, "max_channel_memory", &self.max_channel_memory);
         let mut data_path = Table::new();
         put_int_opt(&mut data_path, "pollers", &self.pollers);
+        put(&mut data_path, "poller_cpus", &self.poller_cpus);
         put_int(&mut data_path, "io_threads", &self.io_threads);
         put(&mut data_path, "io_uring", &self.io_uring);
         if self.spin_us.origin != Origin::Default {

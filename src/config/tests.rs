@@ -56,6 +56,7 @@ max_channel_memory = "1G"
 socket = "/run/x/admin.sock"
 [data_path]
 pollers = 3
+poller_cpus = "none"
 io_threads = 2
 io_uring = false
 spin_us = 0
@@ -94,6 +95,7 @@ initiator = "0000000000000001000000fffe007701"
     );
     assert_eq!((o.pool_size, o.channel_memory), (16 << 20, Some(1 << 30)));
     assert_eq!((o.pollers, o.io_threads, o.spin), (3, 2, Duration::ZERO));
+    assert_eq!(o.poller_cpus, PollerCpus::Unbound);
     assert!(!o.io_uring);
     assert_eq!(
         o.software,
@@ -133,6 +135,7 @@ fn no_file_means_the_quick_start_defaults() {
     );
     assert_eq!(l.options.identity, None);
     assert_eq!(l.options.admin_socket, Some(AdminSocket::default()));
+    assert_eq!(l.options.poller_cpus, PollerCpus::Auto);
     assert_eq!(
         l.options.software,
         crate::driver::SoftwareDevice {
@@ -207,7 +210,9 @@ fn flags_override_the_file() {
     )
     .unwrap();
     assert_eq!(s.software_read_depth.value, 2);
+    let cpu = crate::os::allowed_cpus().unwrap()[0];
     s.apply(&Flags {
+        poller_cpus: Some(cpu.to_string()),
         queue_depth: Some(32),
         luns: vec!["ram:2M".into(), "ram:4M".into()],
         allow: vec![A.into()],
@@ -217,6 +222,7 @@ fn flags_override_the_file() {
     });
     let l = s.build().unwrap();
     assert_eq!(l.options.limits.queue_depth, 32);
+    assert_eq!(l.options.poller_cpus, PollerCpus::List(vec![cpu]));
     assert_eq!(
         l.options.software,
         crate::driver::SoftwareDevice {
@@ -275,6 +281,14 @@ fn file_errors_name_file_line_and_key() {
         ),
         ("[data_path]\npollers = 0\n", "t.toml:2: data_path.pollers = 0: must be between 1 and 64"),
         ("[data_path]\nio_threads = 300\n", "t.toml:2: data_path.io_threads = 300: must be between 1 and 256"),
+        (
+            "[data_path]\npoller_cpus = \"0,x\"\n",
+            "t.toml:2: data_path.poller_cpus = 0,x: \"x\" is not a CPU number (expected auto, none or a list like 0,2,4-7)",
+        ),
+        (
+            "[data_path]\npoller_cpus = \"1023\"\n",
+            "t.toml:2: data_path.poller_cpus = 1023: CPU 1023 is not one srptd may run on",
+        ),
         (
             "[data_path]\nsrq_size = 64\n",
             "t.toml:2: data_path.srq_size = 64: needs the shared receive queue (srq = true / --srq)",

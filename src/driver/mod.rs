@@ -72,6 +72,8 @@ pub struct Options {
     pub pool_size: usize,
     /// Poller threads.
     pub pollers: usize,
+    /// Which CPU each poller is bound to.
+    pub poller_cpus: PollerCpus,
     /// Worker threads per poller for blocking backstore I/O.
     pub io_threads: usize,
     /// File and block LUNs' reads, writes and flushes on each poller's
@@ -131,6 +133,7 @@ impl Default for Options {
             pool_size: 32 << 20,
             channel_memory: None,
             pollers: default_pollers(),
+            poller_cpus: PollerCpus::Auto,
             io_threads: 4,
             io_uring: true,
             spin: Duration::from_micros(50),
@@ -144,6 +147,70 @@ impl Default for Options {
         }
     }
 }
+
+/// Which CPU each poller thread is bound to (`data_path.poller_cpus`).
+/// A poller bound to a CPU keeps the channels it serves, their completion
+/// wake-ups and their soft-RoCE work on that CPU's caches; an unbound one
+/// is moved around by the scheduler (measured in docs/performance.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PollerCpus {
+    /// Poller `i` on the `i`-th CPU srptd may use, if there are no more
+    /// pollers than such CPUs (as by default); otherwise none is bound.
+    #[default]
+    Auto,
+    /// No poller is bound: the scheduler places them.
+    Unbound,
+    /// Poller `i` on `cpus[i % cpus.len()]`.
+    List(Vec<usize>),
+}
+
+impl PollerCpus {
+    /// `auto`, `none`, or CPUs and ranges: `0,2,4-7`.
+    pub fn parse(s: &str) -> Result<PollerCpus, String> {
+        match s.trim() {
+            "auto" => return Ok(PollerCpus::Auto),
+            "none" => return Ok(PollerCpus::Unbound),
+            _ => {}
+        }
+        let num = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{t:?} is not a CPU number (expected auto, none or a list like 0,2,4-7)"))
+        };
+        let mut cpus = Vec::new();
+        for part in s.split(',') {
+            let (lo, hi) = match part.split_once('-') {
+                Some((a, b)) => (num(a)?, num(b)?),
+                None => (num(part)?, num(part)?),
+            };
+            if lo > hi || hi - lo >= MAX_CPUS {
+                return Err(format!("{part:?} is not a range of CPUs"));
+            }
+            cpus.extend(lo..=hi);
+        }
+        Ok(PollerCpus::List(cpus))
+    }
+
+    /// The CPU poller `i` of `n` is bound to, given the CPUs srptd may use.
+    pub fn cpu_of(&self, i: usize, n: usize, allowed: &[usize]) -> Option<usize> {
+        match self {
+            PollerCpus::Auto if n <= allowed.len() => allowed.get(i).copied(),
+            PollerCpus::Auto | PollerCpus::Unbound => None,
+            PollerCpus::List(cpus) => cpus.get(i % cpus.len().max(1)).copied(),
+        }
+    }
+
+    /// The first CPU of a list that srptd may not use.
+    pub fn not_allowed(&self, allowed: &[usize]) -> Option<usize> {
+        match self {
+            PollerCpus::List(cpus) => cpus.iter().copied().find(|c| !allowed.contains(c)),
+            _ => None,
+        }
+    }
+}
+
+/// CPUs a poller list may name (`cpu_set_t` holds 1,024).
+const MAX_CPUS: usize = 1024;
 
 /// Poller threads by default: one per CPU the process may run on, at most
 /// [`MAX_DEFAULT_POLLERS`]. An idle poller sleeps, so spare ones cost
@@ -265,14 +332,25 @@ pub fn run(
     rt.block_on(async move {
         let (ev_tx, ev_rx) = unbounded_channel();
         let io_queue = (opts.limits.queue_depth as usize + 8) * 64;
-        let pcfg = PollerConfig {
-            spin: opts.spin,
-            io_threads: opts.io_threads,
-            io_uring: opts.io_uring,
-            io_queue,
-        };
-        let pollers = (0..opts.pollers.max(1))
-            .map(|i| poller::spawn(i, pcfg, ev_tx.clone()))
+        let n = opts.pollers.max(1);
+        let allowed = crate::os::allowed_cpus().unwrap_or_default();
+        let cpus: Vec<Option<usize>> = (0..n).map(|i| opts.poller_cpus.cpu_of(i, n, &allowed)).collect();
+        if cpus.iter().any(Option::is_some) {
+            tracing::info!(?cpus, "pollers bound to CPUs (data_path.poller_cpus)");
+        }
+        let pollers = cpus
+            .iter()
+            .enumerate()
+            .map(|(i, &cpu)| {
+                let pcfg = PollerConfig {
+                    spin: opts.spin,
+                    io_threads: opts.io_threads,
+                    io_uring: opts.io_uring,
+                    io_queue,
+                    cpu,
+                };
+                poller::spawn(i, pcfg, ev_tx.clone())
+            })
             .collect::<std::io::Result<Vec<_>>>()?;
         let events = EventChannel::new()?;
         let listener = listen_ip(&events, opts.port).map_err(|source| StartError::Listen {
@@ -337,6 +415,35 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poller_cpus_parse() {
+        assert_eq!(PollerCpus::parse("auto"), Ok(PollerCpus::Auto));
+        assert_eq!(PollerCpus::parse("none"), Ok(PollerCpus::Unbound));
+        assert_eq!(PollerCpus::parse("0,2,4-6"), Ok(PollerCpus::List(vec![0, 2, 4, 5, 6])));
+        assert_eq!(PollerCpus::parse(" 3 "), Ok(PollerCpus::List(vec![3])));
+        for bad in ["", "x", "1,", "3-1", "0-5000", "-1", "1-"] {
+            assert!(PollerCpus::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn poller_cpus_bind_each_poller() {
+        let allowed = [2, 3, 5];
+        // One poller per allowed CPU, in order; more pollers than CPUs: none.
+        let auto: Vec<_> = (0..3).map(|i| PollerCpus::Auto.cpu_of(i, 3, &allowed)).collect();
+        assert_eq!(auto, [Some(2), Some(3), Some(5)]);
+        assert_eq!(PollerCpus::Auto.cpu_of(0, 2, &allowed), Some(2));
+        assert_eq!(PollerCpus::Auto.cpu_of(0, 4, &allowed), None);
+        assert_eq!(PollerCpus::Unbound.cpu_of(0, 1, &allowed), None);
+        // A list is used round robin.
+        let list = PollerCpus::List(vec![5, 2]);
+        let bound: Vec<_> = (0..3).map(|i| list.cpu_of(i, 3, &allowed)).collect();
+        assert_eq!(bound, [Some(5), Some(2), Some(5)]);
+        assert_eq!(list.not_allowed(&allowed), None);
+        assert_eq!(PollerCpus::List(vec![2, 4]).not_allowed(&allowed), Some(4));
+        assert_eq!(PollerCpus::Auto.not_allowed(&[]), None);
+    }
 
     #[test]
     fn channel_memory_is_half_of_what_is_available() {

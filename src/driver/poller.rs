@@ -231,6 +231,8 @@ pub struct PollerConfig {
     pub io_uring: bool,
     /// Queue size of the worker pool (covers every context).
     pub io_queue: usize,
+    /// The CPU the poller thread is bound to (`None`: unbound).
+    pub cpu: Option<usize>,
 }
 
 /// Starts a poller thread.
@@ -271,6 +273,12 @@ pub fn spawn(
     let t = std::thread::Builder::new()
         .name(format!("srptd-poll{index}"))
         .spawn(move || {
+            if let Some(cpu) = cfg.cpu {
+                match os::pin_current_thread(cpu) {
+                    Ok(()) => tracing::debug!(poller = index, cpu, "poller bound to a CPU"),
+                    Err(e) => tracing::warn!(poller = index, cpu, error = %e, "poller left unbound"),
+                }
+            }
             let exec = Executor {
                 pool,
                 aio: async_engine(cfg.io_uring, cfg.io_queue),
