@@ -232,9 +232,10 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
 /// The CPUs the calling thread may run on (`sched_getaffinity(2)`), in
 /// ascending order.
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
-    // SAFETY: cpu_set_t is plain data, filled by the kernel; pid 0 is the
-    // calling thread.
+    // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is the calling thread; the kernel fills `set`, which
+    // outlives the call.
     let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if r != 0 {
         return Err(io::Error::last_os_error());

@@ -173,9 +173,9 @@ impl PollerCpus {
             _ => {}
         }
         let num = |t: &str| {
-            t.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("{t:?} is not a CPU number (expected auto, none or a list like 0,2,4-7)"))
+            t.trim().parse::<usize>().map_err(|_| {
+                format!("{t:?} is not a CPU number (expected auto, none or a list like 0,2,4-7)")
+            })
         };
         let mut cpus = Vec::new();
         for part in s.split(',') {
@@ -420,7 +420,10 @@ mod tests {
     fn poller_cpus_parse() {
         assert_eq!(PollerCpus::parse("auto"), Ok(PollerCpus::Auto));
         assert_eq!(PollerCpus::parse("none"), Ok(PollerCpus::Unbound));
-        assert_eq!(PollerCpus::parse("0,2,4-6"), Ok(PollerCpus::List(vec![0, 2, 4, 5, 6])));
+        assert_eq!(
+            PollerCpus::parse("0,2,4-6"),
+            Ok(PollerCpus::List(vec![0, 2, 4, 5, 6]))
+        );
         assert_eq!(PollerCpus::parse(" 3 "), Ok(PollerCpus::List(vec![3])));
         for bad in ["", "x", "1,", "3-1", "0-5000", "-1", "1-"] {
             assert!(PollerCpus::parse(bad).is_err(), "{bad:?}");
