@@ -296,6 +296,7 @@ pub fn spawn(
                 events,
                 comp_channels,
                 aio_done: Vec::with_capacity(cfg.io_queue),
+                reaped_since_clear: false,
                 chans: Vec::new(),
                 cfg,
                 counters,
@@ -338,6 +339,10 @@ struct Poller {
     exec: Executor,
     /// Commands the io_uring finished, taken from it each pass.
     aio_done: Vec<((ChannelKey, CmdId), Completion)>,
+    /// io_uring or RBD completions were reaped since their eventfds were
+    /// last reset: reset them before sleeping (otherwise they are quiet,
+    /// and a stale signal would only cost one early wake-up).
+    reaped_since_clear: bool,
     events: UnboundedSender<PollerEvent>,
     comp_channels: Arc<Mutex<HashMap<String, Arc<CompletionChannel>>>>,
     chans: Vec<ChannelDriver>,
@@ -421,12 +426,15 @@ impl Poller {
             self.exec_done(key, cmd, done);
         }
         let mut done = std::mem::take(&mut self.aio_done);
+        let mut reaped = 0;
         if let Some(aio) = self.exec.aio.as_mut() {
-            work += aio.reap(&mut done);
+            reaped += aio.reap(&mut done);
         }
         if let Some(rbd) = self.exec.rbd.as_mut() {
-            work += rbd.reap(&mut done);
+            reaped += rbd.reap(&mut done);
         }
+        self.reaped_since_clear |= reaped > 0;
+        work += reaped;
         delivered += done.len();
         for ((key, cmd), c) in done.drain(..) {
             self.exec_done(key, cmd, c);
@@ -507,15 +515,17 @@ impl Poller {
                 continue;
             }
             idle_since = None;
-            // Idle: arm every CQ (and reset the ring's eventfd, signalled
-            // by every completion reaped while busy), then look once more
-            // so that a completion that arrived before is not slept
-            // through.
-            if let Some(aio) = &self.exec.aio {
-                aio.clear_event();
-            }
-            if let Some(rbd) = &self.exec.rbd {
-                rbd.clear_event();
+            // Idle: arm every CQ not armed yet (and reset the engines'
+            // eventfds, signalled by every completion reaped while busy),
+            // then look once more so that a completion that arrived before
+            // is not slept through.
+            if std::mem::take(&mut self.reaped_since_clear) {
+                if let Some(aio) = &self.exec.aio {
+                    aio.clear_event();
+                }
+                if let Some(rbd) = &self.exec.rbd {
+                    rbd.clear_event();
+                }
             }
             for d in &self.chans {
                 if let Err(e) = d.cq.arm(false) {

@@ -4,7 +4,7 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use rdma_sys as sys;
@@ -50,7 +50,14 @@ struct CqState {
     user_data: u64,
     unacked: AtomicU32,
     closing: AtomicBool,
+    /// How the CQ was last armed and not fired since (no event read):
+    /// [`UNARMED`], [`ARMED_SOLICITED`] or [`ARMED_ALL`].
+    armed: AtomicU8,
 }
+
+const UNARMED: u8 = 0;
+const ARMED_SOLICITED: u8 = 1;
+const ARMED_ALL: u8 = 2;
 
 impl CompletionChannel {
     /// Creates a channel on `ctx`, in non-blocking mode.
@@ -86,6 +93,8 @@ impl CompletionChannel {
         // state after) until this event is acknowledged, so the state is
         // alive here.
         let state = unsafe { &*(cq_ctx as *const CqState) };
+        // An event fires once per arming.
+        state.armed.store(UNARMED, Ordering::SeqCst);
         let prev = state.unacked.fetch_add(1, Ordering::SeqCst);
         // If the CQ is being dropped, its drop may already have acked what
         // it saw and be waiting in ibv_destroy_cq for this event: ack now.
@@ -177,6 +186,7 @@ impl CompletionQueue {
             user_data,
             unacked: AtomicU32::new(0),
             closing: AtomicBool::new(false),
+            armed: AtomicU8::new(UNARMED),
         });
         let state_ptr = &*state as *const CqState as *mut libc::c_void;
         let ch_ptr = channel.map_or(std::ptr::null_mut(), |c| c.as_ptr());
@@ -274,15 +284,28 @@ impl CompletionQueue {
     }
 
     /// Requests a completion event for the next completion (or the next
-    /// solicited one). Needs a channel.
+    /// solicited one). Needs a channel. No system call while an earlier
+    /// request at least as wide is pending: a CQ stays armed until its
+    /// event fires, and a fired event stays readable on the channel until
+    /// [`CompletionChannel::get_event`] takes it.
     pub fn arm(&self, solicited_only: bool) -> Result<()> {
         if self.channel.is_none() {
             return Err(Error::Invalid("CQ has no completion channel"));
         }
+        let want = if solicited_only {
+            ARMED_SOLICITED
+        } else {
+            ARMED_ALL
+        };
+        if self.state.armed.load(Ordering::SeqCst) >= want {
+            return Ok(());
+        }
         // SAFETY: valid CQ.
         let rc =
             unsafe { srptd_ffi::srptd_ibv_req_notify_cq(self.cq.as_ptr().cast(), solicited_only as i32) };
-        check("ibv_req_notify_cq", rc)
+        check("ibv_req_notify_cq", rc)?;
+        self.state.armed.store(want, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Acknowledges the events counted so far (normally batched).
