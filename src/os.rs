@@ -210,13 +210,17 @@ pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result
     }
 }
 
+/// CPUs a `cpu_set_t` can name (0 to this, exclusive): the most
+/// [`pin_current_thread`] and [`allowed_cpus`] handle.
+pub const CPU_SET_CAPACITY: usize = 8 * std::mem::size_of::<libc::cpu_set_t>();
+
 /// Binds the calling thread to one CPU (`sched_setaffinity(2)`). Fails
 /// with `EINVAL` for a CPU the process may not use (cpuset, offline) or
-/// beyond the kernel's set size.
+/// from [`CPU_SET_CAPACITY`] on.
 pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+    if cpu >= CPU_SET_CAPACITY {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     // SAFETY: `cpu` is within the set, checked above.
@@ -241,7 +245,7 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: every index is within the set.
-    Ok((0..8 * std::mem::size_of::<libc::cpu_set_t>())
+    Ok((0..CPU_SET_CAPACITY)
         .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
         .collect())
 }
@@ -292,8 +296,7 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(seen, [last]);
-        let too_big = 8 * std::mem::size_of::<libc::cpu_set_t>();
-        let e = std::thread::spawn(move || pin_current_thread(too_big).unwrap_err())
+        let e = std::thread::spawn(|| pin_current_thread(CPU_SET_CAPACITY).unwrap_err())
             .join()
             .unwrap();
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL));

@@ -183,7 +183,7 @@ impl PollerCpus {
                 Some((a, b)) => (num(a)?, num(b)?),
                 None => (num(part)?, num(part)?),
             };
-            if lo > hi || hi - lo >= MAX_CPUS {
+            if lo > hi || hi >= crate::os::CPU_SET_CAPACITY {
                 return Err(format!("{part:?} is not a range of CPUs"));
             }
             cpus.extend(lo..=hi);
@@ -208,9 +208,6 @@ impl PollerCpus {
         }
     }
 }
-
-/// CPUs a poller list may name (`cpu_set_t` holds 1,024).
-const MAX_CPUS: usize = 1024;
 
 /// Poller threads by default: one per CPU the process may run on, at most
 /// [`MAX_DEFAULT_POLLERS`]. An idle poller sleeps, so spare ones cost

@@ -425,6 +425,7 @@ impl Poller {
             delivered += 1;
             self.exec_done(key, cmd, done);
         }
+        work += delivered;
         let mut done = std::mem::take(&mut self.aio_done);
         let mut reaped = 0;
         if let Some(aio) = self.exec.aio.as_mut() {
@@ -434,13 +435,13 @@ impl Poller {
             reaped += rbd.reap(&mut done);
         }
         self.reaped_since_clear |= reaped > 0;
+        // Every completion reaped counts as work, finished or resubmitted.
         work += reaped;
         delivered += done.len();
         for ((key, cmd), c) in done.drain(..) {
             self.exec_done(key, cmd, c);
         }
         self.aio_done = done;
-        work += delivered;
         for d in self.chans.iter_mut() {
             match d.cq.poll(wcs) {
                 Ok(0) => {
