@@ -380,7 +380,7 @@ def main():
       "(`bench/fio/srp-bench.fio`: direct=1, libaio, time_based, group_reporting), "
       f"initiator {meta.get('initiator', 'ib_srp ch_count=2')}. "
       f"Guest: Linux {meta.get('guest_kernel', '?')}, {meta.get('guest_cpus', '?')} vCPUs "
-      f"(QEMU TCG), soft-RoCE rxe. srptd: `{meta.get('srptd_args', '?').strip()}`"
+      f"(QEMU TCG, clocksource {meta.get('guest_clocksource', '?')}), soft-RoCE rxe. srptd: `{meta.get('srptd_args', '?').strip()}`"
       + (f", librbd `[client]`: `{meta['rbd_client']}`" if "rbd_client" in meta else "") + ".")
     if "host_load_start" in meta:
         w("")

@@ -53,9 +53,6 @@ else
         step "VM test: $t"
         case $t in
             bench-smoke) bench/smoke.sh ;;   # host side: boots its own VM
-            # 200 logins in the loop instead of 1000 (about 0.7 s each under
-            # TCG on a loaded host); run the script directly for 1000.
-            srptd-hostile) scripts/vm-run.sh tests/vm/srptd-hostile.sh 200 ;;
             # Five minutes of 1 MiB writes at QD4 over two channels: no
             # reconnect, no QP error, largest latency under 1 s
             # (docs/stalls.md).

@@ -25,6 +25,8 @@
 #                saved there as console.log
 #   VM_KVM=1     try KVM instead of TCG (nested KVM hangs at boot on our
 #                machines, hence the default --disable-kvm)
+#   VM_APPEND    extra guest kernel command-line options (e.g.
+#                "clocksource=tsc tsc=reliable")
 #
 # Exit status: the guest script's exit status; 124 on timeout; 125 if the VM
 # did not boot or the script could not be started.
@@ -89,6 +91,7 @@ vng_cmd=(vng -r "$kernel" "${kvm_flag[@]}" --force-9p
          --memory "${VM_MEMORY:-2G}" --cpus "$cpus"
          --rwdir "$results" --cwd "$REPO"
          -e "$guest_cmd")
+[ -n "${VM_APPEND:-}" ] && vng_cmd+=(--append "$VM_APPEND")
 
 log "kernel $kernel, $cpus vCPUs, results in $results, timeout ${timeout_s}s"
 start=$(date +%s)

@@ -180,6 +180,7 @@ setup_backing() {
 {
     echo "guest_kernel $(uname -r)"
     echo "guest_cpus $(nproc)"
+    echo "guest_clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || echo '?')"
     echo "guest_mem_kib $(awk '/^MemTotal/ {print $2}' /proc/meminfo)"
     echo "cpu_model $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
     echo "runs $RUNS"
