@@ -6,8 +6,9 @@
 # each, 15-40 s under TCG), logs out and in again after every pass, and
 # every <tmf-every> passes a second nexus (examples/srp_hostile, tmf-storm,
 # on a third LUN of its own) fires a task-management storm during the pass.
-# Each minute srptd's RSS, file descriptors and RDMA resources go to
-# $VM_RESULTS/soak.tsv. Passes when
+# Each minute srptd's RSS, heap in use (glibc mallinfo2, from `srptd ctl
+# status`), file descriptors and RDMA resources go to
+# $VM_RESULTS/soak.tsv (the heap is logged, not bounded). Passes when
 # every fio pass is clean, srptd stays up, and from the second minute on
 # RSS grows by less than 16 MiB, descriptors and `rdma res` not at all.
 #
@@ -38,12 +39,15 @@ FSDEV=$(losetup -f --show "$W/fs.img")
 mount "$FSDEV" "$MNT"
 truncate -s 64M "$MNT/lun1.img"
 # LUN 2 is the TMF storms' own: their WRITEs must not land on fio's data.
-srptd_start --lun ram:64M --lun "file:$MNT/lun1.img" --lun ram:64M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
+SOCK=$W/admin.sock
+srptd_start --lun ram:64M --lun "file:$MNT/lun1.img" --lun ram:64M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY \
+    --admin-socket "$SOCK"
 TGT=(--dest "$RXE_ADDR:$SRP_PORT" --id-ext "$SRPTD_ID_EXT" --ioc-guid "$SRPTD_IOC_GUID")
 
 res() { rdma resource show 2>/dev/null | awk '{ for (i = 1; i < NF; i++) if ($i ~ /^(pd|cq|qp|cm_id|mr|ctx)$/) printf "%s=%s ", $i, $(i+1) }'; }
 fds() { ls "/proc/$SRPTD_PID/fd" | wc -l; }
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$SRPTD_PID/status"; }
+heap() { srptd_status "$SOCK" heap_in_use; }
 alive() { _pid_gone "$SRPTD_PID" && vm_die "srptd died ($1)"; return 0; }
 
 login() {
@@ -67,7 +71,7 @@ fio_pass() {
 }
 
 login
-printf 'minute\tpass\trss_kib\tfds\trdma\n' > "$VM_RESULTS/soak.tsv"
+printf 'minute\tpass\trss_kib\theap_bytes\tfds\trdma\n' > "$VM_RESULTS/soak.tsv"
 end=$(( $(date +%s) + MINUTES * 60 ))
 pass=0 minute=0 storms=0 next_minute=$(date +%s)
 base_rss= base_fds= base_res=
@@ -89,9 +93,10 @@ while [ "$(date +%s)" -lt "$end" ]; do
     if [ "$(date +%s)" -ge "$next_minute" ]; then
         minute=$((minute + 1))
         next_minute=$(( $(date +%s) + 60 ))
-        r=$(rss) f=$(fds) x=$(res)
-        printf '%s\t%s\t%s\t%s\t%s\n' "$minute" "$pass" "$r" "$f" "$x" >> "$VM_RESULTS/soak.tsv"
-        vm_log "minute $minute: $pass passes, $storms TMF storms, rss ${r}k fds $f rdma [$x]"
+        # The heap last: its admin connection must not be among the fds.
+        r=$(rss) f=$(fds) x=$(res) h=$(heap)
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$minute" "$pass" "$r" "$h" "$f" "$x" >> "$VM_RESULTS/soak.tsv"
+        vm_log "minute $minute: $pass passes, $storms TMF storms, rss ${r}k heap $h fds $f rdma [$x]"
         # The second minute is the baseline: the first one warms up.
         if [ "$minute" = 2 ]; then base_rss=$r base_fds=$f base_res=$x; fi
     fi
