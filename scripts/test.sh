@@ -53,10 +53,6 @@ else
         step "VM test: $t"
         case $t in
             bench-smoke) bench/smoke.sh ;;   # host side: boots its own VM
-            # Five minutes of 1 MiB writes at QD4 over two channels: no
-            # reconnect, no QP error, largest latency under 1 s
-            # (docs/stalls.md).
-            srptd-1m-writes) scripts/vm-run.sh tests/vm/srptd-1m-writes.sh 300 srptd ;;
             *) scripts/vm-run.sh "tests/vm/$t.sh" ;;
         esac
     done

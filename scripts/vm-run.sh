@@ -90,8 +90,8 @@ kvm_flag=(--disable-kvm)
 vng_cmd=(vng -r "$kernel" "${kvm_flag[@]}" --force-9p
          --memory "${VM_MEMORY:-2G}" --cpus "$cpus"
          --rwdir "$results" --cwd "$REPO"
+         ${VM_APPEND:+--append "$VM_APPEND"}
          -e "$guest_cmd")
-[ -n "${VM_APPEND:-}" ] && vng_cmd+=(--append "$VM_APPEND")
 
 log "kernel $kernel, $cpus vCPUs, results in $results, timeout ${timeout_s}s"
 start=$(date +%s)
