@@ -46,6 +46,8 @@ pub mod bounds {
     pub const IO_THREADS: (u16, u16) = (1, 256);
     /// Shared receive queue slots.
     pub const SRQ_SIZE: (u32, u32) = (1, 65536);
+    /// Poller threads' nice value (setpriority(2)'s range).
+    pub const POLLER_NICE: (i32, i32) = (-20, 19);
 }
 
 /// Where a setting came from.
@@ -184,6 +186,7 @@ pub struct Settings {
     pub io_threads: Setting<u16>,
     pub io_uring: Setting<bool>,
     pub spin_us: Setting<u64>,
+    pub poller_nice: Setting<i32>,
     pub software_read_depth: Setting<u32>,
     pub software_one_poller: Setting<bool>,
     pub srq: Setting<bool>,
@@ -228,6 +231,7 @@ impl Default for Settings {
             io_threads: Setting::default(o.io_threads as u16),
             io_uring: Setting::default(o.io_uring),
             spin_us: Setting::default(o.spin.as_micros() as u64),
+            poller_nice: Setting::default(o.poller_nice),
             software_read_depth: Setting::default(o.software.read_depth),
             software_one_poller: Setting::default(o.software.one_poller),
             srq: Setting::default(o.srq),
@@ -262,6 +266,7 @@ pub struct Flags {
     pub io_threads: Option<u16>,
     pub no_io_uring: bool,
     pub spin_us: Option<u64>,
+    pub poller_nice: Option<i32>,
     pub software_read_depth: Option<u32>,
     pub software_one_poller: bool,
     pub no_dm: bool,
@@ -337,6 +342,7 @@ struct FileDataPath {
     io_threads: Option<Spanned<u16>>,
     io_uring: Option<Spanned<bool>>,
     spin_us: Option<Spanned<u64>>,
+    poller_nice: Option<Spanned<i32>>,
     software_read_depth: Option<Spanned<u32>>,
     software_one_poller: Option<Spanned<bool>>,
     srq: Option<Spanned<bool>>,
@@ -529,6 +535,9 @@ impl Settings {
         if let Some(v) = l.opt("data_path.spin_us", d.spin_us) {
             s.spin_us = v;
         }
+        if let Some(v) = l.opt("data_path.poller_nice", d.poller_nice) {
+            s.poller_nice = v;
+        }
         if let Some(v) = l.opt("data_path.software_read_depth", d.software_read_depth) {
             s.software_read_depth = v;
         }
@@ -639,6 +648,7 @@ impl Settings {
         set(&mut self.poller_cpus, &f.poller_cpus, "--poller-cpus");
         set(&mut self.io_threads, &f.io_threads, "--io-threads");
         set(&mut self.spin_us, &f.spin_us, "--spin-us");
+        set(&mut self.poller_nice, &f.poller_nice, "--poller-nice");
         set(
             &mut self.software_read_depth,
             &f.software_read_depth,
@@ -712,10 +722,11 @@ impl Settings {
         };
         let pollers = match &self.pollers {
             None => default_pollers(),
-            Some(p) => usize::from(in_range16(p, bounds::POLLERS)?),
+            Some(p) => usize::from(in_bounds(p, bounds::POLLERS)?),
         };
         let poller_cpus = self.poller_cpus()?;
-        let io_threads = in_range16(&self.io_threads, bounds::IO_THREADS)?;
+        let io_threads = in_bounds(&self.io_threads, bounds::IO_THREADS)?;
+        let poller_nice = in_bounds(&self.poller_nice, bounds::POLLER_NICE)?;
         if let Some(s) = &self.srq_size {
             in_range(s, bounds::SRQ_SIZE)?;
             if !self.srq.value {
@@ -814,6 +825,7 @@ impl Settings {
             io_threads: usize::from(io_threads),
             io_uring: self.io_uring.value,
             spin: Duration::from_micros(self.spin_us.value),
+            poller_nice,
             software: crate::driver::SoftwareDevice {
                 read_depth: self.software_read_depth.value,
                 one_poller: self.software_one_poller.value,
@@ -998,7 +1010,10 @@ impl Settings {
     }
 }
 
-fn in_range16(s: &Setting<u16>, (lo, hi): (u16, u16)) -> Result<u16, ConfigError> {
+fn in_bounds<T: PartialOrd + Copy + fmt::Display>(
+    s: &Setting<T>,
+    (lo, hi): (T, T),
+) -> Result<T, ConfigError> {
     if s.value < lo || s.value > hi {
         return err(&s.origin, s.value, format!("must be between {lo} and {hi}"));
     }

@@ -233,6 +233,20 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets the calling thread's nice value (`setpriority(2)` on its thread
+/// ID: on Linux a nice value is per thread). Lowering it below the
+/// current value needs `CAP_SYS_NICE` or `RLIMIT_NICE`.
+pub fn set_current_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: plain integer arguments; `tid` is the calling thread.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The CPUs the calling thread may run on (`sched_getaffinity(2)`), in
 /// ascending order.
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
@@ -300,6 +314,25 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    }
+
+    /// The nice value is the thread's own: the test thread keeps its own.
+    #[test]
+    fn a_thread_nice_value_is_its_own() {
+        // SAFETY: who=0 is the calling thread (Linux: nice is per thread).
+        let own = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let before = own();
+        // Raising it needs no privilege; 19 is the highest (the kernel
+        // clamps above it).
+        let target = (before + 3).min(19);
+        let after = std::thread::spawn(move || {
+            set_current_thread_nice(target).unwrap();
+            own()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(after, target);
+        assert_eq!(own(), before);
     }
 
     #[cfg(target_env = "gnu")]

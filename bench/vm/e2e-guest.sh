@@ -283,6 +283,19 @@ srp_trouble() {
     SRP_QP_ERRORS=$(grep -cE 'ib_srp: failed [A-Z_ ]+ status' <<<"$log" || true)
 }
 
+# srp_zero_req_lim: sets ZERO_REQ_LIM to the times ib_srp found no credit
+# (req_lim) left for a command, summed over its SCSI hosts (each such
+# command went back to the SCSI midlayer as busy and was retried).
+srp_zero_req_lim() {
+    local f v
+    ZERO_REQ_LIM=0
+    for f in /sys/class/scsi_host/host*/zero_req_lim; do
+        [ -r "$f" ] || continue
+        read -r v < "$f" || continue
+        ZERO_REQ_LIM=$(( ZERO_REQ_LIM + v ))
+    done
+}
+
 ########################################################################
 
 # run_case <target> <dev> <case> <numjobs> <round> <pid or "">: one fio run,
@@ -311,6 +324,8 @@ run_case() {
     json=$OUT/$rel
     srp_trouble
     local reconnects0=$SRP_RECONNECTS qp_errors0=$SRP_QP_ERRORS
+    srp_zero_req_lim
+    local zero_req_lim0=$ZERO_REQ_LIM
     disk_ios; idle=$DISK_IOS
     if [ "${SCRAPE_NOW:-0}" = 1 ]; then
         scrape_log=/tmp/$target-$case-nj$nj-r$round.scrapes
@@ -349,6 +364,9 @@ run_case() {
     fi
     srp_trouble
     local reconnects=$(( SRP_RECONNECTS - reconnects0 )) qp_errors=$(( SRP_QP_ERRORS - qp_errors0 ))
+    srp_zero_req_lim
+    [ "$ZERO_REQ_LIM" = "$zero_req_lim0" ] ||
+        vm_log "$target $case numjobs=$nj round $round: ib_srp out of credit $(( ZERO_REQ_LIM - zero_req_lim0 )) times"
     # the raw snapshots, for a closer look at a run
     {
         echo "# fio launched $t_launch, exited by $t_exit; t ios sectors proc kthr user nice system idle iowait irq softirq steal self${SCRAPER_PID:+ scraper}"
@@ -448,7 +466,7 @@ profile() {
     fi
     local r=("$perf" report -i "$data" --stdio --no-children)
     "${r[@]}" --sort comm,dso -g none --percent-limit 0.5 > "$OUT/perf-$target-by-dso.txt" 2>&1 || true
-    "${r[@]}" --sort comm,dso,sym -g none --percent-limit 0.25 > "$OUT/perf-$target-by-sym.txt" 2>&1 || true
+    "${r[@]}" --sort comm,dso,sym -g none --percent-limit 0.02 > "$OUT/perf-$target-by-sym.txt" 2>&1 || true
     "${r[@]}" --sort comm,sym -g caller,0.5,callee,function,percent --percent-limit 2 \
         > "$OUT/perf-$target-callers.txt" 2>&1 || true
     if [ -n "${SRPTD_PID:-}" ] && [ "$target" = srptd ]; then
@@ -504,7 +522,7 @@ phase_srptd() {
             awk -v clk="$CLK_TCK" '{ i = length($0); while (substr($0, i, 1) != ")") i--
                 c = substr($0, index($0, "(") + 1, i - index($0, "(") - 1)
                 split(substr($0, i + 2), f, " ")
-                printf "%-16s utime %8.2f s  stime %8.2f s\n", c, f[12] / clk, f[13] / clk }' "$t/stat"
+                printf "%-16s utime %8.2f s  stime %8.2f s  nice %3d\n", c, f[12] / clk, f[13] / clk, f[17] }' "$t/stat"
         done > "$OUT/srptd-threads.txt" 2>/dev/null || true
     fi
     srp_logout_all

@@ -96,6 +96,12 @@ struct Cli {
     /// sleeping [default: 50].
     #[arg(long)]
     spin_us: Option<u64>,
+    /// The poller threads' nice value, -20 to 19: above 0 other work on
+    /// a poller's CPU (a co-located initiator, soft-RoCE) runs first and
+    /// the poller then handles more commands per wake-up; below 0 needs
+    /// CAP_SYS_NICE [default: 0].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    poller_nice: Option<i32>,
     /// RDMA READs a channel on a software RDMA device (rxe, siw) keeps in
     /// flight at most; 0: the device's own limit [default: 1]. One READ
     /// at a time keeps soft-RoCE from retrying commands (docs/stalls.md).
@@ -151,6 +157,7 @@ impl Cli {
             poller_cpus: self.poller_cpus.clone(),
             io_threads: self.io_threads,
             spin_us: self.spin_us,
+            poller_nice: self.poller_nice,
             software_read_depth: self.software_read_depth,
             software_one_poller: self.software_one_poller,
             no_dm: self.no_dm,

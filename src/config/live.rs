@@ -318,6 +318,7 @@ impl Settings {
             io_threads => "data_path.io_threads",
             io_uring => "data_path.io_uring",
             spin_us => "data_path.spin_us",
+            poller_nice => "data_path.poller_nice",
             software_read_depth => "data_path.software_read_depth",
             software_one_poller => "data_path.software_one_poller",
             srq => "data_path.srq";

@@ -81,6 +81,7 @@ impl Settings {
                 Value::Integer(self.spin_us.value.min(i64::MAX as u64) as i64),
             );
         }
+        put_int(&mut data_path, "poller_nice", &self.poller_nice);
         put_int(&mut data_path, "software_read_depth", &self.software_read_depth);
         put(&mut data_path, "software_one_poller", &self.software_one_poller);
         put(&mut data_path, "srq", &self.srq);

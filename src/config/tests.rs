@@ -60,6 +60,7 @@ poller_cpus = "none"
 io_threads = 2
 io_uring = false
 spin_us = 0
+poller_nice = -5
 software_read_depth = 0
 software_one_poller = true
 srq = true
@@ -94,7 +95,10 @@ initiator = "0000000000000001000000fffe007701"
         (64, 8260, false)
     );
     assert_eq!((o.pool_size, o.channel_memory), (16 << 20, Some(1 << 30)));
-    assert_eq!((o.pollers, o.io_threads, o.spin), (3, 2, Duration::ZERO));
+    assert_eq!(
+        (o.pollers, o.io_threads, o.spin, o.poller_nice),
+        (3, 2, Duration::ZERO, -5)
+    );
     assert_eq!(o.poller_cpus, PollerCpus::Unbound);
     assert!(!o.io_uring);
     assert_eq!(
@@ -136,6 +140,7 @@ fn no_file_means_the_quick_start_defaults() {
     assert_eq!(l.options.identity, None);
     assert_eq!(l.options.admin_socket, Some(AdminSocket::default()));
     assert_eq!(l.options.poller_cpus, PollerCpus::Auto);
+    assert_eq!(l.options.poller_nice, crate::driver::DEFAULT_POLLER_NICE);
     assert_eq!(
         l.options.software,
         crate::driver::SoftwareDevice {
@@ -218,10 +223,12 @@ fn flags_override_the_file() {
         allow: vec![A.into()],
         software_read_depth: Some(3),
         software_one_poller: true,
+        poller_nice: Some(7),
         ..Flags::default()
     });
     let l = s.build().unwrap();
     assert_eq!(l.options.limits.queue_depth, 32);
+    assert_eq!(l.options.poller_nice, 7);
     assert_eq!(l.options.poller_cpus, PollerCpus::List(vec![cpu]));
     assert_eq!(
         l.options.software,
@@ -249,6 +256,15 @@ fn flag_errors_name_the_flag() {
         e.to_string(),
         "--max-transfer 3K: must be a multiple of 4K between 4K and 64M"
     );
+    let e = load(
+        None,
+        &Flags {
+            poller_nice: Some(-21),
+            ..Flags::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "--poller-nice -21: must be between -20 and 19");
     let e = load(
         None,
         &Flags {
@@ -281,6 +297,7 @@ fn file_errors_name_file_line_and_key() {
         ),
         ("[data_path]\npollers = 0\n", "t.toml:2: data_path.pollers = 0: must be between 1 and 64"),
         ("[data_path]\nio_threads = 300\n", "t.toml:2: data_path.io_threads = 300: must be between 1 and 256"),
+        ("[data_path]\npoller_nice = 20\n", "t.toml:2: data_path.poller_nice = 20: must be between -20 and 19"),
         (
             "[data_path]\npoller_cpus = \"0,x\"\n",
             "t.toml:2: data_path.poller_cpus = 0,x: \"x\" is not a CPU number (expected auto, none or a list like 0,2,4-7)",

@@ -81,6 +81,8 @@ pub struct Options {
     pub io_uring: bool,
     /// Busy-poll time after the last completion before sleeping.
     pub spin: Duration,
+    /// The poller threads' nice value ([`poller::PollerConfig::nice`]).
+    pub poller_nice: i32,
     /// How channels on software RDMA devices run.
     pub software: SoftwareDevice,
     /// How long a clean shutdown waits for initiators to log out.
@@ -137,6 +139,7 @@ impl Default for Options {
             io_threads: 4,
             io_uring: true,
             spin: Duration::from_micros(50),
+            poller_nice: DEFAULT_POLLER_NICE,
             software: SoftwareDevice::default(),
             shutdown_timeout: Duration::from_secs(10),
             dm: true,
@@ -220,6 +223,12 @@ pub fn default_pollers() -> usize {
 
 /// Upper bound of [`default_pollers`].
 pub const MAX_DEFAULT_POLLERS: usize = 8;
+
+/// The pollers' nice value by default: the process's own. A higher value
+/// lets work sharing their CPUs run first (fewer wake-ups and doorbells
+/// per command in the VM benchmark, no clear gain against the kernel
+/// target there: docs/performance.md).
+pub const DEFAULT_POLLER_NICE: i32 = 0;
 
 /// Why the target could not start.
 #[derive(Debug, thiserror::Error)]
@@ -341,6 +350,7 @@ pub fn run(
             .map(|(i, &cpu)| {
                 let pcfg = PollerConfig {
                     spin: opts.spin,
+                    nice: opts.poller_nice,
                     io_threads: opts.io_threads,
                     io_uring: opts.io_uring,
                     io_queue,

@@ -233,6 +233,13 @@ pub struct PollerConfig {
     pub io_queue: usize,
     /// The CPU the poller thread is bound to (`None`: unbound).
     pub cpu: Option<usize>,
+    /// The poller thread's nice value (`setpriority(2)`; 0: left as the
+    /// process's). Above 0 the scheduler runs other runnable work on the
+    /// poller's CPU first when both want it: where an initiator, or the
+    /// soft-RoCE work that feeds the poller, shares the CPU, more
+    /// commands then arrive per wake-up and go out per doorbell
+    /// (docs/performance.md). It changes nothing on an otherwise idle CPU.
+    pub nice: i32,
 }
 
 /// Starts a poller thread.
@@ -277,6 +284,11 @@ pub fn spawn(
                 match os::pin_current_thread(cpu) {
                     Ok(()) => tracing::debug!(poller = index, cpu, "poller bound to a CPU"),
                     Err(e) => tracing::warn!(poller = index, cpu, error = %e, "poller left unbound"),
+                }
+            }
+            if cfg.nice != 0 {
+                if let Err(e) = os::set_current_thread_nice(cfg.nice) {
+                    tracing::warn!(poller = index, nice = cfg.nice, error = %e, "poller's nice value not set (data_path.poller_nice)");
                 }
             }
             let exec = Executor {

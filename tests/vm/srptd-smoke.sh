@@ -45,9 +45,22 @@ cp "$VM_RESULTS/srptd.log" "$VM_RESULTS/srptd-1.log"
 
 # SIGTERM while the initiator is logged in: srptd logs it out (SRP_T_LOGOUT,
 # then disconnect) and exits 0 with every channel freed.
-SRPTD_LOG=srptd=debug srptd_start --lun ram:64M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY
+SRPTD_LOG=srptd=debug srptd_start --lun ram:64M --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY --poller-nice 5
 dev=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
 dd if="$dev" of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null
+# --poller-nice 5: the pollers run at nice 5, the other threads at the
+# process's own 0 (field 19 of /proc/<pid>/task/<tid>/stat; io_uring's
+# workers inherit their poller's).
+nices=$(for t in /proc/"$SRPTD_PID"/task/*; do
+    awk '{ i = length($0); while (substr($0, i, 1) != ")") i--
+           c = substr($0, index($0, "(") + 1, i - index($0, "(") - 1)
+           split(substr($0, i + 2), f, " "); print (c ~ /^srptd-poll/ ? "poller" : c ~ /^iou-/ ? "io_uring" : "other"), f[17] }' "$t/stat"
+done | sort | uniq -c)
+vm_log "threads by nice value: $(tr -s ' \n' ' ' <<<"$nices")"
+# (lines of `uniq -c`: count, kind, nice)
+awk '$2 == "poller" { p = 1 } ($2 == "poller" && $3 != 5) || ($2 == "other" && $3 != 0) { bad = 1 }
+     END { exit !(p && !bad) }' <<<"$nices" ||
+    vm_die "pollers not all at nice 5, or other threads not at 0: $nices"
 srptd_stop || vm_die "srptd exited non-zero on SIGTERM with an initiator logged in"
 grep -q 'leaked-channels 0' "$VM_RESULTS/srptd.log" || vm_die "srptd reported leaked channels after target logout"
 grep -E 'shutting down|channel closed key|stopped' "$VM_RESULTS/srptd.log" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-160 >&2 || true
