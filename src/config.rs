@@ -681,14 +681,8 @@ impl Settings {
     /// target's configuration.
     pub fn build(&self) -> Result<Loaded, ConfigError> {
         let mut warnings = Vec::new();
-        let in_range = |s: &Setting<u32>, (lo, hi): (u32, u32)| -> Result<u32, ConfigError> {
-            if s.value < lo || s.value > hi {
-                return err(&s.origin, s.value, format!("must be between {lo} and {hi}"));
-            }
-            Ok(s.value)
-        };
-        let queue_depth = in_range(&self.queue_depth, bounds::QUEUE_DEPTH)?;
-        let max_it_iu_len = in_range(&self.max_it_iu_len, bounds::MAX_IT_IU_LEN)?;
+        let queue_depth = in_bounds(&self.queue_depth, bounds::QUEUE_DEPTH)?;
+        let max_it_iu_len = in_bounds(&self.max_it_iu_len, bounds::MAX_IT_IU_LEN)?;
         let max_transfer = size(&self.max_transfer)?;
         let (lo, hi) = bounds::MAX_TRANSFER;
         if max_transfer < lo || max_transfer % 4096 != 0 || max_transfer > hi {
@@ -728,7 +722,7 @@ impl Settings {
         let io_threads = in_bounds(&self.io_threads, bounds::IO_THREADS)?;
         let poller_nice = in_bounds(&self.poller_nice, bounds::POLLER_NICE)?;
         if let Some(s) = &self.srq_size {
-            in_range(s, bounds::SRQ_SIZE)?;
+            in_bounds(s, bounds::SRQ_SIZE)?;
             if !self.srq.value {
                 return err(
                     &s.origin,

@@ -274,25 +274,20 @@ disk_ios() {
 
 # srp_trouble: sets SRP_RECONNECTS and SRP_QP_ERRORS to the number of
 # ib_srp reconnects ("reconnect succeeded/failed") and failed work requests
-# ("failed RECV status WR flushed (5)" ...) in the kernel log so far. Read
-# before and after each run, outside its measurement window (it forks).
+# ("failed RECV status WR flushed (5)" ...) in the kernel log so far, and
+# SRP_ZERO_REQ_LIM to the times ib_srp found no credit (req_lim) left for a
+# command, summed over its SCSI hosts (each such command went back to the
+# SCSI midlayer as busy). Read before and after each run, outside its
+# measurement window (it forks).
 srp_trouble() {
-    local log
+    local log f v
     log=$(dmesg)
     SRP_RECONNECTS=$(grep -cE 'ib_srp: reconnect (succeeded|failed)' <<<"$log" || true)
     SRP_QP_ERRORS=$(grep -cE 'ib_srp: failed [A-Z_ ]+ status' <<<"$log" || true)
-}
-
-# srp_zero_req_lim: sets ZERO_REQ_LIM to the times ib_srp found no credit
-# (req_lim) left for a command, summed over its SCSI hosts (each such
-# command went back to the SCSI midlayer as busy and was retried).
-srp_zero_req_lim() {
-    local f v
-    ZERO_REQ_LIM=0
+    SRP_ZERO_REQ_LIM=0
     for f in /sys/class/scsi_host/host*/zero_req_lim; do
-        [ -r "$f" ] || continue
-        read -r v < "$f" || continue
-        ZERO_REQ_LIM=$(( ZERO_REQ_LIM + v ))
+        { read -r v < "$f"; } 2>/dev/null || continue
+        SRP_ZERO_REQ_LIM=$(( SRP_ZERO_REQ_LIM + v ))
     done
 }
 
@@ -323,9 +318,7 @@ run_case() {
     rel=fio/$target-$case-nj$nj-r$round.json
     json=$OUT/$rel
     srp_trouble
-    local reconnects0=$SRP_RECONNECTS qp_errors0=$SRP_QP_ERRORS
-    srp_zero_req_lim
-    local zero_req_lim0=$ZERO_REQ_LIM
+    local reconnects0=$SRP_RECONNECTS qp_errors0=$SRP_QP_ERRORS zero_req_lim0=$SRP_ZERO_REQ_LIM
     disk_ios; idle=$DISK_IOS
     if [ "${SCRAPE_NOW:-0}" = 1 ]; then
         scrape_log=/tmp/$target-$case-nj$nj-r$round.scrapes
@@ -364,9 +357,8 @@ run_case() {
     fi
     srp_trouble
     local reconnects=$(( SRP_RECONNECTS - reconnects0 )) qp_errors=$(( SRP_QP_ERRORS - qp_errors0 ))
-    srp_zero_req_lim
-    [ "$ZERO_REQ_LIM" = "$zero_req_lim0" ] ||
-        vm_log "$target $case numjobs=$nj round $round: ib_srp out of credit $(( ZERO_REQ_LIM - zero_req_lim0 )) times"
+    [ "$SRP_ZERO_REQ_LIM" = "$zero_req_lim0" ] ||
+        vm_log "$target $case numjobs=$nj round $round: ib_srp out of credit $(( SRP_ZERO_REQ_LIM - zero_req_lim0 )) times"
     # the raw snapshots, for a closer look at a run
     {
         echo "# fio launched $t_launch, exited by $t_exit; t ios sectors proc kthr user nice system idle iowait irq softirq steal self${SCRAPER_PID:+ scraper}"
@@ -518,12 +510,9 @@ phase_srptd() {
     if [ "$round" = "$RUNS" ]; then
         profile srptd "$dev"
         # CPU time by thread, for the record
-        for t in /proc/"$SRPTD_PID"/task/*; do
-            awk -v clk="$CLK_TCK" '{ i = length($0); while (substr($0, i, 1) != ")") i--
-                c = substr($0, index($0, "(") + 1, i - index($0, "(") - 1)
-                split(substr($0, i + 2), f, " ")
-                printf "%-16s utime %8.2f s  stime %8.2f s  nice %3d\n", c, f[12] / clk, f[13] / clk, f[17] }' "$t/stat"
-        done > "$OUT/srptd-threads.txt" 2>/dev/null || true
+        process_threads "$SRPTD_PID" | awk -v clk="$CLK_TCK" \
+            '{ printf "%-16s utime %8.2f s  stime %8.2f s  nice %3d\n", $1, $2 / clk, $3 / clk, $4 }' \
+            > "$OUT/srptd-threads.txt" 2>/dev/null || true
     fi
     srp_logout_all
     srp_unload

@@ -574,6 +574,19 @@ srptd_counter() {
         { vm_die "no counter '$1' in srptd's exit summary"; return 1; }
 }
 
+# process_threads <pid>: one line per thread of <pid>: its name (comm,
+# spaces turned to _), utime and stime in clock ticks, and nice value
+# (fields 14, 15 and 19 of /proc/<pid>/task/<tid>/stat, counted after the
+# name's closing parenthesis since a name may hold spaces and parentheses).
+process_threads() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        awk '{ i = length($0); while (substr($0, i, 1) != ")") i--
+               c = substr($0, index($0, "(") + 1, i - index($0, "(") - 1); gsub(/ /, "_", c)
+               split(substr($0, i + 2), f, " "); print c, f[12], f[13], f[17] }' "$t/stat" 2>/dev/null || true
+    done
+}
+
 # srptd_status <socket> <field>: one field of `srptd ctl status --json`,
 # e.g. buffer_memory (bytes of mapped buffers: RAM LUNs, rings, pools) or
 # heap_in_use (glibc's heap bytes in use): the leak measures tests compare,

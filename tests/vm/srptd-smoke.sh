@@ -49,13 +49,9 @@ SRPTD_LOG=srptd=debug srptd_start --lun ram:64M --port "$SRP_PORT" --device "$RX
 dev=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
 dd if="$dev" of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null
 # --poller-nice 5: the pollers run at nice 5, the other threads at the
-# process's own 0 (field 19 of /proc/<pid>/task/<tid>/stat; io_uring's
-# workers inherit their poller's).
-nices=$(for t in /proc/"$SRPTD_PID"/task/*; do
-    awk '{ i = length($0); while (substr($0, i, 1) != ")") i--
-           c = substr($0, index($0, "(") + 1, i - index($0, "(") - 1)
-           split(substr($0, i + 2), f, " "); print (c ~ /^srptd-poll/ ? "poller" : c ~ /^iou-/ ? "io_uring" : "other"), f[17] }' "$t/stat"
-done | sort | uniq -c)
+# process's own 0 (io_uring's workers inherit their poller's).
+nices=$(process_threads "$SRPTD_PID" |
+    awk '{ print ($1 ~ /^srptd-poll/ ? "poller" : $1 ~ /^iou-/ ? "io_uring" : "other"), $4 }' | sort | uniq -c)
 vm_log "threads by nice value: $(tr -s ' \n' ' ' <<<"$nices")"
 # (lines of `uniq -c`: count, kind, nice)
 awk '$2 == "poller" { p = 1 } ($2 == "poller" && $3 != 5) || ($2 == "other" && $3 != 0) { bad = 1 }
