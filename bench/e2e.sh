@@ -6,7 +6,7 @@
 #   bench/e2e.sh [--mode ram|block|file|rbd] [--runs N] [--runtime S] [--size SIZE] [--smoke]
 #                [--no-profile|--profile CASE] [--cases "case:numjobs ..."]
 #                [--srptd-args "..."] [--rbd-client "..."] [--scrape HZ] [--file-direct]
-#                [--out DIR]
+#                [--interleave] [--out DIR]
 #
 #   --mode M        ram: srptd ram: vs LIO rd_mcp (default); block: srptd
 #                   file:/dev/nullb0 vs LIO iblock on the same null_blk;
@@ -42,6 +42,11 @@
 #                   the two and counts the valid scrapes achieved
 #   --file-direct   file mode: srptd with O_DIRECT (no ,buffered) against the
 #                   same buffered LIO fileio
+#   --interleave    both targets logged in at once, each case run on one and
+#                   then the other (the order alternating between rounds)
+#                   instead of all cases on srptd, then all on the kernel:
+#                   the two runs compared are seconds apart, not minutes
+#                   (ram, block and file modes)
 #   --out DIR       results directory (default target/bench/e2e-<time>)
 #
 # Builds target/release/srptd, runs bench/vm/e2e-guest.sh in the VM
@@ -56,11 +61,12 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "bench/e2e.sh: $*" >&2; exit 2; }
 
 mode=ram runs=3 runtime=10 size= smoke=0 profile=randread-4k-qd32 profile_set=0 cases= srptd_args= rbd_client= scrape= out=
-file_direct=0
+file_direct=0 interleave=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --mode) mode=${2:?--mode needs a value}; shift 2 ;;
         --file-direct) file_direct=1; shift ;;
+        --interleave) interleave=1; shift ;;
         --runs) runs=${2:?--runs needs a value}; shift 2 ;;
         --runtime) runtime=${2:?--runtime needs a value}; shift 2 ;;
         --size) size=${2:?--size needs a value}; shift 2 ;;
@@ -89,6 +95,10 @@ if [ -n "$scrape" ]; then
     [ "$profile_set" = 0 ] || [ -z "$profile" ] || die "--profile does not combine with --scrape"
     profile=
 fi
+if [ "$interleave" = 1 ]; then
+    [ "$mode" != rbd ] || die "--interleave does not combine with --mode rbd (librbd and krbd would pass the image's exclusive lock back and forth)"
+    [ -z "$scrape" ] || die "--interleave does not combine with --scrape (no kernel target)"
+fi
 size=${size:-256M}
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "--runs $runs: expected a positive integer"
 [[ $runtime =~ ^[1-9][0-9]*$ ]] || die "--runtime $runtime: expected a positive integer (seconds)"
@@ -105,12 +115,14 @@ else
     ncases=$(( ncases * 2 ))
 fi
 
-# The guest holds one LUN at a time (srptd's, then LIO's), plus the
-# kernel, fio and srptd's pools: keep 1.5 GiB besides the LUN.
+# The guest holds one LUN at a time (srptd's, then LIO's; both at once
+# with --interleave in RAM mode), plus the kernel, fio and srptd's pools:
+# keep 1.5 GiB besides the LUNs.
 # rbd mode: the memstore OSD holds the image too, and the Ceph daemons
 # take about another GiB.
 size_mib=$(( size_bytes >> 20 ))
 need_mib=$(( size_mib + 1536 ))
+[ "$mode" = ram ] && [ "$interleave" = 1 ] && need_mib=$(( 2 * size_mib + 1536 ))
 [ "$mode" = rbd ] && need_mib=$(( 2 * size_mib + 2560 ))
 if [ -z "${VM_MEMORY:-}" ] && [ "$need_mib" -gt 2048 ]; then
     export VM_MEMORY=${need_mib}M
@@ -146,6 +158,7 @@ if [ "$file_direct" = 1 ]; then
     [ "$mode" = file ] || die "--file-direct applies to --mode file only"
     guest_args+=(--file-direct)
 fi
+[ "$interleave" = 1 ] && guest_args+=(--interleave)
 
 if [ -n "$scrape" ]; then
     echo "bench/e2e.sh: $ncases cases x $runs runs x srptd plain and scraped at ${scrape}/s x ${runtime}s; results in $out (VM_TIMEOUT=${VM_TIMEOUT}s)" >&2

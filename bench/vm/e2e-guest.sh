@@ -16,7 +16,9 @@
 # logged into by the kernel initiator ib_srp with ch_count=2 and driven by
 # the fio jobs of bench/fio/srp-bench.fio. Alternating the targets round by
 # round keeps slow drifts of the (shared, emulated) machine from favouring
-# one of them.
+# one of them. With --interleave both targets are logged in at once and
+# take turns case by case (see phase_both), so that the two runs of a case
+# are minutes closer in time.
 #
 # For every fio run it records, in $VM_RESULTS/samples.tsv, the I/Os done
 # (from /sys/block/<disk>/stat) in a window of the run's steady state
@@ -47,6 +49,14 @@
 #                        go to $VM_RESULTS/scrapes.tsv.
 #   --mode ram|block|file|rbd  the backstores compared (default ram)
 #   --file-direct        file mode: srptd's LUN without ,buffered (O_DIRECT)
+#   --interleave         both targets logged in at once (srptd on port
+#                        SRP_PORT+1 with --no-dm, as ib_srpt holds the
+#                        device-management class; its login told apart by
+#                        initiator_ext, as both targets use the port GUID
+#                        for id_ext); in each round every case runs on both,
+#                        srptd first in odd rounds, the kernel first in even
+#                        ones. Not with rbd (librbd and krbd would pass the
+#                        image's exclusive lock back and forth) or --scrape.
 set -euo pipefail
 . "$REPO/tests/vm/lib.sh"
 vm_trap_failures
@@ -63,6 +73,7 @@ METRICS_ADDR=127.0.0.1:9469
 MODE=ram
 RBD_CLIENT=
 FILE_OPTS=,buffered
+INTERLEAVE=0
 
 die_usage() { echo "e2e-guest: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -77,6 +88,7 @@ while [ $# -gt 0 ]; do
         --scrape) SCRAPE_HZ=${2:?}; shift 2 ;;
         --mode) MODE=${2:?}; shift 2 ;;
         --file-direct) FILE_OPTS=; shift ;;
+        --interleave) INTERLEAVE=1; shift ;;
         *) die_usage "unknown option $1" ;;
     esac
 done
@@ -91,6 +103,10 @@ if [ -n "$SCRAPE_HZ" ]; then
     SRPTD_EXTRA="--metrics $METRICS_ADDR $SRPTD_EXTRA"
 fi
 case "$MODE" in ram|block|file|rbd) ;; *) die_usage "--mode $MODE: expected ram, block, file or rbd" ;; esac
+if [ "$INTERLEAVE" = 1 ]; then
+    [ "$MODE" != rbd ] || die_usage "--interleave does not combine with --mode rbd (the image's exclusive lock)"
+    [ -z "$SCRAPE_HZ" ] || die_usage "--interleave does not combine with --scrape"
+fi
 sections=$(sed -n 's/^\[\([^]]*\)\]$/\1/p' "$JOBFILE" | grep -vx global)
 if [ -z "$CASES" ]; then
     for nj in 1 2; do for s in $sections; do CASES+="$s:$nj "; done; done
@@ -194,6 +210,7 @@ setup_backing() {
     echo "srptd_args --lun $(srptd_lun) --port $SRP_PORT --device $RXE_DEV --allow ANY $SRPTD_EXTRA"
     echo "fio $(fio --version)"
     echo "initiator ib_srp ch_count=2, $CHANNELS channels (other parameters default)"
+    echo "interleave $INTERLEAVE"
     [ -z "$SCRAPE_HZ" ] || echo "scrape_hz $SCRAPE_HZ"
     [ -z "$RBD_CLIENT" ] || echo "rbd_client $RBD_CLIENT"
 } > "$OUT/meta.txt"
@@ -412,16 +429,21 @@ run_case() {
     vm_log "$target $case numjobs=$nj round $round: $status; first I/O $(awk -v a="$t_launch" -v b="${SNAPS[0]%% *}" 'BEGIN { printf "%.1f", b - a }')s after launch, fio exited $(awk -v a="$t_launch" -v b="$t_exit" 'BEGIN { printf "%.1f", b - a }')s after launch; window ${secs}s (${#SNAPS[@]} snapshots): $(( b[1] - a[1] )) requests, $(( (b[2] - a[2]) / 2 )) KiB"
 }
 
-run_all_cases() {
-    local target=$1 dev=$2 round=$3 pid=${4:-} c t
-    # What one counter snapshot costs here (it runs once a second during
-    # the measurements).
+# warm_up <dev> [pid]: what one counter snapshot costs here (it runs once a
+# second during the measurements), then an unmeasured fio run: the first
+# run pages fio and the modules in over 9p.
+warm_up() {
+    local dev=$1 pid=${2:-} t
     SNAP_DISK=${dev#/dev/} SNAP_PID=$pid SNAPS=()
     t=$EPOCHREALTIME; snap
     vm_log "one counter snapshot takes $(awk -v a="$t" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", (b - a) * 1000 }') ms"
-    # Unmeasured warm-up: the first run pages fio and the modules in over 9p.
     DEV=$dev RUNTIME=2 NUMJOBS=1 fio --section=randread-4k-qd32 --output=/dev/null "$JOBFILE" >/dev/null 2>&1 ||
         vm_log "warm-up fio failed on $dev"
+}
+
+run_all_cases() {
+    local target=$1 dev=$2 round=$3 pid=${4:-} c
+    warm_up "$dev" "$pid"
     for c in $CASES; do
         if [ -z "$SCRAPE_HZ" ]; then
             run_case "$target" "$dev" "${c%%:*}" "${c##*:}" "$round" "$pid"
@@ -490,13 +512,11 @@ uring_punts_stop() {
 }
 
 phase_srptd() {
-    local round=$1 dev size
+    local round=$1 dev
     # shellcheck disable=SC2086 # SRPTD_EXTRA is a list of options
     srptd_start --lun "$(srptd_lun)" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY $SRPTD_EXTRA
     dev=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
-    size=$(blockdev --getsize64 "$dev")
-    [ "$size" = "$size_bytes" ] || vm_die "srptd disk $dev is $size bytes, expected $size_bytes"
-    [ "$(srp_ch_count)" = "$CHANNELS" ] || vm_die "srptd login has $(srp_ch_count) channels, expected $CHANNELS"
+    check_disk "$dev" srptd
     vm_log "round $round: srptd on $dev (pid $SRPTD_PID)"
     if [ -n "$SCRAPE_HZ" ]; then
         local once
@@ -509,42 +529,104 @@ phase_srptd() {
     uring_punts_stop "$round"
     if [ "$round" = "$RUNS" ]; then
         profile srptd "$dev"
-        # CPU time by thread, for the record
-        process_threads "$SRPTD_PID" | awk -v clk="$CLK_TCK" \
-            '{ printf "%-16s utime %8.2f s  stime %8.2f s  nice %3d\n", $1, $2 / clk, $3 / clk, $4 }' \
-            > "$OUT/srptd-threads.txt" 2>/dev/null || true
+        srptd_threads
     fi
     srp_logout_all
     srp_unload
-    srptd_stop || vm_die "srptd exited non-zero"
-    grep -q 'leaked-channels 0' "$VM_RESULTS/srptd.log" || vm_die "srptd reported leaked channels"
-    cp "$VM_RESULTS/srptd.log" "$OUT/srptd-r$round.log"
+    srptd_down "$round"
 }
 
-phase_kernel() {
-    local round=$1 dev size krbd
+# The LIO backstore and export of $MODE; rbd mode maps the image (KRBD).
+KRBD=
+lio_setup() {
     case "$MODE" in
         ram) lio_ramdisk_target "$pages" ;;
         block) lio_iblock_target /dev/nullb0 ;;
         file) lio_fileio_target "$BENCH_FILE" "$size_bytes" ;;
         rbd)
-            krbd=$(rbd_map)
-            lio_iblock_target "$krbd"
+            KRBD=$(rbd_map)
+            lio_iblock_target "$KRBD"
             ;;
     esac
+}
+lio_down() {
+    lio_teardown
+    if [ -n "$KRBD" ]; then
+        RBD device unmap "$KRBD" || vm_die "rbd device unmap $KRBD failed"
+        KRBD=
+    fi
+}
+# check_disk <dev> <what>: the LUN's size and the login's channel count.
+check_disk() {
+    local size
+    size=$(blockdev --getsize64 "$1")
+    [ "$size" = "$size_bytes" ] || vm_die "$2 disk $1 is $size bytes, expected $size_bytes"
+    [ "$(srp_ch_count)" = "$CHANNELS" ] || vm_die "$2 login has $(srp_ch_count) channels, expected $CHANNELS"
+}
+# srptd's exit: the initiator logged out first; its summary saved.
+srptd_down() {
+    srptd_stop || vm_die "srptd exited non-zero"
+    grep -q 'leaked-channels 0' "$VM_RESULTS/srptd.log" || vm_die "srptd reported leaked channels"
+    cp "$VM_RESULTS/srptd.log" "$OUT/srptd-r$1.log"
+}
+srptd_threads() {
+    process_threads "$SRPTD_PID" | awk -v clk="$CLK_TCK" \
+        '{ printf "%-16s utime %8.2f s  stime %8.2f s  nice %3d\n", $1, $2 / clk, $3 / clk, $4 }' \
+        > "$OUT/srptd-threads.txt" 2>/dev/null || true
+}
+
+phase_kernel() {
+    local round=$1 dev
+    lio_setup
     dev=$(srp_login "$LIO_ID_EXT" "$LIO_IOC_GUID" 2)
-    size=$(blockdev --getsize64 "$dev")
-    [ "$size" = "$size_bytes" ] || vm_die "LIO disk $dev is $size bytes, expected $size_bytes"
-    [ "$(srp_ch_count)" = "$CHANNELS" ] || vm_die "ib_srpt login has $(srp_ch_count) channels, expected $CHANNELS"
+    check_disk "$dev" ib_srpt
     vm_log "round $round: kernel ib_srpt on $dev"
     run_all_cases kernel "$dev" "$round" ""
     [ "$round" = "$RUNS" ] && profile kernel "$dev"
     srp_logout_all
     srp_unload
-    lio_teardown
-    if [ "$MODE" = rbd ]; then
-        RBD device unmap "$krbd" || vm_die "rbd device unmap $krbd failed"
+    lio_down
+}
+
+# --interleave: srptd first (it refuses to start beside ib_srpt), on its
+# own port and without the device-management agent, then LIO; the kernel
+# target's login, then srptd's with another initiator_ext (ib_srp refuses
+# a second login with the same id_ext, ioc_guid and initiator_ext).
+phase_both() {
+    local round=$1 sdev kdev c first=srptd t
+    # shellcheck disable=SC2086 # SRPTD_EXTRA is a list of options
+    srptd_start --lun "$(srptd_lun)" --port $(( SRP_PORT + 1 )) --no-dm --device "$RXE_DEV" --allow ANY $SRPTD_EXTRA
+    lio_setup
+    kdev=$(srp_login "$LIO_ID_EXT" "$LIO_IOC_GUID" 2)
+    check_disk "$kdev" ib_srpt
+    srp_write_add_target "id_ext=$SRPTD_ID_EXT,ioc_guid=$SRPTD_IOC_GUID,dest=$RXE_ADDR:$(( SRP_PORT + 1 )),initiator_ext=0000000000000001" ||
+        vm_die "add_target for srptd failed: $(dmesg | tail -n 5)"
+    sdev=$(wait_for_disk SRPTD 30)
+    check_disk "$sdev" srptd
+    vm_log "round $round: srptd on $sdev (pid $SRPTD_PID), kernel ib_srpt on $kdev, case by case"
+    (( round % 2 )) || first=kernel
+    uring_punts_start
+    warm_up "$sdev" "$SRPTD_PID"
+    warm_up "$kdev"
+    for c in $CASES; do
+        for t in $first $([ "$first" = srptd ] && echo kernel || echo srptd); do
+            if [ "$t" = srptd ]; then
+                run_case srptd "$sdev" "${c%%:*}" "${c##*:}" "$round" "$SRPTD_PID"
+            else
+                run_case kernel "$kdev" "${c%%:*}" "${c##*:}" "$round" ""
+            fi
+        done
+    done
+    uring_punts_stop "$round"
+    if [ "$round" = "$RUNS" ]; then
+        profile srptd "$sdev"
+        profile kernel "$kdev"
+        srptd_threads
     fi
+    srp_logout_all
+    srp_unload
+    srptd_down "$round"
+    lio_down
 }
 
 t_start=$(date +%s)
@@ -552,6 +634,10 @@ rxe_setup
 setup_backing
 for round in $(seq 1 "$RUNS"); do
     vm_log "=== round $round of $RUNS"
+    if [ "$INTERLEAVE" = 1 ]; then
+        phase_both "$round"
+        continue
+    fi
     phase_srptd "$round"
     # --scrape compares srptd with itself: no kernel target
     [ -n "$SCRAPE_HZ" ] || phase_kernel "$round"
