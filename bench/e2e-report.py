@@ -381,7 +381,9 @@ def main():
       f"initiator {meta.get('initiator', 'ib_srp ch_count=2')}. "
       f"Guest: Linux {meta.get('guest_kernel', '?')}, {meta.get('guest_cpus', '?')} vCPUs "
       f"(QEMU TCG, clocksource {meta.get('guest_clocksource', '?')}), soft-RoCE rxe. srptd: `{meta.get('srptd_args', '?').strip()}`"
-      + (f", librbd `[client]`: `{meta['rbd_client']}`" if "rbd_client" in meta else "") + ".")
+      + (f", librbd `[client]`: `{meta['rbd_client']}`" if "rbd_client" in meta else "") + "."
+      + (" Both targets logged in at once, each case run on one and then the other "
+         "(`--interleave`; srptd first in odd rounds)." if meta.get("interleave") == "1" else ""))
     if "host_load_start" in meta:
         w("")
         w(f"Host: {meta.get('host_cpus', '?')} CPUs, load average at start "

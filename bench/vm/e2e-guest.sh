@@ -207,7 +207,11 @@ setup_backing() {
     echo "cases $CASES"
     echo "srptd $(srptd_bin) $("$(srptd_bin)" --version 2>&1 | sed -n 1p)"
     echo "mode $MODE"
-    echo "srptd_args --lun $(srptd_lun) --port $SRP_PORT --device $RXE_DEV --allow ANY $SRPTD_EXTRA"
+    if [ "$INTERLEAVE" = 1 ]; then
+        echo "srptd_args --lun $(srptd_lun) --port $(( SRP_PORT + 1 )) --no-dm --device $RXE_DEV --allow ANY $SRPTD_EXTRA"
+    else
+        echo "srptd_args --lun $(srptd_lun) --port $SRP_PORT --device $RXE_DEV --allow ANY $SRPTD_EXTRA"
+    fi
     echo "fio $(fio --version)"
     echo "initiator ib_srp ch_count=2, $CHANNELS channels (other parameters default)"
     echo "interleave $INTERLEAVE"
