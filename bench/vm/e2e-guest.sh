@@ -107,6 +107,10 @@ if [ "$INTERLEAVE" = 1 ]; then
     [ "$MODE" != rbd ] || die_usage "--interleave does not combine with --mode rbd (the image's exclusive lock)"
     [ -z "$SCRAPE_HZ" ] || die_usage "--interleave does not combine with --scrape"
 fi
+# Where srptd listens: beside ib_srpt (--interleave) on the next port and
+# without the device-management agent, as ib_srpt holds that class.
+SRPTD_LISTEN=(--port "$SRP_PORT")
+[ "$INTERLEAVE" = 0 ] || SRPTD_LISTEN=(--port $(( SRP_PORT + 1 )) --no-dm)
 sections=$(sed -n 's/^\[\([^]]*\)\]$/\1/p' "$JOBFILE" | grep -vx global)
 if [ -z "$CASES" ]; then
     for nj in 1 2; do for s in $sections; do CASES+="$s:$nj "; done; done
@@ -207,11 +211,7 @@ setup_backing() {
     echo "cases $CASES"
     echo "srptd $(srptd_bin) $("$(srptd_bin)" --version 2>&1 | sed -n 1p)"
     echo "mode $MODE"
-    if [ "$INTERLEAVE" = 1 ]; then
-        echo "srptd_args --lun $(srptd_lun) --port $(( SRP_PORT + 1 )) --no-dm --device $RXE_DEV --allow ANY $SRPTD_EXTRA"
-    else
-        echo "srptd_args --lun $(srptd_lun) --port $SRP_PORT --device $RXE_DEV --allow ANY $SRPTD_EXTRA"
-    fi
+    echo "srptd_args --lun $(srptd_lun) ${SRPTD_LISTEN[*]} --device $RXE_DEV --allow ANY $SRPTD_EXTRA"
     echo "fio $(fio --version)"
     echo "initiator ib_srp ch_count=2, $CHANNELS channels (other parameters default)"
     echo "interleave $INTERLEAVE"
@@ -515,10 +515,14 @@ uring_punts_stop() {
     vm_log "round $1: io_uring operations punted to io-wq: $(sed -n 's/^ *Hits: *//p' "$OUT/uring-punts-r$1.txt")"
 }
 
+srptd_up() {
+    # shellcheck disable=SC2086 # SRPTD_EXTRA is a list of options
+    srptd_start --lun "$(srptd_lun)" "${SRPTD_LISTEN[@]}" --device "$RXE_DEV" --allow ANY $SRPTD_EXTRA
+}
+
 phase_srptd() {
     local round=$1 dev
-    # shellcheck disable=SC2086 # SRPTD_EXTRA is a list of options
-    srptd_start --lun "$(srptd_lun)" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY $SRPTD_EXTRA
+    srptd_up
     dev=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 2)
     check_disk "$dev" srptd
     vm_log "round $round: srptd on $dev (pid $SRPTD_PID)"
@@ -592,33 +596,31 @@ phase_kernel() {
     lio_down
 }
 
-# --interleave: srptd first (it refuses to start beside ib_srpt), on its
-# own port and without the device-management agent, then LIO; the kernel
-# target's login, then srptd's with another initiator_ext (ib_srp refuses
-# a second login with the same id_ext, ioc_guid and initiator_ext).
+# --interleave: srptd first (it refuses to start beside ib_srpt), then
+# LIO; the kernel target's login, then srptd's with another initiator_ext
+# (ib_srp refuses a second login with the same id_ext, ioc_guid and
+# initiator_ext).
 phase_both() {
-    local round=$1 sdev kdev c first=srptd t
-    # shellcheck disable=SC2086 # SRPTD_EXTRA is a list of options
-    srptd_start --lun "$(srptd_lun)" --port $(( SRP_PORT + 1 )) --no-dm --device "$RXE_DEV" --allow ANY $SRPTD_EXTRA
+    local round=$1 sdev kdev c t order="srptd kernel"
+    srptd_up
     lio_setup
     kdev=$(srp_login "$LIO_ID_EXT" "$LIO_IOC_GUID" 2)
     check_disk "$kdev" ib_srpt
-    srp_write_add_target "id_ext=$SRPTD_ID_EXT,ioc_guid=$SRPTD_IOC_GUID,dest=$RXE_ADDR:$(( SRP_PORT + 1 )),initiator_ext=0000000000000001" ||
+    srp_write_add_target "id_ext=$SRPTD_ID_EXT,ioc_guid=$SRPTD_IOC_GUID,dest=$RXE_ADDR:$SRPTD_PORT,initiator_ext=0000000000000001" ||
         vm_die "add_target for srptd failed: $(dmesg | tail -n 5)"
     sdev=$(wait_for_disk SRPTD 30)
     check_disk "$sdev" srptd
     vm_log "round $round: srptd on $sdev (pid $SRPTD_PID), kernel ib_srpt on $kdev, case by case"
-    (( round % 2 )) || first=kernel
+    (( round % 2 )) || order="kernel srptd"
     uring_punts_start
     warm_up "$sdev" "$SRPTD_PID"
     warm_up "$kdev"
     for c in $CASES; do
-        for t in $first $([ "$first" = srptd ] && echo kernel || echo srptd); do
-            if [ "$t" = srptd ]; then
-                run_case srptd "$sdev" "${c%%:*}" "${c##*:}" "$round" "$SRPTD_PID"
-            else
-                run_case kernel "$kdev" "${c%%:*}" "${c##*:}" "$round" ""
-            fi
+        for t in $order; do
+            case $t in
+                srptd) run_case srptd "$sdev" "${c%%:*}" "${c##*:}" "$round" "$SRPTD_PID" ;;
+                kernel) run_case kernel "$kdev" "${c%%:*}" "${c##*:}" "$round" "" ;;
+            esac
         done
     done
     uring_punts_stop "$round"
