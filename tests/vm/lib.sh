@@ -368,6 +368,10 @@ _no_srp_ports() { [ -z "$(srp_ports)" ]; }
 _no_srp_hosts() { [ -z "$(srp_hosts)" ]; }
 _no_srp_disks() { [ -z "$(srp_disks)" ]; }
 
+# How many times ib_srp has logged a channel in again after losing it
+# (QP error, target restart) since boot.
+srp_reconnects() { dmesg | grep -c 'ib_srp: reconnect succeeded' || true; }
+
 # srp_hosts: the SCSI hosts of ib_srp ("hostH"), one per line.
 srp_hosts() {
     local h

@@ -52,7 +52,7 @@ D0=$(srp_lun_dev 0)
 D1=$(srp_lun_dev 1)
 vm_log "LUN 0 (file) $D0, LUN 1 (block device) $D1"
 
-reconnects_before=$(dmesg | grep -c 'reconnect succeeded' || true)
+reconnects_before=$(srp_reconnects)
 for round in $(seq 1 "$ROUNDS"); do
     out=$VM_RESULTS/fio-crash-$round.txt
     state=$W/state-$round
@@ -85,7 +85,7 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
     vm_log "round $round: every block read back as written"
 done
-reconnects=$(( $(dmesg | grep -c 'reconnect succeeded' || true) - reconnects_before ))
+reconnects=$(( $(srp_reconnects) - reconnects_before ))
 vm_log "ib_srp reconnected $reconnects times over $ROUNDS kills"
 [ "$reconnects" -ge "$ROUNDS" ] || vm_die "expected at least $ROUNDS reconnects, saw $reconnects"
 
