@@ -22,15 +22,13 @@ load() {
         vm_log "$name round $i: 8192 reads of 512 B in $e ms, completer_retry_err +$(( $(cat "$C/completer_retry_err") - r0 )), reconnects +$(( $(srp_reconnects) - c0 ))"
     done
 }
-srptd_start --lun "ram:32M,bs=512" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY "$@"
-d=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 1)
-load "$d" srptd-ram
-srp_logout_all; srp_unload; srptd_stop
 mkdir -p /tmp/rxe-retries; truncate -s 32M /tmp/rxe-retries/lun0.img
-srptd_start --lun "file:/tmp/rxe-retries/lun0.img,bs=512" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY "$@"
-d=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 1)
-load "$d" srptd-file
-srp_logout_all; srp_unload; srptd_stop
+for lun in ram:32M file:/tmp/rxe-retries/lun0.img; do
+    srptd_start --lun "$lun,bs=512" --port "$SRP_PORT" --device "$RXE_DEV" --allow ANY "$@"
+    d=$(SRP_VENDOR=SRPTD srp_login "$SRPTD_ID_EXT" "$SRPTD_IOC_GUID" 1)
+    load "$d" "srptd-${lun%%:*}"
+    srp_logout_all; srp_unload; srptd_stop
+done
 lio_ramdisk_target 8192
 d=$(srp_login "$LIO_ID_EXT" "$LIO_IOC_GUID" 1)
 load "$d" lio
